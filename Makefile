@@ -1,0 +1,147 @@
+# Provium: a plain GNU Makefile.
+#   make                      build ./provium (host, with the static agent embedded)
+#   make DEVELOPER=1          strict warnings, -Werror
+#   make SANITIZE=address,undefined
+#   make deps | demo | check | bench | fuzz | install PREFIX=/usr/local | clean
+
+PREFIX ?= /usr/local
+CC ?= gcc
+MUSL_CC ?= musl-gcc
+B := build
+
+WARN := -Wall -Wextra -Wno-unused-parameter -Wno-missing-field-initializers
+ifeq ($(DEVELOPER),1)
+WARN += -Werror -Wshadow -Wformat=2 -Wundef -Wpointer-arith -Wstrict-prototypes \
+        -Wmissing-prototypes -Wvla -Wimplicit-fallthrough -Wcast-align -Wwrite-strings \
+        -Wno-format-nonliteral
+endif
+
+CFLAGS ?= -O2 -g
+BASE_CFLAGS := -std=gnu11 -D_GNU_SOURCE $(WARN) -Isrc -Isrc/common -Isrc/host -I$(B)/gen \
+               -I/usr/include/lua5.4 -fno-strict-aliasing
+ifneq ($(SANITIZE),)
+BASE_CFLAGS += -fsanitize=$(SANITIZE) -fno-omit-frame-pointer
+SAN_LDFLAGS := -fsanitize=$(SANITIZE)
+endif
+HOST_CFLAGS = $(BASE_CFLAGS) $(CFLAGS)
+LUA_A := $(firstword $(wildcard /usr/lib/x86_64-linux-gnu/liblua5.4.a /usr/lib/liblua5.4.a))
+HOST_LIBS = $(LUA_A) -ljansson -lcrypto -lm -ldl -lpthread
+
+# The agent: static musl binary. musl-gcc does not see the kernel UAPI
+# headers, so give it a directory of links to linux/, asm/ and asm-generic/.
+AGENT_CFLAGS := -std=gnu11 -D_GNU_SOURCE $(WARN) -Isrc -Isrc/common -I$(B)/musl-inc \
+                -Os -g0 -static -ffunction-sections -fdata-sections
+AGENT_LDFLAGS := -static -Wl,--gc-sections -s
+
+COMMON_SRCS := $(wildcard src/common/*.c)
+PROTO_SRCS  := $(wildcard src/proto/*.c)
+AGENT_CORE  := $(filter-out src/agent/main.c,$(wildcard src/agent/*.c))
+HOST_SRCS   := $(filter-out src/host/main.c,$(wildcard src/host/*.c src/host/lua/*.c))
+LIB_SRCS    := $(COMMON_SRCS) $(PROTO_SRCS) $(AGENT_CORE) $(HOST_SRCS)
+LIB_OBJS    := $(patsubst %.c,$(B)/host/%.o,$(LIB_SRCS)) $(B)/host/embed.o
+AGENT_SRCS  := $(COMMON_SRCS) $(PROTO_SRCS) $(wildcard src/agent/*.c)
+LUA_PRELUDE := $(sort $(wildcard lua/*.lua))
+
+UNIT_SRCS := $(wildcard tests/unit/test_*.c)
+UNIT_BINS := $(patsubst tests/unit/%.c,$(B)/tests/%,$(UNIT_SRCS))
+FUZZ_SRCS := $(wildcard tests/fuzz/fuzz_*.c)
+FUZZ_BINS := $(patsubst tests/fuzz/%.c,$(B)/fuzz/%,$(FUZZ_SRCS))
+
+VERSION := $(shell git describe --always --dirty 2>/dev/null || echo 0.1)
+
+all: provium
+
+provium: $(B)/host/src/host/main.o $(B)/libprovium.a
+	$(CC) $(HOST_CFLAGS) -o $@ $^ $(HOST_LIBS) $(SAN_LDFLAGS)
+
+$(B)/libprovium.a: $(LIB_OBJS)
+	@rm -f $@
+	ar rcs $@ $^
+
+$(B)/host/%.o: %.c | $(B)/gen/version.h
+	@mkdir -p $(dir $@)
+	$(CC) $(HOST_CFLAGS) -MMD -MP -c -o $@ $<
+
+# Everything provium carries inside itself: the agent and the Lua prelude.
+$(B)/host/embed.o: $(B)/gen/embed.S $(B)/provium-agent $(LUA_PRELUDE)
+	@mkdir -p $(dir $@)
+	$(CC) -c -o $@ $<
+
+$(B)/gen/embed.S: Makefile $(LUA_PRELUDE)
+	@mkdir -p $(dir $@)
+	@{ echo '.section .rodata'; \
+	   echo '.global pv_agent_bin, pv_agent_bin_end'; \
+	   echo '.balign 16'; echo 'pv_agent_bin: .incbin "$(CURDIR)/$(B)/provium-agent"'; \
+	   echo 'pv_agent_bin_end: .byte 0'; \
+	   echo '.section .data.rel.ro,"aw"'; echo '.global pv_prelude_index'; echo '.balign 8'; \
+	   echo 'pv_prelude_index:'; \
+	   $(foreach f,$(LUA_PRELUDE),echo '.quad pvp_n_$(notdir $(basename $(f))), pvp_s_$(notdir $(basename $(f))), pvp_e_$(notdir $(basename $(f)))';) \
+	   echo '.quad 0, 0, 0'; \
+	   $(foreach f,$(LUA_PRELUDE),echo 'pvp_n_$(notdir $(basename $(f))): .asciz "$(notdir $(basename $(f)))"'; echo 'pvp_s_$(notdir $(basename $(f))): .incbin "$(CURDIR)/$(f)"'; echo 'pvp_e_$(notdir $(basename $(f))): .byte 0';) \
+	   echo '.section .note.GNU-stack,"",@progbits'; } > $@
+
+$(B)/gen/version.h: FORCE
+	@mkdir -p $(dir $@)
+	@echo '#define PV_VERSION "$(VERSION)"' > $@.tmp
+	@cmp -s $@.tmp $@ && rm -f $@.tmp || mv $@.tmp $@
+
+$(B)/musl-inc/.stamp:
+	@mkdir -p $(B)/musl-inc
+	@for d in linux asm-generic; do ln -sfn /usr/include/$$d $(B)/musl-inc/$$d; done
+	@ln -sfn /usr/include/x86_64-linux-gnu/asm $(B)/musl-inc/asm
+	@touch $@
+
+$(B)/provium-agent: $(AGENT_SRCS) $(wildcard src/*/*.h) $(B)/musl-inc/.stamp | $(B)/gen/version.h
+	@mkdir -p $(dir $@)
+	$(MUSL_CC) $(AGENT_CFLAGS) -I$(B)/gen -o $@ $(AGENT_SRCS) $(AGENT_LDFLAGS)
+
+# Unit tests: one binary per tests/unit/test_*.c, linked against the host
+# library (which contains the agent core, for socketpair tests).
+$(B)/tests/%: tests/unit/%.c $(B)/libprovium.a
+	@mkdir -p $(dir $@)
+	$(CC) $(HOST_CFLAGS) -Itests/unit -o $@ $< $(B)/libprovium.a $(HOST_LIBS) -lcmocka $(SAN_LDFLAGS)
+
+# Fuzz smoke: each target linked with a corpus driver (gcc, ASan+UBSan).
+$(B)/fuzz/%: tests/fuzz/%.c tests/fuzz/driver.c $(LIB_SRCS) | $(B)/gen/version.h
+	@mkdir -p $(dir $@)
+	$(CC) $(BASE_CFLAGS) -O1 -g -fsanitize=address,undefined -o $@ $< tests/fuzz/driver.c \
+	    $(filter-out %/main.c,$(LIB_SRCS)) $(B)/host/embed.o $(HOST_LIBS)
+
+units: $(UNIT_BINS)
+fuzzers: $(FUZZ_BINS)
+
+deps:
+	@tools/deps
+
+kernel: provium
+	@./provium kernel ensure
+
+demo: deps
+	@$(MAKE) --no-print-directory provium
+	@./provium kernel ensure
+	./provium examples/
+
+check: deps
+	@$(MAKE) --no-print-directory provium units fuzzers
+	@./provium kernel ensure
+	@tests/check
+
+bench: deps
+	@$(MAKE) --no-print-directory provium
+	@./provium kernel ensure
+	@bench/boot
+
+# libFuzzer builds for longer runs: make fuzz FUZZ_SECONDS=60
+fuzz:
+	@tests/fuzz/run-libfuzzer $(FUZZ_SECONDS)
+
+install: provium
+	install -D -m 0755 provium $(DESTDIR)$(PREFIX)/bin/provium
+	install -D -m 0644 docs/provium.1 $(DESTDIR)$(PREFIX)/share/man/man1/provium.1
+
+clean:
+	rm -rf $(B) provium
+
+FORCE:
+.PHONY: all deps demo check bench fuzz install clean units fuzzers kernel FORCE
+-include $(shell find $(B)/host -name '*.d' 2>/dev/null)

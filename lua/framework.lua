@@ -1,0 +1,225 @@
+-- The test framework (reference §3): test, todo, wait_until, the `t`
+-- context, and the per-file runner that C calls.
+local C = _provium_c
+local P = _provium
+
+local tests, by_name = {}, {}
+local todo_reason
+
+function test(name, meta, fn)
+    if type(name) ~= "string" or name == "" then
+        error("test: name must be a non-empty string, got " .. type(name), 2)
+    end
+    if fn == nil then meta, fn = nil, meta end
+    if meta ~= nil and type(meta) ~= "table" then
+        error("test: meta must be a table, got " .. type(meta), 2)
+    end
+    if type(fn) ~= "function" then
+        error(("test `%s`: body must be a function, got %s"):format(name, type(fn)), 2)
+    end
+    if by_name[name] then
+        error(("test: duplicate name `%s` in this file"):format(name), 2)
+    end
+    local info = debug.getinfo(2, "Sl")
+    local t = { name = name, meta = meta or {}, fn = fn, line = info and info.currentline }
+    tests[#tests + 1] = t
+    by_name[name] = t
+end
+
+function todo(reason)
+    todo_reason = reason ~= nil and tostring(reason) or "todo"
+end
+
+function wait_until(pred, opts)
+    if type(pred) ~= "function" then
+        error("wait_until: predicate must be a function, got " .. type(pred), 2)
+    end
+    opts = opts or {}
+    local timeout = P.duration(opts.timeout or 10, "wait_until: timeout", 2)
+    local interval = P.duration(opts.interval or 0.1, "wait_until: interval", 2)
+    local desc = opts.desc or "condition"
+    local deadline = C.now() + timeout
+    while true do
+        local v = pred()
+        if v then return v end
+        if C.now() >= deadline then
+            error(("wait_until: %s not met within %gs"):format(desc, timeout), 2)
+        end
+        C.sleep(interval)
+    end
+end
+
+-- The t context.
+local T = {}
+T.__index = T
+local SKIP = setmetatable({}, { __tostring = function() return "skip" end })
+
+local function fail(t, msg, level)
+    rawset(t, "_failed", true)
+    error(msg, level + 1)
+end
+
+local function show(v)
+    if type(v) == "string" then return ("%q"):format(v) end
+    return tostring(v)
+end
+
+function T:assert(cond, msg)
+    if not cond then fail(self, msg or "assertion failed", 2) end
+    return cond
+end
+
+function T:assert_eq(a, b, msg)
+    if a ~= b then fail(self, ("%s: %s ~= %s"):format(msg or "assert_eq", show(a), show(b)), 2) end
+end
+
+function T:assert_neq(a, b, msg)
+    if a == b then fail(self, ("%s: %s == %s"):format(msg or "assert_neq", show(a), show(b)), 2) end
+end
+
+function T:assert_contains(h, n, msg)
+    if type(h) ~= "string" or type(n) ~= "string" then
+        fail(self, ("assert_contains: both arguments must be strings (got %s, %s)"):format(type(h), type(n)), 2)
+    end
+    if not h:find(n, 1, true) then
+        local shown = #h > 2000 and (h:sub(1, 2000) .. "...") or h
+        fail(self, ("%s: %s does not contain %s"):format(msg or "assert_contains", show(shown), show(n)), 2)
+    end
+end
+
+function T:assert_raises(fn, msg)
+    local saved = rawget(self, "_failed")
+    local ok, err = pcall(fn)
+    if ok then fail(self, (msg or "assert_raises") .. ": expected to raise", 2) end
+    rawset(self, "_failed", saved)
+    return err
+end
+
+function T:fail(msg)
+    fail(self, msg or "explicit failure (t:fail)", 2)
+end
+
+function T:skip(reason)
+    rawset(self, "_skip", reason ~= nil and tostring(reason) or "skipped")
+    error(SKIP, 0)
+end
+
+function T:log(msg)
+    local log = rawget(self, "_log")
+    log[#log + 1] = tostring(msg)
+end
+
+local function truthy_flag(v)
+    return v == true or (math.type(v) == "integer" and v ~= 0)
+end
+
+local function skip_reason(meta)
+    local s = meta.skip
+    if type(s) == "string" then return "skipped: " .. s end
+    if truthy_flag(s) then return "skipped (meta.skip)" end
+    if truthy_flag(meta.slow) and os.getenv("PROVIUM_INCLUDE_SLOW") ~= "1" then
+        return "filtered: slow tests skipped (pass --include-slow)"
+    end
+    return nil
+end
+
+local function excerpt()
+    local parts = {}
+    for _, vm in ipairs(P.root:_all_vms()) do
+        local st = vm:state()
+        if st ~= "created" then
+            local log = vm:console_log()
+            if #log > 4096 then log = log:sub(-4096) end
+            parts[#parts + 1] = ("== vm %s (%s) ==\n%s"):format(vm:name(), st, log)
+        end
+    end
+    return table.concat(parts, "\n")
+end
+
+local function clean(msg)
+    if msg == nil then return "error (nil)" end
+    if type(msg) ~= "string" then msg = tostring(msg) end
+    return msg
+end
+
+-- Run one test in its own scope. Returns its outcome record.
+local function run_test(t)
+    local rec = { name = t.name, meta = t.meta, log = {}, status = "passed", message = nil }
+    local reason = todo_reason or skip_reason(t.meta)
+    if reason then
+        rec.status, rec.message = "skipped", reason
+        return rec
+    end
+    local ctx = setmetatable({ name = t.name, meta = t.meta, _failed = false, _log = rec.log }, T)
+    local scope = P.new_lab("test:" .. t.name, P.root)
+    local limit = t.meta.timeout or provium.timeout
+    local timed_out_msg
+    if limit ~= nil then
+        local ok, secs = pcall(P.duration, limit, "timeout")
+        if not ok then
+            rec.status, rec.message = "failed", secs
+            return rec
+        end
+        timed_out_msg = ("test timed out after %gs"):format(secs)
+        C.set_deadline(secs, timed_out_msg)
+    end
+    local started = C.now()
+    rawset(_G, "provium", scope)
+    local ok, err = xpcall(t.fn, function(e)
+        if e == SKIP then return e end
+        return clean(e)
+    end, ctx)
+    rawset(_G, "provium", P.root)
+    C.set_deadline(nil)
+    rec.duration = C.now() - started
+    if not ok and err == SKIP then
+        rec.status, rec.message = "skipped", rawget(ctx, "_skip")
+    elseif not ok then
+        rec.status, rec.message = "failed", err
+    elseif rawget(ctx, "_failed") then
+        rec.status, rec.message = "failed", "an assertion failed (caught by pcall)"
+    end
+    local timed_out = timed_out_msg and type(rec.message) == "string"
+        and rec.message:find(timed_out_msg, 1, true)
+    if timed_out then
+        rec.message = timed_out_msg
+        -- no cooperative cancel: tear the whole file's lab down
+        C.kill_all()
+    end
+    if rec.status == "failed" then rec.console_excerpt = excerpt() end
+    local cerr = scope:_close()
+    if cerr and rec.status == "passed" then
+        rec.status, rec.message = "failed", "closing the test's resources: " .. clean(cerr)
+    end
+    return rec
+end
+
+-- Called by C once per file. Returns the outcome table.
+function _provium_run_file(path)
+    local out = { path = C.display, tests = {}, chunk_error = nil }
+    -- require resolves against the roots and the file's own directory
+    local dirs = {}
+    for _, r in ipairs(C.roots) do dirs[#dirs + 1] = r .. "/?.lua;" .. r .. "/?/init.lua" end
+    local here = path:match("^(.*)/[^/]*$") or "."
+    dirs[#dirs + 1] = here .. "/?.lua"
+    package.path = table.concat(dirs, ";") .. ";" .. package.path
+
+    local chunk, lerr = loadfile(path)
+    if not chunk then
+        out.chunk_error = lerr
+        return out
+    end
+    local ok, err = xpcall(chunk, function(e) return debug.traceback(clean(e), 2) end)
+    if not ok then
+        out.chunk_error = err
+        out.console_excerpt = excerpt()
+        P.root:_close()
+        return out
+    end
+    for _, t in ipairs(tests) do
+        out.tests[#out.tests + 1] = run_test(t)
+    end
+    local cerr = P.root:_close()
+    if cerr then out.chunk_error = "closing file-scope resources: " .. clean(cerr) end
+    return out
+end

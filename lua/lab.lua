@@ -1,0 +1,214 @@
+-- Labs: resource ownership and scopes (reference §4-§6). The root lab is the
+-- global `provium`; each test body runs in a sub-lab whose parent is the root.
+local C = _provium_c
+local P = _provium
+
+local Lab = {}
+P.Lab = Lab
+
+local reserved = { pack = true, unpack = true, vm_fixture = true, lab_fixture = true }
+
+-- provium.pack(...) and provium:pack(...) both work: drop a leading lab.
+local function strip(f)
+    return function(a, ...)
+        if getmetatable(a) == Lab then return f(...) end
+        return f(a, ...)
+    end
+end
+local sugar = { pack = strip(P.pack), unpack = strip(P.unpack) }
+
+local function lookup(lab, kind, name)
+    local l = lab
+    while l do
+        local r = rawget(l, "_" .. kind)[name]
+        if r then return r, l end
+        l = rawget(l, "_parent")
+    end
+end
+
+Lab.__index = function(self, k)
+    local m = rawget(Lab, k)
+    if m ~= nil then return m end
+    if sugar[k] then return sugar[k] end
+    if type(k) ~= "string" then return nil end
+    return lookup(self, "vms", k) or lookup(self, "labs", k)
+end
+
+Lab.__newindex = function(self, k, v)
+    rawset(self, k, v)
+end
+
+Lab.__tostring = function(self)
+    return "Lab(" .. rawget(self, "_name") .. ")"
+end
+
+function P.new_lab(name, parent)
+    return setmetatable({ _name = name, _parent = parent, _vms = {}, _labs = {},
+        _order = {}, _resources = {} }, Lab)
+end
+
+local function check_name(self, name, what)
+    if type(name) ~= "string" or name == "" then
+        error(what .. ": name must be a non-empty string, got " .. type(name), 3)
+    end
+    if reserved[name] then
+        error(("%s: `%s` is a reserved name (pack, unpack, vm_fixture and lab_fixture are)"):format(what, name), 3)
+    end
+    if rawget(self, "_vms")[name] or rawget(self, "_labs")[name] then
+        error(("%s: `%s` already exists in lab `%s`"):format(what, name, rawget(self, "_name")), 3)
+    end
+    local parent = rawget(self, "_parent")
+    if parent and (lookup(parent, "vms", name) or lookup(parent, "labs", name)) then
+        local _, owner = lookup(parent, "vms", name)
+        error(("name `%s` already declared at parent scope (lab `%s`). Pick a different name, or use provium:vm(\"%s\") to reuse it.")
+            :format(name, owner and rawget(owner, "_name") or "provium", name), 3)
+    end
+end
+
+-- Resources close at scope end, by priority then registration order.
+function Lab:_register(obj, priority)
+    local res = rawget(self, "_resources")
+    res[#res + 1] = { obj = obj, priority = priority or 5, seq = #res }
+end
+
+function Lab:_close()
+    local res = rawget(self, "_resources")
+    table.sort(res, function(a, b)
+        if a.priority ~= b.priority then return a.priority < b.priority end
+        return a.seq > b.seq
+    end)
+    local first_err
+    for _, r in ipairs(res) do
+        local ok, err = pcall(r.obj.close, r.obj)
+        if not ok and not first_err then first_err = err end
+    end
+    rawset(self, "_resources", {})
+    for _, sub in pairs(rawget(self, "_labs")) do sub:_close() end
+    return first_err
+end
+
+-- lab:vm(name) looks up (walking parents); lab:vm(name, profile, opts?) creates.
+function Lab:vm(name, profile, opts)
+    if getmetatable(self) ~= Lab then
+        error("provium:vm: call it with a colon (provium:vm(...))", 2)
+    end
+    if profile == nil then
+        local vm = lookup(self, "vms", name)
+        if not vm then
+            local names = {}
+            local l = self
+            while l do
+                for n in pairs(rawget(l, "_vms")) do names[#names + 1] = n end
+                l = rawget(l, "_parent")
+            end
+            table.sort(names)
+            error(("vm `%s` not found (declared: %s)"):format(tostring(name),
+                #names > 0 and table.concat(names, ", ") or "none"), 2)
+        end
+        return vm
+    end
+    if type(profile) ~= "string" then
+        error("provium:vm: profile must be a string, got " .. type(profile), 2)
+    end
+    if opts ~= nil and type(opts) ~= "table" then
+        error("provium:vm: boot opts must be a table, got " .. type(opts), 2)
+    end
+    check_name(self, name, "provium:vm")
+    local vm = C.vm_new(name, profile, opts)
+    rawget(self, "_vms")[name] = vm
+    local order = rawget(self, "_order")
+    order[#order + 1] = { kind = "vm", name = name }
+    self:_register(vm, 5)
+    return vm
+end
+
+function Lab:lab(name)
+    local n = name
+    if n == nil then
+        local i = 0
+        while rawget(self, "_labs")["__lab_" .. i] do i = i + 1 end
+        n = "__lab_" .. i
+    else
+        check_name(self, n, "provium:lab")
+    end
+    -- sub-labs federate: no parent chain for lookups
+    local sub = P.new_lab(n, nil)
+    rawget(self, "_labs")[n] = sub
+    local order = rawget(self, "_order")
+    order[#order + 1] = { kind = "sub_lab", name = n }
+    return sub
+end
+
+function Lab:name() return rawget(self, "_name") end
+
+local function names(self, kind)
+    local out = {}
+    for _, m in ipairs(rawget(self, "_order")) do
+        if m.kind == kind and (rawget(self, kind == "vm" and "_vms" or "_labs")[m.name]) then
+            out[#out + 1] = m.name
+        end
+    end
+    return out
+end
+function Lab:vm_names() return names(self, "vm") end
+function Lab:sub_lab_names() return names(self, "sub_lab") end
+function Lab:bridge_names() return {} end
+function Lab:members()
+    local out = {}
+    for _, m in ipairs(rawget(self, "_order")) do out[#out + 1] = { kind = m.kind, name = m.name } end
+    return out
+end
+
+function Lab:remove(x)
+    local vms, labs = rawget(self, "_vms"), rawget(self, "_labs")
+    for n, v in pairs(vms) do
+        if n == x or v == x then vms[n] = nil; return end
+    end
+    for n, v in pairs(labs) do
+        if n == x or v == x then labs[n] = nil; return end
+    end
+end
+
+function Lab:boot()
+    for _, n in ipairs(self:vm_names()) do
+        local vm = rawget(self, "_vms")[n]
+        if vm:state() == "created" then vm:boot() end
+    end
+    return self
+end
+
+local function each_vm(self, method)
+    for _, n in ipairs(self:vm_names()) do
+        local vm = rawget(self, "_vms")[n]
+        vm[method](vm)
+    end
+end
+function Lab:shutdown() each_vm(self, "shutdown") end
+function Lab:pause() each_vm(self, "pause") end
+function Lab:resume() each_vm(self, "resume") end
+
+-- Claims are recorded (at most one per file); the pool arrives with the runner.
+function Lab:claim(t)
+    if type(t) ~= "table" then error("claim: expected a table {memory=, cpus=}", 2) end
+    if P.claimed then error("claim already taken", 2) end
+    P.claimed = t
+end
+
+-- Every VM booted anywhere in this lab and its parents (for failure excerpts).
+function Lab:_all_vms(out)
+    out = out or {}
+    for _, n in ipairs(self:vm_names()) do out[#out + 1] = rawget(self, "_vms")[n] end
+    for _, sub in pairs(rawget(self, "_labs")) do sub:_all_vms(out) end
+    return out
+end
+
+provium = P.new_lab("provium", nil)
+P.root = provium
+
+-- LEGACY: provium.create(profile) -> an unbooted VM with a generated name.
+local created = 0
+function Lab.create(a, b)
+    local profile = getmetatable(a) == Lab and b or a
+    created = created + 1
+    return P.root:vm("vm" .. created, profile or "default")
+end

@@ -1,0 +1,135 @@
+-- RunResult methods and vm:run's call shapes.
+local C = _provium_c
+local P = _provium
+
+local R = {}
+C.runresult_mt.__index = R
+
+function R:ok()
+    return self.status == "exited" and self.exit_code == 0
+end
+
+local signames = { [1] = "SIGHUP", [2] = "SIGINT", [3] = "SIGQUIT", [4] = "SIGILL",
+    [6] = "SIGABRT", [7] = "SIGBUS", [8] = "SIGFPE", [9] = "SIGKILL", [10] = "SIGUSR1",
+    [11] = "SIGSEGV", [12] = "SIGUSR2", [13] = "SIGPIPE", [14] = "SIGALRM", [15] = "SIGTERM",
+    [17] = "SIGCHLD", [18] = "SIGCONT", [19] = "SIGSTOP", [28] = "SIGWINCH" }
+P.signames = signames
+
+local function describe(r)
+    if r.status == "signalled" then
+        return ("killed by signal %d (%s)"):format(r.signal or 0, signames[r.signal] or "?")
+    elseif r.status == "timed_out" then
+        return "timed out (killed)"
+    end
+    return "exit code " .. tostring(r.exit_code)
+end
+
+local function clip(s)
+    s = s or ""
+    if #s > 4096 then s = "..." .. s:sub(-4096) end
+    return s
+end
+
+function R:assert_ok(msg)
+    if self:ok() then return self end
+    local text = ("%scommand failed: %s\n--- stdout ---\n%s\n--- stderr ---\n%s"):format(
+        msg and (msg .. ": ") or "", describe(self), clip(self.stdout), clip(self.stderr))
+    error(text, 2)
+end
+
+-- The first line of stdout, trimmed (a single-value query).
+function R:row()
+    local line = (self.stdout or ""):match("^[^\n]*") or ""
+    return (line:gsub("^%s+", ""):gsub("%s+$", ""))
+end
+
+R.__tostring = nil
+C.runresult_mt.__tostring = function(r)
+    return ("RunResult(%s)"):format(describe(r))
+end
+
+local V = C.vm_mt.__index
+
+-- vm:run("sh string", opts?) | vm:run("prog", {"arg", ...}) |
+-- vm:run("prog", {args = {...}, env =, cwd =, stdin =, timeout =}) | vm:run({"prog", ...}, opts?)
+function V:run(cmd, a2)
+    local argv, opts
+    if type(cmd) == "table" then
+        if not P.is_array(cmd) or #cmd == 0 then
+            error("vm:run: an argv table must be a non-empty array of strings", 2)
+        end
+        argv, opts = { table.unpack(cmd) }, a2 or {}
+    elseif type(cmd) == "string" then
+        if a2 == nil then
+            argv, opts = { "/bin/sh", "-c", cmd }, {}
+        elseif type(a2) ~= "table" then
+            error("vm:run: second argument must be a table (args array or opts), got " .. type(a2), 2)
+        elseif P.is_array(a2) and next(a2) ~= nil then
+            argv, opts = { cmd, table.unpack(a2) }, {}
+        else
+            opts = a2
+            if opts[1] ~= nil then
+                error("vm:run: do not mix positional arguments with opts; use args = {...}", 2)
+            end
+            if opts.args ~= nil then
+                if type(opts.args) ~= "table" or not P.is_array(opts.args) then
+                    error("vm:run: opts.args must be an array of strings", 2)
+                end
+                argv = { cmd, table.unpack(opts.args) }
+            else
+                argv = { "/bin/sh", "-c", cmd }
+            end
+        end
+    else
+        error("vm:run: command must be a string or an argv table, got " .. type(cmd), 2)
+    end
+    local o = {}
+    for k, v in pairs(opts) do
+        if k == "timeout" then
+            o.timeout = P.duration(v, "vm:run: opts.timeout", 2)
+        elseif k == "timeout_ms" then
+            if math.type(v) ~= "integer" or v < 0 then
+                error("vm:run: opts.timeout_ms must be a non-negative integer", 2)
+            end
+            o.timeout = v / 1000
+        elseif k == "env" or k == "cwd" or k == "stdin" or k == "env_clear" then
+            o[k] = v
+        elseif k ~= "args" then
+            error(("vm:run: unknown option `%s` (known: args, env, env_clear, cwd, stdin, timeout, timeout_ms)"):format(tostring(k)), 2)
+        end
+    end
+    return C.run(self, argv, o)
+end
+
+-- LEGACY: vm:exec(cmd) -> {ok, exit_code, stdout, stderr}
+function V:exec(cmd)
+    local r = self:run(cmd)
+    return { ok = r:ok(), exit_code = r.exit_code, stdout = r.stdout, stderr = r.stderr }
+end
+
+-- The console object of reference §11 (read_log/expect; streams come later).
+local Console = {}
+Console.__index = Console
+function V:console()
+    return setmetatable({ vm = self, cursor = 0 }, Console)
+end
+function Console:read_log()
+    return self.vm:console_log()
+end
+function Console:expect(pattern, timeout)
+    local limit = P.duration(timeout or 30, "console:expect: timeout", 2)
+    local deadline = C.now() + limit
+    while true do
+        local log = self.vm:console_log()
+        local s, e = log:find(pattern, self.cursor + 1, true)
+        if s then
+            self.cursor = e
+            return log:sub(s, e)
+        end
+        if C.now() >= deadline then
+            error(("console:expect: `%s` did not appear within %gs"):format(pattern, limit), 2)
+        end
+        C.sleep(0.05)
+    end
+end
+function Console:close() end

@@ -1,0 +1,59 @@
+/* The guest agent's core. agent_serve() takes any connected fd (a
+ * virtio-serial port, a vsock or, in host-side tests and `--vmm local`, one
+ * end of a socketpair) and serves the protocol of proto/wire.h until the peer
+ * goes away. Handlers return 0 after replying, or -errno, which the core
+ * turns into a PV_ERR reply. */
+#pragma once
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <poll.h>
+#include <sys/types.h>
+
+#include "proto/wire.h"
+
+struct agent_opts {
+    bool allow_power; /* PV_POWEROFF may power the machine off (false on the host) */
+    bool resync;      /* a byte stream that outlives the peer (virtio-serial): on
+                         garbage, wait for the next Hello instead of quitting */
+};
+
+struct run;
+
+struct agent {
+    int fd;
+    struct agent_opts opts;
+    struct buf in, out;
+    bool hello_done;
+    bool quit;
+    bool poweroff_pending;
+    int poweroff_how;
+    int sigfd;
+    struct run *runs;
+};
+
+/* Serve fd until the peer hangs up (returns 0) or a fatal error (-errno). */
+int agent_serve(int fd, const struct agent_opts *opts);
+
+/* Replies and events; payload may be NULL when len is 0. These queue bytes
+ * and may block (polling the transport) while the queue is over its limit. */
+void agent_send(struct agent *a, uint16_t type, uint32_t id, const void *payload, size_t len);
+void agent_send_ok(struct agent *a, uint32_t id, const struct buf *payload);
+void agent_send_err(struct agent *a, uint32_t id, int errnum, const char *fmt, ...)
+    PV_PRINTF(4, 5);
+void agent_send_chunk(struct agent *a, uint32_t id, uint8_t stream, const void *p, size_t n);
+
+/* Handlers: fs.c and proc.c. */
+typedef int (*agent_handler)(struct agent *a, uint32_t id, struct pv_rd *r);
+int agent_op_read_file(struct agent *a, uint32_t id, struct pv_rd *r);
+int agent_op_write_file(struct agent *a, uint32_t id, struct pv_rd *r);
+int agent_op_stat(struct agent *a, uint32_t id, struct pv_rd *r);
+int agent_op_run(struct agent *a, uint32_t id, struct pv_rd *r);
+int agent_op_cancel(struct agent *a, uint32_t id, struct pv_rd *r);
+
+/* proc.c: the event-loop hooks for running processes. */
+int proc_pollfds(struct agent *a, struct pollfd *fds, int max, int64_t *deadline_ms);
+void proc_events(struct agent *a, struct pollfd *fds, int n);
+void proc_reap(struct agent *a);
+void proc_timeouts(struct agent *a);
+void proc_kill_all(struct agent *a);

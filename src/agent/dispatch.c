@@ -1,0 +1,280 @@
+/* The agent's event loop and its {type, handler} table. One thread: quick
+ * operations run inline, processes are multiplexed through poll(), so a
+ * long-running command never stalls the others. */
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <sys/reboot.h>
+#include <sys/signalfd.h>
+#include <sys/utsname.h>
+
+#include "agent.h"
+#include "version.h"
+
+/* Above this much unsent output, producers wait for the host to read. */
+#define OUT_HIGH (4u << 20)
+
+static int op_ping(struct agent *a, uint32_t id, struct pv_rd *r)
+{
+    if (pv_rd_done(r) < 0)
+        return -EBADMSG;
+    agent_send(a, PV_OK, id, NULL, 0);
+    return 0;
+}
+
+static int op_poweroff(struct agent *a, uint32_t id, struct pv_rd *r)
+{
+    uint32_t how = pv_get_u32(r);
+    if (pv_rd_done(r) < 0)
+        return -EBADMSG;
+    if (!a->opts.allow_power)
+        return -EPERM;
+    sync();
+    a->poweroff_pending = true;
+    a->poweroff_how = how == PV_POWER_REBOOT ? RB_AUTOBOOT : RB_POWER_OFF;
+    agent_send(a, PV_OK, id, NULL, 0);
+    return 0;
+}
+
+static const struct {
+    uint16_t type;
+    agent_handler fn;
+} handlers[] = {
+    {PV_PING, op_ping},
+    {PV_RUN, agent_op_run},
+    {PV_READ_FILE, agent_op_read_file},
+    {PV_WRITE_FILE, agent_op_write_file},
+    {PV_STAT, agent_op_stat},
+    {PV_POWEROFF, op_poweroff},
+    {PV_CANCEL, agent_op_cancel},
+};
+
+static int flush_out(struct agent *a, bool block)
+{
+    while (a->out.len) {
+        ssize_t n = write(a->fd, a->out.data, a->out.len);
+        if (n > 0) {
+            buf_consume(&a->out, (size_t)n);
+            continue;
+        }
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0 && errno == EAGAIN) {
+            if (!block)
+                return 0;
+            struct pollfd p = {a->fd, POLLOUT, 0};
+            if (poll(&p, 1, -1) < 0 && errno != EINTR)
+                return -errno;
+            if (p.revents & (POLLERR | POLLHUP | POLLNVAL))
+                return -EPIPE;
+            continue;
+        }
+        return n < 0 ? -errno : -EPIPE;
+    }
+    return 0;
+}
+
+void agent_send(struct agent *a, uint16_t type, uint32_t id, const void *payload, size_t len)
+{
+    if (a->quit)
+        return;
+    pv_frame(&a->out, type, id, payload, len);
+    if (flush_out(a, a->out.len > OUT_HIGH) < 0)
+        a->quit = true;
+}
+
+void agent_send_ok(struct agent *a, uint32_t id, const struct buf *payload)
+{
+    agent_send(a, PV_OK, id, payload ? payload->data : NULL, payload ? payload->len : 0);
+}
+
+void agent_send_err(struct agent *a, uint32_t id, int errnum, const char *fmt, ...)
+{
+    char msg[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    va_end(ap);
+    struct buf b = BUF_INIT;
+    struct pv_wr w = {&b};
+    pv_put_u32(&w, (uint32_t)errnum);
+    pv_put_str(&w, msg);
+    agent_send(a, PV_ERR, id, b.data, b.len);
+    buf_release(&b);
+}
+
+void agent_send_chunk(struct agent *a, uint32_t id, uint8_t stream, const void *p, size_t n)
+{
+    struct buf b = BUF_INIT;
+    struct pv_wr w = {&b};
+    pv_put_u8(&w, stream);
+    pv_put_bytes(&w, p, n);
+    agent_send(a, PV_EV_CHUNK, id, b.data, b.len);
+    buf_release(&b);
+}
+
+static void hello(struct agent *a, const struct pv_hdr *h, struct pv_rd *r)
+{
+    uint32_t want = pv_get_u32(r);
+    struct buf b = BUF_INIT;
+    struct pv_wr w = {&b};
+    if (h->version != PV_PROTO_VERSION || want != PV_PROTO_VERSION || pv_rd_done(r) < 0) {
+        pv_put_u32(&w, PV_PROTO_VERSION);
+        pv_put_str(&w, "agent speaks protocol version " PV_STR(PV_PROTO_VERSION));
+        /* Answer with a header the peer can read whatever its version. */
+        agent_send(a, PV_HELLO_ERR, h->id, b.data, b.len);
+        buf_release(&b);
+        return;
+    }
+    struct utsname u;
+    uname(&u);
+    pv_put_u32(&w, PV_PROTO_VERSION);
+    pv_put_str(&w, PV_VERSION);
+    pv_put_str(&w, "linux");
+    pv_put_str(&w, u.release);
+    pv_put_u64(&w, PV_FEAT_RUN | PV_FEAT_FILES);
+    pv_put_u32(&w, (uint32_t)getpid());
+    agent_send(a, PV_HELLO_OK, h->id, b.data, b.len);
+    buf_release(&b);
+    a->hello_done = true;
+}
+
+static void dispatch(struct agent *a, const struct pv_hdr *h, const uint8_t *payload)
+{
+    struct pv_rd r;
+    pv_rd_init(&r, payload, h->len);
+    if (h->type == PV_HELLO) {
+        hello(a, h, &r);
+        return;
+    }
+    if (!a->hello_done)
+        return; /* pre-handshake noise: ignore */
+    for (size_t i = 0; i < ARRAY_SIZE(handlers); i++) {
+        if (handlers[i].type != h->type)
+            continue;
+        int ret = handlers[i].fn(a, h->id, &r);
+        if (ret == -EBADMSG)
+            agent_send_err(a, h->id, EBADMSG, "malformed %s request: %s",
+                           pv_type_name(h->type), r.why ? r.why : "bad fields");
+        else if (ret < 0)
+            agent_send_err(a, h->id, -ret, "%s", strerror(-ret));
+        return;
+    }
+    agent_send_err(a, h->id, ENOSYS, "unknown request type %u", h->type);
+}
+
+/* Decode every whole frame in a->in. Returns -EBADMSG on a corrupt stream. */
+static int consume_input(struct agent *a)
+{
+    for (;;) {
+        if (!a->hello_done) {
+            size_t skip = pv_sync_scan((const uint8_t *)a->in.data, a->in.len);
+            buf_consume(&a->in, skip);
+        }
+        if (a->in.len < PV_HDR_SIZE)
+            return 0;
+        struct pv_hdr h;
+        const char *why;
+        if (pv_hdr_decode((const uint8_t *)a->in.data, &h, &why) < 0) {
+            if (!a->hello_done) {
+                buf_consume(&a->in, 1);
+                continue;
+            }
+            return -EBADMSG;
+        }
+        if (a->in.len - PV_HDR_SIZE < h.len)
+            return 0;
+        dispatch(a, &h, (const uint8_t *)a->in.data + PV_HDR_SIZE);
+        buf_consume(&a->in, PV_HDR_SIZE + h.len);
+        if (a->quit)
+            return 0;
+    }
+}
+
+int agent_serve(int fd, const struct agent_opts *opts)
+{
+    struct agent a = {.fd = fd, .opts = *opts, .sigfd = -1};
+    int ret = 0;
+    int fl = fcntl(fd, F_GETFL);
+    fcntl(fd, F_SETFL, fl | O_NONBLOCK);
+
+    sigset_t mask;
+    sigemptyset(&mask);
+    sigaddset(&mask, SIGCHLD);
+    sigprocmask(SIG_BLOCK, &mask, NULL);
+    a.sigfd = signalfd(-1, &mask, SFD_CLOEXEC | SFD_NONBLOCK);
+    if (a.sigfd < 0)
+        return -errno;
+
+    while (!a.quit) {
+        struct pollfd fds[256];
+        int64_t deadline = 0;
+        fds[0] = (struct pollfd){fd, POLLIN | (a.out.len ? POLLOUT : 0), 0};
+        fds[1] = (struct pollfd){a.sigfd, POLLIN, 0};
+        int n = 2;
+        if (a.out.len < OUT_HIGH)
+            n += proc_pollfds(&a, fds + n, (int)ARRAY_SIZE(fds) - n, &deadline);
+        int timeout = -1;
+        if (deadline) {
+            int64_t left = deadline - now_ms();
+            timeout = left < 0 ? 0 : (int)MIN(left, 1000000);
+        }
+        if (poll(fds, (nfds_t)n, timeout) < 0) {
+            if (errno == EINTR)
+                continue;
+            ret = -errno;
+            break;
+        }
+        if (fds[1].revents & POLLIN) {
+            struct signalfd_siginfo si;
+            while (read(a.sigfd, &si, sizeof(si)) > 0)
+                ;
+            proc_reap(&a);
+        }
+        proc_events(&a, fds + 2, n - 2);
+        proc_timeouts(&a);
+        if (fds[0].revents & POLLOUT && flush_out(&a, false) < 0)
+            break;
+        if (fds[0].revents & (POLLIN | POLLHUP | POLLERR)) {
+            buf_reserve(&a.in, 65536);
+            ssize_t r = read(fd, a.in.data + a.in.len, a.in.cap - a.in.len - 1);
+            if (r < 0 && (errno == EAGAIN || errno == EINTR))
+                continue;
+            if (r < 0 && errno == EIO && opts->resync) {
+                /* virtio-serial: the host side is not connected yet */
+                poll(NULL, 0, 20);
+                continue;
+            }
+            if (r <= 0) {
+                if (r == 0 && opts->resync) {
+                    poll(NULL, 0, 20);
+                    continue;
+                }
+                ret = r < 0 ? -errno : 0;
+                break;
+            }
+            a.in.len += (size_t)r;
+            if (consume_input(&a) < 0) {
+                if (!opts->resync) {
+                    ret = -EBADMSG;
+                    break;
+                }
+                a.hello_done = false;
+                buf_consume(&a.in, a.in.len);
+            }
+        }
+        if (a.poweroff_pending) {
+            flush_out(&a, true);
+            proc_kill_all(&a);
+            sync();
+            reboot(a.poweroff_how);
+            a.poweroff_pending = false;
+        }
+    }
+    proc_kill_all(&a);
+    close(a.sigfd);
+    buf_release(&a.in);
+    buf_release(&a.out);
+    return ret;
+}

@@ -1,0 +1,303 @@
+/* provium-agent: started by the kernel as PID 1 (rdinit=/provium-agent).
+ *
+ * The PID-1 shim mounts the pseudo filesystems, loads the kernel modules the
+ * transport needs (the host wrote their paths, dependencies first, into
+ * /.provium/modules), optionally switches to a root disk (rootfs profiles),
+ * forks the agent proper, and then execs the profile's init so that init
+ * keeps PID 1. With no init at all the shim stays PID 1 and reaps orphans.
+ *
+ * Kernel command line parameters read here:
+ *   provium.transport=virtio-serial|vsock   (default virtio-serial)
+ *   provium.vsock_port=N                    (default 5123)
+ *   provium.init=/path                      (the profile's `init` key)
+ *   provium.root=/dev/vda provium.rootfstype=ext4  (rootfs profiles)
+ *
+ * Run by hand (not PID 1) it serves stdin/stdout, which is handy with
+ * socat and in tests. */
+#include <dirent.h>
+#include <fcntl.h>
+#include <linux/vm_sockets.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <sys/mount.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+
+#include "agent.h"
+
+#define PORT_NAME "org.provium.agent"
+
+static char cmdline[4096];
+
+static void klog(const char *fmt, ...) PV_PRINTF(1, 2);
+static void klog(const char *fmt, ...)
+{
+    char msg[512];
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(msg, sizeof(msg), fmt, ap);
+    va_end(ap);
+    int fd = open("/dev/kmsg", O_WRONLY | O_CLOEXEC);
+    if (fd < 0)
+        fd = open("/dev/console", O_WRONLY | O_CLOEXEC | O_NOCTTY);
+    if (fd >= 0) {
+        char line[600];
+        int m = snprintf(line, sizeof(line), "provium-agent: %.*s\n", n, msg);
+        (void)!write(fd, line, (size_t)m);
+        close(fd);
+    }
+}
+
+/* The value of `key=` on the kernel command line, or def. */
+static const char *param(const char *key, char *out, size_t outlen, const char *def)
+{
+    size_t klen = strlen(key);
+    for (const char *p = cmdline; *p;) {
+        while (*p == ' ' || *p == '\n')
+            p++;
+        const char *end = p + strcspn(p, " \n");
+        if ((size_t)(end - p) > klen && !strncmp(p, key, klen) && p[klen] == '=') {
+            size_t n = MIN((size_t)(end - p) - klen - 1, outlen - 1);
+            memcpy(out, p + klen + 1, n);
+            out[n] = 0;
+            return out;
+        }
+        p = end;
+    }
+    return def;
+}
+
+static void mount_one(const char *src, const char *dir, const char *type, unsigned long fl,
+                      const char *data)
+{
+    mkdir(dir, 0755);
+    if (mount(src, dir, type, fl, data) < 0 && errno != EBUSY)
+        klog("mount %s on %s: %s", type, dir, strerror(errno));
+}
+
+static void mount_pseudo(void)
+{
+    mount_one("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL);
+    mount_one("sysfs", "/sys", "sysfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL);
+    mount_one("devtmpfs", "/dev", "devtmpfs", MS_NOSUID, "mode=0755");
+    mount_one("devpts", "/dev/pts", "devpts", MS_NOSUID | MS_NOEXEC, "gid=5,mode=620,ptmxmode=666");
+    mount_one("tmpfs", "/dev/shm", "tmpfs", MS_NOSUID | MS_NODEV, "mode=1777");
+    mount_one("tmpfs", "/tmp", "tmpfs", MS_NOSUID | MS_NODEV, "mode=1777");
+    mount_one("tmpfs", "/run", "tmpfs", MS_NOSUID | MS_NODEV, "mode=0755");
+}
+
+static void load_modules(void)
+{
+    struct buf list = BUF_INIT;
+    if (read_file("/.provium/modules", 1 << 20, &list) < 0)
+        return;
+    for (char *line = list.data, *next; line && *line; line = next) {
+        next = strchr(line, '\n');
+        if (next)
+            *next++ = 0;
+        if (!*line)
+            continue;
+        int fd = open(line, O_RDONLY | O_CLOEXEC);
+        if (fd < 0) {
+            klog("module %s: %s", line, strerror(errno));
+            continue;
+        }
+        int flags = 0;
+        size_t l = strlen(line);
+        if (l > 3 && strcmp(line + l - 3, ".ko"))
+            flags |= 4; /* MODULE_INIT_COMPRESSED_FILE */
+        if (syscall(SYS_finit_module, fd, "", flags) < 0 && errno != EEXIST)
+            klog("load %s: %s", line, strerror(errno));
+        close(fd);
+    }
+    buf_release(&list);
+}
+
+/* rootfs profiles: mount the root disk and make it /, as switch_root does.
+ * The initramfs content stays in memory (it is small: the agent and modules). */
+static void switch_root(const char *dev, const char *type)
+{
+    const char *fstypes[] = {type, "ext4", "xfs", "btrfs", "ext2", NULL};
+    mkdir("/newroot", 0755);
+    int64_t give_up = now_ms() + 10000;
+    for (;;) {
+        for (int i = 0; fstypes[i]; i++) {
+            if (!*fstypes[i])
+                continue;
+            if (mount(dev, "/newroot", fstypes[i], 0, NULL) == 0)
+                goto mounted;
+        }
+        if (now_ms() > give_up) {
+            klog("cannot mount root %s: %s", dev, strerror(errno));
+            return;
+        }
+        poll(NULL, 0, 20);
+    }
+mounted:;
+    const char *moves[] = {"/dev", "/proc", "/sys", "/run", "/tmp"};
+    for (size_t i = 0; i < ARRAY_SIZE(moves); i++) {
+        char target[64];
+        snprintf(target, sizeof(target), "/newroot%s", moves[i]);
+        mkdir(target, 0755);
+        if (mount(moves[i], target, NULL, MS_MOVE, NULL) < 0)
+            umount2(moves[i], MNT_DETACH);
+    }
+    if (chdir("/newroot") < 0 || mount(".", "/", NULL, MS_MOVE, NULL) < 0 || chroot(".") < 0 ||
+        chdir("/") < 0)
+        klog("switch to root %s: %s", dev, strerror(errno));
+}
+
+/* The agent's virtio-serial port: /dev/vportNpM whose sysfs name is ours.
+ * No udev here, so look it up in sysfs. */
+static int open_vport(void)
+{
+    int64_t warned = now_ms() + 10000;
+    for (;;) {
+        DIR *d = opendir("/sys/class/virtio-ports");
+        struct dirent *e;
+        while (d && (e = readdir(d))) {
+            if (e->d_name[0] == '.')
+                continue;
+            char path[300], name[64] = "";
+            snprintf(path, sizeof(path), "/sys/class/virtio-ports/%s/name", e->d_name);
+            int fd = open(path, O_RDONLY | O_CLOEXEC);
+            if (fd < 0)
+                continue;
+            ssize_t n = read(fd, name, sizeof(name) - 1);
+            close(fd);
+            if (n <= 0 || strncmp(name, PORT_NAME, strlen(PORT_NAME)))
+                continue;
+            snprintf(path, sizeof(path), "/dev/%s", e->d_name);
+            fd = open(path, O_RDWR | O_CLOEXEC | O_NOCTTY);
+            if (fd >= 0) {
+                closedir(d);
+                return fd;
+            }
+        }
+        if (d)
+            closedir(d);
+        if (warned && now_ms() > warned) {
+            klog("still waiting for virtio port %s (is virtio_console loaded?)", PORT_NAME);
+            warned = 0;
+        }
+        poll(NULL, 0, 10);
+    }
+}
+
+static void agent_virtio_serial(void)
+{
+    struct agent_opts o = {.allow_power = true, .resync = true};
+    for (;;) {
+        int fd = open_vport();
+        int r = agent_serve(fd, &o);
+        klog("virtio-serial session ended: %s", r < 0 ? strerror(-r) : "hang-up");
+        close(fd);
+        poll(NULL, 0, 50);
+    }
+}
+
+static void agent_vsock(unsigned port)
+{
+    int s = socket(AF_VSOCK, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    struct sockaddr_vm addr = {.svm_family = AF_VSOCK, .svm_port = port, .svm_cid = VMADDR_CID_ANY};
+    while (s < 0 || bind(s, (struct sockaddr *)&addr, sizeof(addr)) < 0 || listen(s, 4) < 0) {
+        klog("vsock port %u: %s; retrying", port, strerror(errno));
+        if (s >= 0)
+            close(s);
+        poll(NULL, 0, 200);
+        s = socket(AF_VSOCK, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    }
+    struct agent_opts o = {.allow_power = true, .resync = false};
+    for (;;) {
+        int c = accept4(s, NULL, NULL, SOCK_CLOEXEC);
+        if (c < 0) {
+            poll(NULL, 0, 10);
+            continue;
+        }
+        agent_serve(c, &o);
+        close(c);
+    }
+}
+
+static void agent_main(void)
+{
+    char tr[32], port[16];
+    prctl(PR_SET_NAME, "provium-agent");
+    prctl(PR_SET_CHILD_SUBREAPER, 1);
+    signal(SIGPIPE, SIG_IGN);
+    if (chdir("/") < 0)
+        _exit(1);
+    if (!strcmp(param("provium.transport", tr, sizeof(tr), "virtio-serial"), "vsock"))
+        agent_vsock((unsigned)atoi(param("provium.vsock_port", port, sizeof(port), "5123")));
+    agent_virtio_serial();
+}
+
+static bool executable(const char *p)
+{
+    return p && *p && access(p, X_OK) == 0;
+}
+
+static int shim(char **argv)
+{
+    mount_pseudo();
+    int fd = open("/proc/cmdline", O_RDONLY | O_CLOEXEC);
+    if (fd >= 0) {
+        ssize_t n = read(fd, cmdline, sizeof(cmdline) - 1);
+        cmdline[n > 0 ? n : 0] = 0;
+        close(fd);
+    }
+    setenv("PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", 1);
+    setenv("HOME", "/root", 0);
+    setenv("TERM", "linux", 0);
+    load_modules();
+
+    char root[128], rtype[32], init[256];
+    if (param("provium.root", root, sizeof(root), NULL))
+        switch_root(root, param("provium.rootfstype", rtype, sizeof(rtype), ""));
+
+    pid_t pid = fork();
+    if (pid == 0) {
+        agent_main();
+        _exit(1);
+    }
+    if (pid < 0)
+        klog("fork: %s", strerror(errno));
+
+    const char *want = param("provium.init", init, sizeof(init), NULL);
+    const char *cands[] = {want, "/init", "/sbin/init"};
+    for (size_t i = 0; i < ARRAY_SIZE(cands); i++) {
+        if (!executable(cands[i]))
+            continue;
+        argv[0] = (char *)cands[i];
+        execv(cands[i], argv);
+        klog("exec %s: %s", cands[i], strerror(errno));
+    }
+    if (want)
+        klog("init %s not found; staying PID 1", want);
+    /* No init: stay PID 1 and reap whatever is orphaned. */
+    for (;;)
+        if (wait(NULL) < 0 && errno == ECHILD)
+            pause();
+}
+
+int main(int argc, char **argv)
+{
+    (void)argc;
+    if (getpid() == 1)
+        return shim(argv);
+    signal(SIGPIPE, SIG_IGN);
+    struct agent_opts o = {.allow_power = false, .resync = false};
+    int s[1] = {0};
+    /* stdin and stdout may be one socket (socat) or two pipes: serve a
+     * socket on fd 0 directly. */
+    int type;
+    socklen_t tl = sizeof(type);
+    if (getsockopt(0, SOL_SOCKET, SO_TYPE, &type, &tl) == 0)
+        return agent_serve(s[0], &o) < 0 ? 1 : 0;
+    fprintf(stderr, "provium-agent: run me as PID 1 inside a guest, or with a socket on stdin\n");
+    return 2;
+}

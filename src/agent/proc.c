@@ -1,0 +1,338 @@
+/* Running processes. Each PV_RUN forks a child in its own session with
+ * pipes for stdin/stdout/stderr; output travels back as PV_EV_CHUNK events
+ * as it is produced (up to the request's cap, counted beyond it), and the
+ * final PV_OK carries the exit status once the child is reaped. A command's
+ * background children may keep its pipes open: the reply does not wait for
+ * them, it drains what is buffered when the child itself exits. */
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/prctl.h>
+#include <sys/wait.h>
+
+#include "agent.h"
+
+struct run {
+    struct run *next;
+    uint32_t id;
+    pid_t pid;
+    int fd[3]; /* stdin (write end), stdout, stderr (read ends) */
+    struct buf in;
+    size_t in_off;
+    int64_t deadline_ms;
+    uint64_t cap, total[3];
+    bool exited, timed_out, cancelled;
+    int wstatus;
+};
+
+extern char **environ;
+
+static void close_fd(int *fd)
+{
+    if (*fd >= 0)
+        close(*fd);
+    *fd = -1;
+}
+
+static void run_free(struct run *p)
+{
+    for (int i = 0; i < 3; i++)
+        close_fd(&p->fd[i]);
+    buf_release(&p->in);
+    free(p);
+}
+
+/* Build the child's environment: the agent's own (unless cleared) with the
+ * request's KEY=VALUE entries replacing same-named ones. */
+static char **make_env(const char **set, uint32_t nset, bool clear)
+{
+    size_t n = 0;
+    if (!clear)
+        while (environ[n])
+            n++;
+    char **env = xcalloc(n + nset + 1, sizeof(char *));
+    size_t k = 0;
+    for (size_t i = 0; i < n; i++) {
+        const char *eq = strchr(environ[i], '=');
+        size_t klen = eq ? (size_t)(eq - environ[i]) : strlen(environ[i]);
+        bool replaced = false;
+        for (uint32_t j = 0; j < nset && !replaced; j++)
+            replaced = !strncmp(set[j], environ[i], klen) && set[j][klen] == '=';
+        if (!replaced)
+            env[k++] = environ[i];
+    }
+    for (uint32_t j = 0; j < nset; j++)
+        env[k++] = (char *)set[j];
+    env[k] = NULL;
+    return env;
+}
+
+int agent_op_run(struct agent *a, uint32_t id, struct pv_rd *r)
+{
+    uint32_t flags = pv_get_u32(r);
+    uint32_t argc = pv_get_count(r, 5);
+    _cleanup_free_ const char **argv = xcalloc(argc + 1, sizeof(char *));
+    for (uint32_t i = 0; i < argc; i++)
+        argv[i] = pv_get_str(r);
+    uint32_t envc = pv_get_count(r, 5);
+    _cleanup_free_ const char **envs = xcalloc(envc + 1, sizeof(char *));
+    for (uint32_t i = 0; i < envc; i++)
+        envs[i] = pv_get_str(r);
+    const char *cwd = pv_get_str(r);
+    size_t in_len;
+    const void *in = pv_get_bytes(r, &in_len);
+    uint32_t timeout_ms = pv_get_u32(r);
+    uint64_t cap = pv_get_u64(r);
+    if (pv_rd_done(r) < 0)
+        return -EBADMSG;
+    if (argc == 0)
+        return -EINVAL;
+    for (uint32_t i = 0; i < envc; i++)
+        if (!strchr(envs[i], '='))
+            return -EINVAL;
+
+    int p_in[2], p_out[2], p_err[2], p_exec[2];
+    if (pipe2(p_in, O_CLOEXEC) < 0)
+        return -errno;
+    if (pipe2(p_out, O_CLOEXEC) < 0) {
+        int e = errno;
+        close(p_in[0]), close(p_in[1]);
+        return -e;
+    }
+    if (pipe2(p_err, O_CLOEXEC) < 0) {
+        int e = errno;
+        close(p_in[0]), close(p_in[1]), close(p_out[0]), close(p_out[1]);
+        return -e;
+    }
+    if (pipe2(p_exec, O_CLOEXEC) < 0) {
+        int e = errno;
+        close(p_in[0]), close(p_in[1]), close(p_out[0]), close(p_out[1]);
+        close(p_err[0]), close(p_err[1]);
+        return -e;
+    }
+    _cleanup_free_ char **env = make_env(envs, envc, flags & PV_RUN_ENV_CLEAR);
+    pid_t pid = fork();
+    if (pid == 0) {
+        sigset_t all;
+        sigemptyset(&all);
+        sigprocmask(SIG_SETMASK, &all, NULL);
+        signal(SIGPIPE, SIG_DFL);
+        setsid();
+        dup2(p_in[0], 0);
+        dup2(p_out[1], 1);
+        dup2(p_err[1], 2);
+        int e = 0;
+        if (*cwd && chdir(cwd) < 0)
+            e = errno;
+        if (!e) {
+            environ = env;
+            execvp(argv[0], (char *const *)argv);
+            e = errno;
+        }
+        (void)!write(p_exec[1], &e, sizeof(e));
+        _exit(127);
+    }
+    int fork_errno = errno;
+    close(p_in[0]), close(p_out[1]), close(p_err[1]), close(p_exec[1]);
+    if (pid < 0) {
+        close(p_in[1]), close(p_out[0]), close(p_err[0]), close(p_exec[0]);
+        return -fork_errno;
+    }
+    int child_errno = 0;
+    ssize_t got;
+    do
+        got = read(p_exec[0], &child_errno, sizeof(child_errno));
+    while (got < 0 && errno == EINTR);
+    close(p_exec[0]);
+    if (got == (ssize_t)sizeof(child_errno)) {
+        waitpid(pid, NULL, 0);
+        close(p_in[1]), close(p_out[0]), close(p_err[0]);
+        agent_send_err(a, id, child_errno, "%s: %s", *cwd && child_errno == ENOENT ? cwd : argv[0],
+                       strerror(child_errno));
+        return 0;
+    }
+
+    struct run *p = xcalloc(1, sizeof(*p));
+    p->id = id;
+    p->pid = pid;
+    p->fd[0] = p_in[1];
+    p->fd[1] = p_out[0];
+    p->fd[2] = p_err[0];
+    p->cap = cap;
+    p->deadline_ms = timeout_ms ? now_ms() + timeout_ms : 0;
+    for (int i = 0; i < 3; i++)
+        fcntl(p->fd[i], F_SETFL, O_NONBLOCK);
+    buf_add(&p->in, in, in_len);
+    if (!in_len)
+        close_fd(&p->fd[0]);
+    p->next = a->runs;
+    a->runs = p;
+    return 0;
+}
+
+int agent_op_cancel(struct agent *a, uint32_t id, struct pv_rd *r)
+{
+    uint32_t target = pv_get_u32(r);
+    if (pv_rd_done(r) < 0)
+        return -EBADMSG;
+    for (struct run *p = a->runs; p; p = p->next) {
+        if (p->id == target && !p->exited) {
+            p->cancelled = true;
+            kill(-p->pid, SIGKILL);
+        }
+    }
+    agent_send_ok(a, id, NULL);
+    return 0;
+}
+
+int proc_pollfds(struct agent *a, struct pollfd *fds, int max, int64_t *deadline_ms)
+{
+    int n = 0;
+    for (struct run *p = a->runs; p; p = p->next) {
+        if (p->deadline_ms && !p->exited && !p->timed_out &&
+            (!*deadline_ms || p->deadline_ms < *deadline_ms))
+            *deadline_ms = p->deadline_ms;
+        for (int i = 0; i < 3 && n < max; i++)
+            if (p->fd[i] >= 0)
+                fds[n++] = (struct pollfd){p->fd[i], (short)(i ? POLLIN : POLLOUT), 0};
+    }
+    return n;
+}
+
+/* Read what a stream has now; returns false at EOF or error. */
+static bool pump(struct agent *a, struct run *p, int i)
+{
+    char chunk[65536];
+    for (;;) {
+        ssize_t n = read(p->fd[i], chunk, sizeof(chunk));
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0 && errno == EAGAIN)
+            return true;
+        if (n <= 0)
+            return false;
+        uint64_t room = p->total[i] < p->cap ? p->cap - p->total[i] : 0;
+        if (room)
+            agent_send_chunk(a, p->id, (uint8_t)i, chunk, (size_t)MIN((uint64_t)n, room));
+        p->total[i] += (uint64_t)n;
+    }
+}
+
+static void feed_stdin(struct run *p)
+{
+    while (p->in_off < p->in.len) {
+        ssize_t n = write(p->fd[0], p->in.data + p->in_off, p->in.len - p->in_off);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0 && errno == EAGAIN)
+            return;
+        if (n <= 0)
+            break;
+        p->in_off += (size_t)n;
+    }
+    close_fd(&p->fd[0]);
+}
+
+static void finish(struct agent *a, struct run *p)
+{
+    for (int i = 1; i < 3; i++)
+        if (p->fd[i] >= 0)
+            pump(a, p, i);
+    if (p->cancelled) {
+        agent_send_err(a, p->id, ECANCELED, "cancelled");
+        return;
+    }
+    struct buf b = BUF_INIT;
+    struct pv_wr w = {&b};
+    int st = p->wstatus;
+    if (p->timed_out) {
+        pv_put_u32(&w, PV_TIMED_OUT);
+        pv_put_u32(&w, (uint32_t)-2);
+        pv_put_u32(&w, WIFSIGNALED(st) ? (uint32_t)WTERMSIG(st) : 0);
+    } else if (WIFSIGNALED(st)) {
+        pv_put_u32(&w, PV_SIGNALLED);
+        pv_put_u32(&w, (uint32_t)-1);
+        pv_put_u32(&w, (uint32_t)WTERMSIG(st));
+    } else {
+        pv_put_u32(&w, PV_EXITED);
+        pv_put_u32(&w, (uint32_t)WEXITSTATUS(st));
+        pv_put_u32(&w, 0);
+    }
+    pv_put_u64(&w, p->total[1]);
+    pv_put_u64(&w, p->total[2]);
+    agent_send_ok(a, p->id, &b);
+    buf_release(&b);
+}
+
+static void sweep(struct agent *a)
+{
+    for (struct run **pp = &a->runs; *pp;) {
+        struct run *p = *pp;
+        if (p->exited) {
+            *pp = p->next;
+            finish(a, p);
+            run_free(p);
+        } else {
+            pp = &p->next;
+        }
+    }
+}
+
+void proc_events(struct agent *a, struct pollfd *fds, int n)
+{
+    for (int k = 0; k < n; k++) {
+        if (!fds[k].revents)
+            continue;
+        for (struct run *p = a->runs; p; p = p->next) {
+            for (int i = 0; i < 3; i++) {
+                if (p->fd[i] != fds[k].fd)
+                    continue;
+                if (i == 0)
+                    feed_stdin(p);
+                else if (!pump(a, p, i))
+                    close_fd(&p->fd[i]);
+            }
+        }
+    }
+}
+
+void proc_reap(struct agent *a)
+{
+    int st;
+    pid_t pid;
+    while ((pid = waitpid(-1, &st, WNOHANG)) > 0) {
+        for (struct run *p = a->runs; p; p = p->next) {
+            if (p->pid == pid) {
+                p->exited = true;
+                p->wstatus = st;
+            }
+        }
+    }
+    sweep(a);
+}
+
+void proc_timeouts(struct agent *a)
+{
+    int64_t now = now_ms();
+    for (struct run *p = a->runs; p; p = p->next) {
+        if (p->deadline_ms && !p->exited && !p->timed_out && now >= p->deadline_ms) {
+            p->timed_out = true;
+            kill(-p->pid, SIGKILL);
+            kill(p->pid, SIGKILL);
+        }
+    }
+}
+
+void proc_kill_all(struct agent *a)
+{
+    for (struct run *p = a->runs; p; p = p->next) {
+        kill(-p->pid, SIGKILL);
+        kill(p->pid, SIGKILL);
+    }
+    while (a->runs) {
+        struct run *p = a->runs;
+        a->runs = p->next;
+        waitpid(p->pid, NULL, 0);
+        run_free(p);
+    }
+}

@@ -1,0 +1,103 @@
+/* Small helpers shared by the host program, the agent and the tests:
+ * cleanup attributes, checked allocation, a growable byte buffer and the
+ * error record that the core fills on failure. No logging here. */
+#pragma once
+
+#include <errno.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#define ARRAY_SIZE(a) (sizeof(a) / sizeof((a)[0]))
+#define MIN(a, b) ((a) < (b) ? (a) : (b))
+#define MAX(a, b) ((a) > (b) ? (a) : (b))
+#define PV_PRINTF(f, a) __attribute__((format(printf, f, a)))
+#define PV_UNUSED __attribute__((unused))
+#define PV_STR_(x) #x
+#define PV_STR(x) PV_STR_(x)
+
+static inline void freep(void *p) { free(*(void **)p); }
+static inline void closep(int *fd)
+{
+    if (*fd >= 0) {
+        int saved = errno;
+        close(*fd);
+        errno = saved;
+    }
+}
+#define _cleanup_(f) __attribute__((cleanup(f)))
+#define _cleanup_free_ _cleanup_(freep)
+#define _cleanup_close_ _cleanup_(closep)
+
+/* Take ownership of *pp, leaving NULL behind (so a cleanup does nothing). */
+#define steal_pointer(pp)                                                                          \
+    ({                                                                                             \
+        __typeof__(*(pp)) _p = *(pp);                                                              \
+        *(pp) = NULL;                                                                              \
+        _p;                                                                                        \
+    })
+static inline int steal_fd(int *fd)
+{
+    int r = *fd;
+    *fd = -1;
+    return r;
+}
+
+void *xmalloc(size_t n);
+void *xcalloc(size_t n, size_t size);
+void *xrealloc(void *p, size_t n);
+char *xstrdup(const char *s);
+char *xstrndup(const char *s, size_t n);
+char *xasprintf(const char *fmt, ...) PV_PRINTF(1, 2);
+
+/* The error record: code is a positive errno-style value (or 0), msg a
+ * human sentence naming the thing that failed. Callers wrap it with context
+ * via pv_err_wrap() on the way up. */
+struct pv_err {
+    int code;
+    char msg[1024];
+};
+
+/* Set err (which may be NULL) and return -code, so `return pv_err_set(...)`
+ * reads naturally in functions returning 0 / -errno. */
+int pv_err_set(struct pv_err *err, int code, const char *fmt, ...) PV_PRINTF(3, 4);
+/* Prefix the existing message: "<context>: <old message>". Returns -code. */
+int pv_err_wrap(struct pv_err *err, const char *fmt, ...) PV_PRINTF(2, 3);
+
+/* A growable byte buffer. data is always NUL-terminated (not counted in len)
+ * so text can be used as a C string. */
+struct buf {
+    char *data;
+    size_t len, cap;
+};
+#define BUF_INIT {NULL, 0, 0}
+void buf_reserve(struct buf *b, size_t extra);
+void buf_add(struct buf *b, const void *p, size_t n);
+void buf_adds(struct buf *b, const char *s);
+void buf_addf(struct buf *b, const char *fmt, ...) PV_PRINTF(2, 3);
+void buf_consume(struct buf *b, size_t n); /* drop n bytes from the front */
+void buf_release(struct buf *b);
+char *buf_steal(struct buf *b); /* returns data (never NULL), leaves b empty */
+
+/* Whole-file helpers; return 0 or -errno. read_file caps the size at max. */
+int read_file(const char *path, size_t max, struct buf *out);
+int write_file_atomic(const char *path, const void *data, size_t len, int mode);
+int write_all(int fd, const void *p, size_t n);
+int mkdir_p(const char *path, int mode);
+int rm_rf(const char *path);
+/* Monotonic clock in nanoseconds / milliseconds. */
+int64_t now_ns(void);
+int64_t now_ms(void);
+/* Realtime clock in nanoseconds since the epoch. */
+int64_t wall_ns(void);
+
+/* Parse "512M", "2G", "1024" (bytes; K/M/G/T are powers of 1024, an optional
+ * trailing 'i'/'iB'/'B' is accepted). Returns 0 or -EINVAL. */
+int parse_size(const char *s, uint64_t *ret);
+/* Parse "30s", "500ms", "5m", "2h" or a bare number of seconds. Returns 0 or
+ * -EINVAL; negative or non-finite values are rejected. */
+int parse_duration(const char *s, double *ret_seconds);

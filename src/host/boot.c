@@ -1,0 +1,417 @@
+#include "boot.h"
+
+#include <fcntl.h>
+#include <stdio.h>
+#include <sys/stat.h>
+
+#include "cpio.h"
+#include "hash.h"
+#include "kernel.h"
+#include "kmod.h"
+#include "spawn.h"
+
+#define AGENT_PATH "/provium-agent"
+#define DEFAULT_CMDLINE "console=ttyS0 quiet panic=-1"
+
+/* Transport, entropy and the ACPI power button (the agent powers off on it
+ * when no init does). A kernel with these built in needs none of them. */
+const char *const boot_transport_modules[] = {
+    "virtio_pci", "virtio_console", "virtio-rng", "button", "evdev", NULL,
+};
+
+void boot_opts_release(struct boot_opts *o)
+{
+    free(o->kernel_cmdline);
+    free(o->kernel_cmdline_append);
+    for (size_t i = 0; i < o->nfiles; i++) {
+        free(o->files[i].path);
+        free(o->files[i].content);
+    }
+    free(o->files);
+    memset(o, 0, sizeof(*o));
+}
+
+static bool has_param(const char *cmdline, const char *key)
+{
+    size_t n = strlen(key);
+    for (const char *p = cmdline; (p = strstr(p, key)); p += n)
+        if ((p == cmdline || p[-1] == ' ') && (p[n] == '=' || p[n] == ' ' || !p[n]))
+            return true;
+    return false;
+}
+
+/* The value of key= (the last one), copied, or NULL. */
+static char *param_value(const char *cmdline, const char *key)
+{
+    char *val = NULL;
+    size_t n = strlen(key);
+    for (const char *p = cmdline; (p = strstr(p, key)); p += n) {
+        if ((p == cmdline || p[-1] == ' ') && p[n] == '=') {
+            free(val);
+            val = xstrndup(p + n + 1, strcspn(p + n + 1, " "));
+        }
+    }
+    return val;
+}
+
+static int write_cached(const char *path, const struct buf *data, struct pv_err *err)
+{
+    if (access(path, R_OK) == 0)
+        return 0;
+    _cleanup_free_ char *dir = xstrdup(path);
+    *strrchr(dir, '/') = 0;
+    int r = mkdir_p(dir, 0755);
+    if (r == 0)
+        r = write_file_atomic(path, data->data, data->len, 0644);
+    if (r < 0)
+        return pv_err_set(err, -r, "write %s: %s", path, strerror(-r));
+    return 0;
+}
+
+/* The overlay: the agent at /provium-agent, the transport's modules under
+ * /.provium/m/ and their load order in /.provium/modules. */
+static int add_overlay(struct cpio *c, const char *modules_dir, bool rootfs, struct pv_err *err)
+{
+    cpio_add_file(c, AGENT_PATH + 1, 0755, pv_agent_bin,
+                  (size_t)(pv_agent_bin_end - pv_agent_bin));
+    cpio_add_dir(c, ".provium", 0755);
+    if (!modules_dir)
+        return 0;
+    const char *names[16];
+    size_t n = 0;
+    for (; boot_transport_modules[n]; n++)
+        names[n] = boot_transport_modules[n];
+    if (vm_globals.transport == TRANSPORT_VSOCK)
+        names[n++] = "vmw_vsock_virtio_transport";
+    if (rootfs)
+        names[n++] = "virtio_blk";
+    char **paths = NULL;
+    int r = kmod_order(modules_dir, names, n, &paths, err);
+    if (r < 0)
+        return r;
+    cpio_add_dir(c, ".provium/m", 0755);
+    struct buf list = BUF_INIT;
+    for (size_t i = 0; paths[i]; i++) {
+        _cleanup_free_ char *src = xasprintf("%s/%s", modules_dir, paths[i]);
+        struct buf ko = BUF_INIT;
+        r = read_file(src, 64u << 20, &ko);
+        if (r < 0) {
+            buf_release(&ko);
+            buf_release(&list);
+            kmod_free_paths(paths);
+            return pv_err_set(err, -r, "module %s: %s", src, strerror(-r));
+        }
+        const char *base = strrchr(paths[i], '/') ? strrchr(paths[i], '/') + 1 : paths[i];
+        _cleanup_free_ char *dst = xasprintf(".provium/m/%02zu-%s", i, base);
+        cpio_add_file(c, dst, 0644, ko.data, ko.len);
+        buf_addf(&list, "/%s\n", dst);
+        buf_release(&ko);
+    }
+    cpio_add_file(c, ".provium/modules", 0644, list.data, list.len);
+    buf_release(&list);
+    kmod_free_paths(paths);
+    return 0;
+}
+
+/* busybox with its applet links; no sbin/init, so the agent stays PID 1. */
+static int add_busybox(struct cpio *c, struct pv_err *err)
+{
+    _cleanup_free_ char *bb = qemu_which("busybox");
+    struct buf bin = BUF_INIT, list = BUF_INIT;
+    int status = 0, r;
+    if (!bb)
+        return pv_err_set(err, ENOENT,
+                          "busybox not found: install busybox-static (make deps does it)");
+    r = read_file(bb, 16u << 20, &bin);
+    const char *argv[] = {bb, "--list-full", NULL};
+    if (r == 0)
+        r = spawn_run(argv, NULL, &list, 1 << 20, 10000, &status, err);
+    if (r == 0 && status != 0)
+        r = pv_err_set(err, EINVAL, "%s --list-full failed (is it busybox-static?)", bb);
+    if (r < 0)
+        goto out;
+    static const char *dirs[] = {"bin", "sbin", "usr", "usr/bin", "usr/sbin", "etc", "root",
+                                 "proc", "sys", "dev", "run", "tmp", "var", "mnt"};
+    for (size_t i = 0; i < ARRAY_SIZE(dirs); i++)
+        cpio_add_dir(c, dirs[i], !strcmp(dirs[i], "tmp") ? 01777 : 0755);
+    cpio_add_file(c, "bin/busybox", 0755, bin.data, bin.len);
+    for (char *line = list.data, *next; line && *line; line = next) {
+        next = strchr(line, '\n');
+        if (next)
+            *next++ = 0;
+        if (!*line || !strcmp(line, "bin/busybox") || !strcmp(line, "sbin/init") ||
+            !strcmp(line, "linuxrc"))
+            continue;
+        _cleanup_free_ char *target = xasprintf("/bin/busybox");
+        cpio_add_symlink(c, line, target);
+    }
+    static const char passwd[] = "root:x:0:0:root:/root:/bin/sh\n"
+                                 "nobody:x:65534:65534:nobody:/nonexistent:/bin/false\n";
+    static const char group[] = "root:x:0:\nnogroup:x:65534:\n";
+    cpio_add_file(c, "etc/passwd", 0644, passwd, sizeof(passwd) - 1);
+    cpio_add_file(c, "etc/group", 0644, group, sizeof(group) - 1);
+    cpio_add_file(c, "etc/hostname", 0644, "provium\n", 8);
+out:
+    buf_release(&bin);
+    buf_release(&list);
+    return r;
+}
+
+/* The whole default initrd: busybox + agent + modules, by content hash. */
+static int default_initrd(const struct kernel_info *k, char **ret, struct pv_err *err)
+{
+    struct cpio c;
+    cpio_init(&c);
+    int r = add_busybox(&c, err);
+    if (r == 0)
+        r = add_overlay(&c, k->modules_dir, false, err);
+    if (r < 0) {
+        cpio_release(&c);
+        return r;
+    }
+    cpio_finish(&c);
+    char hex[65];
+    sha256_hex(c.out.data, c.out.len, hex);
+    _cleanup_free_ char *root = kernel_cache_root();
+    char *path = xasprintf("%s/initrd/default-%.32s.cpio", root, hex);
+    r = write_cached(path, &c.out, err);
+    cpio_release(&c);
+    if (r < 0) {
+        free(path);
+        return r;
+    }
+    *ret = path;
+    return 0;
+}
+
+/* A user initrd with the overlay appended (the kernel unpacks concatenated
+ * archives in order), cached by the hash of both. */
+static int merged_initrd(const char *initrd, const char *modules_dir, bool rootfs, char **ret,
+                         struct pv_err *err)
+{
+    struct cpio c;
+    cpio_init(&c);
+    int r = add_overlay(&c, modules_dir, rootfs, err);
+    if (r < 0) {
+        cpio_release(&c);
+        return r;
+    }
+    cpio_finish(&c);
+    struct buf user = BUF_INIT;
+    if (initrd && (r = read_file(initrd, 2u << 30, &user)) < 0) {
+        cpio_release(&c);
+        return pv_err_set(err, -r, "initrd %s: %s", initrd, strerror(-r));
+    }
+    /* newc archives must start 4-aligned; compressed ones need no padding
+     * but zeros between archives are skipped by the kernel either way. */
+    while (user.len % 4)
+        buf_add(&user, "", 1);
+    buf_add(&user, c.out.data, c.out.len);
+    cpio_release(&c);
+    char hex[65];
+    sha256_hex(user.data, user.len, hex);
+    _cleanup_free_ char *root = kernel_cache_root();
+    char *path = xasprintf("%s/initrd/merged-%.32s.img", root, hex);
+    r = write_cached(path, &user, err);
+    buf_release(&user);
+    if (r < 0) {
+        free(path);
+        return r;
+    }
+    *ret = path;
+    return 0;
+}
+
+/* boot_opts.files: one more archive after the rest, per VM. */
+static int with_files(const char *initrd, const struct boot_opts *o, char **ret,
+                      struct pv_err *err)
+{
+    struct buf img = BUF_INIT;
+    int r = initrd ? read_file(initrd, 2u << 30, &img) : 0;
+    if (r < 0)
+        return pv_err_set(err, -r, "initrd %s: %s", initrd, strerror(-r));
+    while (img.len % 4)
+        buf_add(&img, "", 1);
+    struct cpio c;
+    cpio_init(&c);
+    for (size_t i = 0; i < o->nfiles; i++) {
+        const char *p = o->files[i].path;
+        while (*p == '/')
+            p++;
+        /* parent directories first; existing ones are left alone */
+        _cleanup_free_ char *dir = xstrdup(p);
+        for (char *s = strchr(dir, '/'); s; s = strchr(s + 1, '/')) {
+            *s = 0;
+            cpio_add_dir(&c, dir, 0755);
+            *s = '/';
+        }
+        cpio_add_file(&c, p, o->files[i].mode ? o->files[i].mode : 0644, o->files[i].content,
+                      o->files[i].len);
+    }
+    cpio_finish(&c);
+    buf_add(&img, c.out.data, c.out.len);
+    cpio_release(&c);
+    static unsigned n;
+    char *path = xasprintf("%s/files-%d-%u.img", vm_globals.rundir, (int)getpid(), n++);
+    r = write_file_atomic(path, img.data, img.len, 0600);
+    buf_release(&img);
+    if (r < 0) {
+        pv_err_set(err, -r, "write %s: %s", path, strerror(-r));
+        free(path);
+        return r;
+    }
+    *ret = path;
+    return 0;
+}
+
+/* from_dir profiles may name a build command, run once per process before
+ * the first boot with the profile's directory as cwd. Split on blanks; no
+ * shell. */
+static int run_build(const struct profile *p, struct pv_err *err)
+{
+    static char **done;
+    static size_t ndone;
+    for (size_t i = 0; i < ndone; i++)
+        if (!strcmp(done[i], p->name))
+            return 0;
+    _cleanup_free_ char *root = kernel_cache_root();
+    _cleanup_free_ char *out = xasprintf("%s/profiles/%s", root, p->name);
+    mkdir_p(out, 0755);
+    char *argv[64];
+    size_t argc = 0;
+    _cleanup_free_ char *copy = xstrdup(p->build);
+    char *save;
+    for (char *t = strtok_r(copy, " \t", &save); t && argc < 63; t = strtok_r(NULL, " \t", &save))
+        argv[argc++] = !strcmp(t, "{out}") ? out : t;
+    argv[argc] = NULL;
+    struct buf log = BUF_INIT;
+    int status = 0;
+    int r = spawn_run((const char *const *)argv, p->dir, &log, 64 << 10, 0, &status, err);
+    if (r == 0 && status != 0) {
+        char how[64];
+        spawn_describe_status(status, how, sizeof(how));
+        r = pv_err_set(err, EINVAL, "profile `%s`: build `%s` %s:\n%s", p->name, p->build, how,
+                       log.data ? log.data : "");
+    }
+    buf_release(&log);
+    if (r < 0)
+        return r;
+    done = xrealloc(done, (ndone + 1) * sizeof(char *));
+    done[ndone++] = xstrdup(p->name);
+    return 0;
+}
+
+int boot_plan(const struct config *cfg, const char *name, const struct boot_opts *o,
+              struct vm_boot *b, struct pv_err *err)
+{
+    const struct profile *p = cfg ? config_profile(cfg, name) : NULL;
+    struct kernel_info k = {0};
+    _cleanup_free_ char *base_initrd = NULL;
+    struct buf cmd = BUF_INIT;
+    int r = 0;
+    memset(b, 0, sizeof(*b));
+
+    if (!p && strcmp(name, DEFAULT_PROFILE)) {
+        struct buf names = BUF_INIT;
+        for (size_t i = 0; cfg && i < cfg->nprofiles; i++)
+            buf_addf(&names, "%s`%s`", i ? ", " : "", cfg->profiles[i].name);
+        if (cfg && cfg->path)
+            r = pv_err_set(err, ENOENT, "unknown profile `%s` (%s defines: %s)", name, cfg->path,
+                           names.len ? names.data : "none");
+        else
+            r = pv_err_set(err, ENOENT,
+                           "unknown profile `%s`: there is no provium.toml, so only the built-in "
+                           "profile `default` exists",
+                           name);
+        buf_release(&names);
+        return r;
+    }
+
+    if (p) {
+        if (p->build && (r = run_build(p, err)) < 0)
+            return r;
+        b->kernel = xstrdup(p->kernel);
+        buf_adds(&cmd, p->cmdline && *p->cmdline ? p->cmdline : "");
+    } else {
+        _cleanup_free_ char *root = kernel_cache_root();
+        r = kernel_find_default(root, &k, err);
+        if (r < 0)
+            return r;
+        b->kernel = xstrdup(k.vmlinuz);
+        buf_adds(&cmd, DEFAULT_CMDLINE);
+    }
+    if (o->kernel_cmdline) {
+        buf_consume(&cmd, cmd.len);
+        buf_adds(&cmd, o->kernel_cmdline);
+    }
+    if (o->kernel_cmdline_append)
+        buf_addf(&cmd, "%s%s", cmd.len ? " " : "", o->kernel_cmdline_append);
+
+    bool inject = p ? p->inject_agent : true;
+    bool rootfs = p && p->rootfs && !p->initrd;
+    if (inject) {
+        _cleanup_free_ char *rd = param_value(cmd.data ? cmd.data : "", "rdinit");
+        if (rd && strcmp(rd, AGENT_PATH)) {
+            r = pv_err_set(err, EINVAL,
+                           "profile `%s`: the cmdline sets rdinit=%s, which conflicts with the "
+                           "injected agent (rdinit=" AGENT_PATH
+                           "); remove it, or set inject_agent = false if the image starts "
+                           "provium-agent itself",
+                           name, rd);
+            goto out;
+        }
+    }
+    if (!has_param(cmd.data ? cmd.data : "", "console"))
+        buf_addf(&cmd, "%sconsole=ttyS0", cmd.len ? " " : "");
+    if (!has_param(cmd.data, "panic"))
+        buf_adds(&cmd, " panic=-1");
+    if (inject) {
+        if (!has_param(cmd.data, "rdinit"))
+            buf_adds(&cmd, " rdinit=" AGENT_PATH);
+        if (p && p->init)
+            buf_addf(&cmd, " provium.init=%s", p->init);
+        if (rootfs)
+            buf_adds(&cmd, " provium.root=/dev/vda");
+    }
+    if (vm_globals.transport == TRANSPORT_VSOCK)
+        buf_addf(&cmd, " provium.transport=vsock provium.vsock_port=%d", PV_VSOCK_PORT);
+
+    if (!p)
+        r = default_initrd(&k, &base_initrd, err);
+    else if (inject)
+        r = merged_initrd(p->initrd, p->modules, rootfs, &base_initrd, err);
+    else if (p->initrd)
+        base_initrd = xstrdup(p->initrd);
+    if (r < 0) {
+        pv_err_wrap(err, "profile `%s`", name);
+        goto out;
+    }
+    if (o->nfiles) {
+        r = with_files(base_initrd, o, &b->initrd, err);
+        if (r < 0)
+            goto out;
+    } else {
+        b->initrd = steal_pointer(&base_initrd);
+    }
+    if (p && (p->rootfs || p->ndisks)) {
+        size_t n = 0;
+        b->disks = xcalloc(p->ndisks + 2, sizeof(char *));
+        if (p->rootfs)
+            b->disks[n++] = xstrdup(p->rootfs);
+        for (size_t i = 0; i < p->ndisks; i++)
+            b->disks[n++] = xstrdup(p->disks[i]);
+    }
+    b->cmdline = buf_steal(&cmd);
+    b->memory = o->memory ? o->memory : 512ull << 20;
+    b->cpus = o->cpus ? o->cpus : 1;
+    b->agent_timeout = o->agent_timeout > 0 ? o->agent_timeout
+                       : p && p->agent_boot_timeout > 0 ? p->agent_boot_timeout
+                                                        : 30 * vm_globals.timeout_scale;
+    b->rng_seed = o->rng_seed;
+out:
+    buf_release(&cmd);
+    kernel_info_release(&k);
+    if (r < 0)
+        vm_boot_release(b);
+    return r;
+}

@@ -1,0 +1,36 @@
+/* From a profile and boot opts to a struct vm_boot: kernel, cmdline, and the
+ * initrd with the agent injected (cached by content hash). */
+#pragma once
+
+#include "config.h"
+#include "vm.h"
+
+struct boot_file {
+    char *path;
+    char *content;
+    size_t len;
+    uint32_t mode;
+};
+
+struct boot_opts {
+    uint64_t memory; /* 0: default 512 MiB */
+    int cpus;        /* 0: default 1 */
+    char *kernel_cmdline, *kernel_cmdline_append;
+    double agent_timeout; /* 0: default */
+    struct boot_file *files;
+    size_t nfiles;
+    uint64_t rng_seed;
+};
+void boot_opts_release(struct boot_opts *o);
+
+#define DEFAULT_PROFILE "default"
+
+/* Resolve profile_name ("default" or a name from cfg) into b. */
+int boot_plan(const struct config *cfg, const char *profile_name, const struct boot_opts *o,
+              struct vm_boot *b, struct pv_err *err);
+
+/* The embedded agent binary. */
+extern const char pv_agent_bin[], pv_agent_bin_end[];
+
+/* The kernel modules the transport needs, for kmod_order(). */
+extern const char *const boot_transport_modules[];

@@ -1,0 +1,276 @@
+#include "chan.h"
+
+#include <fcntl.h>
+#include <poll.h>
+#include <stdio.h>
+
+void chan_init(struct chan *c, int fd, int watch_fd)
+{
+    *c = (struct chan){.fd = fd, .watch_fd = watch_fd, .next_id = 1};
+    fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
+}
+
+void chan_release(struct chan *c)
+{
+    if (c->fd >= 0)
+        close(c->fd);
+    c->fd = -1;
+    buf_release(&c->in);
+    free(c->agent_version);
+    free(c->guest_os);
+    free(c->kernel_release);
+    c->agent_version = c->guest_os = c->kernel_release = NULL;
+}
+
+static int broken(struct chan *c, struct pv_err *err, int code, const char *fmt, ...)
+    PV_PRINTF(4, 5);
+static int broken(struct chan *c, struct pv_err *err, int code, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(c->why, sizeof(c->why), fmt, ap);
+    va_end(ap);
+    c->broken = true;
+    return pv_err_set(err, code, "%s", c->why);
+}
+
+static int wait_ms(int64_t deadline_ns)
+{
+    if (!deadline_ns)
+        return -1;
+    int64_t left = (deadline_ns - now_ns()) / 1000000;
+    return left <= 0 ? 0 : (int)MIN(left, 3600 * 1000);
+}
+
+/* Wait until fd has events or the deadline passes; read what arrives into
+ * c->in. Returns 1 when bytes arrived, 0 on deadline, -errno otherwise. */
+static int pump(struct chan *c, short extra, int64_t deadline_ns, struct pv_err *err)
+{
+    struct pollfd p[2] = {{c->fd, (short)(POLLIN | extra), 0}, {c->watch_fd, POLLIN, 0}};
+    int n = poll(p, c->watch_fd >= 0 ? 2 : 1, wait_ms(deadline_ns));
+    if (n < 0)
+        return errno == EINTR ? 1 : -errno;
+    if (n == 0)
+        return 0;
+    if (p[0].revents & (POLLIN | POLLHUP | POLLERR)) {
+        buf_reserve(&c->in, 65536);
+        ssize_t r = read(c->fd, c->in.data + c->in.len, c->in.cap - c->in.len - 1);
+        if (r > 0) {
+            c->in.len += (size_t)r;
+            c->in.data[c->in.len] = 0;
+            return 1;
+        }
+        if (r < 0 && (errno == EAGAIN || errno == EINTR))
+            return 1;
+        return broken(c, err, EPIPE, "the agent closed the connection");
+    }
+    if (c->watch_fd >= 0 && (p[1].revents & POLLIN))
+        return broken(c, err, EPIPE, "the VM exited");
+    return 1;
+}
+
+static int send_all(struct chan *c, const struct buf *frame, int64_t deadline_ns,
+                    struct pv_err *err)
+{
+    size_t off = 0;
+    while (off < frame->len) {
+        ssize_t w = write(c->fd, frame->data + off, frame->len - off);
+        if (w > 0) {
+            off += (size_t)w;
+            continue;
+        }
+        if (w < 0 && errno != EAGAIN && errno != EINTR)
+            return broken(c, err, EPIPE, "write to the agent: %s", strerror(errno));
+        /* The agent may be writing to us meanwhile: keep reading, or both
+         * sides block on full buffers. */
+        int r = pump(c, POLLOUT, deadline_ns, err);
+        if (r < 0)
+            return r;
+        if (r == 0)
+            return pv_err_set(err, ETIMEDOUT, "timed out sending a request to the agent");
+    }
+    return 0;
+}
+
+static uint32_t send_req(struct chan *c, uint16_t type, const struct buf *req, int64_t deadline,
+                         struct pv_err *err, int *ret)
+{
+    uint32_t id = c->next_id++;
+    if (c->next_id == 0)
+        c->next_id = 1;
+    struct buf frame = BUF_INIT;
+    pv_frame(&frame, type, id, req ? req->data : NULL, req ? req->len : 0);
+    *ret = send_all(c, &frame, deadline, err);
+    buf_release(&frame);
+    return id;
+}
+
+/* Take the next whole frame out of c->in. Returns 1 with *h and *ret_payload
+ * (owned by the caller), 0 when more bytes are needed, -EBADMSG on garbage. */
+static int next_frame(struct chan *c, struct pv_hdr *h, struct buf *payload, struct pv_err *err)
+{
+    if (c->in.len < PV_HDR_SIZE)
+        return 0;
+    const char *why;
+    if (pv_hdr_decode((const uint8_t *)c->in.data, h, &why) < 0)
+        return broken(c, err, EBADMSG, "the agent sent a malformed frame (%s)", why);
+    if (h->version != PV_PROTO_VERSION)
+        return broken(c, err, EBADMSG, "the agent sent a protocol version %u frame (expected %u)",
+                      h->version, PV_PROTO_VERSION);
+    if (c->in.len - PV_HDR_SIZE < h->len)
+        return 0;
+    buf_add(payload, c->in.data + PV_HDR_SIZE, h->len);
+    buf_consume(&c->in, PV_HDR_SIZE + h->len);
+    return 1;
+}
+
+int chan_hello(struct chan *c, int64_t deadline_ns, struct pv_err *err)
+{
+    struct buf req = BUF_INIT;
+    struct pv_wr w = {&req};
+    pv_put_u32(&w, PV_PROTO_VERSION);
+    int64_t resend = 0, interval = 100 * 1000000LL;
+    int ret;
+    for (;;) {
+        int64_t now = now_ns();
+        if (now >= resend) {
+            send_req(c, PV_HELLO, &req, deadline_ns, err, &ret);
+            if (ret < 0)
+                goto out;
+            resend = now + interval;
+            interval = MIN(interval * 2, 1000 * 1000000LL);
+        }
+        /* Skip noise until something that looks like a header. */
+        size_t skip = pv_sync_scan((const uint8_t *)c->in.data, c->in.len);
+        buf_consume(&c->in, skip);
+        if (c->in.len >= PV_HDR_SIZE) {
+            struct pv_hdr h;
+            const char *why;
+            if (pv_hdr_decode((const uint8_t *)c->in.data, &h, &why) < 0) {
+                buf_consume(&c->in, 1);
+                continue;
+            }
+            if (c->in.len - PV_HDR_SIZE >= h.len) {
+                struct pv_rd r;
+                pv_rd_init(&r, c->in.data + PV_HDR_SIZE, h.len);
+                if (h.type == PV_HELLO_ERR) {
+                    uint32_t v = pv_get_u32(&r);
+                    ret = broken(c, err, EPROTONOSUPPORT,
+                                 "agent protocol version %u does not match provium's %u: %s", v,
+                                 PV_PROTO_VERSION, pv_get_str(&r));
+                    goto out;
+                }
+                if (h.type == PV_HELLO_OK && h.version == PV_PROTO_VERSION) {
+                    pv_get_u32(&r);
+                    const char *av = pv_get_str(&r), *os = pv_get_str(&r),
+                               *rel = pv_get_str(&r);
+                    uint64_t feat = pv_get_u64(&r);
+                    uint32_t pid = pv_get_u32(&r);
+                    if (pv_rd_done(&r) < 0) {
+                        ret = broken(c, err, EBADMSG, "malformed HelloOk: %s", r.why);
+                        goto out;
+                    }
+                    c->agent_version = xstrdup(av);
+                    c->guest_os = xstrdup(os);
+                    c->kernel_release = xstrdup(rel);
+                    c->features = feat;
+                    c->agent_pid = pid;
+                    buf_consume(&c->in, PV_HDR_SIZE + h.len);
+                    ret = 0;
+                    goto out;
+                }
+                buf_consume(&c->in, PV_HDR_SIZE + h.len);
+                continue;
+            }
+        }
+        int64_t until = MIN(resend, deadline_ns ? deadline_ns : resend);
+        ret = pump(c, 0, until, err);
+        if (ret < 0)
+            goto out;
+        if (ret == 0 && deadline_ns && now_ns() >= deadline_ns) {
+            ret = pv_err_set(err, ETIMEDOUT, "no answer from the agent");
+            goto out;
+        }
+    }
+out:
+    buf_release(&req);
+    return ret;
+}
+
+static void cancel(struct chan *c, uint32_t target)
+{
+    struct buf req = BUF_INIT;
+    struct pv_wr w = {&req};
+    pv_put_u32(&w, target);
+    int ret;
+    send_req(c, PV_CANCEL, &req, now_ns() + 1000000000LL, NULL, &ret);
+    buf_release(&req);
+}
+
+int chan_call(struct chan *c, uint16_t type, const struct buf *req, int64_t deadline_ns,
+              chan_chunk_fn fn, void *ctx, struct buf *ret, struct pv_err *err)
+{
+    if (c->broken)
+        return pv_err_set(err, EPIPE, "%s", c->why);
+    int r;
+    uint32_t id = send_req(c, type, req, deadline_ns, err, &r);
+    if (r < 0)
+        return r;
+    struct buf payload = BUF_INIT;
+    for (;;) {
+        struct pv_hdr h;
+        buf_consume(&payload, payload.len);
+        r = next_frame(c, &h, &payload, err);
+        if (r < 0)
+            break;
+        if (r == 0) {
+            r = pump(c, 0, deadline_ns, err);
+            if (r < 0)
+                break;
+            if (r == 0) {
+                cancel(c, id);
+                r = pv_err_set(err, ETIMEDOUT, "%s timed out", pv_type_name(type));
+                break;
+            }
+            continue;
+        }
+        if (h.id != id)
+            continue; /* a late reply to a cancelled call, or a stray event */
+        struct pv_rd rd;
+        pv_rd_init(&rd, payload.data, payload.len);
+        if (h.type == PV_EV_CHUNK) {
+            uint8_t stream = pv_get_u8(&rd);
+            size_t n;
+            const void *p = pv_get_bytes(&rd, &n);
+            if (pv_rd_done(&rd) < 0) {
+                r = broken(c, err, EBADMSG, "malformed Chunk event: %s", rd.why);
+                break;
+            }
+            if (fn)
+                fn(ctx, stream, p, n);
+            continue;
+        }
+        if (h.type == PV_OK) {
+            if (ret)
+                buf_add(ret, payload.data, payload.len);
+            r = 0;
+            break;
+        }
+        if (h.type == PV_ERR) {
+            uint32_t code = pv_get_u32(&rd);
+            const char *msg = pv_get_str(&rd);
+            if (pv_rd_done(&rd) < 0 || code == 0 || code > 4095) {
+                r = broken(c, err, EBADMSG, "malformed Err reply");
+                break;
+            }
+            pv_err_set(err, (int)code, "%s", msg);
+            r = (int)code;
+            break;
+        }
+        r = broken(c, err, EBADMSG, "unexpected %s frame (type %u) in reply to %s",
+                   pv_type_name(h.type), h.type, pv_type_name(type));
+        break;
+    }
+    buf_release(&payload);
+    return r;
+}

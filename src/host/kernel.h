@@ -1,0 +1,44 @@
+/* The kernel cache and the rule that picks the default kernel. Cached
+ * kernels live in <cache_root>/kernels/<version>/: a vmlinuz and
+ * lib/modules/<version>/ with modules.dep. A directory there is complete or
+ * absent: fetches build it under a temporary name and rename it. */
+#pragma once
+
+#include "util.h"
+
+struct kernel_info {
+    char *version;     /* "6.1.0-56-cloud-amd64"; never NULL once filled */
+    char *vmlinuz;     /* absolute path of the bzImage */
+    char *modules_dir; /* absolute lib/modules/<version>; NULL if none */
+};
+
+/* The cache root: $PROVIUM_CACHE, else $XDG_CACHE_HOME/provium, else
+ * $HOME/.cache/provium, else /tmp/provium-cache-<uid>. Caller frees. The
+ * directory is not created here. */
+char *kernel_cache_root(void);
+
+/* Fetch Debian's cloud kernel (the package linux-image-cloud-amd64 depends
+ * on) into <cache_root>/kernels/<version>/ with apt-get download, dpkg-deb
+ * and depmod; no root needed, network needed. If that version is cached
+ * already, nothing is downloaded. Fills *ret (release it with
+ * kernel_info_release()). On failure nothing is left behind. */
+int kernel_fetch(const char *cache_root, struct kernel_info *ret, struct pv_err *err);
+
+/* Every complete cached kernel, newest first (strverscmp on the version).
+ * *ret is NULL and *ret_n 0 when there are none; free the array with
+ * kernel_info_free_array(). */
+int kernel_list(const char *cache_root, struct kernel_info **ret, size_t *ret_n,
+                struct pv_err *err);
+
+/* The built-in default profile's kernel: $PROVIUM_KERNEL (a bzImage; its
+ * modules from $PROVIUM_MODULES, a lib/modules/<version> directory, if set),
+ * else the newest cached kernel, else /boot/vmlinuz-$(uname -r) when
+ * readable (with /lib/modules/$(uname -r) if it has modules.dep), else
+ * -ENOENT. The version of a PROVIUM_KERNEL or /boot kernel is read from the
+ * bzImage header when possible. */
+int kernel_find_default(const char *cache_root, struct kernel_info *ret, struct pv_err *err);
+
+/* Free the strings and zero *k; safe on a zeroed or released struct. */
+void kernel_info_release(struct kernel_info *k);
+/* Release n entries and free the array; NULL is a no-op. */
+void kernel_info_free_array(struct kernel_info *k, size_t n);

@@ -1,0 +1,174 @@
+/* A test file's Lua state: the standard library, `json`, the C primitives
+ * under `_provium_c`, and the embedded prelude (the files under lua/) loaded in a fixed
+ * order. */
+#include <math.h>
+#include <poll.h>
+#include <stdio.h>
+#include <time.h>
+
+#include <lualib.h>
+
+#include "l_json.h"
+#include "l_provium.h"
+#include "vm.h"
+
+struct l_ctx l_ctx;
+
+/* The prelude index written by the Makefile: {name, start, end} triples. */
+extern const char *const pv_prelude_index[];
+
+static const char *const prelude_order[] = {"util", "result", "lab", "framework"};
+
+static int64_t deadline_ns;
+static char deadline_msg[128];
+
+static void deadline_hook(lua_State *L, lua_Debug *ar)
+{
+    (void)ar;
+    if (deadline_ns && now_ns() >= deadline_ns) {
+        deadline_ns = 0;
+        lua_sethook(L, NULL, 0, 0);
+        luaL_error(L, "%s", deadline_msg);
+    }
+}
+
+/* _provium_c.set_deadline(seconds_from_now | nil, message): bounds both
+ * guest operations and pure-Lua loops of the running test. */
+static int l_set_deadline(lua_State *L)
+{
+    if (lua_isnoneornil(L, 1)) {
+        deadline_ns = 0;
+        vm_globals.op_deadline_ns = 0;
+        lua_sethook(L, NULL, 0, 0);
+        return 0;
+    }
+    double s = luaL_checknumber(L, 1);
+    snprintf(deadline_msg, sizeof(deadline_msg), "%s", luaL_optstring(L, 2, "timed out"));
+    deadline_ns = now_ns() + (int64_t)(s * 1e9);
+    vm_globals.op_deadline_ns = deadline_ns;
+    lua_sethook(L, deadline_hook, LUA_MASKCOUNT, 10000);
+    return 0;
+}
+
+/* _provium_c.sleep(seconds) */
+static int l_sleep(lua_State *L)
+{
+    double s = luaL_checknumber(L, 1);
+    if (!isfinite(s) || s < 0)
+        return luaL_argerror(L, 1, "sleep needs a finite, non-negative number");
+    int64_t until = now_ns() + (int64_t)(s * 1e9);
+    for (;;) {
+        int64_t left = until - now_ns();
+        if (deadline_ns && now_ns() >= deadline_ns)
+            return luaL_error(L, "%s", deadline_msg);
+        if (left <= 0)
+            break;
+        struct timespec ts = {left / 1000000000LL, left % 1000000000LL};
+        if (ts.tv_sec > 0) {
+            ts.tv_sec = 0;
+            ts.tv_nsec = 999999999 / 10;
+        }
+        nanosleep(&ts, NULL);
+    }
+    return 0;
+}
+
+/* _provium_c.now() -> monotonic seconds */
+static int l_now(lua_State *L)
+{
+    lua_pushnumber(L, (double)now_ns() / 1e9);
+    return 1;
+}
+
+/* _provium_c.parse_duration(s) -> seconds or nil */
+static int l_parse_duration(lua_State *L)
+{
+    double v;
+    if (parse_duration(luaL_checkstring(L, 1), &v) < 0)
+        return 0;
+    lua_pushnumber(L, v);
+    return 1;
+}
+
+/* _provium_c.kill_all(): SIGKILL every VM of this file */
+static int l_kill_all(lua_State *L)
+{
+    (void)L;
+    vm_kill_all();
+    return 0;
+}
+
+static int traceback(lua_State *L)
+{
+    const char *msg = lua_tostring(L, 1);
+    luaL_traceback(L, L, msg ? msg : luaL_tolstring(L, 1, NULL), 1);
+    return 1;
+}
+
+static int load_prelude(lua_State *L, const char *name)
+{
+    for (const char *const *e = pv_prelude_index; e[0]; e += 3) {
+        if (strcmp(e[0], name))
+            continue;
+        char chunk[64];
+        snprintf(chunk, sizeof(chunk), "=[provium]/%s.lua", name);
+        lua_pushcfunction(L, traceback);
+        if (luaL_loadbuffer(L, e[1], (size_t)(e[2] - e[1]), chunk) != LUA_OK ||
+            lua_pcall(L, 0, 0, -2) != LUA_OK) {
+            fprintf(stderr, "provium: prelude %s: %s\n", name, lua_tostring(L, -1));
+            return -1;
+        }
+        lua_pop(L, 1);
+        return 0;
+    }
+    fprintf(stderr, "provium: prelude %s is not embedded\n", name);
+    return -1;
+}
+
+lua_State *l_newstate(void)
+{
+    lua_State *L = luaL_newstate();
+    if (!L)
+        return NULL;
+    luaL_openlibs(L);
+    luaopen_provium_json(L);
+    lua_setglobal(L, "json");
+
+    luaopen_provium_vm(L);
+    static const luaL_Reg prims[] = {
+        {"set_deadline", l_set_deadline},
+        {"sleep", l_sleep},
+        {"now", l_now},
+        {"parse_duration", l_parse_duration},
+        {"kill_all", l_kill_all},
+        {NULL, NULL},
+    };
+    luaL_setfuncs(L, prims, 0);
+    luaL_getmetatable(L, PV_RUNRESULT_MT);
+    lua_setfield(L, -2, "runresult_mt");
+    luaL_getmetatable(L, PV_VM_MT);
+    lua_setfield(L, -2, "vm_mt");
+    char exe[4096];
+    ssize_t n = readlink("/proc/self/exe", exe, sizeof(exe) - 1);
+    lua_pushlstring(L, exe, n > 0 ? (size_t)n : 0);
+    lua_setfield(L, -2, "exe");
+    lua_pushstring(L, l_ctx.file ? l_ctx.file : "");
+    lua_setfield(L, -2, "file");
+    lua_pushstring(L, l_ctx.display ? l_ctx.display : "");
+    lua_setfield(L, -2, "display");
+    lua_newtable(L);
+    for (size_t i = 0; l_ctx.config && i < l_ctx.config->nroots; i++) {
+        lua_pushstring(L, l_ctx.config->roots[i]);
+        lua_seti(L, -2, (lua_Integer)i + 1);
+    }
+    lua_setfield(L, -2, "roots");
+    lua_setglobal(L, "_provium_c");
+
+    for (size_t i = 0; i < ARRAY_SIZE(prelude_order); i++) {
+        if (load_prelude(L, prelude_order[i]) < 0) {
+            lua_close(L);
+            return NULL;
+        }
+    }
+    return L;
+}

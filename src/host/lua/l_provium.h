@@ -1,0 +1,29 @@
+/* The Lua layer: one state per test file, the embedded prelude, and the C
+ * types it binds. Only files in src/host/lua include lua.h. */
+#pragma once
+
+#include <lauxlib.h>
+#include <lua.h>
+
+#include "config.h"
+
+#define PV_VM_MT "provium.vm"
+#define PV_RUNRESULT_MT "provium.runresult"
+
+/* What a file's state needs from the process that runs it. */
+struct l_ctx {
+    const struct config *config;
+    const char *file;       /* the test file, as given */
+    const char *display;    /* its name in output */
+};
+extern struct l_ctx l_ctx;
+
+/* A fresh state: standard libraries, json, the provium C primitives
+ * (`_provium_c`) and the prelude. NULL on failure (message on stderr). */
+lua_State *l_newstate(void);
+
+/* Raise a Lua error from a pv_err ("<what>: <message>"). */
+int l_raise_err(lua_State *L, const char *what, const struct pv_err *err);
+
+int luaopen_provium_vm(lua_State *L);
+int luaopen_provium_json(lua_State *L);

@@ -1,0 +1,572 @@
+/* The VM userdata. Lifecycle and guest operations are C; scoping, lookup
+ * and the RunResult methods are in lua/lab.lua and lua/result.lua. */
+#include <math.h>
+#include <poll.h>
+#include <stdio.h>
+
+#include "boot.h"
+#include "l_provium.h"
+#include "vm.h"
+
+struct l_vm {
+    struct vm *vm;
+    int opts_ref; /* creation-time boot opts table, or LUA_NOREF */
+};
+
+static struct l_vm *l_checkvm(lua_State *L, int i)
+{
+    struct l_vm *u = luaL_checkudata(L, i, PV_VM_MT);
+    if (!u->vm)
+        luaL_error(L, "vm is closed");
+    return u;
+}
+
+int l_raise_err(lua_State *L, const char *what, const struct pv_err *err)
+{
+    return luaL_error(L, "%s: %s", what, err->msg);
+}
+
+/* A guest errno becomes "ENOENT: /path (No such file or directory)". */
+static int raise_op(lua_State *L, struct vm *vm, const char *op, const char *path, int r,
+                    const struct pv_err *err)
+{
+    if (r > 0) {
+        const char *name = strerrorname_np(r);
+        return luaL_error(L, "vm `%s`: %s: %s: %s (%s)", vm->name, op, name ? name : "E?",
+                          path ? path : "", strerror(r));
+    }
+    return luaL_error(L, "%s", err->msg);
+}
+
+/* _provium_c.vm_new(name, profile, opts?) -> VM */
+static int l_vm_new(lua_State *L)
+{
+    const char *name = luaL_checkstring(L, 1);
+    const char *profile = luaL_optstring(L, 2, DEFAULT_PROFILE);
+    if (!lua_isnoneornil(L, 3))
+        luaL_checktype(L, 3, LUA_TTABLE);
+    struct l_vm *u = lua_newuserdatauv(L, sizeof(*u), 0);
+    u->vm = NULL;
+    u->opts_ref = LUA_NOREF;
+    luaL_setmetatable(L, PV_VM_MT);
+    if (lua_istable(L, 3)) {
+        lua_pushvalue(L, 3);
+        u->opts_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    }
+    u->vm = vm_new(name, profile);
+    return 1;
+}
+
+static double num_or_duration(lua_State *L, int idx, const char *what)
+{
+    if (lua_type(L, idx) == LUA_TNUMBER) {
+        double v = lua_tonumber(L, idx);
+        if (!isfinite(v) || v < 0)
+            luaL_error(L, "%s must be a non-negative number of seconds, got %f", what, v);
+        return v;
+    }
+    if (lua_type(L, idx) == LUA_TSTRING) {
+        double v;
+        if (parse_duration(lua_tostring(L, idx), &v) < 0)
+            luaL_error(L, "bad timeout string `%s` for %s (use e.g. \"30s\", \"500ms\", \"5m\")",
+                       lua_tostring(L, idx), what);
+        return v;
+    }
+    luaL_error(L, "%s must be a number or a duration string, got %s", what, luaL_typename(L, idx));
+    return 0;
+}
+
+/* Fill o from the boot opts table at idx (fields override what o has). */
+static void parse_opts(lua_State *L, int idx, struct boot_opts *o)
+{
+    idx = lua_absindex(L, idx);
+    lua_pushnil(L);
+    while (lua_next(L, idx)) {
+        if (lua_type(L, -2) != LUA_TSTRING)
+            luaL_error(L, "boot opts: keys must be strings");
+        const char *k = lua_tostring(L, -2);
+        if (!strcmp(k, "memory")) {
+            uint64_t v;
+            if (lua_isinteger(L, -1) && lua_tointeger(L, -1) > 0)
+                v = (uint64_t)lua_tointeger(L, -1);
+            else if (lua_type(L, -1) != LUA_TSTRING || parse_size(lua_tostring(L, -1), &v) < 0)
+                luaL_error(L, "boot opts: memory must be bytes or a size like \"512M\", got %s",
+                           luaL_tolstring(L, -1, NULL));
+            if (v < (64ull << 20))
+                luaL_error(L, "boot opts: memory %llu is below 64M", (unsigned long long)v);
+            o->memory = v;
+        } else if (!strcmp(k, "cpus")) {
+            if (!lua_isinteger(L, -1) || lua_tointeger(L, -1) < 1 || lua_tointeger(L, -1) > 255)
+                luaL_error(L, "boot opts: cpus must be an integer 1..255");
+            o->cpus = (int)lua_tointeger(L, -1);
+        } else if (!strcmp(k, "kernel_cmdline") || !strcmp(k, "kernel_cmdline_append")) {
+            if (lua_type(L, -1) != LUA_TSTRING)
+                luaL_error(L, "boot opts: %s must be a string, got %s", k, luaL_typename(L, -1));
+            char **dst = k[14] ? &o->kernel_cmdline_append : &o->kernel_cmdline;
+            free(*dst);
+            *dst = xstrdup(lua_tostring(L, -1));
+        } else if (!strcmp(k, "agent_timeout")) {
+            o->agent_timeout = num_or_duration(L, -1, "boot opts: agent_timeout");
+        } else if (!strcmp(k, "rng_seed")) {
+            if (!lua_isinteger(L, -1))
+                luaL_error(L, "boot opts: rng_seed must be an integer");
+            o->rng_seed = (uint64_t)lua_tointeger(L, -1);
+        } else if (!strcmp(k, "files")) {
+            luaL_checktype(L, -1, LUA_TTABLE);
+            lua_Integer n = luaL_len(L, -1);
+            for (lua_Integer i = 1; i <= n; i++) {
+                lua_geti(L, -1, i);
+                if (!lua_istable(L, -1))
+                    luaL_error(L, "boot opts: files[%d] must be a table {path=, content=, mode=}",
+                               (int)i);
+                lua_getfield(L, -1, "path");
+                lua_getfield(L, -2, "content");
+                lua_getfield(L, -3, "mode");
+                if (lua_type(L, -3) != LUA_TSTRING || lua_type(L, -2) != LUA_TSTRING)
+                    luaL_error(L, "boot opts: files[%d] needs string path and content", (int)i);
+                size_t len;
+                const char *content = lua_tolstring(L, -2, &len);
+                o->files = xrealloc(o->files, (o->nfiles + 1) * sizeof(*o->files));
+                struct boot_file *f = &o->files[o->nfiles++];
+                f->path = xstrdup(lua_tostring(L, -3));
+                f->content = xmalloc(len + 1);
+                memcpy(f->content, content, len);
+                f->len = len;
+                f->mode = lua_isinteger(L, -1) ? (uint32_t)lua_tointeger(L, -1) & 07777 : 0644;
+                lua_pop(L, 4);
+            }
+        } else {
+            luaL_error(L, "boot opts: unknown option `%s` (known: memory, cpus, kernel_cmdline, "
+                          "kernel_cmdline_append, agent_timeout, rng_seed, files)",
+                       k);
+        }
+        lua_pop(L, 1);
+    }
+}
+
+/* Boot opts are parsed into a struct the GC owns, so a raise mid-parse
+ * leaks nothing. */
+static int opts_gc(lua_State *L)
+{
+    boot_opts_release(lua_touserdata(L, 1));
+    return 0;
+}
+
+/* vm:boot(opts?) -> vm */
+static int l_vm_boot(lua_State *L)
+{
+    struct l_vm *u = l_checkvm(L, 1);
+    if (!lua_isnoneornil(L, 2))
+        luaL_checktype(L, 2, LUA_TTABLE);
+    struct boot_opts *o = lua_newuserdatauv(L, sizeof(*o), 0);
+    memset(o, 0, sizeof(*o));
+    lua_newtable(L);
+    lua_pushcfunction(L, opts_gc);
+    lua_setfield(L, -2, "__gc");
+    lua_setmetatable(L, -2);
+    if (u->opts_ref != LUA_NOREF) {
+        lua_rawgeti(L, LUA_REGISTRYINDEX, u->opts_ref);
+        parse_opts(L, -1, o);
+        lua_pop(L, 1);
+    }
+    if (lua_istable(L, 2))
+        parse_opts(L, 2, o);
+    if (u->vm->state == VM_BOOTED || u->vm->state == VM_PAUSED)
+        return luaL_error(L, "vm `%s`: boot() on a VM that is already %s", u->vm->name,
+                          vm_state_name(u->vm->state));
+    struct pv_err err = {0};
+    struct vm_boot b;
+    if (boot_plan(l_ctx.config, u->vm->profile, o, &b, &err) < 0)
+        return luaL_error(L, "vm `%s`: %s", u->vm->name, err.msg);
+    int r = vm_boot(u->vm, &b, &err);
+    vm_boot_release(&b);
+    if (r < 0)
+        return luaL_error(L, "%s", err.msg);
+    lua_settop(L, 1);
+    return 1;
+}
+
+#define SIMPLE(fname, call)                                                                        \
+    static int fname(lua_State *L)                                                                 \
+    {                                                                                              \
+        struct l_vm *u = l_checkvm(L, 1);                                                          \
+        struct pv_err err = {0};                                                                   \
+        if (call(u->vm, &err) < 0)                                                                 \
+            return luaL_error(L, "%s", err.msg);                                                   \
+        return 0;                                                                                  \
+    }
+/* vm:shutdown() */
+SIMPLE(l_vm_shutdown, vm_shutdown)
+/* vm:reset() */
+SIMPLE(l_vm_reset, vm_reset)
+/* vm:pause() */
+SIMPLE(l_vm_pause, vm_pause)
+/* vm:resume() */
+SIMPLE(l_vm_resume, vm_resume)
+/* vm:power_button() */
+SIMPLE(l_vm_power_button, vm_power_button)
+/* vm:ping() */
+SIMPLE(l_vm_ping, vm_ping)
+
+/* vm:kill() */
+static int l_vm_kill(lua_State *L)
+{
+    vm_kill(l_checkvm(L, 1)->vm);
+    return 0;
+}
+
+/* vm:close(): idempotent; shuts down unless already shut down */
+static int l_vm_close(lua_State *L)
+{
+    struct l_vm *u = luaL_checkudata(L, 1, PV_VM_MT);
+    if (u->vm && u->vm->state != VM_SHUTDOWN && u->vm->state != VM_CREATED)
+        vm_shutdown(u->vm, NULL);
+    return 0;
+}
+
+static int l_vm_gc(lua_State *L)
+{
+    struct l_vm *u = luaL_checkudata(L, 1, PV_VM_MT);
+    vm_free(u->vm);
+    u->vm = NULL;
+    if (u->opts_ref != LUA_NOREF)
+        luaL_unref(L, LUA_REGISTRYINDEX, u->opts_ref);
+    u->opts_ref = LUA_NOREF;
+    return 0;
+}
+
+/* vm:state() -> "created"|"booted"|"paused"|"shutdown"|"dead" */
+static int l_vm_state(lua_State *L)
+{
+    struct l_vm *u = l_checkvm(L, 1);
+    /* notice a QEMU that died behind our back */
+    if (u->vm->state == VM_BOOTED || u->vm->state == VM_PAUSED) {
+        struct pollfd p = {u->vm->pidfd, POLLIN, 0};
+        if (u->vm->pidfd >= 0 && poll(&p, 1, 0) == 1) {
+            vm_kill(u->vm);
+            u->vm->state = VM_DEAD;
+        }
+    }
+    lua_pushstring(L, vm_state_name(u->vm->state));
+    return 1;
+}
+
+/* vm:name() */
+static int l_vm_name(lua_State *L)
+{
+    lua_pushstring(L, l_checkvm(L, 1)->vm->name);
+    return 1;
+}
+
+/* vm:profile() */
+static int l_vm_profile(lua_State *L)
+{
+    lua_pushstring(L, l_checkvm(L, 1)->vm->profile);
+    return 1;
+}
+
+/* vm:cid() -> integer or nil */
+static int l_vm_cid(lua_State *L)
+{
+    struct l_vm *u = l_checkvm(L, 1);
+    if (u->vm->state == VM_BOOTED && vm_globals.transport == TRANSPORT_VSOCK)
+        lua_pushinteger(L, u->vm->cid);
+    else
+        lua_pushnil(L);
+    return 1;
+}
+
+/* vm:kernel_release() -> string (from the handshake) */
+static int l_vm_kernel_release(lua_State *L)
+{
+    struct l_vm *u = l_checkvm(L, 1);
+    lua_pushstring(L, u->vm->chan.kernel_release ? u->vm->chan.kernel_release : "");
+    return 1;
+}
+
+/* vm:boot_seconds() -> seconds from QEMU start to the agent's answer */
+static int l_vm_boot_seconds(lua_State *L)
+{
+    struct l_vm *u = l_checkvm(L, 1);
+    lua_pushnumber(L, (double)(u->vm->ready_ns - u->vm->boot_ns) / 1e9);
+    return 1;
+}
+
+/* Output beyond the cap was counted, not kept: say so at the end. */
+static void push_output(lua_State *L, const struct buf *b, uint64_t total)
+{
+    lua_pushlstring(L, b->data ? b->data : "", b->len);
+    if (total > b->len) {
+        lua_pushfstring(L, "\n[provium: output truncated at %d MiB of %I bytes]",
+                        (int)(VM_OUTPUT_CAP >> 20), (lua_Integer)total);
+        lua_concat(L, 2);
+    }
+}
+
+/* _provium_c.run(vm, argv_table, opts_table) -> RunResult. The Lua wrapper
+ * in lua/result.lua normalises vm:run's call shapes into these two tables. */
+static int l_vm_run_raw(lua_State *L)
+{
+    struct l_vm *u = l_checkvm(L, 1);
+    luaL_checktype(L, 2, LUA_TTABLE);
+    luaL_checktype(L, 3, LUA_TTABLE);
+    lua_settop(L, 3);
+    /* Keep every string alive in a table at index 4 while C points at it. */
+    lua_newtable(L);
+    lua_Integer argc = luaL_len(L, 2);
+    if (argc < 1)
+        return luaL_error(L, "vm:run: empty command");
+    const char **argv = lua_newuserdatauv(L, sizeof(char *) * ((size_t)argc + 1), 0);
+    lua_seti(L, 4, 1);
+    for (lua_Integer i = 1; i <= argc; i++) {
+        lua_geti(L, 2, i);
+        if (lua_type(L, -1) != LUA_TSTRING && lua_type(L, -1) != LUA_TNUMBER)
+            return luaL_error(L, "vm:run: argument %d must be a string, got %s", (int)i,
+                              luaL_typename(L, -1));
+        argv[i - 1] = lua_tostring(L, -1);
+        lua_seti(L, 4, i + 1);
+    }
+    argv[argc] = NULL;
+
+    struct vm_run_req req = {.argv = argv, .cwd = ""};
+    lua_getfield(L, 3, "env");
+    if (!lua_isnil(L, -1)) {
+        luaL_checktype(L, -1, LUA_TTABLE);
+        size_t n = 0;
+        lua_pushnil(L);
+        while (lua_next(L, -2)) {
+            n++;
+            lua_pop(L, 1);
+        }
+        const char **env = lua_newuserdatauv(L, sizeof(char *) * (n + 1), 0);
+        lua_seti(L, 4, argc + 2);
+        size_t k = 0;
+        lua_pushnil(L);
+        while (lua_next(L, -2)) {
+            if (lua_type(L, -2) != LUA_TSTRING)
+                return luaL_error(L, "vm:run: env keys must be strings");
+            const char *s = lua_pushfstring(L, "%s=%s", lua_tostring(L, -2),
+                                            luaL_tolstring(L, -1, NULL));
+            env[k++] = s;
+            lua_seti(L, 4, argc + 3 + (lua_Integer)k);
+            lua_pop(L, 2);
+        }
+        env[k] = NULL;
+        req.env = env;
+    }
+    lua_pop(L, 1);
+    lua_getfield(L, 3, "env_clear");
+    req.env_clear = lua_toboolean(L, -1);
+    lua_pop(L, 1);
+    lua_getfield(L, 3, "cwd");
+    if (!lua_isnil(L, -1))
+        req.cwd = luaL_checkstring(L, -1);
+    lua_setfield(L, 4, "cwd");
+    lua_getfield(L, 3, "stdin");
+    if (!lua_isnil(L, -1))
+        req.stdin_data = luaL_checklstring(L, -1, &req.stdin_len);
+    lua_setfield(L, 4, "stdin");
+    lua_getfield(L, 3, "timeout");
+    if (!lua_isnil(L, -1)) {
+        double t = num_or_duration(L, -1, "vm:run: timeout");
+        req.timeout_ms = t > 0 ? (uint32_t)MIN(t * 1000.0 + 0.5, 4e9) : 0;
+        if (t > 0 && req.timeout_ms == 0)
+            req.timeout_ms = 1;
+    }
+    lua_pop(L, 1);
+
+    struct vm_run_result *res = lua_newuserdatauv(L, sizeof(*res), 0);
+    memset(res, 0, sizeof(*res));
+    struct pv_err err = {0};
+    int r = vm_run(u->vm, &req, res, &err);
+    if (r != 0) {
+        vm_run_result_release(res);
+        return raise_op(L, u->vm, "run", argv[0], r, &err);
+    }
+    lua_createtable(L, 0, 8);
+    static const char *status[] = {"exited", "signalled", "timed_out"};
+    lua_pushinteger(L, res->exit_code);
+    lua_setfield(L, -2, "exit_code");
+    push_output(L, &res->out, res->out_total);
+    lua_setfield(L, -2, "stdout");
+    push_output(L, &res->err, res->err_total);
+    lua_setfield(L, -2, "stderr");
+    lua_pushstring(L, status[res->status >= 0 && res->status <= 2 ? res->status : 0]);
+    lua_setfield(L, -2, "status");
+    lua_pushboolean(L, res->status == PV_TIMED_OUT);
+    lua_setfield(L, -2, "timed_out");
+    if (res->status == PV_SIGNALLED) {
+        lua_pushinteger(L, res->signal);
+        lua_setfield(L, -2, "signal");
+    }
+    vm_run_result_release(res);
+    luaL_setmetatable(L, PV_RUNRESULT_MT);
+    return 1;
+}
+
+/* vm:read_file(path) -> string */
+static int l_vm_read_file(lua_State *L)
+{
+    struct l_vm *u = l_checkvm(L, 1);
+    const char *path = luaL_checkstring(L, 2);
+    struct buf *out = lua_newuserdatauv(L, sizeof(*out), 0);
+    memset(out, 0, sizeof(*out));
+    struct pv_err err = {0};
+    int r = vm_read_file(u->vm, path, out, &err);
+    if (r != 0) {
+        buf_release(out);
+        return raise_op(L, u->vm, "read_file", path, r, &err);
+    }
+    lua_pushlstring(L, out->data ? out->data : "", out->len);
+    buf_release(out);
+    return 1;
+}
+
+/* vm:write_file(path, data, mode?) */
+static int l_vm_write_file(lua_State *L)
+{
+    struct l_vm *u = l_checkvm(L, 1);
+    const char *path = luaL_checkstring(L, 2);
+    size_t len;
+    const char *data = luaL_checklstring(L, 3, &len);
+    lua_Integer mode = luaL_optinteger(L, 4, 0644);
+    if (mode < 0 || mode > 07777)
+        return luaL_argerror(L, 4, "mode must be permission bits (0..0xfff)");
+    struct pv_err err = {0};
+    int r = vm_write_file(u->vm, path, data, len, (uint32_t)mode, false, &err);
+    if (r != 0)
+        return raise_op(L, u->vm, "write_file", path, r, &err);
+    return 0;
+}
+
+static const char *ftype_name(int t)
+{
+    static const char *names[] = {"other", "file", "directory", "symlink", "fifo",
+                                  "socket", "block_device", "char_device", "other"};
+    return t >= 0 && t <= PV_FT_OTHER ? names[t] : "other";
+}
+
+/* vm:stat(path) -> {size, mtime, mtime_ns, perm, entry_type, uid, gid} */
+static int l_vm_stat(lua_State *L)
+{
+    struct l_vm *u = l_checkvm(L, 1);
+    const char *path = luaL_checkstring(L, 2);
+    struct vm_stat st;
+    struct pv_err err = {0};
+    int r = vm_stat(u->vm, path, false, &st, &err);
+    if (r != 0)
+        return raise_op(L, u->vm, "stat", path, r, &err);
+    lua_createtable(L, 0, 8);
+    lua_pushinteger(L, (lua_Integer)st.size);
+    lua_setfield(L, -2, "size");
+    lua_pushnumber(L, (double)st.mtime_ns / 1e9);
+    lua_setfield(L, -2, "mtime");
+    lua_pushinteger(L, st.mtime_ns);
+    lua_setfield(L, -2, "mtime_ns");
+    lua_pushinteger(L, st.perm);
+    lua_setfield(L, -2, "perm");
+    lua_pushstring(L, ftype_name(st.type));
+    lua_setfield(L, -2, "entry_type");
+    lua_pushinteger(L, st.uid);
+    lua_setfield(L, -2, "uid");
+    lua_pushinteger(L, st.gid);
+    lua_setfield(L, -2, "gid");
+    return 1;
+}
+
+/* vm:exists(path) -> boolean */
+static int l_vm_exists(lua_State *L)
+{
+    struct l_vm *u = l_checkvm(L, 1);
+    const char *path = luaL_checkstring(L, 2);
+    struct vm_stat st;
+    struct pv_err err = {0};
+    int r = vm_stat(u->vm, path, true, &st, &err);
+    if (r == ENOENT || r == ENOTDIR) {
+        lua_pushboolean(L, 0);
+        return 1;
+    }
+    if (r != 0)
+        return raise_op(L, u->vm, "exists", path, r, &err);
+    lua_pushboolean(L, 1);
+    return 1;
+}
+
+/* vm:console_log() -> everything the guest's console printed since power-on */
+static int l_vm_console_log(lua_State *L)
+{
+    struct l_vm *u = l_checkvm(L, 1);
+    struct buf *b = lua_newuserdatauv(L, sizeof(*b), 0);
+    memset(b, 0, sizeof(*b));
+    vm_console_log(u->vm, b);
+    lua_pushlstring(L, b->data ? b->data : "", b->len);
+    buf_release(b);
+    return 1;
+}
+
+/* vm:console_tail(lines?) -> the last lines, indented, for failure messages */
+static int l_vm_console_tail(lua_State *L)
+{
+    struct l_vm *u = l_checkvm(L, 1);
+    int lines = (int)luaL_optinteger(L, 2, 40);
+    struct buf *b = lua_newuserdatauv(L, sizeof(*b), 0);
+    memset(b, 0, sizeof(*b));
+    vm_console_tail(u->vm, lines, b);
+    lua_pushlstring(L, b->data ? b->data : "", b->len);
+    buf_release(b);
+    return 1;
+}
+
+static const luaL_Reg vm_methods[] = {
+    {"boot", l_vm_boot},
+    {"shutdown", l_vm_shutdown},
+    {"kill", l_vm_kill},
+    {"reset", l_vm_reset},
+    {"pause", l_vm_pause},
+    {"resume", l_vm_resume},
+    {"power_button", l_vm_power_button},
+    {"close", l_vm_close},
+    {"ping", l_vm_ping},
+    {"state", l_vm_state},
+    {"name", l_vm_name},
+    {"profile", l_vm_profile},
+    {"cid", l_vm_cid},
+    {"kernel_release", l_vm_kernel_release},
+    {"boot_seconds", l_vm_boot_seconds},
+    {"read_file", l_vm_read_file},
+    {"write_file", l_vm_write_file},
+    {"stat", l_vm_stat},
+    {"exists", l_vm_exists},
+    {"console_log", l_vm_console_log},
+    {"console_tail", l_vm_console_tail},
+    {NULL, NULL},
+};
+
+static int l_vm_tostring(lua_State *L)
+{
+    struct l_vm *u = luaL_checkudata(L, 1, PV_VM_MT);
+    lua_pushfstring(L, "VM(%s)", u->vm ? u->vm->name : "closed");
+    return 1;
+}
+
+int luaopen_provium_vm(lua_State *L)
+{
+    luaL_newmetatable(L, PV_VM_MT);
+    luaL_newlib(L, vm_methods);
+    lua_setfield(L, -2, "__index");
+    lua_pushcfunction(L, l_vm_gc);
+    lua_setfield(L, -2, "__gc");
+    lua_pushcfunction(L, l_vm_close);
+    lua_setfield(L, -2, "__close");
+    lua_pushcfunction(L, l_vm_tostring);
+    lua_setfield(L, -2, "__tostring");
+    lua_pop(L, 1);
+    luaL_newmetatable(L, PV_RUNRESULT_MT);
+    lua_pop(L, 1);
+    lua_newtable(L);
+    lua_pushcfunction(L, l_vm_new);
+    lua_setfield(L, -2, "vm_new");
+    lua_pushcfunction(L, l_vm_run_raw);
+    lua_setfield(L, -2, "run");
+    return 1;
+}

@@ -1,0 +1,297 @@
+/* provium: argv -> options, then the runner or a subcommand. The only place
+ * that calls exit(): 0 all passed, 1 a test failed, 2 provium could not run
+ * (bad config, bad usage, missing QEMU or kernel). */
+#include <dirent.h>
+#include <getopt.h>
+#include <signal.h>
+#include <stdio.h>
+#include <sys/stat.h>
+
+#include "accel.h"
+#include "boot.h"
+#include "config.h"
+#include "kernel.h"
+#include "runner.h"
+#include "version.h"
+#include "vm.h"
+
+static const char usage[] =
+    "usage: provium [PATHS]... [OPTIONS]     run *.test.lua files\n"
+    "       provium kernel fetch | list | path | ensure\n"
+    "       provium --help | --version\n"
+    "\n"
+    "Runs each test file in a fresh Lua state against real QEMU VMs. With no PATHS,\n"
+    "the [provium] roots of provium.toml are searched, else the current directory.\n"
+    "\n"
+    "options:\n"
+    "  --config PATH        provium.toml to use (default: nearest in . or its parents)\n"
+    "  --accel MODE         auto | kvm | tcg (default auto: KVM when a probe boot proves it)\n"
+    "  --transport MODE     auto | virtio-serial | vsock (default auto)\n"
+    "  --timeout DUR        per-file wall clock, e.g. 300, 90s, 5m; 0 = none (default 300s)\n"
+    "  -j, --jobs N         files run at once (default: online CPUs)\n"
+    "  --include-slow       run tests whose meta.slow is set\n"
+    "  --fail-fast          start no new file after a failure\n"
+    "  --json               one JSON line per file on stdout; human lines go to stderr\n"
+    "  -v, --verbose        also list passing and skipped tests\n"
+    "  -q, --quiet          only files with failures, and the summary\n"
+    "  --help, --version\n"
+    "\n"
+    "exit status: 0 every test passed or was skipped, 1 a test failed or timed out,\n"
+    "2 provium could not run (config, usage, QEMU or kernel missing).\n"
+    "Manual: docs/ in the source tree; start with docs/quick-start.md.\n";
+
+static char *rundir;
+
+static void cleanup_rundir(void)
+{
+    if (rundir)
+        rm_rf(rundir);
+    rundir = NULL;
+}
+
+/* Run directories of provium processes that died without cleaning up. */
+static void sweep_stale_rundirs(const char *tmp)
+{
+    DIR *d = opendir(tmp);
+    if (!d)
+        return;
+    struct dirent *e;
+    while ((e = readdir(d))) {
+        int pid;
+        char rest[32];
+        if (sscanf(e->d_name, "provium-%d-%31s", &pid, rest) != 2 || pid <= 0)
+            continue;
+        if (kill(pid, 0) == 0 || errno == EPERM)
+            continue;
+        _cleanup_free_ char *p = xasprintf("%s/%s", tmp, e->d_name);
+        struct stat st;
+        if (lstat(p, &st) == 0 && S_ISDIR(st.st_mode) && st.st_uid == getuid())
+            rm_rf(p);
+    }
+    closedir(d);
+}
+
+static int make_rundir(void)
+{
+    const char *tmp = getenv("TMPDIR");
+    if (!tmp || !*tmp)
+        tmp = "/tmp";
+    sweep_stale_rundirs(tmp);
+    char *p = xasprintf("%s/provium-%d-XXXXXX", tmp, (int)getpid());
+    if (!mkdtemp(p)) {
+        fprintf(stderr, "provium: cannot create a run directory in %s: %s\n", tmp,
+                strerror(errno));
+        free(p);
+        return -1;
+    }
+    rundir = p;
+    atexit(cleanup_rundir);
+    vm_globals.rundir = rundir;
+    return 0;
+}
+
+static int cmd_kernel(int argc, char **argv)
+{
+    const char *sub = argc > 2 ? argv[2] : "";
+    _cleanup_free_ char *root = kernel_cache_root();
+    struct pv_err err = {0};
+    if (!strcmp(sub, "fetch") || !strcmp(sub, "ensure")) {
+        struct kernel_info k = {0};
+        if (!strcmp(sub, "ensure") && kernel_find_default(root, &k, &err) == 0) {
+            kernel_info_release(&k);
+            return 0;
+        }
+        fprintf(stderr, "provium: fetching Debian's cloud kernel...\n");
+        if (kernel_fetch(root, &k, &err) < 0) {
+            fprintf(stderr, "provium: kernel fetch: %s\n", err.msg);
+            return 2;
+        }
+        printf("kernel %s\n  vmlinuz %s\n  modules %s\n", k.version, k.vmlinuz,
+               k.modules_dir ? k.modules_dir : "(none)");
+        kernel_info_release(&k);
+        return 0;
+    }
+    if (!strcmp(sub, "path")) {
+        struct kernel_info k = {0};
+        if (kernel_find_default(root, &k, &err) < 0) {
+            fprintf(stderr, "provium: %s\n", err.msg);
+            return 2;
+        }
+        printf("%s\n%s\n", k.vmlinuz, k.modules_dir ? k.modules_dir : "");
+        kernel_info_release(&k);
+        return 0;
+    }
+    if (!strcmp(sub, "list")) {
+        struct kernel_info *ks = NULL;
+        size_t n = 0;
+        if (kernel_list(root, &ks, &n, &err) < 0) {
+            fprintf(stderr, "provium: kernel list: %s\n", err.msg);
+            return 2;
+        }
+        if (n == 0)
+            printf("no kernels in %s/kernels (run `provium kernel fetch`)\n", root);
+        for (size_t i = 0; i < n; i++)
+            printf("%s%s\t%s\n", ks[i].version, i == 0 ? " (default)" : "", ks[i].vmlinuz);
+        kernel_info_free_array(ks, n);
+        return 0;
+    }
+    fprintf(stderr, "provium kernel: expected fetch, list, path or ensure\n");
+    return 2;
+}
+
+static int parse_choice(const char *opt, const char *v, const char *const names[], int n)
+{
+    for (int i = 0; i < n; i++)
+        if (!strcmp(v, names[i]))
+            return i;
+    fprintf(stderr, "provium: %s: unknown value `%s`\n", opt, v);
+    exit(2);
+}
+
+int main(int argc, char **argv)
+{
+    if (argc > 1 && !strcmp(argv[1], "kernel"))
+        return cmd_kernel(argc, argv);
+
+    enum {
+        O_CONFIG = 256, O_ACCEL, O_TRANSPORT, O_TIMEOUT, O_JSON, O_SLOW, O_FAILFAST, O_HELP,
+        O_VERSION, O_NOPREFLIGHT,
+    };
+    static const struct option longopts[] = {
+        {"config", required_argument, NULL, O_CONFIG},
+        {"accel", required_argument, NULL, O_ACCEL},
+        {"transport", required_argument, NULL, O_TRANSPORT},
+        {"timeout", required_argument, NULL, O_TIMEOUT},
+        {"jobs", required_argument, NULL, 'j'},
+        {"json", no_argument, NULL, O_JSON},
+        {"include-slow", no_argument, NULL, O_SLOW},
+        {"fail-fast", no_argument, NULL, O_FAILFAST},
+        {"verbose", no_argument, NULL, 'v'},
+        {"quiet", no_argument, NULL, 'q'},
+        {"no-preflight", no_argument, NULL, O_NOPREFLIGHT},
+        {"help", no_argument, NULL, O_HELP},
+        {"version", no_argument, NULL, O_VERSION},
+        {NULL, 0, NULL, 0},
+    };
+    struct run_opts o = {.file_timeout = 300};
+    const char *config_path = NULL;
+    enum accel accel = ACCEL_AUTO;
+    enum transport transport = TRANSPORT_AUTO;
+    bool preflight = true;
+    static const char *const accels[] = {"auto", "kvm", "tcg"};
+    static const char *const transports[] = {"auto", "virtio-serial", "vsock"};
+    int c;
+    while ((c = getopt_long(argc, argv, "vqj:", longopts, NULL)) != -1) {
+        switch (c) {
+        case O_CONFIG: config_path = optarg; break;
+        case O_ACCEL: accel = (enum accel)parse_choice("--accel", optarg, accels, 3); break;
+        case O_TRANSPORT:
+            transport = (enum transport)parse_choice("--transport", optarg, transports, 3);
+            break;
+        case O_TIMEOUT:
+            if (parse_duration(optarg, &o.file_timeout) < 0) {
+                fprintf(stderr, "provium: --timeout: bad duration `%s` (e.g. 300, 90s, 5m)\n",
+                        optarg);
+                return 2;
+            }
+            break;
+        case 'j':
+            o.jobs = atoi(optarg);
+            if (o.jobs < 1) {
+                fprintf(stderr, "provium: --jobs: expected a positive integer, got `%s`\n",
+                        optarg);
+                return 2;
+            }
+            break;
+        case O_JSON: o.json = true; break;
+        case O_SLOW: o.include_slow = true; break;
+        case O_FAILFAST: o.fail_fast = true; break;
+        case 'v': o.verbosity = VERBOSE; break;
+        case 'q': o.verbosity = QUIET; break;
+        case O_NOPREFLIGHT: preflight = false; break;
+        case O_HELP: fputs(usage, stdout); return 0;
+        case O_VERSION: printf("provium %s (protocol %d)\n", PV_VERSION, PV_PROTO_VERSION); return 0;
+        default: fprintf(stderr, "%s", usage); return 2;
+        }
+    }
+    /* GNU getopt permutes: options may come after paths too */
+    char **paths = argv + optind;
+    size_t npaths = (size_t)(argc - optind);
+
+    struct pv_err err = {0};
+    struct config *cfg = NULL;
+    _cleanup_free_ char *found = NULL;
+    if (!config_path && config_find(".", &found) == 0)
+        config_path = found;
+    if (config_path) {
+        if (config_load(config_path, &cfg, &err) < 0) {
+            fprintf(stderr, "provium: %s\n", err.msg);
+            return 2;
+        }
+    } else {
+        char cwd[4096];
+        cfg = config_empty(getcwd(cwd, sizeof(cwd)) ? cwd : ".");
+    }
+
+    /* Pre-flight: what no test can run without. KVM is not on the list. */
+    _cleanup_free_ char *qemu = qemu_which("qemu-system-x86_64");
+    if (preflight && !qemu) {
+        fprintf(stderr, "provium: qemu-system-x86_64 not found in PATH\n"
+                        "  fix: apt-get install --no-install-recommends qemu-system-x86 "
+                        "(or run `make deps`)\n");
+        return 2;
+    }
+    _cleanup_free_ char *root = kernel_cache_root();
+    struct kernel_info k = {0};
+    const char *probe_kernel = NULL;
+    if (kernel_find_default(root, &k, &err) == 0) {
+        probe_kernel = k.vmlinuz;
+    } else if (cfg->nprofiles) {
+        probe_kernel = cfg->profiles[0].kernel;
+    } else if (preflight) {
+        fprintf(stderr, "provium: %s\n", err.msg);
+        return 2;
+    }
+
+    const char *note = NULL, *tnote = NULL;
+    vm_globals.accel = accel_resolve(accel, probe_kernel, &note, &err);
+    if (vm_globals.accel == ACCEL_AUTO) {
+        fprintf(stderr, "provium: %s\n", err.msg);
+        return 2;
+    }
+    vm_globals.transport = transport_resolve(transport, vm_globals.accel, &tnote);
+    /* Under TCG a guest runs several times slower: stretch default waits. */
+    vm_globals.timeout_scale = vm_globals.accel == ACCEL_TCG ? 3.0 : 1.0;
+
+    char **files = NULL;
+    size_t nfiles = 0;
+    if (runner_discover(cfg, paths, npaths, &files, &nfiles, &err) < 0) {
+        fprintf(stderr, "provium: %s\n", err.msg);
+        return 2;
+    }
+    if (make_rundir() < 0)
+        return 2;
+    signal(SIGPIPE, SIG_IGN);
+
+    struct buf header = BUF_INIT;
+    buf_addf(&header, "provium %s: %zu file(s), accel %s, transport %s", PV_VERSION, nfiles,
+             accel_name(vm_globals.accel), transport_name(vm_globals.transport));
+    if (vm_globals.accel == ACCEL_TCG)
+        buf_addf(&header, " (default timeouts x%g)", vm_globals.timeout_scale);
+    if (note)
+        buf_addf(&header, "\nprovium: %s", note);
+    if (tnote)
+        buf_addf(&header, "\nprovium: %s", tnote);
+    o.header = header.data;
+    o.paths = paths;
+    o.npaths = npaths;
+    int code = runner_run(cfg, &o, files, nfiles);
+    buf_release(&header);
+    for (size_t i = 0; i < nfiles; i++)
+        free(files[i]);
+    free(files);
+    kernel_info_release(&k);
+    config_free(cfg);
+    cleanup_rundir();
+    return code;
+}

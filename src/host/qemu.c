@@ -1,0 +1,225 @@
+#include "qemu.h"
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <sys/prctl.h>
+#include <sys/resource.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+
+#include "spawn.h"
+
+extern char **environ;
+
+struct argv {
+    char **v;
+    size_t n;
+};
+
+static void add(struct argv *a, const char *s)
+{
+    a->v = xrealloc(a->v, (a->n + 2) * sizeof(char *));
+    a->v[a->n++] = xstrdup(s);
+    a->v[a->n] = NULL;
+}
+
+static void addf(struct argv *a, const char *fmt, ...) PV_PRINTF(2, 3);
+static void addf(struct argv *a, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    char *s;
+    if (vasprintf(&s, fmt, ap) < 0)
+        abort();
+    va_end(ap);
+    add(a, s);
+    free(s);
+}
+
+/* QEMU's option parser splits on ',' and reads ",," as a literal comma. */
+static char *qesc(const char *s)
+{
+    struct buf b = BUF_INIT;
+    for (; *s; s++) {
+        if (*s == ',')
+            buf_add(&b, ",", 1);
+        buf_add(&b, s, 1);
+    }
+    return buf_steal(&b);
+}
+
+char **qemu_argv(const struct qemu_config *qc)
+{
+    struct argv a = {0};
+    _cleanup_free_ char *dir = qesc(qc->dir);
+    add(&a, qc->binary ? qc->binary : "qemu-system-x86_64");
+    add(&a, "-name");
+    add(&a, "provium");
+    add(&a, "-no-user-config");
+    add(&a, "-nodefaults");
+    add(&a, "-display");
+    add(&a, "none");
+    add(&a, "-machine");
+    addf(&a, "%s,accel=%s", qc->machine ? qc->machine : "pc",
+         qc->accel == ACCEL_KVM ? "kvm" : "tcg");
+    add(&a, "-cpu");
+    add(&a, qc->accel == ACCEL_KVM ? "host" : "max");
+    add(&a, "-m");
+    addf(&a, "%llum", (unsigned long long)(qc->memory >> 20));
+    add(&a, "-smp");
+    addf(&a, "%d", qc->cpus);
+    add(&a, "-no-reboot");
+    add(&a, "-kernel");
+    add(&a, qc->kernel);
+    if (qc->initrd) {
+        add(&a, "-initrd");
+        add(&a, qc->initrd);
+    }
+    add(&a, "-append");
+    add(&a, qc->cmdline);
+
+    /* Control: QMP; provium listens, QEMU connects at start-up. */
+    add(&a, "-chardev");
+    addf(&a, "socket,id=qmp,path=%s/qmp.sock", dir);
+    add(&a, "-mon");
+    add(&a, "chardev=qmp,mode=control");
+
+    /* Consoles: QEMU listens (console:read connects later) and logs every
+     * byte from power-on, whether or not anyone is connected. */
+    add(&a, "-chardev");
+    addf(&a, "socket,id=ser0,path=%s/serial.sock,server=on,wait=off,logfile=%s/serial.log", dir,
+         dir);
+    add(&a, "-serial");
+    add(&a, "chardev:ser0");
+    add(&a, "-device");
+    add(&a, "virtio-serial-pci,id=vser0");
+    add(&a, "-chardev");
+    addf(&a, "socket,id=hvc0,path=%s/hvc.sock,server=on,wait=off,logfile=%s/hvc.log", dir, dir);
+    add(&a, "-device");
+    add(&a, "virtconsole,bus=vser0.0,chardev=hvc0,nr=0");
+
+    /* The agent's transport. */
+    if (qc->transport == TRANSPORT_VSOCK) {
+        add(&a, "-device");
+        addf(&a, "vhost-vsock-pci,guest-cid=%u", qc->cid);
+    } else {
+        add(&a, "-chardev");
+        addf(&a, "socket,id=agent,path=%s/agent.sock", dir);
+        add(&a, "-device");
+        add(&a, "virtserialport,bus=vser0.0,chardev=agent,name=org.provium.agent,nr=1");
+    }
+
+    add(&a, "-object");
+    add(&a, "rng-random,id=rng0,filename=/dev/urandom");
+    add(&a, "-device");
+    add(&a, "virtio-rng-pci,rng=rng0");
+
+    for (size_t i = 0; qc->disks && qc->disks[i]; i++) {
+        _cleanup_free_ char *d = qesc(qc->disks[i]);
+        add(&a, "-drive");
+        addf(&a, "file=%s,if=virtio,format=raw,readonly=on,snapshot=off", d);
+    }
+    return a.v;
+}
+
+void qemu_argv_free(char **argv)
+{
+    for (size_t i = 0; argv && argv[i]; i++)
+        free(argv[i]);
+    free(argv);
+}
+
+char *qemu_which(const char *name)
+{
+    if (strchr(name, '/'))
+        return access(name, X_OK) == 0 ? xstrdup(name) : NULL;
+    const char *path = getenv("PATH");
+    if (!path || !*path)
+        path = "/usr/local/bin:/usr/bin:/bin";
+    _cleanup_free_ char *copy = xstrdup(path);
+    char *save;
+    for (char *d = strtok_r(copy, ":", &save); d; d = strtok_r(NULL, ":", &save)) {
+        char *p = xasprintf("%s/%s", d, name);
+        if (access(p, X_OK) == 0)
+            return p;
+        free(p);
+    }
+    return NULL;
+}
+
+int qemu_start(const char *const *argv, const char *dir, pid_t *ret_pid, int *ret_pidfd, struct pv_err *err)
+{
+    _cleanup_free_ char *exe = qemu_which(argv[0]);
+    if (!exe)
+        return pv_err_set(err, ENOENT,
+                          "%s not found in PATH: install QEMU (apt-get install "
+                          "--no-install-recommends qemu-system-x86)",
+                          argv[0]);
+    _cleanup_free_ char *log = xasprintf("%s/qemu.log", dir);
+    _cleanup_close_ int logfd = open(log, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    if (logfd < 0)
+        return pv_err_set(err, errno, "%s: %s", log, strerror(errno));
+    _cleanup_close_ int nullfd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+    pid_t parent = getpid();
+    pid_t pid = fork();
+    if (pid < 0)
+        return pv_err_set(err, errno, "fork: %s", strerror(errno));
+    if (pid == 0) {
+        /* Only async-signal-safe calls from here to execve. */
+        setpgid(0, 0);
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
+        if (getppid() != parent)
+            _exit(127);
+        sigset_t none;
+        sigemptyset(&none);
+        sigprocmask(SIG_SETMASK, &none, NULL);
+        signal(SIGINT, SIG_DFL);
+        signal(SIGTERM, SIG_DFL);
+        signal(SIGPIPE, SIG_DFL);
+        dup2(nullfd, 0);
+        dup2(logfd, 1);
+        dup2(logfd, 2);
+        syscall(SYS_close_range, 3, ~0U, 0);
+        execve(exe, (char *const *)argv, environ);
+        _exit(127);
+    }
+    setpgid(pid, pid);
+    int pidfd = (int)syscall(SYS_pidfd_open, pid, 0);
+    if (pidfd < 0) {
+        int e = errno;
+        kill(pid, SIGKILL);
+        waitpid(pid, NULL, 0);
+        return pv_err_set(err, e, "pidfd_open: %s", strerror(e));
+    }
+    fcntl(pidfd, F_SETFD, FD_CLOEXEC);
+    *ret_pid = pid;
+    *ret_pidfd = pidfd;
+    return 0;
+}
+
+const char *qemu_version(void)
+{
+    static char version[64];
+    if (version[0])
+        return version;
+    const char *argv[] = {"qemu-system-x86_64", "--version", NULL};
+    struct buf out = BUF_INIT;
+    int status;
+    if (spawn_run(argv, NULL, &out, 4096, 10000, &status, NULL) == 0) {
+        const char *p = strstr(out.data ? out.data : "", "version ");
+        if (p)
+            sscanf(p + 8, "%63[^ \n]", version);
+    }
+    buf_release(&out);
+    return version[0] ? version : NULL;
+}
+
+uint32_t qemu_next_cid(void)
+{
+    /* CIDs 0-2 are reserved. Spread processes apart by pid so parallel runs
+     * rarely meet; within a process, count up. */
+    static uint32_t n;
+    return 3 + ((uint32_t)getpid() * 1024u + n++) % 0x7ffffff0u;
+}

@@ -1,0 +1,50 @@
+/* QEMU: the argv for one VM, and starting it. No logging here. */
+#pragma once
+
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "util.h"
+
+enum accel { ACCEL_AUTO, ACCEL_KVM, ACCEL_TCG };
+enum transport { TRANSPORT_AUTO, TRANSPORT_VIRTIO_SERIAL, TRANSPORT_VSOCK };
+
+#define PV_VSOCK_PORT 5123
+
+struct qemu_config {
+    const char *binary; /* NULL: qemu-system-x86_64 from PATH */
+    const char *machine; /* "pc" */
+    enum accel accel;    /* KVM or TCG, never AUTO here */
+    enum transport transport;
+    uint64_t memory;
+    int cpus;
+    const char *kernel, *initrd, *cmdline;
+    const char *dir; /* the VM's private run directory: sockets and logs */
+    uint32_t cid;    /* vsock guest CID */
+    uint64_t rng_seed; /* 0: host entropy */
+    const char *const *disks; /* read-only root disks (rootfs profiles), NULL-terminated */
+};
+
+/* The argv (NULL-terminated, caller frees with qemu_argv_free). Paths of the
+ * sockets and logs are <dir>/qmp.sock, agent.sock, serial.sock, serial.log,
+ * hvc.sock, hvc.log. */
+char **qemu_argv(const struct qemu_config *qc);
+void qemu_argv_free(char **argv);
+
+/* Start QEMU with execve (PATH searched by hand, no shell): its own process
+ * group, PR_SET_PDEATHSIG(SIGKILL), stdin /dev/null, stdout+stderr to
+ * <dir>/qemu.log, every other fd closed. Returns 0 with *ret_pid and
+ * *ret_pidfd (O_CLOEXEC; readable once QEMU exits), or -errno. */
+int qemu_start(const char *const *argv, const char *dir, pid_t *ret_pid, int *ret_pidfd, struct pv_err *err);
+
+/* Find an executable in PATH; returns a malloc'd path or NULL. */
+char *qemu_which(const char *name);
+
+/* "QEMU emulator version 7.2.22 ..." -> "7.2.22" (cached). NULL on failure. */
+const char *qemu_version(void);
+
+/* Lowest free guest CID at or above 3, by trying vhost-vsock: CIDs are
+ * host-global, so parallel provium processes must not collide. The picker
+ * just hands out candidates; QEMU fails on a CID in use and the caller
+ * retries with the next one. */
+uint32_t qemu_next_cid(void);

@@ -1,0 +1,164 @@
+#include "report.h"
+
+#include <string.h>
+
+#include "util.h"
+
+void report_init(struct report *r, enum verbosity v, bool json)
+{
+    *r = (struct report){.verbosity = v, .json = json, .human = json ? stderr : stdout};
+}
+
+void report_release(struct report *r)
+{
+    fflush(r->human);
+    fflush(stdout);
+}
+
+void report_note(struct report *r, const char *line)
+{
+    fprintf(r->human, "%s\n", line);
+    fflush(r->human);
+}
+
+/* Print msg with every line indented by `indent` spaces. */
+static void indented(FILE *f, int indent, const char *msg)
+{
+    for (const char *p = msg; *p;) {
+        const char *nl = strchr(p, '\n');
+        size_t n = nl ? (size_t)(nl - p) : strlen(p);
+        fprintf(f, "%*s%.*s\n", indent, "", (int)n, p);
+        p += n + (nl ? 1 : 0);
+    }
+}
+
+void report_error(struct report *r, const char *display, const char *msg)
+{
+    r->files++;
+    r->files_failed++;
+    r->failed++;
+    fprintf(r->human, "FAIL %s (0 passed, 1 failed, 0 skipped)\n", display);
+    indented(r->human, 4, msg);
+}
+
+static const char *str(json_t *o, const char *k)
+{
+    return json_string_value(json_object_get(o, k));
+}
+
+static json_t *copy_or(json_t *v, json_t *fallback)
+{
+    if (v) {
+        json_decref(fallback);
+        return json_incref(v);
+    }
+    return fallback;
+}
+
+/* One --json line: the shape of reference §22. */
+static json_t *json_line(const struct file_result *f, long failed)
+{
+    json_t *tests = json_array();
+    json_t *ts = f->outcome ? json_object_get(f->outcome, "tests") : NULL;
+    size_t i;
+    json_t *t;
+    json_array_foreach(ts, i, t)
+    {
+        json_t *o = json_object();
+        json_object_set_new(o, "name", copy_or(json_object_get(t, "name"), json_null()));
+        json_object_set_new(o, "status", copy_or(json_object_get(t, "status"), json_null()));
+        json_object_set_new(o, "message", copy_or(json_object_get(t, "message"), json_null()));
+        json_t *log = json_object_get(t, "log");
+        json_object_set_new(o, "log", json_is_array(log) ? json_incref(log) : json_array());
+        json_array_append_new(tests, o);
+    }
+    const char *chunk = f->outcome ? str(f->outcome, "chunk_error") : f->reason;
+    json_t *line = json_object();
+    json_object_set_new(line, "path", json_string(f->display));
+    json_object_set_new(line, "timeout",
+                        json_string(f->kind == FILE_TIMED_OUT ? "timed_out" : "in_time"));
+    json_object_set_new(line, "passed", json_boolean(failed == 0));
+    json_object_set_new(line, "chunk_error", chunk ? json_string(chunk) : json_null());
+    json_object_set_new(line, "tests", tests);
+    json_object_set_new(line, "duration", json_real(f->seconds));
+    return line;
+}
+
+void report_file(struct report *r, const struct file_result *f)
+{
+    long passed = 0, failed = 0, skipped = 0;
+    json_t *tests = f->outcome ? json_object_get(f->outcome, "tests") : NULL;
+    const char *chunk = f->outcome ? str(f->outcome, "chunk_error") : NULL;
+    size_t i;
+    json_t *t;
+    json_array_foreach(tests, i, t)
+    {
+        const char *st = str(t, "status");
+        if (st && !strcmp(st, "passed"))
+            passed++;
+        else if (st && !strcmp(st, "skipped"))
+            skipped++;
+        else
+            failed++;
+    }
+    if (chunk || !f->outcome)
+        failed++;
+    r->files++;
+    r->passed += passed;
+    r->failed += failed;
+    r->skipped += skipped;
+    if (failed)
+        r->files_failed++;
+
+    if (r->json) {
+        json_t *line = json_line(f, failed);
+        char *s = json_dumps(line, JSON_COMPACT | JSON_PRESERVE_ORDER);
+        printf("%s\n", s);
+        fflush(stdout);
+        free(s);
+        json_decref(line);
+    }
+    if (r->verbosity == QUIET && !failed)
+        return;
+    FILE *out = r->human;
+    if (f->output && *f->output && (failed || r->verbosity >= NORMAL)) {
+        fputs(f->output, out);
+        if (f->output[strlen(f->output) - 1] != '\n')
+            fputc('\n', out);
+    }
+    const char *word = f->kind == FILE_TIMED_OUT ? "TIME" : failed ? "FAIL" : "PASS";
+    fprintf(out, "%s %s (%ld passed, %ld failed, %ld skipped)\n", word, f->display, passed, failed,
+            skipped);
+    if (f->reason) {
+        fprintf(out, "    %s\n", f->kind == FILE_TIMED_OUT ? "TIME (file)" : "CRASH (file)");
+        indented(out, 8, f->reason);
+    }
+    if (chunk) {
+        fprintf(out, "    FAIL (loading the file)\n");
+        indented(out, 8, chunk);
+    }
+    json_array_foreach(tests, i, t)
+    {
+        const char *st = str(t, "status");
+        const char *name = str(t, "name");
+        const char *msg = str(t, "message");
+        if (st && !strcmp(st, "failed")) {
+            fprintf(out, "    FAIL %s\n", name ? name : "?");
+            indented(out, 8, msg ? msg : "(no message)");
+        } else if (r->verbosity >= VERBOSE && st && !strcmp(st, "passed")) {
+            fprintf(out, "    PASS %s\n", name ? name : "?");
+        } else if (r->verbosity >= VERBOSE && st) {
+            fprintf(out, "    SKIP %s\n", name ? name : "?");
+            if (msg)
+                indented(out, 8, msg);
+        }
+    }
+    fflush(out);
+}
+
+void report_summary(struct report *r, double seconds)
+{
+    fprintf(r->human, "\n%zu file(s); %ld passed, %ld failed, %ld skipped; %.2fs\n", r->files,
+            r->passed, r->failed, r->skipped, seconds);
+    fflush(r->human);
+}

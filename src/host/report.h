@@ -1,0 +1,35 @@
+/* Results as people and CI read them: the human format of reference §22
+ * (PASS/FAIL/TIME lines, indented failures, the summary line) and --json
+ * lines. Each file is printed whole when it ends. */
+#pragma once
+
+#include <jansson.h>
+#include <stdio.h>
+
+#include "runner.h"
+
+enum file_kind { FILE_RAN, FILE_TIMED_OUT, FILE_CRASHED };
+
+struct file_result {
+    const char *display;
+    const char *output; /* what the file's process printed, or NULL */
+    double seconds;
+    enum file_kind kind;
+    json_t *outcome; /* from the file's process (FILE_RAN), may be NULL otherwise */
+    char *reason;    /* why there is no outcome */
+};
+
+struct report {
+    enum verbosity verbosity;
+    bool json;
+    FILE *human; /* stdout, or stderr under --json */
+    size_t files, files_failed;
+    long passed, failed, skipped;
+};
+
+void report_init(struct report *r, enum verbosity v, bool json);
+void report_note(struct report *r, const char *line);
+void report_error(struct report *r, const char *display, const char *msg);
+void report_file(struct report *r, const struct file_result *f);
+void report_summary(struct report *r, double seconds);
+void report_release(struct report *r);

@@ -1,0 +1,388 @@
+#include "runner.h"
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <jansson.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <sys/prctl.h>
+#include <sys/signalfd.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+
+#include "lua/l_provium.h"
+#include "report.h"
+#include "vm.h"
+
+static bool has_suffix(const char *s, const char *suf)
+{
+    size_t a = strlen(s), b = strlen(suf);
+    return a >= b && !strcmp(s + a - b, suf);
+}
+
+static int cmp_str(const void *a, const void *b)
+{
+    return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+struct list {
+    char **v;
+    size_t n;
+};
+
+static void list_add(struct list *l, char *s)
+{
+    l->v = xrealloc(l->v, (l->n + 1) * sizeof(char *));
+    l->v[l->n++] = s;
+}
+
+static void walk(const char *dir, struct list *out, int depth)
+{
+    if (depth > 32)
+        return;
+    DIR *d = opendir(dir);
+    if (!d)
+        return;
+    struct dirent *e;
+    while ((e = readdir(d))) {
+        if (e->d_name[0] == '.')
+            continue;
+        char *p = !strcmp(dir, ".") ? xstrdup(e->d_name) : xasprintf("%s/%s", dir, e->d_name);
+        struct stat st;
+        if (stat(p, &st) == 0 && S_ISDIR(st.st_mode)) {
+            walk(p, out, depth + 1);
+            free(p);
+        } else if (has_suffix(e->d_name, ".test.lua")) {
+            list_add(out, p);
+        } else {
+            free(p);
+        }
+    }
+    closedir(d);
+}
+
+int runner_discover(const struct config *cfg, char **paths, size_t npaths, char ***ret,
+                    size_t *ret_n, struct pv_err *err)
+{
+    struct list out = {0};
+    if (npaths == 0 && cfg && cfg->nroots) {
+        paths = cfg->roots;
+        npaths = cfg->nroots;
+    }
+    if (npaths == 0) {
+        walk(".", &out, 0);
+    }
+    for (size_t i = 0; i < npaths; i++) {
+        struct stat st;
+        if (stat(paths[i], &st) < 0) {
+            for (size_t k = 0; k < out.n; k++)
+                free(out.v[k]);
+            free(out.v);
+            return pv_err_set(err, errno, "%s: %s", paths[i], strerror(errno));
+        }
+        if (S_ISDIR(st.st_mode)) {
+            struct list sub = {0};
+            walk(paths[i], &sub, 0);
+            qsort(sub.v, sub.n, sizeof(char *), cmp_str);
+            for (size_t k = 0; k < sub.n; k++)
+                list_add(&out, sub.v[k]);
+            free(sub.v);
+        } else {
+            list_add(&out, xstrdup(paths[i]));
+        }
+    }
+    if (npaths == 0)
+        qsort(out.v, out.n, sizeof(char *), cmp_str);
+    /* the same file named twice runs once */
+    size_t w = 0;
+    for (size_t i = 0; i < out.n; i++) {
+        bool dup = false;
+        for (size_t k = 0; k < w && !dup; k++)
+            dup = !strcmp(out.v[k], out.v[i]);
+        if (dup)
+            free(out.v[i]);
+        else
+            out.v[w++] = out.v[i];
+    }
+    *ret = out.v;
+    *ret_n = w;
+    return 0;
+}
+
+/* Where the child is told to stop: kill our VMs and go. */
+static void child_fatal(int sig)
+{
+    vm_kill_all();
+    _exit(128 + sig);
+}
+
+int runner_file_child(const struct config *cfg, const char *path, const char *display, int resfd)
+{
+    struct sigaction sa = {.sa_handler = child_fatal};
+    sigaction(SIGTERM, &sa, NULL);
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGHUP, &sa, NULL);
+    signal(SIGPIPE, SIG_IGN);
+    l_ctx.config = cfg;
+    l_ctx.file = path;
+    l_ctx.display = display;
+    lua_State *L = l_newstate();
+    if (!L)
+        return 3;
+    lua_getglobal(L, "_provium_run_file");
+    lua_pushstring(L, path);
+    if (lua_pcall(L, 1, 1, 0) != LUA_OK) {
+        fprintf(stderr, "provium: internal error running %s: %s\n", display, lua_tostring(L, -1));
+        vm_kill_all();
+        return 3;
+    }
+    lua_getglobal(L, "json");
+    lua_getfield(L, -1, "encode");
+    lua_pushvalue(L, -3);
+    if (lua_pcall(L, 1, 1, 0) != LUA_OK) {
+        fprintf(stderr, "provium: cannot encode the outcome of %s: %s\n", display,
+                lua_tostring(L, -1));
+        vm_kill_all();
+        return 3;
+    }
+    size_t len;
+    const char *s = lua_tolstring(L, -1, &len);
+    write_all(resfd, s, len);
+    close(resfd);
+    vm_kill_all();
+    lua_close(L);
+    return 0;
+}
+
+struct job {
+    char *file, *display;
+    pid_t pid;
+    int pidfd;
+    int outfd, resfd; /* captured output, outcome JSON */
+    struct buf out, res;
+    int64_t start_ns, deadline_ns;
+    bool timed_out, term_sent;
+    int64_t kill_at_ns;
+};
+
+static char *display_name(const char *file)
+{
+    if (!strncmp(file, "./", 2))
+        file += 2;
+    char cwd[4096];
+    if (file[0] == '/' && getcwd(cwd, sizeof(cwd))) {
+        size_t n = strlen(cwd);
+        if (!strncmp(file, cwd, n) && file[n] == '/')
+            return xstrdup(file + n + 1);
+    }
+    return xstrdup(file);
+}
+
+static int start_job(const struct config *cfg, struct job *j, const struct run_opts *o,
+                     const sigset_t *oldmask)
+{
+    int out[2], res[2];
+    if (pipe2(out, O_CLOEXEC) < 0)
+        return -errno;
+    if (pipe2(res, O_CLOEXEC) < 0) {
+        close(out[0]), close(out[1]);
+        return -errno;
+    }
+    fflush(stdout);
+    fflush(stderr);
+    pid_t parent = getpid();
+    pid_t pid = fork();
+    if (pid < 0) {
+        int e = errno;
+        close(out[0]), close(out[1]), close(res[0]), close(res[1]);
+        return -e;
+    }
+    if (pid == 0) {
+        prctl(PR_SET_PDEATHSIG, SIGTERM);
+        if (getppid() != parent)
+            _exit(1);
+        sigprocmask(SIG_SETMASK, oldmask, NULL);
+        close(out[0]);
+        close(res[0]);
+        dup2(out[1], 1);
+        dup2(out[1], 2);
+        close(out[1]);
+        int nul = open("/dev/null", O_RDONLY | O_CLOEXEC);
+        dup2(nul, 0);
+        if (o->include_slow)
+            setenv("PROVIUM_INCLUDE_SLOW", "1", 1);
+        _exit(runner_file_child(cfg, j->file, j->display, res[1]));
+    }
+    close(out[1]);
+    close(res[1]);
+    j->pid = pid;
+    j->pidfd = (int)syscall(SYS_pidfd_open, pid, 0);
+    j->outfd = out[0];
+    j->resfd = res[0];
+    j->start_ns = now_ns();
+    j->deadline_ns = o->file_timeout > 0 ? j->start_ns + (int64_t)(o->file_timeout * 1e9) : 0;
+    fcntl(j->outfd, F_SETFL, O_NONBLOCK);
+    fcntl(j->resfd, F_SETFL, O_NONBLOCK);
+    return 0;
+}
+
+static void drain(int fd, struct buf *b)
+{
+    char tmp[65536];
+    ssize_t n;
+    while ((n = read(fd, tmp, sizeof(tmp))) > 0)
+        if (b->len < (16u << 20))
+            buf_add(b, tmp, (size_t)n);
+}
+
+/* A job ended: build its result and print it. */
+static void finish_job(struct job *j, const struct run_opts *o, struct report *rep)
+{
+    drain(j->outfd, &j->out);
+    drain(j->resfd, &j->res);
+    int status = 0;
+    waitpid(j->pid, &status, 0);
+    close(j->outfd);
+    close(j->resfd);
+    if (j->pidfd >= 0)
+        close(j->pidfd);
+    struct file_result fr = {.display = j->display, .output = j->out.data,
+                             .seconds = (double)(now_ns() - j->start_ns) / 1e9};
+    if (j->timed_out) {
+        fr.kind = FILE_TIMED_OUT;
+        fr.reason = xasprintf("file timed out after %gs (--timeout)", o->file_timeout);
+    } else if (j->res.len) {
+        json_error_t je;
+        fr.outcome = json_loadb(j->res.data, j->res.len, 0, &je);
+        if (!fr.outcome)
+            fr.reason = xasprintf("unreadable outcome: %s", je.text);
+    }
+    if (!fr.outcome && !fr.reason) {
+        char how[128] = "ended without a result";
+        if (WIFSIGNALED(status))
+            snprintf(how, sizeof(how), "crashed: killed by signal %d (%s)", WTERMSIG(status),
+                     strsignal(WTERMSIG(status)));
+        else if (WIFEXITED(status))
+            snprintf(how, sizeof(how), "ended without a result (exit status %d)",
+                     WEXITSTATUS(status));
+        fr.reason = xstrdup(how);
+    }
+    if (!j->timed_out && !fr.outcome)
+        fr.kind = FILE_CRASHED;
+    report_file(rep, &fr);
+    json_decref(fr.outcome);
+    free(fr.reason);
+    buf_release(&j->out);
+    buf_release(&j->res);
+}
+
+int runner_run(const struct config *cfg, const struct run_opts *o, char **files, size_t nfiles)
+{
+    struct report rep;
+    report_init(&rep, o->verbosity, o->json);
+    if (o->header && o->verbosity >= NORMAL)
+        report_note(&rep, o->header);
+    int jobs = o->jobs > 0 ? o->jobs : (int)sysconf(_SC_NPROCESSORS_ONLN);
+    jobs = jobs < 1 ? 1 : MIN(jobs, 64);
+
+    sigset_t mask, old;
+    sigemptyset(&mask);
+    sigaddset(&mask, SIGINT);
+    sigaddset(&mask, SIGTERM);
+    sigaddset(&mask, SIGHUP);
+    sigprocmask(SIG_BLOCK, &mask, &old);
+    int sfd = signalfd(-1, &mask, SFD_CLOEXEC | SFD_NONBLOCK);
+
+    struct job *run = xcalloc((size_t)jobs, sizeof(*run));
+    size_t next = 0;
+    int active = 0;
+    bool interrupted = false, stop = false;
+    int64_t t0 = now_ns();
+    for (;;) {
+        while (!stop && !interrupted && active < jobs && next < nfiles) {
+            struct job *j = NULL;
+            for (int k = 0; k < jobs && !j; k++)
+                if (!run[k].pid)
+                    j = &run[k];
+            *j = (struct job){.file = files[next], .display = display_name(files[next])};
+            next++;
+            if (start_job(cfg, j, o, &old) < 0) {
+                report_error(&rep, j->display, "cannot start a process for it");
+                free(j->display);
+                j->pid = 0;
+                continue;
+            }
+            active++;
+        }
+        if (active == 0)
+            break;
+        struct pollfd p[1 + 3 * 64];
+        int n = 0;
+        p[n++] = (struct pollfd){sfd, POLLIN, 0};
+        int64_t now = now_ns(), wake = 0;
+        for (int k = 0; k < jobs; k++) {
+            struct job *j = &run[k];
+            if (!j->pid)
+                continue;
+            p[n++] = (struct pollfd){j->outfd, POLLIN, 0};
+            p[n++] = (struct pollfd){j->resfd, POLLIN, 0};
+            p[n++] = (struct pollfd){j->pidfd, POLLIN, 0};
+            int64_t at = j->kill_at_ns ? j->kill_at_ns : j->deadline_ns;
+            if (at && (!wake || at < wake))
+                wake = at;
+        }
+        int timeout = wake ? (int)MAX(0, (wake - now) / 1000000 + 1) : -1;
+        poll(p, (nfds_t)n, timeout);
+        if (p[0].revents & POLLIN) {
+            struct signalfd_siginfo si;
+            while (read(sfd, &si, sizeof(si)) > 0)
+                ;
+            if (!interrupted)
+                report_note(&rep, "provium: interrupted; stopping the running files");
+            interrupted = true;
+            for (int k = 0; k < jobs; k++) {
+                if (run[k].pid && !run[k].term_sent) {
+                    kill(run[k].pid, SIGTERM);
+                    run[k].term_sent = true;
+                    run[k].kill_at_ns = now_ns() + 5000000000LL;
+                }
+            }
+        }
+        now = now_ns();
+        for (int k = 0; k < jobs; k++) {
+            struct job *j = &run[k];
+            if (!j->pid)
+                continue;
+            drain(j->outfd, &j->out);
+            drain(j->resfd, &j->res);
+            if (j->deadline_ns && now >= j->deadline_ns && !j->term_sent) {
+                j->timed_out = true;
+                j->term_sent = true;
+                kill(j->pid, SIGTERM);
+                j->kill_at_ns = now + 5000000000LL;
+            }
+            if (j->kill_at_ns && now >= j->kill_at_ns)
+                kill(j->pid, SIGKILL);
+            struct pollfd pf = {j->pidfd, POLLIN, 0};
+            if (poll(&pf, 1, 0) == 1) {
+                finish_job(j, o, &rep);
+                free(j->display);
+                j->pid = 0;
+                active--;
+                if (o->fail_fast && rep.files_failed)
+                    stop = true;
+            }
+        }
+    }
+    free(run);
+    close(sfd);
+    sigprocmask(SIG_SETMASK, &old, NULL);
+    report_summary(&rep, (double)(now_ns() - t0) / 1e9);
+    int code = rep.files_failed ? 1 : 0;
+    if (interrupted)
+        code = rep.files_failed ? 1 : 130;
+    report_release(&rep);
+    return code;
+}

@@ -1,0 +1,33 @@
+/* The test runner: discovers *.test.lua files and runs each in its own
+ * process (a fresh Lua state; a crash or hang stays inside it), several at
+ * once, printing each file's results whole when it ends. */
+#pragma once
+
+#include "config.h"
+
+enum verbosity { QUIET = -1, NORMAL = 0, VERBOSE = 1 };
+
+struct run_opts {
+    char **paths;
+    size_t npaths;
+    enum verbosity verbosity;
+    double file_timeout; /* seconds; 0 = none */
+    bool json;
+    bool include_slow;
+    bool fail_fast;
+    int jobs; /* files at once; 0 = online CPUs */
+    const char *header; /* printed before the results (human mode), or NULL */
+};
+
+/* Find the test files: each path (a file, or a directory searched for
+ * *.test.lua); with none, the config's roots, else the cwd. Sorted. */
+int runner_discover(const struct config *cfg, char **paths, size_t npaths, char ***ret,
+                    size_t *ret_n, struct pv_err *err);
+
+/* Run the files; returns the exit code (0 all passed, 1 failures, 2 internal
+ * error). vm_globals.rundir must exist. */
+int runner_run(const struct config *cfg, const struct run_opts *o, char **files, size_t nfiles);
+
+/* The per-file child: runs one file and writes its outcome as JSON to
+ * resfd. Exported for `provium --vmm local` style single-process use. */
+int runner_file_child(const struct config *cfg, const char *path, const char *display, int resfd);

@@ -1,0 +1,631 @@
+#include "vm.h"
+
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <linux/vm_sockets.h>
+
+struct vm_globals vm_globals = {.accel = ACCEL_TCG, .transport = TRANSPORT_VIRTIO_SERIAL,
+                                .machine = "pc", .timeout_scale = 1.0};
+
+/* QEMU pids to kill from a signal handler; plain stores only. */
+static volatile pid_t live_pids[256];
+
+static void track(pid_t pid)
+{
+    for (size_t i = 0; i < ARRAY_SIZE(live_pids); i++) {
+        if (!live_pids[i]) {
+            live_pids[i] = pid;
+            return;
+        }
+    }
+}
+
+static void untrack(pid_t pid)
+{
+    for (size_t i = 0; i < ARRAY_SIZE(live_pids); i++)
+        if (live_pids[i] == pid)
+            live_pids[i] = 0;
+}
+
+void vm_kill_all(void)
+{
+    for (size_t i = 0; i < ARRAY_SIZE(live_pids); i++) {
+        pid_t p = live_pids[i];
+        if (p > 0) {
+            kill(-p, SIGKILL);
+            kill(p, SIGKILL);
+        }
+    }
+}
+
+const char *vm_state_name(enum vm_state s)
+{
+    static const char *names[] = {"created", "booted", "paused", "shutdown", "dead"};
+    return names[s];
+}
+
+void vm_boot_release(struct vm_boot *b)
+{
+    free(b->kernel);
+    free(b->initrd);
+    free(b->cmdline);
+    for (size_t i = 0; b->disks && b->disks[i]; i++)
+        free(b->disks[i]);
+    free(b->disks);
+    memset(b, 0, sizeof(*b));
+}
+
+struct vm *vm_new(const char *name, const char *profile)
+{
+    struct vm *vm = xcalloc(1, sizeof(*vm));
+    vm->name = xstrdup(name);
+    vm->profile = xstrdup(profile);
+    vm->pidfd = -1;
+    vm->qmp.fd = -1;
+    vm->chan.fd = -1;
+    return vm;
+}
+
+/* Reap QEMU; SIGKILL first unless it already exited. */
+static void stop_qemu(struct vm *vm, int grace_ms)
+{
+    if (vm->pid <= 0)
+        return;
+    if (grace_ms > 0) {
+        struct pollfd p = {vm->pidfd, POLLIN, 0};
+        poll(&p, 1, grace_ms);
+    }
+    kill(-vm->pid, SIGKILL);
+    kill(vm->pid, SIGKILL);
+    waitpid(vm->pid, NULL, 0);
+    untrack(vm->pid);
+    vm->pid = 0;
+    if (vm->pidfd >= 0)
+        close(vm->pidfd);
+    vm->pidfd = -1;
+    qmp_release(&vm->qmp);
+    chan_release(&vm->chan);
+}
+
+void vm_free(struct vm *vm)
+{
+    if (!vm)
+        return;
+    stop_qemu(vm, 0);
+    if (vm->dir)
+        rm_rf(vm->dir);
+    free(vm->dir);
+    free(vm->name);
+    free(vm->profile);
+    free(vm->exit_reason);
+    free(vm);
+}
+
+static int listen_unix(const char *path, struct pv_err *err)
+{
+    struct sockaddr_un a = {.sun_family = AF_UNIX};
+    if (strlen(path) >= sizeof(a.sun_path))
+        return pv_err_set(err, ENAMETOOLONG, "socket path too long: %s", path);
+    strcpy(a.sun_path, path);
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return pv_err_set(err, errno, "socket: %s", strerror(errno));
+    unlink(path);
+    if (bind(fd, (struct sockaddr *)&a, sizeof(a)) < 0 || listen(fd, 1) < 0) {
+        int e = errno;
+        close(fd);
+        return pv_err_set(err, e, "listen on %s: %s", path, strerror(e));
+    }
+    return fd;
+}
+
+/* Accept QEMU's connection, watching for QEMU's death. */
+static int accept_qemu(struct vm *vm, int lfd, int64_t deadline_ns, struct pv_err *err)
+{
+    for (;;) {
+        struct pollfd p[2] = {{lfd, POLLIN, 0}, {vm->pidfd, POLLIN, 0}};
+        int64_t left = (deadline_ns - now_ns()) / 1000000;
+        if (left <= 0)
+            return pv_err_set(err, ETIMEDOUT, "QEMU did not connect");
+        int n = poll(p, 2, (int)left);
+        if (n < 0 && errno != EINTR)
+            return pv_err_set(err, errno, "poll: %s", strerror(errno));
+        if (p[0].revents & POLLIN) {
+            int fd = accept4(lfd, NULL, NULL, SOCK_CLOEXEC);
+            if (fd >= 0)
+                return fd;
+        }
+        if (p[1].revents & POLLIN)
+            return pv_err_set(err, EPIPE, "QEMU exited");
+    }
+}
+
+/* vsock: the agent listens in the guest; connect until it answers. */
+static int connect_vsock(struct vm *vm, int64_t deadline_ns, struct pv_err *err)
+{
+    struct sockaddr_vm a = {.svm_family = AF_VSOCK, .svm_cid = vm->cid, .svm_port = PV_VSOCK_PORT};
+    for (;;) {
+        int fd = socket(AF_VSOCK, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        if (fd < 0)
+            return pv_err_set(err, errno, "vsock socket: %s", strerror(errno));
+        if (connect(fd, (struct sockaddr *)&a, sizeof(a)) == 0)
+            return fd;
+        close(fd);
+        struct pollfd p = {vm->pidfd, POLLIN, 0};
+        if (poll(&p, 1, 20) == 1)
+            return pv_err_set(err, EPIPE, "QEMU exited");
+        if (now_ns() >= deadline_ns)
+            return pv_err_set(err, ETIMEDOUT, "no agent on vsock cid %u port %d", vm->cid,
+                              PV_VSOCK_PORT);
+    }
+}
+
+static const char *last_console(const char *cmdline)
+{
+    const char *last = NULL;
+    for (const char *p = cmdline; (p = strstr(p, "console=")); p += 8)
+        if (p == cmdline || p[-1] == ' ')
+            last = p + 8;
+    return last;
+}
+
+int vm_console_log(struct vm *vm, struct buf *out)
+{
+    if (!vm->dir)
+        return -ENOENT;
+    _cleanup_free_ char *p = xasprintf("%s/%s", vm->dir, vm->hvc_primary ? "hvc.log" : "serial.log");
+    int r = read_file(p, 256u << 20, out);
+    if (r == 0 && out->len == 0 && vm->hvc_primary) {
+        /* nothing reached hvc0 (its driver never loaded): show the serial port */
+        free(p);
+        p = xasprintf("%s/serial.log", vm->dir);
+        r = read_file(p, 256u << 20, out);
+    }
+    return r;
+}
+
+void vm_console_tail(struct vm *vm, int lines, struct buf *out)
+{
+    struct buf log = BUF_INIT;
+    vm_console_log(vm, &log);
+    /* drop carriage returns; keep the last `lines` lines */
+    size_t w = 0;
+    for (size_t i = 0; i < log.len; i++)
+        if (log.data[i] != '\r')
+            log.data[w++] = log.data[i];
+    log.len = w;
+    while (log.len && log.data[log.len - 1] == '\n')
+        log.len--;
+    size_t start = log.len;
+    for (int n = 0; start > 0; start--) {
+        if (log.data[start - 1] == '\n' && ++n == lines)
+            break;
+    }
+    if (log.len == 0)
+        buf_adds(out, "    (the console printed nothing)\n");
+    for (size_t i = start; i < log.len;) {
+        const char *nl = memchr(log.data + i, '\n', log.len - i);
+        size_t e = nl ? (size_t)(nl - log.data) : log.len;
+        buf_adds(out, "    | ");
+        buf_add(out, log.data + i, e - i);
+        buf_adds(out, "\n");
+        i = e + 1;
+    }
+    buf_release(&log);
+}
+
+/* Mark the VM dead and describe why, with the console tail. */
+static int died(struct vm *vm, struct pv_err *err, const char *what)
+{
+    int status = 0;
+    char how[128] = "";
+    if (vm->pid > 0 && waitpid(vm->pid, &status, WNOHANG) == vm->pid) {
+        untrack(vm->pid);
+        vm->pid = 0;
+        if (WIFEXITED(status))
+            snprintf(how, sizeof(how), " (QEMU exited with status %d)", WEXITSTATUS(status));
+        else if (WIFSIGNALED(status))
+            snprintf(how, sizeof(how), " (QEMU killed by signal %d)", WTERMSIG(status));
+    }
+    stop_qemu(vm, 0);
+    vm->state = VM_DEAD;
+    struct buf tail = BUF_INIT;
+    _cleanup_free_ char *qlog = xasprintf("%s/qemu.log", vm->dir);
+    struct buf ql = BUF_INIT;
+    if (read_file(qlog, 8192, &ql) == 0 && ql.len) {
+        while (ql.len && ql.data[ql.len - 1] == '\n')
+            ql.data[--ql.len] = 0;
+        buf_addf(&tail, "  QEMU said: %s\n", ql.data);
+    }
+    buf_release(&ql);
+    buf_adds(&tail, "  last console lines:\n");
+    vm_console_tail(vm, 40, &tail);
+    free(vm->exit_reason);
+    vm->exit_reason = xasprintf("%s%s", what, how);
+    pv_err_set(err, EPIPE, "vm `%s`: %s%s\n%s", vm->name, what, how, tail.data);
+    buf_release(&tail);
+    return -EPIPE;
+}
+
+int vm_boot(struct vm *vm, const struct vm_boot *b, struct pv_err *err)
+{
+    if (vm->state != VM_CREATED && vm->state != VM_SHUTDOWN && vm->state != VM_DEAD)
+        return pv_err_set(err, EBUSY, "vm `%s`: boot() needs a created or shut-down VM, it is %s",
+                          vm->name, vm_state_name(vm->state));
+    if (access(b->kernel, R_OK) < 0)
+        return pv_err_set(err, ENOENT, "vm `%s`: kernel %s: %s", vm->name, b->kernel,
+                          strerror(errno));
+    static unsigned seq;
+    if (!vm->dir) {
+        vm->dir = xasprintf("%s/vm%u-%d", vm_globals.rundir, seq++, (int)getpid());
+        if (mkdir(vm->dir, 0700) < 0)
+            return pv_err_set(err, errno, "%s: %s", vm->dir, strerror(errno));
+    }
+    const char *con = last_console(b->cmdline);
+    vm->hvc_primary = con && !strncmp(con, "hvc", 3);
+    free(vm->exit_reason);
+    vm->exit_reason = NULL;
+    for (const char *f = "serial.log\0hvc.log\0qemu.log\0"; *f; f += strlen(f) + 1) {
+        _cleanup_free_ char *p = xasprintf("%s/%s", vm->dir, f);
+        unlink(p);
+    }
+
+    _cleanup_free_ char *qmp_path = xasprintf("%s/qmp.sock", vm->dir);
+    _cleanup_free_ char *agent_path = xasprintf("%s/agent.sock", vm->dir);
+    _cleanup_close_ int qmp_l = listen_unix(qmp_path, err);
+    if (qmp_l < 0)
+        return qmp_l;
+    _cleanup_close_ int agent_l = -1;
+    if (vm_globals.transport != TRANSPORT_VSOCK) {
+        agent_l = listen_unix(agent_path, err);
+        if (agent_l < 0)
+            return agent_l;
+    }
+    vm->cid = qemu_next_cid();
+    struct qemu_config qc = {
+        .machine = vm_globals.machine,
+        .accel = vm_globals.accel,
+        .transport = vm_globals.transport,
+        .memory = b->memory,
+        .cpus = b->cpus,
+        .kernel = b->kernel,
+        .initrd = b->initrd,
+        .cmdline = b->cmdline,
+        .dir = vm->dir,
+        .cid = vm->cid,
+        .rng_seed = b->rng_seed,
+        .disks = (const char *const *)b->disks,
+    };
+    char **argv = qemu_argv(&qc);
+    vm->boot_ns = now_ns();
+    int r = qemu_start((const char *const *)argv, vm->dir, &vm->pid, &vm->pidfd, err);
+    qemu_argv_free(argv);
+    if (r < 0)
+        return pv_err_wrap(err, "vm `%s`", vm->name);
+    track(vm->pid);
+    vm->state = VM_BOOTED;
+
+    int64_t qdeadline = now_ns() + (int64_t)(20e9 * vm_globals.timeout_scale);
+    int fd = accept_qemu(vm, qmp_l, qdeadline, err);
+    if (fd < 0)
+        return died(vm, err, "QEMU failed to start");
+    qmp_init(&vm->qmp, fd, vm->pidfd);
+    if (qmp_negotiate(&vm->qmp, qdeadline, err) < 0)
+        return died(vm, err, "QMP negotiation failed");
+
+    int64_t deadline = now_ns() + (int64_t)(b->agent_timeout * 1e9);
+    if (vm_globals.transport == TRANSPORT_VSOCK)
+        fd = connect_vsock(vm, deadline, err);
+    else
+        fd = accept_qemu(vm, agent_l, qdeadline, err);
+    if (fd == -ETIMEDOUT) {
+        char what[128];
+        snprintf(what, sizeof(what), "no agent within %.0fs of power-on", b->agent_timeout);
+        return died(vm, err, what);
+    }
+    if (fd < 0)
+        return died(vm, err, "QEMU did not open the agent channel");
+    chan_init(&vm->chan, fd, vm->pidfd);
+
+    r = chan_hello(&vm->chan, deadline, err);
+    if (r == -ETIMEDOUT) {
+        char what[128];
+        snprintf(what, sizeof(what), "no agent within %.0fs of power-on", b->agent_timeout);
+        return died(vm, err, what);
+    }
+    if (r < 0) {
+        char what[sizeof(err->msg)];
+        snprintf(what, sizeof(what), "%.900s", err->msg);
+        return died(vm, err, what);
+    }
+    vm->ready_ns = now_ns();
+    return 0;
+}
+
+static int need_state(struct vm *vm, const char *op, enum vm_state want, struct pv_err *err)
+{
+    if (vm->state == want)
+        return 0;
+    if (vm->state == VM_DEAD && vm->exit_reason)
+        return pv_err_set(err, EPIPE, "vm `%s`: %s() on a dead VM (%s)", vm->name, op,
+                          vm->exit_reason);
+    return pv_err_set(err, EINVAL, "vm `%s`: %s() needs a %s VM, but it is %s", vm->name, op,
+                      vm_state_name(want), vm_state_name(vm->state));
+}
+
+static int64_t op_deadline(double seconds)
+{
+    int64_t d = seconds > 0 ? now_ns() + (int64_t)(seconds * 1e9 * vm_globals.timeout_scale) : 0;
+    int64_t t = vm_globals.op_deadline_ns;
+    if (t && (!d || t < d))
+        d = t;
+    return d;
+}
+
+/* A guest op failed: a dead QEMU turns into the full story. */
+static int op_failed(struct vm *vm, int r, struct pv_err *err)
+{
+    if (r == -EPIPE) {
+        char what[sizeof(err->msg)];
+        snprintf(what, sizeof(what), "%.900s", err ? err->msg : "connection lost");
+        return died(vm, err, what);
+    }
+    return r;
+}
+
+int vm_ping(struct vm *vm, struct pv_err *err)
+{
+    int r = need_state(vm, "ping", VM_BOOTED, err);
+    if (r < 0)
+        return r;
+    r = chan_call(&vm->chan, PV_PING, NULL, op_deadline(30), NULL, NULL, NULL, err);
+    return op_failed(vm, r, err);
+}
+
+void vm_run_result_release(struct vm_run_result *r)
+{
+    buf_release(&r->out);
+    buf_release(&r->err);
+}
+
+static void run_chunk(void *ctx, uint8_t stream, const void *p, size_t n)
+{
+    struct vm_run_result *res = ctx;
+    struct buf *b = stream == PV_STDERR ? &res->err : &res->out;
+    if (b->len + n <= VM_OUTPUT_CAP)
+        buf_add(b, p, n);
+}
+
+int vm_run(struct vm *vm, const struct vm_run_req *req, struct vm_run_result *res,
+           struct pv_err *err)
+{
+    int r = need_state(vm, "run", VM_BOOTED, err);
+    if (r < 0)
+        return r;
+    struct buf b = BUF_INIT;
+    struct pv_wr w = {&b};
+    pv_put_u32(&w, req->env_clear ? PV_RUN_ENV_CLEAR : 0);
+    size_t argc = 0, envc = 0;
+    while (req->argv[argc])
+        argc++;
+    while (req->env && req->env[envc])
+        envc++;
+    pv_put_u32(&w, (uint32_t)argc);
+    for (size_t i = 0; i < argc; i++)
+        pv_put_str(&w, req->argv[i]);
+    pv_put_u32(&w, (uint32_t)envc);
+    for (size_t i = 0; i < envc; i++)
+        pv_put_str(&w, req->env[i]);
+    pv_put_str(&w, req->cwd);
+    pv_put_bytes(&w, req->stdin_data, req->stdin_len);
+    pv_put_u32(&w, req->timeout_ms);
+    pv_put_u64(&w, VM_OUTPUT_CAP);
+    /* The agent enforces the timeout; the host waits a little longer. */
+    double limit = req->timeout_ms ? req->timeout_ms / 1000.0 + 30 : 0;
+    struct buf reply = BUF_INIT;
+    r = chan_call(&vm->chan, PV_RUN, &b, op_deadline(limit), run_chunk, res, &reply, err);
+    buf_release(&b);
+    if (r == 0) {
+        struct pv_rd rd;
+        pv_rd_init(&rd, reply.data, reply.len);
+        res->status = (int)pv_get_u32(&rd);
+        res->exit_code = (int32_t)pv_get_u32(&rd);
+        res->signal = (int)pv_get_u32(&rd);
+        res->out_total = pv_get_u64(&rd);
+        res->err_total = pv_get_u64(&rd);
+        if (pv_rd_done(&rd) < 0)
+            r = pv_err_set(err, EBADMSG, "vm `%s`: malformed Run reply", vm->name);
+    }
+    buf_release(&reply);
+    return op_failed(vm, r, err);
+}
+
+static void data_chunk(void *ctx, uint8_t stream, const void *p, size_t n)
+{
+    struct buf *out = ctx;
+    if (stream == PV_DATA && out->len + n <= (1ull << 30))
+        buf_add(out, p, n);
+}
+
+int vm_read_file(struct vm *vm, const char *path, struct buf *out, struct pv_err *err)
+{
+    int r = need_state(vm, "read_file", VM_BOOTED, err);
+    if (r < 0)
+        return r;
+    struct buf b = BUF_INIT;
+    struct pv_wr w = {&b};
+    pv_put_str(&w, path);
+    r = chan_call(&vm->chan, PV_READ_FILE, &b, op_deadline(120), data_chunk, out, NULL, err);
+    buf_release(&b);
+    return op_failed(vm, r, err);
+}
+
+int vm_write_file(struct vm *vm, const char *path, const void *data, size_t len, uint32_t mode,
+                  bool append, struct pv_err *err)
+{
+    int r = need_state(vm, "write_file", VM_BOOTED, err);
+    if (r < 0)
+        return r;
+    size_t off = 0;
+    do {
+        size_t n = MIN(len - off, (size_t)PV_CHUNK * 8);
+        struct buf b = BUF_INIT;
+        struct pv_wr w = {&b};
+        uint32_t flags = PV_WR_CREATE;
+        flags |= (off == 0 && !append) ? PV_WR_TRUNC : PV_WR_APPEND;
+        pv_put_str(&w, path);
+        pv_put_u32(&w, mode);
+        pv_put_u32(&w, flags);
+        pv_put_bytes(&w, (const char *)data + off, n);
+        r = chan_call(&vm->chan, PV_WRITE_FILE, &b, op_deadline(120), NULL, NULL, NULL, err);
+        buf_release(&b);
+        off += n;
+    } while (r == 0 && off < len);
+    return op_failed(vm, r, err);
+}
+
+int vm_stat(struct vm *vm, const char *path, bool nofollow, struct vm_stat *st, struct pv_err *err)
+{
+    int r = need_state(vm, "stat", VM_BOOTED, err);
+    if (r < 0)
+        return r;
+    struct buf b = BUF_INIT, reply = BUF_INIT;
+    struct pv_wr w = {&b};
+    pv_put_str(&w, path);
+    pv_put_u32(&w, nofollow ? PV_STAT_NOFOLLOW : 0);
+    r = chan_call(&vm->chan, PV_STAT, &b, op_deadline(60), NULL, NULL, &reply, err);
+    if (r == 0) {
+        struct pv_rd rd;
+        pv_rd_init(&rd, reply.data, reply.len);
+        st->type = (int)pv_get_u32(&rd);
+        st->perm = pv_get_u32(&rd);
+        st->size = pv_get_u64(&rd);
+        st->mtime_ns = pv_get_i64(&rd);
+        st->uid = pv_get_u32(&rd);
+        st->gid = pv_get_u32(&rd);
+        st->ino = pv_get_u64(&rd);
+        st->nlink = pv_get_u32(&rd);
+        if (pv_rd_done(&rd) < 0)
+            r = pv_err_set(err, EBADMSG, "vm `%s`: malformed Stat reply", vm->name);
+    }
+    buf_release(&b);
+    buf_release(&reply);
+    return op_failed(vm, r, err);
+}
+
+static bool wait_exit(struct vm *vm, int ms)
+{
+    struct pollfd p = {vm->pidfd, POLLIN, 0};
+    return poll(&p, 1, ms) == 1;
+}
+
+int vm_shutdown(struct vm *vm, struct pv_err *err)
+{
+    if (vm->state == VM_SHUTDOWN)
+        return 0;
+    if (vm->state == VM_BOOTED && !vm->chan.broken) {
+        struct buf b = BUF_INIT;
+        struct pv_wr w = {&b};
+        pv_put_u32(&w, PV_POWER_OFF);
+        chan_call(&vm->chan, PV_POWEROFF, &b, now_ns() + 2000000000LL, NULL, NULL, NULL, NULL);
+        buf_release(&b);
+        wait_exit(vm, 3000);
+    }
+    stop_qemu(vm, 0);
+    vm->state = VM_SHUTDOWN;
+    (void)err;
+    return 0;
+}
+
+void vm_kill(struct vm *vm)
+{
+    stop_qemu(vm, 0);
+    if (vm->state != VM_CREATED)
+        vm->state = VM_SHUTDOWN;
+}
+
+static int qmp_simple(struct vm *vm, const char *cmd, json_t *args, struct pv_err *err)
+{
+    int r = qmp_exec(&vm->qmp, cmd, args, now_ns() + (int64_t)(10e9 * vm_globals.timeout_scale),
+                     NULL, err);
+    if (r == -EPIPE)
+        return died(vm, err, "QEMU exited");
+    return r < 0 ? pv_err_wrap(err, "vm `%s`", vm->name) : 0;
+}
+
+int vm_reset(struct vm *vm, struct pv_err *err)
+{
+    int r = need_state(vm, "reset", VM_BOOTED, err);
+    if (r < 0)
+        return r;
+    /* -no-reboot turns every reset into an exit (so a panic ends the VM);
+     * let this one through. */
+    r = qmp_simple(vm, "set-action", json_pack("{s:s}", "reboot", "reset"), err);
+    if (r == 0)
+        r = qmp_simple(vm, "system_reset", NULL, err);
+    if (r < 0)
+        return r;
+    int64_t deadline = now_ns() + (int64_t)(60e9 * vm_globals.timeout_scale);
+    if (vm_globals.transport == TRANSPORT_VSOCK) {
+        /* the guest's listener died with the old kernel: connect afresh */
+        chan_release(&vm->chan);
+        int fd = connect_vsock(vm, deadline, err);
+        if (fd < 0)
+            return died(vm, err, "no agent after reset");
+        chan_init(&vm->chan, fd, vm->pidfd);
+    } else {
+        /* the same byte stream carries on; chan_hello resynchronises */
+        buf_consume(&vm->chan.in, vm->chan.in.len);
+        vm->chan.broken = false;
+    }
+    r = chan_hello(&vm->chan, deadline, err);
+    if (r < 0) {
+        char what[sizeof(err->msg)];
+        snprintf(what, sizeof(what), "no agent after reset: %.900s", err->msg);
+        return died(vm, err, what);
+    }
+    return qmp_simple(vm, "set-action", json_pack("{s:s}", "reboot", "shutdown"), err);
+}
+
+int vm_pause(struct vm *vm, struct pv_err *err)
+{
+    int r = need_state(vm, "pause", VM_BOOTED, err);
+    if (r == 0 && (r = qmp_simple(vm, "stop", NULL, err)) == 0)
+        vm->state = VM_PAUSED;
+    return r;
+}
+
+int vm_resume(struct vm *vm, struct pv_err *err)
+{
+    int r = need_state(vm, "resume", VM_PAUSED, err);
+    if (r == 0 && (r = qmp_simple(vm, "cont", NULL, err)) == 0)
+        vm->state = VM_BOOTED;
+    return r;
+}
+
+int vm_power_button(struct vm *vm, struct pv_err *err)
+{
+    int r = need_state(vm, "power_button", VM_BOOTED, err);
+    if (r < 0)
+        return r;
+    r = qmp_simple(vm, "system_powerdown", NULL, err);
+    if (r < 0)
+        return r;
+    int ms = (int)(60000 * vm_globals.timeout_scale);
+    if (!wait_exit(vm, ms)) {
+        stop_qemu(vm, 0);
+        vm->state = VM_SHUTDOWN;
+        return pv_err_set(err, ETIMEDOUT,
+                          "vm `%s`: the guest ignored the ACPI power button for %d s; killed it",
+                          vm->name, ms / 1000);
+    }
+    stop_qemu(vm, 0);
+    vm->state = VM_SHUTDOWN;
+    return 0;
+}

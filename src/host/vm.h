@@ -1,0 +1,109 @@
+/* One virtual machine: its QEMU process, QMP and agent connections, state
+ * machine and guest operations. No Lua here (src/host/lua/l_vm.c binds it). */
+#pragma once
+
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "chan.h"
+#include "qemu.h"
+#include "qmp.h"
+
+enum vm_state { VM_CREATED, VM_BOOTED, VM_PAUSED, VM_SHUTDOWN, VM_DEAD };
+
+/* Everything a boot needs, resolved from the profile and boot opts. */
+struct vm_boot {
+    char *kernel, *initrd, *cmdline;
+    char **disks; /* NULL-terminated, may be NULL */
+    uint64_t memory;
+    int cpus;
+    double agent_timeout; /* seconds */
+    uint64_t rng_seed;
+};
+void vm_boot_release(struct vm_boot *b);
+
+struct vm {
+    char *name, *profile;
+    enum vm_state state;
+    pid_t pid;
+    int pidfd;
+    char *dir;
+    bool hvc_primary; /* the guest's console is hvc0 (else ttyS0) */
+    struct qmp qmp;
+    struct chan chan;
+    int64_t boot_ns;   /* when QEMU started */
+    int64_t ready_ns;  /* when the agent answered */
+    uint32_t cid;
+    char *exit_reason; /* why the VM is dead */
+    struct vm *next_live;
+};
+
+/* Process-wide settings, set once by main/runner. */
+struct vm_globals {
+    char *rundir;
+    enum accel accel;         /* resolved: KVM or TCG */
+    enum transport transport; /* resolved */
+    const char *machine;
+    double timeout_scale; /* 1 under KVM, larger under TCG */
+    int64_t op_deadline_ns; /* the running test's deadline, 0 = none */
+};
+extern struct vm_globals vm_globals;
+
+struct vm *vm_new(const char *name, const char *profile);
+/* Kill QEMU if it runs and free everything. NULL is fine. */
+void vm_free(struct vm *vm);
+const char *vm_state_name(enum vm_state s);
+
+/* Start QEMU and wait for the agent's handshake. On failure the VM is dead
+ * and err ends with the last 40 console lines. */
+int vm_boot(struct vm *vm, const struct vm_boot *b, struct pv_err *err);
+/* Graceful: the agent syncs and powers off; QEMU is killed if it lingers. */
+int vm_shutdown(struct vm *vm, struct pv_err *err);
+/* SIGKILL QEMU now. */
+void vm_kill(struct vm *vm);
+int vm_reset(struct vm *vm, struct pv_err *err);
+int vm_pause(struct vm *vm, struct pv_err *err);
+int vm_resume(struct vm *vm, struct pv_err *err);
+int vm_power_button(struct vm *vm, struct pv_err *err);
+/* Round trip to the agent. */
+int vm_ping(struct vm *vm, struct pv_err *err);
+
+struct vm_run_req {
+    const char *const *argv;
+    const char *const *env; /* KEY=VALUE */
+    bool env_clear;
+    const char *cwd;
+    const char *stdin_data;
+    size_t stdin_len;
+    uint32_t timeout_ms;
+};
+#define VM_OUTPUT_CAP (64ull << 20)
+struct vm_run_result {
+    int status; /* enum pv_run_status */
+    int exit_code;
+    int signal;
+    struct buf out, err;
+    uint64_t out_total, err_total;
+};
+void vm_run_result_release(struct vm_run_result *r);
+int vm_run(struct vm *vm, const struct vm_run_req *req, struct vm_run_result *res,
+           struct pv_err *err);
+
+struct vm_stat {
+    int type; /* enum pv_ftype */
+    uint32_t perm, uid, gid, nlink;
+    uint64_t size, ino;
+    int64_t mtime_ns;
+};
+/* These return 0, a positive guest errno, or -errno (see chan_call). */
+int vm_read_file(struct vm *vm, const char *path, struct buf *out, struct pv_err *err);
+int vm_write_file(struct vm *vm, const char *path, const void *data, size_t len, uint32_t mode,
+                  bool append, struct pv_err *err);
+int vm_stat(struct vm *vm, const char *path, bool nofollow, struct vm_stat *st, struct pv_err *err);
+
+/* Console: the primary console's log (ttyS0 or hvc0), whole or last lines. */
+int vm_console_log(struct vm *vm, struct buf *out);
+void vm_console_tail(struct vm *vm, int lines, struct buf *out);
+
+/* Kill every QEMU this process started (signal-safe; for fatal paths). */
+void vm_kill_all(void);

@@ -1,0 +1,158 @@
+/* The host <-> agent wire format. No I/O and no logging here: this file is
+ * linked into both the host and the static agent.
+ *
+ * A frame is a fixed 20-byte little-endian header followed by `len` payload
+ * bytes:
+ *
+ *   u32 magic   PV_MAGIC
+ *   u16 version PV_PROTO_VERSION
+ *   u16 type    enum pv_type
+ *   u32 flags   reserved, 0
+ *   u32 id      request id; replies and per-request events echo it
+ *   u32 len     payload length, at most PV_MAX_PAYLOAD
+ *
+ * A payload is a sequence of fields, each of a fixed shape: u8, u32, u64,
+ * i64 (little-endian), bytes (u32 length + data) and str (u32 length + data
+ * + NUL, the NUL counted in the length, no NUL inside). Decoders check every
+ * length against the bytes actually present; the guest is hostile. */
+#pragma once
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "util.h"
+
+#define PV_MAGIC 0x4d565250u /* "PRVM" on the wire */
+#define PV_PROTO_VERSION 1
+#define PV_HDR_SIZE 20
+#define PV_MAX_PAYLOAD (16u << 20)
+/* Data travels in chunks of at most this much, well below PV_MAX_PAYLOAD. */
+#define PV_CHUNK (256u << 10)
+
+enum pv_type {
+    /* requests, host -> agent */
+    PV_HELLO = 1,
+    PV_PING = 2,
+    PV_RUN = 3,
+    PV_READ_FILE = 4,
+    PV_WRITE_FILE = 5,
+    PV_STAT = 6,
+    PV_POWEROFF = 7,
+    PV_CANCEL = 8,
+    PV_REQ_MAX,
+
+    /* replies, agent -> host; id echoes the request */
+    PV_OK = 0x8001,
+    PV_ERR = 0x8002,
+    PV_HELLO_OK = 0x8003,
+    PV_HELLO_ERR = 0x8004,
+
+    /* events, agent -> host; id names the request they belong to (or 0) */
+    PV_EV_CHUNK = 0x9001,
+};
+
+/* PV_RUN flags */
+enum {
+    PV_RUN_ENV_CLEAR = 1 << 0,
+};
+/* PV_WRITE_FILE flags */
+enum {
+    PV_WR_CREATE = 1 << 0,
+    PV_WR_TRUNC = 1 << 1,
+    PV_WR_APPEND = 1 << 2,
+};
+/* PV_STAT flags */
+enum {
+    PV_STAT_NOFOLLOW = 1 << 0,
+};
+/* PV_RUN reply status */
+enum pv_run_status {
+    PV_EXITED = 0,
+    PV_SIGNALLED = 1,
+    PV_TIMED_OUT = 2,
+};
+/* PV_EV_CHUNK streams */
+enum pv_stream {
+    PV_STDOUT = 1,
+    PV_STDERR = 2,
+    PV_DATA = 3, /* file contents */
+};
+/* PV_POWEROFF how */
+enum {
+    PV_POWER_OFF = 0,
+    PV_POWER_REBOOT = 1,
+};
+/* HELLO_OK feature bits */
+enum {
+    PV_FEAT_RUN = 1 << 0,
+    PV_FEAT_FILES = 1 << 1,
+};
+/* File types in PV_STAT replies */
+enum pv_ftype {
+    PV_FT_FILE = 1,
+    PV_FT_DIR,
+    PV_FT_SYMLINK,
+    PV_FT_FIFO,
+    PV_FT_SOCKET,
+    PV_FT_BLOCK,
+    PV_FT_CHAR,
+    PV_FT_OTHER,
+};
+
+struct pv_hdr {
+    uint32_t magic;
+    uint16_t version;
+    uint16_t type;
+    uint32_t flags;
+    uint32_t id;
+    uint32_t len;
+};
+
+void pv_hdr_encode(const struct pv_hdr *h, uint8_t out[PV_HDR_SIZE]);
+/* Decode and validate a header: magic, length cap. The version is returned
+ * as is (the handshake decides what a mismatch means). Returns 0 or -EBADMSG
+ * with a reason in *ret_why. */
+int pv_hdr_decode(const uint8_t in[PV_HDR_SIZE], struct pv_hdr *h, const char **ret_why);
+/* Find the first plausible header (magic + version byte) in data, for
+ * resynchronising a byte stream at handshake time. Returns an offset, or len
+ * when none is there (keep the last 3 bytes: a magic may be split). */
+size_t pv_sync_scan(const uint8_t *data, size_t len);
+
+/* Payload writer: appends to a buf. Never fails (allocation aborts). */
+struct pv_wr {
+    struct buf *b;
+};
+void pv_put_u8(struct pv_wr *w, uint8_t v);
+void pv_put_u32(struct pv_wr *w, uint32_t v);
+void pv_put_u64(struct pv_wr *w, uint64_t v);
+void pv_put_i64(struct pv_wr *w, int64_t v);
+void pv_put_bytes(struct pv_wr *w, const void *p, size_t n);
+void pv_put_str(struct pv_wr *w, const char *s); /* NULL encodes as "" */
+
+/* Write a whole frame (header + payload) to a buf. */
+void pv_frame(struct buf *out, uint16_t type, uint32_t id, const void *payload, size_t len);
+
+/* Payload reader. Every get checks bounds; after the first failure `bad` is
+ * set, later gets return zero values, and pv_rd_done() reports the error.
+ * Pointers returned by get_bytes/get_str point into the payload. */
+struct pv_rd {
+    const uint8_t *p;
+    size_t len, off;
+    bool bad;
+    const char *why;
+};
+void pv_rd_init(struct pv_rd *r, const void *p, size_t len);
+uint8_t pv_get_u8(struct pv_rd *r);
+uint32_t pv_get_u32(struct pv_rd *r);
+uint64_t pv_get_u64(struct pv_rd *r);
+int64_t pv_get_i64(struct pv_rd *r);
+const void *pv_get_bytes(struct pv_rd *r, size_t *ret_len);
+const char *pv_get_str(struct pv_rd *r);
+/* A count of following items, each at least min_item bytes: rejects counts
+ * that cannot fit in the rest of the payload (so callers can allocate). */
+uint32_t pv_get_count(struct pv_rd *r, size_t min_item);
+/* 0 if every field decoded and no bytes are left over, else -EBADMSG. */
+int pv_rd_done(struct pv_rd *r);
+
+const char *pv_type_name(uint16_t type);

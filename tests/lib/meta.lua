@@ -1,0 +1,70 @@
+-- Helpers for tests that run provium itself on small case files and look
+-- at what it printed and how it exited. (Test code may use the shell; the
+-- provium binary never does.)
+local M = {}
+
+-- The tests directory (this file is tests/lib/meta.lua); provium runs there
+-- unless told otherwise, so displayed paths are relative to it.
+M.tests = (debug.getinfo(1, "S").source:match("^@(.*)/lib/meta%.lua$")) or "."
+
+M.bin = os.getenv("PROVIUM_BIN") or _provium_c.exe
+
+function M.quote(s)
+    return "'" .. tostring(s):gsub("'", "'\\''") .. "'"
+end
+
+-- Run provium with args (a list); returns output (stdout+stderr) and the
+-- exit code.
+function M.provium(args, opts)
+    opts = opts or {}
+    local parts = { M.quote(M.bin) }
+    for _, a in ipairs(args) do parts[#parts + 1] = M.quote(a) end
+    local cmd = table.concat(parts, " ")
+    cmd = "cd " .. M.quote(opts.cwd or M.tests) .. " && " .. cmd
+    local p = io.popen(cmd .. " 2>&1; echo \"@@EXIT=$?\"")
+    local out = p:read("a")
+    p:close()
+    local code = tonumber(out:match("@@EXIT=(%d+)%s*$"))
+    return out:gsub("@@EXIT=%d+%s*$", ""), code
+end
+
+-- The --json lines of a run, decoded, keyed by path.
+function M.json_run(args, opts)
+    local a = { "--json" }
+    for _, x in ipairs(args) do a[#a + 1] = x end
+    local out, code = M.provium(a, opts)
+    local files = {}
+    for line in out:gmatch("[^\n]+") do
+        if line:sub(1, 1) == "{" then
+            local f = json.decode(line)
+            files[f.path] = f
+        end
+    end
+    return files, code, out
+end
+
+function M.tmpdir()
+    local p = io.popen("mktemp -d /tmp/provium-test.XXXXXX")
+    local d = p:read("l")
+    p:close()
+    return d
+end
+
+function M.rmdir(d)
+    assert(d:match("^/tmp/provium%-test%."))
+    os.execute("rm -rf " .. M.quote(d))
+end
+
+function M.write(path, text)
+    local f = assert(io.open(path, "w"))
+    f:write(text)
+    f:close()
+end
+
+function M.by_name(file)
+    local t = {}
+    for _, x in ipairs(file.tests) do t[x.name] = x end
+    return t
+end
+
+return M

@@ -1,0 +1,2 @@
+test("foo", function(t) end)
+test("foo", function(t) end)

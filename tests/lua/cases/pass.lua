@@ -1,0 +1,1 @@
+test("one", function(t) end)

@@ -1,0 +1,3 @@
+test("x", function(t)
+    local = 1
+end)

@@ -1,0 +1,253 @@
+/* spawn_run against real programs: sh, ls, true, sleep. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+
+#include <cmocka.h>
+
+#include "spawn.h"
+
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+
+static void test_spawn_capture(void **state)
+{
+    const char *argv[] = {"sh", "-c", "echo out; echo err >&2; printf tail", NULL};
+    struct buf out = BUF_INIT;
+    struct pv_err err = {0};
+    int status = -1;
+    int r = spawn_run(argv, NULL, &out, 4096, 5000, &status, &err);
+    assert_int_equal(r, 0);
+    assert_true(WIFEXITED(status));
+    assert_int_equal(WEXITSTATUS(status), 0);
+    /* Both streams share one pipe, so the order of writes is kept. */
+    assert_string_equal(out.data, "out\nerr\ntail");
+    buf_release(&out);
+}
+
+static void test_spawn_exit_status(void **state)
+{
+    const char *argv[] = {"sh", "-c", "exit 3", NULL};
+    struct pv_err err = {0};
+    int status = -1;
+    assert_int_equal(spawn_run(argv, NULL, NULL, 0, 5000, &status, &err), 0);
+    assert_true(WIFEXITED(status));
+    assert_int_equal(WEXITSTATUS(status), 3);
+    char desc[64];
+    spawn_describe_status(status, desc, sizeof(desc));
+    assert_string_equal(desc, "exited with status 3");
+}
+
+static void test_spawn_signal_status(void **state)
+{
+    const char *argv[] = {"sh", "-c", "kill -9 $$", NULL};
+    struct pv_err err = {0};
+    int status = -1;
+    assert_int_equal(spawn_run(argv, NULL, NULL, 0, 5000, &status, &err), 0);
+    assert_true(WIFSIGNALED(status));
+    assert_int_equal(WTERMSIG(status), SIGKILL);
+    char desc[64];
+    spawn_describe_status(status, desc, sizeof(desc));
+    assert_string_equal(desc, "killed by signal 9 (Killed)");
+}
+
+static void test_spawn_missing_program(void **state)
+{
+    const char *argv[] = {"provium-no-such-program-xyz", "arg", NULL};
+    struct buf out = BUF_INIT;
+    struct pv_err err = {0};
+    int status = -1;
+    int r = spawn_run(argv, NULL, &out, 4096, 5000, &status, &err);
+    assert_int_equal(r, -ENOENT);
+    assert_int_equal(err.code, ENOENT);
+    assert_non_null(strstr(err.msg, "provium-no-such-program-xyz"));
+    assert_int_equal(status, -1); /* untouched: there was no run */
+    buf_release(&out);
+
+    const char *abs[] = {"/nonexistent/dir/prog", NULL};
+    assert_int_equal(spawn_run(abs, NULL, NULL, 0, 5000, NULL, &err), -ENOENT);
+}
+
+static void test_spawn_not_executable(void **state)
+{
+    char dir[] = "/tmp/test_spawn.XXXXXX";
+    assert_non_null(mkdtemp(dir));
+    char path[64];
+    snprintf(path, sizeof(path), "%s/plain", dir);
+    assert_int_equal(write_file_atomic(path, "#!/bin/sh\n", 10, 0644), 0);
+    const char *argv[] = {path, NULL};
+    struct pv_err err = {0};
+    int r = spawn_run(argv, NULL, NULL, 0, 5000, NULL, &err);
+    assert_int_equal(r, -EACCES);
+    assert_non_null(strstr(err.msg, path));
+    assert_int_equal(rm_rf(dir), 0);
+}
+
+static void test_spawn_timeout(void **state)
+{
+    const char *argv[] = {"sleep", "30", NULL};
+    struct pv_err err = {0};
+    int status = -1;
+    int64_t t0 = now_ms();
+    int r = spawn_run(argv, NULL, NULL, 0, 200, &status, &err);
+    int64_t took = now_ms() - t0;
+    assert_int_equal(r, -ETIMEDOUT);
+    assert_true(WIFSIGNALED(status));
+    assert_int_equal(WTERMSIG(status), SIGKILL);
+    assert_non_null(strstr(err.msg, "sleep"));
+    /* Not a timing assertion: it proves the child did not run to its end. */
+    if (took >= 30000)
+        fail_msg("spawn_run returned after %lld ms: the child was not killed", (long long)took);
+}
+
+static void test_spawn_timeout_with_output(void **state)
+{
+    /* The child keeps the pipe open and busy; the deadline still holds. */
+    const char *argv[] = {"sh", "-c", "while :; do echo spam; done", NULL};
+    struct buf out = BUF_INIT;
+    struct pv_err err = {0};
+    int r = spawn_run(argv, NULL, &out, 100, 300, NULL, &err);
+    assert_int_equal(r, -ETIMEDOUT);
+    assert_int_equal(out.len, 100);
+    buf_release(&out);
+}
+
+static void test_spawn_cwd(void **state)
+{
+    char dir[] = "/tmp/test_spawn.XXXXXX";
+    assert_non_null(mkdtemp(dir));
+    const char *argv[] = {"pwd", NULL};
+    struct buf out = BUF_INIT;
+    struct pv_err err = {0};
+    int status = -1;
+    assert_int_equal(spawn_run(argv, dir, &out, 4096, 5000, &status, &err), 0);
+    assert_int_equal(status, 0);
+    char want[64];
+    snprintf(want, sizeof(want), "%s\n", dir);
+    assert_string_equal(out.data, want);
+    buf_release(&out);
+
+    char missing[80];
+    snprintf(missing, sizeof(missing), "%s/missing", dir);
+    int r = spawn_run(argv, missing, NULL, 0, 5000, NULL, &err);
+    assert_int_equal(r, -ENOENT);
+    assert_non_null(strstr(err.msg, "chdir"));
+    assert_int_equal(rm_rf(dir), 0);
+}
+
+static void test_spawn_no_fd_leak(void **state)
+{
+    /* ls opens /proc/self/fd as 3 to list it; anything else leaked. An fd
+     * this process holds without FD_CLOEXEC must not reach the child. */
+    int inherited = open("/dev/null", O_RDONLY);
+    assert_true(inherited >= 3);
+    const char *argv[] = {"ls", "/proc/self/fd", NULL};
+    struct buf out = BUF_INIT;
+    struct pv_err err = {0};
+    int status = -1;
+    assert_int_equal(spawn_run(argv, NULL, &out, 4096, 5000, &status, &err), 0);
+    assert_int_equal(status, 0);
+    assert_string_equal(out.data, "0\n1\n2\n3\n");
+    buf_release(&out);
+    /* The mark is the child's own: the caller's fd is still inheritable. */
+    assert_int_equal(fcntl(inherited, F_GETFD), 0);
+    close(inherited);
+}
+
+static void test_spawn_stdin_is_devnull(void **state)
+{
+    const char *argv[] = {"wc", "-c", NULL};
+    struct buf out = BUF_INIT;
+    struct pv_err err = {0};
+    assert_int_equal(spawn_run(argv, NULL, &out, 4096, 5000, NULL, &err), 0);
+    assert_string_equal(out.data, "0\n");
+    buf_release(&out);
+}
+
+static void test_spawn_truncates_output(void **state)
+{
+    /* 1 MiB of output, far above a pipe's capacity: the child must not
+     * block, and only max_out bytes are kept. */
+    const char *argv[] = {"head", "-c", "1048576", "/dev/zero", NULL};
+    struct buf out = BUF_INIT;
+    struct pv_err err = {0};
+    int status = -1;
+    assert_int_equal(spawn_run(argv, NULL, &out, 1000, 10000, &status, &err), 0);
+    assert_int_equal(status, 0);
+    assert_int_equal(out.len, 1000);
+    buf_release(&out);
+
+    assert_int_equal(spawn_run(argv, NULL, &out, 4 << 20, 10000, &status, &err), 0);
+    assert_int_equal(out.len, 1048576);
+    buf_release(&out);
+}
+
+static void test_spawn_grandchild_keeps_pipe(void **state)
+{
+    /* The child exits at once but leaves a background process holding the
+     * output pipe: spawn_run returns when the child exits, with its output. */
+    const char *argv[] = {"sh", "-c", "echo before; sleep 30 & exit 0", NULL};
+    struct buf out = BUF_INIT;
+    struct pv_err err = {0};
+    int status = -1;
+    int64_t t0 = now_ms();
+    assert_int_equal(spawn_run(argv, NULL, &out, 4096, 20000, &status, &err), 0);
+    int64_t took = now_ms() - t0;
+    assert_int_equal(status, 0);
+    assert_string_equal(out.data, "before\n");
+    if (took >= 20000)
+        fail_msg("spawn_run waited %lld ms for a grandchild", (long long)took);
+    buf_release(&out);
+}
+
+static void test_spawn_sigpipe_default(void **state)
+{
+    /* Even when the parent ignores SIGPIPE, the child gets the default. */
+    signal(SIGPIPE, SIG_IGN);
+    const char *argv[] = {"sh", "-c", "grep SigIgn /proc/self/status", NULL};
+    struct buf out = BUF_INIT;
+    struct pv_err err = {0};
+    assert_int_equal(spawn_run(argv, NULL, &out, 4096, 5000, NULL, &err), 0);
+    signal(SIGPIPE, SIG_DFL);
+    /* sh itself may ignore nothing at this point: no SIGPIPE bit (13 -> 0x1000). */
+    unsigned long long mask = strtoull(strchr(out.data, ':') + 1, NULL, 16);
+    if (mask & (1ull << (SIGPIPE - 1)))
+        fail_msg("child ignores SIGPIPE: %s", out.data);
+    buf_release(&out);
+}
+
+static void test_spawn_describe(void **state)
+{
+    char desc[64];
+    spawn_describe_status(0, desc, sizeof(desc));
+    assert_string_equal(desc, "exited with status 0");
+    spawn_describe_status(SIGTERM, desc, sizeof(desc));
+    assert_string_equal(desc, "killed by signal 15 (Terminated)");
+    char tiny[8];
+    spawn_describe_status(3 << 8, tiny, sizeof(tiny));
+    assert_string_equal(tiny, "exited ");
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_spawn_capture),
+        cmocka_unit_test(test_spawn_exit_status),
+        cmocka_unit_test(test_spawn_signal_status),
+        cmocka_unit_test(test_spawn_missing_program),
+        cmocka_unit_test(test_spawn_not_executable),
+        cmocka_unit_test(test_spawn_timeout),
+        cmocka_unit_test(test_spawn_timeout_with_output),
+        cmocka_unit_test(test_spawn_cwd),
+        cmocka_unit_test(test_spawn_no_fd_leak),
+        cmocka_unit_test(test_spawn_stdin_is_devnull),
+        cmocka_unit_test(test_spawn_truncates_output),
+        cmocka_unit_test(test_spawn_grandchild_keeps_pipe),
+        cmocka_unit_test(test_spawn_sigpipe_default),
+        cmocka_unit_test(test_spawn_describe),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
