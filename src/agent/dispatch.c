@@ -176,13 +176,14 @@ static int consume_input(struct agent *a)
             return 0;
         struct pv_hdr h;
         const char *why;
-        if (pv_hdr_decode((const uint8_t *)a->in.data, &h, &why) < 0) {
-            if (!a->hello_done) {
-                buf_consume(&a->in, 1);
-                continue;
-            }
-            return -EBADMSG;
+        int bad = pv_hdr_decode((const uint8_t *)a->in.data, &h, &why);
+        if (!a->hello_done && (bad < 0 || h.type != PV_HELLO || h.len > 64)) {
+            /* before the handshake only a Hello counts; skip noise bytewise */
+            buf_consume(&a->in, 1);
+            continue;
         }
+        if (bad < 0)
+            return -EBADMSG;
         if (a->in.len - PV_HDR_SIZE < h.len)
             return 0;
         dispatch(a, &h, (const uint8_t *)a->in.data + PV_HDR_SIZE);

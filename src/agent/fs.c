@@ -10,12 +10,17 @@ int agent_op_read_file(struct agent *a, uint32_t id, struct pv_rd *r)
     const char *path = pv_get_str(r);
     if (pv_rd_done(r) < 0)
         return -EBADMSG;
-    _cleanup_close_ int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
+    /* O_NONBLOCK: opening a FIFO must not wedge the agent */
+    _cleanup_close_ int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
     if (fd < 0)
         return -errno;
     struct stat st;
-    if (fstat(fd, &st) == 0 && S_ISDIR(st.st_mode))
+    if (fstat(fd, &st) < 0)
+        return -errno;
+    if (S_ISDIR(st.st_mode))
         return -EISDIR;
+    if (!S_ISREG(st.st_mode)) /* FIFOs and devices may block or never end */
+        return -EINVAL;
     _cleanup_free_ char *chunk = xmalloc(PV_CHUNK);
     uint64_t total = 0;
     for (;;) {
@@ -47,7 +52,7 @@ int agent_op_write_file(struct agent *a, uint32_t id, struct pv_rd *r)
     const void *data = pv_get_bytes(r, &len);
     if (pv_rd_done(r) < 0)
         return -EBADMSG;
-    int oflags = O_WRONLY | O_CLOEXEC | O_NOCTTY;
+    int oflags = O_WRONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK;
     if (flags & PV_WR_CREATE)
         oflags |= O_CREAT;
     if (flags & PV_WR_TRUNC)

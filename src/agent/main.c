@@ -16,11 +16,13 @@
  * socat and in tests. */
 #include <dirent.h>
 #include <fcntl.h>
+#include <linux/input.h>
 #include <linux/vm_sockets.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdio.h>
 #include <sys/mount.h>
+#include <sys/reboot.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -236,6 +238,35 @@ static void agent_main(void)
     agent_virtio_serial();
 }
 
+/* The input device named "Power Button" (ACPI button + evdev), or -1. */
+static int open_power_button(void)
+{
+    for (int i = 0; i < 32; i++) {
+        char path[96], name[64] = "";
+        snprintf(path, sizeof(path), "/sys/class/input/event%d/device/name", i);
+        int fd = open(path, O_RDONLY | O_CLOEXEC);
+        if (fd < 0)
+            continue;
+        ssize_t n = read(fd, name, sizeof(name) - 1);
+        close(fd);
+        if (n > 0 && !strncmp(name, "Power Button", 12)) {
+            snprintf(path, sizeof(path), "/dev/input/event%d", i);
+            return open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
+        }
+    }
+    return -1;
+}
+
+static bool power_pressed(int fd)
+{
+    struct input_event ev[16];
+    ssize_t n = read(fd, ev, sizeof(ev));
+    for (ssize_t i = 0; i < n / (ssize_t)sizeof(ev[0]); i++)
+        if (ev[i].type == EV_KEY && ev[i].code == KEY_POWER && ev[i].value == 1)
+            return true;
+    return false;
+}
+
 static bool executable(const char *p)
 {
     return p && *p && access(p, X_OK) == 0;
@@ -278,10 +309,19 @@ static int shim(char **argv)
     }
     if (want)
         klog("init %s not found; staying PID 1", want);
-    /* No init: stay PID 1 and reap whatever is orphaned. */
-    for (;;)
-        if (wait(NULL) < 0 && errno == ECHILD)
-            pause();
+    /* No init: stay PID 1, reap whatever is orphaned, and do an init's
+     * duty on the ACPI power button. */
+    int button = open_power_button();
+    for (;;) {
+        while (waitpid(-1, NULL, WNOHANG) > 0)
+            ;
+        struct pollfd p = {button, POLLIN, 0};
+        if (poll(&p, button >= 0 ? 1 : 0, 1000) == 1 && power_pressed(button)) {
+            klog("power button pressed: powering off");
+            sync();
+            reboot(RB_POWER_OFF);
+        }
+    }
 }
 
 int main(int argc, char **argv)

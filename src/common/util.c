@@ -87,7 +87,7 @@ int pv_err_wrap(struct pv_err *err, const char *fmt, ...)
     va_end(ap);
     char old[sizeof(err->msg)];
     memcpy(old, err->msg, sizeof(old));
-    snprintf(err->msg, sizeof(err->msg), "%.511s: %.500s", prefix, old);
+    snprintf(err->msg, sizeof(err->msg), "%.511s: %.7600s", prefix, old);
     if (err->code <= 0)
         err->code = EIO;
     return -err->code;
@@ -125,7 +125,8 @@ void buf_addf(struct buf *b, const char *fmt, ...)
     va_start(ap, fmt);
     va_list ap2;
     va_copy(ap2, ap);
-    int n = vsnprintf(NULL, 0, fmt, ap);
+    char probe[1];
+    int n = vsnprintf(probe, sizeof(probe), fmt, ap);
     va_end(ap);
     if (n > 0) {
         buf_reserve(b, (size_t)n);

@@ -59,7 +59,7 @@ char *xasprintf(const char *fmt, ...) PV_PRINTF(1, 2);
  * via pv_err_wrap() on the way up. */
 struct pv_err {
     int code;
-    char msg[1024];
+    char msg[8192]; /* room for a 40-line console tail */
 };
 
 /* Set err (which may be NULL) and return -code, so `return pv_err_set(...)`

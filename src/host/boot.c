@@ -11,7 +11,7 @@
 #include "spawn.h"
 
 #define AGENT_PATH "/provium-agent"
-#define DEFAULT_CMDLINE "console=ttyS0 quiet panic=-1"
+#define DEFAULT_CMDLINE "console=ttyS0 panic=-1"
 
 /* Transport, entropy and the ACPI power button (the agent powers off on it
  * when no init does). A kernel with these built in needs none of them. */
@@ -330,6 +330,14 @@ int boot_plan(const struct config *cfg, const char *name, const struct boot_opts
     if (p) {
         if (p->build && (r = run_build(p, err)) < 0)
             return r;
+        if (!p->kernel)
+            return pv_err_set(err, ENOTSUP,
+                              "profile `%s` (%s:%d) names no kernel; a kernel found inside a "
+                              "`root` directory is not supported yet: set `kernel`",
+                              name, p->source, p->line);
+        if (access(p->kernel, R_OK) < 0)
+            return pv_err_set(err, errno, "profile `%s` (%s:%d): kernel %s: %s", name, p->source,
+                              p->line, p->kernel, strerror(errno));
         b->kernel = xstrdup(p->kernel);
         buf_adds(&cmd, p->cmdline && *p->cmdline ? p->cmdline : "");
     } else {

@@ -146,7 +146,9 @@ int chan_hello(struct chan *c, int64_t deadline_ns, struct pv_err *err)
         if (c->in.len >= PV_HDR_SIZE) {
             struct pv_hdr h;
             const char *why;
-            if (pv_hdr_decode((const uint8_t *)c->in.data, &h, &why) < 0) {
+            /* A stray magic must not make us wait for a bogus length. */
+            if (pv_hdr_decode((const uint8_t *)c->in.data, &h, &why) < 0 ||
+                (h.type != PV_HELLO_OK && h.type != PV_HELLO_ERR) || h.len > 4096) {
                 buf_consume(&c->in, 1);
                 continue;
             }
@@ -170,6 +172,9 @@ int chan_hello(struct chan *c, int64_t deadline_ns, struct pv_err *err)
                         ret = broken(c, err, EBADMSG, "malformed HelloOk: %s", r.why);
                         goto out;
                     }
+                    free(c->agent_version);
+                    free(c->guest_os);
+                    free(c->kernel_release);
                     c->agent_version = xstrdup(av);
                     c->guest_os = xstrdup(os);
                     c->kernel_release = xstrdup(rel);

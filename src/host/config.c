@@ -193,8 +193,8 @@ static int config_path(const struct config_ctx *x, const char *key, const struct
 }
 
 /* An array of paths, e.g. roots or disks. */
-static int config_path_list(const struct config_ctx *x, const char *key,
-                            const struct toml_value *v, char ***ret, size_t *ret_n)
+static int config_path_list(const struct config_ctx *x, const char *key, const struct toml_value *v,
+                            char ***ret, size_t *ret_n)
 {
     int r = config_want(x, key, v, TOML_ARRAY);
     if (r < 0)
@@ -398,8 +398,7 @@ static int config_disk(const struct config_ctx *x, size_t i, const struct toml_v
                 if (r == 0)
                     readonly = kv->u.b;
             } else {
-                r = config_invalid(x, kv->line, "unknown key `%s` in %s",
-                                   kname, x->where);
+                r = config_invalid(x, kv->line, "unknown key `%s` in %s", kname, x->where);
             }
         }
         if (r == 0 && !path)
@@ -481,12 +480,10 @@ static int config_load_profile(const struct config_ctx *x, const struct toml_tab
         return r;
 
     if (root && rootfs)
-        return config_invalid(x, root->line, "profile `%s` sets both `root` and `rootfs`",
-                              p->name);
+        return config_invalid(x, root->line, "profile `%s` sets both `root` and `rootfs`", p->name);
     /* Without kernel, the kernel is the one inside the root (found at boot). */
     if (!p->kernel && !p->rootfs)
-        return config_invalid(x, p->line, "profile `%s` sets neither `kernel` nor `root`",
-                              p->name);
+        return config_invalid(x, p->line, "profile `%s` sets neither `kernel` nor `root`", p->name);
     if (guest_os && strcmp(p->guest_os, "linux") && strcmp(p->guest_os, "peios"))
         return config_invalid(x, guest_os->line,
                               "profile `%s` has guest_os = `%s`, expected `linux` or `peios`",
@@ -525,8 +522,8 @@ static int config_load_profiles(struct config *c, const struct config_ctx *top,
             return config_invalid(&x, v->line, "empty profile name in [%s]", tname);
         const struct profile *old = config_find_profile(c, name);
         if (old)
-            return config_invalid(&x, v->line, "profile `%s` is already defined at line %d",
-                                  name, old->line);
+            return config_invalid(&x, v->line, "profile `%s` is already defined at line %d", name,
+                                  old->line);
         struct profile *p = config_add_profile(c, name, c->path, v->u.tab->line, c->dir);
         r = config_load_profile(&x, v->u.tab, p);
         if (r < 0)
@@ -581,8 +578,8 @@ static int config_load_from_dir(struct config *c, const struct config_ctx *top,
         const struct profile *old = config_find_profile(c, names[i]);
         if (old) {
             struct config_ctx ox = {top->file, c->dir, NULL, top->err};
-            r = config_invalid(&ox, old->line, "profile `%s` is defined here and in `%s`",
-                               names[i], file);
+            r = config_invalid(&ox, old->line, "profile `%s` is defined here and in `%s`", names[i],
+                               file);
             break;
         }
         struct toml_table *t = NULL;

@@ -52,21 +52,21 @@ struct profile {
      * after the build, putting its text first. */
     char *cmdline_file;
     bool cmdline_file_pending;
-    char **disks;        /* paths, resolved */
+    char **disks; /* paths, resolved */
     size_t ndisks;
-    char **disk_ids;     /* per disk: the "id" of a { path, id, readonly } entry, or NULL */
-    bool *disk_readonly; /* per disk: "readonly" of such an entry, default false */
+    char **disk_ids;           /* per disk: the "id" of a { path, id, readonly } entry, or NULL */
+    bool *disk_readonly;       /* per disk: "readonly" of such an entry, default false */
     bool inject_agent;         /* default true */
     double agent_boot_timeout; /* seconds, 0 = unset */
 };
 
 struct config {
-    char *path, *dir;             /* the file and its directory (absolute); path NULL if none */
-    char **roots;                 /* absolute */
+    char *path, *dir; /* the file and its directory (absolute); path NULL if none */
+    char **roots;     /* absolute */
     size_t nroots;
-    char *cache_dir;              /* absolute */
-    uint64_t cache_max_size;      /* bytes, default 20 GiB */
-    struct profile *profiles;     /* sorted by name */
+    char *cache_dir;          /* absolute */
+    uint64_t cache_max_size;  /* bytes, default 20 GiB */
+    struct profile *profiles; /* sorted by name */
     size_t nprofiles;
 };
 

@@ -101,6 +101,13 @@ void report_file(struct report *r, const struct file_result *f)
         else
             failed++;
     }
+    if (f->kind == FILE_INTERRUPTED) {
+        /* stopped by Ctrl-C: neither passed nor failed */
+        r->files++;
+        fprintf(r->human, "STOP %s (interrupted)\n", f->display);
+        fflush(r->human);
+        return;
+    }
     if (chunk || !f->outcome)
         failed++;
     r->files++;

@@ -8,7 +8,7 @@
 
 #include "runner.h"
 
-enum file_kind { FILE_RAN, FILE_TIMED_OUT, FILE_CRASHED };
+enum file_kind { FILE_RAN, FILE_TIMED_OUT, FILE_CRASHED, FILE_INTERRUPTED };
 
 struct file_result {
     const char *display;

@@ -163,7 +163,7 @@ struct job {
     int outfd, resfd; /* captured output, outcome JSON */
     struct buf out, res;
     int64_t start_ns, deadline_ns;
-    bool timed_out, term_sent;
+    bool timed_out, term_sent, interrupted;
     int64_t kill_at_ns;
 };
 
@@ -270,7 +270,7 @@ static void finish_job(struct job *j, const struct run_opts *o, struct report *r
         fr.reason = xstrdup(how);
     }
     if (!j->timed_out && !fr.outcome)
-        fr.kind = FILE_CRASHED;
+        fr.kind = j->interrupted ? FILE_INTERRUPTED : FILE_CRASHED;
     report_file(rep, &fr);
     json_decref(fr.outcome);
     free(fr.reason);
@@ -346,6 +346,7 @@ int runner_run(const struct config *cfg, const struct run_opts *o, char **files,
                 if (run[k].pid && !run[k].term_sent) {
                     kill(run[k].pid, SIGTERM);
                     run[k].term_sent = true;
+                    run[k].interrupted = true;
                     run[k].kill_at_ns = now_ns() + 5000000000LL;
                 }
             }

@@ -205,10 +205,7 @@ static void value_free(struct toml_value *v)
     free(v);
 }
 
-void toml_free(struct toml_table *t)
-{
-    table_free(t);
-}
+void toml_free(struct toml_table *t) { table_free(t); }
 
 static struct toml_value *value_new(enum toml_type type, int line, int col)
 {
@@ -355,8 +352,8 @@ static void keypath_push(struct keypath *k, char *part, const char *at)
 
 static bool is_bare_key_char(int c)
 {
-    return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
-           c == '_' || c == '-';
+    return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '_' ||
+           c == '-';
 }
 
 static bool is_bare_key(const char *s)
@@ -387,10 +384,7 @@ static char *keypath_str(const struct keypath *k, size_t upto)
 
 /* ---- cursor ---- */
 
-static int peek(const struct parser *P)
-{
-    return P->p < P->end ? (unsigned char)*P->p : -1;
-}
+static int peek(const struct parser *P) { return P->p < P->end ? (unsigned char)*P->p : -1; }
 
 static int peek_at(const struct parser *P, size_t k)
 {
@@ -469,8 +463,8 @@ static int end_of_line(struct parser *P, const char *after)
         return r;
     if (r == 0) {
         char buf[16];
-        return toml_fail(P, P->p, "unexpected %s after %s", toml_describe(P, P->p, buf, sizeof(buf)),
-                         after);
+        return toml_fail(P, P->p, "unexpected %s after %s",
+                         toml_describe(P, P->p, buf, sizeof(buf)), after);
     }
     return 0;
 }
@@ -566,8 +560,8 @@ static int parse_escape(struct parser *P, struct buf *out)
         cp = cp * 16 + (uint32_t)d;
     }
     if (cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff))
-        return toml_fail(P, bs, "invalid escape `\\%c%.*s`: not a Unicode scalar value", c,
-                         ndigits, bs + 2);
+        return toml_fail(P, bs, "invalid escape `\\%c%.*s`: not a Unicode scalar value", c, ndigits,
+                         bs + 2);
     if (cp == 0)
         return toml_fail(P, bs, "escape `\\%c%.*s` (NUL) is not supported", c, ndigits, bs + 2);
     utf8_put(out, cp);
@@ -635,7 +629,8 @@ static int parse_string(struct parser *P, bool allow_multi, char **ret)
     }
     for (;;) {
         if (P->p >= P->end) {
-            r = toml_fail(P, open, multi ? "unterminated multi-line string" : "unterminated string");
+            r = toml_fail(P, open,
+                          multi ? "unterminated multi-line string" : "unterminated string");
             goto out;
         }
         unsigned char c = (unsigned char)*P->p;
@@ -777,7 +772,8 @@ static int number_kind(const char *tok, size_t len, bool *is_float, int *base)
     *base = 10;
     if (i < len && (tok[i] == '+' || tok[i] == '-'))
         i++;
-    if (i + 1 < len && tok[i] == '0' && (tok[i + 1] == 'x' || tok[i + 1] == 'o' || tok[i + 1] == 'b')) {
+    if (i + 1 < len && tok[i] == '0' &&
+        (tok[i + 1] == 'x' || tok[i + 1] == 'o' || tok[i + 1] == 'b')) {
         if (i != 0) /* no sign on prefixed integers */
             return -1;
         *base = tok[1] == 'x' ? 16 : tok[1] == 'o' ? 8 : 2;
@@ -810,8 +806,8 @@ static int number_kind(const char *tok, size_t len, bool *is_float, int *base)
 
 static bool is_number_char(int c)
 {
-    return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
-           c == '_' || c == '.' || c == '+' || c == '-';
+    return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || c == '_' ||
+           c == '.' || c == '+' || c == '-';
 }
 
 static bool looks_like_datetime(const struct parser *P)
@@ -970,7 +966,7 @@ static int parse_keyval(struct parser *P, struct toml_table *t)
 {
     struct keypath k = {0};
     const char *kstart = P->p;
-    struct toml_table *target;
+    struct toml_table *target = NULL;
     struct toml_value *v = NULL;
     char buf[16];
     int r = parse_key(P, &k);
@@ -1167,8 +1163,7 @@ static int header_table(struct parser *P, const struct keypath *k, const char *o
     if (flags & TAB_HEADER)
         return toml_fail(P, open, "duplicate table `[%s]`", path);
     if (flags & TAB_DOTTED)
-        return toml_fail(P, open, "duplicate table `[%s]` (already defined by dotted keys)",
-                         path);
+        return toml_fail(P, open, "duplicate table `[%s]` (already defined by dotted keys)", path);
     if (flags & TAB_INLINE)
         return toml_fail(P, open, "duplicate table `[%s]` (already defined inline)", path);
     /* Created implicitly by an earlier [path.sub]: defined here. */

@@ -114,7 +114,7 @@ void pv_hdr_encode(const struct pv_hdr *h, uint8_t out[PV_HDR_SIZE]);
  * as is (the handshake decides what a mismatch means). Returns 0 or -EBADMSG
  * with a reason in *ret_why. */
 int pv_hdr_decode(const uint8_t in[PV_HDR_SIZE], struct pv_hdr *h, const char **ret_why);
-/* Find the first plausible header (magic + version byte) in data, for
+/* Find the first magic in data, for
  * resynchronising a byte stream at handshake time. Returns an offset, or len
  * when none is there (keep the last 3 bytes: a magic may be split). */
 size_t pv_sync_scan(const uint8_t *data, size_t len);

@@ -95,8 +95,7 @@ static void check_pos(int got_line, int got_col, int line, int col, const char *
 #define INT_AT(t, path, want) check_int(typed(t, path, TOML_INT, __LINE__), want, path, __LINE__)
 #define FLOAT_AT(t, path, want)                                                                    \
     check_float(typed(t, path, TOML_FLOAT, __LINE__), want, path, __LINE__)
-#define BOOL_AT(t, path, want)                                                                     \
-    assert_int_equal(typed(t, path, TOML_BOOL, __LINE__)->u.b, (want))
+#define BOOL_AT(t, path, want) assert_int_equal(typed(t, path, TOML_BOOL, __LINE__)->u.b, (want))
 #define ARR_AT(t, path) typed(t, path, TOML_ARRAY, __LINE__)
 #define TAB_AT(t, path) (typed(t, path, TOML_TABLE, __LINE__)->u.tab)
 
@@ -212,8 +211,9 @@ static void test_strings(void **state)
     STR_AT(t, "ml_quotes", "Here are two quotation marks: \"\". Simple enough.");
     STR_AT(t, "ml_end_quotes", "\"This,\" she said, \"is just a pointless statement.\"");
     STR_AT(t, "ml_escape", "a\tb\xc3\xa9 \"\"\"");
-    STR_AT(t, "ml_lit", "The first newline is\ntrimmed in raw strings.\n   All other whitespace\n"
-                        "   is preserved. \\n stays.\n");
+    STR_AT(t, "ml_lit",
+           "The first newline is\ntrimmed in raw strings.\n   All other whitespace\n"
+           "   is preserved. \\n stays.\n");
     STR_AT(t, "ml_lit_quotes", "Here are fifteen quotation marks: \"\"\"\"\"\"\"\"\"\"\"\"\"\"\"");
     STR_AT(t, "ml_lit_end", "'That,' she said, 'is still pointless.'");
     STR_AT(t, "tab_inside", "a\tb");
@@ -702,10 +702,10 @@ static const struct bad_case bad_cases[] = {
     {"# c\x01\n", 1, 4, "control character U+0001 in comment"},
     {"# c\x7f\n", 1, 4, "control character U+007F in comment"},
     {"a = \"\xff\"", 1, 6, "invalid UTF-8"},
-    {"a = \"\xc0\xaf\"", 1, 6, "invalid UTF-8"},            /* overlong */
-    {"a = \"\xed\xa0\x80\"", 1, 6, "invalid UTF-8"},        /* surrogate */
-    {"a = \"\xf4\x90\x80\x80\"", 1, 6, "invalid UTF-8"},    /* above U+10FFFF */
-    {"# ok\n# \xe2\x82\n", 2, 3, "invalid UTF-8"},          /* truncated */
+    {"a = \"\xc0\xaf\"", 1, 6, "invalid UTF-8"},                           /* overlong */
+    {"a = \"\xed\xa0\x80\"", 1, 6, "invalid UTF-8"},                       /* surrogate */
+    {"a = \"\xf4\x90\x80\x80\"", 1, 6, "invalid UTF-8"},                   /* above U+10FFFF */
+    {"# ok\n# \xe2\x82\n", 2, 3, "invalid UTF-8"},                         /* truncated */
     {"a = 1\n\xef\xbb\xbf", 2, 1, "expected a key, found `\xef\xbb\xbf`"}, /* BOM mid-file */
 };
 
@@ -719,8 +719,8 @@ static void test_malformed(void **state)
         memset(&err, 0x55, sizeof(err));
         int r = toml_parse(c->text, strlen(c->text), &t, &err);
         if (r == 0) {
-            print_error("case %zu: parsed, want error %d:%d `%s`\n--- input ---\n%s\n", i,
-                        c->line, c->col, c->msg, c->text);
+            print_error("case %zu: parsed, want error %d:%d `%s`\n--- input ---\n%s\n", i, c->line,
+                        c->col, c->msg, c->text);
             toml_free(t);
             failures++;
             continue;
@@ -840,9 +840,9 @@ static void test_huge_inputs(void **state)
 
     /* Pseudo-random bytes and pseudo-random TOML-ish tokens: any result
      * is fine as long as nothing crashes (the sanitisers watch). */
-    static const char *const tokens[] = {"[", "]", "[[", "]]", "{", "}", "=", ",", ".", "a",
-                                         "\"", "'", "\"\"\"", "'''", "\\", "\\u", "1", "0x",
-                                         "e", "_", "#", "\n", " ", "true", "inf", "\r\n", "-"};
+    static const char *const tokens[] = {
+        "[",  "]",   "[[", "]]", "{", "}", "=", ",",  ".", "a",    "\"",  "'",    "\"\"\"", "'''",
+        "\\", "\\u", "1",  "0x", "e", "_", "#", "\n", " ", "true", "inf", "\r\n", "-"};
     uint32_t seed = 12345;
     for (int round = 0; round < 2000; round++) {
         struct buf r = BUF_INIT;

@@ -345,8 +345,9 @@ static int l_vm_run_raw(lua_State *L)
         while (lua_next(L, -2)) {
             if (lua_type(L, -2) != LUA_TSTRING)
                 return luaL_error(L, "vm:run: env keys must be strings");
-            const char *s = lua_pushfstring(L, "%s=%s", lua_tostring(L, -2),
-                                            luaL_tolstring(L, -1, NULL));
+            const char *key = lua_tostring(L, -2);
+            const char *val = luaL_tolstring(L, -1, NULL);
+            const char *s = lua_pushfstring(L, "%s=%s", key, val);
             env[k++] = s;
             lua_seti(L, 4, argc + 3 + (lua_Integer)k);
             lua_pop(L, 2);

@@ -1,0 +1,85 @@
+-- Profiles from a real provium.toml: provium runs in a scratch project.
+local meta = require("lib.meta")
+
+local kernel, modules = (function()
+    local p = io.popen(meta.quote(meta.bin) .. " kernel path")
+    local k, m = p:read("l"), p:read("l")
+    p:close()
+    return k, m
+end)()
+
+-- A user initrd with busybox: the default profile's generated one will do.
+local function some_initrd()
+    local p = io.popen("ls -t " .. meta.quote(kernel:match("^(.*)/kernels/")) .. "/initrd/default-*.cpio")
+    local path = p:read("l")
+    p:close()
+    return path
+end
+
+test("profiles: [profiles.x], legacy [profile.x] + append, relative paths, modules", function(t)
+    local d = meta.tmpdir()
+    os.execute("mkdir -p " .. d .. "/images && ln -s " .. meta.quote(some_initrd()) .. " " .. d .. "/images/initrd.img")
+    meta.write(d .. "/provium.toml", ([[
+# a project of its own
+[provium]
+roots = ["suite"]
+
+[profiles.plain]
+kernel  = "%s"
+initrd  = "images/initrd.img"      # relative to this file
+cmdline = "console=ttyS0 panic=-1 profile_marker=plain"
+modules = "%s"
+
+[profile.legacy]
+kernel = "%s"
+initrd = "images/initrd.img"
+append = "legacy_marker=1"
+modules = "%s"
+]]):format(kernel, modules, kernel, modules))
+    os.execute("mkdir -p " .. d .. "/suite")
+    meta.write(d .. "/suite/p.test.lua", [[
+test("plain", function(t)
+    local vm = provium:vm("a", "plain"):boot()
+    t:assert_contains(vm:read_file("/proc/cmdline"), "profile_marker=plain")
+    vm:run("uname -r"):assert_ok()
+end)
+test("legacy", function(t)
+    local vm = provium.create("legacy"):boot()
+    t:assert_contains(vm:read_file("/proc/cmdline"), "legacy_marker=1")
+    t:assert_eq(vm:exec("echo ok").stdout, "ok\n")
+end)
+test("unknown", function(t)
+    t:assert_contains(t:assert_raises(function() provium:vm("u", "nope"):boot() end),
+        "unknown profile `nope` (" )
+end)
+]])
+    local out, code = meta.provium({}, { cwd = d })
+    meta.rmdir(d)
+    t:assert_eq(code, 0, out)
+    t:assert_contains(out, "PASS suite/p.test.lua (3 passed, 0 failed, 0 skipped)")
+end)
+
+test("profiles: --config names another file; a missing kernel is a boot error", function(t)
+    local d = meta.tmpdir()
+    meta.write(d .. "/alt.toml", '[profiles.x]\nkernel = "missing/bzImage"\ninitrd = "none.img"\n')
+    meta.write(d .. "/x.test.lua", [[
+test("boot", function(t)
+    local err = t:assert_raises(function() provium:vm("v", "x"):boot() end)
+    t:assert_contains(err, "missing/bzImage")
+end)
+]])
+    local out, code = meta.provium({ "--config", "alt.toml", "x.test.lua" }, { cwd = d })
+    meta.rmdir(d)
+    t:assert_eq(code, 0, out)
+end)
+
+test("config errors exit 2 and name the file and line", function(t)
+    local d = meta.tmpdir()
+    meta.write(d .. "/provium.toml", '[profiles.x]\nkernel = "/k"\ncolour = "blue"\n')
+    meta.write(d .. "/x.test.lua", 'test("x", function() end)\n')
+    local out, code = meta.provium({ "x.test.lua" }, { cwd = d })
+    meta.rmdir(d)
+    t:assert_eq(code, 2)
+    t:assert_contains(out, "provium.toml")
+    t:assert_contains(out, "colour")
+end)
