@@ -64,8 +64,10 @@ char **qemu_argv(const struct qemu_config *qc)
     add(&a, "-machine");
     addf(&a, "%s,accel=%s", qc->machine ? qc->machine : "pc",
          qc->accel == ACCEL_KVM ? "kvm" : "tcg");
+    /* Under TCG, qemu64 boots ~0.25 s faster than max (median of 7, Debian
+     * 6.1 cloud kernel, QEMU 7.2); KVM passes the host's CPU through. */
     add(&a, "-cpu");
-    add(&a, qc->accel == ACCEL_KVM ? "host" : "max");
+    add(&a, qc->accel == ACCEL_KVM ? "host" : "qemu64");
     add(&a, "-m");
     addf(&a, "%llum", (unsigned long long)(qc->memory >> 20));
     add(&a, "-smp");
@@ -94,7 +96,9 @@ char **qemu_argv(const struct qemu_config *qc)
     add(&a, "-serial");
     add(&a, "chardev:ser0");
     add(&a, "-device");
-    add(&a, "virtio-serial-pci,id=vser0");
+    /* Both virtio devices share slot 3 as two functions: one PCI
+     * interrupt link for the guest to route (ACPI AML is slow under TCG). */
+    add(&a, "virtio-serial-pci,id=vser0,addr=0x3.0,multifunction=on");
     add(&a, "-chardev");
     addf(&a, "socket,id=hvc0,path=%s/hvc.sock,server=on,wait=off,logfile=%s/hvc.log", dir, dir);
     add(&a, "-device");
@@ -114,7 +118,7 @@ char **qemu_argv(const struct qemu_config *qc)
     add(&a, "-object");
     add(&a, "rng-random,id=rng0,filename=/dev/urandom");
     add(&a, "-device");
-    add(&a, "virtio-rng-pci,rng=rng0");
+    add(&a, "virtio-rng-pci,rng=rng0,addr=0x3.1");
 
     for (size_t i = 0; qc->disks && qc->disks[i]; i++) {
         _cleanup_free_ char *d = qesc(qc->disks[i]);
