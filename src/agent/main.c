@@ -2,7 +2,8 @@
  *
  * The PID-1 shim mounts the pseudo filesystems, loads the kernel modules the
  * transport needs (the host wrote their paths, dependencies first, into
- * /.provium/modules), optionally switches to a root disk (rootfs profiles),
+ * /.provium/modules; the rest follow from /.provium/modules.late once the
+ * agent runs), optionally switches to a root disk (rootfs profiles),
  * forks the agent proper, and then execs the profile's init so that init
  * keeps PID 1. With no init at all the shim stays PID 1 and reaps orphans.
  *
@@ -92,10 +93,12 @@ static void mount_pseudo(void)
     mount_one("tmpfs", "/run", "tmpfs", MS_NOSUID | MS_NODEV, "mode=0755");
 }
 
-static void load_modules(void)
+/* Load the modules listed (one path per line, dependencies first) in a
+ * file of the overlay. */
+static void load_modules(const char *listfile)
 {
     struct buf list = BUF_INIT;
-    if (read_file("/.provium/modules", 1 << 20, &list) < 0)
+    if (read_file(listfile, 1 << 20, &list) < 0)
         return;
     for (char *line = list.data, *next; line && *line; line = next) {
         next = strchr(line, '\n');
@@ -238,8 +241,10 @@ static void agent_main(void)
     agent_virtio_serial();
 }
 
-/* The input device named "Power Button" (ACPI button + evdev), or -1. */
-static int open_power_button(void)
+/* The input device named "Power Button" (ACPI button + evdev): an fd; -1
+ * when there is none; -2 when sysfs has it but devtmpfs has not made its node
+ * yet (it does that asynchronously). */
+static int find_power_button(void)
 {
     for (int i = 0; i < 32; i++) {
         char path[96], name[64] = "";
@@ -251,10 +256,21 @@ static int open_power_button(void)
         close(fd);
         if (n > 0 && !strncmp(name, "Power Button", 12)) {
             snprintf(path, sizeof(path), "/dev/input/event%d", i);
-            return open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
+            fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
+            return fd >= 0 ? fd : -2;
         }
     }
     return -1;
+}
+
+static int open_power_button(void)
+{
+    int fd = find_power_button();
+    for (int tries = 0; fd == -2 && tries < 100; tries++) {
+        poll(NULL, 0, 5);
+        fd = find_power_button();
+    }
+    return fd < 0 ? -1 : fd;
 }
 
 static bool power_pressed(int fd)
@@ -284,11 +300,24 @@ static int shim(char **argv)
     setenv("PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", 1);
     setenv("HOME", "/root", 0);
     setenv("TERM", "linux", 0);
-    load_modules();
+    /* The transport's modules before the agent starts; the rest (entropy,
+     * the power button) while it answers its first Hello. */
+    load_modules("/.provium/modules");
 
     char root[128], rtype[32], init[256];
     if (param("provium.root", root, sizeof(root), NULL))
         switch_root(root, param("provium.rootfstype", rtype, sizeof(rtype), ""));
+
+    const char *want = param("provium.init", init, sizeof(init), NULL);
+    const char *cands[] = {want, "/init", "/sbin/init"}, *chosen = NULL;
+    for (size_t i = 0; i < ARRAY_SIZE(cands) && !chosen; i++)
+        if (executable(cands[i]))
+            chosen = cands[i];
+    if (want && !chosen)
+        klog("init %s not found; staying PID 1", want);
+    /* With no init the shim handles the power button: open it before the
+     * agent answers, so a press right after the handshake is not lost. */
+    int button = chosen ? -1 : open_power_button();
 
     pid_t pid = fork();
     if (pid == 0) {
@@ -297,21 +326,14 @@ static int shim(char **argv)
     }
     if (pid < 0)
         klog("fork: %s", strerror(errno));
-
-    const char *want = param("provium.init", init, sizeof(init), NULL);
-    const char *cands[] = {want, "/init", "/sbin/init"};
-    for (size_t i = 0; i < ARRAY_SIZE(cands); i++) {
-        if (!executable(cands[i]))
-            continue;
-        argv[0] = (char *)cands[i];
-        execv(cands[i], argv);
-        klog("exec %s: %s", cands[i], strerror(errno));
+    load_modules("/.provium/modules.late");
+    if (chosen) {
+        argv[0] = (char *)chosen;
+        execv(chosen, argv);
+        klog("exec %s: %s; staying PID 1", chosen, strerror(errno));
     }
-    if (want)
-        klog("init %s not found; staying PID 1", want);
     /* No init: stay PID 1, reap whatever is orphaned, and do an init's
      * duty on the ACPI power button. */
-    int button = open_power_button();
     for (;;) {
         while (waitpid(-1, NULL, WNOHANG) > 0)
             ;

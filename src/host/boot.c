@@ -11,15 +11,14 @@
 #include "spawn.h"
 
 #define AGENT_PATH "/provium-agent"
-/* pci=noacpi,nomsi: route PCI interrupts from the BIOS table instead of ACPI
- * AML, which costs ~0.2 s per device under TCG (measured; see docs/vms.md). */
-#define DEFAULT_CMDLINE "console=ttyS0 panic=-1 pci=noacpi,nomsi"
+#define DEFAULT_CMDLINE "console=ttyS0 panic=-1"
 
-/* Transport, entropy and the ACPI power button (the agent powers off on it
- * when no init does). A kernel with these built in needs none of them. */
-const char *const boot_transport_modules[] = {
-    "virtio_pci", "virtio_console", "virtio-rng", "button", "evdev", NULL,
-};
+/* The modules loaded before the agent starts: the transport, and the ACPI
+ * power button (the shim powers off on it when no init does); and those the
+ * shim loads after (entropy). A kernel with these built in needs none. */
+const char *const boot_transport_modules[] = {"virtio_pci", "virtio_console", "button", "evdev",
+                                              NULL};
+static const char *const late_modules[] = {"virtio-rng", NULL};
 
 void boot_opts_release(struct boot_opts *o)
 {
@@ -70,6 +69,43 @@ static int write_cached(const char *path, const struct buf *data, struct pv_err 
     return 0;
 }
 
+/* Add the modules for names (and their dependencies) under .provium/m/,
+ * and a list of their paths in load order at listpath. seen holds the
+ * modules earlier lists added ("\npath\n" each); those are loaded already. */
+static int add_modules(struct cpio *c, const char *modules_dir, const char *const *names,
+                       size_t n, const char *listpath, struct buf *seen, struct pv_err *err)
+{
+    char **paths = NULL;
+    int r = kmod_order(modules_dir, names, n, &paths, err);
+    if (r < 0)
+        return r;
+    struct buf list = BUF_INIT;
+    for (size_t i = 0; paths[i]; i++) {
+        _cleanup_free_ char *key = xasprintf("\n%s\n", paths[i]);
+        if (seen->data && strstr(seen->data, key))
+            continue;
+        buf_add(seen, key, strlen(key) - 1);
+        _cleanup_free_ char *src = xasprintf("%s/%s", modules_dir, paths[i]);
+        struct buf ko = BUF_INIT;
+        r = read_file(src, 64u << 20, &ko);
+        if (r < 0) {
+            buf_release(&ko);
+            pv_err_set(err, -r, "module %s: %s", src, strerror(-r));
+            break;
+        }
+        const char *base = strrchr(paths[i], '/') ? strrchr(paths[i], '/') + 1 : paths[i];
+        _cleanup_free_ char *dst = xasprintf(".provium/m/%s", base);
+        cpio_add_file(c, dst, 0644, ko.data, ko.len);
+        buf_addf(&list, "/%s\n", dst);
+        buf_release(&ko);
+    }
+    if (r == 0)
+        cpio_add_file(c, listpath, 0644, list.data, list.len);
+    buf_release(&list);
+    kmod_free_paths(paths);
+    return r;
+}
+
 /* The overlay: the agent at /provium-agent, the transport's modules under
  * /.provium/m/ and their load order in /.provium/modules. */
 static int add_overlay(struct cpio *c, const char *modules_dir, bool rootfs, struct pv_err *err)
@@ -87,32 +123,14 @@ static int add_overlay(struct cpio *c, const char *modules_dir, bool rootfs, str
         names[n++] = "vmw_vsock_virtio_transport";
     if (rootfs)
         names[n++] = "virtio_blk";
-    char **paths = NULL;
-    int r = kmod_order(modules_dir, names, n, &paths, err);
-    if (r < 0)
-        return r;
     cpio_add_dir(c, ".provium/m", 0755);
-    struct buf list = BUF_INIT;
-    for (size_t i = 0; paths[i]; i++) {
-        _cleanup_free_ char *src = xasprintf("%s/%s", modules_dir, paths[i]);
-        struct buf ko = BUF_INIT;
-        r = read_file(src, 64u << 20, &ko);
-        if (r < 0) {
-            buf_release(&ko);
-            buf_release(&list);
-            kmod_free_paths(paths);
-            return pv_err_set(err, -r, "module %s: %s", src, strerror(-r));
-        }
-        const char *base = strrchr(paths[i], '/') ? strrchr(paths[i], '/') + 1 : paths[i];
-        _cleanup_free_ char *dst = xasprintf(".provium/m/%02zu-%s", i, base);
-        cpio_add_file(c, dst, 0644, ko.data, ko.len);
-        buf_addf(&list, "/%s\n", dst);
-        buf_release(&ko);
-    }
-    cpio_add_file(c, ".provium/modules", 0644, list.data, list.len);
-    buf_release(&list);
-    kmod_free_paths(paths);
-    return 0;
+    struct buf seen = BUF_INIT;
+    int r = add_modules(c, modules_dir, names, n, ".provium/modules", &seen, err);
+    if (r == 0)
+        r = add_modules(c, modules_dir, late_modules, ARRAY_SIZE(late_modules) - 1,
+                        ".provium/modules.late", &seen, err);
+    buf_release(&seen);
+    return r;
 }
 
 /* busybox with its applet links; no sbin/init, so the agent stays PID 1. */
