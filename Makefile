@@ -7,7 +7,11 @@
 PREFIX ?= /usr/local
 CC ?= gcc
 MUSL_CC ?= musl-gcc
+comma := ,
 B := build
+ifneq ($(SANITIZE),)
+B := build/sanitize-$(subst $(comma),-,$(SANITIZE))
+endif
 
 WARN := -Wall -Wextra -Wno-unused-parameter -Wno-missing-field-initializers
 ifeq ($(DEVELOPER),1)
@@ -95,17 +99,30 @@ $(B)/provium-agent: $(AGENT_SRCS) $(wildcard src/*/*.h) $(B)/musl-inc/.stamp | $
 	@mkdir -p $(dir $@)
 	$(MUSL_CC) $(AGENT_CFLAGS) -I$(B)/gen -o $@ $(AGENT_SRCS) $(AGENT_LDFLAGS)
 
-# Unit tests: one binary per tests/unit/test_*.c, linked against the host
-# library (which contains the agent core, for socketpair tests).
-$(B)/tests/%: tests/unit/%.c $(B)/libprovium.a
-	@mkdir -p $(dir $@)
-	$(CC) $(HOST_CFLAGS) -Itests/unit -o $@ $< $(B)/libprovium.a $(HOST_LIBS) -lcmocka $(SAN_LDFLAGS)
+# Tests run under ASan and UBSan: a sanitised copy of the host library (it
+# contains the agent core too, for the socketpair tests).
+TEST_SAN := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
+SAN_OBJS := $(patsubst %.c,$(B)/san/%.o,$(LIB_SRCS)) $(B)/host/embed.o
 
-# Fuzz smoke: each target linked with a corpus driver (gcc, ASan+UBSan).
-$(B)/fuzz/%: tests/fuzz/%.c tests/fuzz/driver.c $(LIB_SRCS) | $(B)/gen/version.h
+$(B)/san/%.o: %.c | $(B)/gen/version.h
 	@mkdir -p $(dir $@)
-	$(CC) $(BASE_CFLAGS) -O1 -g -fsanitize=address,undefined -o $@ $< tests/fuzz/driver.c \
-	    $(filter-out %/main.c,$(LIB_SRCS)) $(B)/host/embed.o $(HOST_LIBS)
+	$(CC) $(BASE_CFLAGS) -O1 -g $(TEST_SAN) -MMD -MP -c -o $@ $<
+
+$(B)/libprovium-san.a: $(SAN_OBJS)
+	@rm -f $@
+	ar rcs $@ $^
+
+# Unit tests: one binary per tests/unit/test_*.c.
+$(B)/tests/%: tests/unit/%.c $(B)/libprovium-san.a
+	@mkdir -p $(dir $@)
+	$(CC) $(BASE_CFLAGS) -O1 -g $(TEST_SAN) -Itests/unit -o $@ $< $(B)/libprovium-san.a \
+	    $(HOST_LIBS) -lcmocka
+
+# Fuzz smoke: each target with the corpus driver (tests/fuzz/driver.c).
+$(B)/fuzz/%: tests/fuzz/%.c tests/fuzz/driver.c $(B)/libprovium-san.a
+	@mkdir -p $(dir $@)
+	$(CC) $(BASE_CFLAGS) -O1 -g $(TEST_SAN) -o $@ $< tests/fuzz/driver.c \
+	    $(B)/libprovium-san.a $(HOST_LIBS)
 
 units: $(UNIT_BINS)
 fuzzers: $(FUZZ_BINS)
@@ -119,7 +136,7 @@ kernel: provium
 demo: deps
 	@$(MAKE) --no-print-directory provium
 	@./provium kernel ensure
-	./provium examples/
+	cd examples && ../provium
 
 check: deps
 	@$(MAKE) --no-print-directory provium units fuzzers
@@ -135,6 +152,9 @@ bench: deps
 fuzz:
 	@tests/fuzz/run-libfuzzer $(FUZZ_SECONDS)
 
+print-lib-srcs:
+	@echo $(filter-out %/main.c,$(LIB_SRCS))
+
 install: provium
 	install -D -m 0755 provium $(DESTDIR)$(PREFIX)/bin/provium
 	install -D -m 0644 docs/provium.1 $(DESTDIR)$(PREFIX)/share/man/man1/provium.1
@@ -143,5 +163,5 @@ clean:
 	rm -rf $(B) provium
 
 FORCE:
-.PHONY: all deps demo check bench fuzz install clean units fuzzers kernel FORCE
--include $(shell find $(B)/host -name '*.d' 2>/dev/null)
+.PHONY: all deps demo check bench fuzz install clean units fuzzers kernel print-lib-srcs FORCE
+-include $(shell find $(B)/host $(B)/san -name '*.d' 2>/dev/null)

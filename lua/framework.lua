@@ -204,7 +204,15 @@ function _provium_run_file(path)
     dirs[#dirs + 1] = here .. "/?.lua"
     package.path = table.concat(dirs, ";") .. ";" .. package.path
 
-    local chunk, lerr = loadfile(path)
+    -- named as displayed, so messages read "x.test.lua:3:", not an absolute path
+    local f, ferr = io.open(path, "rb")
+    if not f then
+        out.chunk_error = ferr
+        return out
+    end
+    local src = f:read("a")
+    f:close()
+    local chunk, lerr = load(src, "@" .. C.display, "t")
     if not chunk then
         out.chunk_error = lerr
         return out

@@ -59,7 +59,8 @@ int agent_op_write_file(struct agent *a, uint32_t id, struct pv_rd *r)
         oflags |= O_TRUNC;
     if (flags & PV_WR_APPEND)
         oflags |= O_APPEND;
-    _cleanup_close_ int fd = open(path, oflags, (mode_t)(mode & 07777));
+    mode_t create_mode = flags & PV_WR_MODE ? (mode_t)(mode & 07777) : 0644;
+    _cleanup_close_ int fd = open(path, oflags, create_mode);
     if (fd < 0)
         return -errno;
     int ret = write_all(fd, data, len);
@@ -67,7 +68,7 @@ int agent_op_write_file(struct agent *a, uint32_t id, struct pv_rd *r)
         return ret;
     /* open() applies the umask and keeps an existing file's mode; an
      * explicit mode means exactly that mode. */
-    if ((flags & PV_WR_TRUNC) && fchmod(fd, (mode_t)(mode & 07777)) < 0)
+    if ((flags & PV_WR_MODE) && fchmod(fd, (mode_t)(mode & 07777)) < 0)
         return -errno;
     if (close(steal_fd(&fd)) < 0)
         return -errno;

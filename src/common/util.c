@@ -121,6 +121,8 @@ void buf_adds(struct buf *b, const char *s)
 
 void buf_addf(struct buf *b, const char *fmt, ...)
 {
+    if (!fmt) /* also tells gcc's -Wformat-truncation under -fsanitize */
+        return;
     va_list ap;
     va_start(ap, fmt);
     va_list ap2;

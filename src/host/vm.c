@@ -479,6 +479,8 @@ int vm_write_file(struct vm *vm, const char *path, const void *data, size_t len,
         struct pv_wr w = {&b};
         uint32_t flags = PV_WR_CREATE;
         flags |= (off == 0 && !append) ? PV_WR_TRUNC : PV_WR_APPEND;
+        if (off == 0 && mode != VM_DEFAULT_MODE)
+            flags |= PV_WR_MODE;
         pv_put_str(&w, path);
         pv_put_u32(&w, mode);
         pv_put_u32(&w, flags);

@@ -95,7 +95,10 @@ struct vm_stat {
     uint64_t size, ino;
     int64_t mtime_ns;
 };
-/* These return 0, a positive guest errno, or -errno (see chan_call). */
+/* These return 0, a positive guest errno, or -errno (see chan_call).
+ * vm_write_file: mode VM_DEFAULT_MODE creates files 0644 (umask applies) and
+ * leaves an existing file's mode alone; any other mode is set exactly. */
+#define VM_DEFAULT_MODE 0xffffffffu
 int vm_read_file(struct vm *vm, const char *path, struct buf *out, struct pv_err *err);
 int vm_write_file(struct vm *vm, const char *path, const void *data, size_t len, uint32_t mode,
                   bool append, struct pv_err *err);

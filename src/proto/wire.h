@@ -61,6 +61,7 @@ enum {
     PV_WR_CREATE = 1 << 0,
     PV_WR_TRUNC = 1 << 1,
     PV_WR_APPEND = 1 << 2,
+    PV_WR_MODE = 1 << 3, /* set exactly this mode (else: 0644 at creation, umask applies) */
 };
 /* PV_STAT flags */
 enum {

@@ -720,7 +720,7 @@ static void test_agent_write_file(void **state)
     struct pv_err err = {0};
     _cleanup_free_ char *path = tmp_path("written");
     unlink(path);
-    const uint32_t CT = PV_WR_CREATE | PV_WR_TRUNC;
+    const uint32_t CT = PV_WR_CREATE | PV_WR_TRUNC | PV_WR_MODE;
 
     /* create + trunc: exactly the mode asked for, despite the umask (022) */
     assert_int_equal(write_file_req(f, path, 0666, CT, "first\n", &err), 0);
@@ -736,6 +736,10 @@ static void test_agent_write_file(void **state)
     /* neither trunc nor append: overwrite in place from the start */
     assert_int_equal(write_file_req(f, path, 0750, 0, "THI", &err), 0);
     assert_file(path, "THIrd\n", 0750);
+
+    /* trunc without PV_WR_MODE: the existing mode stays (sysctls refuse chmod) */
+    assert_int_equal(write_file_req(f, path, 0, PV_WR_CREATE | PV_WR_TRUNC, "fourth\n", &err), 0);
+    assert_file(path, "fourth\n", 0750);
 
     /* no create: a missing file is an error */
     _cleanup_free_ char *missing = tmp_path("not-created");

@@ -430,11 +430,12 @@ static int l_vm_write_file(lua_State *L)
     const char *path = luaL_checkstring(L, 2);
     size_t len;
     const char *data = luaL_checklstring(L, 3, &len);
-    lua_Integer mode = luaL_optinteger(L, 4, 0644);
-    if (mode < 0 || mode > 07777)
+    lua_Integer mode = luaL_optinteger(L, 4, -1);
+    if (mode < -1 || mode > 07777)
         return luaL_argerror(L, 4, "mode must be permission bits (0..0xfff)");
     struct pv_err err = {0};
-    int r = vm_write_file(u->vm, path, data, len, (uint32_t)mode, false, &err);
+    int r = vm_write_file(u->vm, path, data, len, mode < 0 ? VM_DEFAULT_MODE : (uint32_t)mode,
+                          false, &err);
     if (r != 0)
         return raise_op(L, u->vm, "write_file", path, r, &err);
     return 0;

@@ -1,0 +1,117 @@
+/* QEMU argv and vsock CID allocation. The vsock transport cannot run on
+ * machines without /dev/vhost-vsock (ours), so its argv is checked here;
+ * virtio-serial runs for real in tests/vm. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <cmocka.h>
+
+#include "host/qemu.h"
+
+static int find(char **argv, const char *s)
+{
+    for (int i = 0; argv[i]; i++)
+        if (!strcmp(argv[i], s))
+            return i;
+    return -1;
+}
+
+static int find_sub(char **argv, const char *s)
+{
+    for (int i = 0; argv[i]; i++)
+        if (strstr(argv[i], s))
+            return i;
+    return -1;
+}
+
+static struct qemu_config base(void)
+{
+    return (struct qemu_config){.machine = "pc", .accel = ACCEL_TCG,
+                                .transport = TRANSPORT_VIRTIO_SERIAL, .memory = 512ull << 20,
+                                .cpus = 2, .kernel = "/k/vmlinuz", .initrd = "/k/initrd",
+                                .cmdline = "console=ttyS0", .dir = "/run/p,x", .cid = 42};
+}
+
+static void test_argv_virtio_serial(void **state)
+{
+    (void)state;
+    struct qemu_config qc = base();
+    char **argv = qemu_argv(&qc);
+    assert_string_equal(argv[0], "qemu-system-x86_64");
+    int i = find(argv, "-machine");
+    assert_true(i > 0);
+    assert_string_equal(argv[i + 1], "pc,accel=tcg");
+    assert_string_equal(argv[find(argv, "-m") + 1], "512m");
+    assert_string_equal(argv[find(argv, "-smp") + 1], "2");
+    assert_string_equal(argv[find(argv, "-kernel") + 1], "/k/vmlinuz");
+    assert_string_equal(argv[find(argv, "-append") + 1], "console=ttyS0");
+    assert_true(find(argv, "-no-reboot") > 0);
+    assert_true(find(argv, "-nodefaults") > 0);
+    /* the agent port, and no vsock device */
+    assert_true(find_sub(argv, "name=org.provium.agent") > 0);
+    assert_int_equal(find_sub(argv, "vhost-vsock"), -1);
+    /* commas in paths are doubled for QEMU's option parser */
+    i = find_sub(argv, "id=qmp,");
+    assert_true(i > 0);
+    assert_string_equal(argv[i], "socket,id=qmp,path=/run/p,,x/qmp.sock");
+    /* both consoles are logged from power-on */
+    assert_true(find_sub(argv, "logfile=/run/p,,x/serial.log") > 0);
+    assert_true(find_sub(argv, "logfile=/run/p,,x/hvc.log") > 0);
+    assert_true(find_sub(argv, "virtio-rng-pci") > 0);
+    qemu_argv_free(argv);
+}
+
+static void test_argv_vsock_kvm(void **state)
+{
+    (void)state;
+    struct qemu_config qc = base();
+    qc.transport = TRANSPORT_VSOCK;
+    qc.accel = ACCEL_KVM;
+    char **argv = qemu_argv(&qc);
+    assert_string_equal(argv[find(argv, "-machine") + 1], "pc,accel=kvm");
+    assert_string_equal(argv[find(argv, "-cpu") + 1], "host");
+    int i = find_sub(argv, "vhost-vsock-pci");
+    assert_true(i > 0);
+    assert_string_equal(argv[i], "vhost-vsock-pci,guest-cid=42");
+    assert_int_equal(find_sub(argv, "org.provium.agent"), -1);
+    qemu_argv_free(argv);
+}
+
+static void test_argv_disks(void **state)
+{
+    (void)state;
+    struct qemu_config qc = base();
+    const char *disks[] = {"/img/root,1.ext4", NULL};
+    qc.disks = disks;
+    qc.initrd = NULL;
+    char **argv = qemu_argv(&qc);
+    assert_int_equal(find(argv, "-initrd"), -1);
+    int i = find_sub(argv, "if=virtio");
+    assert_true(i > 0);
+    assert_string_equal(argv[i], "file=/img/root,,1.ext4,if=virtio,format=raw,readonly=on,snapshot=off");
+    qemu_argv_free(argv);
+}
+
+static void test_cid_allocation(void **state)
+{
+    (void)state;
+    uint32_t seen[64];
+    for (int i = 0; i < 64; i++) {
+        seen[i] = qemu_next_cid();
+        assert_true(seen[i] >= 3);          /* 0-2 are reserved */
+        assert_true(seen[i] < 0xfffffff0u); /* well below VMADDR_CID_ANY */
+        for (int k = 0; k < i; k++)
+            assert_int_not_equal(seen[i], seen[k]);
+    }
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_argv_virtio_serial),
+        cmocka_unit_test(test_argv_vsock_kvm),
+        cmocka_unit_test(test_argv_disks),
+        cmocka_unit_test(test_cid_allocation),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
