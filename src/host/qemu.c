@@ -120,10 +120,13 @@ char **qemu_argv(const struct qemu_config *qc)
     add(&a, "-device");
     add(&a, "virtio-rng-pci,rng=rng0,addr=0x3.1");
 
+    /* Profile disks: writable for the guest, never modified: writes go to
+     * a temporary overlay that QEMU creates in $TMPDIR (the VM's run
+     * directory, see qemu_start) and drops when it exits. */
     for (size_t i = 0; qc->disks && qc->disks[i]; i++) {
         _cleanup_free_ char *d = qesc(qc->disks[i]);
         add(&a, "-drive");
-        addf(&a, "file=%s,if=virtio,format=raw,readonly=on,snapshot=off", d);
+        addf(&a, "file=%s,if=virtio,format=raw,snapshot=on", d);
     }
     return a.v;
 }
@@ -166,6 +169,17 @@ int qemu_start(const char *const *argv, const char *dir, pid_t *ret_pid, int *re
     if (logfd < 0)
         return pv_err_set(err, errno, "%s: %s", log, strerror(errno));
     _cleanup_close_ int nullfd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+    /* QEMU's temporary files (snapshot=on overlays) live in the run dir. */
+    size_t n = 0;
+    while (environ[n])
+        n++;
+    _cleanup_free_ char **env = xcalloc(n + 2, sizeof(char *));
+    _cleanup_free_ char *tmpdir = xasprintf("TMPDIR=%s", dir);
+    size_t k = 0;
+    for (size_t i = 0; i < n; i++)
+        if (strncmp(environ[i], "TMPDIR=", 7))
+            env[k++] = environ[i];
+    env[k++] = tmpdir;
     pid_t parent = getpid();
     pid_t pid = fork();
     if (pid < 0)
@@ -186,7 +200,7 @@ int qemu_start(const char *const *argv, const char *dir, pid_t *ret_pid, int *re
         dup2(logfd, 1);
         dup2(logfd, 2);
         syscall(SYS_close_range, 3, ~0U, 0);
-        execve(exe, (char *const *)argv, environ);
+        execve(exe, (char *const *)argv, env);
         _exit(127);
     }
     setpgid(pid, pid);

@@ -88,7 +88,7 @@ static void test_argv_disks(void **state)
     assert_int_equal(find(argv, "-initrd"), -1);
     int i = find_sub(argv, "if=virtio");
     assert_true(i > 0);
-    assert_string_equal(argv[i], "file=/img/root,,1.ext4,if=virtio,format=raw,readonly=on,snapshot=off");
+    assert_string_equal(argv[i], "file=/img/root,,1.ext4,if=virtio,format=raw,snapshot=on");
     qemu_argv_free(argv);
 }
 
