@@ -59,9 +59,13 @@ local function fail(t, msg, level)
     error(msg, level + 1)
 end
 
+local escapes = { ["\n"] = "\\n", ["\t"] = "\\t", ["\r"] = "\\r", ['"'] = '\\"', ["\\"] = "\\\\" }
 local function show(v)
-    if type(v) == "string" then return ("%q"):format(v) end
-    return tostring(v)
+    if type(v) ~= "string" then return tostring(v) end
+    if #v > 2000 then v = v:sub(1, 2000) .. "..." end
+    return '"' .. v:gsub('[%c"\\]', function(c)
+        return escapes[c] or ("\\x%02x"):format(c:byte())
+    end) .. '"'
 end
 
 function T:assert(cond, msg)
@@ -82,8 +86,7 @@ function T:assert_contains(h, n, msg)
         fail(self, ("assert_contains: both arguments must be strings (got %s, %s)"):format(type(h), type(n)), 2)
     end
     if not h:find(n, 1, true) then
-        local shown = #h > 2000 and (h:sub(1, 2000) .. "...") or h
-        fail(self, ("%s: %s does not contain %s"):format(msg or "assert_contains", show(shown), show(n)), 2)
+        fail(self, ("%s: %s does not contain %s"):format(msg or "assert_contains", show(h), show(n)), 2)
     end
 end
 
@@ -123,9 +126,10 @@ local function skip_reason(meta)
     return nil
 end
 
-local function excerpt()
+local function excerpt(scope)
     local parts = {}
-    for _, vm in ipairs(P.root:_all_vms()) do
+    local vms = P.root:_all_vms(scope and scope:_all_vms() or nil)
+    for _, vm in ipairs(vms) do
         local st = vm:state()
         if st ~= "created" then
             local log = vm:console_log()
@@ -170,6 +174,7 @@ local function run_test(t)
         return clean(e)
     end, ctx)
     rawset(_G, "provium", P.root)
+    local timed_out = timed_out_msg and not ok and C.deadline_passed()
     C.set_deadline(nil)
     rec.duration = C.now() - started
     if not ok and err == SKIP then
@@ -179,14 +184,15 @@ local function run_test(t)
     elseif rawget(ctx, "_failed") then
         rec.status, rec.message = "failed", "an assertion failed (caught by pcall)"
     end
-    local timed_out = timed_out_msg and type(rec.message) == "string"
-        and rec.message:find(timed_out_msg, 1, true)
+    if rec.status == "failed" then rec.console_excerpt = excerpt(scope) end
     if timed_out then
-        rec.message = timed_out_msg
+        -- whether it hit the deadline in Lua or inside a guest operation
+        if rec.message ~= timed_out_msg then
+            rec.message = timed_out_msg .. " (in: " .. rec.message .. ")"
+        end
         -- no cooperative cancel: tear the whole file's lab down
-        C.kill_all()
+        C.kill_all(timed_out_msg)
     end
-    if rec.status == "failed" then rec.console_excerpt = excerpt() end
     local cerr = scope:_close()
     if cerr and rec.status == "passed" then
         rec.status, rec.message = "failed", "closing the test's resources: " .. clean(cerr)

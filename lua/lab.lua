@@ -159,10 +159,18 @@ function Lab:members()
     return out
 end
 
+-- Graph-only: the resource is forgotten by this lab, not shut down.
 function Lab:remove(x)
     local vms, labs = rawget(self, "_vms"), rawget(self, "_labs")
     for n, v in pairs(vms) do
-        if n == x or v == x then vms[n] = nil; return end
+        if n == x or v == x then
+            vms[n] = nil
+            local res = rawget(self, "_resources")
+            for i = #res, 1, -1 do
+                if res[i].obj == v then table.remove(res, i) end
+            end
+            return
+        end
     end
     for n, v in pairs(labs) do
         if n == x or v == x then labs[n] = nil; return end

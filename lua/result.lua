@@ -98,7 +98,12 @@ function V:run(cmd, a2)
             error(("vm:run: unknown option `%s` (known: args, env, env_clear, cwd, stdin, timeout, timeout_ms)"):format(tostring(k)), 2)
         end
     end
-    return C.run(self, argv, o)
+    local ok, r = pcall(C.run, self, argv, o)
+    if not ok then
+        -- report at the test's line, not this wrapper's
+        error((tostring(r):gsub("^%[provium%]/result%.lua:%d+: ", "")), 2)
+    end
+    return r
 end
 
 -- LEGACY: vm:exec(cmd) -> {ok, exit_code, stdout, stderr}

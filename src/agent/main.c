@@ -13,8 +13,7 @@
  *   provium.init=/path                      (the profile's `init` key)
  *   provium.root=/dev/vda provium.rootfstype=ext4  (rootfs profiles)
  *
- * Run by hand (not PID 1) it serves stdin/stdout, which is handy with
- * socat and in tests. */
+ * Run by hand (not PID 1) it serves a socket on fd 0 (socat, tests). */
 #include <dirent.h>
 #include <fcntl.h>
 #include <linux/input.h>
@@ -298,7 +297,7 @@ static int shim(char **argv)
         close(fd);
     }
     setenv("PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", 1);
-    setenv("HOME", "/root", 0);
+    setenv("HOME", "/root", 1); /* the kernel passes HOME=/ */
     setenv("TERM", "linux", 0);
     /* The transport's modules before the agent starts; the rest (entropy,
      * the power button) while it answers its first Hello. */
@@ -313,8 +312,8 @@ static int shim(char **argv)
     for (size_t i = 0; i < ARRAY_SIZE(cands) && !chosen; i++)
         if (executable(cands[i]))
             chosen = cands[i];
-    if (want && !chosen)
-        klog("init %s not found; staying PID 1", want);
+    if (want && chosen != want)
+        klog("init %s is not executable; %s", want, chosen ? chosen : "staying PID 1");
     /* With no init the shim handles the power button: open it before the
      * agent answers, so a press right after the handshake is not lost. */
     int button = chosen ? -1 : open_power_button();
@@ -354,8 +353,7 @@ int main(int argc, char **argv)
     signal(SIGPIPE, SIG_IGN);
     struct agent_opts o = {.allow_power = false, .resync = false};
     int s[1] = {0};
-    /* stdin and stdout may be one socket (socat) or two pipes: serve a
-     * socket on fd 0 directly. */
+    /* serve a connected socket on fd 0 */
     int type;
     socklen_t tl = sizeof(type);
     if (getsockopt(0, SOL_SOCKET, SO_TYPE, &type, &tl) == 0)

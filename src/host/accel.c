@@ -34,7 +34,8 @@ static bool kvm_opens(void)
  * under a second; a broken one never prints a line. */
 static bool probe_kvm(const char *kernel)
 {
-    char dir[] = "/tmp/provium-kvmprobe-XXXXXX";
+    const char *tmp = getenv("TMPDIR");
+    _cleanup_free_ char *dir = xasprintf("%s/provium-kvmprobe-XXXXXX", tmp && *tmp ? tmp : "/tmp");
     if (!mkdtemp(dir))
         return false;
     _cleanup_free_ char *log = xasprintf("%s/serial.log", dir);

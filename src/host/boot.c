@@ -2,6 +2,7 @@
 
 #include <fcntl.h>
 #include <stdio.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 
 #include "cpio.h"
@@ -13,11 +14,12 @@
 #define AGENT_PATH "/provium-agent"
 #define DEFAULT_CMDLINE "console=ttyS0 panic=-1"
 
-/* The modules loaded before the agent starts: the transport, and the ACPI
- * power button (the shim powers off on it when no init does); and those the
- * shim loads after (entropy). A kernel with these built in needs none. */
-const char *const boot_transport_modules[] = {"virtio_pci", "virtio_console", "button", "evdev",
-                                              NULL};
+/* Kernel modules the shim loads from the overlay. The transport's must be
+ * there (unless built in); the power button's (the shim powers off on it when
+ * no init does) load before the agent too; entropy loads while the agent
+ * answers its first Hello. The optional ones are skipped when absent. */
+const char *const boot_transport_modules[] = {"virtio_pci", "virtio_console", NULL};
+static const char *const button_modules[] = {"button", "evdev", NULL};
 static const char *const late_modules[] = {"virtio-rng", NULL};
 
 void boot_opts_release(struct boot_opts *o)
@@ -69,45 +71,47 @@ static int write_cached(const char *path, const struct buf *data, struct pv_err 
     return 0;
 }
 
-/* Add the modules for names (and their dependencies) under .provium/m/,
- * and a list of their paths in load order at listpath. seen holds the
- * modules earlier lists added ("\npath\n" each); those are loaded already. */
+/* Add each module of names, dependencies first, under .provium/m/ and its
+ * path to list, once (seen holds "\npath\n" of every module added). With
+ * optional, a name the modules tree does not have is skipped. */
 static int add_modules(struct cpio *c, const char *modules_dir, const char *const *names,
-                       size_t n, const char *listpath, struct buf *seen, struct pv_err *err)
+                       bool optional, struct buf *list, struct buf *seen, struct pv_err *err)
 {
-    char **paths = NULL;
-    int r = kmod_order(modules_dir, names, n, &paths, err);
-    if (r < 0)
-        return r;
-    struct buf list = BUF_INIT;
-    for (size_t i = 0; paths[i]; i++) {
-        _cleanup_free_ char *key = xasprintf("\n%s\n", paths[i]);
-        if (seen->data && strstr(seen->data, key))
+    for (size_t k = 0; names[k]; k++) {
+        char **paths = NULL;
+        struct pv_err ignored;
+        int r = kmod_order(modules_dir, &names[k], 1, &paths, optional ? &ignored : err);
+        if (r < 0 && optional)
             continue;
-        buf_add(seen, key, strlen(key) - 1);
-        _cleanup_free_ char *src = xasprintf("%s/%s", modules_dir, paths[i]);
-        struct buf ko = BUF_INIT;
-        r = read_file(src, 64u << 20, &ko);
-        if (r < 0) {
+        if (r < 0)
+            return r;
+        for (size_t i = 0; paths[i] && r == 0; i++) {
+            _cleanup_free_ char *key = xasprintf("\n%s\n", paths[i]);
+            if (seen->data && strstr(seen->data, key))
+                continue;
+            buf_adds(seen, key);
+            _cleanup_free_ char *src = xasprintf("%s/%s", modules_dir, paths[i]);
+            struct buf ko = BUF_INIT;
+            r = read_file(src, 64u << 20, &ko);
+            if (r < 0) {
+                pv_err_set(err, -r, "module %s: %s", src, strerror(-r));
+            } else {
+                const char *base = strrchr(paths[i], '/') ? strrchr(paths[i], '/') + 1 : paths[i];
+                _cleanup_free_ char *dst = xasprintf(".provium/m/%s", base);
+                cpio_add_file(c, dst, 0644, ko.data, ko.len);
+                buf_addf(list, "/%s\n", dst);
+            }
             buf_release(&ko);
-            pv_err_set(err, -r, "module %s: %s", src, strerror(-r));
-            break;
         }
-        const char *base = strrchr(paths[i], '/') ? strrchr(paths[i], '/') + 1 : paths[i];
-        _cleanup_free_ char *dst = xasprintf(".provium/m/%s", base);
-        cpio_add_file(c, dst, 0644, ko.data, ko.len);
-        buf_addf(&list, "/%s\n", dst);
-        buf_release(&ko);
+        kmod_free_paths(paths);
+        if (r < 0)
+            return r;
     }
-    if (r == 0)
-        cpio_add_file(c, listpath, 0644, list.data, list.len);
-    buf_release(&list);
-    kmod_free_paths(paths);
-    return r;
+    return 0;
 }
 
-/* The overlay: the agent at /provium-agent, the transport's modules under
- * /.provium/m/ and their load order in /.provium/modules. */
+/* The overlay: the agent at /provium-agent, the modules under .provium/m/,
+ * and their load order in .provium/modules and .provium/modules.late. */
 static int add_overlay(struct cpio *c, const char *modules_dir, bool rootfs, struct pv_err *err)
 {
     cpio_add_file(c, AGENT_PATH + 1, 0755, pv_agent_bin,
@@ -115,20 +119,27 @@ static int add_overlay(struct cpio *c, const char *modules_dir, bool rootfs, str
     cpio_add_dir(c, ".provium", 0755);
     if (!modules_dir)
         return 0;
-    const char *names[16];
+    const char *extra[3] = {NULL, NULL, NULL};
     size_t n = 0;
-    for (; boot_transport_modules[n]; n++)
-        names[n] = boot_transport_modules[n];
     if (vm_globals.transport == TRANSPORT_VSOCK)
-        names[n++] = "vmw_vsock_virtio_transport";
+        extra[n++] = "vmw_vsock_virtio_transport";
     if (rootfs)
-        names[n++] = "virtio_blk";
+        extra[n++] = "virtio_blk";
     cpio_add_dir(c, ".provium/m", 0755);
-    struct buf seen = BUF_INIT;
-    int r = add_modules(c, modules_dir, names, n, ".provium/modules", &seen, err);
+    struct buf early = BUF_INIT, late = BUF_INIT, seen = BUF_INIT;
+    int r = add_modules(c, modules_dir, boot_transport_modules, false, &early, &seen, err);
     if (r == 0)
-        r = add_modules(c, modules_dir, late_modules, ARRAY_SIZE(late_modules) - 1,
-                        ".provium/modules.late", &seen, err);
+        r = add_modules(c, modules_dir, extra, false, &early, &seen, err);
+    if (r == 0)
+        r = add_modules(c, modules_dir, button_modules, true, &early, &seen, err);
+    if (r == 0)
+        r = add_modules(c, modules_dir, late_modules, true, &late, &seen, err);
+    if (r == 0) {
+        cpio_add_file(c, ".provium/modules", 0644, early.data, early.len);
+        cpio_add_file(c, ".provium/modules.late", 0644, late.data, late.len);
+    }
+    buf_release(&early);
+    buf_release(&late);
     buf_release(&seen);
     return r;
 }
@@ -206,17 +217,26 @@ static int default_initrd(const struct kernel_info *k, char **ret, struct pv_err
 
 /* A user initrd with the overlay appended (the kernel unpacks concatenated
  * archives in order), cached by the hash of both. */
-static int merged_initrd(const char *initrd, const char *modules_dir, bool rootfs, char **ret,
-                         struct pv_err *err)
+static int merged_initrd(const char *initrd, const char *overlay, const char *modules_dir,
+                         bool rootfs, char **ret, struct pv_err *err)
 {
     struct cpio c;
     cpio_init(&c);
-    int r = add_overlay(&c, modules_dir, rootfs, err);
+    int r;
+    if (overlay) {
+        /* agent_overlay_path / PROVIUM_OVERLAY: the user's own overlay */
+        r = read_file(overlay, 256u << 20, &c.out);
+        if (r < 0)
+            r = pv_err_set(err, -r, "agent overlay %s: %s", overlay, strerror(-r));
+    } else {
+        r = add_overlay(&c, modules_dir, rootfs, err);
+        if (r == 0)
+            cpio_finish(&c);
+    }
     if (r < 0) {
         cpio_release(&c);
         return r;
     }
-    cpio_finish(&c);
     struct buf user = BUF_INIT;
     if (initrd && (r = read_file(initrd, 2u << 30, &user)) < 0) {
         cpio_release(&c);
@@ -284,18 +304,37 @@ static int with_files(const char *initrd, const struct boot_opts *o, char **ret,
     return 0;
 }
 
-/* from_dir profiles may name a build command, run once per process before
- * the first boot with the profile's directory as cwd. Split on blanks; no
- * shell. */
+/* The directory a profile's {out} names. */
+static char *out_dir(const struct profile *p)
+{
+    if (p->build_out)
+        return xstrdup(p->build_out);
+    _cleanup_free_ char *root = kernel_cache_root();
+    return xasprintf("%s/profiles/%s", root, p->name);
+}
+
+/* A profile path with a leading {out} expanded; NULL stays NULL. */
+static char *expand_out(const struct profile *p, const char *path)
+{
+    if (!path || strncmp(path, "{out}", 5))
+        return path ? xstrdup(path) : NULL;
+    _cleanup_free_ char *out = out_dir(p);
+    return xasprintf("%s%s", out, path + 5);
+}
+
+/* A profile's build command runs before its first boot, once per run (file
+ * processes coordinate through a lock and a marker in the run directory),
+ * with the profile's directory as cwd. Split on blanks; no shell. */
 static int run_build(const struct profile *p, struct pv_err *err)
 {
-    static char **done;
-    static size_t ndone;
-    for (size_t i = 0; i < ndone; i++)
-        if (!strcmp(done[i], p->name))
-            return 0;
-    _cleanup_free_ char *root = kernel_cache_root();
-    _cleanup_free_ char *out = xasprintf("%s/profiles/%s", root, p->name);
+    _cleanup_free_ char *lockpath = xasprintf("%s/build-%s.lock", vm_globals.rundir, p->name);
+    _cleanup_free_ char *done = xasprintf("%s/build-%s.done", vm_globals.rundir, p->name);
+    _cleanup_close_ int lock = open(lockpath, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+    if (lock < 0 || flock(lock, LOCK_EX) < 0)
+        return pv_err_set(err, errno, "%s: %s", lockpath, strerror(errno));
+    if (access(done, F_OK) == 0)
+        return 0;
+    _cleanup_free_ char *out = out_dir(p);
     mkdir_p(out, 0755);
     char *argv[64];
     size_t argc = 0;
@@ -314,122 +353,190 @@ static int run_build(const struct profile *p, struct pv_err *err)
                        log.data ? log.data : "");
     }
     buf_release(&log);
-    if (r < 0)
+    if (r == 0)
+        close(open(done, O_WRONLY | O_CREAT | O_CLOEXEC, 0600));
+    return r;
+}
+
+/* A profile's kernel, initrd, disks and base cmdline, with {out} expanded
+ * and the build run first; or the built-in default profile's. */
+struct resolved {
+    char *kernel, *initrd, *rootfs, *overlay;
+    char **disks;
+    bool *disk_ro;
+    size_t ndisks;
+    struct buf cmdline;
+    struct kernel_info k; /* default profile */
+};
+
+static void resolved_release(struct resolved *rs)
+{
+    free(rs->kernel);
+    free(rs->initrd);
+    free(rs->rootfs);
+    free(rs->overlay);
+    for (size_t i = 0; i < rs->ndisks; i++)
+        free(rs->disks[i]);
+    free(rs->disks);
+    free(rs->disk_ro);
+    buf_release(&rs->cmdline);
+    kernel_info_release(&rs->k);
+}
+
+static int resolve_profile(const struct profile *p, struct resolved *rs, struct pv_err *err)
+{
+    int r;
+    if (p->build && (r = run_build(p, err)) < 0)
         return r;
-    done = xrealloc(done, (ndone + 1) * sizeof(char *));
-    done[ndone++] = xstrdup(p->name);
+    if (!p->kernel)
+        return pv_err_set(err, ENOTSUP,
+                          "profile `%s` (%s:%d) names no kernel; a kernel found inside a `root` "
+                          "directory is not supported yet: set `kernel`",
+                          p->name, p->source, p->line);
+    rs->kernel = expand_out(p, p->kernel);
+    if (access(rs->kernel, R_OK) < 0)
+        return pv_err_set(err, errno, "profile `%s` (%s:%d): kernel %s: %s", p->name, p->source,
+                          p->line, rs->kernel, strerror(errno));
+    rs->initrd = expand_out(p, p->initrd);
+    rs->rootfs = expand_out(p, p->rootfs);
+    const char *overlay = p->agent_overlay_path ? p->agent_overlay_path : getenv("PROVIUM_OVERLAY");
+    rs->overlay = overlay && *overlay ? expand_out(p, overlay) : NULL;
+    rs->disks = xcalloc(p->ndisks + 2, sizeof(char *));
+    rs->disk_ro = xcalloc(p->ndisks + 2, sizeof(bool));
+    if (rs->rootfs)
+        rs->disks[rs->ndisks++] = xstrdup(rs->rootfs);
+    for (size_t i = 0; i < p->ndisks; i++) {
+        rs->disk_ro[rs->ndisks] = p->disk_readonly && p->disk_readonly[i];
+        rs->disks[rs->ndisks++] = expand_out(p, p->disks[i]);
+    }
+    if (p->cmdline_file_pending) {
+        /* made by the build: its text first, then cmdline */
+        _cleanup_free_ char *path = expand_out(p, p->cmdline_file);
+        struct buf text = BUF_INIT;
+        r = read_file(path, 1 << 20, &text);
+        if (r < 0) {
+            buf_release(&text);
+            return pv_err_set(err, -r, "profile `%s`: cmdline_file %s: %s", p->name, path,
+                              strerror(-r));
+        }
+        /* one line of words: blanks of any kind become single spaces */
+        _cleanup_free_ char *copy = xstrdup(text.data ? text.data : "");
+        char *save;
+        for (char *w = strtok_r(copy, " \t\r\n", &save); w; w = strtok_r(NULL, " \t\r\n", &save))
+            buf_addf(&rs->cmdline, "%s%s", rs->cmdline.len ? " " : "", w);
+        buf_release(&text);
+    }
+    if (p->cmdline && *p->cmdline)
+        buf_addf(&rs->cmdline, "%s%s", rs->cmdline.len ? " " : "", p->cmdline);
     return 0;
+}
+
+/* The rules provium applies to every cmdline (docs/configuration.md). */
+static int finish_cmdline(const char *name, struct buf *cmd, bool inject, const char *init,
+                          bool rootfs, struct pv_err *err)
+{
+    if (inject) {
+        _cleanup_free_ char *rd = param_value(cmd->data ? cmd->data : "", "rdinit");
+        if (rd && strcmp(rd, AGENT_PATH))
+            return pv_err_set(err, EINVAL,
+                              "profile `%s`: the cmdline sets rdinit=%s, which conflicts with "
+                              "the injected agent (rdinit=" AGENT_PATH
+                              "); remove it, or set inject_agent = false if the image starts "
+                              "provium-agent itself",
+                              name, rd);
+    }
+    if (!has_param(cmd->data ? cmd->data : "", "console"))
+        buf_addf(cmd, "%sconsole=ttyS0", cmd->len ? " " : "");
+    if (!has_param(cmd->data, "panic"))
+        buf_adds(cmd, " panic=-1");
+    if (inject) {
+        if (!has_param(cmd->data, "rdinit"))
+            buf_adds(cmd, " rdinit=" AGENT_PATH);
+        if (init)
+            buf_addf(cmd, " provium.init=%s", init);
+        if (rootfs)
+            buf_adds(cmd, " provium.root=/dev/vda");
+    }
+    if (vm_globals.transport == TRANSPORT_VSOCK)
+        buf_addf(cmd, " provium.transport=vsock provium.vsock_port=%d", PV_VSOCK_PORT);
+    return 0;
+}
+
+static int unknown_profile(const struct config *cfg, const char *name, struct pv_err *err)
+{
+    if (!cfg || !cfg->path)
+        return pv_err_set(err, ENOENT,
+                          "unknown profile `%s`: there is no provium.toml, so only the built-in "
+                          "profile `default` exists",
+                          name);
+    struct buf names = BUF_INIT;
+    for (size_t i = 0; i < cfg->nprofiles; i++)
+        buf_addf(&names, "%s`%s`", i ? ", " : "", cfg->profiles[i].name);
+    int r = pv_err_set(err, ENOENT, "unknown profile `%s` (%s defines: %s)", name, cfg->path,
+                       names.len ? names.data : "none");
+    buf_release(&names);
+    return r;
 }
 
 int boot_plan(const struct config *cfg, const char *name, const struct boot_opts *o,
               struct vm_boot *b, struct pv_err *err)
 {
     const struct profile *p = cfg ? config_profile(cfg, name) : NULL;
-    struct kernel_info k = {0};
+    struct resolved rs = {0};
     _cleanup_free_ char *base_initrd = NULL;
-    struct buf cmd = BUF_INIT;
     int r = 0;
     memset(b, 0, sizeof(*b));
-
-    if (!p && strcmp(name, DEFAULT_PROFILE)) {
-        struct buf names = BUF_INIT;
-        for (size_t i = 0; cfg && i < cfg->nprofiles; i++)
-            buf_addf(&names, "%s`%s`", i ? ", " : "", cfg->profiles[i].name);
-        if (cfg && cfg->path)
-            r = pv_err_set(err, ENOENT, "unknown profile `%s` (%s defines: %s)", name, cfg->path,
-                           names.len ? names.data : "none");
-        else
-            r = pv_err_set(err, ENOENT,
-                           "unknown profile `%s`: there is no provium.toml, so only the built-in "
-                           "profile `default` exists",
-                           name);
-        buf_release(&names);
-        return r;
-    }
+    if (!p && strcmp(name, DEFAULT_PROFILE))
+        return unknown_profile(cfg, name, err);
 
     if (p) {
-        if (p->build && (r = run_build(p, err)) < 0)
-            return r;
-        if (!p->kernel)
-            return pv_err_set(err, ENOTSUP,
-                              "profile `%s` (%s:%d) names no kernel; a kernel found inside a "
-                              "`root` directory is not supported yet: set `kernel`",
-                              name, p->source, p->line);
-        if (access(p->kernel, R_OK) < 0)
-            return pv_err_set(err, errno, "profile `%s` (%s:%d): kernel %s: %s", name, p->source,
-                              p->line, p->kernel, strerror(errno));
-        b->kernel = xstrdup(p->kernel);
-        buf_adds(&cmd, p->cmdline && *p->cmdline ? p->cmdline : "");
+        r = resolve_profile(p, &rs, err);
     } else {
         _cleanup_free_ char *root = kernel_cache_root();
-        r = kernel_find_default(root, &k, err);
-        if (r < 0)
-            return r;
-        b->kernel = xstrdup(k.vmlinuz);
-        buf_adds(&cmd, DEFAULT_CMDLINE);
-    }
-    if (o->kernel_cmdline) {
-        buf_consume(&cmd, cmd.len);
-        buf_adds(&cmd, o->kernel_cmdline);
-    }
-    if (o->kernel_cmdline_append)
-        buf_addf(&cmd, "%s%s", cmd.len ? " " : "", o->kernel_cmdline_append);
-
-    bool inject = p ? p->inject_agent : true;
-    bool rootfs = p && p->rootfs && !p->initrd;
-    if (inject) {
-        _cleanup_free_ char *rd = param_value(cmd.data ? cmd.data : "", "rdinit");
-        if (rd && strcmp(rd, AGENT_PATH)) {
-            r = pv_err_set(err, EINVAL,
-                           "profile `%s`: the cmdline sets rdinit=%s, which conflicts with the "
-                           "injected agent (rdinit=" AGENT_PATH
-                           "); remove it, or set inject_agent = false if the image starts "
-                           "provium-agent itself",
-                           name, rd);
-            goto out;
+        r = kernel_find_default(root, &rs.k, err);
+        if (r == 0) {
+            rs.kernel = xstrdup(rs.k.vmlinuz);
+            buf_adds(&rs.cmdline, DEFAULT_CMDLINE);
         }
     }
-    if (!has_param(cmd.data ? cmd.data : "", "console"))
-        buf_addf(&cmd, "%sconsole=ttyS0", cmd.len ? " " : "");
-    if (!has_param(cmd.data, "panic"))
-        buf_adds(&cmd, " panic=-1");
-    if (inject) {
-        if (!has_param(cmd.data, "rdinit"))
-            buf_adds(&cmd, " rdinit=" AGENT_PATH);
-        if (p && p->init)
-            buf_addf(&cmd, " provium.init=%s", p->init);
-        if (rootfs)
-            buf_adds(&cmd, " provium.root=/dev/vda");
+    if (r < 0)
+        goto out;
+    if (o->kernel_cmdline) {
+        buf_consume(&rs.cmdline, rs.cmdline.len);
+        buf_adds(&rs.cmdline, o->kernel_cmdline);
     }
-    if (vm_globals.transport == TRANSPORT_VSOCK)
-        buf_addf(&cmd, " provium.transport=vsock provium.vsock_port=%d", PV_VSOCK_PORT);
+    if (o->kernel_cmdline_append)
+        buf_addf(&rs.cmdline, "%s%s", rs.cmdline.len ? " " : "", o->kernel_cmdline_append);
+
+    bool inject = p ? p->inject_agent : true;
+    bool rootfs = rs.rootfs && !rs.initrd;
+    r = finish_cmdline(name, &rs.cmdline, inject, p ? p->init : NULL, rootfs, err);
+    if (r < 0)
+        goto out;
 
     if (!p)
-        r = default_initrd(&k, &base_initrd, err);
+        r = default_initrd(&rs.k, &base_initrd, err);
     else if (inject)
-        r = merged_initrd(p->initrd, p->modules, rootfs, &base_initrd, err);
-    else if (p->initrd)
-        base_initrd = xstrdup(p->initrd);
+        r = merged_initrd(rs.initrd, rs.overlay, p->modules, rootfs, &base_initrd, err);
+    else
+        base_initrd = steal_pointer(&rs.initrd);
     if (r < 0) {
         pv_err_wrap(err, "profile `%s`", name);
         goto out;
     }
-    if (o->nfiles) {
+    if (o->nfiles)
         r = with_files(base_initrd, o, &b->initrd, err);
-        if (r < 0)
-            goto out;
-    } else {
+    else
         b->initrd = steal_pointer(&base_initrd);
+    if (r < 0)
+        goto out;
+    b->kernel = steal_pointer(&rs.kernel);
+    b->cmdline = buf_steal(&rs.cmdline);
+    if (rs.ndisks) {
+        b->disks = steal_pointer(&rs.disks);
+        b->disk_ro = steal_pointer(&rs.disk_ro);
+        rs.ndisks = 0;
     }
-    if (p && (p->rootfs || p->ndisks)) {
-        size_t n = 0;
-        b->disks = xcalloc(p->ndisks + 2, sizeof(char *));
-        if (p->rootfs)
-            b->disks[n++] = xstrdup(p->rootfs);
-        for (size_t i = 0; i < p->ndisks; i++)
-            b->disks[n++] = xstrdup(p->disks[i]);
-    }
-    b->cmdline = buf_steal(&cmd);
     b->memory = o->memory ? o->memory : 512ull << 20;
     b->cpus = o->cpus ? o->cpus : 1;
     b->agent_timeout = o->agent_timeout > 0 ? o->agent_timeout
@@ -437,8 +544,7 @@ int boot_plan(const struct config *cfg, const char *name, const struct boot_opts
                                                         : 30 * vm_globals.timeout_scale;
     b->rng_seed = o->rng_seed;
 out:
-    buf_release(&cmd);
-    kernel_info_release(&k);
+    resolved_release(&rs);
     if (r < 0)
         vm_boot_release(b);
     return r;

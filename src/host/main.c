@@ -34,6 +34,7 @@ static const char usage[] =
     "  --json               one JSON line per file on stdout; human lines go to stderr\n"
     "  -v, --verbose        also list passing and skipped tests\n"
     "  -q, --quiet          only files with failures, and the summary\n"
+    "  --no-preflight       skip the QEMU and kernel checks before running\n"
     "  --help, --version\n"
     "\n"
     "exit status: 0 every test passed or was skipped, 1 a test failed or timed out,\n"
@@ -41,10 +42,13 @@ static const char usage[] =
     "Manual: docs/ in the source tree; start with docs/quick-start.md.\n";
 
 static char *rundir;
+static pid_t rundir_owner;
 
+/* Only the process that made the run dir removes it: file processes are
+ * forks and inherit this atexit handler (a test may call os.exit). */
 static void cleanup_rundir(void)
 {
-    if (rundir)
+    if (rundir && getpid() == rundir_owner)
         rm_rf(rundir);
     rundir = NULL;
 }
@@ -85,6 +89,7 @@ static int make_rundir(void)
         return -1;
     }
     rundir = p;
+    rundir_owner = getpid();
     atexit(cleanup_rundir);
     vm_globals.rundir = rundir;
     return 0;

@@ -126,7 +126,8 @@ char **qemu_argv(const struct qemu_config *qc)
     for (size_t i = 0; qc->disks && qc->disks[i]; i++) {
         _cleanup_free_ char *d = qesc(qc->disks[i]);
         add(&a, "-drive");
-        addf(&a, "file=%s,if=virtio,format=raw,snapshot=on", d);
+        addf(&a, "file=%s,if=virtio,format=raw,%s", d,
+             qc->disk_ro && qc->disk_ro[i] ? "readonly=on" : "snapshot=on");
     }
     return a.v;
 }

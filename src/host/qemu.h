@@ -22,7 +22,8 @@ struct qemu_config {
     const char *dir; /* the VM's private run directory: sockets and logs */
     uint32_t cid;    /* vsock guest CID */
     uint64_t rng_seed; /* 0: host entropy */
-    const char *const *disks; /* read-only root disks (rootfs profiles), NULL-terminated */
+    const char *const *disks; /* profile disks, NULL-terminated; /dev/vda first */
+    const bool *disk_ro;      /* per disk: read-only; else snapshot=on (writes discarded) */
 };
 
 /* The argv (NULL-terminated, caller frees with qemu_argv_free). Paths of the
@@ -43,8 +44,7 @@ char *qemu_which(const char *name);
 /* "QEMU emulator version 7.2.22 ..." -> "7.2.22" (cached). NULL on failure. */
 const char *qemu_version(void);
 
-/* Lowest free guest CID at or above 3, by trying vhost-vsock: CIDs are
- * host-global, so parallel provium processes must not collide. The picker
- * just hands out candidates; QEMU fails on a CID in use and the caller
- * retries with the next one. */
+/* A guest CID (>= 3; 0-2 are reserved). CIDs are host-global, so they are
+ * spread by pid to keep parallel provium processes apart; a CID in use makes
+ * QEMU fail to start, which fails that boot with QEMU's message. */
 uint32_t qemu_next_cid(void);

@@ -80,7 +80,7 @@ static json_t *json_line(const struct file_result *f, long failed)
     json_object_set_new(line, "passed", json_boolean(failed == 0));
     json_object_set_new(line, "chunk_error", chunk ? json_string(chunk) : json_null());
     json_object_set_new(line, "tests", tests);
-    json_object_set_new(line, "duration", json_real(f->seconds));
+    json_object_set_new(line, "duration", json_real((double)(int64_t)(f->seconds * 1000) / 1000));
     return line;
 }
 
@@ -128,9 +128,9 @@ void report_file(struct report *r, const struct file_result *f)
     if (r->verbosity == QUIET && !failed)
         return;
     FILE *out = r->human;
-    if (f->output && *f->output && (failed || r->verbosity >= NORMAL)) {
-        fputs(f->output, out);
-        if (f->output[strlen(f->output) - 1] != '\n')
+    if (f->output_len && (failed || r->verbosity >= NORMAL)) {
+        fwrite(f->output, 1, f->output_len, out);
+        if (f->output[f->output_len - 1] != '\n')
             fputc('\n', out);
     }
     const char *word = f->kind == FILE_TIMED_OUT ? "TIME" : failed ? "FAIL" : "PASS";

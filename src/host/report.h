@@ -13,6 +13,7 @@ enum file_kind { FILE_RAN, FILE_TIMED_OUT, FILE_CRASHED, FILE_INTERRUPTED };
 struct file_result {
     const char *display;
     const char *output; /* what the file's process printed, or NULL */
+    size_t output_len;
     double seconds;
     enum file_kind kind;
     json_t *outcome; /* from the file's process (FILE_RAN), may be NULL otherwise */

@@ -249,6 +249,7 @@ static void finish_job(struct job *j, const struct run_opts *o, struct report *r
     if (j->pidfd >= 0)
         close(j->pidfd);
     struct file_result fr = {.display = j->display, .output = j->out.data,
+                             .output_len = j->out.len,
                              .seconds = (double)(now_ns() - j->start_ns) / 1e9};
     if (j->timed_out) {
         fr.kind = FILE_TIMED_OUT;

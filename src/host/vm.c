@@ -58,12 +58,30 @@ void vm_boot_release(struct vm_boot *b)
     for (size_t i = 0; b->disks && b->disks[i]; i++)
         free(b->disks[i]);
     free(b->disks);
+    free(b->disk_ro);
     memset(b, 0, sizeof(*b));
+}
+
+/* Every struct vm of this process, for vm_kill_everything(). */
+static struct vm *all_vms;
+
+void vm_kill_everything(const char *why)
+{
+    for (struct vm *vm = all_vms; vm; vm = vm->next_live) {
+        if (vm->state != VM_BOOTED && vm->state != VM_PAUSED)
+            continue;
+        vm_kill(vm);
+        vm->state = VM_DEAD;
+        free(vm->exit_reason);
+        vm->exit_reason = xstrdup(why);
+    }
 }
 
 struct vm *vm_new(const char *name, const char *profile)
 {
     struct vm *vm = xcalloc(1, sizeof(*vm));
+    vm->next_live = all_vms;
+    all_vms = vm;
     vm->name = xstrdup(name);
     vm->profile = xstrdup(profile);
     vm->pidfd = -1;
@@ -97,6 +115,12 @@ void vm_free(struct vm *vm)
 {
     if (!vm)
         return;
+    for (struct vm **pp = &all_vms; *pp; pp = &(*pp)->next_live) {
+        if (*pp == vm) {
+            *pp = vm->next_live;
+            break;
+        }
+    }
     stop_qemu(vm, 0);
     if (vm->dir)
         rm_rf(vm->dir);
@@ -225,6 +249,11 @@ static int died(struct vm *vm, struct pv_err *err, const char *what)
 {
     int status = 0;
     char how[128] = "";
+    /* the sockets close a moment before QEMU is reapable */
+    if (vm->pidfd >= 0) {
+        struct pollfd p = {vm->pidfd, POLLIN, 0};
+        poll(&p, 1, 1000);
+    }
     if (vm->pid > 0 && waitpid(vm->pid, &status, WNOHANG) == vm->pid) {
         untrack(vm->pid);
         vm->pid = 0;
@@ -244,6 +273,11 @@ static int died(struct vm *vm, struct pv_err *err, const char *what)
         buf_addf(&tail, "  QEMU said: %s\n", ql.data);
     }
     buf_release(&ql);
+    struct buf log = BUF_INIT;
+    vm_console_log(vm, &log);
+    if (log.data && strstr(log.data, "Kernel panic"))
+        buf_adds(&tail, "  the guest kernel panicked\n");
+    buf_release(&log);
     buf_adds(&tail, "  last console lines:\n");
     vm_console_tail(vm, 40, &tail);
     free(vm->exit_reason);
@@ -301,6 +335,7 @@ int vm_boot(struct vm *vm, const struct vm_boot *b, struct pv_err *err)
         .cid = vm->cid,
         .rng_seed = b->rng_seed,
         .disks = (const char *const *)b->disks,
+        .disk_ro = b->disk_ro,
     };
     char **argv = qemu_argv(&qc);
     vm->boot_ns = now_ns();
@@ -446,11 +481,22 @@ int vm_run(struct vm *vm, const struct vm_run_req *req, struct vm_run_result *re
     return op_failed(vm, r, err);
 }
 
+#define VM_READ_CAP (1ull << 30)
+
+struct read_ctx {
+    struct buf *out;
+    bool too_big;
+};
+
 static void data_chunk(void *ctx, uint8_t stream, const void *p, size_t n)
 {
-    struct buf *out = ctx;
-    if (stream == PV_DATA && out->len + n <= (1ull << 30))
-        buf_add(out, p, n);
+    struct read_ctx *rc = ctx;
+    if (stream != PV_DATA)
+        return;
+    if (rc->out->len + n > VM_READ_CAP)
+        rc->too_big = true;
+    else
+        buf_add(rc->out, p, n);
 }
 
 int vm_read_file(struct vm *vm, const char *path, struct buf *out, struct pv_err *err)
@@ -461,8 +507,11 @@ int vm_read_file(struct vm *vm, const char *path, struct buf *out, struct pv_err
     struct buf b = BUF_INIT;
     struct pv_wr w = {&b};
     pv_put_str(&w, path);
-    r = chan_call(&vm->chan, PV_READ_FILE, &b, op_deadline(120), data_chunk, out, NULL, err);
+    struct read_ctx rc = {out, false};
+    r = chan_call(&vm->chan, PV_READ_FILE, &b, op_deadline(120), data_chunk, &rc, NULL, err);
     buf_release(&b);
+    if (r == 0 && rc.too_big)
+        return pv_err_set(err, EFBIG, "vm `%s`: read_file %s: larger than 1 GiB", vm->name, path);
     return op_failed(vm, r, err);
 }
 

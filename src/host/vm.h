@@ -15,6 +15,7 @@ enum vm_state { VM_CREATED, VM_BOOTED, VM_PAUSED, VM_SHUTDOWN, VM_DEAD };
 struct vm_boot {
     char *kernel, *initrd, *cmdline;
     char **disks; /* NULL-terminated, may be NULL */
+    bool *disk_ro; /* per disk: attach read-only (else a writable, discarded snapshot) */
     uint64_t memory;
     int cpus;
     double agent_timeout; /* seconds */
@@ -110,3 +111,5 @@ void vm_console_tail(struct vm *vm, int lines, struct buf *out);
 
 /* Kill every QEMU this process started (signal-safe; for fatal paths). */
 void vm_kill_all(void);
+/* Kill every running VM and mark it dead with the reason (not signal-safe). */
+void vm_kill_everything(const char *why);

@@ -26,7 +26,6 @@ static void deadline_hook(lua_State *L, lua_Debug *ar)
 {
     (void)ar;
     if (deadline_ns && now_ns() >= deadline_ns) {
-        deadline_ns = 0;
         lua_sethook(L, NULL, 0, 0);
         luaL_error(L, "%s", deadline_msg);
     }
@@ -90,12 +89,18 @@ static int l_parse_duration(lua_State *L)
     return 1;
 }
 
-/* _provium_c.kill_all(): SIGKILL every VM of this file */
+/* _provium_c.kill_all(reason): kill every VM of this file; they read dead */
 static int l_kill_all(lua_State *L)
 {
-    (void)L;
-    vm_kill_all();
+    vm_kill_everything(luaL_optstring(L, 1, "killed"));
     return 0;
+}
+
+/* _provium_c.deadline_passed() -> true once the running test's deadline is past */
+static int l_deadline_passed(lua_State *L)
+{
+    lua_pushboolean(L, vm_globals.op_deadline_ns && now_ns() >= vm_globals.op_deadline_ns);
+    return 1;
 }
 
 static int traceback(lua_State *L)
@@ -141,6 +146,7 @@ lua_State *l_newstate(void)
         {"now", l_now},
         {"parse_duration", l_parse_duration},
         {"kill_all", l_kill_all},
+        {"deadline_passed", l_deadline_passed},
         {NULL, NULL},
     };
     luaL_setfuncs(L, prims, 0);

@@ -107,10 +107,8 @@ static void parse_opts(lua_State *L, int idx, struct boot_opts *o)
             *dst = xstrdup(lua_tostring(L, -1));
         } else if (!strcmp(k, "agent_timeout")) {
             o->agent_timeout = num_or_duration(L, -1, "boot opts: agent_timeout");
-        } else if (!strcmp(k, "rng_seed")) {
-            if (!lua_isinteger(L, -1))
-                luaL_error(L, "boot opts: rng_seed must be an integer");
-            o->rng_seed = (uint64_t)lua_tointeger(L, -1);
+        } else if (!strcmp(k, "rng_seed") || !strcmp(k, "initial_time")) {
+            luaL_error(L, "boot opts: %s is not supported yet", k);
         } else if (!strcmp(k, "files")) {
             luaL_checktype(L, -1, LUA_TTABLE);
             lua_Integer n = luaL_len(L, -1);
@@ -137,7 +135,7 @@ static void parse_opts(lua_State *L, int idx, struct boot_opts *o)
             }
         } else {
             luaL_error(L, "boot opts: unknown option `%s` (known: memory, cpus, kernel_cmdline, "
-                          "kernel_cmdline_append, agent_timeout, rng_seed, files)",
+                          "kernel_cmdline_append, agent_timeout, files)",
                        k);
         }
         lua_pop(L, 1);
@@ -380,9 +378,15 @@ static int l_vm_run_raw(lua_State *L)
     memset(res, 0, sizeof(*res));
     struct pv_err err = {0};
     int r = vm_run(u->vm, &req, res, &err);
-    if (r != 0) {
+    if (r > 0) {
+        /* the agent's message names the program or the cwd that failed */
         vm_run_result_release(res);
-        return raise_op(L, u->vm, "run", argv[0], r, &err);
+        const char *name = strerrorname_np(r);
+        return luaL_error(L, "vm `%s`: run: %s: %s", u->vm->name, name ? name : "E?", err.msg);
+    }
+    if (r < 0) {
+        vm_run_result_release(res);
+        return luaL_error(L, "%s", err.msg);
     }
     lua_createtable(L, 0, 8);
     static const char *status[] = {"exited", "signalled", "timed_out"};
