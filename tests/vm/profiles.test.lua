@@ -59,6 +59,29 @@ end)
     t:assert_contains(out, "PASS suite/p.test.lua (3 passed, 0 failed, 0 skipped)")
 end)
 
+test("inject_agent = false boots the initrd as it is", function(t)
+    local d = meta.tmpdir()
+    -- this image already holds /provium-agent (provium generated it)
+    meta.write(d .. "/provium.toml", ([[
+[profiles.own]
+kernel = "%s"
+initrd = "%s"
+cmdline = "console=ttyS0 rdinit=/provium-agent own_agent=1"
+inject_agent = false
+]]):format(kernel, some_initrd()))
+    meta.write(d .. "/o.test.lua", [[
+test("boot", function(t)
+    local vm = provium:vm("o", "own"):boot()
+    local c = vm:read_file("/proc/cmdline")
+    t:assert_contains(c, "own_agent=1")
+    t:assert(not c:find("rdinit=/provium-agent.*rdinit="), "no second rdinit: " .. c)
+end)
+]])
+    local out, code = meta.provium({ "o.test.lua" }, { cwd = d })
+    meta.rmdir(d)
+    t:assert_eq(code, 0, out)
+end)
+
 test("profiles: --config names another file; a missing kernel is a boot error", function(t)
     local d = meta.tmpdir()
     meta.write(d .. "/alt.toml", '[profiles.x]\nkernel = "missing/bzImage"\ninitrd = "none.img"\n')
