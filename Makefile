@@ -55,7 +55,12 @@ VERSION := $(shell git describe --always --dirty 2>/dev/null || echo 0.1)
 
 all: provium
 
-provium: $(B)/host/src/host/main.o $(B)/libprovium.a
+# Each flavour (plain, SANITIZE=...) links in its own build directory;
+# ./provium is whichever was built last.
+provium: $(B)/provium
+	@cmp -s $< $@ || cp $< $@
+
+$(B)/provium: $(B)/host/src/host/main.o $(B)/libprovium.a
 	$(CC) $(HOST_CFLAGS) -o $@ $^ $(HOST_LIBS) $(SAN_LDFLAGS)
 
 $(B)/libprovium.a: $(LIB_OBJS)
@@ -163,5 +168,5 @@ clean:
 	rm -rf $(B) provium
 
 FORCE:
-.PHONY: all deps demo check bench fuzz install clean units fuzzers kernel print-lib-srcs FORCE
+.PHONY: all provium deps demo check bench fuzz install clean units fuzzers kernel print-lib-srcs FORCE
 -include $(shell find $(B)/host $(B)/san -name '*.d' 2>/dev/null)

@@ -239,15 +239,19 @@ int main(int argc, char **argv)
     }
 
     /* Pre-flight: what no test can run without. KVM is not on the list. */
+    int code = 2;
+    struct kernel_info k = {0};
+    char **files = NULL;
+    size_t nfiles = 0;
+    struct buf header = BUF_INIT;
+    _cleanup_free_ char *root = kernel_cache_root();
     _cleanup_free_ char *qemu = qemu_which("qemu-system-x86_64");
     if (preflight && !qemu) {
         fprintf(stderr, "provium: qemu-system-x86_64 not found in PATH\n"
                         "  fix: apt-get install --no-install-recommends qemu-system-x86 "
                         "(or run `make deps`)\n");
-        return 2;
+        goto out;
     }
-    _cleanup_free_ char *root = kernel_cache_root();
-    struct kernel_info k = {0};
     const char *probe_kernel = NULL;
     if (kernel_find_default(root, &k, &err) == 0) {
         probe_kernel = k.vmlinuz;
@@ -255,30 +259,27 @@ int main(int argc, char **argv)
         probe_kernel = cfg->profiles[0].kernel;
     } else if (preflight) {
         fprintf(stderr, "provium: %s\n", err.msg);
-        return 2;
+        goto out;
     }
 
     const char *note = NULL, *tnote = NULL;
     vm_globals.accel = accel_resolve(accel, probe_kernel, &note, &err);
     if (vm_globals.accel == ACCEL_AUTO) {
         fprintf(stderr, "provium: %s\n", err.msg);
-        return 2;
+        goto out;
     }
     vm_globals.transport = transport_resolve(transport, vm_globals.accel, &tnote);
     /* Under TCG a guest runs several times slower: stretch default waits. */
     vm_globals.timeout_scale = vm_globals.accel == ACCEL_TCG ? 3.0 : 1.0;
 
-    char **files = NULL;
-    size_t nfiles = 0;
     if (runner_discover(cfg, paths, npaths, &files, &nfiles, &err) < 0) {
         fprintf(stderr, "provium: %s\n", err.msg);
-        return 2;
+        goto out;
     }
     if (make_rundir() < 0)
-        return 2;
+        goto out;
     signal(SIGPIPE, SIG_IGN);
 
-    struct buf header = BUF_INIT;
     buf_addf(&header, "provium %s: %zu file(s), accel %s, transport %s", PV_VERSION, nfiles,
              accel_name(vm_globals.accel), transport_name(vm_globals.transport));
     if (vm_globals.accel == ACCEL_TCG)
@@ -290,7 +291,8 @@ int main(int argc, char **argv)
     o.header = header.data;
     o.paths = paths;
     o.npaths = npaths;
-    int code = runner_run(cfg, &o, files, nfiles);
+    code = runner_run(cfg, &o, files, nfiles);
+out:
     buf_release(&header);
     for (size_t i = 0; i < nfiles; i++)
         free(files[i]);
