@@ -115,24 +115,6 @@ static char *config_default_cache_dir(void)
 
 /* ---- typed getters ---- */
 
-static const char *config_a_type(enum toml_type t)
-{
-    switch (t) {
-    case TOML_STRING:
-        return "a string";
-    case TOML_INT:
-        return "an integer";
-    case TOML_FLOAT:
-        return "a float";
-    case TOML_BOOL:
-        return "a boolean";
-    case TOML_ARRAY:
-        return "an array";
-    case TOML_TABLE:
-        return "a table";
-    }
-    return "a value";
-}
 
 static int config_wrong_type(const struct config_ctx *x, const char *key,
                              const struct toml_value *v, const char *expected)
@@ -149,7 +131,7 @@ static int config_want(const struct config_ctx *x, const char *key, const struct
 {
     if (v->type == type)
         return 0;
-    return config_wrong_type(x, key, v, config_a_type(type));
+    return config_wrong_type(x, key, v, toml_type_a(type));
 }
 
 static int config_string(const struct config_ctx *x, const char *key, const struct toml_value *v,

@@ -126,7 +126,7 @@ static const char *toml_describe(const struct parser *P, const char *at, char *b
     return buf;
 }
 
-static const char *a_type_name(enum toml_type t)
+const char *toml_type_a(enum toml_type t)
 {
     switch (t) {
     case TOML_STRING:
@@ -950,7 +950,7 @@ static int dotted_walk(struct parser *P, struct toml_table *t, const struct keyp
         _cleanup_free_ char *path = keypath_str(k, i + 1);
         if (v->type != TOML_TABLE)
             return toml_fail(P, k->at[i], "key `%s` is %s, not a table", path,
-                             a_type_name(v->type));
+                             toml_type_a(v->type));
         if (v->u.tab->flags & TAB_INLINE)
             return toml_fail(P, k->at[i], "inline table `%s` cannot be extended", path);
         return toml_fail(P, k->at[i],
@@ -1124,7 +1124,7 @@ static int header_walk(struct parser *P, const struct keypath *k, int line, int 
         _cleanup_free_ char *path = keypath_str(k, i + 1);
         if (v->type != TOML_TABLE)
             return toml_fail(P, k->at[i], "key `%s` is %s, not a table", path,
-                             a_type_name(v->type));
+                             toml_type_a(v->type));
         return toml_fail(P, k->at[i], "inline table `%s` cannot be extended", path);
     }
     *ret = t;
@@ -1158,7 +1158,7 @@ static int header_table(struct parser *P, const struct keypath *k, const char *o
     if (v->type == TOML_ARRAY && (t->kflags[idx] & KEY_AOT))
         return toml_fail(P, last_at, "key `%s` is an array of tables, not a table", path);
     if (v->type != TOML_TABLE)
-        return toml_fail(P, last_at, "key `%s` is %s, not a table", path, a_type_name(v->type));
+        return toml_fail(P, last_at, "key `%s` is %s, not a table", path, toml_type_a(v->type));
     unsigned flags = v->u.tab->flags;
     if (flags & TAB_HEADER)
         return toml_fail(P, open, "duplicate table `[%s]`", path);
@@ -1198,7 +1198,7 @@ static int header_array(struct parser *P, const struct keypath *k, int line, int
             if (v->type == TOML_ARRAY)
                 return toml_fail(P, last_at, "cannot append to static array `%s`", path);
             return toml_fail(P, last_at, "key `%s` is %s, not an array of tables", path,
-                             a_type_name(v->type));
+                             toml_type_a(v->type));
         }
     }
     struct toml_value *elem = value_new(TOML_TABLE, line, col);

@@ -73,3 +73,5 @@ const struct toml_value *toml_get(const struct toml_table *t, const char *key);
 
 /* "string", "integer", "float", "boolean", "array" or "table". */
 const char *toml_type_name(enum toml_type t);
+/* The same with an article, for messages: "a string", "an integer". */
+const char *toml_type_a(enum toml_type t);
