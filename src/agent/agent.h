@@ -13,6 +13,7 @@
 #include "proto/wire.h"
 
 struct agent_opts {
+    bool follow_kmsg; /* stream the kernel log to the host (PV_EV_KMSG) */
     bool allow_power; /* PV_POWEROFF may power the machine off (false on the host) */
     bool resync;      /* a byte stream that outlives the peer (virtio-serial): on
                          garbage, wait for the next Hello instead of quitting */
@@ -29,6 +30,7 @@ struct agent {
     bool poweroff_pending;
     int poweroff_how;
     int sigfd;
+    int kmsg; /* /dev/kmsg, followed after the handshake; -1 if not */
     struct run *runs;
 };
 

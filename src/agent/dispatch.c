@@ -133,11 +133,40 @@ static void hello(struct agent *a, const struct pv_hdr *h, struct pv_rd *r)
     pv_put_str(&w, PV_VERSION);
     pv_put_str(&w, "linux");
     pv_put_str(&w, u.release);
-    pv_put_u64(&w, PV_FEAT_RUN | PV_FEAT_FILES);
+    pv_put_u64(&w, PV_FEAT_RUN | PV_FEAT_FILES | (a->opts.follow_kmsg ? PV_FEAT_KMSG : 0));
     pv_put_u32(&w, (uint32_t)getpid());
     agent_send(a, PV_HELLO_OK, h->id, b.data, b.len);
     buf_release(&b);
     a->hello_done = true;
+    /* Every record from the start of the ring, then new ones as they come:
+     * splats are visible whatever the console log level. */
+    if (a->opts.follow_kmsg && a->kmsg < 0)
+        a->kmsg = open("/dev/kmsg", O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+}
+
+/* Forward what /dev/kmsg has now, one record per read, batched into
+ * events of up to 64 KiB. */
+static void pump_kmsg(struct agent *a)
+{
+    struct buf batch = BUF_INIT;
+    char rec[8192];
+    for (;;) {
+        ssize_t n = read(a->kmsg, rec, sizeof(rec));
+        if (n < 0 && errno == EPIPE)
+            continue; /* records were overwritten before we read them */
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0)
+            break;
+        buf_add(&batch, rec, (size_t)n);
+        if (batch.len > 65536) {
+            agent_send(a, PV_EV_KMSG, 0, batch.data, batch.len);
+            buf_consume(&batch, batch.len);
+        }
+    }
+    if (batch.len)
+        agent_send(a, PV_EV_KMSG, 0, batch.data, batch.len);
+    buf_release(&batch);
 }
 
 static void dispatch(struct agent *a, const struct pv_hdr *h, const uint8_t *payload)
@@ -195,7 +224,7 @@ static int consume_input(struct agent *a)
 
 int agent_serve(int fd, const struct agent_opts *opts)
 {
-    struct agent a = {.fd = fd, .opts = *opts, .sigfd = -1};
+    struct agent a = {.fd = fd, .opts = *opts, .sigfd = -1, .kmsg = -1};
     int ret = 0;
     int fl = fcntl(fd, F_GETFL);
     fcntl(fd, F_SETFL, fl | O_NONBLOCK);
@@ -213,7 +242,8 @@ int agent_serve(int fd, const struct agent_opts *opts)
         int64_t deadline = 0;
         fds[0] = (struct pollfd){fd, POLLIN | (a.out.len ? POLLOUT : 0), 0};
         fds[1] = (struct pollfd){a.sigfd, POLLIN, 0};
-        int n = 2;
+        fds[2] = (struct pollfd){a.out.len < OUT_HIGH ? a.kmsg : -1, POLLIN, 0};
+        int n = 3;
         if (a.out.len < OUT_HIGH)
             n += proc_pollfds(&a, fds + n, (int)ARRAY_SIZE(fds) - n, &deadline);
         int timeout = -1;
@@ -233,7 +263,9 @@ int agent_serve(int fd, const struct agent_opts *opts)
                 ;
             proc_reap(&a);
         }
-        proc_events(&a, fds + 2, n - 2);
+        if (fds[2].revents & POLLIN)
+            pump_kmsg(&a);
+        proc_events(&a, fds + 3, n - 3);
         proc_timeouts(&a);
         if (fds[0].revents & POLLOUT && flush_out(&a, false) < 0)
             break;
@@ -274,6 +306,8 @@ int agent_serve(int fd, const struct agent_opts *opts)
         }
     }
     proc_kill_all(&a);
+    if (a.kmsg >= 0)
+        close(a.kmsg);
     close(a.sigfd);
     buf_release(&a.in);
     buf_release(&a.out);

@@ -194,7 +194,7 @@ static int open_vport(void)
 
 static void agent_virtio_serial(void)
 {
-    struct agent_opts o = {.allow_power = true, .resync = true};
+    struct agent_opts o = {.allow_power = true, .resync = true, .follow_kmsg = true};
     for (;;) {
         int fd = open_vport();
         int r = agent_serve(fd, &o);
@@ -215,7 +215,7 @@ static void agent_vsock(unsigned port)
         poll(NULL, 0, 200);
         s = socket(AF_VSOCK, SOCK_STREAM | SOCK_CLOEXEC, 0);
     }
-    struct agent_opts o = {.allow_power = true, .resync = false};
+    struct agent_opts o = {.allow_power = true, .resync = false, .follow_kmsg = true};
     for (;;) {
         int c = accept4(s, NULL, NULL, SOCK_CLOEXEC);
         if (c < 0) {

@@ -239,6 +239,11 @@ int chan_call(struct chan *c, uint16_t type, const struct buf *req, int64_t dead
             }
             continue;
         }
+        if (h.id == 0 && h.type == PV_EV_KMSG) {
+            if (c->on_event)
+                c->on_event(c->event_ctx, h.type, payload.data, payload.len);
+            continue;
+        }
         if (h.id != id)
             continue; /* a late reply to a cancelled call, or a stray event */
         struct pv_rd rd;

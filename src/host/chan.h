@@ -11,6 +11,9 @@
 
 /* Receives PV_EV_CHUNK data for the call in progress. */
 typedef void (*chan_chunk_fn)(void *ctx, uint8_t stream, const void *p, size_t n);
+/* Receives events that belong to no request (PV_EV_KMSG), whenever the
+ * channel reads them. */
+typedef void (*chan_event_fn)(void *ctx, uint16_t type, const void *p, size_t n);
 
 struct chan {
     int fd;
@@ -23,6 +26,8 @@ struct chan {
     char *agent_version, *guest_os, *kernel_release;
     uint64_t features;
     uint32_t agent_pid;
+    chan_event_fn on_event;
+    void *event_ctx;
 };
 
 void chan_init(struct chan *c, int fd, int watch_fd);

@@ -87,6 +87,7 @@ struct vm *vm_new(const char *name, const char *profile)
     vm->pidfd = -1;
     vm->qmp.fd = -1;
     vm->chan.fd = -1;
+    vm->kmsg_fd = -1;
     return vm;
 }
 
@@ -122,6 +123,8 @@ void vm_free(struct vm *vm)
         }
     }
     stop_qemu(vm, 0);
+    if (vm->kmsg_fd >= 0)
+        close(vm->kmsg_fd);
     if (vm->dir)
         rm_rf(vm->dir);
     free(vm->dir);
@@ -287,6 +290,47 @@ static int died(struct vm *vm, struct pv_err *err, const char *what)
     return -EPIPE;
 }
 
+void vm_kmsg_format(const void *p, size_t n, struct buf *out)
+{
+    const char *s = p, *end = s + n;
+    while (s < end) {
+        const char *nl = memchr(s, '\n', (size_t)(end - s));
+        const char *e = nl ? nl : end;
+        const char *semi = memchr(s, ';', (size_t)(e - s));
+        if (*s != ' ' && semi) {
+            unsigned long long usec = 0;
+            const char *f = memchr(s, ',', (size_t)(semi - s));
+            f = f ? memchr(f + 1, ',', (size_t)(semi - f - 1)) : NULL;
+            if (f)
+                usec = strtoull(f + 1, NULL, 10);
+            buf_addf(out, "[%5llu.%06llu] ", usec / 1000000, usec % 1000000);
+            buf_add(out, semi + 1, (size_t)(e - semi - 1));
+            buf_adds(out, "\n");
+        }
+        s = e + 1;
+    }
+}
+
+/* PV_EV_KMSG: appended to kmsg.log. */
+static void on_kmsg(void *ctx, uint16_t type, const void *p, size_t n)
+{
+    struct vm *vm = ctx;
+    (void)type;
+    struct buf out = BUF_INIT;
+    vm_kmsg_format(p, n, &out);
+    if (out.len && vm->kmsg_fd >= 0)
+        write_all(vm->kmsg_fd, out.data, out.len);
+    buf_release(&out);
+}
+
+int vm_kernel_log(struct vm *vm, struct buf *out)
+{
+    if (!vm->dir)
+        return -ENOENT;
+    _cleanup_free_ char *p = xasprintf("%s/kmsg.log", vm->dir);
+    return read_file(p, 256u << 20, out);
+}
+
 int vm_boot(struct vm *vm, const struct vm_boot *b, struct pv_err *err)
 {
     if (vm->state != VM_CREATED && vm->state != VM_SHUTDOWN && vm->state != VM_DEAD)
@@ -305,10 +349,14 @@ int vm_boot(struct vm *vm, const struct vm_boot *b, struct pv_err *err)
     vm->hvc_primary = con && !strncmp(con, "hvc", 3);
     free(vm->exit_reason);
     vm->exit_reason = NULL;
-    for (const char *f = "serial.log\0hvc.log\0qemu.log\0"; *f; f += strlen(f) + 1) {
+    for (const char *f = "serial.log\0hvc.log\0qemu.log\0kmsg.log\0"; *f; f += strlen(f) + 1) {
         _cleanup_free_ char *p = xasprintf("%s/%s", vm->dir, f);
         unlink(p);
     }
+    if (vm->kmsg_fd >= 0)
+        close(vm->kmsg_fd);
+    _cleanup_free_ char *kpath = xasprintf("%s/kmsg.log", vm->dir);
+    vm->kmsg_fd = open(kpath, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
 
     _cleanup_free_ char *qmp_path = xasprintf("%s/qmp.sock", vm->dir);
     _cleanup_free_ char *agent_path = xasprintf("%s/agent.sock", vm->dir);
@@ -367,6 +415,8 @@ int vm_boot(struct vm *vm, const struct vm_boot *b, struct pv_err *err)
     if (fd < 0)
         return died(vm, err, "QEMU did not open the agent channel");
     chan_init(&vm->chan, fd, vm->pidfd);
+    vm->chan.on_event = on_kmsg;
+    vm->chan.event_ctx = vm;
 
     r = chan_hello(&vm->chan, deadline, err);
     if (r == -ETIMEDOUT) {
@@ -630,6 +680,8 @@ int vm_reset(struct vm *vm, struct pv_err *err)
         if (fd < 0)
             return died(vm, err, "no agent after reset");
         chan_init(&vm->chan, fd, vm->pidfd);
+        vm->chan.on_event = on_kmsg;
+        vm->chan.event_ctx = vm;
     } else {
         /* the same byte stream carries on; chan_hello resynchronises */
         buf_consume(&vm->chan.in, vm->chan.in.len);

@@ -36,6 +36,7 @@ struct vm {
     int64_t ready_ns;  /* when the agent answered */
     uint32_t cid;
     char *exit_reason; /* why the VM is dead */
+    int kmsg_fd;       /* kmsg.log, the guest's kernel log as the agent streams it */
     struct vm *next_live;
 };
 
@@ -104,6 +105,16 @@ int vm_read_file(struct vm *vm, const char *path, struct buf *out, struct pv_err
 int vm_write_file(struct vm *vm, const char *path, const void *data, size_t len, uint32_t mode,
                   bool append, struct pv_err *err);
 int vm_stat(struct vm *vm, const char *path, bool nofollow, struct vm_stat *st, struct pv_err *err);
+
+/* Format /dev/kmsg records ("prio,seq,usec,flags;text\n" each, then
+ * " KEY=value" lines) as dmesg prints them, appending to out. The bytes come
+ * from the guest: anything goes, nothing is trusted. */
+void vm_kmsg_format(const void *p, size_t n, struct buf *out);
+
+/* The guest's kernel log as the agent forwarded it from /dev/kmsg (every
+ * level, whatever the console shows), formatted like dmesg. A vm_ping()
+ * first makes sure everything logged before it has arrived. */
+int vm_kernel_log(struct vm *vm, struct buf *out);
 
 /* Console: the primary console's log (ttyS0 or hvc0), whole or last lines. */
 int vm_console_log(struct vm *vm, struct buf *out);

@@ -199,6 +199,7 @@ const char *pv_type_name(uint16_t type)
     case PV_HELLO_OK: return "HelloOk";
     case PV_HELLO_ERR: return "HelloErr";
     case PV_EV_CHUNK: return "Chunk";
+    case PV_EV_KMSG: return "Kmsg";
     default: return "unknown";
     }
 }

@@ -50,6 +50,7 @@ enum pv_type {
 
     /* events, agent -> host; id names the request they belong to (or 0) */
     PV_EV_CHUNK = 0x9001,
+    PV_EV_KMSG = 0x9002, /* id 0: records of the kernel log, as /dev/kmsg gives them */
 };
 
 /* PV_RUN flags */
@@ -88,6 +89,7 @@ enum {
 enum {
     PV_FEAT_RUN = 1 << 0,
     PV_FEAT_FILES = 1 << 1,
+    PV_FEAT_KMSG = 1 << 2, /* the agent streams the kernel log (PV_EV_KMSG) */
 };
 /* File types in PV_STAT replies */
 enum pv_ftype {

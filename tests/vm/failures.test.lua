@@ -14,7 +14,7 @@ test("an agent that never answers: error names the VM and shows the console", fu
     t:assert_eq(vm:state(), "dead")
 end)
 
-test("a kernel panic ends the VM at once", function(t)
+test("a kernel panic ends the VM at once", { allow_kernel_warnings = true }, function(t)
     local vm = provium:vm("panic", "default", {
         -- the agent cannot start, and the requested init does not exist: panic
         kernel_cmdline_append = "init=/nonexistent",
@@ -25,6 +25,7 @@ test("a kernel panic ends the VM at once", function(t)
     local err = t:assert_raises(function() vm:boot() end)
     t:assert_contains(err, "vm `panic`")
     t:assert_contains(err, "Kernel panic")
+    t:assert_eq(vm:splats()[1].title, "Kernel panic: Requested init /nonexistent failed (error -2).")
     t:assert(os.time() - t0 < 100, "did not wait for the agent timeout")
 end)
 

@@ -498,6 +498,18 @@ static int l_vm_exists(lua_State *L)
     return 1;
 }
 
+/* vm:kernel_log() -> the guest's kernel log as the agent streamed it (dmesg format) */
+static int l_vm_kernel_log(lua_State *L)
+{
+    struct l_vm *u = l_checkvm(L, 1);
+    struct buf *b = lua_newuserdatauv(L, sizeof(*b), 0);
+    memset(b, 0, sizeof(*b));
+    vm_kernel_log(u->vm, b);
+    lua_pushlstring(L, b->data ? b->data : "", b->len);
+    buf_release(b);
+    return 1;
+}
+
 /* vm:console_log() -> everything the guest's console printed since power-on */
 static int l_vm_console_log(lua_State *L)
 {
@@ -544,6 +556,7 @@ static const luaL_Reg vm_methods[] = {
     {"stat", l_vm_stat},
     {"exists", l_vm_exists},
     {"console_log", l_vm_console_log},
+    {"kernel_log", l_vm_kernel_log},
     {"console_tail", l_vm_console_tail},
     {NULL, NULL},
 };
