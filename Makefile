@@ -67,7 +67,7 @@ $(B)/libprovium.a: $(LIB_OBJS)
 	@rm -f $@
 	ar rcs $@ $^
 
-$(B)/host/%.o: %.c | $(B)/gen/version.h
+$(B)/host/%.o: %.c | $(B)/gen/version.h $(B)/gen/sysnames.h
 	@mkdir -p $(dir $@)
 	$(CC) $(HOST_CFLAGS) -MMD -MP -c -o $@ $<
 
@@ -94,6 +94,14 @@ $(B)/gen/version.h: FORCE
 	@echo '#define PV_VERSION "$(VERSION)"' > $@.tmp
 	@cmp -s $@.tmp $@ && rm -f $@.tmp || mv $@.tmp $@
 
+# x86-64 syscall numbers by name, from the kernel UAPI headers (linux-libc-dev).
+UNISTD_64 := /usr/include/x86_64-linux-gnu/asm/unistd_64.h
+$(B)/gen/sysnames.h: $(UNISTD_64)
+	@mkdir -p $(dir $@)
+	@sed -n 's/^#define __NR_\([a-z0-9_]*\) \([0-9]*\)$$/    {"\1", \2},/p' $< > $@.tmp
+	@test -s $@.tmp || { echo "no syscall numbers in $<" >&2; exit 1; }
+	@mv $@.tmp $@
+
 $(B)/musl-inc/.stamp:
 	@mkdir -p $(B)/musl-inc
 	@for d in linux asm-generic; do ln -sfn /usr/include/$$d $(B)/musl-inc/$$d; done
@@ -109,7 +117,7 @@ $(B)/provium-agent: $(AGENT_SRCS) $(wildcard src/*/*.h) $(B)/musl-inc/.stamp | $
 TEST_SAN := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
 SAN_OBJS := $(patsubst %.c,$(B)/san/%.o,$(LIB_SRCS)) $(B)/host/embed.o
 
-$(B)/san/%.o: %.c | $(B)/gen/version.h
+$(B)/san/%.o: %.c | $(B)/gen/version.h $(B)/gen/sysnames.h
 	@mkdir -p $(dir $@)
 	$(CC) $(BASE_CFLAGS) -O1 -g $(TEST_SAN) -MMD -MP -c -o $@ $<
 

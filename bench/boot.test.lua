@@ -46,6 +46,13 @@ test("round trips", function(t)
         vm:run("true")
         runs[#runs + 1] = _provium_c.now() - t0
     end
+    local sys = {}
+    for i = 1, 200 do
+        local t0 = _provium_c.now()
+        vm:syscall(provium.sys.getpid)
+        sys[#sys + 1] = _provium_c.now() - t0
+    end
     print(("protocol ping round trip:       median %.3f ms (200 runs)"):format(median(pings) * 1000))
+    print(("vm:syscall(getpid) round trip:  median %.3f ms (200 runs)"):format(median(sys) * 1000))
     print(("vm:run(\"true\") round trip:      median %.3f ms (30 runs)"):format(median(runs) * 1000))
 end)

@@ -52,6 +52,13 @@ int agent_op_write_file(struct agent *a, uint32_t id, struct pv_rd *r);
 int agent_op_stat(struct agent *a, uint32_t id, struct pv_rd *r);
 int agent_op_run(struct agent *a, uint32_t id, struct pv_rd *r);
 int agent_op_cancel(struct agent *a, uint32_t id, struct pv_rd *r);
+int agent_op_syscall(struct agent *a, uint32_t id, struct pv_rd *r);
+int agent_op_read_mem(struct agent *a, uint32_t id, struct pv_rd *r);
+int agent_op_write_mem(struct agent *a, uint32_t id, struct pv_rd *r);
+
+/* sys.c: syscall threads report through an eventfd the loop polls. */
+int sys_pollfd(void);
+void sys_completions(struct agent *a);
 
 /* proc.c: the event-loop hooks for running processes. */
 int proc_pollfds(struct agent *a, struct pollfd *fds, int max, int64_t *deadline_ms);

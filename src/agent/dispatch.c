@@ -48,6 +48,9 @@ static const struct {
     {PV_STAT, agent_op_stat},
     {PV_POWEROFF, op_poweroff},
     {PV_CANCEL, agent_op_cancel},
+    {PV_SYSCALL, agent_op_syscall},
+    {PV_READ_MEM, agent_op_read_mem},
+    {PV_WRITE_MEM, agent_op_write_mem},
 };
 
 static int flush_out(struct agent *a, bool block)
@@ -133,7 +136,8 @@ static void hello(struct agent *a, const struct pv_hdr *h, struct pv_rd *r)
     pv_put_str(&w, PV_VERSION);
     pv_put_str(&w, "linux");
     pv_put_str(&w, u.release);
-    pv_put_u64(&w, PV_FEAT_RUN | PV_FEAT_FILES | (a->opts.follow_kmsg ? PV_FEAT_KMSG : 0));
+    pv_put_u64(&w, PV_FEAT_RUN | PV_FEAT_FILES | PV_FEAT_SYSCALL |
+                       (a->opts.follow_kmsg ? PV_FEAT_KMSG : 0));
     pv_put_u32(&w, (uint32_t)getpid());
     agent_send(a, PV_HELLO_OK, h->id, b.data, b.len);
     buf_release(&b);
@@ -243,7 +247,8 @@ int agent_serve(int fd, const struct agent_opts *opts)
         fds[0] = (struct pollfd){fd, POLLIN | (a.out.len ? POLLOUT : 0), 0};
         fds[1] = (struct pollfd){a.sigfd, POLLIN, 0};
         fds[2] = (struct pollfd){a.out.len < OUT_HIGH ? a.kmsg : -1, POLLIN, 0};
-        int n = 3;
+        fds[3] = (struct pollfd){sys_pollfd(), POLLIN, 0};
+        int n = 4;
         if (a.out.len < OUT_HIGH)
             n += proc_pollfds(&a, fds + n, (int)ARRAY_SIZE(fds) - n, &deadline);
         int timeout = -1;
@@ -265,7 +270,9 @@ int agent_serve(int fd, const struct agent_opts *opts)
         }
         if (fds[2].revents & POLLIN)
             pump_kmsg(&a);
-        proc_events(&a, fds + 3, n - 3);
+        if (fds[3].revents & POLLIN)
+            sys_completions(&a);
+        proc_events(&a, fds + 4, n - 4);
         proc_timeouts(&a);
         if (fds[0].revents & POLLOUT && flush_out(&a, false) < 0)
             break;

@@ -732,3 +732,99 @@ int vm_power_button(struct vm *vm, struct pv_err *err)
     vm->state = VM_SHUTDOWN;
     return 0;
 }
+
+void vm_syscall_res_release(struct vm_syscall_res *res)
+{
+    for (uint32_t i = 0; i < res->nout; i++)
+        buf_release(&res->out[i]);
+    res->nout = 0;
+}
+
+int vm_syscall(struct vm *vm, const struct vm_syscall_req *req, struct vm_syscall_res *res,
+               struct pv_err *err)
+{
+    int r = need_state(vm, "syscall", VM_BOOTED, err);
+    if (r < 0)
+        return r;
+    struct buf b = BUF_INIT, reply = BUF_INIT;
+    struct pv_wr w = {&b};
+    pv_put_u64(&w, (uint64_t)req->nr);
+    pv_put_u32(&w, req->nargs);
+    for (uint32_t i = 0; i < req->nargs; i++)
+        pv_put_i64(&w, req->args[i]);
+    pv_put_u32(&w, req->nbufs);
+    for (uint32_t i = 0; i < req->nbufs; i++)
+        pv_put_bytes(&w, req->bufs[i], req->lens[i]);
+    pv_put_u32(&w, req->nptrs);
+    for (uint32_t i = 0; i < req->nptrs; i++) {
+        pv_put_u32(&w, req->ptrs[i].buf);
+        pv_put_u32(&w, req->ptrs[i].slot);
+    }
+    pv_put_u32(&w, req->nnested);
+    for (uint32_t i = 0; i < req->nnested; i++) {
+        pv_put_u32(&w, req->nested[i].parent);
+        pv_put_u32(&w, req->nested[i].child);
+        pv_put_u32(&w, req->nested[i].offset);
+    }
+    /* a blocking call waits as long as the test allows */
+    r = chan_call(&vm->chan, PV_SYSCALL, &b, op_deadline(0), NULL, NULL, &reply, err);
+    if (r == 0) {
+        struct pv_rd rd;
+        pv_rd_init(&rd, reply.data, reply.len);
+        res->ret = pv_get_i64(&rd);
+        res->err = (int)pv_get_u32(&rd);
+        uint32_t n = pv_get_count(&rd, 4);
+        for (uint32_t i = 0; i < n && i < 64 && !rd.bad; i++) {
+            size_t len;
+            const void *p = pv_get_bytes(&rd, &len);
+            buf_add(&res->out[i], p, len);
+            res->nout = i + 1;
+        }
+        if (n > 64 || pv_rd_done(&rd) < 0 || res->err < 0 || res->err > 4095) {
+            vm_syscall_res_release(res);
+            r = pv_err_set(err, EBADMSG, "vm `%s`: malformed Syscall reply", vm->name);
+        }
+    }
+    buf_release(&b);
+    buf_release(&reply);
+    return op_failed(vm, r, err);
+}
+
+int vm_read_mem(struct vm *vm, uint64_t addr, uint32_t len, struct buf *out, struct pv_err *err)
+{
+    int r = need_state(vm, "read_mem", VM_BOOTED, err);
+    if (r < 0)
+        return r;
+    struct buf b = BUF_INIT, reply = BUF_INIT;
+    struct pv_wr w = {&b};
+    pv_put_u64(&w, addr);
+    pv_put_u32(&w, len);
+    r = chan_call(&vm->chan, PV_READ_MEM, &b, op_deadline(30), NULL, NULL, &reply, err);
+    if (r == 0) {
+        struct pv_rd rd;
+        pv_rd_init(&rd, reply.data, reply.len);
+        size_t n;
+        const void *p = pv_get_bytes(&rd, &n);
+        if (pv_rd_done(&rd) < 0 || n > len)
+            r = pv_err_set(err, EBADMSG, "vm `%s`: malformed ReadMem reply", vm->name);
+        else
+            buf_add(out, p, n);
+    }
+    buf_release(&b);
+    buf_release(&reply);
+    return op_failed(vm, r, err);
+}
+
+int vm_write_mem(struct vm *vm, uint64_t addr, const void *data, size_t len, struct pv_err *err)
+{
+    int r = need_state(vm, "write_mem", VM_BOOTED, err);
+    if (r < 0)
+        return r;
+    struct buf b = BUF_INIT;
+    struct pv_wr w = {&b};
+    pv_put_u64(&w, addr);
+    pv_put_bytes(&w, data, len);
+    r = chan_call(&vm->chan, PV_WRITE_MEM, &b, op_deadline(30), NULL, NULL, NULL, err);
+    buf_release(&b);
+    return op_failed(vm, r, err);
+}

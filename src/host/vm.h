@@ -116,6 +116,39 @@ void vm_kmsg_format(const void *p, size_t n, struct buf *out);
  * first makes sure everything logged before it has arrived. */
 int vm_kernel_log(struct vm *vm, struct buf *out);
 
+/* A raw system call run by the agent (see src/agent/sys.c for the shape).
+ * bufs are copied in, and out again after the call. */
+struct vm_sys_ptr {
+    uint32_t buf, slot;
+};
+struct vm_sys_nested {
+    uint32_t parent, child, offset;
+};
+struct vm_syscall_req {
+    int64_t nr;
+    int64_t args[6];
+    uint32_t nargs;
+    const char *bufs[64];
+    size_t lens[64];
+    uint32_t nbufs;
+    const struct vm_sys_ptr *ptrs;
+    uint32_t nptrs;
+    const struct vm_sys_nested *nested;
+    uint32_t nnested;
+};
+struct vm_syscall_res {
+    int64_t ret;
+    int err; /* errno when ret == -1, else 0 */
+    struct buf out[64];
+    uint32_t nout;
+};
+void vm_syscall_res_release(struct vm_syscall_res *res);
+int vm_syscall(struct vm *vm, const struct vm_syscall_req *req, struct vm_syscall_res *res,
+               struct pv_err *err);
+/* The agent's own memory; a bad address is EFAULT (a positive return). */
+int vm_read_mem(struct vm *vm, uint64_t addr, uint32_t len, struct buf *out, struct pv_err *err);
+int vm_write_mem(struct vm *vm, uint64_t addr, const void *data, size_t len, struct pv_err *err);
+
 /* Console: the primary console's log (ttyS0 or hvc0), whole or last lines. */
 int vm_console_log(struct vm *vm, struct buf *out);
 void vm_console_tail(struct vm *vm, int lines, struct buf *out);

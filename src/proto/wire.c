@@ -194,6 +194,9 @@ const char *pv_type_name(uint16_t type)
     case PV_STAT: return "Stat";
     case PV_POWEROFF: return "PowerOff";
     case PV_CANCEL: return "Cancel";
+    case PV_SYSCALL: return "Syscall";
+    case PV_READ_MEM: return "ReadMem";
+    case PV_WRITE_MEM: return "WriteMem";
     case PV_OK: return "Ok";
     case PV_ERR: return "Err";
     case PV_HELLO_OK: return "HelloOk";

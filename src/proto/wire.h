@@ -40,6 +40,9 @@ enum pv_type {
     PV_STAT = 6,
     PV_POWEROFF = 7,
     PV_CANCEL = 8,
+    PV_SYSCALL = 9,   /* u64 nr, args, bufs, ptrs, nested: see sys.c */
+    PV_READ_MEM = 10, /* u64 addr, u32 len -> bytes */
+    PV_WRITE_MEM = 11, /* u64 addr, bytes -> u32 written */
     PV_REQ_MAX,
 
     /* replies, agent -> host; id echoes the request */
@@ -90,6 +93,12 @@ enum {
     PV_FEAT_RUN = 1 << 0,
     PV_FEAT_FILES = 1 << 1,
     PV_FEAT_KMSG = 1 << 2, /* the agent streams the kernel log (PV_EV_KMSG) */
+    PV_FEAT_SYSCALL = 1 << 3,
+};
+/* PV_SYSCALL limits */
+enum {
+    PV_SYS_MAX_ARGS = 6,
+    PV_SYS_MAX_BUFS = 64,
 };
 /* File types in PV_STAT replies */
 enum pv_ftype {

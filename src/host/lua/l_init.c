@@ -17,7 +17,7 @@ struct l_ctx l_ctx;
 /* The prelude index written by the Makefile: {name, start, end} triples. */
 extern const char *const pv_prelude_index[];
 
-static const char *const prelude_order[] = {"util", "result", "lab", "splat", "framework"};
+static const char *const prelude_order[] = {"util", "result", "sys", "lab", "splat", "framework"};
 
 static int64_t deadline_ns;
 static char deadline_msg[128];
@@ -140,6 +140,12 @@ lua_State *l_newstate(void)
     lua_setglobal(L, "json");
 
     luaopen_provium_vm(L);
+    luaopen_provium_sys(L);
+    for (const char *f = "syscall\0sys\0errno\0"; *f; f += strlen(f) + 1) {
+        lua_getfield(L, -1, f);
+        lua_setfield(L, -3, f);
+    }
+    lua_pop(L, 1);
     static const luaL_Reg prims[] = {
         {"set_deadline", l_set_deadline},
         {"sleep", l_sleep},

@@ -25,5 +25,11 @@ lua_State *l_newstate(void);
 /* Raise a Lua error from a pv_err ("<what>: <message>"). */
 int l_raise_err(lua_State *L, const char *what, const struct pv_err *err);
 
+struct vm;
+/* The VM of the userdata at i; raises unless it is an open VM. */
+struct vm *l_tovm(lua_State *L, int i);
+
 int luaopen_provium_vm(lua_State *L);
+/* Adds vm:read_mem/write_mem; returns {syscall=, sys=, errno=}. */
+int luaopen_provium_sys(lua_State *L);
 int luaopen_provium_json(lua_State *L);

@@ -21,6 +21,11 @@ static struct l_vm *l_checkvm(lua_State *L, int i)
     return u;
 }
 
+struct vm *l_tovm(lua_State *L, int i)
+{
+    return l_checkvm(L, i)->vm;
+}
+
 int l_raise_err(lua_State *L, const char *what, const struct pv_err *err)
 {
     return luaL_error(L, "%s: %s", what, err->msg);

@@ -1,0 +1,199 @@
+/* Raw system calls and the agent's own memory.
+ *
+ * PV_SYSCALL payload:
+ *   u64 nr; u32 nargs (<= 6); nargs x i64 arg;
+ *   u32 nbufs (<= 64); nbufs x bytes;                 buffers the agent allocates
+ *   u32 nptrs; nptrs x {u32 buf, u32 slot};           arg[slot] = address of buf
+ *   u32 nnested; nnested x {u32 parent, u32 child, u32 offset};
+ *                                                     address of child written into
+ *                                                     parent at offset (8 bytes, LE)
+ * reply: i64 ret; u32 errno (0 unless ret == -1); u32 nbufs; nbufs x bytes (after the call).
+ *
+ * Each call runs on a thread of its own, so a call that blocks (a read on a
+ * pipe, a futex wait) never stalls the agent's loop; the loop sends the reply
+ * when the thread is done. The agent is one process: a file descriptor one
+ * call opens is valid in the next. */
+#include <pthread.h>
+#include <sys/eventfd.h>
+#include <sys/syscall.h>
+#include <sys/uio.h>
+
+#include "agent.h"
+
+struct sys_job {
+    struct sys_job *next;
+    uint32_t id;
+    long nr, args[PV_SYS_MAX_ARGS];
+    uint32_t nbufs;
+    char *bufs[PV_SYS_MAX_BUFS];
+    size_t lens[PV_SYS_MAX_BUFS];
+    long ret;
+    int err;
+};
+
+static pthread_mutex_t done_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct sys_job *done_list;
+static int done_fd = -1;
+static int running;
+
+int sys_pollfd(void)
+{
+    if (done_fd < 0)
+        done_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    return done_fd;
+}
+
+static void job_free(struct sys_job *j)
+{
+    for (uint32_t i = 0; i < j->nbufs; i++)
+        free(j->bufs[i]);
+    free(j);
+}
+
+static void *job_run(void *arg)
+{
+    struct sys_job *j = arg;
+    errno = 0;
+    j->ret = syscall(j->nr, j->args[0], j->args[1], j->args[2], j->args[3], j->args[4],
+                     j->args[5]);
+    j->err = j->ret == -1 ? errno : 0;
+    pthread_mutex_lock(&done_lock);
+    j->next = done_list;
+    done_list = j;
+    pthread_mutex_unlock(&done_lock);
+    uint64_t one = 1;
+    (void)!write(done_fd, &one, sizeof(one));
+    return NULL;
+}
+
+void sys_completions(struct agent *a)
+{
+    uint64_t n;
+    (void)!read(done_fd, &n, sizeof(n));
+    pthread_mutex_lock(&done_lock);
+    struct sys_job *list = done_list;
+    done_list = NULL;
+    pthread_mutex_unlock(&done_lock);
+    while (list) {
+        struct sys_job *j = list;
+        list = j->next;
+        running--;
+        struct buf b = BUF_INIT;
+        struct pv_wr w = {&b};
+        pv_put_i64(&w, j->ret);
+        pv_put_u32(&w, (uint32_t)j->err);
+        pv_put_u32(&w, j->nbufs);
+        for (uint32_t i = 0; i < j->nbufs; i++)
+            pv_put_bytes(&w, j->bufs[i], j->lens[i]);
+        agent_send_ok(a, j->id, &b);
+        buf_release(&b);
+        job_free(j);
+    }
+}
+
+int agent_op_syscall(struct agent *a, uint32_t id, struct pv_rd *r)
+{
+    (void)a;
+    struct sys_job *j = xcalloc(1, sizeof(*j));
+    j->id = id;
+    j->nr = (long)pv_get_u64(r);
+    uint32_t nargs = pv_get_count(r, 8);
+    if (nargs > PV_SYS_MAX_ARGS)
+        goto bad;
+    for (uint32_t i = 0; i < nargs; i++)
+        j->args[i] = (long)pv_get_i64(r);
+    uint32_t nbufs = pv_get_count(r, 4);
+    if (nbufs > PV_SYS_MAX_BUFS)
+        goto bad;
+    for (uint32_t i = 0; i < nbufs; i++) {
+        size_t n;
+        const void *p = pv_get_bytes(r, &n);
+        /* +8: a nested pointer may sit at the very end of a buffer */
+        j->bufs[i] = xcalloc(1, n + 8);
+        memcpy(j->bufs[i], p, n);
+        j->lens[i] = n;
+        j->nbufs = i + 1;
+    }
+    uint32_t nptrs = pv_get_count(r, 8);
+    for (uint32_t i = 0; i < nptrs && !r->bad; i++) {
+        uint32_t buf = pv_get_u32(r), slot = pv_get_u32(r);
+        if (buf >= j->nbufs || slot >= PV_SYS_MAX_ARGS)
+            goto bad;
+        j->args[slot] = (long)j->bufs[buf];
+    }
+    uint32_t nnested = pv_get_count(r, 12);
+    for (uint32_t i = 0; i < nnested && !r->bad; i++) {
+        uint32_t parent = pv_get_u32(r), child = pv_get_u32(r), off = pv_get_u32(r);
+        if (parent >= j->nbufs || child >= j->nbufs || (uint64_t)off + 8 > j->lens[parent])
+            goto bad;
+        uint64_t addr = (uint64_t)(uintptr_t)j->bufs[child];
+        memcpy(j->bufs[parent] + off, &addr, sizeof(addr));
+    }
+    if (pv_rd_done(r) < 0)
+        goto bad;
+    if (running >= 64) {
+        job_free(j);
+        return -EAGAIN;
+    }
+    pthread_attr_t attr;
+    pthread_attr_init(&attr);
+    pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+    pthread_t t;
+    int e = pthread_create(&t, &attr, job_run, j);
+    pthread_attr_destroy(&attr);
+    if (e) {
+        job_free(j);
+        return -e;
+    }
+    running++;
+    return 0;
+bad:
+    if (!r->bad) {
+        r->bad = true;
+        r->why = "a buffer index, argument slot or offset out of range";
+    }
+    job_free(j);
+    return -EBADMSG;
+}
+
+/* The agent's own memory through process_vm_*: a bad address is EFAULT,
+ * never a crash. */
+int agent_op_read_mem(struct agent *a, uint32_t id, struct pv_rd *r)
+{
+    uint64_t addr = pv_get_u64(r);
+    uint32_t len = pv_get_u32(r);
+    if (pv_rd_done(r) < 0)
+        return -EBADMSG;
+    if (len > PV_CHUNK * 4)
+        return -E2BIG;
+    _cleanup_free_ char *data = xmalloc(len ? len : 1);
+    struct iovec local = {data, len}, remote = {(void *)(uintptr_t)addr, len};
+    ssize_t n = len ? process_vm_readv(getpid(), &local, 1, &remote, 1, 0) : 0;
+    if (n < 0)
+        return -errno;
+    struct buf b = BUF_INIT;
+    struct pv_wr w = {&b};
+    pv_put_bytes(&w, data, (size_t)n);
+    agent_send_ok(a, id, &b);
+    buf_release(&b);
+    return 0;
+}
+
+int agent_op_write_mem(struct agent *a, uint32_t id, struct pv_rd *r)
+{
+    uint64_t addr = pv_get_u64(r);
+    size_t len;
+    const void *data = pv_get_bytes(r, &len);
+    if (pv_rd_done(r) < 0)
+        return -EBADMSG;
+    struct iovec local = {(void *)data, len}, remote = {(void *)(uintptr_t)addr, len};
+    ssize_t n = len ? process_vm_writev(getpid(), &local, 1, &remote, 1, 0) : 0;
+    if (n < 0)
+        return -errno;
+    struct buf b = BUF_INIT;
+    struct pv_wr w = {&b};
+    pv_put_u32(&w, (uint32_t)n);
+    agent_send_ok(a, id, &b);
+    buf_release(&b);
+    return 0;
+}
