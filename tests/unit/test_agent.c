@@ -6,6 +6,7 @@
 #include <stddef.h>
 
 #include <cmocka.h>
+#include <sys/syscall.h>
 
 #include "agent/agent.h"
 #include "chan.h"
@@ -892,6 +893,132 @@ static void expect_ebadmsg(struct fx *f, uint16_t type, const void *p, size_t n,
     buf_release(&b);
 }
 
+/* Syscall request: nr, args, bufs, ptrs (buf, slot), nested (parent, child, offset). */
+static void sys_req(struct buf *b, int64_t nr, const int64_t *args, uint32_t nargs,
+                    const char *const *bufs, const size_t *lens, uint32_t nbufs,
+                    const uint32_t *ptrs, uint32_t nptrs, const uint32_t *nested, uint32_t nnested)
+{
+    struct pv_wr w = {b};
+    pv_put_u64(&w, (uint64_t)nr);
+    pv_put_u32(&w, nargs);
+    for (uint32_t i = 0; i < nargs; i++)
+        pv_put_i64(&w, args[i]);
+    pv_put_u32(&w, nbufs);
+    for (uint32_t i = 0; i < nbufs; i++)
+        pv_put_bytes(&w, bufs[i], lens[i]);
+    pv_put_u32(&w, nptrs);
+    for (uint32_t i = 0; i < 2 * nptrs; i++)
+        pv_put_u32(&w, ptrs[i]);
+    pv_put_u32(&w, nnested);
+    for (uint32_t i = 0; i < 3 * nnested; i++)
+        pv_put_u32(&w, nested[i]);
+}
+
+static void test_agent_syscall(void **state)
+{
+    struct fx *f = *state;
+    struct pv_err err = {0};
+    struct buf b = BUF_INIT, reply = BUF_INIT;
+    /* getpid answers with the agent's own pid */
+    sys_req(&b, SYS_getpid, NULL, 0, NULL, NULL, 0, NULL, 0, NULL, 0);
+    assert_int_equal(chan_call(&f->c, PV_SYSCALL, &b, deadline(10), NULL, NULL, &reply, &err), 0);
+    struct pv_rd rd;
+    pv_rd_init(&rd, reply.data, reply.len);
+    assert_int_equal(pv_get_i64(&rd), f->pid);
+    assert_int_equal(pv_get_u32(&rd), 0);
+    assert_int_equal(pv_get_u32(&rd), 0);
+    assert_int_equal(pv_rd_done(&rd), 0);
+
+    /* a buffer by address: read() fills it; a wild pointer is EFAULT */
+    int p[2];
+    assert_int_equal(pipe(p), 0);
+    assert_int_equal(write(p[1], "xyz", 3), 3);
+    buf_consume(&b, b.len);
+    buf_consume(&reply, reply.len);
+    char path[64];
+    snprintf(path, sizeof(path), "/proc/%d/fd/%d", (int)getpid(), p[0]);
+    const char *bufs[] = {path, "\0\0\0"};
+    size_t lens[] = {strlen(path) + 1, 3};
+    int64_t oargs[] = {0, 0};
+    uint32_t optr[] = {0, 0};
+    sys_req(&b, SYS_open, oargs, 2, bufs, lens, 1, optr, 1, NULL, 0);
+    assert_int_equal(chan_call(&f->c, PV_SYSCALL, &b, deadline(10), NULL, NULL, &reply, &err), 0);
+    pv_rd_init(&rd, reply.data, reply.len);
+    int64_t fd = pv_get_i64(&rd);
+    assert_true(fd >= 0);
+    buf_consume(&b, b.len);
+    buf_consume(&reply, reply.len);
+    int64_t rargs[] = {fd, 0, 3};
+    uint32_t rptr[] = {0, 1};
+    sys_req(&b, SYS_read, rargs, 3, &bufs[1], &lens[1], 1, rptr, 1, NULL, 0);
+    assert_int_equal(chan_call(&f->c, PV_SYSCALL, &b, deadline(10), NULL, NULL, &reply, &err), 0);
+    pv_rd_init(&rd, reply.data, reply.len);
+    assert_int_equal(pv_get_i64(&rd), 3);
+    assert_int_equal(pv_get_u32(&rd), 0);
+    assert_int_equal(pv_get_u32(&rd), 1);
+    size_t n;
+    const char *out = pv_get_bytes(&rd, &n);
+    assert_int_equal(n, 3);
+    assert_memory_equal(out, "xyz", 3);
+    buf_consume(&b, b.len);
+    buf_consume(&reply, reply.len);
+    assert_int_equal(write(p[1], "abc", 3), 3); /* so read() gets as far as the copy */
+    int64_t wargs[] = {fd, 0x10, 3};
+    sys_req(&b, SYS_read, wargs, 3, NULL, NULL, 0, NULL, 0, NULL, 0);
+    assert_int_equal(chan_call(&f->c, PV_SYSCALL, &b, deadline(10), NULL, NULL, &reply, &err), 0);
+    pv_rd_init(&rd, reply.data, reply.len);
+    assert_int_equal(pv_get_i64(&rd), -1);
+    assert_int_equal(pv_get_u32(&rd), EFAULT);
+    close(p[0]);
+    close(p[1]);
+    buf_release(&b);
+    buf_release(&reply);
+}
+
+static void test_agent_syscall_bad_shapes(void **state)
+{
+    struct fx *f = *state;
+    struct buf b = BUF_INIT;
+    const char *bufs[] = {"abcd"};
+    size_t lens[] = {4};
+    int64_t args[7] = {0};
+    /* seven arguments */
+    sys_req(&b, SYS_getpid, args, 7, NULL, NULL, 0, NULL, 0, NULL, 0);
+    expect_ebadmsg(f, PV_SYSCALL, b.data, b.len, "out of range");
+    /* a pointer to a buffer that does not exist */
+    buf_consume(&b, b.len);
+    uint32_t ptr[] = {3, 0};
+    sys_req(&b, SYS_getpid, NULL, 0, bufs, lens, 1, ptr, 1, NULL, 0);
+    expect_ebadmsg(f, PV_SYSCALL, b.data, b.len, "out of range");
+    /* a nested pointer that does not fit in its parent */
+    buf_consume(&b, b.len);
+    uint32_t nested[] = {0, 0, 1};
+    sys_req(&b, SYS_getpid, NULL, 0, bufs, lens, 1, NULL, 0, nested, 1);
+    expect_ebadmsg(f, PV_SYSCALL, b.data, b.len, "out of range");
+    buf_release(&b);
+}
+
+static void test_agent_mem(void **state)
+{
+    struct fx *f = *state;
+    struct pv_err err = {0};
+    struct buf b = BUF_INIT, reply = BUF_INIT;
+    struct pv_wr w = {&b};
+    pv_put_u64(&w, 0);
+    pv_put_u32(&w, 8);
+    assert_int_equal(chan_call(&f->c, PV_READ_MEM, &b, deadline(10), NULL, NULL, &reply, &err),
+                     EFAULT);
+    buf_consume(&b, b.len);
+    pv_put_u64(&w, 8);
+    pv_put_bytes(&w, "x", 1);
+    assert_int_equal(chan_call(&f->c, PV_WRITE_MEM, &b, deadline(10), NULL, NULL, NULL, &err),
+                     EFAULT);
+    /* the agent is unharmed */
+    assert_int_equal(chan_call(&f->c, PV_PING, NULL, deadline(10), NULL, NULL, NULL, &err), 0);
+    buf_release(&b);
+    buf_release(&reply);
+}
+
 static void test_agent_malformed_request(void **state)
 {
     struct fx *f = *state;
@@ -995,6 +1122,9 @@ int main(void)
         T(test_agent_stat),
         T(test_agent_poweroff_refused),
         T(test_agent_unknown_type),
+        T(test_agent_syscall),
+        T(test_agent_syscall_bad_shapes),
+        T(test_agent_mem),
         T(test_agent_malformed_request),
         T(test_agent_garbage_ends_session),
         T(test_agent_hangup_ends_session),
