@@ -53,6 +53,15 @@ int agent_op_stat(struct agent *a, uint32_t id, struct pv_rd *r);
 int agent_op_run(struct agent *a, uint32_t id, struct pv_rd *r);
 int agent_op_cancel(struct agent *a, uint32_t id, struct pv_rd *r);
 int agent_op_syscall(struct agent *a, uint32_t id, struct pv_rd *r);
+int agent_op_open(struct agent *a, uint32_t id, struct pv_rd *r);
+int agent_op_fread(struct agent *a, uint32_t id, struct pv_rd *r);
+int agent_op_fwrite(struct agent *a, uint32_t id, struct pv_rd *r);
+int agent_op_seek(struct agent *a, uint32_t id, struct pv_rd *r);
+int agent_op_close(struct agent *a, uint32_t id, struct pv_rd *r);
+int agent_op_listdir(struct agent *a, uint32_t id, struct pv_rd *r);
+int agent_op_mkdir(struct agent *a, uint32_t id, struct pv_rd *r);
+int agent_op_unlink(struct agent *a, uint32_t id, struct pv_rd *r);
+int agent_op_rename(struct agent *a, uint32_t id, struct pv_rd *r);
 int agent_op_read_mem(struct agent *a, uint32_t id, struct pv_rd *r);
 int agent_op_write_mem(struct agent *a, uint32_t id, struct pv_rd *r);
 

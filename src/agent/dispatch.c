@@ -51,6 +51,15 @@ static const struct {
     {PV_SYSCALL, agent_op_syscall},
     {PV_READ_MEM, agent_op_read_mem},
     {PV_WRITE_MEM, agent_op_write_mem},
+    {PV_OPEN, agent_op_open},
+    {PV_FREAD, agent_op_fread},
+    {PV_FWRITE, agent_op_fwrite},
+    {PV_SEEK, agent_op_seek},
+    {PV_CLOSE, agent_op_close},
+    {PV_LISTDIR, agent_op_listdir},
+    {PV_MKDIR, agent_op_mkdir},
+    {PV_UNLINK, agent_op_unlink},
+    {PV_RENAME, agent_op_rename},
 };
 
 static int flush_out(struct agent *a, bool block)

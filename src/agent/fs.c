@@ -1,6 +1,8 @@
 /* File operations: read (streamed in chunks), write (replace or append),
  * stat. Errors come back as -errno so the host shows `ENOENT: /nope`. */
+#include <dirent.h>
 #include <fcntl.h>
+#include <stdio.h>
 #include <sys/stat.h>
 
 #include "agent.h"
@@ -111,5 +113,222 @@ int agent_op_stat(struct agent *a, uint32_t id, struct pv_rd *r)
     pv_put_u32(&w, (uint32_t)st.st_nlink);
     agent_send_ok(a, id, &b);
     buf_release(&b);
+    return 0;
+}
+
+/* File handles: the guest fds PV_OPEN made. Only those can be read, written
+ * or closed through handles, so a test cannot close the agent's transport. */
+static uint8_t handles[4096 / 8];
+
+static bool is_handle(uint64_t h)
+{
+    return h < 4096 && (handles[h / 8] & (1u << (h % 8)));
+}
+
+static void set_handle(int fd, bool on)
+{
+    if (on)
+        handles[fd / 8] |= (uint8_t)(1u << (fd % 8));
+    else
+        handles[fd / 8] &= (uint8_t)~(1u << (fd % 8));
+}
+
+int agent_op_open(struct agent *a, uint32_t id, struct pv_rd *r)
+{
+    const char *path = pv_get_str(r);
+    uint32_t mode = pv_get_u32(r), perm = pv_get_u32(r);
+    if (pv_rd_done(r) < 0)
+        return -EBADMSG;
+    bool rd = mode & PV_OPEN_READ, wr = mode & (PV_OPEN_WRITE | PV_OPEN_APPEND);
+    if (!rd && !wr)
+        return -EINVAL;
+    int flags = O_CLOEXEC | O_NOCTTY | O_NONBLOCK | (rd && wr ? O_RDWR : wr ? O_WRONLY : O_RDONLY);
+    if (mode & PV_OPEN_CREATE)
+        flags |= O_CREAT;
+    if (mode & PV_OPEN_TRUNCATE)
+        flags |= O_TRUNC;
+    if (mode & PV_OPEN_APPEND)
+        flags |= O_APPEND;
+    if (mode & PV_OPEN_EXCLUSIVE)
+        flags |= O_EXCL;
+    int fd = open(path, flags, (mode_t)(perm & 07777));
+    if (fd < 0)
+        return -errno;
+    if (fd >= 4096) {
+        close(fd);
+        return -EMFILE;
+    }
+    /* O_NONBLOCK only so a FIFO's open cannot wedge the agent; regular
+     * files behave the same either way, others stay non-blocking */
+    struct stat st;
+    if (fstat(fd, &st) == 0 && S_ISREG(st.st_mode))
+        fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK);
+    set_handle(fd, true);
+    struct buf b = BUF_INIT;
+    struct pv_wr w = {&b};
+    pv_put_u64(&w, (uint64_t)fd);
+    agent_send_ok(a, id, &b);
+    buf_release(&b);
+    return 0;
+}
+
+int agent_op_fread(struct agent *a, uint32_t id, struct pv_rd *r)
+{
+    uint64_t h = pv_get_u64(r);
+    uint32_t max = pv_get_u32(r);
+    if (pv_rd_done(r) < 0)
+        return -EBADMSG;
+    if (!is_handle(h))
+        return -EBADF;
+    max = MIN(max, PV_CHUNK * 4);
+    _cleanup_free_ char *data = xmalloc(max ? max : 1);
+    ssize_t n;
+    do
+        n = read((int)h, data, max);
+    while (n < 0 && errno == EINTR);
+    if (n < 0)
+        return -errno;
+    struct buf b = BUF_INIT;
+    struct pv_wr w = {&b};
+    pv_put_bytes(&w, data, (size_t)n);
+    agent_send_ok(a, id, &b);
+    buf_release(&b);
+    return 0;
+}
+
+int agent_op_fwrite(struct agent *a, uint32_t id, struct pv_rd *r)
+{
+    uint64_t h = pv_get_u64(r);
+    size_t len;
+    const void *data = pv_get_bytes(r, &len);
+    if (pv_rd_done(r) < 0)
+        return -EBADMSG;
+    if (!is_handle(h))
+        return -EBADF;
+    ssize_t n;
+    do
+        n = write((int)h, data, len);
+    while (n < 0 && errno == EINTR);
+    if (n < 0)
+        return -errno;
+    struct buf b = BUF_INIT;
+    struct pv_wr w = {&b};
+    pv_put_u32(&w, (uint32_t)n);
+    agent_send_ok(a, id, &b);
+    buf_release(&b);
+    return 0;
+}
+
+int agent_op_seek(struct agent *a, uint32_t id, struct pv_rd *r)
+{
+    uint64_t h = pv_get_u64(r);
+    int64_t off = pv_get_i64(r);
+    uint32_t whence = pv_get_u32(r);
+    if (pv_rd_done(r) < 0)
+        return -EBADMSG;
+    if (!is_handle(h))
+        return -EBADF;
+    if (whence > 2)
+        return -EINVAL;
+    static const int w[] = {SEEK_SET, SEEK_CUR, SEEK_END};
+    off_t pos = lseek((int)h, (off_t)off, w[whence]);
+    if (pos < 0)
+        return -errno;
+    struct buf b = BUF_INIT;
+    struct pv_wr wr = {&b};
+    pv_put_u64(&wr, (uint64_t)pos);
+    agent_send_ok(a, id, &b);
+    buf_release(&b);
+    return 0;
+}
+
+int agent_op_close(struct agent *a, uint32_t id, struct pv_rd *r)
+{
+    uint64_t h = pv_get_u64(r);
+    if (pv_rd_done(r) < 0)
+        return -EBADMSG;
+    if (!is_handle(h))
+        return -EBADF;
+    set_handle((int)h, false);
+    if (close((int)h) < 0 && errno != EINTR)
+        return -errno;
+    agent_send_ok(a, id, NULL);
+    return 0;
+}
+
+int agent_op_listdir(struct agent *a, uint32_t id, struct pv_rd *r)
+{
+    const char *path = pv_get_str(r);
+    if (pv_rd_done(r) < 0)
+        return -EBADMSG;
+    DIR *d = opendir(path);
+    if (!d)
+        return -errno;
+    struct buf items = BUF_INIT;
+    struct pv_wr w = {&items};
+    uint32_t n = 0;
+    struct dirent *e;
+    while ((e = readdir(d))) {
+        if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, ".."))
+            continue;
+        struct stat st;
+        uint32_t type = PV_FT_OTHER;
+        if (fstatat(dirfd(d), e->d_name, &st, AT_SYMLINK_NOFOLLOW) == 0)
+            type = ftype(st.st_mode);
+        pv_put_str(&w, e->d_name);
+        pv_put_u32(&w, type);
+        n++;
+    }
+    closedir(d);
+    struct buf b = BUF_INIT;
+    struct pv_wr wb = {&b};
+    pv_put_u32(&wb, n);
+    buf_add(&b, items.data, items.len);
+    agent_send_ok(a, id, &b);
+    buf_release(&b);
+    buf_release(&items);
+    return 0;
+}
+
+int agent_op_mkdir(struct agent *a, uint32_t id, struct pv_rd *r)
+{
+    const char *path = pv_get_str(r);
+    uint32_t perm = pv_get_u32(r), flags = pv_get_u32(r);
+    if (pv_rd_done(r) < 0)
+        return -EBADMSG;
+    int ret = 0;
+    if (flags & 1)
+        ret = mkdir_p(path, (int)(perm & 07777));
+    else if (mkdir(path, (mode_t)(perm & 07777)) < 0)
+        ret = -errno;
+    if (ret < 0)
+        return ret;
+    agent_send_ok(a, id, NULL);
+    return 0;
+}
+
+int agent_op_unlink(struct agent *a, uint32_t id, struct pv_rd *r)
+{
+    const char *path = pv_get_str(r);
+    if (pv_rd_done(r) < 0)
+        return -EBADMSG;
+    if (unlink(path) < 0) {
+        if (errno != EISDIR && errno != EPERM)
+            return -errno;
+        if (rmdir(path) < 0)
+            return -errno;
+    }
+    agent_send_ok(a, id, NULL);
+    return 0;
+}
+
+int agent_op_rename(struct agent *a, uint32_t id, struct pv_rd *r)
+{
+    const char *from = pv_get_str(r), *to = pv_get_str(r);
+    if (pv_rd_done(r) < 0)
+        return -EBADMSG;
+    if (rename(from, to) < 0)
+        return -errno;
+    agent_send_ok(a, id, NULL);
     return 0;
 }

@@ -828,3 +828,13 @@ int vm_write_mem(struct vm *vm, uint64_t addr, const void *data, size_t len, str
     buf_release(&b);
     return op_failed(vm, r, err);
 }
+
+int vm_call(struct vm *vm, const char *op, uint16_t type, const struct buf *req, double timeout_s,
+            struct buf *reply, struct pv_err *err)
+{
+    int r = need_state(vm, op, VM_BOOTED, err);
+    if (r < 0)
+        return r;
+    r = chan_call(&vm->chan, type, req, op_deadline(timeout_s), NULL, NULL, reply, err);
+    return op_failed(vm, r, err);
+}

@@ -145,6 +145,12 @@ struct vm_syscall_res {
 void vm_syscall_res_release(struct vm_syscall_res *res);
 int vm_syscall(struct vm *vm, const struct vm_syscall_req *req, struct vm_syscall_res *res,
                struct pv_err *err);
+/* One request of any type to a booted VM, bounded by timeout_s (scaled; 0:
+ * only the test's deadline). Returns like chan_call; a dead QEMU becomes
+ * the whole story with the console tail. */
+int vm_call(struct vm *vm, const char *op, uint16_t type, const struct buf *req, double timeout_s,
+            struct buf *reply, struct pv_err *err);
+
 /* The agent's own memory; a bad address is EFAULT (a positive return). */
 int vm_read_mem(struct vm *vm, uint64_t addr, uint32_t len, struct buf *out, struct pv_err *err);
 int vm_write_mem(struct vm *vm, uint64_t addr, const void *data, size_t len, struct pv_err *err);

@@ -197,6 +197,15 @@ const char *pv_type_name(uint16_t type)
     case PV_SYSCALL: return "Syscall";
     case PV_READ_MEM: return "ReadMem";
     case PV_WRITE_MEM: return "WriteMem";
+    case PV_OPEN: return "Open";
+    case PV_FREAD: return "Read";
+    case PV_FWRITE: return "Write";
+    case PV_SEEK: return "Seek";
+    case PV_CLOSE: return "Close";
+    case PV_LISTDIR: return "ListDir";
+    case PV_MKDIR: return "MkDir";
+    case PV_UNLINK: return "Unlink";
+    case PV_RENAME: return "Rename";
     case PV_OK: return "Ok";
     case PV_ERR: return "Err";
     case PV_HELLO_OK: return "HelloOk";

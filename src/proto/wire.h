@@ -43,6 +43,15 @@ enum pv_type {
     PV_SYSCALL = 9,   /* u64 nr, args, bufs, ptrs, nested: see sys.c */
     PV_READ_MEM = 10, /* u64 addr, u32 len -> bytes */
     PV_WRITE_MEM = 11, /* u64 addr, bytes -> u32 written */
+    PV_OPEN = 12,      /* str path, u32 OpenMode bits, u32 perm -> u64 handle (the guest fd) */
+    PV_FREAD = 13,     /* u64 handle, u32 max -> bytes ("" at end of file) */
+    PV_FWRITE = 14,    /* u64 handle, bytes -> u32 written */
+    PV_SEEK = 15,      /* u64 handle, i64 offset, u32 whence (0 set, 1 cur, 2 end) -> u64 pos */
+    PV_CLOSE = 16,     /* u64 handle */
+    PV_LISTDIR = 17,   /* str path -> u32 n, n x {str name, u32 type} */
+    PV_MKDIR = 18,     /* str path, u32 perm, u32 flags (1: parents) */
+    PV_UNLINK = 19,    /* str path: a file, or an empty directory */
+    PV_RENAME = 20,    /* str from, str to */
     PV_REQ_MAX,
 
     /* replies, agent -> host; id echoes the request */
@@ -66,6 +75,15 @@ enum {
     PV_WR_TRUNC = 1 << 1,
     PV_WR_APPEND = 1 << 2,
     PV_WR_MODE = 1 << 3, /* set exactly this mode (else: 0644 at creation, umask applies) */
+};
+/* OpenMode bits (PV_OPEN), as reference §7.6 pins them */
+enum {
+    PV_OPEN_READ = 1 << 0,
+    PV_OPEN_WRITE = 1 << 1,
+    PV_OPEN_CREATE = 1 << 2,
+    PV_OPEN_TRUNCATE = 1 << 3,
+    PV_OPEN_APPEND = 1 << 4,
+    PV_OPEN_EXCLUSIVE = 1 << 5,
 };
 /* PV_STAT flags */
 enum {

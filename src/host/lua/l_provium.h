@@ -30,6 +30,8 @@ struct vm;
 struct vm *l_tovm(lua_State *L, int i);
 
 int luaopen_provium_vm(lua_State *L);
+/* The primitives behind lua/file.lua. */
+int luaopen_provium_fs(lua_State *L);
 /* Adds vm:read_mem/write_mem; returns {syscall=, sys=, errno=}. */
 int luaopen_provium_sys(lua_State *L);
 int luaopen_provium_json(lua_State *L);
