@@ -7,6 +7,8 @@
 
 #include "agent.h"
 
+#define SPECIAL_CAP (64ull << 20)
+
 int agent_op_read_file(struct agent *a, uint32_t id, struct pv_rd *r)
 {
     const char *path = pv_get_str(r);
@@ -21,8 +23,11 @@ int agent_op_read_file(struct agent *a, uint32_t id, struct pv_rd *r)
         return -errno;
     if (S_ISDIR(st.st_mode))
         return -EISDIR;
-    if (!S_ISREG(st.st_mode)) /* FIFOs and devices may block or never end */
-        return -EINVAL;
+    /* FIFOs and devices are read without blocking, up to what they have
+     * now, and no further than a cap (/dev/zero never ends) */
+    bool special = !S_ISREG(st.st_mode);
+    if (!special)
+        fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK);
     _cleanup_free_ char *chunk = xmalloc(PV_CHUNK);
     uint64_t total = 0;
     for (;;) {
@@ -30,10 +35,14 @@ int agent_op_read_file(struct agent *a, uint32_t id, struct pv_rd *r)
         if (n < 0) {
             if (errno == EINTR)
                 continue;
+            if (special && errno == EAGAIN && total)
+                break;
             return -errno;
         }
         if (n == 0)
             break;
+        if (special && total + (uint64_t)n > SPECIAL_CAP)
+            return -EFBIG;
         agent_send_chunk(a, id, PV_DATA, chunk, (size_t)n);
         total += (uint64_t)n;
     }

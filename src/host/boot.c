@@ -537,6 +537,8 @@ int boot_plan(const struct config *cfg, const char *name, const struct boot_opts
         b->disk_ro = steal_pointer(&rs.disk_ro);
         rs.ndisks = 0;
     }
+    if (p ? p->modules != NULL : rs.k.modules_dir != NULL)
+        b->modules_dir = xstrdup(p ? p->modules : rs.k.modules_dir);
     b->memory = o->memory ? o->memory : 512ull << 20;
     b->cpus = o->cpus ? o->cpus : 1;
     b->agent_timeout = o->agent_timeout > 0 ? o->agent_timeout

@@ -55,6 +55,7 @@ void vm_boot_release(struct vm_boot *b)
     free(b->kernel);
     free(b->initrd);
     free(b->cmdline);
+    free(b->modules_dir);
     for (size_t i = 0; b->disks && b->disks[i]; i++)
         free(b->disks[i]);
     free(b->disks);
@@ -131,6 +132,7 @@ void vm_free(struct vm *vm)
     free(vm->name);
     free(vm->profile);
     free(vm->exit_reason);
+    free(vm->modules_dir);
     free(vm);
 }
 
@@ -345,6 +347,8 @@ int vm_boot(struct vm *vm, const struct vm_boot *b, struct pv_err *err)
         if (mkdir(vm->dir, 0700) < 0)
             return pv_err_set(err, errno, "%s: %s", vm->dir, strerror(errno));
     }
+    free(vm->modules_dir);
+    vm->modules_dir = b->modules_dir ? xstrdup(b->modules_dir) : NULL;
     const char *con = last_console(b->cmdline);
     vm->hvc_primary = con && !strncmp(con, "hvc", 3);
     free(vm->exit_reason);

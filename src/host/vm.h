@@ -20,6 +20,7 @@ struct vm_boot {
     int cpus;
     double agent_timeout; /* seconds */
     uint64_t rng_seed;
+    char *modules_dir; /* the profile's lib/modules/<version> tree, or NULL */
 };
 void vm_boot_release(struct vm_boot *b);
 
@@ -37,6 +38,7 @@ struct vm {
     uint32_t cid;
     char *exit_reason; /* why the VM is dead */
     int kmsg_fd;       /* kmsg.log, the guest's kernel log as the agent streams it */
+    char *modules_dir; /* from the boot: where vm:modprobe finds modules */
     struct vm *next_live;
 };
 

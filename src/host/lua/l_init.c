@@ -17,8 +17,8 @@ struct l_ctx l_ctx;
 /* The prelude index written by the Makefile: {name, start, end} triples. */
 extern const char *const pv_prelude_index[];
 
-static const char *const prelude_order[] = {"util", "result", "sys", "file", "lab", "splat",
-                                            "framework"};
+static const char *const prelude_order[] = {"util",  "result", "sys",      "file",
+                                            "module", "lab",   "splat", "framework"};
 
 static int64_t deadline_ns;
 static char deadline_msg[128];

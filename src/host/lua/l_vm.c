@@ -5,6 +5,7 @@
 #include <stdio.h>
 
 #include "boot.h"
+#include "kmod.h"
 #include "l_provium.h"
 #include "vm.h"
 
@@ -503,6 +504,35 @@ static int l_vm_exists(lua_State *L)
     return 1;
 }
 
+/* vm:modules_dir() -> the host's lib/modules/<version> tree for this VM's kernel, or nil */
+static int l_vm_modules_dir(lua_State *L)
+{
+    struct l_vm *u = l_checkvm(L, 1);
+    if (u->vm->modules_dir)
+        lua_pushstring(L, u->vm->modules_dir);
+    else
+        lua_pushnil(L);
+    return 1;
+}
+
+/* _provium_c.kmod_order(modules_dir, name) -> {relative .ko paths, dependencies first} */
+static int l_kmod_order(lua_State *L)
+{
+    const char *dir = luaL_checkstring(L, 1);
+    const char *name = luaL_checkstring(L, 2);
+    char **paths = NULL;
+    struct pv_err err = {0};
+    if (kmod_order(dir, &name, 1, &paths, &err) < 0)
+        return luaL_error(L, "%s", err.msg);
+    lua_newtable(L);
+    for (size_t i = 0; paths[i]; i++) {
+        lua_pushstring(L, paths[i]);
+        lua_seti(L, -2, (lua_Integer)i + 1);
+    }
+    kmod_free_paths(paths);
+    return 1;
+}
+
 /* vm:kernel_log() -> the guest's kernel log as the agent streamed it (dmesg format) */
 static int l_vm_kernel_log(lua_State *L)
 {
@@ -562,6 +592,7 @@ static const luaL_Reg vm_methods[] = {
     {"exists", l_vm_exists},
     {"console_log", l_vm_console_log},
     {"kernel_log", l_vm_kernel_log},
+    {"modules_dir", l_vm_modules_dir},
     {"console_tail", l_vm_console_tail},
     {NULL, NULL},
 };
@@ -592,5 +623,7 @@ int luaopen_provium_vm(lua_State *L)
     lua_setfield(L, -2, "vm_new");
     lua_pushcfunction(L, l_vm_run_raw);
     lua_setfield(L, -2, "run");
+    lua_pushcfunction(L, l_kmod_order);
+    lua_setfield(L, -2, "kmod_order");
     return 1;
 }
