@@ -6,7 +6,7 @@
 
 void chan_init(struct chan *c, int fd, int watch_fd)
 {
-    *c = (struct chan){.fd = fd, .watch_fd = watch_fd, .next_id = 1};
+    *c = (struct chan){.fd = fd, .watch_fd = watch_fd, .next_id = 1, .gone_fd = -1};
     fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
 }
 
@@ -46,8 +46,10 @@ static int wait_ms(int64_t deadline_ns)
  * c->in. Returns 1 when bytes arrived, 0 on deadline, -errno otherwise. */
 static int pump(struct chan *c, short extra, int64_t deadline_ns, struct pv_err *err)
 {
-    struct pollfd p[2] = {{c->fd, (short)(POLLIN | extra), 0}, {c->watch_fd, POLLIN, 0}};
-    int n = poll(p, c->watch_fd >= 0 ? 2 : 1, wait_ms(deadline_ns));
+    struct pollfd p[3] = {{c->fd, (short)(POLLIN | extra), 0},
+                          {c->watch_fd, POLLIN, 0},
+                          {c->gone_fd, POLLIN, 0}};
+    int n = poll(p, 3, wait_ms(deadline_ns));
     if (n < 0)
         return errno == EINTR ? 1 : -errno;
     if (n == 0)
@@ -66,6 +68,8 @@ static int pump(struct chan *c, short extra, int64_t deadline_ns, struct pv_err 
     }
     if (c->watch_fd >= 0 && (p[1].revents & POLLIN))
         return broken(c, err, EPIPE, "the VM exited");
+    if (c->gone_fd >= 0 && (p[2].revents & (POLLIN | POLLHUP)) && c->gone && c->gone(c->event_ctx))
+        return broken(c, err, EPIPE, "the agent in the guest went away (its port closed)");
     return 1;
 }
 

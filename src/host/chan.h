@@ -28,6 +28,10 @@ struct chan {
     uint32_t agent_pid;
     chan_event_fn on_event;
     void *event_ctx;
+    /* Another fd to watch while waiting (QMP): when it is readable, gone()
+     * says whether the peer went away meanwhile. -1 when unused. */
+    int gone_fd;
+    bool (*gone)(void *ctx);
 };
 
 void chan_init(struct chan *c, int fd, int watch_fd);

@@ -112,7 +112,8 @@ char **qemu_argv(const struct qemu_config *qc)
         add(&a, "-chardev");
         addf(&a, "socket,id=agent,path=%s/agent.sock", dir);
         add(&a, "-device");
-        add(&a, "virtserialport,bus=vser0.0,chardev=agent,name=org.provium.agent,nr=1");
+        add(&a, "virtserialport,bus=vser0.0,chardev=agent,name=org.provium.agent,nr=1,"
+                "id=agentport");
     }
 
     add(&a, "-object");

@@ -179,3 +179,38 @@ int qmp_wait_event(struct qmp *q, const char *name, int64_t deadline_ns, struct 
         json_decref(msg);
     }
 }
+
+void qmp_poll_events(struct qmp *q)
+{
+    int r;
+    json_t *msg;
+    for (;;) { /* the fd is non-blocking: take what is there */
+        buf_reserve(&q->in, 65536);
+        ssize_t n = read(q->fd, q->in.data + q->in.len, q->in.cap - q->in.len - 1);
+        if (n <= 0 || q->in.len > QMP_MAX_LINE)
+            break;
+        q->in.len += (size_t)n;
+        q->in.data[q->in.len] = 0;
+    }
+    /* a deadline in the past: take what is buffered or readable now */
+    while ((msg = next_msg(q, now_ns() - 1, &r, NULL))) {
+        if (json_object_get(msg, "event"))
+            queue_event(q, msg);
+        json_decref(msg);
+    }
+}
+
+bool qmp_port_closed(struct qmp *q, const char *id)
+{
+    qmp_poll_events(q);
+    for (size_t i = 0; i < q->nevents; i++) {
+        json_t *d = q->events[i].data;
+        if (strcmp(q->events[i].name, "VSERPORT_CHANGE") ||
+            !json_is_false(json_object_get(d, "open")) ||
+            strcmp(json_string_value(json_object_get(d, "id")) ?: "", id))
+            continue;
+        qmp_clear_events(q);
+        return true;
+    }
+    return false;
+}

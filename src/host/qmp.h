@@ -33,3 +33,7 @@ int qmp_exec(struct qmp *q, const char *cmd, json_t *args, int64_t deadline_ns, 
 int qmp_wait_event(struct qmp *q, const char *name, int64_t deadline_ns, struct pv_err *err);
 /* Drop queued events. */
 void qmp_clear_events(struct qmp *q);
+/* Queue whatever events have arrived, without waiting. */
+void qmp_poll_events(struct qmp *q);
+/* Is there a queued VSERPORT_CHANGE saying port `id` closed? Consumes it. */
+bool qmp_port_closed(struct qmp *q, const char *id);

@@ -333,6 +333,22 @@ int vm_kernel_log(struct vm *vm, struct buf *out)
     return read_file(p, 256u << 20, out);
 }
 
+/* While a call waits: did QEMU say the agent's port closed in the guest? */
+static bool agent_gone(void *ctx)
+{
+    struct vm *vm = ctx;
+    return qmp_port_closed(&vm->qmp, "agentport");
+}
+
+/* Watch QMP for the agent going away, once the agent is up; not while it
+ * (re)starts, when the port closes and opens on purpose. */
+static void watch_agent(struct vm *vm, bool on)
+{
+    qmp_clear_events(&vm->qmp);
+    vm->chan.gone_fd = on && vm_globals.transport != TRANSPORT_VSOCK ? vm->qmp.fd : -1;
+    vm->chan.gone = agent_gone;
+}
+
 int vm_boot(struct vm *vm, const struct vm_boot *b, struct pv_err *err)
 {
     if (vm->state != VM_CREATED && vm->state != VM_SHUTDOWN && vm->state != VM_DEAD)
@@ -434,6 +450,7 @@ int vm_boot(struct vm *vm, const struct vm_boot *b, struct pv_err *err)
         return died(vm, err, what);
     }
     vm->ready_ns = now_ns();
+    watch_agent(vm, true);
     return 0;
 }
 
@@ -677,6 +694,7 @@ int vm_reset(struct vm *vm, struct pv_err *err)
     if (r < 0)
         return r;
     int64_t deadline = now_ns() + (int64_t)(60e9 * vm_globals.timeout_scale);
+    watch_agent(vm, false);
     if (vm_globals.transport == TRANSPORT_VSOCK) {
         /* the guest's listener died with the old kernel: connect afresh */
         chan_release(&vm->chan);
@@ -697,7 +715,9 @@ int vm_reset(struct vm *vm, struct pv_err *err)
         snprintf(what, sizeof(what), "no agent after reset: %.900s", err->msg);
         return died(vm, err, what);
     }
-    return qmp_simple(vm, "set-action", json_pack("{s:s}", "reboot", "shutdown"), err);
+    r = qmp_simple(vm, "set-action", json_pack("{s:s}", "reboot", "shutdown"), err);
+    watch_agent(vm, true);
+    return r;
 }
 
 int vm_pause(struct vm *vm, struct pv_err *err)
