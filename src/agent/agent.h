@@ -44,6 +44,10 @@ void agent_send_ok(struct agent *a, uint32_t id, const struct buf *payload);
 void agent_send_err(struct agent *a, uint32_t id, int errnum, const char *fmt, ...)
     PV_PRINTF(4, 5);
 void agent_send_chunk(struct agent *a, uint32_t id, uint8_t stream, const void *p, size_t n);
+/* PV_OK carrying one field. */
+void agent_reply_u32(struct agent *a, uint32_t id, uint32_t v);
+void agent_reply_u64(struct agent *a, uint32_t id, uint64_t v);
+void agent_reply_bytes(struct agent *a, uint32_t id, const void *p, size_t n);
 
 /* Handlers: fs.c and proc.c. */
 typedef int (*agent_handler)(struct agent *a, uint32_t id, struct pv_rd *r);

@@ -116,6 +116,30 @@ void agent_send_err(struct agent *a, uint32_t id, int errnum, const char *fmt, .
     buf_release(&b);
 }
 
+void agent_reply_u32(struct agent *a, uint32_t id, uint32_t v)
+{
+    uint8_t b[4] = {(uint8_t)v, (uint8_t)(v >> 8), (uint8_t)(v >> 16), (uint8_t)(v >> 24)};
+    agent_send(a, PV_OK, id, b, sizeof(b));
+}
+
+void agent_reply_u64(struct agent *a, uint32_t id, uint64_t v)
+{
+    struct buf b = BUF_INIT;
+    struct pv_wr w = {&b};
+    pv_put_u64(&w, v);
+    agent_send_ok(a, id, &b);
+    buf_release(&b);
+}
+
+void agent_reply_bytes(struct agent *a, uint32_t id, const void *p, size_t n)
+{
+    struct buf b = BUF_INIT;
+    struct pv_wr w = {&b};
+    pv_put_bytes(&w, p, n);
+    agent_send_ok(a, id, &b);
+    buf_release(&b);
+}
+
 void agent_send_chunk(struct agent *a, uint32_t id, uint8_t stream, const void *p, size_t n)
 {
     struct buf b = BUF_INIT;

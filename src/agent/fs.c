@@ -46,11 +46,7 @@ int agent_op_read_file(struct agent *a, uint32_t id, struct pv_rd *r)
         agent_send_chunk(a, id, PV_DATA, chunk, (size_t)n);
         total += (uint64_t)n;
     }
-    struct buf b = BUF_INIT;
-    struct pv_wr w = {&b};
-    pv_put_u64(&w, total);
-    agent_send_ok(a, id, &b);
-    buf_release(&b);
+    agent_reply_u64(a, id, total);
     return 0;
 }
 
@@ -173,11 +169,7 @@ int agent_op_open(struct agent *a, uint32_t id, struct pv_rd *r)
     if (fstat(fd, &st) == 0 && S_ISREG(st.st_mode))
         fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK);
     set_handle(fd, true);
-    struct buf b = BUF_INIT;
-    struct pv_wr w = {&b};
-    pv_put_u64(&w, (uint64_t)fd);
-    agent_send_ok(a, id, &b);
-    buf_release(&b);
+    agent_reply_u64(a, id, (uint64_t)fd);
     return 0;
 }
 
@@ -197,11 +189,7 @@ int agent_op_fread(struct agent *a, uint32_t id, struct pv_rd *r)
     while (n < 0 && errno == EINTR);
     if (n < 0)
         return -errno;
-    struct buf b = BUF_INIT;
-    struct pv_wr w = {&b};
-    pv_put_bytes(&w, data, (size_t)n);
-    agent_send_ok(a, id, &b);
-    buf_release(&b);
+    agent_reply_bytes(a, id, data, (size_t)n);
     return 0;
 }
 
@@ -220,11 +208,7 @@ int agent_op_fwrite(struct agent *a, uint32_t id, struct pv_rd *r)
     while (n < 0 && errno == EINTR);
     if (n < 0)
         return -errno;
-    struct buf b = BUF_INIT;
-    struct pv_wr w = {&b};
-    pv_put_u32(&w, (uint32_t)n);
-    agent_send_ok(a, id, &b);
-    buf_release(&b);
+    agent_reply_u32(a, id, (uint32_t)n);
     return 0;
 }
 
@@ -243,11 +227,7 @@ int agent_op_seek(struct agent *a, uint32_t id, struct pv_rd *r)
     off_t pos = lseek((int)h, (off_t)off, w[whence]);
     if (pos < 0)
         return -errno;
-    struct buf b = BUF_INIT;
-    struct pv_wr wr = {&b};
-    pv_put_u64(&wr, (uint64_t)pos);
-    agent_send_ok(a, id, &b);
-    buf_release(&b);
+    agent_reply_u64(a, id, (uint64_t)pos);
     return 0;
 }
 

@@ -171,11 +171,7 @@ int agent_op_read_mem(struct agent *a, uint32_t id, struct pv_rd *r)
     ssize_t n = len ? process_vm_readv(getpid(), &local, 1, &remote, 1, 0) : 0;
     if (n < 0)
         return -errno;
-    struct buf b = BUF_INIT;
-    struct pv_wr w = {&b};
-    pv_put_bytes(&w, data, (size_t)n);
-    agent_send_ok(a, id, &b);
-    buf_release(&b);
+    agent_reply_bytes(a, id, data, (size_t)n);
     return 0;
 }
 
@@ -190,10 +186,6 @@ int agent_op_write_mem(struct agent *a, uint32_t id, struct pv_rd *r)
     ssize_t n = len ? process_vm_writev(getpid(), &local, 1, &remote, 1, 0) : 0;
     if (n < 0)
         return -errno;
-    struct buf b = BUF_INIT;
-    struct pv_wr w = {&b};
-    pv_put_u32(&w, (uint32_t)n);
-    agent_send_ok(a, id, &b);
-    buf_release(&b);
+    agent_reply_u32(a, id, (uint32_t)n);
     return 0;
 }

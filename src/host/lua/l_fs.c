@@ -15,12 +15,7 @@ static void call(lua_State *L, struct vm *vm, const char *op, const char *what, 
     if (r == 0)
         return;
     buf_release(reply);
-    if (r > 0) {
-        const char *name = strerrorname_np(r);
-        luaL_error(L, "vm `%s`: %s: %s: %s (%s)", vm->name, op, name ? name : "E?", what,
-                   strerror(r));
-    }
-    luaL_error(L, "%s", err.msg);
+    l_raise_guest(L, vm, op, what, r, &err);
 }
 
 /* Request and reply buffers owned by a userdata, so a raise frees them. */
@@ -223,13 +218,8 @@ static int l_write_chunk(lua_State *L)
     struct pv_err err = {0};
     int r = vm_write_file(vm, path, data, len, mode < 0 ? VM_DEFAULT_MODE : (uint32_t)mode,
                           append, &err);
-    if (r > 0) {
-        const char *name = strerrorname_np(r);
-        return luaL_error(L, "vm `%s`: push_file: %s: %s (%s)", vm->name, name ? name : "E?",
-                          path, strerror(r));
-    }
-    if (r < 0)
-        return luaL_error(L, "%s", err.msg);
+    if (r != 0)
+        return l_raise_guest(L, vm, "push_file", path, r, &err);
     return 0;
 }
 

@@ -6,6 +6,9 @@
 #include <lua.h>
 
 #include "config.h"
+#include "util.h"
+
+struct vm;
 
 #define PV_VM_MT "provium.vm"
 #define PV_RUNRESULT_MT "provium.runresult"
@@ -22,10 +25,15 @@ extern struct l_ctx l_ctx;
  * (`_provium_c`) and the prelude. NULL on failure (message on stderr). */
 lua_State *l_newstate(void);
 
+/* Raise the error of a failed guest operation: a positive r (the guest's
+ * errno) reads "vm `a`: <op>: ENOENT: <what> (No such file or directory)";
+ * a negative r raises err's message (the whole story, e.g. a dead VM). */
+int l_raise_guest(lua_State *L, const struct vm *vm, const char *op, const char *what, int r,
+                  const struct pv_err *err);
+
 /* Raise a Lua error from a pv_err ("<what>: <message>"). */
 int l_raise_err(lua_State *L, const char *what, const struct pv_err *err);
 
-struct vm;
 /* The VM of the userdata at i; raises unless it is an open VM. */
 struct vm *l_tovm(lua_State *L, int i);
 

@@ -13,17 +13,6 @@ static const struct {
 #include "sysnames.h"
 };
 
-static int raise_errno(lua_State *L, struct vm *vm, const char *op, int r,
-                       const struct pv_err *err, const char *what)
-{
-    if (r > 0) {
-        const char *name = strerrorname_np(r);
-        return luaL_error(L, "vm `%s`: %s: %s: %s (%s)", vm->name, op, name ? name : "E?", what,
-                          strerror(r));
-    }
-    return luaL_error(L, "%s", err->msg);
-}
-
 static uint32_t checkindex(lua_State *L, int tbl, const char *field, const char *what, uint32_t n)
 {
     lua_getfield(L, tbl, field);
@@ -122,7 +111,7 @@ static int l_syscall(lua_State *L)
     struct pv_err err = {0};
     int r = vm_syscall(vm, q, &c->res, &err);
     if (r > 0)
-        return raise_errno(L, vm, "syscall", r, &err, "the agent refused the call");
+        return l_raise_guest(L, vm, "syscall", "the agent refused the call", r, &err);
     if (r < 0)
         return luaL_error(L, "%s", err.msg);
     lua_pushinteger(L, c->res.ret);
@@ -152,7 +141,7 @@ static int l_vm_read_mem(lua_State *L)
         buf_release(b);
         char what[32];
         snprintf(what, sizeof(what), "0x%llx", (unsigned long long)addr);
-        return raise_errno(L, vm, "read_mem", r, &err, what);
+        return l_raise_guest(L, vm, "read_mem", what, r, &err);
     }
     lua_pushlstring(L, b->data ? b->data : "", b->len);
     buf_release(b);
@@ -171,7 +160,7 @@ static int l_vm_write_mem(lua_State *L)
     if (r != 0) {
         char what[32];
         snprintf(what, sizeof(what), "0x%llx", (unsigned long long)addr);
-        return raise_errno(L, vm, "write_mem", r, &err, what);
+        return l_raise_guest(L, vm, "write_mem", what, r, &err);
     }
     return 0;
 }

@@ -32,14 +32,13 @@ int l_raise_err(lua_State *L, const char *what, const struct pv_err *err)
     return luaL_error(L, "%s: %s", what, err->msg);
 }
 
-/* A guest errno becomes "ENOENT: /path (No such file or directory)". */
-static int raise_op(lua_State *L, struct vm *vm, const char *op, const char *path, int r,
-                    const struct pv_err *err)
+int l_raise_guest(lua_State *L, const struct vm *vm, const char *op, const char *what, int r,
+                  const struct pv_err *err)
 {
     if (r > 0) {
         const char *name = strerrorname_np(r);
         return luaL_error(L, "vm `%s`: %s: %s: %s (%s)", vm->name, op, name ? name : "E?",
-                          path ? path : "", strerror(r));
+                          what ? what : "", strerror(r));
     }
     return luaL_error(L, "%s", err->msg);
 }
@@ -426,7 +425,7 @@ static int l_vm_read_file(lua_State *L)
     int r = vm_read_file(u->vm, path, out, &err);
     if (r != 0) {
         buf_release(out);
-        return raise_op(L, u->vm, "read_file", path, r, &err);
+        return l_raise_guest(L, u->vm, "read_file", path, r, &err);
     }
     lua_pushlstring(L, out->data ? out->data : "", out->len);
     buf_release(out);
@@ -447,7 +446,7 @@ static int l_vm_write_file(lua_State *L)
     int r = vm_write_file(u->vm, path, data, len, mode < 0 ? VM_DEFAULT_MODE : (uint32_t)mode,
                           false, &err);
     if (r != 0)
-        return raise_op(L, u->vm, "write_file", path, r, &err);
+        return l_raise_guest(L, u->vm, "write_file", path, r, &err);
     return 0;
 }
 
@@ -467,7 +466,7 @@ static int l_vm_stat(lua_State *L)
     struct pv_err err = {0};
     int r = vm_stat(u->vm, path, false, &st, &err);
     if (r != 0)
-        return raise_op(L, u->vm, "stat", path, r, &err);
+        return l_raise_guest(L, u->vm, "stat", path, r, &err);
     lua_createtable(L, 0, 8);
     lua_pushinteger(L, (lua_Integer)st.size);
     lua_setfield(L, -2, "size");
@@ -499,7 +498,7 @@ static int l_vm_exists(lua_State *L)
         return 1;
     }
     if (r != 0)
-        return raise_op(L, u->vm, "exists", path, r, &err);
+        return l_raise_guest(L, u->vm, "exists", path, r, &err);
     lua_pushboolean(L, 1);
     return 1;
 }
