@@ -60,6 +60,7 @@ static const struct {
     {PV_MKDIR, agent_op_mkdir},
     {PV_UNLINK, agent_op_unlink},
     {PV_RENAME, agent_op_rename},
+    {PV_CLOCK, agent_op_clock},
 };
 
 static int flush_out(struct agent *a, bool block)

@@ -17,6 +17,7 @@
 #include <sys/eventfd.h>
 #include <sys/syscall.h>
 #include <sys/uio.h>
+#include <time.h>
 
 #include "agent.h"
 
@@ -187,5 +188,32 @@ int agent_op_write_mem(struct agent *a, uint32_t id, struct pv_rd *r)
     if (n < 0)
         return -errno;
     agent_reply_u32(a, id, (uint32_t)n);
+    return 0;
+}
+
+/* The guest's realtime clock (VM-wide): get, set, or advance by a signed
+ * amount; replies with the time afterwards. */
+int agent_op_clock(struct agent *a, uint32_t id, struct pv_rd *r)
+{
+    uint32_t op = pv_get_u32(r);
+    int64_t ns = pv_get_i64(r);
+    if (pv_rd_done(r) < 0)
+        return -EBADMSG;
+    if (op > 2)
+        return -EINVAL;
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    int64_t now = (int64_t)ts.tv_sec * 1000000000LL + ts.tv_nsec;
+    if (op) {
+        int64_t t = op == 1 ? ns : now + ns;
+        /* floor division, so times before the epoch work too */
+        ts.tv_sec = (time_t)(t / 1000000000LL - (t % 1000000000LL < 0));
+        ts.tv_nsec = (long)(t - (int64_t)ts.tv_sec * 1000000000LL);
+        if (clock_settime(CLOCK_REALTIME, &ts) < 0)
+            return -errno;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        now = (int64_t)ts.tv_sec * 1000000000LL + ts.tv_nsec;
+    }
+    agent_reply_u64(a, id, (uint64_t)now);
     return 0;
 }

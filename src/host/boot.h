@@ -20,6 +20,8 @@ struct boot_opts {
     struct boot_file *files;
     size_t nfiles;
     uint64_t rng_seed;
+    bool has_initial_time;
+    double initial_time; /* seconds since the epoch, set right after the handshake */
 };
 void boot_opts_release(struct boot_opts *o);
 

@@ -206,6 +206,7 @@ const char *pv_type_name(uint16_t type)
     case PV_MKDIR: return "MkDir";
     case PV_UNLINK: return "Unlink";
     case PV_RENAME: return "Rename";
+    case PV_CLOCK: return "Clock";
     case PV_OK: return "Ok";
     case PV_ERR: return "Err";
     case PV_HELLO_OK: return "HelloOk";

@@ -52,6 +52,7 @@ enum pv_type {
     PV_MKDIR = 18,     /* str path, u32 perm, u32 flags (1: parents) */
     PV_UNLINK = 19,    /* str path: a file, or an empty directory */
     PV_RENAME = 20,    /* str from, str to */
+    PV_CLOCK = 21,     /* u32 op (0 get, 1 set, 2 advance), i64 ns -> i64 realtime ns after */
     PV_REQ_MAX,
 
     /* replies, agent -> host; id echoes the request */

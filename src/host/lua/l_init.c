@@ -17,7 +17,7 @@ struct l_ctx l_ctx;
 /* The prelude index written by the Makefile: {name, start, end} triples. */
 extern const char *const pv_prelude_index[];
 
-static const char *const prelude_order[] = {"util",  "result", "sys",      "file",
+static const char *const prelude_order[] = {"util",  "result", "sys",   "file",     "clock",
                                             "module", "lab",   "splat", "framework"};
 
 static int64_t deadline_ns;
@@ -142,7 +142,7 @@ lua_State *l_newstate(void)
 
     luaopen_provium_vm(L);
     luaopen_provium_sys(L);
-    for (const char *f = "syscall\0sys\0errno\0"; *f; f += strlen(f) + 1) {
+    for (const char *f = "syscall\0clock\0sys\0errno\0"; *f; f += strlen(f) + 1) {
         lua_getfield(L, -1, f);
         lua_setfield(L, -3, f);
     }

@@ -165,6 +165,35 @@ static int l_vm_write_mem(lua_State *L)
     return 0;
 }
 
+/* _provium_c.clock(vm, op 0|1|2, ns) -> realtime ns after (get / set / advance) */
+static int l_clock(lua_State *L)
+{
+    struct vm *vm = l_tovm(L, 1);
+    lua_Integer op = luaL_checkinteger(L, 2), ns = luaL_checkinteger(L, 3);
+    struct buf *req = lua_newuserdatauv(L, 2 * sizeof(struct buf), 0);
+    memset(req, 0, 2 * sizeof(struct buf));
+    struct pv_wr w = {req};
+    pv_put_u32(&w, (uint32_t)op);
+    pv_put_i64(&w, ns);
+    struct pv_err err = {0};
+    int r = vm_call(vm, "clock", PV_CLOCK, req, 30, &req[1], &err);
+    buf_release(req);
+    if (r != 0) {
+        buf_release(&req[1]);
+        return l_raise_guest(L, vm, "clock", op == 0 ? "get" : op == 1 ? "set" : "advance", r,
+                             &err);
+    }
+    struct pv_rd rd;
+    pv_rd_init(&rd, req[1].data, req[1].len);
+    int64_t now = pv_get_i64(&rd);
+    bool bad = pv_rd_done(&rd) < 0;
+    buf_release(&req[1]);
+    if (bad)
+        return luaL_error(L, "vm `%s`: clock: malformed reply from the agent", vm->name);
+    lua_pushinteger(L, now);
+    return 1;
+}
+
 int luaopen_provium_sys(lua_State *L)
 {
     luaL_getmetatable(L, PV_VM_MT);
@@ -178,6 +207,8 @@ int luaopen_provium_sys(lua_State *L)
     lua_newtable(L);
     lua_pushcfunction(L, l_syscall);
     lua_setfield(L, -2, "syscall");
+    lua_pushcfunction(L, l_clock);
+    lua_setfield(L, -2, "clock");
     lua_createtable(L, 0, (int)ARRAY_SIZE(sysnames));
     for (size_t i = 0; i < ARRAY_SIZE(sysnames); i++) {
         lua_pushinteger(L, sysnames[i].nr);

@@ -112,7 +112,14 @@ static void parse_opts(lua_State *L, int idx, struct boot_opts *o)
             *dst = xstrdup(lua_tostring(L, -1));
         } else if (!strcmp(k, "agent_timeout")) {
             o->agent_timeout = num_or_duration(L, -1, "boot opts: agent_timeout");
-        } else if (!strcmp(k, "rng_seed") || !strcmp(k, "initial_time")) {
+        } else if (!strcmp(k, "initial_time")) {
+            double v = lua_tonumber(L, -1);
+            if (lua_type(L, -1) != LUA_TNUMBER || !isfinite(v))
+                luaL_error(L, "boot opts: initial_time must be a finite number of seconds since "
+                              "the epoch");
+            o->has_initial_time = true;
+            o->initial_time = v;
+        } else if (!strcmp(k, "rng_seed")) {
             luaL_error(L, "boot opts: %s is not supported yet", k);
         } else if (!strcmp(k, "files")) {
             luaL_checktype(L, -1, LUA_TTABLE);
@@ -140,7 +147,7 @@ static void parse_opts(lua_State *L, int idx, struct boot_opts *o)
             }
         } else {
             luaL_error(L, "boot opts: unknown option `%s` (known: memory, cpus, kernel_cmdline, "
-                          "kernel_cmdline_append, agent_timeout, files)",
+                          "kernel_cmdline_append, agent_timeout, files, initial_time)",
                        k);
         }
         lua_pop(L, 1);
@@ -185,6 +192,16 @@ static int l_vm_boot(lua_State *L)
     vm_boot_release(&b);
     if (r < 0)
         return luaL_error(L, "%s", err.msg);
+    if (o->has_initial_time) {
+        struct buf req = BUF_INIT;
+        struct pv_wr w = {&req};
+        pv_put_u32(&w, 1);
+        pv_put_i64(&w, (int64_t)llround(o->initial_time * 1e9));
+        r = vm_call(u->vm, "boot", PV_CLOCK, &req, 30, NULL, &err);
+        buf_release(&req);
+        if (r != 0)
+            return l_raise_guest(L, u->vm, "boot", "setting initial_time", r, &err);
+    }
     lua_settop(L, 1);
     return 1;
 }

@@ -1,0 +1,46 @@
+-- The guest clock and the initial_time boot opt.
+local vm = provium:vm("c", "default", { initial_time = 946684800.25 }):boot() -- 2000-01-01
+
+test("initial_time sets the guest's realtime clock at boot", function(t)
+    local now = vm:clock():get()
+    t:assert(now >= 946684800.25 and now < 946684800.25 + 120, "near 2000-01-01: " .. now)
+    t:assert_eq(vm:run("date -u +%Y").stdout, "2000\n")
+end)
+
+test("set, get, set_ns, get_ns; Linux refuses times before the epoch", function(t)
+    local c = vm:clock()
+    c:set(1700000000.5)
+    local g = c:get()
+    t:assert(g >= 1700000000.5 and g < 1700000010, "set then get: " .. g)
+    c:set_ns(1234567890123456789)
+    local ns = c:get_ns()
+    t:assert(ns >= 1234567890123456789 and ns < 1234567900000000000, "ns precision: " .. ns)
+    t:assert_eq(vm:run("date -u +%Y").stdout, "2009\n")
+    t:assert_contains(t:assert_raises(function() c:set_ns(-86400 * 1000000000) end),
+        "clock: EINVAL: set")
+end)
+
+test("advance jumps, forwards and backwards", function(t)
+    local c = vm:clock()
+    c:set(2000000000)
+    c:advance(3600)
+    t:assert(c:get() >= 2000003600, "an hour on")
+    c:advance(-7200)
+    t:assert(c:get() < 2000000000, "back before the start")
+end)
+
+test("error texts", function(t)
+    local c = vm:clock()
+    t:assert_contains(t:assert_raises(function() c:set(0 / 0) end),
+        "clock:set: value must be a finite number (got NaN/inf)")
+    t:assert_contains(t:assert_raises(function() c:set(math.huge) end), "got NaN/inf")
+    t:assert_contains(t:assert_raises(function() c:advance(-math.huge) end), "got NaN/inf")
+    t:assert_contains(t:assert_raises(function() c:sleep(-1) end), "must not be negative")
+    t:assert_contains(t:assert_raises(function() c:sleep("soon") end), "bad timeout string `soon`")
+    local t0 = _provium_c.now()
+    c:sleep("200ms")
+    t:assert(_provium_c.now() - t0 >= 0.2, "sleep waits")
+    t:assert_contains(t:assert_raises(function()
+        provium:vm("bad", "default", { initial_time = "yesterday" }):boot()
+    end), "initial_time must be a finite number")
+end)
