@@ -111,30 +111,3 @@ function V:exec(cmd)
     local r = self:run(cmd)
     return { ok = r:ok(), exit_code = r.exit_code, stdout = r.stdout, stderr = r.stderr }
 end
-
--- The console object of reference §11 (read_log/expect; streams come later).
-local Console = {}
-Console.__index = Console
-function V:console()
-    return setmetatable({ vm = self, cursor = 0 }, Console)
-end
-function Console:read_log()
-    return self.vm:console_log()
-end
-function Console:expect(pattern, timeout)
-    local limit = P.duration(timeout or 30, "console:expect: timeout", 2)
-    local deadline = C.now() + limit
-    while true do
-        local log = self.vm:console_log()
-        local s, e = log:find(pattern, self.cursor + 1, true)
-        if s then
-            self.cursor = e
-            return log:sub(s, e)
-        end
-        if C.now() >= deadline then
-            error(("console:expect: `%s` did not appear within %gs"):format(pattern, limit), 2)
-        end
-        C.sleep(0.05)
-    end
-end
-function Console:close() end

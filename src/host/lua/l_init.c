@@ -17,8 +17,8 @@ struct l_ctx l_ctx;
 /* The prelude index written by the Makefile: {name, start, end} triples. */
 extern const char *const pv_prelude_index[];
 
-static const char *const prelude_order[] = {"util",  "result", "sys",   "file",     "clock",
-                                            "module", "lab",   "splat", "framework"};
+static const char *const prelude_order[] = {"util",   "result", "sys",   "file",     "clock",
+                                            "module", "console", "lab", "splat", "framework"};
 
 static int64_t deadline_ns;
 static char deadline_msg[128];
@@ -149,6 +149,8 @@ lua_State *l_newstate(void)
     lua_pop(L, 1);
     luaopen_provium_fs(L);
     lua_setfield(L, -2, "fs");
+    luaopen_provium_console(L);
+    lua_setfield(L, -2, "console");
     static const luaL_Reg prims[] = {
         {"set_deadline", l_set_deadline},
         {"sleep", l_sleep},

@@ -38,6 +38,8 @@ int l_raise_err(lua_State *L, const char *what, const struct pv_err *err);
 struct vm *l_tovm(lua_State *L, int i);
 
 int luaopen_provium_vm(lua_State *L);
+/* The primitives behind lua/console.lua. */
+int luaopen_provium_console(lua_State *L);
 /* The primitives behind lua/file.lua. */
 int luaopen_provium_fs(lua_State *L);
 /* Adds vm:read_mem/write_mem; returns {syscall=, sys=, errno=}. */
