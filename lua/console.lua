@@ -33,6 +33,7 @@ function P.new_stream(mt, fields)
     fields.ended = false
     fields.site = site()
     local s = setmetatable(fields, mt)
+    P.live[s] = fields.vm
     local scope = rawget(_G, "provium")
     if getmetatable(scope) == P.Lab then scope:_register(s, 1) end
     return s
@@ -114,6 +115,7 @@ function Stream:close()
     if self.closed then return end
     self.closed = true
     self.pending = ""
+    P.live[self] = nil
     if self._close then self:_close() end
 end
 Stream.__close = Stream.close

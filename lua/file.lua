@@ -34,6 +34,7 @@ function V:open_file(path, mode)
     local ok, h = pcall(fs.open, self, path, b, perm)
     if not ok then error(h, 2) end
     local f = setmetatable({ vm = self, handle = h, path = path }, File)
+    P.live[f] = self
     local scope = rawget(_G, "provium")
     if getmetatable(scope) == P.Lab then scope:_register(f, 3) end
     return f
@@ -95,6 +96,7 @@ function File:close()
     local h = self.handle
     if not h then return end
     self.handle = nil
+    P.live[self] = nil
     -- a VM that is gone took its files with it
     if self.vm:state() == "booted" then op(2, fs.close, self.vm, h) end
 end

@@ -50,30 +50,31 @@ end
 
 local V = C.vm_mt.__index
 
--- vm:run("sh string", opts?) | vm:run("prog", {"arg", ...}) |
--- vm:run("prog", {args = {...}, env =, cwd =, stdin =, timeout =}) | vm:run({"prog", ...}, opts?)
-function V:run(cmd, a2)
+-- The call shapes of vm:run and vm:run_async -> argv, opts for C.run:
+-- ("sh string", opts?) | ("prog", {"arg", ...}) |
+-- ("prog", {args = {...}, env =, cwd =, stdin =, timeout =}) | ({"prog", ...}, opts?)
+function P.run_args(what, cmd, a2)
     local argv, opts
     if type(cmd) == "table" then
         if not P.is_array(cmd) or #cmd == 0 then
-            error("vm:run: an argv table must be a non-empty array of strings", 2)
+            error(what .. ": an argv table must be a non-empty array of strings", 3)
         end
         argv, opts = { table.unpack(cmd) }, a2 or {}
     elseif type(cmd) == "string" then
         if a2 == nil then
             argv, opts = { "/bin/sh", "-c", cmd }, {}
         elseif type(a2) ~= "table" then
-            error("vm:run: second argument must be a table (args array or opts), got " .. type(a2), 2)
+            error(what .. ": second argument must be a table (args array or opts), got " .. type(a2), 3)
         elseif P.is_array(a2) and next(a2) ~= nil then
             argv, opts = { cmd, table.unpack(a2) }, {}
         else
             opts = a2
             if opts[1] ~= nil then
-                error("vm:run: do not mix positional arguments with opts; use args = {...}", 2)
+                error(what .. ": do not mix positional arguments with opts; use args = {...}", 3)
             end
             if opts.args ~= nil then
                 if type(opts.args) ~= "table" or not P.is_array(opts.args) then
-                    error("vm:run: opts.args must be an array of strings", 2)
+                    error(what .. ": opts.args must be an array of strings", 3)
                 end
                 argv = { cmd, table.unpack(opts.args) }
             else
@@ -81,28 +82,35 @@ function V:run(cmd, a2)
             end
         end
     else
-        error("vm:run: command must be a string or an argv table, got " .. type(cmd), 2)
+        error(what .. ": command must be a string or an argv table, got " .. type(cmd), 3)
     end
     local o = {}
     for k, v in pairs(opts) do
         if k == "timeout" then
-            o.timeout = P.duration(v, "vm:run: opts.timeout", 2)
+            o.timeout = P.duration(v, what .. ": opts.timeout", 3)
         elseif k == "timeout_ms" then
             if math.type(v) ~= "integer" or v < 0 then
-                error("vm:run: opts.timeout_ms must be a non-negative integer", 2)
+                error(what .. ": opts.timeout_ms must be a non-negative integer", 3)
             end
             o.timeout = v / 1000
         elseif k == "env" or k == "cwd" or k == "stdin" or k == "env_clear" then
             o[k] = v
         elseif k ~= "args" then
-            error(("vm:run: unknown option `%s` (known: args, env, env_clear, cwd, stdin, timeout, timeout_ms)"):format(tostring(k)), 2)
+            error(("%s: unknown option `%s` (known: args, env, env_clear, cwd, stdin, timeout, timeout_ms)"):format(what, tostring(k)), 3)
         end
     end
+    return argv, o
+end
+
+-- An error raised by a C primitive, reported at the caller's line.
+function P.rethrow(err, level)
+    error((tostring(err):gsub("^%[provium%]/%w+%.lua:%d+: ", "")), level + 1)
+end
+
+function V:run(cmd, a2)
+    local argv, o = P.run_args("vm:run", cmd, a2)
     local ok, r = pcall(C.run, self, argv, o)
-    if not ok then
-        -- report at the test's line, not this wrapper's
-        error((tostring(r):gsub("^%[provium%]/result%.lua:%d+: ", "")), 2)
-    end
+    if not ok then P.rethrow(r, 2) end
     return r
 end
 

@@ -16,36 +16,43 @@ local function call(vm, nr, args, bufs, ptrs, nested)
     return ret, err, out
 end
 
--- vm:syscall(nr, a1, ..., a6) | vm:syscall(nr, {args=, bufs=, ptrs=, nested=})
--- -> {ret, result, errno, out_bufs}
-function V:syscall(nr, ...)
+-- The arguments of vm:syscall / vm:syscall_async -> {args, bufs, ptrs, nested}
+-- for C.syscall (0-based indices there).
+function P.syscall_args(nr, ...)
     if math.type(nr) ~= "integer" then
         error("vm:syscall: the syscall number must be an integer (provium.sys.<name>), got "
-            .. tostring(nr), 2)
+            .. tostring(nr), 0)
     end
     local spec = ...
     if type(spec) ~= "table" then
-        local args = { ... }
-        if select("#", ...) > 6 then error("vm:syscall: at most 6 arguments", 2) end
-        return result(call(self, nr, args, {}, {}, {}))
+        if select("#", ...) > 6 then error("vm:syscall: at most 6 arguments", 0) end
+        return { args = { ... }, bufs = {}, ptrs = {}, nested = {} }
     end
     if select("#", ...) > 1 then
-        error("vm:syscall: the table form takes no further arguments", 2)
+        error("vm:syscall: the table form takes no further arguments", 0)
     end
-    local bufs, ptrs, nested = spec.bufs or {}, {}, {}
+    local r = { args = spec.args or {}, bufs = spec.bufs or {}, ptrs = {}, nested = {} }
     -- ptrs[i] is the 0-based argument slot that receives the address of bufs[i]
     for i, slot in ipairs(spec.ptrs or {}) do
-        ptrs[#ptrs + 1] = { buf = i - 1, slot = slot }
+        r.ptrs[#r.ptrs + 1] = { buf = i - 1, slot = slot }
     end
     -- nested: the address of bufs[child] is written into bufs[parent] at offset
     -- (1-based buffer indices, like the bufs table)
     for i, n in ipairs(spec.nested or {}) do
         if type(n) ~= "table" or math.type(n.parent) ~= "integer" or math.type(n.child) ~= "integer" then
-            error(("vm:syscall: nested[%d] must be {parent=, child=, offset=} with buffer indices"):format(i), 2)
+            error(("vm:syscall: nested[%d] must be {parent=, child=, offset=} with buffer indices"):format(i), 0)
         end
-        nested[#nested + 1] = { parent = n.parent - 1, child = n.child - 1, offset = n.offset }
+        r.nested[#r.nested + 1] = { parent = n.parent - 1, child = n.child - 1, offset = n.offset }
     end
-    return result(call(self, nr, spec.args or {}, bufs, ptrs, nested))
+    return r
+end
+
+-- vm:syscall(nr, a1, ..., a6) | vm:syscall(nr, {args=, bufs=, ptrs=, nested=})
+-- -> {ret, result, errno, out_bufs}
+function V:syscall(nr, ...)
+    local ok, r = pcall(P.syscall_args, nr, ...)
+    if not ok then error(r, 2) end
+    return result(call(self, nr, r.args, r.bufs, r.ptrs, r.nested))
 end
 
 -- vm:ioctl(fd, cmd, data?, opts?) -> {ret, result, out_data, out_bufs}

@@ -77,3 +77,8 @@ function P.unpack(fmt, s, pos)
     end
     return string.unpack(f, s, pos)
 end
+
+-- What a test holds open in a VM's agent (streams, files, processes), each
+-- mapped to its VM, for the accessors of lua/process.lua. Weak: a collected
+-- object is closed by its finaliser.
+P.live = setmetatable({}, { __mode = "k" })

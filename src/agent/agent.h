@@ -20,6 +20,7 @@ struct agent_opts {
 };
 
 struct run;
+struct tail;
 
 struct agent {
     int fd;
@@ -32,6 +33,8 @@ struct agent {
     int sigfd;
     int kmsg; /* /dev/kmsg, followed after the handshake; -1 if not */
     struct run *runs;
+    uint64_t next_handle; /* the last PV_SPAWN handle given out */
+    struct tail *tails;
 };
 
 /* Serve fd until the peer hangs up (returns 0) or a fatal error (-errno). */
@@ -48,6 +51,9 @@ void agent_send_chunk(struct agent *a, uint32_t id, uint8_t stream, const void *
 void agent_reply_u32(struct agent *a, uint32_t id, uint32_t v);
 void agent_reply_u64(struct agent *a, uint32_t id, uint64_t v);
 void agent_reply_bytes(struct agent *a, uint32_t id, const void *p, size_t n);
+/* Replies wait in a queue the host has not read yet: producers of bulk
+ * data (tails) hold back. */
+bool agent_congested(const struct agent *a);
 
 /* Handlers: fs.c and proc.c. */
 typedef int (*agent_handler)(struct agent *a, uint32_t id, struct pv_rd *r);
@@ -55,6 +61,12 @@ int agent_op_read_file(struct agent *a, uint32_t id, struct pv_rd *r);
 int agent_op_write_file(struct agent *a, uint32_t id, struct pv_rd *r);
 int agent_op_stat(struct agent *a, uint32_t id, struct pv_rd *r);
 int agent_op_run(struct agent *a, uint32_t id, struct pv_rd *r);
+int agent_op_spawn(struct agent *a, uint32_t id, struct pv_rd *r);
+int agent_op_wait(struct agent *a, uint32_t id, struct pv_rd *r);
+int agent_op_signal(struct agent *a, uint32_t id, struct pv_rd *r);
+int agent_op_proc_status(struct agent *a, uint32_t id, struct pv_rd *r);
+int agent_op_stdin(struct agent *a, uint32_t id, struct pv_rd *r);
+int agent_op_tail(struct agent *a, uint32_t id, struct pv_rd *r);
 int agent_op_cancel(struct agent *a, uint32_t id, struct pv_rd *r);
 int agent_op_syscall(struct agent *a, uint32_t id, struct pv_rd *r);
 int agent_op_open(struct agent *a, uint32_t id, struct pv_rd *r);
@@ -80,3 +92,15 @@ void proc_events(struct agent *a, struct pollfd *fds, int n);
 void proc_reap(struct agent *a);
 void proc_timeouts(struct agent *a);
 void proc_kill_all(struct agent *a);
+void proc_sweep(struct agent *a);
+bool proc_backlog(struct agent *a, uint64_t handle, int stream, const struct buf **out,
+                  bool *open);
+
+/* stream.c: PV_TAIL sources, polled by the loop; process streams are fed
+ * by proc.c. */
+int stream_pollfds(struct agent *a, struct pollfd *fds, int max, int64_t *deadline_ms);
+void stream_events(struct agent *a, struct pollfd *fds, int n);
+void stream_proc_data(struct agent *a, uint64_t handle, int which, const void *p, size_t n);
+void stream_proc_end(struct agent *a, uint64_t handle, int which);
+void stream_cancel(struct agent *a, uint32_t id);
+void stream_close_all(struct agent *a);

@@ -61,7 +61,18 @@ static const struct {
     {PV_UNLINK, agent_op_unlink},
     {PV_RENAME, agent_op_rename},
     {PV_CLOCK, agent_op_clock},
+    {PV_SPAWN, agent_op_spawn},
+    {PV_WAIT, agent_op_wait},
+    {PV_SIGNAL, agent_op_signal},
+    {PV_PROC_STATUS, agent_op_proc_status},
+    {PV_STDIN, agent_op_stdin},
+    {PV_TAIL, agent_op_tail},
 };
+
+bool agent_congested(const struct agent *a)
+{
+    return a->out.len >= OUT_HIGH / 4;
+}
 
 static int flush_out(struct agent *a, bool block)
 {
@@ -282,9 +293,13 @@ int agent_serve(int fd, const struct agent_opts *opts)
         fds[1] = (struct pollfd){a.sigfd, POLLIN, 0};
         fds[2] = (struct pollfd){a.out.len < OUT_HIGH ? a.kmsg : -1, POLLIN, 0};
         fds[3] = (struct pollfd){sys_pollfd(), POLLIN, 0};
-        int n = 4;
-        if (a.out.len < OUT_HIGH)
-            n += proc_pollfds(&a, fds + n, (int)ARRAY_SIZE(fds) - n, &deadline);
+        int n = 4, nproc = 0, nstream = 0;
+        if (a.out.len < OUT_HIGH) {
+            nproc = proc_pollfds(&a, fds + n, (int)ARRAY_SIZE(fds) - n, &deadline);
+            n += nproc;
+            nstream = stream_pollfds(&a, fds + n, (int)ARRAY_SIZE(fds) - n, &deadline);
+            n += nstream;
+        }
         int timeout = -1;
         if (deadline) {
             int64_t left = deadline - now_ms();
@@ -306,8 +321,9 @@ int agent_serve(int fd, const struct agent_opts *opts)
             pump_kmsg(&a);
         if (fds[3].revents & POLLIN)
             sys_completions(&a);
-        proc_events(&a, fds + 4, n - 4);
+        proc_events(&a, fds + 4, nproc);
         proc_timeouts(&a);
+        stream_events(&a, fds + 4 + nproc, nstream);
         if (fds[0].revents & POLLOUT && flush_out(&a, false) < 0)
             break;
         if (fds[0].revents & (POLLIN | POLLHUP | POLLERR)) {
@@ -347,6 +363,7 @@ int agent_serve(int fd, const struct agent_opts *opts)
         }
     }
     proc_kill_all(&a);
+    stream_close_all(&a);
     if (a.kmsg >= 0)
         close(a.kmsg);
     close(a.sigfd);

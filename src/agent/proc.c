@@ -1,9 +1,12 @@
-/* Running processes. Each PV_RUN forks a child in its own session with
- * pipes for stdin/stdout/stderr; output travels back as PV_EV_CHUNK events
- * as it is produced (up to the request's cap, counted beyond it), and the
- * final PV_OK carries the exit status once the child is reaped. A command's
- * background children may keep its pipes open: the reply does not wait for
- * them, it drains what is buffered when the child itself exits. */
+/* Running processes. Each PV_RUN or PV_SPAWN forks a child in its own
+ * session with pipes for stdin/stdout/stderr. For PV_RUN, output travels
+ * back as PV_EV_CHUNK events as it is produced (up to the request's cap,
+ * counted beyond it), and the final PV_OK carries the exit status once the
+ * child is reaped. A PV_SPAWN process has a handle instead: its output is
+ * captured here (up to the cap) and forwarded to any PV_TAIL that follows
+ * it, and PV_WAIT collects the lot. A command's background children may keep
+ * its pipes open: nothing waits for them, what is buffered is drained when
+ * the child itself exits. */
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
@@ -12,15 +15,22 @@
 
 #include "agent.h"
 
+/* Above this much queued stdin, PV_STDIN refuses more. */
+#define STDIN_MAX (64u << 20)
+
 struct run {
     struct run *next;
-    uint32_t id;
+    uint32_t id;     /* PV_RUN: the request answered at exit (0 for PV_SPAWN) */
+    uint64_t handle; /* PV_SPAWN: the host's name for it (0 for PV_RUN) */
+    uint32_t waiter; /* PV_SPAWN: the PV_WAIT answered at exit, or 0 */
     pid_t pid;
     int fd[3]; /* stdin (write end), stdout, stderr (read ends) */
     struct buf in;
     size_t in_off;
+    bool close_in; /* close stdin once `in` is written */
     int64_t deadline_ms;
     uint64_t cap, total[3];
+    struct buf out[3]; /* PV_SPAWN: captured stdout and stderr */
     bool exited, timed_out, cancelled;
     int wstatus;
 };
@@ -36,10 +46,20 @@ static void close_fd(int *fd)
 
 static void run_free(struct run *p)
 {
-    for (int i = 0; i < 3; i++)
+    for (int i = 0; i < 3; i++) {
         close_fd(&p->fd[i]);
+        buf_release(&p->out[i]);
+    }
     buf_release(&p->in);
     free(p);
+}
+
+static struct run *by_handle(struct agent *a, uint64_t handle)
+{
+    for (struct run *p = a->runs; p; p = p->next)
+        if (handle && p->handle == handle)
+            return p;
+    return NULL;
 }
 
 /* Build the child's environment: the agent's own (unless cleared) with the
@@ -67,8 +87,11 @@ static char **make_env(const char **set, uint32_t nset, bool clear)
     return env;
 }
 
-int agent_op_run(struct agent *a, uint32_t id, struct pv_rd *r)
+/* Decode a PV_RUN/PV_SPAWN request and start the child. Returns 0 with
+ * *ret (or with the request answered when exec failed: *ret NULL), or -errno. */
+static int start(struct agent *a, uint32_t id, struct pv_rd *r, struct run **ret)
 {
+    *ret = NULL;
     uint32_t flags = pv_get_u32(r);
     uint32_t argc = pv_get_count(r, 5);
     _cleanup_free_ const char **argv = xcalloc(argc + 1, sizeof(char *));
@@ -153,7 +176,6 @@ int agent_op_run(struct agent *a, uint32_t id, struct pv_rd *r)
     }
 
     struct run *p = xcalloc(1, sizeof(*p));
-    p->id = id;
     p->pid = pid;
     p->fd[0] = p_in[1];
     p->fd[1] = p_out[0];
@@ -163,11 +185,165 @@ int agent_op_run(struct agent *a, uint32_t id, struct pv_rd *r)
     for (int i = 0; i < 3; i++)
         fcntl(p->fd[i], F_SETFL, O_NONBLOCK);
     buf_add(&p->in, in, in_len);
-    if (!in_len)
-        close_fd(&p->fd[0]);
     p->next = a->runs;
     a->runs = p;
+    *ret = p;
     return 0;
+}
+
+int agent_op_run(struct agent *a, uint32_t id, struct pv_rd *r)
+{
+    struct run *p;
+    int ret = start(a, id, r, &p);
+    if (p) {
+        p->id = id;
+        p->close_in = true;
+        if (!p->in.len)
+            close_fd(&p->fd[0]);
+    }
+    return ret;
+}
+
+int agent_op_spawn(struct agent *a, uint32_t id, struct pv_rd *r)
+{
+    struct run *p;
+    int ret = start(a, id, r, &p);
+    if (!p)
+        return ret;
+    p->deadline_ms = 0;
+    p->handle = ++a->next_handle;
+    struct buf b = BUF_INIT;
+    struct pv_wr w = {&b};
+    pv_put_u64(&w, p->handle);
+    pv_put_u32(&w, (uint32_t)p->pid);
+    agent_send_ok(a, id, &b);
+    buf_release(&b);
+    return 0;
+}
+
+/* Decode a request that starts with a process handle. */
+static int handle_arg(struct agent *a, struct pv_rd *r, struct run **ret)
+{
+    uint64_t handle = pv_get_u64(r);
+    if (r->bad)
+        return -EBADMSG;
+    *ret = by_handle(a, handle);
+    return *ret ? 0 : -ESRCH;
+}
+
+int agent_op_wait(struct agent *a, uint32_t id, struct pv_rd *r)
+{
+    struct run *p;
+    int ret = handle_arg(a, r, &p);
+    uint32_t timeout_ms = pv_get_u32(r);
+    if (pv_rd_done(r) < 0)
+        return -EBADMSG;
+    if (ret < 0)
+        return ret;
+    if (p->waiter)
+        return -EBUSY;
+    p->waiter = id;
+    if (timeout_ms && !p->exited)
+        p->deadline_ms = now_ms() + timeout_ms;
+    proc_sweep(a);
+    return 0;
+}
+
+int agent_op_signal(struct agent *a, uint32_t id, struct pv_rd *r)
+{
+    struct run *p;
+    int ret = handle_arg(a, r, &p);
+    uint32_t sig = pv_get_u32(r);
+    if (pv_rd_done(r) < 0)
+        return -EBADMSG;
+    if (ret < 0)
+        return ret;
+    if (sig >= 65)
+        return -EINVAL;
+    if (!p->exited && kill(-p->pid, (int)sig) < 0 && kill(p->pid, (int)sig) < 0 && errno != ESRCH)
+        return -errno;
+    agent_send_ok(a, id, NULL);
+    return 0;
+}
+
+/* The exit status fields of PV_RUN/PV_WAIT replies and PV_PROC_STATUS. */
+static void put_status(struct pv_wr *w, const struct run *p)
+{
+    int st = p->wstatus;
+    if (!p->exited) {
+        pv_put_u32(w, PV_EXITED);
+        pv_put_u32(w, 0);
+        pv_put_u32(w, 0);
+    } else if (p->timed_out) {
+        pv_put_u32(w, PV_TIMED_OUT);
+        pv_put_u32(w, (uint32_t)-2);
+        pv_put_u32(w, WIFSIGNALED(st) ? (uint32_t)WTERMSIG(st) : 0);
+    } else if (WIFSIGNALED(st)) {
+        pv_put_u32(w, PV_SIGNALLED);
+        pv_put_u32(w, (uint32_t)-1);
+        pv_put_u32(w, (uint32_t)WTERMSIG(st));
+    } else {
+        pv_put_u32(w, PV_EXITED);
+        pv_put_u32(w, (uint32_t)WEXITSTATUS(st));
+        pv_put_u32(w, 0);
+    }
+    pv_put_u64(w, p->total[1]);
+    pv_put_u64(w, p->total[2]);
+}
+
+int agent_op_proc_status(struct agent *a, uint32_t id, struct pv_rd *r)
+{
+    struct run *p;
+    int ret = handle_arg(a, r, &p);
+    if (pv_rd_done(r) < 0)
+        return -EBADMSG;
+    if (ret < 0)
+        return ret;
+    struct buf b = BUF_INIT;
+    struct pv_wr w = {&b};
+    pv_put_u32(&w, !p->exited);
+    pv_put_u32(&w, (uint32_t)p->pid);
+    put_status(&w, p);
+    agent_send_ok(a, id, &b);
+    buf_release(&b);
+    return 0;
+}
+
+static void feed_stdin(struct run *p);
+
+int agent_op_stdin(struct agent *a, uint32_t id, struct pv_rd *r)
+{
+    struct run *p;
+    int ret = handle_arg(a, r, &p);
+    size_t n;
+    const void *data = pv_get_bytes(r, &n);
+    uint32_t close_after = pv_get_u32(r);
+    if (pv_rd_done(r) < 0)
+        return -EBADMSG;
+    if (ret < 0)
+        return ret;
+    if (p->fd[0] < 0 || p->close_in)
+        return -EPIPE;
+    if (p->in.len - p->in_off + n > STDIN_MAX)
+        return -ENOBUFS;
+    buf_add(&p->in, data, n);
+    p->close_in = close_after;
+    feed_stdin(p);
+    agent_reply_u32(a, id, (uint32_t)n);
+    return 0;
+}
+
+/* The output a PV_SPAWN process captured so far, for a new PV_TAIL; false
+ * when no such process. *open says whether more may come. */
+bool proc_backlog(struct agent *a, uint64_t handle, int stream, const struct buf **out,
+                  bool *open)
+{
+    struct run *p = by_handle(a, handle);
+    if (!p || stream < 1 || stream > 2)
+        return false;
+    *out = &p->out[stream];
+    *open = p->fd[stream] >= 0;
+    return true;
 }
 
 int agent_op_cancel(struct agent *a, uint32_t id, struct pv_rd *r)
@@ -180,7 +356,12 @@ int agent_op_cancel(struct agent *a, uint32_t id, struct pv_rd *r)
             p->cancelled = true;
             kill(-p->pid, SIGKILL);
         }
+        if (p->waiter == target) {
+            p->waiter = 0;
+            p->deadline_ms = 0;
+        }
     }
+    stream_cancel(a, target);
     agent_send_ok(a, id, NULL);
     return 0;
 }
@@ -193,7 +374,7 @@ int proc_pollfds(struct agent *a, struct pollfd *fds, int max, int64_t *deadline
             (!*deadline_ms || p->deadline_ms < *deadline_ms))
             *deadline_ms = p->deadline_ms;
         for (int i = 0; i < 3 && n < max; i++)
-            if (p->fd[i] >= 0)
+            if (p->fd[i] >= 0 && (i || p->in_off < p->in.len))
                 fds[n++] = (struct pollfd){p->fd[i], (short)(i ? POLLIN : POLLOUT), 0};
     }
     return n;
@@ -212,65 +393,86 @@ static bool pump(struct agent *a, struct run *p, int i)
         if (n <= 0)
             return false;
         uint64_t room = p->total[i] < p->cap ? p->cap - p->total[i] : 0;
-        if (room)
-            agent_send_chunk(a, p->id, (uint8_t)i, chunk, (size_t)MIN((uint64_t)n, room));
+        size_t keep = (size_t)MIN((uint64_t)n, room);
+        if (keep && p->id)
+            agent_send_chunk(a, p->id, (uint8_t)i, chunk, keep);
+        else if (keep)
+            buf_add(&p->out[i], chunk, keep);
+        if (p->handle)
+            stream_proc_data(a, p->handle, i, chunk, (size_t)n);
         p->total[i] += (uint64_t)n;
     }
 }
 
 static void feed_stdin(struct run *p)
 {
+    if (p->fd[0] < 0)
+        return;
     while (p->in_off < p->in.len) {
         ssize_t n = write(p->fd[0], p->in.data + p->in_off, p->in.len - p->in_off);
         if (n < 0 && errno == EINTR)
             continue;
         if (n < 0 && errno == EAGAIN)
             return;
-        if (n <= 0)
-            break;
+        if (n <= 0) { /* the reader is gone */
+            close_fd(&p->fd[0]);
+            return;
+        }
         p->in_off += (size_t)n;
     }
-    close_fd(&p->fd[0]);
+    buf_consume(&p->in, p->in.len);
+    p->in_off = 0;
+    if (p->close_in)
+        close_fd(&p->fd[0]);
 }
 
-static void finish(struct agent *a, struct run *p)
+static void close_out(struct agent *a, struct run *p, int i)
 {
-    for (int i = 1; i < 3; i++)
-        if (p->fd[i] >= 0)
-            pump(a, p, i);
-    if (p->cancelled) {
-        agent_send_err(a, p->id, ECANCELED, "cancelled");
-        return;
-    }
+    close_fd(&p->fd[i]);
+    if (p->handle)
+        stream_proc_end(a, p->handle, i);
+}
+
+static void reply_status(struct agent *a, uint32_t id, const struct run *p)
+{
     struct buf b = BUF_INIT;
     struct pv_wr w = {&b};
-    int st = p->wstatus;
-    if (p->timed_out) {
-        pv_put_u32(&w, PV_TIMED_OUT);
-        pv_put_u32(&w, (uint32_t)-2);
-        pv_put_u32(&w, WIFSIGNALED(st) ? (uint32_t)WTERMSIG(st) : 0);
-    } else if (WIFSIGNALED(st)) {
-        pv_put_u32(&w, PV_SIGNALLED);
-        pv_put_u32(&w, (uint32_t)-1);
-        pv_put_u32(&w, (uint32_t)WTERMSIG(st));
-    } else {
-        pv_put_u32(&w, PV_EXITED);
-        pv_put_u32(&w, (uint32_t)WEXITSTATUS(st));
-        pv_put_u32(&w, 0);
-    }
-    pv_put_u64(&w, p->total[1]);
-    pv_put_u64(&w, p->total[2]);
-    agent_send_ok(a, p->id, &b);
+    put_status(&w, p);
+    agent_send_ok(a, id, &b);
     buf_release(&b);
 }
 
-static void sweep(struct agent *a)
+/* Answer what can be answered now, and forget processes nobody will ask
+ * about again. */
+void proc_sweep(struct agent *a)
 {
     for (struct run **pp = &a->runs; *pp;) {
         struct run *p = *pp;
         if (p->exited) {
+            /* take what the pipes hold now: the child's own children may
+             * keep them open for ever */
+            for (int i = 1; i < 3; i++) {
+                if (p->fd[i] >= 0) {
+                    pump(a, p, i);
+                    close_out(a, p, i);
+                }
+            }
+            close_fd(&p->fd[0]);
+        }
+        bool done = p->exited && (p->id || p->waiter);
+        if (p->exited && p->id && p->cancelled) {
+            agent_send_err(a, p->id, ECANCELED, "cancelled");
+        } else if (p->exited && p->id) {
+            reply_status(a, p->id, p);
+        } else if (done) {
+            for (int i = 1; i < 3; i++)
+                for (size_t off = 0; off < p->out[i].len; off += PV_CHUNK)
+                    agent_send_chunk(a, p->waiter, (uint8_t)i, p->out[i].data + off,
+                                     MIN((size_t)PV_CHUNK, p->out[i].len - off));
+            reply_status(a, p->waiter, p);
+        }
+        if (done) {
             *pp = p->next;
-            finish(a, p);
             run_free(p);
         } else {
             pp = &p->next;
@@ -290,7 +492,7 @@ void proc_events(struct agent *a, struct pollfd *fds, int n)
                 if (i == 0)
                     feed_stdin(p);
                 else if (!pump(a, p, i))
-                    close_fd(&p->fd[i]);
+                    close_out(a, p, i);
             }
         }
     }
@@ -308,7 +510,7 @@ void proc_reap(struct agent *a)
             }
         }
     }
-    sweep(a);
+    proc_sweep(a);
 }
 
 void proc_timeouts(struct agent *a)

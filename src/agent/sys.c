@@ -9,10 +9,13 @@
  *                                                     parent at offset (8 bytes, LE)
  * reply: i64 ret; u32 errno (0 unless ret == -1); u32 nbufs; nbufs x bytes (after the call).
  *
- * Each call runs on a thread of its own, so a call that blocks (a read on a
+ * Each call runs on a worker thread, so a call that blocks (a read on a
  * pipe, a futex wait) never stalls the agent's loop; the loop sends the reply
- * when the thread is done. The agent is one process: a file descriptor one
- * call opens is valid in the next. */
+ * when the thread is done. Workers wait for the next call when done (up to
+ * POOL_IDLE of them), because creating a thread costs more than the call;
+ * a call that finds no idle worker gets a new one, so a blocked call never
+ * holds up the next. The agent is one process: a file descriptor one call
+ * opens is valid in the next. */
 #include <pthread.h>
 #include <sys/eventfd.h>
 #include <sys/syscall.h>
@@ -32,10 +35,14 @@ struct sys_job {
     int err;
 };
 
-static pthread_mutex_t done_lock = PTHREAD_MUTEX_INITIALIZER;
-static struct sys_job *done_list;
+#define POOL_IDLE 8
+#define POOL_MAX 64
+
+static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t wake = PTHREAD_COND_INITIALIZER;
+static struct sys_job *todo, **todo_tail = &todo, *done_list;
+static int ntodo, idle, running;
 static int done_fd = -1;
-static int running;
 
 int sys_pollfd(void)
 {
@@ -51,30 +58,86 @@ static void job_free(struct sys_job *j)
     free(j);
 }
 
-static void *job_run(void *arg)
+static void job_run(struct sys_job *j)
 {
-    struct sys_job *j = arg;
     errno = 0;
     j->ret = syscall(j->nr, j->args[0], j->args[1], j->args[2], j->args[3], j->args[4],
                      j->args[5]);
     j->err = j->ret == -1 ? errno : 0;
-    pthread_mutex_lock(&done_lock);
+    pthread_mutex_lock(&lock);
     j->next = done_list;
     done_list = j;
-    pthread_mutex_unlock(&done_lock);
+    pthread_mutex_unlock(&lock);
     uint64_t one = 1;
     (void)!write(done_fd, &one, sizeof(one));
+}
+
+/* Take calls off the queue; wait for more while fewer than POOL_IDLE wait. */
+static void *worker(void *arg)
+{
+    (void)arg;
+    pthread_mutex_lock(&lock);
+    for (;;) {
+        if (todo) {
+            struct sys_job *j = todo;
+            todo = j->next;
+            if (!todo)
+                todo_tail = &todo;
+            ntodo--;
+            pthread_mutex_unlock(&lock);
+            job_run(j);
+            pthread_mutex_lock(&lock);
+            continue;
+        }
+        if (idle >= POOL_IDLE)
+            break;
+        idle++;
+        while (!todo)
+            pthread_cond_wait(&wake, &lock);
+        idle--;
+    }
+    pthread_mutex_unlock(&lock);
     return NULL;
+}
+
+/* Queue a call; make sure some worker is free to take it. */
+static int submit(struct sys_job *j)
+{
+    int e = 0;
+    pthread_mutex_lock(&lock);
+    j->next = NULL;
+    *todo_tail = j;
+    todo_tail = &j->next;
+    ntodo++;
+    if (ntodo > idle) {
+        pthread_attr_t attr;
+        pthread_attr_init(&attr);
+        pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+        pthread_t t;
+        e = pthread_create(&t, &attr, worker, NULL);
+        pthread_attr_destroy(&attr);
+        if (e) { /* take it back */
+            struct sys_job **pp = &todo;
+            while (*pp != j)
+                pp = &(*pp)->next;
+            *pp = NULL;
+            todo_tail = pp;
+            ntodo--;
+        }
+    }
+    pthread_cond_signal(&wake);
+    pthread_mutex_unlock(&lock);
+    return e;
 }
 
 void sys_completions(struct agent *a)
 {
     uint64_t n;
     (void)!read(done_fd, &n, sizeof(n));
-    pthread_mutex_lock(&done_lock);
+    pthread_mutex_lock(&lock);
     struct sys_job *list = done_list;
     done_list = NULL;
-    pthread_mutex_unlock(&done_lock);
+    pthread_mutex_unlock(&lock);
     while (list) {
         struct sys_job *j = list;
         list = j->next;
@@ -132,16 +195,11 @@ int agent_op_syscall(struct agent *a, uint32_t id, struct pv_rd *r)
     }
     if (pv_rd_done(r) < 0)
         goto bad;
-    if (running >= 64) {
+    if (running >= POOL_MAX) {
         job_free(j);
         return -EAGAIN;
     }
-    pthread_attr_t attr;
-    pthread_attr_init(&attr);
-    pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
-    pthread_t t;
-    int e = pthread_create(&t, &attr, job_run, j);
-    pthread_attr_destroy(&attr);
+    int e = submit(j);
     if (e) {
         job_free(j);
         return -e;

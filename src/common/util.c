@@ -38,6 +38,11 @@ void *xrealloc(void *p, size_t n)
     return p;
 }
 
+void *xmemdup(const void *p, size_t n)
+{
+    return memcpy(xmalloc(n), p, n);
+}
+
 char *xstrdup(const char *s)
 {
     return xstrndup(s, strlen(s));

@@ -544,6 +544,7 @@ int boot_plan(const struct config *cfg, const char *name, const struct boot_opts
     b->agent_timeout = o->agent_timeout > 0 ? o->agent_timeout
                        : p && p->agent_boot_timeout > 0 ? p->agent_boot_timeout
                                                         : 30 * vm_globals.timeout_scale;
+    b->has_rng_seed = o->has_rng_seed;
     b->rng_seed = o->rng_seed;
 out:
     resolved_release(&rs);

@@ -19,6 +19,7 @@ struct boot_opts {
     double agent_timeout; /* 0: default */
     struct boot_file *files;
     size_t nfiles;
+    bool has_rng_seed;
     uint64_t rng_seed;
     bool has_initial_time;
     double initial_time; /* seconds since the epoch, set right after the handshake */

@@ -16,6 +16,7 @@ void chan_release(struct chan *c)
         close(c->fd);
     c->fd = -1;
     buf_release(&c->in);
+    chan_drop_all(c);
     free(c->agent_version);
     free(c->guest_os);
     free(c->kernel_release);
@@ -216,75 +217,179 @@ static void cancel(struct chan *c, uint32_t target)
     buf_release(&req);
 }
 
-int chan_call(struct chan *c, uint16_t type, const struct buf *req, int64_t deadline_ns,
-              chan_chunk_fn fn, void *ctx, struct buf *ret, struct pv_err *err)
+struct chan_req *chan_find(struct chan *c, uint32_t id)
 {
-    if (c->broken)
-        return pv_err_set(err, EPIPE, "%s", c->why);
+    for (struct chan_req *r = c->reqs; r; r = r->next)
+        if (r->id == id)
+            return r;
+    return NULL;
+}
+
+static void req_free(struct chan *c, uint32_t id)
+{
+    for (struct chan_req **pp = &c->reqs; *pp; pp = &(*pp)->next) {
+        struct chan_req *r = *pp;
+        if (r->id == id) {
+            *pp = r->next;
+            buf_release(&r->reply);
+            free(r);
+            return;
+        }
+    }
+}
+
+void chan_drop(struct chan *c, uint32_t id)
+{
+    struct chan_req *r = chan_find(c, id);
+    if (!r)
+        return;
+    if (!r->done && !c->broken)
+        cancel(c, id);
+    req_free(c, id);
+}
+
+void chan_drop_all(struct chan *c)
+{
+    while (c->reqs)
+        req_free(c, c->reqs->id);
+}
+
+int chan_inflight(const struct chan *c)
+{
+    int n = 0;
+    for (const struct chan_req *r = c->reqs; r; r = r->next)
+        n++;
+    return n;
+}
+
+uint32_t chan_start(struct chan *c, uint16_t type, const struct buf *req, int64_t deadline_ns,
+                    chan_chunk_fn fn, void *ctx, struct pv_err *err)
+{
+    if (c->broken) {
+        pv_err_set(err, EPIPE, "%s", c->why);
+        return 0;
+    }
     int r;
     uint32_t id = send_req(c, type, req, deadline_ns, err, &r);
     if (r < 0)
-        return r;
+        return 0;
+    struct chan_req *q = xcalloc(1, sizeof(*q));
+    *q = (struct chan_req){.next = c->reqs, .id = id, .type = type, .fn = fn, .ctx = ctx};
+    c->reqs = q;
+    return id;
+}
+
+static void finish(struct chan_req *q, int ret)
+{
+    q->done = true;
+    q->ret = ret;
+}
+
+/* Route one frame to its request. Returns -errno when it breaks the channel. */
+static int handle_frame(struct chan *c, const struct pv_hdr *h, const struct buf *payload,
+                        struct pv_err *err)
+{
+    if (h->id == 0 && h->type == PV_EV_KMSG) {
+        if (c->on_event)
+            c->on_event(c->event_ctx, h->type, payload->data, payload->len);
+        return 0;
+    }
+    struct chan_req *q = chan_find(c, h->id);
+    if (!q || q->done)
+        return 0; /* a late reply to a cancelled call, or a stray event */
+    struct pv_rd rd;
+    pv_rd_init(&rd, payload->data, payload->len);
+    if (h->type == PV_EV_CHUNK) {
+        uint8_t stream = pv_get_u8(&rd);
+        size_t n;
+        const void *p = pv_get_bytes(&rd, &n);
+        if (pv_rd_done(&rd) < 0)
+            return broken(c, err, EBADMSG, "malformed Chunk event: %s", rd.why);
+        if (q->fn)
+            q->fn(q->ctx, stream, p, n);
+        return 0;
+    }
+    if (h->type == PV_OK) {
+        buf_add(&q->reply, payload->data, payload->len);
+        finish(q, 0);
+        return 0;
+    }
+    if (h->type == PV_ERR) {
+        uint32_t code = pv_get_u32(&rd);
+        const char *msg = pv_get_str(&rd);
+        if (pv_rd_done(&rd) < 0 || code == 0 || code > 4095)
+            return broken(c, err, EBADMSG, "malformed Err reply");
+        pv_err_set(&q->err, (int)code, "%s", msg);
+        finish(q, (int)code);
+        return 0;
+    }
+    return broken(c, err, EBADMSG, "unexpected %s frame (type %u) in reply to %s",
+                  pv_type_name(h->type), h->type, pv_type_name(q->type));
+}
+
+int chan_pump(struct chan *c, int64_t deadline_ns, struct pv_err *err)
+{
+    if (c->broken)
+        return pv_err_set(err, EPIPE, "%s", c->why);
     struct buf payload = BUF_INIT;
+    int handled = 0, r = 0;
     for (;;) {
         struct pv_hdr h;
         buf_consume(&payload, payload.len);
         r = next_frame(c, &h, &payload, err);
         if (r < 0)
             break;
-        if (r == 0) {
-            r = pump(c, 0, deadline_ns, err);
+        if (r == 1) {
+            r = handle_frame(c, &h, &payload, err);
             if (r < 0)
                 break;
-            if (r == 0) {
-                cancel(c, id);
-                r = pv_err_set(err, ETIMEDOUT, "%s timed out", pv_type_name(type));
-                break;
-            }
+            handled = 1;
             continue;
         }
-        if (h.id == 0 && h.type == PV_EV_KMSG) {
-            if (c->on_event)
-                c->on_event(c->event_ctx, h.type, payload.data, payload.len);
-            continue;
-        }
-        if (h.id != id)
-            continue; /* a late reply to a cancelled call, or a stray event */
-        struct pv_rd rd;
-        pv_rd_init(&rd, payload.data, payload.len);
-        if (h.type == PV_EV_CHUNK) {
-            uint8_t stream = pv_get_u8(&rd);
-            size_t n;
-            const void *p = pv_get_bytes(&rd, &n);
-            if (pv_rd_done(&rd) < 0) {
-                r = broken(c, err, EBADMSG, "malformed Chunk event: %s", rd.why);
-                break;
-            }
-            if (fn)
-                fn(ctx, stream, p, n);
-            continue;
-        }
-        if (h.type == PV_OK) {
-            if (ret)
-                buf_add(ret, payload.data, payload.len);
-            r = 0;
+        if (handled) {
+            r = 1;
             break;
         }
-        if (h.type == PV_ERR) {
-            uint32_t code = pv_get_u32(&rd);
-            const char *msg = pv_get_str(&rd);
-            if (pv_rd_done(&rd) < 0 || code == 0 || code > 4095) {
-                r = broken(c, err, EBADMSG, "malformed Err reply");
-                break;
-            }
-            pv_err_set(err, (int)code, "%s", msg);
-            r = (int)code;
+        r = pump(c, 0, deadline_ns, err);
+        if (r <= 0)
             break;
-        }
-        r = broken(c, err, EBADMSG, "unexpected %s frame (type %u) in reply to %s",
-                   pv_type_name(h.type), h.type, pv_type_name(type));
-        break;
     }
     buf_release(&payload);
+    return r;
+}
+
+int chan_wait(struct chan *c, uint32_t id, int64_t deadline_ns, struct buf *ret,
+              struct pv_err *err)
+{
+    for (;;) {
+        struct chan_req *q = chan_find(c, id);
+        if (!q)
+            return pv_err_set(err, EPIPE, "the request is gone (the agent restarted)");
+        if (q->done) {
+            int r = q->ret;
+            if (r == 0 && ret)
+                buf_add(ret, q->reply.data, q->reply.len);
+            if (r > 0 && err)
+                *err = q->err;
+            req_free(c, id);
+            return r;
+        }
+        int r = chan_pump(c, deadline_ns, err);
+        if (r < 0)
+            return r;
+        if (r == 0)
+            return pv_err_set(err, ETIMEDOUT, "%s timed out", pv_type_name(q->type));
+    }
+}
+
+int chan_call(struct chan *c, uint16_t type, const struct buf *req, int64_t deadline_ns,
+              chan_chunk_fn fn, void *ctx, struct buf *ret, struct pv_err *err)
+{
+    uint32_t id = chan_start(c, type, req, deadline_ns, fn, ctx, err);
+    if (!id)
+        return err ? -err->code : -EPIPE;
+    int r = chan_wait(c, id, deadline_ns, ret, err);
+    if (r == -ETIMEDOUT || r < 0)
+        chan_drop(c, id);
     return r;
 }

@@ -9,17 +9,33 @@
 #include "proto/wire.h"
 #include "util.h"
 
-/* Receives PV_EV_CHUNK data for the call in progress. */
+/* Receives PV_EV_CHUNK data of one request, whenever the channel reads it
+ * (possibly while another request is being waited for). */
 typedef void (*chan_chunk_fn)(void *ctx, uint8_t stream, const void *p, size_t n);
 /* Receives events that belong to no request (PV_EV_KMSG), whenever the
  * channel reads them. */
 typedef void (*chan_event_fn)(void *ctx, uint16_t type, const void *p, size_t n);
+
+/* One request in flight. Requests are found by id, never kept by pointer
+ * outside chan.c: a reset or a broken channel frees them all. */
+struct chan_req {
+    struct chan_req *next;
+    uint32_t id;
+    uint16_t type;
+    chan_chunk_fn fn;
+    void *ctx;
+    bool done;
+    int ret; /* once done: 0, a positive agent errno, or -errno */
+    struct buf reply;
+    struct pv_err err;
+};
 
 struct chan {
     int fd;
     int watch_fd; /* becomes readable when the peer is gone (a QEMU pidfd), or -1 */
     struct buf in;
     uint32_t next_id;
+    struct chan_req *reqs;
     bool broken;
     char why[256];
     /* from HelloOk */
@@ -42,6 +58,28 @@ void chan_release(struct chan *c);
  * bytes sent before the guest opens it) and wait for HelloOk, skipping any
  * bytes that do not form a frame. */
 int chan_hello(struct chan *c, int64_t deadline_ns, struct pv_err *err);
+
+/* Send a request without waiting: returns its id (never 0), or 0 with err
+ * set. Its chunks go to fn(ctx) as they come; its reply waits for
+ * chan_wait. Requests written back to back travel in one round trip. */
+uint32_t chan_start(struct chan *c, uint16_t type, const struct buf *req, int64_t deadline_ns,
+                    chan_chunk_fn fn, void *ctx, struct pv_err *err);
+/* Wait for request id's reply. When it came: returns like chan_call, with
+ * the payload appended to *ret, and the request is forgotten. At the
+ * deadline: -ETIMEDOUT and the request stays in flight. */
+int chan_wait(struct chan *c, uint32_t id, int64_t deadline_ns, struct buf *ret,
+              struct pv_err *err);
+/* Read and dispatch whatever arrives until the deadline or the first frame:
+ * 1 when frames were handled, 0 at the deadline, -errno when broken. */
+int chan_pump(struct chan *c, int64_t deadline_ns, struct pv_err *err);
+/* The request, or NULL when it is not in flight (answered and collected,
+ * dropped, or lost to a reset). */
+struct chan_req *chan_find(struct chan *c, uint32_t id);
+/* Forget a request; if the agent has not answered, cancel it there. */
+void chan_drop(struct chan *c, uint32_t id);
+/* Forget every request in flight (the agent restarted). */
+void chan_drop_all(struct chan *c);
+int chan_inflight(const struct chan *c);
 
 /* One request. Returns 0 with the reply payload in *ret (may be NULL),
  * a positive errno when the agent answered PV_ERR (err->msg is the agent's

@@ -2,6 +2,7 @@
 
 #include <dirent.h>
 #include <fcntl.h>
+#include <inttypes.h>
 #include <signal.h>
 #include <stdio.h>
 #include <sys/prctl.h>
@@ -116,8 +117,16 @@ char **qemu_argv(const struct qemu_config *qc)
                 "id=agentport");
     }
 
+    /* -seed makes QEMU's guest-visible randomness (the built-in rng
+     * backend, and RDRAND under TCG) a function of the seed. */
     add(&a, "-object");
-    add(&a, "rng-random,id=rng0,filename=/dev/urandom");
+    if (qc->has_rng_seed) {
+        add(&a, "rng-builtin,id=rng0");
+        add(&a, "-seed");
+        addf(&a, "%" PRIu64, qc->rng_seed);
+    } else {
+        add(&a, "rng-random,id=rng0,filename=/dev/urandom");
+    }
     add(&a, "-device");
     add(&a, "virtio-rng-pci,rng=rng0,addr=0x3.1");
 

@@ -401,6 +401,7 @@ int vm_boot(struct vm *vm, const struct vm_boot *b, struct pv_err *err)
         .cmdline = b->cmdline,
         .dir = vm->dir,
         .cid = vm->cid,
+        .has_rng_seed = b->has_rng_seed,
         .rng_seed = b->rng_seed,
         .disks = (const char *const *)b->disks,
         .disk_ro = b->disk_ro,
@@ -500,7 +501,7 @@ void vm_run_result_release(struct vm_run_result *r)
     buf_release(&r->err);
 }
 
-static void run_chunk(void *ctx, uint8_t stream, const void *p, size_t n)
+void vm_run_chunk(void *ctx, uint8_t stream, const void *p, size_t n)
 {
     struct vm_run_result *res = ctx;
     struct buf *b = stream == PV_STDERR ? &res->err : &res->out;
@@ -508,14 +509,9 @@ static void run_chunk(void *ctx, uint8_t stream, const void *p, size_t n)
         buf_add(b, p, n);
 }
 
-int vm_run(struct vm *vm, const struct vm_run_req *req, struct vm_run_result *res,
-           struct pv_err *err)
+void vm_encode_run(struct buf *b, const struct vm_run_req *req)
 {
-    int r = need_state(vm, "run", VM_BOOTED, err);
-    if (r < 0)
-        return r;
-    struct buf b = BUF_INIT;
-    struct pv_wr w = {&b};
+    struct pv_wr w = {b};
     pv_put_u32(&w, req->env_clear ? PV_RUN_ENV_CLEAR : 0);
     size_t argc = 0, envc = 0;
     while (req->argv[argc])
@@ -532,24 +528,80 @@ int vm_run(struct vm *vm, const struct vm_run_req *req, struct vm_run_result *re
     pv_put_bytes(&w, req->stdin_data, req->stdin_len);
     pv_put_u32(&w, req->timeout_ms);
     pv_put_u64(&w, VM_OUTPUT_CAP);
+}
+
+int vm_decode_status(struct vm *vm, const struct buf *reply, struct vm_run_result *res,
+                         struct pv_err *err)
+{
+    struct pv_rd rd;
+    pv_rd_init(&rd, reply->data, reply->len);
+    res->status = (int)pv_get_u32(&rd);
+    res->exit_code = (int32_t)pv_get_u32(&rd);
+    res->signal = (int)pv_get_u32(&rd);
+    res->out_total = pv_get_u64(&rd);
+    res->err_total = pv_get_u64(&rd);
+    if (pv_rd_done(&rd) < 0 || res->status < PV_EXITED || res->status > PV_TIMED_OUT)
+        return pv_err_set(err, EBADMSG, "vm `%s`: malformed exit status", vm->name);
+    return 0;
+}
+
+/* Run and Wait: the output as chunks, then the exit status. */
+static int run_call(struct vm *vm, const char *op, uint16_t type, const struct buf *req,
+                    double limit, struct vm_run_result *res, struct pv_err *err)
+{
+    int r = need_state(vm, op, VM_BOOTED, err);
+    if (r < 0)
+        return r;
+    struct buf reply = BUF_INIT;
+    r = chan_call(&vm->chan, type, req, op_deadline(limit), vm_run_chunk, res, &reply, err);
+    if (r == 0)
+        r = vm_decode_status(vm, &reply, res, err);
+    buf_release(&reply);
+    return op_failed(vm, r, err);
+}
+
+int vm_run(struct vm *vm, const struct vm_run_req *req, struct vm_run_result *res,
+           struct pv_err *err)
+{
+    struct buf b = BUF_INIT;
+    vm_encode_run(&b, req);
     /* The agent enforces the timeout; the host waits a little longer. */
     double limit = req->timeout_ms ? req->timeout_ms / 1000.0 + 30 : 0;
-    struct buf reply = BUF_INIT;
-    r = chan_call(&vm->chan, PV_RUN, &b, op_deadline(limit), run_chunk, res, &reply, err);
+    int r = run_call(vm, "run", PV_RUN, &b, limit, res, err);
     buf_release(&b);
+    return r;
+}
+
+int vm_spawn(struct vm *vm, const struct vm_run_req *req, uint64_t *handle, uint32_t *pid,
+             struct pv_err *err)
+{
+    struct buf b = BUF_INIT, reply = BUF_INIT;
+    vm_encode_run(&b, req);
+    int r = vm_call(vm, "run_async", PV_SPAWN, &b, 60, &reply, err);
     if (r == 0) {
         struct pv_rd rd;
         pv_rd_init(&rd, reply.data, reply.len);
-        res->status = (int)pv_get_u32(&rd);
-        res->exit_code = (int32_t)pv_get_u32(&rd);
-        res->signal = (int)pv_get_u32(&rd);
-        res->out_total = pv_get_u64(&rd);
-        res->err_total = pv_get_u64(&rd);
+        *handle = pv_get_u64(&rd);
+        *pid = pv_get_u32(&rd);
         if (pv_rd_done(&rd) < 0)
-            r = pv_err_set(err, EBADMSG, "vm `%s`: malformed Run reply", vm->name);
+            r = pv_err_set(err, EBADMSG, "vm `%s`: malformed Spawn reply", vm->name);
     }
+    buf_release(&b);
     buf_release(&reply);
-    return op_failed(vm, r, err);
+    return r;
+}
+
+int vm_wait(struct vm *vm, uint64_t handle, uint32_t timeout_ms, struct vm_run_result *res,
+            struct pv_err *err)
+{
+    struct buf b = BUF_INIT;
+    struct pv_wr w = {&b};
+    pv_put_u64(&w, handle);
+    pv_put_u32(&w, timeout_ms);
+    double limit = timeout_ms ? timeout_ms / 1000.0 + 30 : 0;
+    int r = run_call(vm, "wait", PV_WAIT, &b, limit, res, err);
+    buf_release(&b);
+    return r;
 }
 
 #define VM_READ_CAP (1ull << 30)
@@ -612,6 +664,23 @@ int vm_write_file(struct vm *vm, const char *path, const void *data, size_t len,
     return op_failed(vm, r, err);
 }
 
+int vm_decode_stat(struct vm *vm, const struct buf *reply, struct vm_stat *st, struct pv_err *err)
+{
+    struct pv_rd rd;
+    pv_rd_init(&rd, reply->data, reply->len);
+    st->type = (int)pv_get_u32(&rd);
+    st->perm = pv_get_u32(&rd);
+    st->size = pv_get_u64(&rd);
+    st->mtime_ns = pv_get_i64(&rd);
+    st->uid = pv_get_u32(&rd);
+    st->gid = pv_get_u32(&rd);
+    st->ino = pv_get_u64(&rd);
+    st->nlink = pv_get_u32(&rd);
+    if (pv_rd_done(&rd) < 0)
+        return pv_err_set(err, EBADMSG, "vm `%s`: malformed Stat reply", vm->name);
+    return 0;
+}
+
 int vm_stat(struct vm *vm, const char *path, bool nofollow, struct vm_stat *st, struct pv_err *err)
 {
     int r = need_state(vm, "stat", VM_BOOTED, err);
@@ -622,20 +691,8 @@ int vm_stat(struct vm *vm, const char *path, bool nofollow, struct vm_stat *st, 
     pv_put_str(&w, path);
     pv_put_u32(&w, nofollow ? PV_STAT_NOFOLLOW : 0);
     r = chan_call(&vm->chan, PV_STAT, &b, op_deadline(60), NULL, NULL, &reply, err);
-    if (r == 0) {
-        struct pv_rd rd;
-        pv_rd_init(&rd, reply.data, reply.len);
-        st->type = (int)pv_get_u32(&rd);
-        st->perm = pv_get_u32(&rd);
-        st->size = pv_get_u64(&rd);
-        st->mtime_ns = pv_get_i64(&rd);
-        st->uid = pv_get_u32(&rd);
-        st->gid = pv_get_u32(&rd);
-        st->ino = pv_get_u64(&rd);
-        st->nlink = pv_get_u32(&rd);
-        if (pv_rd_done(&rd) < 0)
-            r = pv_err_set(err, EBADMSG, "vm `%s`: malformed Stat reply", vm->name);
-    }
+    if (r == 0)
+        r = vm_decode_stat(vm, &reply, st, err);
     buf_release(&b);
     buf_release(&reply);
     return op_failed(vm, r, err);
@@ -695,13 +752,18 @@ int vm_reset(struct vm *vm, struct pv_err *err)
         return r;
     int64_t deadline = now_ns() + (int64_t)(60e9 * vm_globals.timeout_scale);
     watch_agent(vm, false);
+    /* Requests in flight died with the old agent (their streams end). */
+    chan_drop_all(&vm->chan);
     if (vm_globals.transport == TRANSPORT_VSOCK) {
-        /* the guest's listener died with the old kernel: connect afresh */
+        /* the guest's listener died with the old kernel: connect afresh,
+         * never reusing a request id a stale handle may still name */
+        uint32_t next_id = vm->chan.next_id;
         chan_release(&vm->chan);
         int fd = connect_vsock(vm, deadline, err);
         if (fd < 0)
             return died(vm, err, "no agent after reset");
         chan_init(&vm->chan, fd, vm->pidfd);
+        vm->chan.next_id = next_id;
         vm->chan.on_event = on_kmsg;
         vm->chan.event_ctx = vm;
     } else {
@@ -764,14 +826,9 @@ void vm_syscall_res_release(struct vm_syscall_res *res)
     res->nout = 0;
 }
 
-int vm_syscall(struct vm *vm, const struct vm_syscall_req *req, struct vm_syscall_res *res,
-               struct pv_err *err)
+void vm_encode_syscall(struct buf *b, const struct vm_syscall_req *req)
 {
-    int r = need_state(vm, "syscall", VM_BOOTED, err);
-    if (r < 0)
-        return r;
-    struct buf b = BUF_INIT, reply = BUF_INIT;
-    struct pv_wr w = {&b};
+    struct pv_wr w = {b};
     pv_put_u64(&w, (uint64_t)req->nr);
     pv_put_u32(&w, req->nargs);
     for (uint32_t i = 0; i < req->nargs; i++)
@@ -790,28 +847,60 @@ int vm_syscall(struct vm *vm, const struct vm_syscall_req *req, struct vm_syscal
         pv_put_u32(&w, req->nested[i].child);
         pv_put_u32(&w, req->nested[i].offset);
     }
-    /* a blocking call waits as long as the test allows */
-    r = chan_call(&vm->chan, PV_SYSCALL, &b, op_deadline(0), NULL, NULL, &reply, err);
-    if (r == 0) {
-        struct pv_rd rd;
-        pv_rd_init(&rd, reply.data, reply.len);
-        res->ret = pv_get_i64(&rd);
-        res->err = (int)pv_get_u32(&rd);
-        uint32_t n = pv_get_count(&rd, 4);
-        for (uint32_t i = 0; i < n && i < 64 && !rd.bad; i++) {
-            size_t len;
-            const void *p = pv_get_bytes(&rd, &len);
-            buf_add(&res->out[i], p, len);
-            res->nout = i + 1;
-        }
-        if (n > 64 || pv_rd_done(&rd) < 0 || res->err < 0 || res->err > 4095) {
-            vm_syscall_res_release(res);
-            r = pv_err_set(err, EBADMSG, "vm `%s`: malformed Syscall reply", vm->name);
-        }
-    }
+}
+
+uint32_t vm_syscall_start(struct vm *vm, const struct vm_syscall_req *req, struct pv_err *err)
+{
+    struct buf b = BUF_INIT;
+    vm_encode_syscall(&b, req);
+    uint32_t id = vm_start(vm, "syscall", PV_SYSCALL, &b, NULL, NULL, err);
     buf_release(&b);
+    return id;
+}
+
+int vm_decode_syscall(struct vm *vm, const struct buf *reply, struct vm_syscall_res *res,
+                      struct pv_err *err)
+{
+    struct pv_rd rd;
+    pv_rd_init(&rd, reply->data, reply->len);
+    res->ret = pv_get_i64(&rd);
+    res->err = (int)pv_get_u32(&rd);
+    uint32_t n = pv_get_count(&rd, 4);
+    for (uint32_t i = 0; i < n && i < 64 && !rd.bad; i++) {
+        size_t len;
+        const void *p = pv_get_bytes(&rd, &len);
+        buf_add(&res->out[i], p, len);
+        res->nout = i + 1;
+    }
+    if (n > 64 || pv_rd_done(&rd) < 0 || res->err < 0 || res->err > 4095) {
+        vm_syscall_res_release(res);
+        return pv_err_set(err, EBADMSG, "vm `%s`: malformed Syscall reply", vm->name);
+    }
+    return 0;
+}
+
+int vm_syscall_finish(struct vm *vm, uint32_t id, double timeout_s, struct vm_syscall_res *res,
+                      struct pv_err *err)
+{
+    struct buf reply = BUF_INIT;
+    int r = vm_finish(vm, id, timeout_s, &reply, err);
+    if (r == 0)
+        r = vm_decode_syscall(vm, &reply, res, err);
     buf_release(&reply);
-    return op_failed(vm, r, err);
+    return r;
+}
+
+int vm_syscall(struct vm *vm, const struct vm_syscall_req *req, struct vm_syscall_res *res,
+               struct pv_err *err)
+{
+    uint32_t id = vm_syscall_start(vm, req, err);
+    if (!id)
+        return -err->code;
+    /* a blocking call waits as long as the test allows */
+    int r = vm_syscall_finish(vm, id, 0, res, err);
+    if (r == -ETIMEDOUT)
+        chan_drop(&vm->chan, id);
+    return r;
 }
 
 int vm_read_mem(struct vm *vm, uint64_t addr, uint32_t len, struct buf *out, struct pv_err *err)
@@ -861,4 +950,32 @@ int vm_call(struct vm *vm, const char *op, uint16_t type, const struct buf *req,
         return r;
     r = chan_call(&vm->chan, type, req, op_deadline(timeout_s), NULL, NULL, reply, err);
     return op_failed(vm, r, err);
+}
+
+uint32_t vm_start(struct vm *vm, const char *op, uint16_t type, const struct buf *req,
+                  chan_chunk_fn fn, void *ctx, struct pv_err *err)
+{
+    if (need_state(vm, op, VM_BOOTED, err) < 0)
+        return 0;
+    uint32_t id = chan_start(&vm->chan, type, req, op_deadline(30), fn, ctx, err);
+    if (!id)
+        op_failed(vm, -EPIPE, err);
+    return id;
+}
+
+int vm_finish(struct vm *vm, uint32_t id, double timeout_s, struct buf *reply, struct pv_err *err)
+{
+    /* the caller's own time, not scaled: only bounded by the test's deadline */
+    int64_t d = timeout_s > 0 ? now_ns() + (int64_t)(timeout_s * 1e9) : 0;
+    int64_t t = vm_globals.op_deadline_ns;
+    int r = chan_wait(&vm->chan, id, t && (!d || t < d) ? t : d, reply, err);
+    return r == -ETIMEDOUT ? r : op_failed(vm, r, err);
+}
+
+int vm_pump(struct vm *vm, double timeout_s, struct pv_err *err)
+{
+    if (vm->state != VM_BOOTED)
+        return 0;
+    int r = chan_pump(&vm->chan, now_ns() + (int64_t)(timeout_s * 1e9), err);
+    return r < 0 ? op_failed(vm, r, err) : r;
 }

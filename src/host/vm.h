@@ -19,6 +19,7 @@ struct vm_boot {
     uint64_t memory;
     int cpus;
     double agent_timeout; /* seconds */
+    bool has_rng_seed;
     uint64_t rng_seed;
     char *modules_dir; /* the profile's lib/modules/<version> tree, or NULL */
 };
@@ -92,6 +93,13 @@ struct vm_run_result {
 void vm_run_result_release(struct vm_run_result *r);
 int vm_run(struct vm *vm, const struct vm_run_req *req, struct vm_run_result *res,
            struct pv_err *err);
+/* vm:run_async: start the command; the agent keeps its output until
+ * vm_wait, which returns like vm_run (timeout_ms 0: none; at the timeout the
+ * agent SIGKILLs it: status timed out). The handle names it meanwhile. */
+int vm_spawn(struct vm *vm, const struct vm_run_req *req, uint64_t *handle, uint32_t *pid,
+             struct pv_err *err);
+int vm_wait(struct vm *vm, uint64_t handle, uint32_t timeout_ms, struct vm_run_result *res,
+            struct pv_err *err);
 
 struct vm_stat {
     int type; /* enum pv_ftype */
@@ -147,11 +155,38 @@ struct vm_syscall_res {
 void vm_syscall_res_release(struct vm_syscall_res *res);
 int vm_syscall(struct vm *vm, const struct vm_syscall_req *req, struct vm_syscall_res *res,
                struct pv_err *err);
+/* The same in two halves (vm:syscall_async): start returns the request id
+ * (0 with err set); finish waits up to timeout_s (0: the test's deadline)
+ * and returns -ETIMEDOUT leaving the call in flight. */
+uint32_t vm_syscall_start(struct vm *vm, const struct vm_syscall_req *req, struct pv_err *err);
+int vm_syscall_finish(struct vm *vm, uint32_t id, double timeout_s, struct vm_syscall_res *res,
+                      struct pv_err *err);
 /* One request of any type to a booted VM, bounded by timeout_s (scaled; 0:
  * only the test's deadline). Returns like chan_call; a dead QEMU becomes
  * the whole story with the console tail. */
 int vm_call(struct vm *vm, const char *op, uint16_t type, const struct buf *req, double timeout_s,
             struct buf *reply, struct pv_err *err);
+
+/* Encoders and decoders of single requests, for vm:batch (which sends
+ * many before it reads any reply). vm_run_chunk collects a Run's or a
+ * Wait's output into a vm_run_result. */
+void vm_encode_run(struct buf *b, const struct vm_run_req *req);
+void vm_run_chunk(void *ctx, uint8_t stream, const void *p, size_t n);
+int vm_decode_status(struct vm *vm, const struct buf *reply, struct vm_run_result *res,
+                     struct pv_err *err);
+int vm_decode_stat(struct vm *vm, const struct buf *reply, struct vm_stat *st, struct pv_err *err);
+void vm_encode_syscall(struct buf *b, const struct vm_syscall_req *req);
+int vm_decode_syscall(struct vm *vm, const struct buf *reply, struct vm_syscall_res *res,
+                      struct pv_err *err);
+
+/* Requests left in flight (async syscalls, streams): vm_start sends one and
+ * returns its id (0 with err set); vm_finish waits for its reply like
+ * vm_call, or returns -ETIMEDOUT leaving it in flight; vm_pump reads what
+ * arrives for up to timeout_s (1: something came, 0: nothing, -errno). */
+uint32_t vm_start(struct vm *vm, const char *op, uint16_t type, const struct buf *req,
+                  chan_chunk_fn fn, void *ctx, struct pv_err *err);
+int vm_finish(struct vm *vm, uint32_t id, double timeout_s, struct buf *reply, struct pv_err *err);
+int vm_pump(struct vm *vm, double timeout_s, struct pv_err *err);
 
 /* The agent's own memory; a bad address is EFAULT (a positive return). */
 int vm_read_mem(struct vm *vm, uint64_t addr, uint32_t len, struct buf *out, struct pv_err *err);

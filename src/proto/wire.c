@@ -207,6 +207,12 @@ const char *pv_type_name(uint16_t type)
     case PV_UNLINK: return "Unlink";
     case PV_RENAME: return "Rename";
     case PV_CLOCK: return "Clock";
+    case PV_SPAWN: return "Spawn";
+    case PV_WAIT: return "Wait";
+    case PV_SIGNAL: return "Signal";
+    case PV_PROC_STATUS: return "ProcStatus";
+    case PV_STDIN: return "Stdin";
+    case PV_TAIL: return "Tail";
     case PV_OK: return "Ok";
     case PV_ERR: return "Err";
     case PV_HELLO_OK: return "HelloOk";

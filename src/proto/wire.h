@@ -53,6 +53,15 @@ enum pv_type {
     PV_UNLINK = 19,    /* str path: a file, or an empty directory */
     PV_RENAME = 20,    /* str from, str to */
     PV_CLOCK = 21,     /* u32 op (0 get, 1 set, 2 advance), i64 ns -> i64 realtime ns after */
+    PV_SPAWN = 22,     /* as PV_RUN (timeout 0) -> u64 handle, u32 pid; output is captured */
+    PV_WAIT = 23,      /* u64 handle, u32 timeout_ms (0: none; at it, SIGKILL) -> as PV_RUN,
+                          the captured output first as chunks; the handle is gone after */
+    PV_SIGNAL = 24,    /* u64 handle, u32 signal: to the process group; exited is no error */
+    PV_PROC_STATUS = 25, /* u64 handle -> u32 running, u32 pid, u32 status, u32 exit_code,
+                            u32 signal, u64 stdout bytes, u64 stderr bytes */
+    PV_STDIN = 26,     /* u64 handle, bytes, u32 close -> u32 accepted */
+    PV_TAIL = 27,      /* u32 kind, then per kind (enum pv_tail): chunks (PV_DATA) as bytes
+                          come, PV_OK at the end of the source; runs until cancelled */
     PV_REQ_MAX,
 
     /* replies, agent -> host; id echoes the request */
@@ -89,6 +98,17 @@ enum {
 /* PV_STAT flags */
 enum {
     PV_STAT_NOFOLLOW = 1 << 0,
+};
+/* PV_TAIL kinds:
+ *   PV_TAIL_PATH: str path, i64 offset, u32 from_end (offset <= 0 counts back from
+ *                 the size, clamped at 0); a regular file is followed past its end
+ *   PV_TAIL_FD:   u64 fd, read from its current offset (followed when regular)
+ *   PV_TAIL_PROC: u64 handle, u32 stream (PV_STDOUT/PV_STDERR): the output so far,
+ *                 then as it comes, until the process's pipes close */
+enum pv_tail {
+    PV_TAIL_PATH = 0,
+    PV_TAIL_FD = 1,
+    PV_TAIL_PROC = 2,
 };
 /* PV_RUN reply status */
 enum pv_run_status {

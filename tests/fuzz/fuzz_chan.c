@@ -1,6 +1,7 @@
 /* libFuzzer target for the host's decoding of guest bytes (chan.c): the
  * input is everything "the agent" ever sends, followed by EOF. The host
- * runs a handshake, then a Ping and a ReadFile on whatever is left. Any
+ * runs a handshake, then a Ping, and a ReadFile and a Tail in flight
+ * together (replies routed by id), on whatever is left. Any
  * input must end in a result or a clean error, never a crash, a leak or a
  * hang (the EOF ends every wait long before a deadline). */
 #include <stdint.h>
@@ -76,9 +77,18 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     c.broken = false;
     struct pv_wr w = {&req};
     pv_put_str(&w, "/fuzz/file");
-    r = chan_call(&c, PV_READ_FILE, &req, now_ns() + 1000 * 1000000LL, fuzz_chan_chunk, &sink,
-                  &reply, &err);
-    fuzz_chan_check(&c, r, &err);
+    int64_t d = now_ns() + 1000 * 1000000LL;
+    uint32_t id2 = chan_start(&c, PV_READ_FILE, &req, d, fuzz_chan_chunk, &sink, &err);
+    uint32_t id3 = chan_start(&c, PV_TAIL, &req, d, fuzz_chan_chunk, &sink, &err);
+    if (id3) {
+        r = chan_wait(&c, id3, d, &reply, &err);
+        fuzz_chan_check(&c, r, &err);
+    }
+    if (id2) {
+        r = chan_wait(&c, id2, d, &reply, &err);
+        fuzz_chan_check(&c, r, &err);
+    }
+    chan_drop_all(&c);
 
     buf_release(&req);
     buf_release(&reply);

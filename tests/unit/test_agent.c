@@ -1078,6 +1078,165 @@ static void test_agent_garbage_ends_session(void **state)
                      -EPIPE);
 }
 
+/* Spawn argv (no stdin); returns the handle. */
+static uint64_t spawn(struct fx *f, const char *const *argv)
+{
+    struct buf b = BUF_INIT, reply = BUF_INIT;
+    struct pv_wr w = {&b};
+    uint32_t argc = 0;
+    while (argv[argc])
+        argc++;
+    pv_put_u32(&w, 0);
+    pv_put_u32(&w, argc);
+    for (uint32_t i = 0; i < argc; i++)
+        pv_put_str(&w, argv[i]);
+    pv_put_u32(&w, 0);
+    pv_put_str(&w, "");
+    pv_put_bytes(&w, NULL, 0);
+    pv_put_u32(&w, 0);
+    pv_put_u64(&w, 1 << 20);
+    struct pv_err err = {0};
+    assert_int_equal(chan_call(&f->c, PV_SPAWN, &b, deadline(10), NULL, NULL, &reply, &err), 0);
+    struct pv_rd rd;
+    pv_rd_init(&rd, reply.data, reply.len);
+    uint64_t h = pv_get_u64(&rd);
+    assert_true(pv_get_u32(&rd) > 0);
+    assert_int_equal(pv_rd_done(&rd), 0);
+    buf_release(&b);
+    buf_release(&reply);
+    return h;
+}
+
+/* A request made of a handle and one more u32 (Wait, Signal). */
+static struct buf handle_req(uint64_t h, uint32_t v)
+{
+    struct buf b = BUF_INIT;
+    struct pv_wr w = {&b};
+    pv_put_u64(&w, h);
+    pv_put_u32(&w, v);
+    return b;
+}
+
+/* Spawn, feed stdin, follow stdout with a Tail while a Ping goes through,
+ * then Wait: the kept output comes first, then the status. */
+static void test_agent_spawn_stdin_tail_wait(void **state)
+{
+    struct fx *f = *state;
+    uint64_t h = spawn(f, (const char *const[]){"cat", NULL});
+    struct pv_err err = {0};
+    struct run_res tail = {0};
+    struct buf b = handle_req(h, PV_STDOUT), t = BUF_INIT;
+    struct pv_wr w = {&t};
+    pv_put_u32(&w, PV_TAIL_PROC);
+    buf_add(&t, b.data, b.len);
+    buf_release(&b);
+    uint32_t tid = chan_start(&f->c, PV_TAIL, &t, deadline(10), data_chunk, &tail, &err);
+    assert_true(tid > 0);
+    buf_release(&t);
+
+    w.b = &b;
+    pv_put_u64(&w, h);
+    pv_put_bytes(&w, "hi\n", 3);
+    pv_put_u32(&w, 1); /* close stdin after */
+    struct buf reply = BUF_INIT;
+    assert_int_equal(chan_call(&f->c, PV_STDIN, &b, deadline(10), NULL, NULL, &reply, &err), 0);
+    buf_release(&b);
+    buf_release(&reply);
+    /* the tail ends (Ok) when cat's stdout closes; Pings go through meanwhile */
+    while (!chan_find(&f->c, tid)->done)
+        assert_int_equal(chan_call(&f->c, PV_PING, NULL, deadline(10), NULL, NULL, NULL, &err), 0);
+    assert_int_equal(chan_wait(&f->c, tid, deadline(10), NULL, &err), 0);
+    assert_int_equal(tail.out.len, 3);
+    assert_int_equal(tail.bad_chunks, 0);
+
+    struct run_res res = {0};
+    b = handle_req(h, 0);
+    assert_int_equal(chan_call(&f->c, PV_WAIT, &b, deadline(10), run_chunk, &res, &reply, &err), 0);
+    assert_int_equal(res.out.len, 3);
+    assert_memory_equal(res.out.data, "hi\n", 3);
+    struct pv_rd rd;
+    pv_rd_init(&rd, reply.data, reply.len);
+    assert_int_equal(pv_get_u32(&rd), PV_EXITED);
+    assert_int_equal(pv_get_u32(&rd), 0);
+    buf_release(&reply);
+    /* the handle is gone after a Wait */
+    assert_int_equal(chan_call(&f->c, PV_WAIT, &b, deadline(10), NULL, NULL, NULL, &err), ESRCH);
+    buf_release(&b);
+    run_res_release(&res);
+    run_res_release(&tail);
+}
+
+/* Signal ends a process; a Wait with a timeout kills one that stays. */
+static void test_agent_spawn_signal_and_timeout(void **state)
+{
+    struct fx *f = *state;
+    struct pv_err err = {0};
+    uint64_t h = spawn(f, (const char *const[]){"sleep", "30", NULL});
+    struct buf b = handle_req(h, SIGTERM), reply = BUF_INIT;
+    assert_int_equal(chan_call(&f->c, PV_SIGNAL, &b, deadline(10), NULL, NULL, NULL, &err), 0);
+    buf_release(&b);
+    b = handle_req(h, 0);
+    assert_int_equal(chan_call(&f->c, PV_WAIT, &b, deadline(10), NULL, NULL, &reply, &err), 0);
+    struct pv_rd rd;
+    pv_rd_init(&rd, reply.data, reply.len);
+    assert_int_equal(pv_get_u32(&rd), PV_SIGNALLED);
+    assert_int_equal((int32_t)pv_get_u32(&rd), -1);
+    assert_int_equal(pv_get_u32(&rd), SIGTERM);
+    buf_release(&b);
+    buf_release(&reply);
+
+    h = spawn(f, (const char *const[]){"sleep", "30", NULL});
+    b = handle_req(h, 100);
+    assert_int_equal(chan_call(&f->c, PV_WAIT, &b, deadline(10), NULL, NULL, &reply, &err), 0);
+    pv_rd_init(&rd, reply.data, reply.len);
+    assert_int_equal(pv_get_u32(&rd), PV_TIMED_OUT);
+    buf_release(&b);
+    buf_release(&reply);
+    /* an unknown handle */
+    b = handle_req(9999, SIGTERM);
+    assert_int_equal(chan_call(&f->c, PV_SIGNAL, &b, deadline(10), NULL, NULL, NULL, &err), ESRCH);
+    buf_release(&b);
+}
+
+/* A Tail of a file sends what is appended; Cancel ends it. */
+static void test_agent_tail_file(void **state)
+{
+    struct fx *f = *state;
+    struct pv_err err = {0};
+    _cleanup_free_ char *path = tmp_path("tail");
+    FILE *fp = fopen(path, "w");
+    fputs("old\n", fp);
+    fflush(fp);
+    struct buf b = BUF_INIT;
+    struct pv_wr w = {&b};
+    pv_put_u32(&w, PV_TAIL_PATH);
+    pv_put_str(&w, path);
+    pv_put_i64(&w, 0);
+    pv_put_u32(&w, 1); /* from the end */
+    struct run_res got = {0};
+    uint32_t id = chan_start(&f->c, PV_TAIL, &b, deadline(10), data_chunk, &got, &err);
+    assert_true(id > 0);
+    /* the agent has started the tail once a later Ping is answered */
+    assert_int_equal(chan_call(&f->c, PV_PING, NULL, deadline(10), NULL, NULL, NULL, &err), 0);
+    fputs("new\n", fp);
+    fclose(fp);
+    while (got.out.len < 4)
+        assert_true(chan_pump(&f->c, deadline(10), &err) > 0);
+    assert_memory_equal(got.out.data, "new\n", 4);
+    chan_drop(&f->c, id); /* sends Cancel */
+    assert_null(chan_find(&f->c, id));
+    assert_int_equal(chan_call(&f->c, PV_PING, NULL, deadline(10), NULL, NULL, NULL, &err), 0);
+    /* a missing file is an error at once */
+    buf_consume(&b, b.len);
+    pv_put_u32(&w, PV_TAIL_PATH);
+    pv_put_str(&w, "/nonexistent");
+    pv_put_i64(&w, 0);
+    pv_put_u32(&w, 0);
+    assert_int_equal(chan_call(&f->c, PV_TAIL, &b, deadline(10), NULL, NULL, NULL, &err), ENOENT);
+    buf_release(&b);
+    run_res_release(&got);
+}
+
 /* The peer closing our end is a clean end of session for the agent. */
 static void test_agent_hangup_ends_session(void **state)
 {
@@ -1138,6 +1297,9 @@ int main(void)
         T(test_agent_unknown_type),
         T(test_agent_syscall),
         T(test_agent_syscall_bad_shapes),
+        T(test_agent_spawn_stdin_tail_wait),
+        T(test_agent_spawn_signal_and_timeout),
+        T(test_agent_tail_file),
         T(test_agent_mem),
         T(test_agent_malformed_request),
         T(test_agent_garbage_ends_session),

@@ -5,8 +5,7 @@
 #include "l_provium.h"
 #include "vm.h"
 
-/* Run one request; raise "vm `a`: <op>: ENOENT: <what> (No such file...)". */
-static void call(lua_State *L, struct vm *vm, const char *op, const char *what, uint16_t type,
+void l_call(lua_State *L, struct vm *vm, const char *op, const char *what, uint16_t type,
                  struct buf *req, struct buf *reply)
 {
     struct pv_err err = {0};
@@ -18,22 +17,17 @@ static void call(lua_State *L, struct vm *vm, const char *op, const char *what, 
     l_raise_guest(L, vm, op, what, r, &err);
 }
 
-/* Request and reply buffers owned by a userdata, so a raise frees them. */
-struct io {
-    struct buf req, reply;
-};
-
 static int io_gc(lua_State *L)
 {
-    struct io *io = lua_touserdata(L, 1);
+    struct l_io *io = lua_touserdata(L, 1);
     buf_release(&io->req);
     buf_release(&io->reply);
     return 0;
 }
 
-static struct io *newio(lua_State *L)
+struct l_io *l_newio(lua_State *L)
 {
-    struct io *io = lua_newuserdatauv(L, sizeof(*io), 0);
+    struct l_io *io = lua_newuserdatauv(L, sizeof(*io), 0);
     memset(io, 0, sizeof(*io));
     if (luaL_newmetatable(L, "provium.io")) {
         lua_pushcfunction(L, io_gc);
@@ -43,7 +37,7 @@ static struct io *newio(lua_State *L)
     return io;
 }
 
-static void bad_reply(lua_State *L, struct vm *vm, const char *op)
+void l_bad_reply(lua_State *L, const struct vm *vm, const char *op)
 {
     luaL_error(L, "vm `%s`: %s: malformed reply from the agent", vm->name, op);
 }
@@ -54,17 +48,17 @@ static int l_open(lua_State *L)
     struct vm *vm = l_tovm(L, 1);
     const char *path = luaL_checkstring(L, 2);
     lua_Integer bits = luaL_checkinteger(L, 3), perm = luaL_checkinteger(L, 4);
-    struct io *io = newio(L);
+    struct l_io *io = l_newio(L);
     struct pv_wr w = {&io->req};
     pv_put_str(&w, path);
     pv_put_u32(&w, (uint32_t)bits);
     pv_put_u32(&w, (uint32_t)perm);
-    call(L, vm, "open_file", path, PV_OPEN, &io->req, &io->reply);
+    l_call(L, vm, "open_file", path, PV_OPEN, &io->req, &io->reply);
     struct pv_rd r;
     pv_rd_init(&r, io->reply.data, io->reply.len);
     uint64_t h = pv_get_u64(&r);
     if (pv_rd_done(&r) < 0)
-        bad_reply(L, vm, "open_file");
+        l_bad_reply(L, vm, "open_file");
     lua_pushinteger(L, (lua_Integer)h);
     return 1;
 }
@@ -76,17 +70,17 @@ static int l_read(lua_State *L)
     lua_Integer h = luaL_checkinteger(L, 2), max = luaL_checkinteger(L, 3);
     if (max < 0)
         return luaL_argerror(L, 3, "must not be negative");
-    struct io *io = newio(L);
+    struct l_io *io = l_newio(L);
     struct pv_wr w = {&io->req};
     pv_put_u64(&w, (uint64_t)h);
     pv_put_u32(&w, (uint32_t)MIN(max, (lua_Integer)(4u << 20)));
-    call(L, vm, "file:read", "read", PV_FREAD, &io->req, &io->reply);
+    l_call(L, vm, "file:read", "read", PV_FREAD, &io->req, &io->reply);
     struct pv_rd r;
     pv_rd_init(&r, io->reply.data, io->reply.len);
     size_t n;
     const char *p = pv_get_bytes(&r, &n);
     if (pv_rd_done(&r) < 0 || n > (size_t)max)
-        bad_reply(L, vm, "file:read");
+        l_bad_reply(L, vm, "file:read");
     lua_pushlstring(L, p, n);
     return 1;
 }
@@ -98,16 +92,16 @@ static int l_write(lua_State *L)
     lua_Integer h = luaL_checkinteger(L, 2);
     size_t len;
     const char *data = luaL_checklstring(L, 3, &len);
-    struct io *io = newio(L);
+    struct l_io *io = l_newio(L);
     struct pv_wr w = {&io->req};
     pv_put_u64(&w, (uint64_t)h);
     pv_put_bytes(&w, data, MIN(len, (size_t)(8u << 20)));
-    call(L, vm, "file:write", "write", PV_FWRITE, &io->req, &io->reply);
+    l_call(L, vm, "file:write", "write", PV_FWRITE, &io->req, &io->reply);
     struct pv_rd r;
     pv_rd_init(&r, io->reply.data, io->reply.len);
     uint32_t n = pv_get_u32(&r);
     if (pv_rd_done(&r) < 0 || n > len)
-        bad_reply(L, vm, "file:write");
+        l_bad_reply(L, vm, "file:write");
     lua_pushinteger(L, n);
     return 1;
 }
@@ -118,17 +112,17 @@ static int l_seek(lua_State *L)
     struct vm *vm = l_tovm(L, 1);
     lua_Integer h = luaL_checkinteger(L, 2), off = luaL_checkinteger(L, 3);
     lua_Integer whence = luaL_checkinteger(L, 4);
-    struct io *io = newio(L);
+    struct l_io *io = l_newio(L);
     struct pv_wr w = {&io->req};
     pv_put_u64(&w, (uint64_t)h);
     pv_put_i64(&w, off);
     pv_put_u32(&w, (uint32_t)whence);
-    call(L, vm, "file:seek", "seek", PV_SEEK, &io->req, &io->reply);
+    l_call(L, vm, "file:seek", "seek", PV_SEEK, &io->req, &io->reply);
     struct pv_rd r;
     pv_rd_init(&r, io->reply.data, io->reply.len);
     uint64_t pos = pv_get_u64(&r);
     if (pv_rd_done(&r) < 0)
-        bad_reply(L, vm, "file:seek");
+        l_bad_reply(L, vm, "file:seek");
     lua_pushinteger(L, (lua_Integer)pos);
     return 1;
 }
@@ -138,10 +132,10 @@ static int l_close(lua_State *L)
 {
     struct vm *vm = l_tovm(L, 1);
     lua_Integer h = luaL_checkinteger(L, 2);
-    struct io *io = newio(L);
+    struct l_io *io = l_newio(L);
     struct pv_wr w = {&io->req};
     pv_put_u64(&w, (uint64_t)h);
-    call(L, vm, "file:close", "close", PV_CLOSE, &io->req, &io->reply);
+    l_call(L, vm, "file:close", "close", PV_CLOSE, &io->req, &io->reply);
     return 0;
 }
 
@@ -152,17 +146,10 @@ static const char *ftype_name(uint32_t t)
     return t <= PV_FT_OTHER ? names[t] : "other";
 }
 
-/* fs.listdir(vm, path) -> {{name=, entry_type=}, ...} sorted by name */
-static int l_listdir(lua_State *L)
+void l_push_listdir(lua_State *L, const struct vm *vm, const struct buf *reply)
 {
-    struct vm *vm = l_tovm(L, 1);
-    const char *path = luaL_checkstring(L, 2);
-    struct io *io = newio(L);
-    struct pv_wr w = {&io->req};
-    pv_put_str(&w, path);
-    call(L, vm, "listdir", path, PV_LISTDIR, &io->req, &io->reply);
     struct pv_rd r;
-    pv_rd_init(&r, io->reply.data, io->reply.len);
+    pv_rd_init(&r, reply->data, reply->len);
     uint32_t n = pv_get_count(&r, 9);
     lua_createtable(L, (int)n, 0);
     for (uint32_t i = 0; i < n && !r.bad; i++) {
@@ -176,8 +163,38 @@ static int l_listdir(lua_State *L)
         lua_seti(L, -2, i + 1);
     }
     if (pv_rd_done(&r) < 0)
-        bad_reply(L, vm, "listdir");
+        l_bad_reply(L, vm, "listdir");
+}
+
+/* fs.listdir(vm, path) -> {{name=, entry_type=}, ...} sorted by name */
+static int l_listdir(lua_State *L)
+{
+    struct vm *vm = l_tovm(L, 1);
+    const char *path = luaL_checkstring(L, 2);
+    struct l_io *io = l_newio(L);
+    struct pv_wr w = {&io->req};
+    pv_put_str(&w, path);
+    l_call(L, vm, "listdir", path, PV_LISTDIR, &io->req, &io->reply);
+    l_push_listdir(L, vm, &io->reply);
     return 1;
+}
+
+uint16_t l_encode_path_op(lua_State *L, const char *op, int i, struct buf *b)
+{
+    struct pv_wr w = {b};
+    pv_put_str(&w, luaL_checkstring(L, i));
+    if (!strcmp(op, "mkdir")) {
+        pv_put_u32(&w, (uint32_t)luaL_checkinteger(L, i + 1));
+        pv_put_u32(&w, lua_toboolean(L, i + 2) ? 1 : 0);
+        return PV_MKDIR;
+    }
+    if (!strcmp(op, "unlink"))
+        return PV_UNLINK;
+    if (!strcmp(op, "rename")) {
+        pv_put_str(&w, luaL_checkstring(L, i + 1));
+        return PV_RENAME;
+    }
+    return 0;
 }
 
 /* fs.path_op(vm, op, path[, path2 | perm, parents]) for mkdir, unlink, rename */
@@ -186,23 +203,11 @@ static int l_path_op(lua_State *L)
     struct vm *vm = l_tovm(L, 1);
     const char *op = luaL_checkstring(L, 2);
     const char *path = luaL_checkstring(L, 3);
-    struct io *io = newio(L);
-    struct pv_wr w = {&io->req};
-    pv_put_str(&w, path);
-    uint16_t type;
-    if (!strcmp(op, "mkdir")) {
-        pv_put_u32(&w, (uint32_t)luaL_checkinteger(L, 4));
-        pv_put_u32(&w, lua_toboolean(L, 5) ? 1 : 0);
-        type = PV_MKDIR;
-    } else if (!strcmp(op, "unlink")) {
-        type = PV_UNLINK;
-    } else if (!strcmp(op, "rename")) {
-        pv_put_str(&w, luaL_checkstring(L, 4));
-        type = PV_RENAME;
-    } else {
+    struct l_io *io = l_newio(L);
+    uint16_t type = l_encode_path_op(L, op, 3, &io->req);
+    if (!type)
         return luaL_argerror(L, 2, "mkdir, unlink or rename");
-    }
-    call(L, vm, op, path, type, &io->req, &io->reply);
+    l_call(L, vm, op, path, type, &io->req, &io->reply);
     return 0;
 }
 

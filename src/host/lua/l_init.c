@@ -18,7 +18,8 @@ struct l_ctx l_ctx;
 extern const char *const pv_prelude_index[];
 
 static const char *const prelude_order[] = {"util",   "result", "sys",   "file",     "clock",
-                                            "module", "console", "lab", "splat", "framework"};
+                                            "module", "console", "process", "batch", "lab", "splat",
+                                            "framework"};
 
 static int64_t deadline_ns;
 static char deadline_msg[128];
@@ -142,7 +143,7 @@ lua_State *l_newstate(void)
 
     luaopen_provium_vm(L);
     luaopen_provium_sys(L);
-    for (const char *f = "syscall\0clock\0sys\0errno\0"; *f; f += strlen(f) + 1) {
+    for (const char *f = "syscall\0syscall_start\0syscall_await\0clock\0sys\0errno\0"; *f; f += strlen(f) + 1) {
         lua_getfield(L, -1, f);
         lua_setfield(L, -3, f);
     }
@@ -151,6 +152,10 @@ lua_State *l_newstate(void)
     lua_setfield(L, -2, "fs");
     luaopen_provium_console(L);
     lua_setfield(L, -2, "console");
+    luaopen_provium_proc(L);
+    lua_setfield(L, -2, "proc");
+    luaopen_provium_batch(L);
+    lua_setfield(L, -2, "batch");
     static const luaL_Reg prims[] = {
         {"set_deadline", l_set_deadline},
         {"sleep", l_sleep},

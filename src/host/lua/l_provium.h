@@ -9,6 +9,9 @@
 #include "util.h"
 
 struct vm;
+struct vm_run_req;
+struct vm_run_result;
+struct vm_stat;
 
 #define PV_VM_MT "provium.vm"
 #define PV_RUNRESULT_MT "provium.runresult"
@@ -34,10 +37,42 @@ int l_raise_guest(lua_State *L, const struct vm *vm, const char *op, const char 
 /* Raise a Lua error from a pv_err ("<what>: <message>"). */
 int l_raise_err(lua_State *L, const char *what, const struct pv_err *err);
 
+/* Request and reply buffers owned by a userdata (pushed), so a raise frees them. */
+struct l_io {
+    struct buf req, reply;
+};
+struct l_io *l_newio(lua_State *L);
+/* Run one request (vm_call, 60 s) and release req; raise
+ * "vm `a`: <op>: ENOENT: <what> (No such file...)" on failure. */
+void l_call(lua_State *L, struct vm *vm, const char *op, const char *what, uint16_t type,
+            struct buf *req, struct buf *reply);
+void l_bad_reply(lua_State *L, const struct vm *vm, const char *op);
+
 /* The VM of the userdata at i; raises unless it is an open VM. */
 struct vm *l_tovm(lua_State *L, int i);
+/* The same without raising: NULL unless an open VM is at i. */
+struct vm *l_testvm(lua_State *L, int i);
+
+/* The arguments (2: argv table, 3: opts table) of _provium_c.run and of
+ * run_async, as a request. Its strings stay anchored at stack index 4. */
+int l_check_run(lua_State *L, struct vm_run_req *req);
+/* Push the RunResult of a finished vm_run/vm_wait (r, err as they returned)
+ * or raise its error; releases res either way. */
+int l_push_run_result(lua_State *L, const struct vm *vm, const char *op, int r,
+                      struct vm_run_result *res, const struct pv_err *err);
+
+/* Shared by the single operations and vm:batch. */
+void l_push_stat(lua_State *L, const struct vm_stat *st);
+void l_push_listdir(lua_State *L, const struct vm *vm, const struct buf *reply);
+/* mkdir (path, perm, parents), unlink (path) or rename (from, to), with the
+ * arguments from stack index i: the request type, or 0 for another op. */
+uint16_t l_encode_path_op(lua_State *L, const char *op, int i, struct buf *b);
 
 int luaopen_provium_vm(lua_State *L);
+/* _provium_c.batch_encode and _provium_c.batch (lua/batch.lua). */
+int luaopen_provium_batch(lua_State *L);
+/* The primitives behind lua/process.lua and the Tail streams. */
+int luaopen_provium_proc(lua_State *L);
 /* The primitives behind lua/console.lua. */
 int luaopen_provium_console(lua_State *L);
 /* The primitives behind lua/file.lua. */

@@ -38,31 +38,36 @@ static int sys_call_gc(lua_State *L)
     return 0;
 }
 
-/* _provium_c.syscall(vm, nr, args, bufs, ptrs, nested) -> ret, errno, out_bufs
- * args: integers (<= 6); bufs: strings; ptrs: {buf=, slot=} (0-based);
- * nested: {parent=, child=, offset=} (0-based buffer indices). */
-static int l_syscall(lua_State *L)
+/* Decode the arguments of _provium_c.syscall into a sys_call userdata
+ * pushed at index 7. */
+static struct sys_call *new_call(lua_State *L)
 {
-    struct vm *vm = l_tovm(L, 1);
+    struct sys_call *c = lua_newuserdatauv(L, sizeof(*c), 0);
+    memset(c, 0, sizeof(*c));
+    if (luaL_newmetatable(L, "provium.syscall")) {
+        lua_pushcfunction(L, sys_call_gc);
+        lua_setfield(L, -2, "__gc");
+    }
+    lua_setmetatable(L, -2);
+    return c;
+}
+
+static struct sys_call *check_call(lua_State *L)
+{
     lua_Integer nr = luaL_checkinteger(L, 2);
     for (int i = 3; i <= 6; i++)
         luaL_checktype(L, i, LUA_TTABLE);
     lua_settop(L, 6);
-    struct sys_call *c = lua_newuserdatauv(L, sizeof(*c), 0);
-    memset(c, 0, sizeof(*c));
-    lua_newtable(L);
-    lua_pushcfunction(L, sys_call_gc);
-    lua_setfield(L, -2, "__gc");
-    lua_setmetatable(L, -2);
+    struct sys_call *c = new_call(L);
     struct vm_syscall_req *q = &c->req;
     q->nr = nr;
     lua_Integer n = luaL_len(L, 3);
     if (n > 6)
-        return luaL_error(L, "syscall: at most 6 arguments, got %d", (int)n);
+        luaL_error(L, "syscall: at most 6 arguments, got %d", (int)n);
     for (lua_Integer i = 1; i <= n; i++) {
         lua_geti(L, 3, i);
         if (!lua_isinteger(L, -1))
-            return luaL_error(L, "syscall: argument %d must be an integer, got %s", (int)i,
+            luaL_error(L, "syscall: argument %d must be an integer, got %s", (int)i,
                               luaL_typename(L, -1));
         q->args[i - 1] = lua_tointeger(L, -1);
         lua_pop(L, 1);
@@ -70,11 +75,11 @@ static int l_syscall(lua_State *L)
     q->nargs = (uint32_t)n;
     n = luaL_len(L, 4);
     if (n > 64)
-        return luaL_error(L, "syscall: at most 64 buffers, got %d", (int)n);
+        luaL_error(L, "syscall: at most 64 buffers, got %d", (int)n);
     for (lua_Integer i = 1; i <= n; i++) {
         lua_geti(L, 4, i); /* the table keeps the string alive */
         if (lua_type(L, -1) != LUA_TSTRING)
-            return luaL_error(L, "syscall: bufs[%d] must be a string, got %s", (int)i,
+            luaL_error(L, "syscall: bufs[%d] must be a string, got %s", (int)i,
                               luaL_typename(L, -1));
         q->bufs[i - 1] = lua_tolstring(L, -1, &q->lens[i - 1]);
         lua_pop(L, 1);
@@ -98,7 +103,7 @@ static int l_syscall(lua_State *L)
         lua_Integer off = lua_tointeger(L, -1);
         uint32_t parent = c->nested[i - 1].parent;
         if (!lua_isinteger(L, -1) || off < 0 || (uint64_t)off + 8 > q->lens[parent])
-            return luaL_error(L, "syscall: nested[%d].offset must leave 8 bytes inside buffer "
+            luaL_error(L, "syscall: nested[%d].offset must leave 8 bytes inside buffer "
                                  "%d (%d bytes), got %s",
                               (int)i, (int)parent + 1, (int)q->lens[parent],
                               luaL_tolstring(L, -1, NULL));
@@ -107,13 +112,17 @@ static int l_syscall(lua_State *L)
     }
     q->nested = c->nested;
     q->nnested = (uint32_t)MIN(n, 64);
+    return c;
+}
 
-    struct pv_err err = {0};
-    int r = vm_syscall(vm, q, &c->res, &err);
+/* Push a finished call's ret, errno, out_bufs, or raise its error. */
+static int push_result(lua_State *L, struct vm *vm, struct sys_call *c, int r,
+                       const struct pv_err *err)
+{
     if (r > 0)
-        return l_raise_guest(L, vm, "syscall", "the agent refused the call", r, &err);
+        return l_raise_guest(L, vm, "syscall", "the agent refused the call", r, err);
     if (r < 0)
-        return luaL_error(L, "%s", err.msg);
+        return luaL_error(L, "%s", err->msg);
     lua_pushinteger(L, c->res.ret);
     lua_pushinteger(L, c->res.err);
     lua_createtable(L, (int)c->res.nout, 0);
@@ -123,6 +132,81 @@ static int l_syscall(lua_State *L)
     }
     vm_syscall_res_release(&c->res);
     return 3;
+}
+
+/* _provium_c.syscall(vm, nr, args, bufs, ptrs, nested) -> ret, errno, out_bufs
+ * args: integers (<= 6); bufs: strings; ptrs: {buf=, slot=} (0-based);
+ * nested: {parent=, child=, offset=} (0-based buffer indices). */
+static int l_syscall(lua_State *L)
+{
+    struct vm *vm = l_tovm(L, 1);
+    struct sys_call *c = check_call(L);
+    struct pv_err err = {0};
+    int r = vm_syscall(vm, &c->req, &c->res, &err);
+    return push_result(L, vm, c, r, &err);
+}
+
+/* A call in flight: its request id, with the VM as user value. */
+struct pending {
+    uint32_t id;
+};
+
+static struct vm *pending_vm(lua_State *L, int i)
+{
+    lua_getiuservalue(L, i, 1);
+    struct vm *vm = l_testvm(L, -1);
+    lua_pop(L, 1);
+    return vm;
+}
+
+static int pending_gc(lua_State *L)
+{
+    struct pending *p = lua_touserdata(L, 1);
+    struct vm *vm = pending_vm(L, 1);
+    if (p->id && vm)
+        chan_drop(&vm->chan, p->id);
+    p->id = 0;
+    return 0;
+}
+
+/* _provium_c.syscall_start(same as syscall) -> pending */
+static int l_syscall_start(lua_State *L)
+{
+    struct vm *vm = l_tovm(L, 1);
+    struct sys_call *c = check_call(L);
+    struct pending *p = lua_newuserdatauv(L, sizeof(*p), 1);
+    p->id = 0;
+    if (luaL_newmetatable(L, "provium.pending")) {
+        lua_pushcfunction(L, pending_gc);
+        lua_setfield(L, -2, "__gc");
+    }
+    lua_setmetatable(L, -2);
+    lua_pushvalue(L, 1);
+    lua_setiuservalue(L, -2, 1);
+    struct pv_err err = {0};
+    p->id = vm_syscall_start(vm, &c->req, &err);
+    if (!p->id)
+        return luaL_error(L, "%s", err.msg);
+    return 1;
+}
+
+/* _provium_c.syscall_await(pending, timeout_s) -> ret, errno, out_bufs, or
+ * nothing when the timeout passed first (the call stays in flight) */
+static int l_syscall_await(lua_State *L)
+{
+    struct pending *p = luaL_checkudata(L, 1, "provium.pending");
+    double t = luaL_checknumber(L, 2);
+    struct vm *vm = pending_vm(L, 1);
+    if (!p->id || !vm || !chan_find(&vm->chan, p->id))
+        return luaL_error(L, "syscall_async: the call is gone (already awaited, or the VM "
+                             "was reset or stopped)");
+    struct sys_call *c = new_call(L);
+    struct pv_err err = {0};
+    int r = vm_syscall_finish(vm, p->id, t, &c->res, &err);
+    if (r == -ETIMEDOUT)
+        return 0;
+    p->id = 0;
+    return push_result(L, vm, c, r, &err);
 }
 
 /* vm:read_mem(addr, len) -> string */
@@ -207,6 +291,10 @@ int luaopen_provium_sys(lua_State *L)
     lua_newtable(L);
     lua_pushcfunction(L, l_syscall);
     lua_setfield(L, -2, "syscall");
+    lua_pushcfunction(L, l_syscall_start);
+    lua_setfield(L, -2, "syscall_start");
+    lua_pushcfunction(L, l_syscall_await);
+    lua_setfield(L, -2, "syscall_await");
     lua_pushcfunction(L, l_clock);
     lua_setfield(L, -2, "clock");
     lua_createtable(L, 0, (int)ARRAY_SIZE(sysnames));

@@ -27,6 +27,12 @@ struct vm *l_tovm(lua_State *L, int i)
     return l_checkvm(L, i)->vm;
 }
 
+struct vm *l_testvm(lua_State *L, int i)
+{
+    struct l_vm *u = luaL_testudata(L, i, PV_VM_MT);
+    return u ? u->vm : NULL;
+}
+
 int l_raise_err(lua_State *L, const char *what, const struct pv_err *err)
 {
     return luaL_error(L, "%s: %s", what, err->msg);
@@ -120,7 +126,10 @@ static void parse_opts(lua_State *L, int idx, struct boot_opts *o)
             o->has_initial_time = true;
             o->initial_time = v;
         } else if (!strcmp(k, "rng_seed")) {
-            luaL_error(L, "boot opts: %s is not supported yet", k);
+            if (!lua_isinteger(L, -1) || lua_tointeger(L, -1) < 0)
+                luaL_error(L, "boot opts: rng_seed must be a non-negative integer");
+            o->has_rng_seed = true;
+            o->rng_seed = (uint64_t)lua_tointeger(L, -1);
         } else if (!strcmp(k, "files")) {
             luaL_checktype(L, -1, LUA_TTABLE);
             lua_Integer n = luaL_len(L, -1);
@@ -304,6 +313,17 @@ static int l_vm_kernel_release(lua_State *L)
     return 1;
 }
 
+/* vm:console_socket_path() -> the primary console's socket (what
+ * console:read() connects to), or nil before boot */
+static int l_vm_console_socket_path(lua_State *L)
+{
+    struct vm *vm = l_tovm(L, 1);
+    if (!vm->dir || vm->state == VM_CREATED)
+        return 0;
+    lua_pushfstring(L, "%s/%s", vm->dir, vm->hvc_primary ? "hvc.sock" : "serial.sock");
+    return 1;
+}
+
 /* vm:boot_seconds() -> seconds from QEMU start to the agent's answer */
 static int l_vm_boot_seconds(lua_State *L)
 {
@@ -323,11 +343,8 @@ static void push_output(lua_State *L, const struct buf *b, uint64_t total)
     }
 }
 
-/* _provium_c.run(vm, argv_table, opts_table) -> RunResult. The Lua wrapper
- * in lua/result.lua normalises vm:run's call shapes into these two tables. */
-static int l_vm_run_raw(lua_State *L)
+int l_check_run(lua_State *L, struct vm_run_req *out)
 {
-    struct l_vm *u = l_checkvm(L, 1);
     luaL_checktype(L, 2, LUA_TTABLE);
     luaL_checktype(L, 3, LUA_TTABLE);
     lua_settop(L, 3);
@@ -395,20 +412,22 @@ static int l_vm_run_raw(lua_State *L)
             req.timeout_ms = 1;
     }
     lua_pop(L, 1);
+    *out = req;
+    return 0;
+}
 
-    struct vm_run_result *res = lua_newuserdatauv(L, sizeof(*res), 0);
-    memset(res, 0, sizeof(*res));
-    struct pv_err err = {0};
-    int r = vm_run(u->vm, &req, res, &err);
+int l_push_run_result(lua_State *L, const struct vm *vm, const char *op, int r,
+                      struct vm_run_result *res, const struct pv_err *err)
+{
     if (r > 0) {
         /* the agent's message names the program or the cwd that failed */
         vm_run_result_release(res);
         const char *name = strerrorname_np(r);
-        return luaL_error(L, "vm `%s`: run: %s: %s", u->vm->name, name ? name : "E?", err.msg);
+        return luaL_error(L, "vm `%s`: %s: %s: %s", vm->name, op, name ? name : "E?", err->msg);
     }
     if (r < 0) {
         vm_run_result_release(res);
-        return luaL_error(L, "%s", err.msg);
+        return luaL_error(L, "%s", err->msg);
     }
     lua_createtable(L, 0, 8);
     static const char *status[] = {"exited", "signalled", "timed_out"};
@@ -429,6 +448,20 @@ static int l_vm_run_raw(lua_State *L)
     vm_run_result_release(res);
     luaL_setmetatable(L, PV_RUNRESULT_MT);
     return 1;
+}
+
+/* _provium_c.run(vm, argv_table, opts_table) -> RunResult. The Lua wrapper
+ * in lua/result.lua normalises vm:run's call shapes into these two tables. */
+static int l_vm_run_raw(lua_State *L)
+{
+    struct l_vm *u = l_checkvm(L, 1);
+    struct vm_run_req req;
+    l_check_run(L, &req);
+    struct vm_run_result *res = lua_newuserdatauv(L, sizeof(*res), 0);
+    memset(res, 0, sizeof(*res));
+    struct pv_err err = {0};
+    int r = vm_run(u->vm, &req, res, &err);
+    return l_push_run_result(L, u->vm, "run", r, res, &err);
 }
 
 /* vm:read_file(path) -> string */
@@ -484,22 +517,27 @@ static int l_vm_stat(lua_State *L)
     int r = vm_stat(u->vm, path, false, &st, &err);
     if (r != 0)
         return l_raise_guest(L, u->vm, "stat", path, r, &err);
-    lua_createtable(L, 0, 8);
-    lua_pushinteger(L, (lua_Integer)st.size);
-    lua_setfield(L, -2, "size");
-    lua_pushnumber(L, (double)st.mtime_ns / 1e9);
-    lua_setfield(L, -2, "mtime");
-    lua_pushinteger(L, st.mtime_ns);
-    lua_setfield(L, -2, "mtime_ns");
-    lua_pushinteger(L, st.perm);
-    lua_setfield(L, -2, "perm");
-    lua_pushstring(L, ftype_name(st.type));
-    lua_setfield(L, -2, "entry_type");
-    lua_pushinteger(L, st.uid);
-    lua_setfield(L, -2, "uid");
-    lua_pushinteger(L, st.gid);
-    lua_setfield(L, -2, "gid");
+    l_push_stat(L, &st);
     return 1;
+}
+
+void l_push_stat(lua_State *L, const struct vm_stat *st)
+{
+    lua_createtable(L, 0, 8);
+    lua_pushinteger(L, (lua_Integer)st->size);
+    lua_setfield(L, -2, "size");
+    lua_pushnumber(L, (double)st->mtime_ns / 1e9);
+    lua_setfield(L, -2, "mtime");
+    lua_pushinteger(L, st->mtime_ns);
+    lua_setfield(L, -2, "mtime_ns");
+    lua_pushinteger(L, st->perm);
+    lua_setfield(L, -2, "perm");
+    lua_pushstring(L, ftype_name(st->type));
+    lua_setfield(L, -2, "entry_type");
+    lua_pushinteger(L, st->uid);
+    lua_setfield(L, -2, "uid");
+    lua_pushinteger(L, st->gid);
+    lua_setfield(L, -2, "gid");
 }
 
 /* vm:exists(path) -> boolean */
@@ -610,6 +648,7 @@ static const luaL_Reg vm_methods[] = {
     {"kernel_log", l_vm_kernel_log},
     {"modules_dir", l_vm_modules_dir},
     {"console_tail", l_vm_console_tail},
+    {"console_socket_path", l_vm_console_socket_path},
     {NULL, NULL},
 };
 
