@@ -2,7 +2,7 @@
 local vm = provium:vm("con", "default"):boot()
 
 test("write reaches a reader of the guest's console tty", function(t)
-    vm:run("sh -c 'exec 3</dev/ttyS0; touch /tmp/ready; read l <&3; echo \"got:$l\" > /tmp/got' " ..
+    vm:run("sh -c 'exec 3</dev/ttyS0; touch /tmp/ready; read l <&3; echo \"got:$l\" > /tmp/got.part; mv /tmp/got.part /tmp/got' " ..
         ">/dev/null 2>&1 &"):assert_ok()
     -- input to a tty nobody holds open is dropped: wait for the reader
     wait_until(function() return vm:exists("/tmp/ready") end, { timeout = 20, desc = "the reader" })
