@@ -114,8 +114,7 @@ function V:run_async(cmd, a2)
     end
     local ok, h, pid = pcall(proc.spawn, self, argv, o)
     if not ok then P.rethrow(h, 2) end
-    local p = setmetatable({ vm = self, h = h, first_pid = pid,
-        stdin_closed = o.stdin == nil and false }, Process)
+    local p = setmetatable({ vm = self, h = h, first_pid = pid, stdin_closed = false }, Process)
     local scope = rawget(_G, "provium")
     if getmetatable(scope) == P.Lab then scope:_register(p, 2) end
     live[p] = self
@@ -141,18 +140,20 @@ function Process:wait(timeout)
     return self.result
 end
 
+local function send(p, sig, what)
+    local n = signo(sig, what)
+    if p.result then return end
+    call(3, proc.signal, p.vm, p.h, n)
+end
+
 -- kill(sig?): to the process group; SIGTERM by default. A no-op once consumed.
 function Process:kill(sig)
-    local n = signo(sig, "proc:kill")
-    if self.result then return end
-    call(2, proc.signal, self.vm, self.h, n)
+    send(self, sig, "proc:kill")
 end
 
 function Process:signal(sig)
     if sig == nil then error("proc:signal: which signal? (e.g. \"usr1\")", 2) end
-    local n = signo(sig, "proc:signal")
-    if self.result then return end
-    call(2, proc.signal, self.vm, self.h, n)
+    send(self, sig, "proc:signal")
 end
 
 -- status() -> {running, pid, status = "running"|"exited"|"signalled"|"timed_out",

@@ -389,7 +389,7 @@ int chan_call(struct chan *c, uint16_t type, const struct buf *req, int64_t dead
     if (!id)
         return err ? -err->code : -EPIPE;
     int r = chan_wait(c, id, deadline_ns, ret, err);
-    if (r == -ETIMEDOUT || r < 0)
+    if (r < 0)
         chan_drop(c, id);
     return r;
 }

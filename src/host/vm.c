@@ -204,6 +204,11 @@ static const char *last_console(const char *cmdline)
     return last;
 }
 
+void vm_console_socket(const struct vm *vm, char *out, size_t n)
+{
+    snprintf(out, n, "%s/%s", vm->dir, vm->hvc_primary ? "hvc.sock" : "serial.sock");
+}
+
 int vm_console_log(struct vm *vm, struct buf *out)
 {
     if (!vm->dir)
@@ -466,13 +471,18 @@ static int need_state(struct vm *vm, const char *op, enum vm_state want, struct 
                       vm_state_name(want), vm_state_name(vm->state));
 }
 
+/* The earlier of d (0: none) and the running test's deadline. */
+static int64_t test_bound(int64_t d)
+{
+    int64_t t = vm_globals.op_deadline_ns;
+    return t && (!d || t < d) ? t : d;
+}
+
+/* An operation's own limit, scaled for TCG, bounded by the test's. */
 static int64_t op_deadline(double seconds)
 {
-    int64_t d = seconds > 0 ? now_ns() + (int64_t)(seconds * 1e9 * vm_globals.timeout_scale) : 0;
-    int64_t t = vm_globals.op_deadline_ns;
-    if (t && (!d || t < d))
-        d = t;
-    return d;
+    return test_bound(seconds > 0 ? now_ns() + (int64_t)(seconds * 1e9 * vm_globals.timeout_scale)
+                                  : 0);
 }
 
 /* A guest op failed: a dead QEMU turns into the full story. */
@@ -965,10 +975,9 @@ uint32_t vm_start(struct vm *vm, const char *op, uint16_t type, const struct buf
 
 int vm_finish(struct vm *vm, uint32_t id, double timeout_s, struct buf *reply, struct pv_err *err)
 {
-    /* the caller's own time, not scaled: only bounded by the test's deadline */
-    int64_t d = timeout_s > 0 ? now_ns() + (int64_t)(timeout_s * 1e9) : 0;
-    int64_t t = vm_globals.op_deadline_ns;
-    int r = chan_wait(&vm->chan, id, t && (!d || t < d) ? t : d, reply, err);
+    /* the caller's own time, not scaled */
+    int64_t d = test_bound(timeout_s > 0 ? now_ns() + (int64_t)(timeout_s * 1e9) : 0);
+    int r = chan_wait(&vm->chan, id, d, reply, err);
     return r == -ETIMEDOUT ? r : op_failed(vm, r, err);
 }
 

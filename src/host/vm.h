@@ -192,6 +192,8 @@ int vm_pump(struct vm *vm, double timeout_s, struct pv_err *err);
 int vm_read_mem(struct vm *vm, uint64_t addr, uint32_t len, struct buf *out, struct pv_err *err);
 int vm_write_mem(struct vm *vm, uint64_t addr, const void *data, size_t len, struct pv_err *err);
 
+/* The primary console's socket (ttyS0 or hvc0), which QEMU listens on. */
+void vm_console_socket(const struct vm *vm, char *out, size_t n);
 /* Console: the primary console's log (ttyS0 or hvc0), whole or last lines. */
 int vm_console_log(struct vm *vm, struct buf *out);
 void vm_console_tail(struct vm *vm, int lines, struct buf *out);

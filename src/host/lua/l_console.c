@@ -43,8 +43,7 @@ static int l_connect(lua_State *L)
     c->fd = -1;
     luaL_setmetatable(L, PV_CONN_MT);
     struct sockaddr_un a = {.sun_family = AF_UNIX};
-    snprintf(a.sun_path, sizeof(a.sun_path), "%s/%s", vm->dir,
-             vm->hvc_primary ? "hvc.sock" : "serial.sock");
+    vm_console_socket(vm, a.sun_path, sizeof(a.sun_path));
     c->fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
     if (c->fd < 0 || connect(c->fd, (struct sockaddr *)&a, sizeof(a)) < 0)
         return luaL_error(L, "console: vm `%s`: connect %s: %s", vm->name, a.sun_path,

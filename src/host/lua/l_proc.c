@@ -140,19 +140,10 @@ static void tail_chunk(void *ctx, uint8_t stream, const void *p, size_t n)
         t->dropped += n;
 }
 
-/* The tail's VM, or NULL when it is closed. */
-static struct vm *tail_vm(lua_State *L, int i)
-{
-    lua_getiuservalue(L, i, 1);
-    struct vm *vm = l_testvm(L, -1);
-    lua_pop(L, 1);
-    return vm;
-}
-
 static int tail_close(lua_State *L)
 {
     struct tail *t = luaL_checkudata(L, 1, PV_TAIL_MT);
-    struct vm *vm = tail_vm(L, 1);
+    struct vm *vm = l_uservm(L, 1);
     if (t->id && vm)
         chan_drop(&vm->chan, t->id);
     t->id = 0;
@@ -230,7 +221,7 @@ static int l_recv(lua_State *L)
             }
             return 1;
         }
-        struct vm *vm = tail_vm(L, 1);
+        struct vm *vm = l_uservm(L, 1);
         struct chan_req *q = t->id && vm ? chan_find(&vm->chan, t->id) : NULL;
         if (!q || q->done || t->ended || (vm->state != VM_BOOTED && vm->state != VM_PAUSED)) {
             if (q)

@@ -52,6 +52,9 @@ void l_bad_reply(lua_State *L, const struct vm *vm, const char *op);
 struct vm *l_tovm(lua_State *L, int i);
 /* The same without raising: NULL unless an open VM is at i. */
 struct vm *l_testvm(lua_State *L, int i);
+/* The open VM kept as user value 1 of the userdata at i (a stream, a
+ * pending call: the VM outlives them), or NULL once it is closed. */
+struct vm *l_uservm(lua_State *L, int i);
 
 /* The arguments (2: argv table, 3: opts table) of _provium_c.run and of
  * run_async, as a request. Its strings stay anchored at stack index 4. */

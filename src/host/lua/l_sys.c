@@ -151,18 +151,10 @@ struct pending {
     uint32_t id;
 };
 
-static struct vm *pending_vm(lua_State *L, int i)
-{
-    lua_getiuservalue(L, i, 1);
-    struct vm *vm = l_testvm(L, -1);
-    lua_pop(L, 1);
-    return vm;
-}
-
 static int pending_gc(lua_State *L)
 {
     struct pending *p = lua_touserdata(L, 1);
-    struct vm *vm = pending_vm(L, 1);
+    struct vm *vm = l_uservm(L, 1);
     if (p->id && vm)
         chan_drop(&vm->chan, p->id);
     p->id = 0;
@@ -196,7 +188,7 @@ static int l_syscall_await(lua_State *L)
 {
     struct pending *p = luaL_checkudata(L, 1, "provium.pending");
     double t = luaL_checknumber(L, 2);
-    struct vm *vm = pending_vm(L, 1);
+    struct vm *vm = l_uservm(L, 1);
     if (!p->id || !vm || !chan_find(&vm->chan, p->id))
         return luaL_error(L, "syscall_async: the call is gone (already awaited, or the VM "
                              "was reset or stopped)");

@@ -33,6 +33,14 @@ struct vm *l_testvm(lua_State *L, int i)
     return u ? u->vm : NULL;
 }
 
+struct vm *l_uservm(lua_State *L, int i)
+{
+    lua_getiuservalue(L, i, 1);
+    struct vm *vm = l_testvm(L, -1);
+    lua_pop(L, 1);
+    return vm;
+}
+
 int l_raise_err(lua_State *L, const char *what, const struct pv_err *err)
 {
     return luaL_error(L, "%s: %s", what, err->msg);
@@ -320,7 +328,9 @@ static int l_vm_console_socket_path(lua_State *L)
     struct vm *vm = l_tovm(L, 1);
     if (!vm->dir || vm->state == VM_CREATED)
         return 0;
-    lua_pushfstring(L, "%s/%s", vm->dir, vm->hvc_primary ? "hvc.sock" : "serial.sock");
+    char path[PATH_MAX];
+    vm_console_socket(vm, path, sizeof(path));
+    lua_pushstring(L, path);
     return 1;
 }
 
