@@ -67,7 +67,7 @@ $(B)/libprovium.a: $(LIB_OBJS)
 	@rm -f $@
 	ar rcs $@ $^
 
-$(B)/host/%.o: %.c | $(B)/gen/version.h $(B)/gen/sysnames.h
+$(B)/host/%.o: %.c | $(B)/gen/version.h $(B)/gen/sysnames.h $(B)/gen/capnames.h
 	@mkdir -p $(dir $@)
 	$(CC) $(HOST_CFLAGS) -MMD -MP -c -o $@ $<
 
@@ -102,6 +102,14 @@ $(B)/gen/sysnames.h: $(UNISTD_64)
 	@test -s $@.tmp || { echo "no syscall numbers in $<" >&2; exit 1; }
 	@mv $@.tmp $@
 
+# Capability numbers by name (lower case, no CAP_), from linux/capability.h.
+CAPABILITY_H := /usr/include/linux/capability.h
+$(B)/gen/capnames.h: $(CAPABILITY_H)
+	@mkdir -p $(dir $@)
+	@sed -n 's/^#define CAP_\([A-Z_]*\) *\([0-9][0-9]*\)$$/    {"\L\1\E", \2},/p' $< > $@.tmp
+	@test -s $@.tmp || { echo "no capabilities in $<" >&2; exit 1; }
+	@mv $@.tmp $@
+
 $(B)/musl-inc/.stamp:
 	@mkdir -p $(B)/musl-inc
 	@for d in linux asm-generic; do ln -sfn /usr/include/$$d $(B)/musl-inc/$$d; done
@@ -117,7 +125,7 @@ $(B)/provium-agent: $(AGENT_SRCS) $(wildcard src/*/*.h) $(B)/musl-inc/.stamp | $
 TEST_SAN := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
 SAN_OBJS := $(patsubst %.c,$(B)/san/%.o,$(LIB_SRCS)) $(B)/host/embed.o
 
-$(B)/san/%.o: %.c | $(B)/gen/version.h $(B)/gen/sysnames.h
+$(B)/san/%.o: %.c | $(B)/gen/version.h $(B)/gen/sysnames.h $(B)/gen/capnames.h
 	@mkdir -p $(dir $@)
 	$(CC) $(BASE_CFLAGS) -O1 -g $(TEST_SAN) -MMD -MP -c -o $@ $<
 
@@ -126,9 +134,10 @@ $(B)/libprovium-san.a: $(SAN_OBJS)
 	ar rcs $@ $^
 
 # Unit tests: one binary per tests/unit/test_*.c.
-$(B)/tests/%: tests/unit/%.c $(B)/libprovium-san.a
+$(B)/tests/%: tests/unit/%.c $(B)/libprovium-san.a $(B)/provium-agent
 	@mkdir -p $(dir $@)
-	$(CC) $(BASE_CFLAGS) -O1 -g $(TEST_SAN) -Itests/unit -o $@ $< $(B)/libprovium-san.a \
+	$(CC) $(BASE_CFLAGS) -O1 -g $(TEST_SAN) -Itests/unit \
+	    -DPV_AGENT_BIN='"$(CURDIR)/$(B)/provium-agent"' -o $@ $< $(B)/libprovium-san.a \
 	    $(HOST_LIBS) -lcmocka
 
 # Fuzz smoke: each target with the corpus driver (tests/fuzz/driver.c).

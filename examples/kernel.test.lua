@@ -19,6 +19,15 @@ test("sysctls are live kernel state", function(t)
     t:assert_eq(vm:run("hostname").stdout, "provium-demo\n")
 end)
 
+test("an ordinary user may not change them", function(t)
+    -- a worker: the guest operations as uid 1000 (docs/workers.md)
+    local user <close> = vm:spawn_worker { uid = 1000 }
+    t:assert_contains(t:assert_raises(function()
+        user:write_file("/proc/sys/kernel/hostname", "nope")
+    end), "EACCES")
+    t:assert_eq(vm:run("hostname").stdout, "provium-demo\n")
+end)
+
 test("a failing command reports its exit code and output", function(t)
     local r = vm:run("ls /definitely-missing")
     t:assert_eq(r:ok(), false)

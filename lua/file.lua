@@ -98,7 +98,7 @@ function File:close()
     self.handle = nil
     P.live[self] = nil
     -- a VM that is gone took its files with it
-    if self.vm:state() == "booted" then op(2, fs.close, self.vm, h) end
+    if P.reachable(self.vm) then op(2, fs.close, self.vm, h) end
 end
 
 File.__close = File.close

@@ -15,7 +15,8 @@ local function strip(f)
         return f(a, ...)
     end
 end
-local sugar = { pack = strip(P.pack), unpack = strip(P.unpack), sys = P.sys, errno = P.errno }
+local sugar = { pack = strip(P.pack), unpack = strip(P.unpack), sys = P.sys, errno = P.errno,
+    caps = P.caps }
 
 local function lookup(lab, kind, name)
     local l = lab

@@ -208,7 +208,7 @@ function Process:stderr_stream() return output_stream(self, 2, "proc_stderr_stre
 function Process:close()
     if self.result then return end
     live[self] = nil
-    if self.vm:state() ~= "booted" then
+    if not P.reachable(self.vm) then
         self.result = false
         return
     end
@@ -247,7 +247,7 @@ end
 local function count(vm, pred)
     local n = 0
     for obj, owner in pairs(live) do
-        if owner == vm and pred(obj) then n = n + 1 end
+        if P.vm_of(owner) == vm and pred(obj) then n = n + 1 end
     end
     return n
 end

@@ -78,7 +78,14 @@ function P.unpack(fmt, s, pos)
     return string.unpack(f, s, pos)
 end
 
+-- Whether the agent behind x (a VM, or a Worker: lua/worker.lua) still answers.
+function P.reachable(x)
+    local st = x:state()
+    return st == "booted" or st == "running"
+end
+
 -- What a test holds open in a VM's agent (streams, files, processes), each
--- mapped to its VM, for the accessors of lua/process.lua. Weak: a collected
+-- mapped to the VM or Worker it came from, for the accessors of lua/process.lua
+-- and worker:join. Weak: a collected
 -- object is closed by its finaliser.
 P.live = setmetatable({}, { __mode = "k" })

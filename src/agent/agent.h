@@ -17,10 +17,13 @@ struct agent_opts {
     bool allow_power; /* PV_POWEROFF may power the machine off (false on the host) */
     bool resync;      /* a byte stream that outlives the peer (virtio-serial): on
                          garbage, wait for the next Hello instead of quitting */
+    bool worker;      /* a worker (worker.c): no handshake, no workers of its own */
+    const char *worker_exe; /* the binary workers run (NULL: /proc/self/exe) */
 };
 
 struct run;
 struct tail;
+struct worker;
 
 struct agent {
     int fd;
@@ -35,6 +38,8 @@ struct agent {
     struct run *runs;
     uint64_t next_handle; /* the last PV_SPAWN handle given out */
     struct tail *tails;
+    struct worker *workers;
+    uint64_t next_worker; /* the last PV_WORKER handle given out */
 };
 
 /* Serve fd until the peer hangs up (returns 0) or a fatal error (-errno). */
@@ -81,6 +86,9 @@ int agent_op_rename(struct agent *a, uint32_t id, struct pv_rd *r);
 int agent_op_clock(struct agent *a, uint32_t id, struct pv_rd *r);
 int agent_op_read_mem(struct agent *a, uint32_t id, struct pv_rd *r);
 int agent_op_write_mem(struct agent *a, uint32_t id, struct pv_rd *r);
+int agent_op_worker(struct agent *a, uint32_t id, struct pv_rd *r);
+int agent_op_via(struct agent *a, uint32_t id, struct pv_rd *r);
+int agent_op_worker_end(struct agent *a, uint32_t id, struct pv_rd *r);
 
 /* sys.c: syscall threads report through an eventfd the loop polls. */
 int sys_pollfd(void);
@@ -95,6 +103,13 @@ void proc_kill_all(struct agent *a);
 void proc_sweep(struct agent *a);
 bool proc_backlog(struct agent *a, uint64_t handle, int stream, const struct buf **out,
                   bool *open);
+
+/* worker.c: the workers' sockets, polled by the loop. */
+int worker_pollfds(struct agent *a, struct pollfd *fds, int max, int64_t *deadline_ms);
+void worker_events(struct agent *a, struct pollfd *fds, int n);
+/* A child was reaped: true when it was a worker (its requests are answered). */
+bool worker_reaped(struct agent *a, pid_t pid, int status);
+void worker_kill_all(struct agent *a);
 
 /* stream.c: PV_TAIL sources, polled by the loop; process streams are fed
  * by proc.c. */

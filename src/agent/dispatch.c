@@ -67,6 +67,9 @@ static const struct {
     {PV_PROC_STATUS, agent_op_proc_status},
     {PV_STDIN, agent_op_stdin},
     {PV_TAIL, agent_op_tail},
+    {PV_WORKER, agent_op_worker},
+    {PV_VIA, agent_op_via},
+    {PV_WORKER_END, agent_op_worker_end},
 };
 
 bool agent_congested(const struct agent *a)
@@ -273,7 +276,7 @@ static int consume_input(struct agent *a)
 
 int agent_serve(int fd, const struct agent_opts *opts)
 {
-    struct agent a = {.fd = fd, .opts = *opts, .sigfd = -1, .kmsg = -1};
+    struct agent a = {.fd = fd, .opts = *opts, .sigfd = -1, .kmsg = -1, .hello_done = opts->worker};
     int ret = 0;
     int fl = fcntl(fd, F_GETFL);
     fcntl(fd, F_SETFL, fl | O_NONBLOCK);
@@ -293,12 +296,14 @@ int agent_serve(int fd, const struct agent_opts *opts)
         fds[1] = (struct pollfd){a.sigfd, POLLIN, 0};
         fds[2] = (struct pollfd){a.out.len < OUT_HIGH ? a.kmsg : -1, POLLIN, 0};
         fds[3] = (struct pollfd){sys_pollfd(), POLLIN, 0};
-        int n = 4, nproc = 0, nstream = 0;
+        int n = 4, nproc = 0, nstream = 0, nworker = 0;
         if (a.out.len < OUT_HIGH) {
             nproc = proc_pollfds(&a, fds + n, (int)ARRAY_SIZE(fds) - n, &deadline);
             n += nproc;
             nstream = stream_pollfds(&a, fds + n, (int)ARRAY_SIZE(fds) - n, &deadline);
             n += nstream;
+            nworker = worker_pollfds(&a, fds + n, (int)ARRAY_SIZE(fds) - n, &deadline);
+            n += nworker;
         }
         int timeout = -1;
         if (deadline) {
@@ -324,6 +329,7 @@ int agent_serve(int fd, const struct agent_opts *opts)
         proc_events(&a, fds + 4, nproc);
         proc_timeouts(&a);
         stream_events(&a, fds + 4 + nproc, nstream);
+        worker_events(&a, fds + 4 + nproc + nstream, nworker);
         if (fds[0].revents & POLLOUT && flush_out(&a, false) < 0)
             break;
         if (fds[0].revents & (POLLIN | POLLHUP | POLLERR)) {
@@ -356,12 +362,14 @@ int agent_serve(int fd, const struct agent_opts *opts)
         }
         if (a.poweroff_pending) {
             flush_out(&a, true);
+            worker_kill_all(&a);
             proc_kill_all(&a);
             sync();
             reboot(a.poweroff_how);
             a.poweroff_pending = false;
         }
     }
+    worker_kill_all(&a);
     proc_kill_all(&a);
     stream_close_all(&a);
     if (a.kmsg >= 0)

@@ -13,7 +13,8 @@
  *   provium.init=/path                      (the profile's `init` key)
  *   provium.root=/dev/vda provium.rootfstype=ext4  (rootfs profiles)
  *
- * Run by hand (not PID 1) it serves a socket on fd 0 (socat, tests). */
+ * Run by hand (not PID 1) it serves a socket on fd 0 (socat, tests); with
+ * --worker, without the handshake, as a worker of another agent. */
 #include <dirent.h>
 #include <fcntl.h>
 #include <linux/input.h>
@@ -347,11 +348,14 @@ static int shim(char **argv)
 
 int main(int argc, char **argv)
 {
-    (void)argc;
     if (getpid() == 1)
         return shim(argv);
     signal(SIGPIPE, SIG_IGN);
-    struct agent_opts o = {.allow_power = false, .resync = false};
+    /* a worker (worker.c): fd 0 is its socket to the agent that started it */
+    bool worker = argc == 2 && !strcmp(argv[1], "--worker");
+    if (worker)
+        prctl(PR_SET_NAME, "provium-worker");
+    struct agent_opts o = {.allow_power = false, .resync = false, .worker = worker};
     int s[1] = {0};
     /* serve a connected socket on fd 0 */
     int type;

@@ -141,6 +141,7 @@ static int start(struct agent *a, uint32_t id, struct pv_rd *r, struct run **ret
         sigprocmask(SIG_SETMASK, &all, NULL);
         signal(SIGPIPE, SIG_DFL);
         setsid();
+        prctl(PR_SET_PDEATHSIG, SIGKILL); /* a worker killed takes its commands along */
         dup2(p_in[0], 0);
         dup2(p_out[1], 1);
         dup2(p_err[1], 2);
@@ -249,19 +250,34 @@ int agent_op_wait(struct agent *a, uint32_t id, struct pv_rd *r)
     return 0;
 }
 
+static int signal_one(const struct run *p, int sig)
+{
+    if (!p->exited && kill(-p->pid, sig) < 0 && kill(p->pid, sig) < 0 && errno != ESRCH)
+        return -errno;
+    return 0;
+}
+
+/* Handle 0 signals every process: a worker's kill(). */
 int agent_op_signal(struct agent *a, uint32_t id, struct pv_rd *r)
 {
-    struct run *p;
-    int ret = handle_arg(a, r, &p);
+    uint64_t handle = pv_get_u64(r);
     uint32_t sig = pv_get_u32(r);
     if (pv_rd_done(r) < 0)
         return -EBADMSG;
-    if (ret < 0)
-        return ret;
     if (sig >= 65)
         return -EINVAL;
-    if (!p->exited && kill(-p->pid, (int)sig) < 0 && kill(p->pid, (int)sig) < 0 && errno != ESRCH)
-        return -errno;
+    int ret = 0;
+    if (handle == 0) {
+        for (struct run *p = a->runs; p; p = p->next) {
+            int e = signal_one(p, (int)sig);
+            ret = ret ? ret : e;
+        }
+    } else {
+        struct run *p = by_handle(a, handle);
+        ret = p ? signal_one(p, (int)sig) : -ESRCH;
+    }
+    if (ret < 0)
+        return ret;
     agent_send_ok(a, id, NULL);
     return 0;
 }
@@ -503,6 +519,8 @@ void proc_reap(struct agent *a)
     int st;
     pid_t pid;
     while ((pid = waitpid(-1, &st, WNOHANG)) > 0) {
+        if (worker_reaped(a, pid, st))
+            continue;
         for (struct run *p = a->runs; p; p = p->next) {
             if (p->pid == pid) {
                 p->exited = true;

@@ -97,14 +97,24 @@ static int send_all(struct chan *c, const struct buf *frame, int64_t deadline_ns
     return 0;
 }
 
-static uint32_t send_req(struct chan *c, uint16_t type, const struct buf *req, int64_t deadline,
-                         struct pv_err *err, int *ret)
+static uint32_t send_req(struct chan *c, uint64_t route, uint16_t type, const struct buf *req,
+                         int64_t deadline, struct pv_err *err, int *ret)
 {
     uint32_t id = c->next_id++;
     if (c->next_id == 0)
         c->next_id = 1;
     struct buf frame = BUF_INIT;
-    pv_frame(&frame, type, id, req ? req->data : NULL, req ? req->len : 0);
+    if (route) {
+        struct buf via = BUF_INIT;
+        struct pv_wr w = {&via};
+        pv_put_u64(&w, route);
+        pv_put_u32(&w, type);
+        pv_put_bytes(&w, req ? req->data : NULL, req ? req->len : 0);
+        pv_frame(&frame, PV_VIA, id, via.data, via.len);
+        buf_release(&via);
+    } else {
+        pv_frame(&frame, type, id, req ? req->data : NULL, req ? req->len : 0);
+    }
     *ret = send_all(c, &frame, deadline, err);
     buf_release(&frame);
     return id;
@@ -139,7 +149,7 @@ int chan_hello(struct chan *c, int64_t deadline_ns, struct pv_err *err)
     for (;;) {
         int64_t now = now_ns();
         if (now >= resend) {
-            send_req(c, PV_HELLO, &req, deadline_ns, err, &ret);
+            send_req(c, 0, PV_HELLO, &req, deadline_ns, err, &ret);
             if (ret < 0)
                 goto out;
             resend = now + interval;
@@ -207,13 +217,13 @@ out:
     return ret;
 }
 
-static void cancel(struct chan *c, uint32_t target)
+static void cancel(struct chan *c, const struct chan_req *target)
 {
     struct buf req = BUF_INIT;
     struct pv_wr w = {&req};
-    pv_put_u32(&w, target);
+    pv_put_u32(&w, target->id);
     int ret;
-    send_req(c, PV_CANCEL, &req, now_ns() + 1000000000LL, NULL, &ret);
+    send_req(c, target->route, PV_CANCEL, &req, now_ns() + 1000000000LL, NULL, &ret);
     buf_release(&req);
 }
 
@@ -244,7 +254,7 @@ void chan_drop(struct chan *c, uint32_t id)
     if (!r)
         return;
     if (!r->done && !c->broken)
-        cancel(c, id);
+        cancel(c, r);
     req_free(c, id);
 }
 
@@ -270,11 +280,12 @@ uint32_t chan_start(struct chan *c, uint16_t type, const struct buf *req, int64_
         return 0;
     }
     int r;
-    uint32_t id = send_req(c, type, req, deadline_ns, err, &r);
+    uint32_t id = send_req(c, c->route, type, req, deadline_ns, err, &r);
     if (r < 0)
         return 0;
     struct chan_req *q = xcalloc(1, sizeof(*q));
-    *q = (struct chan_req){.next = c->reqs, .id = id, .type = type, .fn = fn, .ctx = ctx};
+    *q = (struct chan_req){
+        .next = c->reqs, .id = id, .type = type, .route = c->route, .fn = fn, .ctx = ctx};
     c->reqs = q;
     return id;
 }

@@ -22,6 +22,7 @@ struct chan_req {
     struct chan_req *next;
     uint32_t id;
     uint16_t type;
+    uint64_t route; /* the worker it went to, or 0 */
     chan_chunk_fn fn;
     void *ctx;
     bool done;
@@ -35,6 +36,9 @@ struct chan {
     int watch_fd; /* becomes readable when the peer is gone (a QEMU pidfd), or -1 */
     struct buf in;
     uint32_t next_id;
+    /* Requests started while this is not 0 go to that worker of the agent
+     * (wrapped in PV_VIA); their replies come back like any other. */
+    uint64_t route;
     struct chan_req *reqs;
     bool broken;
     char why[256];

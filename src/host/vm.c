@@ -456,6 +456,7 @@ int vm_boot(struct vm *vm, const struct vm_boot *b, struct pv_err *err)
         return died(vm, err, what);
     }
     vm->ready_ns = now_ns();
+    vm->agent_gen++;
     watch_agent(vm, true);
     return 0;
 }
@@ -722,6 +723,7 @@ int vm_shutdown(struct vm *vm, struct pv_err *err)
         struct buf b = BUF_INIT;
         struct pv_wr w = {&b};
         pv_put_u32(&w, PV_POWER_OFF);
+        vm->chan.route = 0; /* to the agent, whoever spoke last */
         chan_call(&vm->chan, PV_POWEROFF, &b, now_ns() + 2000000000LL, NULL, NULL, NULL, NULL);
         buf_release(&b);
         wait_exit(vm, 3000);
@@ -762,8 +764,10 @@ int vm_reset(struct vm *vm, struct pv_err *err)
         return r;
     int64_t deadline = now_ns() + (int64_t)(60e9 * vm_globals.timeout_scale);
     watch_agent(vm, false);
-    /* Requests in flight died with the old agent (their streams end). */
+    /* Requests in flight died with the old agent (their streams end), and
+     * its workers with it. */
     chan_drop_all(&vm->chan);
+    vm->chan.route = 0;
     if (vm_globals.transport == TRANSPORT_VSOCK) {
         /* the guest's listener died with the old kernel: connect afresh,
          * never reusing a request id a stale handle may still name */
@@ -787,6 +791,7 @@ int vm_reset(struct vm *vm, struct pv_err *err)
         snprintf(what, sizeof(what), "no agent after reset: %.900s", err->msg);
         return died(vm, err, what);
     }
+    vm->agent_gen++;
     r = qmp_simple(vm, "set-action", json_pack("{s:s}", "reboot", "shutdown"), err);
     watch_agent(vm, true);
     return r;

@@ -36,6 +36,7 @@ struct vm {
     struct chan chan;
     int64_t boot_ns;   /* when QEMU started */
     int64_t ready_ns;  /* when the agent answered */
+    uint32_t agent_gen; /* bumped at each handshake: a worker of an older agent is gone */
     uint32_t cid;
     char *exit_reason; /* why the VM is dead */
     int kmsg_fd;       /* kmsg.log, the guest's kernel log as the agent streams it */

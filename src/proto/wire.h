@@ -62,6 +62,14 @@ enum pv_type {
     PV_STDIN = 26,     /* u64 handle, bytes, u32 close -> u32 accepted */
     PV_TAIL = 27,      /* u32 kind, then per kind (enum pv_tail): chunks (PV_DATA) as bytes
                           come, PV_OK at the end of the source; runs until cancelled */
+    PV_WORKER = 28,    /* u32 flags (enum pv_worker), u32 uid, u32 gid, u32 n + n x u32
+                          groups, u64 caps (bit per capability), str cwd, u32 n + n x str
+                          env -> u64 worker, u32 pid: another agent process, see worker.c */
+    PV_VIA = 29,       /* u64 worker, u32 type, bytes payload: the request (type, payload)
+                          with this frame's id, served by that worker; its replies come
+                          back as if the agent had served it */
+    PV_WORKER_END = 30, /* u64 worker: hang up on it (it kills its processes and exits;
+                           SIGKILL after 2 s) -> u32 wait status */
     PV_REQ_MAX,
 
     /* replies, agent -> host; id echoes the request */
@@ -110,6 +118,16 @@ enum pv_tail {
     PV_TAIL_FD = 1,
     PV_TAIL_PROC = 2,
 };
+/* PV_WORKER flags: which credentials to set (the rest is inherited) */
+enum pv_worker {
+    PV_WK_UID = 1 << 0,
+    PV_WK_GID = 1 << 1,
+    PV_WK_GROUPS = 1 << 2,
+    PV_WK_CAPS = 1 << 3, /* exactly these capabilities, whatever the uid */
+    PV_WK_NO_NEW_PRIVS = 1 << 4,
+    PV_WK_ENV_CLEAR = 1 << 5,
+};
+/* PV_SIGNAL to handle 0: every process the agent runs (a worker's kill). */
 /* PV_RUN reply status */
 enum pv_run_status {
     PV_EXITED = 0,

@@ -56,7 +56,8 @@ static void agent_start(struct fx *f)
             _exit(1);
         signal(SIGPIPE, SIG_IGN); /* as the agent's main() does */
         close(sv[0]);
-        int r = agent_serve(sv[1], &(struct agent_opts){.allow_power = false});
+        /* workers run the real (musl) agent binary: ours is this test */
+        int r = agent_serve(sv[1], &(struct agent_opts){.worker_exe = PV_AGENT_BIN});
         _exit(r < 0 ? -r : 0);
     }
     close(sv[1]);
@@ -1237,6 +1238,171 @@ static void test_agent_tail_file(void **state)
     run_res_release(&got);
 }
 
+/* ---- Workers ---- */
+
+/* Start a worker; flags/uid/gid as PV_WORKER takes them. Returns the
+ * chan_call result, with the handle in *handle. */
+static int worker_start(struct fx *f, uint32_t flags, uint32_t uid, uint64_t caps,
+                        const char *cwd, uint64_t *handle, struct pv_err *err)
+{
+    struct buf b = BUF_INIT, reply = BUF_INIT;
+    struct pv_wr w = {&b};
+    pv_put_u32(&w, flags);
+    pv_put_u32(&w, uid);
+    pv_put_u32(&w, uid);
+    pv_put_u32(&w, 1); /* one supplementary group */
+    pv_put_u32(&w, 4242);
+    pv_put_u64(&w, caps);
+    pv_put_str(&w, cwd);
+    pv_put_u32(&w, 1);
+    pv_put_str(&w, "PV_WORKER_ENV=yes");
+    int r = chan_call(&f->c, PV_WORKER, &b, deadline(10), NULL, NULL, &reply, err);
+    if (r == 0) {
+        struct pv_rd rd;
+        pv_rd_init(&rd, reply.data, reply.len);
+        *handle = pv_get_u64(&rd);
+        assert_true(pv_get_u32(&rd) > 0);
+        assert_int_equal(pv_rd_done(&rd), 0);
+    }
+    buf_release(&b);
+    buf_release(&reply);
+    return r;
+}
+
+static int worker_end(struct fx *f, uint64_t handle)
+{
+    struct buf b = BUF_INIT, reply = BUF_INIT;
+    struct pv_wr w = {&b};
+    pv_put_u64(&w, handle);
+    struct pv_err err = {0};
+    assert_int_equal(chan_call(&f->c, PV_WORKER_END, &b, deadline(10), NULL, NULL, &reply, &err),
+                     0);
+    struct pv_rd rd;
+    pv_rd_init(&rd, reply.data, reply.len);
+    int status = (int)pv_get_u32(&rd);
+    assert_int_equal(pv_rd_done(&rd), 0);
+    buf_release(&b);
+    buf_release(&reply);
+    return status;
+}
+
+/* A worker runs commands with its own credentials, cwd and environment,
+ * concurrently with the agent; ending it ends its processes. */
+static void test_agent_worker(void **state)
+{
+    struct fx *f = *state;
+    struct pv_err err = {0};
+    bool root = geteuid() == 0;
+    uint64_t h = 0;
+    uint32_t flags = root ? PV_WK_UID | PV_WK_GID | PV_WK_GROUPS | PV_WK_NO_NEW_PRIVS
+                          : PV_WK_NO_NEW_PRIVS;
+    _cleanup_free_ char *cwd = tmp_path("worker-cwd");
+    assert_int_equal(mkdir(cwd, 0755), 0);
+    assert_int_equal(chmod(tmpdir, 0711), 0); /* nobody may pass */
+    assert_int_equal(worker_start(f, flags, 65534, 0, cwd, &h, &err), 0);
+    assert_true(h > 0);
+
+    f->c.route = h;
+    struct run_res res = {0};
+    const char *script = "echo $(id -u) $(id -g) $(id -G) $PV_WORKER_ENV $(pwd);"
+                         "grep NoNewPrivs /proc/self/status";
+    assert_int_equal(run(f, &(struct run_req){(const char *const[]){"sh", "-c", script, NULL},
+                                              .cwd = ""},
+                         &res),
+                     0);
+    if (root) {
+        _cleanup_free_ char *want = xasprintf("65534 65534 65534 4242 yes %s\nNoNewPrivs:\t1\n", cwd);
+        assert_string_equal(res.out.data, want);
+    } else {
+        assert_non_null(strstr(res.out.data, "yes"));
+        assert_non_null(strstr(res.out.data, "NoNewPrivs:\t1"));
+    }
+    run_res_release(&res);
+
+    /* a process of the worker, and the agent answering meanwhile */
+    uint64_t p = spawn(f, (const char *const[]){"sleep", "30", NULL});
+    f->c.route = 0;
+    assert_int_equal(chan_call(&f->c, PV_PING, NULL, deadline(10), NULL, NULL, NULL, &err), 0);
+    /* its handles live in the worker, not in the agent */
+    struct buf b = handle_req(p, 0);
+    assert_int_equal(chan_call(&f->c, PV_SIGNAL, &b, deadline(10), NULL, NULL, NULL, &err), ESRCH);
+    f->c.route = h;
+    /* handle 0: every process of the worker */
+    buf_release(&b);
+    b = handle_req(0, SIGTERM);
+    assert_int_equal(chan_call(&f->c, PV_SIGNAL, &b, deadline(10), NULL, NULL, NULL, &err), 0);
+    buf_release(&b);
+    b = handle_req(p, 0);
+    struct buf reply = BUF_INIT;
+    assert_int_equal(chan_call(&f->c, PV_WAIT, &b, deadline(10), NULL, NULL, &reply, &err), 0);
+    struct pv_rd rd;
+    pv_rd_init(&rd, reply.data, reply.len);
+    assert_int_equal(pv_get_u32(&rd), PV_SIGNALLED);
+    buf_release(&b);
+    buf_release(&reply);
+    /* a worker starts no workers */
+    uint64_t h2;
+    assert_int_equal(worker_start(f, 0, 0, 0, "", &h2, &err), EPERM);
+    f->c.route = 0;
+    int status = worker_end(f, h);
+    assert_true(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+    /* gone: the agent says so */
+    f->c.route = h;
+    assert_int_equal(chan_call(&f->c, PV_PING, NULL, deadline(10), NULL, NULL, NULL, &err), ESRCH);
+    f->c.route = 0;
+}
+
+/* A worker that dies fails what it had in flight with ECHILD and how it
+ * ended; one that writes garbage on its socket is killed, the agent lives. */
+static void test_agent_worker_dies(void **state)
+{
+    struct fx *f = *state;
+    struct pv_err err = {0};
+    uint64_t h = 0;
+    assert_int_equal(worker_start(f, 0, 0, 0, "", &h, &err), 0);
+    f->c.route = h;
+    /* a read on a pipe that never comes, then kill the worker from inside */
+    struct run_res res = {0};
+    uint32_t id = chan_start(&f->c, PV_RUN, NULL, deadline(10), run_chunk, &res, &err);
+    assert_true(id > 0); /* malformed: answered with EBADMSG by the worker */
+    assert_int_equal(chan_wait(&f->c, id, deadline(10), NULL, &err), EBADMSG);
+    uint64_t p = spawn(f, (const char *const[]){"sleep", "30", NULL});
+    struct buf b = handle_req(p, 0), reply = BUF_INIT;
+    id = chan_start(&f->c, PV_WAIT, &b, deadline(10), NULL, NULL, &err);
+    buf_release(&b);
+    assert_int_equal(run(f, &(struct run_req){(const char *const[]){"sh", "-c", "kill -9 $PPID",
+                                                                     NULL},
+                                              .cwd = ""},
+                         &res),
+                     ECHILD);
+    assert_int_equal(chan_wait(&f->c, id, deadline(10), &reply, &err), ECHILD);
+    assert_non_null(strstr(err.msg, "killed by signal 9"));
+    assert_int_equal(chan_call(&f->c, PV_PING, NULL, deadline(10), NULL, NULL, NULL, &err), ECHILD);
+    run_res_release(&res);
+    f->c.route = 0;
+    int status = worker_end(f, h);
+    assert_true(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL);
+
+    /* garbage from a worker (a raw write on its own socket): it is killed,
+     * the agent carries on */
+    assert_int_equal(worker_start(f, 0, 0, 0, "", &h, &err), 0);
+    f->c.route = h;
+    const char *junk[] = {"this is not a frame, not at all"};
+    size_t junk_len[] = {strlen(junk[0])};
+    int64_t wargs[] = {0, 0, (int64_t)junk_len[0]};
+    uint32_t wptr[] = {0, 1};
+    sys_req(&b, SYS_write, wargs, 3, junk, junk_len, 1, wptr, 1, NULL, 0);
+    assert_int_equal(chan_call(&f->c, PV_SYSCALL, &b, deadline(10), NULL, NULL, NULL, &err),
+                     ECHILD);
+    buf_release(&b);
+    f->c.route = 0;
+    assert_false(f->c.broken);
+    assert_int_equal(chan_call(&f->c, PV_PING, NULL, deadline(10), NULL, NULL, NULL, &err), 0);
+    status = worker_end(f, h);
+    assert_true(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL);
+    buf_release(&reply);
+}
+
 /* The peer closing our end is a clean end of session for the agent. */
 static void test_agent_hangup_ends_session(void **state)
 {
@@ -1300,6 +1466,8 @@ int main(void)
         T(test_agent_spawn_stdin_tail_wait),
         T(test_agent_spawn_signal_and_timeout),
         T(test_agent_tail_file),
+        T(test_agent_worker),
+        T(test_agent_worker_dies),
         T(test_agent_mem),
         T(test_agent_malformed_request),
         T(test_agent_garbage_ends_session),

@@ -39,7 +39,7 @@ struct l_io *l_newio(lua_State *L)
 
 void l_bad_reply(lua_State *L, const struct vm *vm, const char *op)
 {
-    luaL_error(L, "vm `%s`: %s: malformed reply from the agent", vm->name, op);
+    luaL_error(L, "%s: %s: malformed reply from the agent", l_who(L, vm), op);
 }
 
 /* fs.open(vm, path, bits, perm) -> handle */

@@ -18,7 +18,7 @@ struct l_ctx l_ctx;
 extern const char *const pv_prelude_index[];
 
 static const char *const prelude_order[] = {"util",   "result", "sys",   "file",     "clock",
-                                            "module", "console", "process", "batch", "lab", "splat",
+                                            "module", "console", "process", "batch", "worker", "lab", "splat",
                                             "framework"};
 
 static int64_t deadline_ns;
@@ -156,6 +156,8 @@ lua_State *l_newstate(void)
     lua_setfield(L, -2, "proc");
     luaopen_provium_batch(L);
     lua_setfield(L, -2, "batch");
+    luaopen_provium_worker(L);
+    lua_setfield(L, -2, "worker");
     static const luaL_Reg prims[] = {
         {"set_deadline", l_set_deadline},
         {"sleep", l_sleep},

@@ -22,7 +22,7 @@ static int l_spawn(lua_State *L)
     struct pv_err err = {0};
     int r = vm_spawn(vm, &req, &handle, &pid, &err);
     if (r > 0)
-        return luaL_error(L, "vm `%s`: run_async: %s: %s", vm->name, strerrorname_np(r),
+        return luaL_error(L, "%s: run_async: %s: %s", l_who(L, vm), strerrorname_np(r),
                           err.msg);
     if (r < 0)
         return luaL_error(L, "%s", err.msg);

@@ -15,6 +15,7 @@ struct vm_stat;
 
 #define PV_VM_MT "provium.vm"
 #define PV_RUNRESULT_MT "provium.runresult"
+#define PV_WORKER_MT "provium.worker"
 
 /* What a file's state needs from the process that runs it. */
 struct l_ctx {
@@ -48,10 +49,16 @@ void l_call(lua_State *L, struct vm *vm, const char *op, const char *what, uint1
             struct buf *req, struct buf *reply);
 void l_bad_reply(lua_State *L, const struct vm *vm, const char *op);
 
-/* The VM of the userdata at i; raises unless it is an open VM. */
+/* The VM of the userdata at i, a VM or a Worker; raises unless it is an
+ * open VM or a live worker. Requests made next go where it says: to the
+ * agent for a VM, to the worker for a Worker (vm->chan.route). */
 struct vm *l_tovm(lua_State *L, int i);
-/* The same without raising: NULL unless an open VM is at i. */
+/* The same without raising: NULL unless an open VM or a live worker is at i. */
 struct vm *l_testvm(lua_State *L, int i);
+/* l_tovm for a Worker (lua/l_worker.c). */
+struct vm *l_worker_route(lua_State *L, int i, bool raise);
+/* "vm `a`", or "vm `a` worker 2" while requests go to a worker (pushed). */
+const char *l_who(lua_State *L, const struct vm *vm);
 /* The open VM kept as user value 1 of the userdata at i (a stream, a
  * pending call: the VM outlives them), or NULL once it is closed. */
 struct vm *l_uservm(lua_State *L, int i);
@@ -72,6 +79,8 @@ void l_push_listdir(lua_State *L, const struct vm *vm, const struct buf *reply);
 uint16_t l_encode_path_op(lua_State *L, const char *op, int i, struct buf *b);
 
 int luaopen_provium_vm(lua_State *L);
+/* _provium_c.worker: the primitives behind lua/worker.lua. */
+int luaopen_provium_worker(lua_State *L);
 /* _provium_c.batch_encode and _provium_c.batch (lua/batch.lua). */
 int luaopen_provium_batch(lua_State *L);
 /* The primitives behind lua/process.lua and the Tail streams. */

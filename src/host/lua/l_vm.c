@@ -14,23 +14,39 @@ struct l_vm {
     int opts_ref; /* creation-time boot opts table, or LUA_NOREF */
 };
 
+/* A VM userdata, for the operations only a VM has; requests go to its agent. */
 static struct l_vm *l_checkvm(lua_State *L, int i)
 {
     struct l_vm *u = luaL_checkudata(L, i, PV_VM_MT);
     if (!u->vm)
         luaL_error(L, "vm is closed");
+    u->vm->chan.route = 0;
     return u;
 }
 
 struct vm *l_tovm(lua_State *L, int i)
 {
+    if (luaL_testudata(L, i, PV_WORKER_MT))
+        return l_worker_route(L, i, true);
     return l_checkvm(L, i)->vm;
 }
 
 struct vm *l_testvm(lua_State *L, int i)
 {
+    if (luaL_testudata(L, i, PV_WORKER_MT))
+        return l_worker_route(L, i, false);
     struct l_vm *u = luaL_testudata(L, i, PV_VM_MT);
-    return u ? u->vm : NULL;
+    if (!u || !u->vm)
+        return NULL;
+    u->vm->chan.route = 0;
+    return u->vm;
+}
+
+const char *l_who(lua_State *L, const struct vm *vm)
+{
+    if (vm->chan.route)
+        return lua_pushfstring(L, "vm `%s` worker %d", vm->name, (int)vm->chan.route);
+    return lua_pushfstring(L, "vm `%s`", vm->name);
 }
 
 struct vm *l_uservm(lua_State *L, int i)
@@ -49,11 +65,13 @@ int l_raise_err(lua_State *L, const char *what, const struct pv_err *err)
 int l_raise_guest(lua_State *L, const struct vm *vm, const char *op, const char *what, int r,
                   const struct pv_err *err)
 {
-    if (r > 0) {
-        const char *name = strerrorname_np(r);
-        return luaL_error(L, "vm `%s`: %s: %s: %s (%s)", vm->name, op, name ? name : "E?",
+    const char *name = r > 0 ? strerrorname_np(r) : NULL;
+    /* no subject (or a worker gone): the agent's message says what failed */
+    if (r > 0 && (!what || (r == ECHILD && vm->chan.route)))
+        return luaL_error(L, "%s: %s: %s: %s", l_who(L, vm), op, name ? name : "E?", err->msg);
+    if (r > 0)
+        return luaL_error(L, "%s: %s: %s: %s (%s)", l_who(L, vm), op, name ? name : "E?",
                           what ? what : "", strerror(r));
-    }
     return luaL_error(L, "%s", err->msg);
 }
 
@@ -433,7 +451,7 @@ int l_push_run_result(lua_State *L, const struct vm *vm, const char *op, int r,
         /* the agent's message names the program or the cwd that failed */
         vm_run_result_release(res);
         const char *name = strerrorname_np(r);
-        return luaL_error(L, "vm `%s`: %s: %s: %s", vm->name, op, name ? name : "E?", err->msg);
+        return luaL_error(L, "%s: %s: %s: %s", l_who(L, vm), op, name ? name : "E?", err->msg);
     }
     if (r < 0) {
         vm_run_result_release(res);
@@ -464,28 +482,28 @@ int l_push_run_result(lua_State *L, const struct vm *vm, const char *op, int r,
  * in lua/result.lua normalises vm:run's call shapes into these two tables. */
 static int l_vm_run_raw(lua_State *L)
 {
-    struct l_vm *u = l_checkvm(L, 1);
+    struct vm *vm = l_tovm(L, 1);
     struct vm_run_req req;
     l_check_run(L, &req);
     struct vm_run_result *res = lua_newuserdatauv(L, sizeof(*res), 0);
     memset(res, 0, sizeof(*res));
     struct pv_err err = {0};
-    int r = vm_run(u->vm, &req, res, &err);
-    return l_push_run_result(L, u->vm, "run", r, res, &err);
+    int r = vm_run(vm, &req, res, &err);
+    return l_push_run_result(L, vm, "run", r, res, &err);
 }
 
 /* vm:read_file(path) -> string */
 static int l_vm_read_file(lua_State *L)
 {
-    struct l_vm *u = l_checkvm(L, 1);
+    struct vm *vm = l_tovm(L, 1);
     const char *path = luaL_checkstring(L, 2);
     struct buf *out = lua_newuserdatauv(L, sizeof(*out), 0);
     memset(out, 0, sizeof(*out));
     struct pv_err err = {0};
-    int r = vm_read_file(u->vm, path, out, &err);
+    int r = vm_read_file(vm, path, out, &err);
     if (r != 0) {
         buf_release(out);
-        return l_raise_guest(L, u->vm, "read_file", path, r, &err);
+        return l_raise_guest(L, vm, "read_file", path, r, &err);
     }
     lua_pushlstring(L, out->data ? out->data : "", out->len);
     buf_release(out);
@@ -495,7 +513,7 @@ static int l_vm_read_file(lua_State *L)
 /* vm:write_file(path, data, mode?) */
 static int l_vm_write_file(lua_State *L)
 {
-    struct l_vm *u = l_checkvm(L, 1);
+    struct vm *vm = l_tovm(L, 1);
     const char *path = luaL_checkstring(L, 2);
     size_t len;
     const char *data = luaL_checklstring(L, 3, &len);
@@ -503,10 +521,10 @@ static int l_vm_write_file(lua_State *L)
     if (mode < -1 || mode > 07777)
         return luaL_argerror(L, 4, "mode must be permission bits (0..0xfff)");
     struct pv_err err = {0};
-    int r = vm_write_file(u->vm, path, data, len, mode < 0 ? VM_DEFAULT_MODE : (uint32_t)mode,
+    int r = vm_write_file(vm, path, data, len, mode < 0 ? VM_DEFAULT_MODE : (uint32_t)mode,
                           false, &err);
     if (r != 0)
-        return l_raise_guest(L, u->vm, "write_file", path, r, &err);
+        return l_raise_guest(L, vm, "write_file", path, r, &err);
     return 0;
 }
 
@@ -520,13 +538,13 @@ static const char *ftype_name(int t)
 /* vm:stat(path) -> {size, mtime, mtime_ns, perm, entry_type, uid, gid} */
 static int l_vm_stat(lua_State *L)
 {
-    struct l_vm *u = l_checkvm(L, 1);
+    struct vm *vm = l_tovm(L, 1);
     const char *path = luaL_checkstring(L, 2);
     struct vm_stat st;
     struct pv_err err = {0};
-    int r = vm_stat(u->vm, path, false, &st, &err);
+    int r = vm_stat(vm, path, false, &st, &err);
     if (r != 0)
-        return l_raise_guest(L, u->vm, "stat", path, r, &err);
+        return l_raise_guest(L, vm, "stat", path, r, &err);
     l_push_stat(L, &st);
     return 1;
 }
@@ -553,17 +571,17 @@ void l_push_stat(lua_State *L, const struct vm_stat *st)
 /* vm:exists(path) -> boolean */
 static int l_vm_exists(lua_State *L)
 {
-    struct l_vm *u = l_checkvm(L, 1);
+    struct vm *vm = l_tovm(L, 1);
     const char *path = luaL_checkstring(L, 2);
     struct vm_stat st;
     struct pv_err err = {0};
-    int r = vm_stat(u->vm, path, true, &st, &err);
+    int r = vm_stat(vm, path, true, &st, &err);
     if (r == ENOENT || r == ENOTDIR) {
         lua_pushboolean(L, 0);
         return 1;
     }
     if (r != 0)
-        return l_raise_guest(L, u->vm, "exists", path, r, &err);
+        return l_raise_guest(L, vm, "exists", path, r, &err);
     lua_pushboolean(L, 1);
     return 1;
 }
