@@ -58,7 +58,10 @@ void agent_reply_u64(struct agent *a, uint32_t id, uint64_t v);
 void agent_reply_bytes(struct agent *a, uint32_t id, const void *p, size_t n);
 /* Replies wait in a queue the host has not read yet: producers of bulk
  * data (tails) hold back. */
-bool agent_congested(const struct agent *a);
+bool agent_congested(struct agent *a);
+/* A PV_OK from another thread (sys.c). Dropped when a's session has ended;
+ * true when bytes are left for the loop to send (wake it). */
+bool agent_send_from_thread(struct agent *a, uint32_t id, const struct buf *payload);
 
 /* Handlers: fs.c and proc.c. */
 typedef int (*agent_handler)(struct agent *a, uint32_t id, struct pv_rd *r);
@@ -90,7 +93,8 @@ int agent_op_worker(struct agent *a, uint32_t id, struct pv_rd *r);
 int agent_op_via(struct agent *a, uint32_t id, struct pv_rd *r);
 int agent_op_worker_end(struct agent *a, uint32_t id, struct pv_rd *r);
 
-/* sys.c: syscall threads report through an eventfd the loop polls. */
+/* sys.c: syscall threads reply themselves; they wake the loop through an
+ * eventfd it polls when output is left to send. */
 int sys_pollfd(void);
 void sys_completions(struct agent *a);
 

@@ -3,6 +3,7 @@
  * long-running command never stalls the others. */
 #include <fcntl.h>
 #include <poll.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <sys/reboot.h>
@@ -72,9 +73,22 @@ static const struct {
     {PV_WORKER_END, agent_op_worker_end},
 };
 
-bool agent_congested(const struct agent *a)
+/* The output queue is shared with the syscall threads (sys.c), which send
+ * their replies themselves rather than waking this loop to do it. */
+static pthread_mutex_t out_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct agent *out_session; /* the session threads may send on */
+
+static size_t out_pending(struct agent *a)
 {
-    return a->out.len >= OUT_HIGH / 4;
+    pthread_mutex_lock(&out_lock);
+    size_t n = a->out.len;
+    pthread_mutex_unlock(&out_lock);
+    return n;
+}
+
+bool agent_congested(struct agent *a)
+{
+    return out_pending(a) >= OUT_HIGH / 4;
 }
 
 static int flush_out(struct agent *a, bool block)
@@ -106,9 +120,33 @@ void agent_send(struct agent *a, uint16_t type, uint32_t id, const void *payload
 {
     if (a->quit)
         return;
+    pthread_mutex_lock(&out_lock);
     pv_frame(&a->out, type, id, payload, len);
-    if (flush_out(a, a->out.len > OUT_HIGH) < 0)
+    int r = flush_out(a, a->out.len > OUT_HIGH);
+    pthread_mutex_unlock(&out_lock);
+    if (r < 0)
         a->quit = true;
+}
+
+bool agent_send_from_thread(struct agent *a, uint32_t id, const struct buf *payload)
+{
+    pthread_mutex_lock(&out_lock);
+    bool left = false;
+    if (a == out_session) {
+        pv_frame(&a->out, PV_OK, id, payload->data, payload->len);
+        /* a broken transport: the loop finds out on its own */
+        left = flush_out(a, false) == 0 && a->out.len > 0;
+    }
+    pthread_mutex_unlock(&out_lock);
+    return left;
+}
+
+static int flush_locked(struct agent *a, bool block)
+{
+    pthread_mutex_lock(&out_lock);
+    int r = flush_out(a, block);
+    pthread_mutex_unlock(&out_lock);
+    return r;
 }
 
 void agent_send_ok(struct agent *a, uint32_t id, const struct buf *payload)
@@ -288,16 +326,20 @@ int agent_serve(int fd, const struct agent_opts *opts)
     a.sigfd = signalfd(-1, &mask, SFD_CLOEXEC | SFD_NONBLOCK);
     if (a.sigfd < 0)
         return -errno;
+    pthread_mutex_lock(&out_lock);
+    out_session = &a;
+    pthread_mutex_unlock(&out_lock);
 
     while (!a.quit) {
         struct pollfd fds[256];
         int64_t deadline = 0;
-        fds[0] = (struct pollfd){fd, POLLIN | (a.out.len ? POLLOUT : 0), 0};
+        size_t pending = out_pending(&a);
+        fds[0] = (struct pollfd){fd, POLLIN | (pending ? POLLOUT : 0), 0};
         fds[1] = (struct pollfd){a.sigfd, POLLIN, 0};
-        fds[2] = (struct pollfd){a.out.len < OUT_HIGH ? a.kmsg : -1, POLLIN, 0};
+        fds[2] = (struct pollfd){pending < OUT_HIGH ? a.kmsg : -1, POLLIN, 0};
         fds[3] = (struct pollfd){sys_pollfd(), POLLIN, 0};
         int n = 4, nproc = 0, nstream = 0, nworker = 0;
-        if (a.out.len < OUT_HIGH) {
+        if (pending < OUT_HIGH) {
             nproc = proc_pollfds(&a, fds + n, (int)ARRAY_SIZE(fds) - n, &deadline);
             n += nproc;
             nstream = stream_pollfds(&a, fds + n, (int)ARRAY_SIZE(fds) - n, &deadline);
@@ -330,7 +372,7 @@ int agent_serve(int fd, const struct agent_opts *opts)
         proc_timeouts(&a);
         stream_events(&a, fds + 4 + nproc, nstream);
         worker_events(&a, fds + 4 + nproc + nstream, nworker);
-        if (fds[0].revents & POLLOUT && flush_out(&a, false) < 0)
+        if (fds[0].revents & POLLOUT && flush_locked(&a, false) < 0)
             break;
         if (fds[0].revents & (POLLIN | POLLHUP | POLLERR)) {
             buf_reserve(&a.in, 65536);
@@ -361,7 +403,7 @@ int agent_serve(int fd, const struct agent_opts *opts)
             }
         }
         if (a.poweroff_pending) {
-            flush_out(&a, true);
+            flush_locked(&a, true);
             worker_kill_all(&a);
             proc_kill_all(&a);
             sync();
@@ -369,6 +411,9 @@ int agent_serve(int fd, const struct agent_opts *opts)
             a.poweroff_pending = false;
         }
     }
+    pthread_mutex_lock(&out_lock);
+    out_session = NULL;
+    pthread_mutex_unlock(&out_lock);
     worker_kill_all(&a);
     proc_kill_all(&a);
     stream_close_all(&a);

@@ -10,8 +10,8 @@
  * reply: i64 ret; u32 errno (0 unless ret == -1); u32 nbufs; nbufs x bytes (after the call).
  *
  * Each call runs on a worker thread, so a call that blocks (a read on a
- * pipe, a futex wait) never stalls the agent's loop; the loop sends the reply
- * when the thread is done. Workers wait for the next call when done (up to
+ * pipe, a futex wait) never stalls the agent's loop; the thread sends the
+ * reply itself (one wake-up of the loop less per call). Workers wait for the next call when done (up to
  * POOL_IDLE of them), because creating a thread costs more than the call;
  * a call that finds no idle worker gets a new one, so a blocked call never
  * holds up the next. The agent is one process: a file descriptor one call
@@ -26,13 +26,12 @@
 
 struct sys_job {
     struct sys_job *next;
+    struct agent *agent;
     uint32_t id;
     long nr, args[PV_SYS_MAX_ARGS];
     uint32_t nbufs;
     char *bufs[PV_SYS_MAX_BUFS];
     size_t lens[PV_SYS_MAX_BUFS];
-    long ret;
-    int err;
 };
 
 #define POOL_IDLE 8
@@ -40,7 +39,7 @@ struct sys_job {
 
 static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t wake = PTHREAD_COND_INITIALIZER;
-static struct sys_job *todo, **todo_tail = &todo, *done_list;
+static struct sys_job *todo, **todo_tail = &todo;
 static int ntodo, idle, running;
 static int done_fd = -1;
 
@@ -58,18 +57,30 @@ static void job_free(struct sys_job *j)
     free(j);
 }
 
+/* Make the call and send its reply. */
 static void job_run(struct sys_job *j)
 {
     errno = 0;
-    j->ret = syscall(j->nr, j->args[0], j->args[1], j->args[2], j->args[3], j->args[4],
-                     j->args[5]);
-    j->err = j->ret == -1 ? errno : 0;
+    long ret = syscall(j->nr, j->args[0], j->args[1], j->args[2], j->args[3], j->args[4],
+                       j->args[5]);
+    int err = ret == -1 ? errno : 0;
+    struct buf b = BUF_INIT;
+    struct pv_wr w = {&b};
+    pv_put_i64(&w, ret);
+    pv_put_u32(&w, (uint32_t)err);
+    pv_put_u32(&w, j->nbufs);
+    for (uint32_t i = 0; i < j->nbufs; i++)
+        pv_put_bytes(&w, j->bufs[i], j->lens[i]);
+    bool wake = agent_send_from_thread(j->agent, j->id, &b);
+    buf_release(&b);
+    job_free(j);
     pthread_mutex_lock(&lock);
-    j->next = done_list;
-    done_list = j;
+    running--;
     pthread_mutex_unlock(&lock);
-    uint64_t one = 1;
-    (void)!write(done_fd, &one, sizeof(one));
+    if (wake) {
+        uint64_t one = 1;
+        (void)!write(done_fd, &one, sizeof(one));
+    }
 }
 
 /* Take calls off the queue; wait for more while fewer than POOL_IDLE wait. */
@@ -105,6 +116,11 @@ static int submit(struct sys_job *j)
 {
     int e = 0;
     pthread_mutex_lock(&lock);
+    if (running >= POOL_MAX) {
+        pthread_mutex_unlock(&lock);
+        return EAGAIN;
+    }
+    running++;
     j->next = NULL;
     *todo_tail = j;
     todo_tail = &j->next;
@@ -123,6 +139,7 @@ static int submit(struct sys_job *j)
             *pp = NULL;
             todo_tail = pp;
             ntodo--;
+            running--;
         }
     }
     pthread_cond_signal(&wake);
@@ -132,33 +149,15 @@ static int submit(struct sys_job *j)
 
 void sys_completions(struct agent *a)
 {
+    (void)a;
     uint64_t n;
     (void)!read(done_fd, &n, sizeof(n));
-    pthread_mutex_lock(&lock);
-    struct sys_job *list = done_list;
-    done_list = NULL;
-    pthread_mutex_unlock(&lock);
-    while (list) {
-        struct sys_job *j = list;
-        list = j->next;
-        running--;
-        struct buf b = BUF_INIT;
-        struct pv_wr w = {&b};
-        pv_put_i64(&w, j->ret);
-        pv_put_u32(&w, (uint32_t)j->err);
-        pv_put_u32(&w, j->nbufs);
-        for (uint32_t i = 0; i < j->nbufs; i++)
-            pv_put_bytes(&w, j->bufs[i], j->lens[i]);
-        agent_send_ok(a, j->id, &b);
-        buf_release(&b);
-        job_free(j);
-    }
 }
 
 int agent_op_syscall(struct agent *a, uint32_t id, struct pv_rd *r)
 {
-    (void)a;
     struct sys_job *j = xcalloc(1, sizeof(*j));
+    j->agent = a;
     j->id = id;
     j->nr = (long)pv_get_u64(r);
     uint32_t nargs = pv_get_count(r, 8);
@@ -195,16 +194,11 @@ int agent_op_syscall(struct agent *a, uint32_t id, struct pv_rd *r)
     }
     if (pv_rd_done(r) < 0)
         goto bad;
-    if (running >= POOL_MAX) {
-        job_free(j);
-        return -EAGAIN;
-    }
     int e = submit(j);
     if (e) {
         job_free(j);
         return -e;
     }
-    running++;
     return 0;
 bad:
     if (!r->bad) {
