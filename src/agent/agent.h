@@ -98,6 +98,11 @@ int agent_op_worker_end(struct agent *a, uint32_t id, struct pv_rd *r);
 int sys_pollfd(void);
 void sys_completions(struct agent *a);
 
+/* A child's environment (proc.c): the agent's own (unless cleared) with
+ * the KEY=VALUE entries of set replacing same-named ones. Free the array,
+ * not the strings. */
+char **agent_env(const char **set, uint32_t nset, bool clear);
+
 /* proc.c: the event-loop hooks for running processes. */
 int proc_pollfds(struct agent *a, struct pollfd *fds, int max, int64_t *deadline_ms);
 void proc_events(struct agent *a, struct pollfd *fds, int n);

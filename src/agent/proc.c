@@ -62,9 +62,7 @@ static struct run *by_handle(struct agent *a, uint64_t handle)
     return NULL;
 }
 
-/* Build the child's environment: the agent's own (unless cleared) with the
- * request's KEY=VALUE entries replacing same-named ones. */
-static char **make_env(const char **set, uint32_t nset, bool clear)
+char **agent_env(const char **set, uint32_t nset, bool clear)
 {
     size_t n = 0;
     if (!clear)
@@ -133,7 +131,7 @@ static int start(struct agent *a, uint32_t id, struct pv_rd *r, struct run **ret
         close(p_err[0]), close(p_err[1]);
         return -e;
     }
-    _cleanup_free_ char **env = make_env(envs, envc, flags & PV_RUN_ENV_CLEAR);
+    _cleanup_free_ char **env = agent_env(envs, envc, flags & PV_RUN_ENV_CLEAR);
     pid_t pid = fork();
     if (pid == 0) {
         sigset_t all;

@@ -43,8 +43,6 @@ struct worker {
     char why[96];     /* "exited with status 3": the answer for what it left */
 };
 
-extern char **environ;
-
 static struct worker *find(struct agent *a, uint64_t handle)
 {
     for (struct worker *w = a->workers; w; w = w->next)
@@ -98,7 +96,8 @@ static void hang_up(struct worker *w)
         return;
     close(w->fd);
     w->fd = -1;
-    kill(w->pid, SIGKILL);
+    if (!w->reaped) /* else the pid may be someone else's by now */
+        kill(w->pid, SIGKILL);
 }
 
 /* ---- the child: credentials, then exec the agent in worker mode ---- */
@@ -154,7 +153,7 @@ static const char *become(const struct creds *c, int sock, int exe, char **env)
         return "prctl(PR_SET_PDEATHSIG)";
     if (chdir(*c->cwd ? c->cwd : "/") < 0)
         return "chdir";
-    if (dup2(sock, 0) < 0)
+    if (sock == 0 ? fcntl(0, F_SETFD, 0) < 0 : dup2(sock, 0) < 0) /* dup2 clears CLOEXEC */
         return "dup2";
     char *argv[] = {"provium-worker", "--worker", NULL};
     syscall(SYS_execveat, exe, "", argv, env, AT_EMPTY_PATH);
@@ -223,29 +222,6 @@ static int start(struct agent *a, const struct creds *c, char **env, struct work
     return 0;
 }
 
-/* Environment: the agent's own (unless cleared) with the request's entries
- * replacing same-named ones. */
-static char **make_env(const char **set, uint32_t nset, bool clear)
-{
-    size_t n = 0;
-    if (!clear)
-        while (environ[n])
-            n++;
-    char **env = xcalloc(n + nset + 1, sizeof(char *));
-    size_t k = 0;
-    for (size_t i = 0; i < n; i++) {
-        size_t klen = strcspn(environ[i], "=");
-        bool replaced = false;
-        for (uint32_t j = 0; j < nset && !replaced; j++)
-            replaced = !strncmp(set[j], environ[i], klen) && set[j][klen] == '=';
-        if (!replaced)
-            env[k++] = environ[i];
-    }
-    for (uint32_t j = 0; j < nset; j++)
-        env[k++] = (char *)set[j];
-    return env;
-}
-
 int agent_op_worker(struct agent *a, uint32_t id, struct pv_rd *r)
 {
     if (a->opts.worker)
@@ -272,7 +248,7 @@ int agent_op_worker(struct agent *a, uint32_t id, struct pv_rd *r)
     for (uint32_t i = 0; i < envc; i++)
         if (!strchr(envs[i], '='))
             return -EINVAL;
-    _cleanup_free_ char **env = make_env(envs, envc, c.flags & PV_WK_ENV_CLEAR);
+    _cleanup_free_ char **env = agent_env(envs, envc, c.flags & PV_WK_ENV_CLEAR);
     struct worker *w = NULL;
     char msg[160] = "";
     int ret = start(a, &c, env, &w, msg, sizeof(msg));
