@@ -196,10 +196,23 @@ function Lab:shutdown() each_vm(self, "shutdown") end
 function Lab:pause() each_vm(self, "pause") end
 function Lab:resume() each_vm(self, "resume") end
 
--- Claims are recorded (at most one per file); the pool arrives with the runner.
+-- provium:claim{memory=, cpus=}: what the file's VMs need at once. The
+-- runner reads it from the source before the file starts (docs/running.md);
+-- here it is checked against what was reserved.
 function Lab:claim(t)
-    if type(t) ~= "table" then error("claim: expected a table {memory=, cpus=}", 2) end
-    if P.claimed then error("claim already taken", 2) end
+    if type(t) ~= "table" then error("provium:claim: expected a table {memory=, cpus=}", 2) end
+    if self ~= P.root then error("provium:claim: a claim belongs at the file's top level", 2) end
+    if P.claimed then error("provium:claim: one claim per file", 2) end
+    for k in pairs(t) do
+        if k ~= "memory" and k ~= "cpus" then
+            error(("provium:claim: unknown key `%s` (memory, cpus)"):format(tostring(k)), 2)
+        end
+    end
+    if t.cpus ~= nil and math.type(t.cpus) ~= "integer" then
+        error("provium:claim: cpus must be a whole number of vCPUs", 2)
+    end
+    local ok, err = pcall(C.claim, t.memory, t.cpus)
+    if not ok then P.rethrow(err, 2) end
     P.claimed = t
 end
 

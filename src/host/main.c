@@ -3,6 +3,7 @@
  * (bad config, bad usage, missing QEMU or kernel). */
 #include <dirent.h>
 #include <getopt.h>
+#include <math.h>
 #include <signal.h>
 #include <stdio.h>
 #include <sys/stat.h>
@@ -28,7 +29,11 @@ static const char usage[] =
     "  --accel MODE         auto | kvm | tcg (default auto: KVM when a probe boot proves it)\n"
     "  --transport MODE     auto | virtio-serial | vsock (default auto)\n"
     "  --timeout DUR        per-file wall clock, e.g. 300, 90s, 5m; 0 = none (default 300s)\n"
-    "  -j, --jobs N         files run at once (default: online CPUs)\n"
+    "  -j, --jobs N         at most N files at once (default: as many as the pool holds)\n"
+    "  --mem SIZE           the pool's memory, e.g. 16G (default: 80% of the host's)\n"
+    "  --cpus N             the pool's vCPUs (default: online CPUs)\n"
+    "  --cpu-overcommit F   vCPUs per host CPU, 0.5 to 8 (default 1)\n"
+    "  --no-ksm             leave KSM (merging of identical guest pages) as it is\n"
     "  --include-slow       run tests whose meta.slow is set\n"
     "  --fail-fast          start no new file after a failure\n"
     "  --json               one JSON line per file on stdout; human lines go to stderr\n"
@@ -160,7 +165,7 @@ int main(int argc, char **argv)
 
     enum {
         O_CONFIG = 256, O_ACCEL, O_TRANSPORT, O_TIMEOUT, O_JSON, O_SLOW, O_FAILFAST, O_HELP,
-        O_VERSION, O_NOPREFLIGHT,
+        O_VERSION, O_NOPREFLIGHT, O_MEM, O_CPUS, O_OVERCOMMIT, O_NOKSM,
     };
     static const struct option longopts[] = {
         {"config", required_argument, NULL, O_CONFIG},
@@ -174,11 +179,18 @@ int main(int argc, char **argv)
         {"verbose", no_argument, NULL, 'v'},
         {"quiet", no_argument, NULL, 'q'},
         {"no-preflight", no_argument, NULL, O_NOPREFLIGHT},
+        {"mem", required_argument, NULL, O_MEM},
+        {"cpus", required_argument, NULL, O_CPUS},
+        {"cpu-overcommit", required_argument, NULL, O_OVERCOMMIT},
+        {"no-ksm", no_argument, NULL, O_NOKSM},
         {"help", no_argument, NULL, O_HELP},
         {"version", no_argument, NULL, O_VERSION},
         {NULL, 0, NULL, 0},
     };
-    struct run_opts o = {.file_timeout = 300};
+    struct run_opts o = {.file_timeout = 300, .ksm = true};
+    uint64_t pool_mem = 0;
+    long pool_cpus = 0;
+    double overcommit = 1.0;
     const char *config_path = NULL;
     enum accel accel = ACCEL_AUTO;
     enum transport transport = TRANSPORT_AUTO;
@@ -186,6 +198,7 @@ int main(int argc, char **argv)
     static const char *const accels[] = {"auto", "kvm", "tcg"};
     static const char *const transports[] = {"auto", "virtio-serial", "vsock"};
     int c;
+    char *end;
     while ((c = getopt_long(argc, argv, "vqj:", longopts, NULL)) != -1) {
         switch (c) {
         case O_CONFIG: config_path = optarg; break;
@@ -214,6 +227,31 @@ int main(int argc, char **argv)
         case 'v': o.verbosity = VERBOSE; break;
         case 'q': o.verbosity = QUIET; break;
         case O_NOPREFLIGHT: preflight = false; break;
+        case O_MEM:
+            if (parse_size(optarg, &pool_mem) < 0 || pool_mem < (64u << 20)) {
+                fprintf(stderr, "provium: --mem: expected a size of at least 64M such as 16G, "
+                                "got `%s`\n", optarg);
+                return 2;
+            }
+            break;
+        case O_CPUS:
+            pool_cpus = strtol(optarg, &end, 10);
+            if (*end || pool_cpus < 1 || pool_cpus > 4096) {
+                fprintf(stderr, "provium: --cpus: expected a positive integer, got `%s`\n",
+                        optarg);
+                return 2;
+            }
+            break;
+        case O_OVERCOMMIT:
+            overcommit = strtod(optarg, &end);
+            if (*end || !(overcommit > 0) || !isfinite(overcommit)) {
+                fprintf(stderr, "provium: --cpu-overcommit: expected a number such as 1.5, "
+                                "got `%s`\n", optarg);
+                return 2;
+            }
+            overcommit = MIN(MAX(overcommit, 0.5), 8.0);
+            break;
+        case O_NOKSM: o.ksm = false; break;
         case O_HELP: fputs(usage, stdout); return 0;
         case O_VERSION: printf("provium %s (protocol %d)\n", PV_VERSION, PV_PROTO_VERSION); return 0;
         default: fprintf(stderr, "%s", usage); return 2;
@@ -288,6 +326,12 @@ int main(int argc, char **argv)
         buf_addf(&header, "\nprovium: %s", note);
     if (tnote)
         buf_addf(&header, "\nprovium: %s", tnote);
+    o.pool.memory = pool_mem ? pool_mem : pool_default_memory();
+    if (!pool_cpus)
+        pool_cpus = sysconf(_SC_NPROCESSORS_ONLN);
+    o.pool.cpus = (uint32_t)MAX(1.0, floor((double)pool_cpus * overcommit));
+    buf_addf(&header, "\nprovium: pool %.1f GiB, %u vCPUs", (double)o.pool.memory / (1 << 30),
+             o.pool.cpus);
     o.header = header.data;
     o.paths = paths;
     o.npaths = npaths;

@@ -6,7 +6,8 @@
 
 void report_init(struct report *r, enum verbosity v, bool json)
 {
-    *r = (struct report){.verbosity = v, .json = json, .human = json ? stderr : stdout};
+    *r = (struct report){.verbosity = v, .json = json, .human = json ? stderr : stdout,
+                         .progress = v >= NORMAL && isatty(STDERR_FILENO)};
 }
 
 void report_release(struct report *r)
@@ -15,8 +16,25 @@ void report_release(struct report *r)
     fflush(stdout);
 }
 
+static void erase_progress(struct report *r)
+{
+    if (r->progress_shown)
+        fputs("\r\033[K", stderr);
+    r->progress_shown = false;
+}
+
+void report_progress(struct report *r, const char *line)
+{
+    if (!r->progress)
+        return;
+    fprintf(stderr, "\r\033[K%s", line);
+    fflush(stderr);
+    r->progress_shown = true;
+}
+
 void report_note(struct report *r, const char *line)
 {
+    erase_progress(r);
     fprintf(r->human, "%s\n", line);
     fflush(r->human);
 }
@@ -34,11 +52,8 @@ static void indented(FILE *f, int indent, const char *msg)
 
 void report_error(struct report *r, const char *display, const char *msg)
 {
-    r->files++;
-    r->files_failed++;
-    r->failed++;
-    fprintf(r->human, "FAIL %s (0 passed, 1 failed, 0 skipped)\n", display);
-    indented(r->human, 4, msg);
+    struct file_result f = {.display = display, .kind = FILE_NOT_RUN, .reason = (char *)msg};
+    report_file(r, &f);
 }
 
 static const char *str(json_t *o, const char *k)
@@ -86,6 +101,7 @@ static json_t *json_line(const struct file_result *f, long failed)
 
 void report_file(struct report *r, const struct file_result *f)
 {
+    erase_progress(r);
     long passed = 0, failed = 0, skipped = 0;
     json_t *tests = f->outcome ? json_object_get(f->outcome, "tests") : NULL;
     const char *chunk = f->outcome ? str(f->outcome, "chunk_error") : NULL;
@@ -137,7 +153,9 @@ void report_file(struct report *r, const struct file_result *f)
     fprintf(out, "%s %s (%ld passed, %ld failed, %ld skipped)\n", word, f->display, passed, failed,
             skipped);
     if (f->reason) {
-        fprintf(out, "    %s\n", f->kind == FILE_TIMED_OUT ? "TIME (file)" : "CRASH (file)");
+        fprintf(out, "    %s\n", f->kind == FILE_TIMED_OUT ? "TIME (file)"
+                                  : f->kind == FILE_NOT_RUN ? "NOT RUN (file)"
+                                                            : "CRASH (file)");
         indented(out, 8, f->reason);
     }
     if (chunk) {
@@ -165,6 +183,7 @@ void report_file(struct report *r, const struct file_result *f)
 
 void report_summary(struct report *r, double seconds)
 {
+    erase_progress(r);
     fprintf(r->human, "\n%zu file(s); %ld passed, %ld failed, %ld skipped; %.2fs\n", r->files,
             r->passed, r->failed, r->skipped, seconds);
     fflush(r->human);

@@ -8,7 +8,7 @@
 
 #include "runner.h"
 
-enum file_kind { FILE_RAN, FILE_TIMED_OUT, FILE_CRASHED, FILE_INTERRUPTED };
+enum file_kind { FILE_RAN, FILE_TIMED_OUT, FILE_CRASHED, FILE_INTERRUPTED, FILE_NOT_RUN };
 
 struct file_result {
     const char *display;
@@ -26,11 +26,16 @@ struct report {
     FILE *human; /* stdout, or stderr under --json */
     size_t files, files_failed;
     long passed, failed, skipped;
+    bool progress;       /* a live progress line may be drawn (stderr is a terminal) */
+    bool progress_shown; /* one is on the screen now */
 };
 
 void report_init(struct report *r, enum verbosity v, bool json);
 void report_note(struct report *r, const char *line);
+/* A file that could not run (a bad claim, no room in the pool, no process). */
 void report_error(struct report *r, const char *display, const char *msg);
+/* Redraw the progress line (terminals only); results and notes erase it. */
+void report_progress(struct report *r, const char *line);
 void report_file(struct report *r, const struct file_result *f);
 void report_summary(struct report *r, double seconds);
 void report_release(struct report *r);

@@ -158,6 +158,8 @@ int runner_file_child(const struct config *cfg, const char *path, const char *di
 
 struct job {
     char *file, *display;
+    struct amount claim, reservation;
+    bool claimed; /* the file has a provium:claim */
     pid_t pid;
     int pidfd;
     int outfd, resfd; /* captured output, outcome JSON */
@@ -213,6 +215,9 @@ static int start_job(const struct config *cfg, struct job *j, const struct run_o
         dup2(nul, 0);
         if (o->include_slow)
             setenv("PROVIUM_INCLUDE_SLOW", "1", 1);
+        vm_globals.claim_memory = j->claim.memory;
+        vm_globals.claim_cpus = j->claim.cpus;
+        vm_globals.claim_declared = j->claimed;
         _exit(runner_file_child(cfg, j->file, j->display, res[1]));
     }
     close(out[1]);
@@ -279,14 +284,58 @@ static void finish_job(struct job *j, const struct run_opts *o, struct report *r
     buf_release(&j->res);
 }
 
+static void fmt_amount(char *buf, size_t len, struct amount a)
+{
+    snprintf(buf, len, "%.0f MiB and %u vCPU%s", (double)a.memory / (1 << 20), a.cpus,
+             a.cpus == 1 ? "" : "s");
+}
+
+/* The next file's claim and reservation; false (reported) when it cannot run. */
+static bool plan_job(struct job *j, const struct pool *pool, struct report *rep)
+{
+    struct pv_err err = {0};
+    if (pool_scan_claim(j->file, &j->claim, &j->claimed, &err) < 0) {
+        report_error(rep, j->display, err.msg);
+        return false;
+    }
+    if (!j->claimed)
+        j->claim = POOL_DEFAULT_CLAIM;
+    j->reservation = pool_reservation(&j->claim);
+    if (!pool_could_fit(pool, j->reservation)) {
+        char want[64], have[64];
+        fmt_amount(want, sizeof(want), j->reservation);
+        fmt_amount(have, sizeof(have), pool->total);
+        _cleanup_free_ char *msg = xasprintf(
+            "it needs %s (its claim plus %llu MiB for the runner), more than the whole pool "
+            "of %s: lower its provium:claim, or give the pool more with --mem / --cpus",
+            want, POOL_FILE_OVERHEAD >> 20, have);
+        report_error(rep, j->display, msg);
+        return false;
+    }
+    return true;
+}
+
+static void show_progress(struct report *rep, size_t done, int active, size_t queued,
+                          const char *blocked, int64_t t0)
+{
+    char line[160];
+    snprintf(line, sizeof(line), "[provium] %zu done, %d running, %zu queued%s%s, %.0fs", done,
+             active, queued, blocked ? "; waiting: " : "", blocked ? blocked : "",
+             (double)(now_ns() - t0) / 1e9);
+    report_progress(rep, line);
+}
+
 int runner_run(const struct config *cfg, const struct run_opts *o, char **files, size_t nfiles)
 {
     struct report rep;
     report_init(&rep, o->verbosity, o->json);
     if (o->header && o->verbosity >= NORMAL)
         report_note(&rep, o->header);
-    int jobs = o->jobs > 0 ? o->jobs : (int)sysconf(_SC_NPROCESSORS_ONLN);
-    jobs = jobs < 1 ? 1 : MIN(jobs, 64);
+    const char *ksm = o->ksm ? pool_ksm_tune() : NULL;
+    if (ksm && o->verbosity >= NORMAL)
+        fprintf(stderr, "provium: %s\n", ksm);
+    int jobs = o->jobs > 0 ? MIN(o->jobs, 64) : 64;
+    struct pool pool = {.total = o->pool};
 
     sigset_t mask, old;
     sigemptyset(&mask);
@@ -297,24 +346,49 @@ int runner_run(const struct config *cfg, const struct run_opts *o, char **files,
     int sfd = signalfd(-1, &mask, SFD_CLOEXEC | SFD_NONBLOCK);
 
     struct job *run = xcalloc((size_t)jobs, sizeof(*run));
-    size_t next = 0;
+    struct job pending = {0}; /* the next file, planned, waiting for room */
+    size_t next = 0, done = 0;
     int active = 0;
     bool interrupted = false, stop = false;
-    int64_t t0 = now_ns();
+    int64_t t0 = now_ns(), next_progress = 0;
     for (;;) {
-        while (!stop && !interrupted && active < jobs && next < nfiles) {
+        /* FIFO in discovery order: a file that does not fit holds back the
+         * ones behind it */
+        const char *blocked = NULL;
+        while (!stop && !interrupted && active < jobs && (pending.file || next < nfiles)) {
+            if (!pending.file) {
+                pending = (struct job){.file = files[next], .display = display_name(files[next])};
+                next++;
+                if (!plan_job(&pending, &pool, &rep)) {
+                    free(pending.display);
+                    pending = (struct job){0};
+                    done++;
+                    continue;
+                }
+            }
+            if (!pool_fits(&pool, pending.reservation)) {
+                blocked = "pool full";
+                break;
+            }
+            /* the host is short of CPU: start nothing new unless idle */
+            if (active > 0 && pool_cpu_pressure() > POOL_PSI_THRESHOLD) {
+                blocked = "CPU pressure";
+                break;
+            }
             struct job *j = NULL;
             for (int k = 0; k < jobs && !j; k++)
                 if (!run[k].pid)
                     j = &run[k];
-            *j = (struct job){.file = files[next], .display = display_name(files[next])};
-            next++;
+            *j = pending;
+            pending = (struct job){0};
             if (start_job(cfg, j, o, &old) < 0) {
                 report_error(&rep, j->display, "cannot start a process for it");
                 free(j->display);
                 j->pid = 0;
+                done++;
                 continue;
             }
+            pool_take(&pool, j->reservation);
             active++;
         }
         if (active == 0)
@@ -334,6 +408,13 @@ int runner_run(const struct config *cfg, const struct run_opts *o, char **files,
             if (at && (!wake || at < wake))
                 wake = at;
         }
+        /* once a second: the progress line, and another look at the pressure */
+        if (now >= next_progress) {
+            show_progress(&rep, done, active, nfiles - done - (size_t)active, blocked, t0);
+            next_progress = now + 1000000000LL;
+        }
+        if (rep.progress || blocked)
+            wake = wake ? MIN(wake, next_progress) : next_progress;
         int timeout = wake ? (int)MAX(0, (wake - now) / 1000000 + 1) : -1;
         poll(p, (nfds_t)n, timeout);
         if (p[0].revents & POLLIN) {
@@ -370,14 +451,18 @@ int runner_run(const struct config *cfg, const struct run_opts *o, char **files,
             struct pollfd pf = {j->pidfd, POLLIN, 0};
             if (poll(&pf, 1, 0) == 1) {
                 finish_job(j, o, &rep);
+                pool_give(&pool, j->reservation);
                 free(j->display);
                 j->pid = 0;
                 active--;
+                done++;
+                next_progress = 0;
                 if (o->fail_fast && rep.files_failed)
                     stop = true;
             }
         }
     }
+    free(pending.display);
     free(run);
     close(sfd);
     sigprocmask(SIG_SETMASK, &old, NULL);

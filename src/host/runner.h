@@ -4,6 +4,7 @@
 #pragma once
 
 #include "config.h"
+#include "pool.h"
 
 enum verbosity { QUIET = -1, NORMAL = 0, VERBOSE = 1 };
 
@@ -15,7 +16,9 @@ struct run_opts {
     bool json;
     bool include_slow;
     bool fail_fast;
-    int jobs; /* files at once; 0 = online CPUs */
+    int jobs; /* files at once at most; 0 = as many as the pool holds */
+    struct amount pool; /* the pool's size (reference §20) */
+    bool ksm;           /* tune KSM for the run */
     const char *header; /* printed before the results (human mode), or NULL */
 };
 

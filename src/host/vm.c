@@ -1,5 +1,7 @@
 #include "vm.h"
 
+#include "pool.h"
+
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
@@ -95,6 +97,8 @@ struct vm *vm_new(const char *name, const char *profile)
 /* Reap QEMU; SIGKILL first unless it already exited. */
 static void stop_qemu(struct vm *vm, int grace_ms)
 {
+    vm_globals.memory_in_use -= MIN(vm->charged, vm_globals.memory_in_use);
+    vm->charged = 0;
     if (vm->pid <= 0)
         return;
     if (grace_ms > 0) {
@@ -362,6 +366,21 @@ int vm_boot(struct vm *vm, const struct vm_boot *b, struct pv_err *err)
     if (access(b->kernel, R_OK) < 0)
         return pv_err_set(err, ENOENT, "vm `%s`: kernel %s: %s", vm->name, b->kernel,
                           strerror(errno));
+    /* the file's claim bounds the memory of its VMs at once */
+    uint64_t cost = (b->memory ? b->memory : POOL_DEFAULT_VM_MEMORY) + POOL_VM_OVERHEAD;
+    if (vm_globals.claim_memory && vm_globals.memory_in_use + cost > vm_globals.claim_memory) {
+        double mib = 1 << 20;
+        return pv_err_set(
+            err, ENOMEM,
+            "vm `%s`: booting it would bring this file's VMs to %.0f MiB (guest memory plus %.0f "
+            "MiB each for QEMU), over the %.0f MiB %s; declare what the file needs at its top, "
+            "e.g. provium:claim{memory = \"%.0fM\", cpus = 2} (docs/running.md)",
+            vm->name, (double)(vm_globals.memory_in_use + cost) / mib, POOL_VM_OVERHEAD / mib,
+            (double)vm_globals.claim_memory / mib,
+            vm_globals.claim_declared ? "of its provium:claim"
+                                      : "a file without a provium:claim may use",
+            (double)(vm_globals.memory_in_use + cost) / mib);
+    }
     static unsigned seq;
     if (!vm->dir) {
         vm->dir = xasprintf("%s/vm%u-%d", vm_globals.rundir, seq++, (int)getpid());
@@ -419,6 +438,8 @@ int vm_boot(struct vm *vm, const struct vm_boot *b, struct pv_err *err)
         return pv_err_wrap(err, "vm `%s`", vm->name);
     track(vm->pid);
     vm->state = VM_BOOTED;
+    vm->charged = cost;
+    vm_globals.memory_in_use += cost;
 
     int64_t qdeadline = now_ns() + (int64_t)(20e9 * vm_globals.timeout_scale);
     int fd = accept_qemu(vm, qmp_l, qdeadline, err);

@@ -37,6 +37,7 @@ struct vm {
     int64_t boot_ns;   /* when QEMU started */
     int64_t ready_ns;  /* when the agent answered */
     uint32_t agent_gen; /* bumped at each handshake: a worker of an older agent is gone */
+    uint64_t charged;   /* counted in vm_globals.memory_in_use while QEMU runs */
     uint32_t cid;
     char *exit_reason; /* why the VM is dead */
     int kmsg_fd;       /* kmsg.log, the guest's kernel log as the agent streams it */
@@ -52,6 +53,12 @@ struct vm_globals {
     const char *machine;
     double timeout_scale; /* 1 under KVM, larger under TCG */
     int64_t op_deadline_ns; /* the running test's deadline, 0 = none */
+    /* This file's claim (docs/running.md): the memory its VMs may use at
+     * once, QEMU's share counted; 0 = no limit. */
+    uint64_t claim_memory;
+    uint32_t claim_cpus;
+    bool claim_declared; /* from provium:claim (else the default for files without) */
+    uint64_t memory_in_use;
 };
 extern struct vm_globals vm_globals;
 

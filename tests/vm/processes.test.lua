@@ -1,5 +1,7 @@
 -- Processes (run_async), Tail streams, syscall_async, batch and the
 -- resource accessors, on one VM; rng_seed on three small ones.
+-- one VM, and a small one at a time for rng_seed (docs/running.md)
+provium:claim { memory = "1G", cpus = 1 }
 local vm = provium:vm("p", "default"):boot()
 local sys = provium.sys
 

@@ -78,3 +78,23 @@ end)
     t:assert_eq(code, 0, out)
     t:assert_eq(builds, "run\n", "the build ran once")
 end)
+
+test("a file's VMs stay within its claim", function(t)
+    local d = meta.tmpdir()
+    meta.write(d .. "/c.test.lua", [[
+provium:claim { memory = "700M", cpus = 1 }
+test("a second VM does not fit", function(t)
+    local a = provium:vm("a", "default"):boot()
+    local err = t:assert_raises(function() provium:vm("b", "default"):boot() end)
+    t:assert_contains(err, "vm `b`: booting it would bring this file's VMs to 1152 MiB")
+    t:assert_contains(err, "over the 700 MiB of its provium:claim")
+    -- once a is shut down there is room again
+    a:shutdown()
+    provium:vm("c", "default", { memory = "256M" }):boot():run("true"):assert_ok()
+end)
+]])
+    local files, code, out = meta.json_run({ "c.test.lua" }, { cwd = d })
+    meta.rmdir(d)
+    t:assert_eq(code, 0, out)
+    t:assert_eq(files["c.test.lua"].passed, true)
+end)

@@ -1,4 +1,5 @@
 -- Two VMs in one file are two machines.
+provium:claim { memory = "1200M", cpus = 1 }
 local a = provium:vm("a", "default")
 local b = provium:vm("b", "default")
 provium:boot()

@@ -10,6 +10,7 @@
 
 #include "l_json.h"
 #include "l_provium.h"
+#include "pool.h"
 #include "vm.h"
 
 struct l_ctx l_ctx;
@@ -79,6 +80,29 @@ static int l_now(lua_State *L)
 {
     lua_pushnumber(L, (double)now_ns() / 1e9);
     return 1;
+}
+
+/* _provium_c.claim(memory, cpus): provium:claim at run time. The runner
+ * reserved what it read in the source; a claim it could not read, or one
+ * that differs, is an error. */
+static int l_claim(lua_State *L)
+{
+    const char *mem = lua_type(L, 1) == LUA_TNUMBER || lua_type(L, 1) == LUA_TSTRING
+                          ? lua_tostring(L, 1)
+                          : NULL;
+    lua_Integer cpus = luaL_optinteger(L, 2, 1);
+    struct amount want;
+    struct pv_err err = {0};
+    if (pool_parse_claim(mem, cpus, &want, &err) < 0)
+        return luaL_error(L, "provium:claim: %s", err.msg);
+    if (!vm_globals.claim_memory)
+        return 0; /* not under the runner's pool */
+    if (!vm_globals.claim_declared || want.memory != vm_globals.claim_memory ||
+        want.cpus != vm_globals.claim_cpus)
+        return luaL_error(L, "provium:claim: the runner reserves what it reads in the file "
+                             "before it starts; write the claim at the file's top level as "
+                             "provium:claim{memory = \"2G\", cpus = 2}, with literal values");
+    return 0;
 }
 
 /* _provium_c.parse_duration(s) -> seconds or nil */
@@ -163,6 +187,7 @@ lua_State *l_newstate(void)
         {"sleep", l_sleep},
         {"now", l_now},
         {"parse_duration", l_parse_duration},
+        {"claim", l_claim},
         {"kill_all", l_kill_all},
         {"deadline_passed", l_deadline_passed},
         {NULL, NULL},

@@ -1,0 +1,302 @@
+#include "pool.h"
+
+#include <ctype.h>
+#include <fcntl.h>
+#include <stdio.h>
+
+uint64_t pool_default_memory(void)
+{
+    FILE *f = fopen("/proc/meminfo", "re");
+    if (!f)
+        return 0;
+    char line[256];
+    unsigned long long kib = 0;
+    while (fgets(line, sizeof(line), f))
+        if (sscanf(line, "MemTotal: %llu kB", &kib) == 1)
+            break;
+    fclose(f);
+    return kib * 1024 / 10 * 8;
+}
+
+struct amount pool_reservation(const struct amount *claim)
+{
+    struct amount a = claim ? *claim : POOL_DEFAULT_CLAIM;
+    a.memory += POOL_FILE_OVERHEAD;
+    return a;
+}
+
+bool pool_fits(const struct pool *p, struct amount a)
+{
+    return p->used.memory + a.memory <= p->total.memory && p->used.cpus + a.cpus <= p->total.cpus;
+}
+
+bool pool_could_fit(const struct pool *p, struct amount a)
+{
+    return a.memory <= p->total.memory && a.cpus <= p->total.cpus;
+}
+
+void pool_take(struct pool *p, struct amount a)
+{
+    p->used.memory += a.memory;
+    p->used.cpus += a.cpus;
+}
+
+void pool_give(struct pool *p, struct amount a)
+{
+    p->used.memory -= MIN(a.memory, p->used.memory);
+    p->used.cpus -= MIN(a.cpus, p->used.cpus);
+}
+
+int pool_parse_claim(const char *memory, long long cpus, struct amount *claim, struct pv_err *err)
+{
+    uint64_t m = 0;
+    if (!memory || parse_size(memory, &m) < 0 || m == 0)
+        return pv_err_set(err, EINVAL, "memory must be a size such as \"2G\" or a number of bytes");
+    if (cpus < 0 || cpus > 4096)
+        return pv_err_set(err, EINVAL, "cpus must be a whole number of vCPUs (0 to 4096)");
+    *claim = (struct amount){m, (uint32_t)cpus};
+    return 0;
+}
+
+/* ---- the static scan ---- */
+
+struct scan {
+    const char *p, *end;
+    int line;
+};
+
+static void advance(struct scan *s)
+{
+    if (*s->p++ == '\n')
+        s->line++;
+}
+
+/* At a Lua long bracket ([[, [==[): skip past its closing one. */
+static bool long_bracket(struct scan *s)
+{
+    const char *q = s->p + 1;
+    while (q < s->end && *q == '=')
+        q++;
+    if (*s->p != '[' || q >= s->end || *q != '[')
+        return false;
+    size_t level = (size_t)(q - s->p - 1);
+    while (s->p <= q)
+        advance(s);
+    while (s->p < s->end) {
+        size_t eq = 0;
+        if (*s->p == ']') {
+            while (s->p + 1 + eq < s->end && s->p[1 + eq] == '=')
+                eq++;
+            if (eq == level && s->p + 1 + eq < s->end && s->p[1 + eq] == ']') {
+                s->p += level + 2;
+                return true;
+            }
+        }
+        advance(s);
+    }
+    return true;
+}
+
+static void skip_space(struct scan *s)
+{
+    while (s->p < s->end) {
+        if (s->p + 1 < s->end && s->p[0] == '-' && s->p[1] == '-') {
+            s->p += 2;
+            if (s->p < s->end && long_bracket(s))
+                continue;
+            while (s->p < s->end && *s->p != '\n')
+                s->p++;
+            continue;
+        }
+        if (*s->p == '\n')
+            s->line++;
+        if (!isspace((unsigned char)*s->p))
+            break;
+        s->p++;
+    }
+}
+
+static bool eat(struct scan *s, char c)
+{
+    skip_space(s);
+    if (s->p < s->end && *s->p == c) {
+        s->p++;
+        return true;
+    }
+    return false;
+}
+
+/* A literal: "text", 'text' or a number; into out. */
+static bool literal(struct scan *s, char *out, size_t len, bool *quoted)
+{
+    skip_space(s);
+    size_t n = 0;
+    *quoted = s->p < s->end && (*s->p == '"' || *s->p == '\'');
+    if (*quoted) {
+        char q = *s->p++;
+        while (s->p < s->end && *s->p != q && *s->p != '\n' && n + 1 < len)
+            out[n++] = *s->p++;
+        if (s->p >= s->end || *s->p != q)
+            return false;
+        s->p++;
+    } else {
+        while (s->p < s->end && (isalnum((unsigned char)*s->p) || *s->p == '.') && n + 1 < len)
+            out[n++] = *s->p++;
+        if (!n || !isdigit((unsigned char)out[0]))
+            return false;
+    }
+    out[n] = 0;
+    return true;
+}
+
+/* After "provium:claim": ({ key = literal, ... }) */
+static int parse_call(struct scan *s, const char *path, struct amount *claim, struct pv_err *err)
+{
+    int line = s->line;
+    bool paren = eat(s, '(');
+    if (!eat(s, '{'))
+        goto bad;
+    char mem[64] = "";
+    long long cpus = -1;
+    while (!eat(s, '}')) {
+        skip_space(s);
+        const char *k = s->p;
+        while (s->p < s->end && (isalnum((unsigned char)*s->p) || *s->p == '_'))
+            s->p++;
+        size_t klen = (size_t)(s->p - k);
+        char val[64];
+        bool quoted;
+        if (!klen || !eat(s, '=') || !literal(s, val, sizeof(val), &quoted))
+            goto bad;
+        if (klen == 6 && !strncmp(k, "memory", 6)) {
+            snprintf(mem, sizeof(mem), "%s", val);
+        } else if (klen == 4 && !strncmp(k, "cpus", 4) && !quoted) {
+            char *e;
+            cpus = strtoll(val, &e, 10);
+            if (*e)
+                goto bad;
+        } else {
+            return pv_err_set(err, EINVAL,
+                              "%s:%d: provium:claim: unknown key `%.*s` (memory, cpus)", path,
+                              line, (int)klen, k);
+        }
+        if (!eat(s, ',') && !eat(s, ';') && !eat(s, '}'))
+            goto bad;
+        if (s->p[-1] == '}')
+            break;
+    }
+    if (paren && !eat(s, ')'))
+        goto bad;
+    struct pv_err e = {0};
+    if (pool_parse_claim(mem[0] ? mem : NULL, cpus < 0 ? 1 : cpus, claim, &e) < 0)
+        return pv_err_set(err, EINVAL, "%s:%d: provium:claim: %s", path, line, e.msg);
+    return 0;
+bad:
+    return pv_err_set(err, EINVAL,
+                      "%s:%d: provium:claim needs a table of literal values, such as "
+                      "provium:claim{memory = \"2G\", cpus = 2}: the runner reads it before "
+                      "the file starts",
+                      path, line);
+}
+
+int pool_scan_claim(const char *path, struct amount *claim, bool *found, struct pv_err *err)
+{
+    *found = false;
+    struct buf src = BUF_INIT;
+    int r = read_file(path, 4u << 20, &src);
+    if (r == 0)
+        r = pool_scan_claim_text(src.data, src.len, path, claim, found, err);
+    else
+        pv_err_set(err, -r, "%s: %s", path, strerror(-r));
+    buf_release(&src);
+    return r;
+}
+
+int pool_scan_claim_text(const char *text, size_t len, const char *path, struct amount *claim,
+                         bool *found, struct pv_err *err)
+{
+    *found = false;
+    static const char needle[] = "provium:claim";
+    struct scan s = {text, text + len, 1};
+    int ret = 0;
+    while (s.p < s.end) {
+        skip_space(&s);
+        if (s.p >= s.end)
+            break;
+        if ((size_t)(s.end - s.p) >= sizeof(needle) - 1 &&
+            !strncmp(s.p, needle, sizeof(needle) - 1) &&
+            (s.p == text || !isalnum((unsigned char)s.p[-1]))) {
+            s.p += sizeof(needle) - 1;
+            if (*found) {
+                ret = pv_err_set(err, EINVAL, "%s:%d: a second provium:claim (one per file)",
+                                 path, s.line);
+                break;
+            }
+            if ((ret = parse_call(&s, path, claim, err)) < 0)
+                break;
+            *found = true;
+            continue;
+        }
+        /* step over strings, so that text in them is not taken for code */
+        if (long_bracket(&s))
+            continue;
+        if (*s.p == '"' || *s.p == '\'') {
+            char q = *s.p++;
+            while (s.p < s.end && *s.p != q && *s.p != '\n')
+                s.p += *s.p == '\\' && s.p + 1 < s.end ? 2 : 1;
+        }
+        if (s.p < s.end)
+            advance(&s);
+    }
+    return ret;
+}
+
+/* ---- pressure and KSM ---- */
+
+double pool_cpu_pressure(void)
+{
+    FILE *f = fopen("/proc/pressure/cpu", "re");
+    if (!f)
+        return -1;
+    double avg10 = -1;
+    if (fscanf(f, "some avg10=%lf", &avg10) != 1)
+        avg10 = -1;
+    fclose(f);
+    return avg10;
+}
+
+static const struct {
+    const char *file, *value;
+} ksm_want[] = {
+    {"pages_to_scan", "1000"},
+    {"sleep_millisecs", "100"},
+    {"run", "1"},
+};
+
+const char *pool_ksm_tune(void)
+{
+    bool changed = false;
+    for (size_t i = 0; i < ARRAY_SIZE(ksm_want); i++) {
+        _cleanup_free_ char *p = xasprintf("/sys/kernel/mm/ksm/%s", ksm_want[i].file);
+        struct buf b = BUF_INIT;
+        int r = read_file(p, 64, &b);
+        bool same = r == 0 && (size_t)strcspn(b.data, "\n") == strlen(ksm_want[i].value) &&
+                    !strncmp(b.data, ksm_want[i].value, strlen(ksm_want[i].value));
+        buf_release(&b);
+        if (r < 0)
+            return NULL;
+        if (same)
+            continue;
+        int fd = open(p, O_WRONLY | O_CLOEXEC);
+        if (fd < 0)
+            return NULL;
+        r = write_all(fd, ksm_want[i].value, strlen(ksm_want[i].value));
+        close(fd);
+        if (r < 0)
+            return NULL;
+        changed = true;
+    }
+    return changed ? "ksm tuned (run = on, pages_to_scan = 1000, sleep_millisecs = 100); "
+                     "--no-ksm leaves it alone"
+                   : NULL;
+}
