@@ -116,6 +116,65 @@ local function truthy_flag(v)
     return v == true or (math.type(v) == "integer" and v ~= 0)
 end
 
+-- The per-test filters of the command line (--tag, --no-tag, --tag-meta,
+-- --no-tag-meta), as the runner hands them over.
+local test_filter = json.decode(os.getenv("PROVIUM_TEST_FILTER") or "{}")
+
+local function tags_of(meta)
+    local t = meta.tags
+    if type(t) == "string" then return { [t] = true } end
+    local set = {}
+    if type(t) == "table" then
+        for _, v in ipairs(t) do
+            if type(v) == "string" then set[v] = true end
+        end
+    end
+    return set
+end
+
+-- meta[key] is value, or an array of strings holding it
+local function meta_has(meta, key, value)
+    local v = meta[key]
+    if type(v) == "string" then return v == value end
+    if P.is_array(v) then
+        for _, x in ipairs(v) do
+            if x == value then return true end
+        end
+    end
+    return false
+end
+
+local function meta_any(meta, key, values)
+    for _, value in ipairs(values) do
+        if meta_has(meta, key, value) then return value end
+    end
+end
+
+local function filter_reason(meta)
+    local f, tags = test_filter, tags_of(meta)
+    for _, tag in ipairs(f.no_tag or {}) do
+        if tags[tag] then return ("filtered: tagged `%s` (--no-tag %s)"):format(tag, tag) end
+    end
+    if f.tag then
+        local any = false
+        for _, tag in ipairs(f.tag) do any = any or tags[tag] end
+        if not any then
+            return ("filtered: not tagged %s (--tag)"):format(table.concat(f.tag, " or "))
+        end
+    end
+    for _, key in ipairs(P.sorted_keys(f.no_tag_meta or {})) do
+        local v = meta_any(meta, key, f.no_tag_meta[key])
+        if v then return ("filtered: meta.%s has `%s` (--no-tag-meta %s=%s)"):format(key, v, key, v) end
+    end
+    for _, key in ipairs(P.sorted_keys(f.tag_meta or {})) do
+        local values = f.tag_meta[key]
+        if not meta_any(meta, key, values) then
+            return ("filtered: meta.%s is not %s (--tag-meta)"):format(key, table.concat(values, " or "))
+        end
+    end
+end
+
+-- Why a test does not run, in the order of reference §22.
 local function skip_reason(meta)
     local s = meta.skip
     if type(s) == "string" then return "skipped: " .. s end
@@ -123,7 +182,7 @@ local function skip_reason(meta)
     if truthy_flag(meta.slow) and os.getenv("PROVIUM_INCLUDE_SLOW") ~= "1" then
         return "filtered: slow tests skipped (pass --include-slow)"
     end
-    return nil
+    return filter_reason(meta)
 end
 
 local function excerpt(scope)

@@ -11,6 +11,7 @@
 #include "accel.h"
 #include "boot.h"
 #include "config.h"
+#include "filter.h"
 #include "kernel.h"
 #include "runner.h"
 #include "version.h"
@@ -35,6 +36,12 @@ static const char usage[] =
     "  --cpu-overcommit F   vCPUs per host CPU, 0.5 to 8 (default 1)\n"
     "  --no-ksm             leave KSM (merging of identical guest pages) as it is\n"
     "  --include-slow       run tests whose meta.slow is set\n"
+    "  --filter STR         files whose path contains STR (a|b: either); repeatable\n"
+    "  --tag T, --no-tag T  tests tagged T (any of them) / not tagged T; repeatable\n"
+    "  --tag-meta K=V       tests whose meta.K is or contains V; --no-tag-meta K=V skips them\n"
+    "  --rerun-failed       only the files that failed when they last ran\n"
+    "  --since PATH         only files changed after PATH\n"
+    "  --shard K/N          the K-th of N disjoint parts of the files (for CI matrices)\n"
     "  --fail-fast          start no new file after a failure\n"
     "  --json               one JSON line per file on stdout; human lines go to stderr\n"
     "  -v, --verbose        also list passing and skipped tests\n"
@@ -165,7 +172,8 @@ int main(int argc, char **argv)
 
     enum {
         O_CONFIG = 256, O_ACCEL, O_TRANSPORT, O_TIMEOUT, O_JSON, O_SLOW, O_FAILFAST, O_HELP,
-        O_VERSION, O_NOPREFLIGHT, O_MEM, O_CPUS, O_OVERCOMMIT, O_NOKSM,
+        O_VERSION, O_NOPREFLIGHT, O_MEM, O_CPUS, O_OVERCOMMIT, O_NOKSM, O_FILTER, O_TAG,
+        O_NOTAG, O_TAGMETA, O_NOTAGMETA, O_RERUN, O_SINCE, O_SHARD,
     };
     static const struct option longopts[] = {
         {"config", required_argument, NULL, O_CONFIG},
@@ -183,6 +191,14 @@ int main(int argc, char **argv)
         {"cpus", required_argument, NULL, O_CPUS},
         {"cpu-overcommit", required_argument, NULL, O_OVERCOMMIT},
         {"no-ksm", no_argument, NULL, O_NOKSM},
+        {"filter", required_argument, NULL, O_FILTER},
+        {"tag", required_argument, NULL, O_TAG},
+        {"no-tag", required_argument, NULL, O_NOTAG},
+        {"tag-meta", required_argument, NULL, O_TAGMETA},
+        {"no-tag-meta", required_argument, NULL, O_NOTAGMETA},
+        {"rerun-failed", no_argument, NULL, O_RERUN},
+        {"since", required_argument, NULL, O_SINCE},
+        {"shard", required_argument, NULL, O_SHARD},
         {"help", no_argument, NULL, O_HELP},
         {"version", no_argument, NULL, O_VERSION},
         {NULL, 0, NULL, 0},
@@ -191,6 +207,9 @@ int main(int argc, char **argv)
     uint64_t pool_mem = 0;
     long pool_cpus = 0;
     double overcommit = 1.0;
+    struct filters flt;
+    filters_init(&flt);
+    struct pv_err ferr = {0};
     const char *config_path = NULL;
     enum accel accel = ACCEL_AUTO;
     enum transport transport = TRANSPORT_AUTO;
@@ -252,6 +271,29 @@ int main(int argc, char **argv)
             overcommit = MIN(MAX(overcommit, 0.5), 8.0);
             break;
         case O_NOKSM: o.ksm = false; break;
+        case O_FILTER:
+            flt.substr = xrealloc(flt.substr, (flt.nsubstr + 1) * sizeof(char *));
+            flt.substr[flt.nsubstr++] = optarg;
+            break;
+        case O_TAG:
+        case O_NOTAG:
+        case O_TAGMETA:
+        case O_NOTAGMETA: {
+            static const char *const kinds[] = {"tag", "no_tag", "tag_meta", "no_tag_meta"};
+            if (filters_add_test(&flt, kinds[c - O_TAG], optarg, &ferr) < 0) {
+                fprintf(stderr, "provium: %s\n", ferr.msg);
+                return 2;
+            }
+            break;
+        }
+        case O_RERUN: flt.rerun_failed = true; break;
+        case O_SINCE: flt.since = optarg; break;
+        case O_SHARD:
+            if (filters_parse_shard(&flt, optarg, &ferr) < 0) {
+                fprintf(stderr, "provium: %s\n", ferr.msg);
+                return 2;
+            }
+            break;
         case O_HELP: fputs(usage, stdout); return 0;
         case O_VERSION: printf("provium %s (protocol %d)\n", PV_VERSION, PV_PROTO_VERSION); return 0;
         default: fprintf(stderr, "%s", usage); return 2;
@@ -314,6 +356,15 @@ int main(int argc, char **argv)
         fprintf(stderr, "provium: %s\n", err.msg);
         goto out;
     }
+    _cleanup_free_ char *selected = NULL;
+    if (filters_apply(&flt, files, &nfiles, &selected, &err) < 0) {
+        fprintf(stderr, "provium: %s\n", err.msg);
+        goto out;
+    }
+    if (json_object_size(flt.tests)) {
+        _cleanup_free_ char *j = json_dumps(flt.tests, JSON_COMPACT | JSON_SORT_KEYS);
+        setenv("PROVIUM_TEST_FILTER", j, 1);
+    }
     if (make_rundir() < 0)
         goto out;
     signal(SIGPIPE, SIG_IGN);
@@ -326,6 +377,8 @@ int main(int argc, char **argv)
         buf_addf(&header, "\nprovium: %s", note);
     if (tnote)
         buf_addf(&header, "\nprovium: %s", tnote);
+    if (selected)
+        buf_addf(&header, "\n%s", selected);
     o.pool.memory = pool_mem ? pool_mem : pool_default_memory();
     if (!pool_cpus)
         pool_cpus = sysconf(_SC_NPROCESSORS_ONLN);
@@ -343,6 +396,7 @@ out:
     free(files);
     kernel_info_release(&k);
     config_free(cfg);
+    filters_release(&flt);
     cleanup_rundir();
     return code;
 }

@@ -99,7 +99,7 @@ static json_t *json_line(const struct file_result *f, long failed)
     return line;
 }
 
-void report_file(struct report *r, const struct file_result *f)
+int report_file(struct report *r, const struct file_result *f)
 {
     erase_progress(r);
     long passed = 0, failed = 0, skipped = 0;
@@ -122,7 +122,7 @@ void report_file(struct report *r, const struct file_result *f)
         r->files++;
         fprintf(r->human, "STOP %s (interrupted)\n", f->display);
         fflush(r->human);
-        return;
+        return -1;
     }
     if (chunk || !f->outcome)
         failed++;
@@ -142,7 +142,7 @@ void report_file(struct report *r, const struct file_result *f)
         json_decref(line);
     }
     if (r->verbosity == QUIET && !failed)
-        return;
+        return 0;
     FILE *out = r->human;
     if (f->output_len && (failed || r->verbosity >= NORMAL)) {
         fwrite(f->output, 1, f->output_len, out);
@@ -179,6 +179,7 @@ void report_file(struct report *r, const struct file_result *f)
         }
     }
     fflush(out);
+    return failed > 0;
 }
 
 void report_summary(struct report *r, double seconds)

@@ -36,6 +36,8 @@ void report_note(struct report *r, const char *line);
 void report_error(struct report *r, const char *display, const char *msg);
 /* Redraw the progress line (terminals only); results and notes erase it. */
 void report_progress(struct report *r, const char *line);
-void report_file(struct report *r, const struct file_result *f);
+/* Print a file's results; returns 1 when it failed, 0 when it passed, -1
+ * when it was interrupted (neither). */
+int report_file(struct report *r, const struct file_result *f);
 void report_summary(struct report *r, double seconds);
 void report_release(struct report *r);

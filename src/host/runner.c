@@ -13,6 +13,7 @@
 #include <sys/wait.h>
 
 #include "lua/l_provium.h"
+#include "filter.h"
 #include "report.h"
 #include "vm.h"
 
@@ -242,8 +243,8 @@ static void drain(int fd, struct buf *b)
             buf_add(b, tmp, (size_t)n);
 }
 
-/* A job ended: build its result and print it. */
-static void finish_job(struct job *j, const struct run_opts *o, struct report *rep)
+/* A job ended: build its result and print it. Returns report_file's verdict. */
+static int finish_job(struct job *j, const struct run_opts *o, struct report *rep)
 {
     drain(j->outfd, &j->out);
     drain(j->resfd, &j->res);
@@ -277,11 +278,12 @@ static void finish_job(struct job *j, const struct run_opts *o, struct report *r
     }
     if (!j->timed_out && !fr.outcome)
         fr.kind = j->interrupted ? FILE_INTERRUPTED : FILE_CRASHED;
-    report_file(rep, &fr);
+    int verdict = report_file(rep, &fr);
     json_decref(fr.outcome);
     free(fr.reason);
     buf_release(&j->out);
     buf_release(&j->res);
+    return verdict;
 }
 
 static void fmt_amount(char *buf, size_t len, struct amount a)
@@ -347,6 +349,10 @@ int runner_run(const struct config *cfg, const struct run_opts *o, char **files,
 
     struct job *run = xcalloc((size_t)jobs, sizeof(*run));
     struct job pending = {0}; /* the next file, planned, waiting for room */
+    /* for --rerun-failed's state */
+    char **failed = xcalloc(nfiles + 1, sizeof(char *));
+    char **passed = xcalloc(nfiles + 1, sizeof(char *));
+    size_t nfailed = 0, npassed = 0;
     size_t next = 0, done = 0;
     int active = 0;
     bool interrupted = false, stop = false;
@@ -360,6 +366,7 @@ int runner_run(const struct config *cfg, const struct run_opts *o, char **files,
                 pending = (struct job){.file = files[next], .display = display_name(files[next])};
                 next++;
                 if (!plan_job(&pending, &pool, &rep)) {
+                    failed[nfailed++] = pending.file;
                     free(pending.display);
                     pending = (struct job){0};
                     done++;
@@ -450,7 +457,11 @@ int runner_run(const struct config *cfg, const struct run_opts *o, char **files,
                 kill(j->pid, SIGKILL);
             struct pollfd pf = {j->pidfd, POLLIN, 0};
             if (poll(&pf, 1, 0) == 1) {
-                finish_job(j, o, &rep);
+                int verdict = finish_job(j, o, &rep);
+                if (verdict == 1)
+                    failed[nfailed++] = j->file;
+                else if (verdict == 0)
+                    passed[npassed++] = j->file;
                 pool_give(&pool, j->reservation);
                 free(j->display);
                 j->pid = 0;
@@ -462,6 +473,9 @@ int runner_run(const struct config *cfg, const struct run_opts *o, char **files,
             }
         }
     }
+    rerun_state_update(failed, nfailed, passed, npassed);
+    free(failed);
+    free(passed);
     free(pending.display);
     free(run);
     close(sfd);

@@ -13,13 +13,14 @@ function M.quote(s)
     return "'" .. tostring(s):gsub("'", "'\\''") .. "'"
 end
 
--- Run provium with args (a list); returns output (stdout+stderr) and the
--- exit code.
+-- Run provium with args (a list) in opts.cwd, with opts.env added to its
+-- environment; returns output (stdout+stderr) and the exit code.
 function M.provium(args, opts)
     opts = opts or {}
     local parts = { M.quote(M.bin) }
     for _, a in ipairs(args) do parts[#parts + 1] = M.quote(a) end
     local cmd = table.concat(parts, " ")
+    for k, v in pairs(opts.env or {}) do cmd = k .. "=" .. M.quote(v) .. " " .. cmd end
     cmd = "cd " .. M.quote(opts.cwd or M.tests) .. " && " .. cmd
     local p = io.popen(cmd .. " 2>&1; echo \"@@EXIT=$?\"")
     local out = p:read("a")
