@@ -1,6 +1,5 @@
 #include "filter.h"
 
-#include <fcntl.h>
 #include <limits.h>
 #include <stdio.h>
 #include <sys/stat.h>
@@ -198,18 +197,15 @@ void rerun_state_update(char *const *failed, size_t nfailed, char *const *passed
     for (size_t i = 0; i < nfailed; i++)
         if (realpath(failed[i], real) && !in_array(set, real))
             json_array_append_new(set, json_string(real));
-    /* atomically: a reader never sees half a file */
+    /* a reader never sees half a file */
     _cleanup_free_ char *dir = xstrdup(path);
     char *slash = strrchr(dir, '/');
     if (slash && slash != dir) {
         *slash = 0;
         mkdir_p(dir, 0700);
     }
-    _cleanup_free_ char *tmp = xasprintf("%s.%d.tmp", path, (int)getpid());
     json_t *doc = json_pack("{s:o}", "failed", set);
-    if (json_dump_file(doc, tmp, JSON_INDENT(1)) == 0 && rename(tmp, path) == 0)
-        tmp[0] = 0;
-    if (tmp[0])
-        unlink(tmp);
+    _cleanup_free_ char *text = json_dumps(doc, JSON_INDENT(1));
+    write_file_atomic(path, text, strlen(text), 0644);
     json_decref(doc);
 }

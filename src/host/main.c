@@ -44,6 +44,8 @@ static const char usage[] =
     "  --shard K/N          the K-th of N disjoint parts of the files (for CI matrices)\n"
     "  --fail-fast          start no new file after a failure\n"
     "  --json               one JSON line per file on stdout; human lines go to stderr\n"
+    "  --tap                TAP version 14 on stdout, a subtest per file; human lines to stderr\n"
+    "  --junit FILE         also write the results as JUnit XML to FILE\n"
     "  -v, --verbose        also list passing and skipped tests\n"
     "  -q, --quiet          only files with failures, and the summary\n"
     "  --no-preflight       skip the QEMU and kernel checks before running\n"
@@ -173,7 +175,7 @@ int main(int argc, char **argv)
     enum {
         O_CONFIG = 256, O_ACCEL, O_TRANSPORT, O_TIMEOUT, O_JSON, O_SLOW, O_FAILFAST, O_HELP,
         O_VERSION, O_NOPREFLIGHT, O_MEM, O_CPUS, O_OVERCOMMIT, O_NOKSM, O_FILTER, O_TAG,
-        O_NOTAG, O_TAGMETA, O_NOTAGMETA, O_RERUN, O_SINCE, O_SHARD,
+        O_NOTAG, O_TAGMETA, O_NOTAGMETA, O_RERUN, O_SINCE, O_SHARD, O_TAP, O_JUNIT,
     };
     static const struct option longopts[] = {
         {"config", required_argument, NULL, O_CONFIG},
@@ -199,6 +201,8 @@ int main(int argc, char **argv)
         {"rerun-failed", no_argument, NULL, O_RERUN},
         {"since", required_argument, NULL, O_SINCE},
         {"shard", required_argument, NULL, O_SHARD},
+        {"tap", no_argument, NULL, O_TAP},
+        {"junit", required_argument, NULL, O_JUNIT},
         {"help", no_argument, NULL, O_HELP},
         {"version", no_argument, NULL, O_VERSION},
         {NULL, 0, NULL, 0},
@@ -287,6 +291,8 @@ int main(int argc, char **argv)
             break;
         }
         case O_RERUN: flt.rerun_failed = true; break;
+        case O_TAP: o.tap = true; break;
+        case O_JUNIT: o.junit = optarg; break;
         case O_SINCE: flt.since = optarg; break;
         case O_SHARD:
             if (filters_parse_shard(&flt, optarg, &ferr) < 0) {
@@ -298,6 +304,10 @@ int main(int argc, char **argv)
         case O_VERSION: printf("provium %s (protocol %d)\n", PV_VERSION, PV_PROTO_VERSION); return 0;
         default: fprintf(stderr, "%s", usage); return 2;
         }
+    }
+    if (o.json && o.tap) {
+        fprintf(stderr, "provium: --json and --tap both write to stdout: pick one\n");
+        return 2;
     }
     /* GNU getopt permutes: options may come after paths too */
     char **paths = argv + optind;

@@ -1,17 +1,27 @@
 #include "report.h"
 
+#include "ci.h"
+
 #include <string.h>
 
 #include "util.h"
 
-void report_init(struct report *r, enum verbosity v, bool json)
+void report_init(struct report *r, enum verbosity v, bool json, bool tap, bool junit)
 {
-    *r = (struct report){.verbosity = v, .json = json, .human = json ? stderr : stdout,
+    *r = (struct report){.verbosity = v, .json = json, .tap = tap,
+                         .junit = junit ? json_array() : NULL,
+                         .human = json || tap ? stderr : stdout,
                          .progress = v >= NORMAL && isatty(STDERR_FILENO)};
+    if (tap) {
+        puts("TAP version 14");
+        fflush(stdout);
+    }
 }
 
 void report_release(struct report *r)
 {
+    json_decref(r->junit);
+    r->junit = NULL;
     fflush(r->human);
     fflush(stdout);
 }
@@ -120,6 +130,8 @@ int report_file(struct report *r, const struct file_result *f)
     if (f->kind == FILE_INTERRUPTED) {
         /* stopped by Ctrl-C: neither passed nor failed */
         r->files++;
+        if (r->tap)
+            ci_tap_file(stdout, r->files, f, false);
         fprintf(r->human, "STOP %s (interrupted)\n", f->display);
         fflush(r->human);
         return -1;
@@ -133,6 +145,10 @@ int report_file(struct report *r, const struct file_result *f)
     if (failed)
         r->files_failed++;
 
+    if (r->tap)
+        ci_tap_file(stdout, r->files, f, failed > 0);
+    if (r->junit)
+        json_array_append_new(r->junit, ci_junit_entry(f));
     if (r->json) {
         json_t *line = json_line(f, failed);
         char *s = json_dumps(line, JSON_COMPACT | JSON_PRESERVE_ORDER);
@@ -185,6 +201,8 @@ int report_file(struct report *r, const struct file_result *f)
 void report_summary(struct report *r, double seconds)
 {
     erase_progress(r);
+    if (r->tap)
+        ci_tap_plan(stdout, r->files);
     fprintf(r->human, "\n%zu file(s); %ld passed, %ld failed, %ld skipped; %.2fs\n", r->files,
             r->passed, r->failed, r->skipped, seconds);
     fflush(r->human);

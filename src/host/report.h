@@ -22,15 +22,18 @@ struct file_result {
 
 struct report {
     enum verbosity verbosity;
-    bool json;
-    FILE *human; /* stdout, or stderr under --json */
+    bool json, tap;
+    json_t *junit; /* the files' results for --junit, or NULL */
+    FILE *human;   /* stdout, or stderr when stdout carries --json or --tap */
     size_t files, files_failed;
     long passed, failed, skipped;
     bool progress;       /* a live progress line may be drawn (stderr is a terminal) */
     bool progress_shown; /* one is on the screen now */
 };
 
-void report_init(struct report *r, enum verbosity v, bool json);
+/* json and tap take stdout (the human lines go to stderr); junit keeps the
+ * results for ci_junit_write. */
+void report_init(struct report *r, enum verbosity v, bool json, bool tap, bool junit);
 void report_note(struct report *r, const char *line);
 /* A file that could not run (a bad claim, no room in the pool, no process). */
 void report_error(struct report *r, const char *display, const char *msg);

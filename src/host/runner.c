@@ -12,7 +12,9 @@
 #include <sys/syscall.h>
 #include <sys/wait.h>
 
+#include "lua/l_json.h"
 #include "lua/l_provium.h"
+#include "ci.h"
 #include "filter.h"
 #include "report.h"
 #include "vm.h"
@@ -139,9 +141,8 @@ int runner_file_child(const struct config *cfg, const char *path, const char *di
         vm_kill_all();
         return 3;
     }
-    lua_getglobal(L, "json");
-    lua_getfield(L, -1, "encode");
-    lua_pushvalue(L, -3);
+    l_push_json_encode_lossy(L);
+    lua_pushvalue(L, -2);
     if (lua_pcall(L, 1, 1, 0) != LUA_OK) {
         fprintf(stderr, "provium: cannot encode the outcome of %s: %s\n", display,
                 lua_tostring(L, -1));
@@ -330,7 +331,7 @@ static void show_progress(struct report *rep, size_t done, int active, size_t qu
 int runner_run(const struct config *cfg, const struct run_opts *o, char **files, size_t nfiles)
 {
     struct report rep;
-    report_init(&rep, o->verbosity, o->json);
+    report_init(&rep, o->verbosity, o->json, o->tap, o->junit != NULL);
     if (o->header && o->verbosity >= NORMAL)
         report_note(&rep, o->header);
     const char *ksm = o->ksm ? pool_ksm_tune() : NULL;
@@ -480,10 +481,16 @@ int runner_run(const struct config *cfg, const struct run_opts *o, char **files,
     free(run);
     close(sfd);
     sigprocmask(SIG_SETMASK, &old, NULL);
-    report_summary(&rep, (double)(now_ns() - t0) / 1e9);
+    double seconds = (double)(now_ns() - t0) / 1e9;
+    report_summary(&rep, seconds);
     int code = rep.files_failed ? 1 : 0;
     if (interrupted)
         code = rep.files_failed ? 1 : 130;
+    struct pv_err err = {0};
+    if (o->junit && ci_junit_write(o->junit, rep.junit, seconds, &err) < 0) {
+        fprintf(stderr, "provium: %s\n", err.msg);
+        code = 2;
+    }
     report_release(&rep);
     return code;
 }

@@ -13,7 +13,8 @@ struct run_opts {
     size_t npaths;
     enum verbosity verbosity;
     double file_timeout; /* seconds; 0 = none */
-    bool json;
+    bool json, tap;
+    const char *junit; /* --junit FILE, or NULL */
     bool include_slow;
     bool fail_fast;
     int jobs; /* files at once at most; 0 = as many as the pool holds */

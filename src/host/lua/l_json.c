@@ -39,6 +39,7 @@ struct json_enc {
     int depth;                             /* tables enclosing the value being encoded */
     const void *tables[JSON_MAX_DEPTH];    /* those tables, outermost first */
     struct json_step path[JSON_MAX_DEPTH]; /* path[i]: the way out of tables[i] */
+    bool lossy; /* strings that are not UTF-8 get U+FFFD for each bad byte */
 };
 
 struct json_dec {
@@ -355,6 +356,20 @@ static void encode_value(lua_State *L, struct json_enc *e, int idx, json_t *pare
     case LUA_TSTRING:
         s = lua_tolstring(L, idx, &len);
         bad = utf8_invalid_at(s, len);
+        if (bad < len && e->lossy) {
+            struct buf b = BUF_INIT;
+            while (bad < len) {
+                buf_add(&b, s, bad);
+                buf_adds(&b, "\xef\xbf\xbd");
+                s += bad + 1;
+                len -= bad + 1;
+                bad = utf8_invalid_at(s, len);
+            }
+            buf_add(&b, s, len);
+            attach(L, e, parent, json_stringn_nocheck(b.data ? b.data : "", b.len));
+            buf_release(&b);
+            return;
+        }
         if (bad < len)
             enc_error(L, e, e->depth, "string is not valid UTF-8 (byte %d)", (int)bad + 1);
         attach(L, e, parent, json_stringn_nocheck(s, len));
@@ -386,10 +401,10 @@ static int json_encode_protected(lua_State *L)
     return 1;
 }
 
-/* json.encode(value) -> string */
+/* json.encode(value) -> string; as l_json_encode_lossy when the upvalue is true */
 static int l_json_encode(lua_State *L)
 {
-    struct json_enc e = {0};
+    struct json_enc e = {.lossy = lua_toboolean(L, lua_upvalueindex(1))};
     int rc;
 
     luaL_checkany(L, 1);
@@ -498,7 +513,14 @@ int luaopen_provium_json(lua_State *L)
     lua_setfield(L, -3, "array_mt");
     lua_pushcclosure(L, l_json_decode, 1);
     lua_setfield(L, -2, "decode");
-    lua_pushcfunction(L, l_json_encode);
+    lua_pushboolean(L, 0);
+    lua_pushcclosure(L, l_json_encode, 1);
     lua_setfield(L, -2, "encode");
     return 1;
+}
+
+void l_push_json_encode_lossy(lua_State *L)
+{
+    lua_pushboolean(L, 1);
+    lua_pushcclosure(L, l_json_encode, 1);
 }

@@ -41,3 +41,7 @@
 
 /* Push a new table {encode = ..., decode = ..., array_mt = ...}. */
 int luaopen_provium_json(lua_State *L);
+/* json.encode that never fails on bytes: each byte that does not start
+ * well-formed UTF-8 becomes U+FFFD. For a file's outcome, whose messages
+ * may quote whatever a guest printed. */
+void l_push_json_encode_lossy(lua_State *L);
