@@ -19,6 +19,7 @@
 
 static const char usage[] =
     "usage: provium [PATHS]... [OPTIONS]     run *.test.lua files\n"
+    "       provium list [--fixtures] [PATHS]...   the files and their tests, without running\n"
     "       provium kernel fetch | list | path | ensure\n"
     "       provium --help | --version\n"
     "\n"
@@ -158,6 +159,72 @@ static int cmd_kernel(int argc, char **argv)
     return 2;
 }
 
+/* --config PATH, else the nearest provium.toml, else an empty config. */
+static struct config *load_config(const char *path)
+{
+    struct pv_err err = {0};
+    struct config *cfg = NULL;
+    _cleanup_free_ char *found = NULL;
+    if (!path && config_find(".", &found) == 0)
+        path = found;
+    if (!path) {
+        char cwd[4096];
+        return config_empty(getcwd(cwd, sizeof(cwd)) ? cwd : ".");
+    }
+    if (config_load(path, &cfg, &err) < 0) {
+        fprintf(stderr, "provium: %s\n", err.msg);
+        return NULL;
+    }
+    return cfg;
+}
+
+/* provium list [--fixtures] [--config PATH] [PATHS]: what would run. */
+static int cmd_list(int argc, char **argv)
+{
+    static const struct option opts[] = {
+        {"fixtures", no_argument, NULL, 'f'},
+        {"config", required_argument, NULL, 'c'},
+        {NULL, 0, NULL, 0},
+    };
+    bool fixtures = false;
+    const char *config_path = NULL;
+    int c;
+    optind = 2;
+    while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+        if (c == 'f')
+            fixtures = true;
+        else if (c == 'c')
+            config_path = optarg;
+        else {
+            fprintf(stderr, "usage: provium list [--fixtures] [--config PATH] [PATHS]...\n");
+            return 2;
+        }
+    }
+    struct config *cfg = load_config(config_path);
+    if (!cfg)
+        return 2;
+    char **files = NULL;
+    size_t n = 0;
+    struct pv_err err = {0};
+    int code = 2;
+    if (runner_discover(cfg, argv + optind, (size_t)(argc - optind),
+                        fixtures ? ".fixture.lua" : ".test.lua", &files, &n, &err) < 0) {
+        fprintf(stderr, "provium: %s\n", err.msg);
+    } else if (fixtures) {
+        for (size_t i = 0; i < n; i++)
+            printf("%s\n", files[i]);
+        printf("%zu fixture(s)\n", n);
+        code = 0;
+    } else {
+        code = runner_list(files, n);
+    }
+    for (size_t i = 0; i < n; i++)
+        free(files[i]);
+    free(files);
+    config_free(cfg);
+    return code;
+}
+
 static int parse_choice(const char *opt, const char *v, const char *const names[], int n)
 {
     for (int i = 0; i < n; i++)
@@ -171,6 +238,8 @@ int main(int argc, char **argv)
 {
     if (argc > 1 && !strcmp(argv[1], "kernel"))
         return cmd_kernel(argc, argv);
+    if (argc > 1 && !strcmp(argv[1], "list"))
+        return cmd_list(argc, argv);
 
     enum {
         O_CONFIG = 256, O_ACCEL, O_TRANSPORT, O_TIMEOUT, O_JSON, O_SLOW, O_FAILFAST, O_HELP,
@@ -314,19 +383,9 @@ int main(int argc, char **argv)
     size_t npaths = (size_t)(argc - optind);
 
     struct pv_err err = {0};
-    struct config *cfg = NULL;
-    _cleanup_free_ char *found = NULL;
-    if (!config_path && config_find(".", &found) == 0)
-        config_path = found;
-    if (config_path) {
-        if (config_load(config_path, &cfg, &err) < 0) {
-            fprintf(stderr, "provium: %s\n", err.msg);
-            return 2;
-        }
-    } else {
-        char cwd[4096];
-        cfg = config_empty(getcwd(cwd, sizeof(cwd)) ? cwd : ".");
-    }
+    struct config *cfg = load_config(config_path);
+    if (!cfg)
+        return 2;
 
     /* Pre-flight: what no test can run without. KVM is not on the list. */
     int code = 2;
@@ -362,7 +421,7 @@ int main(int argc, char **argv)
     /* Under TCG a guest runs several times slower: stretch default waits. */
     vm_globals.timeout_scale = vm_globals.accel == ACCEL_TCG ? 3.0 : 1.0;
 
-    if (runner_discover(cfg, paths, npaths, &files, &nfiles, &err) < 0) {
+    if (runner_discover(cfg, paths, npaths, ".test.lua", &files, &nfiles, &err) < 0) {
         fprintf(stderr, "provium: %s\n", err.msg);
         goto out;
     }

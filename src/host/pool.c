@@ -1,5 +1,7 @@
 #include "pool.h"
 
+#include "luascan.h"
+
 #include <ctype.h>
 #include <fcntl.h>
 #include <stdio.h>
@@ -60,113 +62,24 @@ int pool_parse_claim(const char *memory, long long cpus, struct amount *claim, s
 
 /* ---- the static scan ---- */
 
-struct scan {
-    const char *p, *end;
-    int line;
-};
-
-static void advance(struct scan *s)
-{
-    if (*s->p++ == '\n')
-        s->line++;
-}
-
-/* At a Lua long bracket ([[, [==[): skip past its closing one. */
-static bool long_bracket(struct scan *s)
-{
-    const char *q = s->p + 1;
-    while (q < s->end && *q == '=')
-        q++;
-    if (*s->p != '[' || q >= s->end || *q != '[')
-        return false;
-    size_t level = (size_t)(q - s->p - 1);
-    while (s->p <= q)
-        advance(s);
-    while (s->p < s->end) {
-        size_t eq = 0;
-        if (*s->p == ']') {
-            while (s->p + 1 + eq < s->end && s->p[1 + eq] == '=')
-                eq++;
-            if (eq == level && s->p + 1 + eq < s->end && s->p[1 + eq] == ']') {
-                s->p += level + 2;
-                return true;
-            }
-        }
-        advance(s);
-    }
-    return true;
-}
-
-static void skip_space(struct scan *s)
-{
-    while (s->p < s->end) {
-        if (s->p + 1 < s->end && s->p[0] == '-' && s->p[1] == '-') {
-            s->p += 2;
-            if (s->p < s->end && long_bracket(s))
-                continue;
-            while (s->p < s->end && *s->p != '\n')
-                s->p++;
-            continue;
-        }
-        if (*s->p == '\n')
-            s->line++;
-        if (!isspace((unsigned char)*s->p))
-            break;
-        s->p++;
-    }
-}
-
-static bool eat(struct scan *s, char c)
-{
-    skip_space(s);
-    if (s->p < s->end && *s->p == c) {
-        s->p++;
-        return true;
-    }
-    return false;
-}
-
-/* A literal: "text", 'text' or a number; into out. */
-static bool literal(struct scan *s, char *out, size_t len, bool *quoted)
-{
-    skip_space(s);
-    size_t n = 0;
-    *quoted = s->p < s->end && (*s->p == '"' || *s->p == '\'');
-    if (*quoted) {
-        char q = *s->p++;
-        while (s->p < s->end && *s->p != q && *s->p != '\n' && n + 1 < len)
-            out[n++] = *s->p++;
-        if (s->p >= s->end || *s->p != q)
-            return false;
-        s->p++;
-    } else {
-        while (s->p < s->end && (isalnum((unsigned char)*s->p) || *s->p == '.') && n + 1 < len)
-            out[n++] = *s->p++;
-        if (!n || !isdigit((unsigned char)out[0]))
-            return false;
-    }
-    out[n] = 0;
-    return true;
-}
-
 /* After "provium:claim": ({ key = literal, ... }) */
-static int parse_call(struct scan *s, const char *path, struct amount *claim, struct pv_err *err)
+static int parse_call(struct lscan *s, const char *path, struct amount *claim, struct pv_err *err)
 {
     int line = s->line;
-    bool paren = eat(s, '(');
-    if (!eat(s, '{'))
+    bool paren = lscan_eat(s, '(');
+    if (!lscan_eat(s, '{'))
         goto bad;
     char mem[64] = "";
     long long cpus = -1;
-    while (!eat(s, '}')) {
-        skip_space(s);
+    while (!lscan_eat(s, '}')) {
+        lscan_space(s);
         const char *k = s->p;
         while (s->p < s->end && (isalnum((unsigned char)*s->p) || *s->p == '_'))
             s->p++;
         size_t klen = (size_t)(s->p - k);
         char val[64];
         bool quoted;
-        if (!klen || !eat(s, '=') || !literal(s, val, sizeof(val), &quoted))
+        if (!klen || !lscan_eat(s, '=') || !lscan_literal(s, val, sizeof(val), &quoted))
             goto bad;
         if (klen == 6 && !strncmp(k, "memory", 6)) {
             snprintf(mem, sizeof(mem), "%s", val);
@@ -180,12 +93,12 @@ static int parse_call(struct scan *s, const char *path, struct amount *claim, st
                               "%s:%d: provium:claim: unknown key `%.*s` (memory, cpus)", path,
                               line, (int)klen, k);
         }
-        if (!eat(s, ',') && !eat(s, ';') && !eat(s, '}'))
+        if (!lscan_eat(s, ',') && !lscan_eat(s, ';') && !lscan_eat(s, '}'))
             goto bad;
         if (s->p[-1] == '}')
             break;
     }
-    if (paren && !eat(s, ')'))
+    if (paren && !lscan_eat(s, ')'))
         goto bad;
     struct pv_err e = {0};
     if (pool_parse_claim(mem[0] ? mem : NULL, cpus < 0 ? 1 : cpus, claim, &e) < 0)
@@ -216,39 +129,18 @@ int pool_scan_claim_text(const char *text, size_t len, const char *path, struct 
                          bool *found, struct pv_err *err)
 {
     *found = false;
-    static const char needle[] = "provium:claim";
-    struct scan s = {text, text + len, 1};
-    int ret = 0;
-    while (s.p < s.end) {
-        skip_space(&s);
-        if (s.p >= s.end)
-            break;
-        if ((size_t)(s.end - s.p) >= sizeof(needle) - 1 &&
-            !strncmp(s.p, needle, sizeof(needle) - 1) &&
-            (s.p == text || !isalnum((unsigned char)s.p[-1]))) {
-            s.p += sizeof(needle) - 1;
-            if (*found) {
-                ret = pv_err_set(err, EINVAL, "%s:%d: a second provium:claim (one per file)",
-                                 path, s.line);
-                break;
-            }
-            if ((ret = parse_call(&s, path, claim, err)) < 0)
-                break;
-            *found = true;
-            continue;
-        }
-        /* step over strings, so that text in them is not taken for code */
-        if (long_bracket(&s))
-            continue;
-        if (*s.p == '"' || *s.p == '\'') {
-            char q = *s.p++;
-            while (s.p < s.end && *s.p != q && *s.p != '\n')
-                s.p += *s.p == '\\' && s.p + 1 < s.end ? 2 : 1;
-        }
-        if (s.p < s.end)
-            advance(&s);
+    struct lscan s;
+    lscan_init(&s, text, len);
+    while (lscan_find(&s, "provium:claim")) {
+        if (*found)
+            return pv_err_set(err, EINVAL, "%s:%d: a second provium:claim (one per file)", path,
+                              s.line);
+        int r = parse_call(&s, path, claim, err);
+        if (r < 0)
+            return r;
+        *found = true;
     }
-    return ret;
+    return 0;
 }
 
 /* ---- pressure and KSM ---- */

@@ -15,6 +15,7 @@
 #include "lua/l_json.h"
 #include "lua/l_provium.h"
 #include "ci.h"
+#include "luascan.h"
 #include "filter.h"
 #include "report.h"
 #include "vm.h"
@@ -41,7 +42,7 @@ static void list_add(struct list *l, char *s)
     l->v[l->n++] = s;
 }
 
-static void walk(const char *dir, struct list *out, int depth)
+static void walk(const char *dir, const char *suffix, struct list *out, int depth)
 {
     if (depth > 32)
         return;
@@ -55,9 +56,9 @@ static void walk(const char *dir, struct list *out, int depth)
         char *p = !strcmp(dir, ".") ? xstrdup(e->d_name) : xasprintf("%s/%s", dir, e->d_name);
         struct stat st;
         if (stat(p, &st) == 0 && S_ISDIR(st.st_mode)) {
-            walk(p, out, depth + 1);
+            walk(p, suffix, out, depth + 1);
             free(p);
-        } else if (has_suffix(e->d_name, ".test.lua")) {
+        } else if (has_suffix(e->d_name, suffix)) {
             list_add(out, p);
         } else {
             free(p);
@@ -66,8 +67,8 @@ static void walk(const char *dir, struct list *out, int depth)
     closedir(d);
 }
 
-int runner_discover(const struct config *cfg, char **paths, size_t npaths, char ***ret,
-                    size_t *ret_n, struct pv_err *err)
+int runner_discover(const struct config *cfg, char **paths, size_t npaths, const char *suffix,
+                    char ***ret, size_t *ret_n, struct pv_err *err)
 {
     struct list out = {0};
     if (npaths == 0 && cfg && cfg->nroots) {
@@ -75,7 +76,7 @@ int runner_discover(const struct config *cfg, char **paths, size_t npaths, char 
         npaths = cfg->nroots;
     }
     if (npaths == 0) {
-        walk(".", &out, 0);
+        walk(".", suffix, &out, 0);
     }
     for (size_t i = 0; i < npaths; i++) {
         struct stat st;
@@ -87,7 +88,7 @@ int runner_discover(const struct config *cfg, char **paths, size_t npaths, char 
         }
         if (S_ISDIR(st.st_mode)) {
             struct list sub = {0};
-            walk(paths[i], &sub, 0);
+            walk(paths[i], suffix, &sub, 0);
             qsort(sub.v, sub.n, sizeof(char *), cmp_str);
             for (size_t k = 0; k < sub.n; k++)
                 list_add(&out, sub.v[k]);
@@ -182,6 +183,43 @@ static char *display_name(const char *file)
             return xstrdup(file + n + 1);
     }
     return xstrdup(file);
+}
+
+int runner_list(char **files, size_t nfiles)
+{
+    size_t ntests = 0;
+    int code = 0;
+    for (size_t i = 0; i < nfiles; i++) {
+        _cleanup_free_ char *display = display_name(files[i]);
+        struct buf src = BUF_INIT;
+        int r = read_file(files[i], 4u << 20, &src);
+        if (r < 0) {
+            fprintf(stderr, "provium: %s: %s\n", display, strerror(-r));
+            buf_release(&src);
+            code = 2;
+            continue;
+        }
+        printf("%s\n", display);
+        struct lscan s;
+        lscan_init(&s, src.data, src.len);
+        while (lscan_find(&s, "test")) {
+            char name[512];
+            bool quoted;
+            int line = s.line;
+            if (!lscan_eat(&s, '('))
+                continue; /* a variable named test, not a call */
+            /* a literal name, and nothing joined to it ("case " .. i) */
+            if (lscan_literal(&s, name, sizeof(name), &quoted) && quoted &&
+                (lscan_eat(&s, ',') || lscan_eat(&s, ')')))
+                printf("    %s\n", name);
+            else
+                printf("    (a test named by an expression, line %d)\n", line);
+            ntests++;
+        }
+        buf_release(&src);
+    }
+    printf("%zu file(s), %zu test(s)\n", nfiles, ntests);
+    return code;
 }
 
 static int start_job(const struct config *cfg, struct job *j, const struct run_opts *o,

@@ -24,9 +24,13 @@ struct run_opts {
 };
 
 /* Find the test files: each path (a file, or a directory searched for
- * *.test.lua); with none, the config's roots, else the cwd. Sorted. */
-int runner_discover(const struct config *cfg, char **paths, size_t npaths, char ***ret,
-                    size_t *ret_n, struct pv_err *err);
+ * names ending in suffix, ".test.lua"); with none, the config's roots,
+ * else the cwd. Sorted. */
+int runner_discover(const struct config *cfg, char **paths, size_t npaths, const char *suffix,
+                    char ***ret, size_t *ret_n, struct pv_err *err);
+/* Print the tests of each file, by name, as its source declares them
+ * (`provium list`): nothing runs, nothing boots. Returns the exit code. */
+int runner_list(char **files, size_t nfiles);
 
 /* Run the files; returns the exit code (0 all passed, 1 failures, 2 internal
  * error). vm_globals.rundir must exist. */
