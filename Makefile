@@ -169,6 +169,7 @@ bench: deps
 	@$(MAKE) --no-print-directory provium
 	@./provium kernel ensure
 	@bench/boot
+	@bench/parallel
 
 # libFuzzer builds for longer runs: make fuzz FUZZ_SECONDS=60
 fuzz:
