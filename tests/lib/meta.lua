@@ -29,6 +29,15 @@ function M.provium(args, opts)
     return out:gsub("@@EXIT=%d+%s*$", ""), code
 end
 
+-- Each case {args, text}: provium refuses args with exit 2, saying text.
+function M.assert_refused(t, cases)
+    for _, case in ipairs(cases) do
+        local out, code = M.provium(case[1])
+        t:assert_eq(code, 2, out)
+        t:assert_contains(out, case[2])
+    end
+end
+
 -- The --json lines of a run, decoded, keyed by path.
 function M.json_run(args, opts)
     local a = { "--json" }
