@@ -275,6 +275,24 @@ local function run_test(t)
     return rec
 end
 
+-- The event stream (reference §21): test_started, then one of test_passed,
+-- test_failed or test_skipped, for every test.
+local function run_test_with_events(t)
+    local meta = t.meta
+    C.event("test_started", { path = C.display, name = t.name, meta = meta })
+    local rec = run_test(t)
+    local ns = math.floor((rec.duration or 0) * 1e9)
+    if rec.status == "skipped" then
+        C.event("test_skipped", { path = C.display, name = t.name, reason = rec.message, meta = meta })
+    elseif rec.status == "passed" then
+        C.event("test_passed", { path = C.display, name = t.name, duration_ns = ns, meta = meta })
+    else
+        C.event("test_failed", { path = C.display, name = t.name, duration_ns = ns,
+            reason = rec.message, console_excerpt = rec.console_excerpt or "", meta = meta })
+    end
+    return rec
+end
+
 -- Called by C once per file. Returns the outcome table.
 function _provium_run_file(path)
     local out = { path = C.display, tests = {}, chunk_error = nil }
@@ -317,7 +335,7 @@ function _provium_run_file(path)
         return out
     end
     for _, t in ipairs(tests) do
-        out.tests[#out.tests + 1] = run_test(t)
+        out.tests[#out.tests + 1] = run_test_with_events(t)
     end
     local cerr = P.root:_close()
     if cerr then out.chunk_error = "closing file-scope resources: " .. clean(cerr) end

@@ -11,6 +11,7 @@
 #include "accel.h"
 #include "boot.h"
 #include "config.h"
+#include "events.h"
 #include "filter.h"
 #include "kernel.h"
 #include "runner.h"
@@ -47,6 +48,9 @@ static const char usage[] =
     "  --json               one JSON line per file on stdout; human lines go to stderr\n"
     "  --tap                TAP version 14 on stdout, a subtest per file; human lines to stderr\n"
     "  --junit FILE         also write the results as JUnit XML to FILE\n"
+    "  --save-events PATH   the event stream (msgpack frames) to PATH\n"
+    "  --events-stdout      the event stream on stdout; human lines go to stderr\n"
+    "  --events-socket PATH the event stream to every client of a Unix socket at PATH\n"
     "  -v, --verbose        also list passing and skipped tests\n"
     "  -q, --quiet          only files with failures, and the summary\n"
     "  --no-preflight       skip the QEMU and kernel checks before running\n"
@@ -245,6 +249,7 @@ int main(int argc, char **argv)
         O_CONFIG = 256, O_ACCEL, O_TRANSPORT, O_TIMEOUT, O_JSON, O_SLOW, O_FAILFAST, O_HELP,
         O_VERSION, O_NOPREFLIGHT, O_MEM, O_CPUS, O_OVERCOMMIT, O_NOKSM, O_FILTER, O_TAG,
         O_NOTAG, O_TAGMETA, O_NOTAGMETA, O_RERUN, O_SINCE, O_SHARD, O_TAP, O_JUNIT,
+        O_SAVE_EVENTS, O_EVENTS_STDOUT, O_EVENTS_SOCKET,
     };
     static const struct option longopts[] = {
         {"config", required_argument, NULL, O_CONFIG},
@@ -272,6 +277,9 @@ int main(int argc, char **argv)
         {"shard", required_argument, NULL, O_SHARD},
         {"tap", no_argument, NULL, O_TAP},
         {"junit", required_argument, NULL, O_JUNIT},
+        {"save-events", required_argument, NULL, O_SAVE_EVENTS},
+        {"events-stdout", no_argument, NULL, O_EVENTS_STDOUT},
+        {"events-socket", required_argument, NULL, O_EVENTS_SOCKET},
         {"help", no_argument, NULL, O_HELP},
         {"version", no_argument, NULL, O_VERSION},
         {NULL, 0, NULL, 0},
@@ -280,6 +288,7 @@ int main(int argc, char **argv)
     uint64_t pool_mem = 0;
     long pool_cpus = 0;
     double overcommit = 1.0;
+    const char *save_events = NULL, *events_socket = NULL;
     struct filters flt;
     filters_init(&flt);
     struct pv_err ferr = {0};
@@ -362,6 +371,9 @@ int main(int argc, char **argv)
         case O_RERUN: flt.rerun_failed = true; break;
         case O_TAP: o.tap = true; break;
         case O_JUNIT: o.junit = optarg; break;
+        case O_SAVE_EVENTS: save_events = optarg; break;
+        case O_EVENTS_STDOUT: o.events_stdout = true; break;
+        case O_EVENTS_SOCKET: events_socket = optarg; break;
         case O_SINCE: flt.since = optarg; break;
         case O_SHARD:
             if (filters_parse_shard(&flt, optarg, &ferr) < 0) {
@@ -374,8 +386,9 @@ int main(int argc, char **argv)
         default: fprintf(stderr, "%s", usage); return 2;
         }
     }
-    if (o.json && o.tap) {
-        fprintf(stderr, "provium: --json and --tap both write to stdout: pick one\n");
+    if (o.json + o.tap + o.events_stdout > 1) {
+        fprintf(stderr, "provium: --json, --tap and --events-stdout all write to stdout: "
+                        "pick one\n");
         return 2;
     }
     /* GNU getopt permutes: options may come after paths too */
@@ -436,6 +449,10 @@ int main(int argc, char **argv)
     }
     if (make_rundir() < 0)
         goto out;
+    if (events_open(save_events, o.events_stdout, events_socket, &err) < 0) {
+        fprintf(stderr, "provium: %s\n", err.msg);
+        goto out;
+    }
     signal(SIGPIPE, SIG_IGN);
 
     buf_addf(&header, "provium %s: %zu file(s), accel %s, transport %s", PV_VERSION, nfiles,
@@ -466,6 +483,7 @@ out:
     kernel_info_release(&k);
     config_free(cfg);
     filters_release(&flt);
+    events_close();
     cleanup_rundir();
     return code;
 }

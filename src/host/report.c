@@ -6,11 +6,12 @@
 
 #include "util.h"
 
-void report_init(struct report *r, enum verbosity v, bool json, bool tap, bool junit)
+void report_init(struct report *r, enum verbosity v, bool json, bool tap, bool junit,
+                 bool events_stdout)
 {
     *r = (struct report){.verbosity = v, .json = json, .tap = tap,
                          .junit = junit ? json_array() : NULL,
-                         .human = json || tap ? stderr : stdout,
+                         .human = json || tap || events_stdout ? stderr : stdout,
                          .progress = v >= NORMAL && isatty(STDERR_FILENO)};
     if (tap) {
         puts("TAP version 14");

@@ -31,9 +31,10 @@ struct report {
     bool progress_shown; /* one is on the screen now */
 };
 
-/* json and tap take stdout (the human lines go to stderr); junit keeps the
- * results for ci_junit_write. */
-void report_init(struct report *r, enum verbosity v, bool json, bool tap, bool junit);
+/* json, tap and events take stdout (the human lines go to stderr); junit
+ * keeps the results for ci_junit_write. */
+void report_init(struct report *r, enum verbosity v, bool json, bool tap, bool junit,
+                 bool events_stdout);
 void report_note(struct report *r, const char *line);
 /* A file that could not run (a bad claim, no room in the pool, no process). */
 void report_error(struct report *r, const char *display, const char *msg);

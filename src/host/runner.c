@@ -16,6 +16,7 @@
 #include "lua/l_provium.h"
 #include "ci.h"
 #include "luascan.h"
+#include "events.h"
 #include "filter.h"
 #include "report.h"
 #include "vm.h"
@@ -132,6 +133,7 @@ int runner_file_child(const struct config *cfg, const char *path, const char *di
     l_ctx.config = cfg;
     l_ctx.file = path;
     l_ctx.display = display;
+    vm_globals.file = display;
     lua_State *L = l_newstate();
     if (!L)
         return 3;
@@ -163,10 +165,13 @@ struct job {
     char *file, *display;
     struct amount claim, reservation;
     bool claimed; /* the file has a provium:claim */
+    char *cannot;  /* why it cannot run (a bad claim, too big for the pool), or NULL */
+    bool blocked_said; /* a file_blocked event went out for the current reason */
+    const char *status; /* file_completed's status, once it ended */
     pid_t pid;
     int pidfd;
-    int outfd, resfd; /* captured output, outcome JSON */
-    struct buf out, res;
+    int outfd, resfd, evfd; /* captured output, outcome JSON, event lines */
+    struct buf out, res, ev;
     int64_t start_ns, deadline_ns;
     bool timed_out, term_sent, interrupted;
     int64_t kill_at_ns;
@@ -225,12 +230,14 @@ int runner_list(char **files, size_t nfiles)
 static int start_job(const struct config *cfg, struct job *j, const struct run_opts *o,
                      const sigset_t *oldmask)
 {
-    int out[2], res[2];
-    if (pipe2(out, O_CLOEXEC) < 0)
-        return -errno;
-    if (pipe2(res, O_CLOEXEC) < 0) {
-        close(out[0]), close(out[1]);
-        return -errno;
+    int p[3][2]; /* the file's output, its outcome, its events */
+    for (int i = 0; i < 3; i++) {
+        if (pipe2(p[i], O_CLOEXEC) < 0) {
+            int e = errno;
+            while (i--)
+                close(p[i][0]), close(p[i][1]);
+            return -e;
+        }
     }
     fflush(stdout);
     fflush(stderr);
@@ -238,7 +245,8 @@ static int start_job(const struct config *cfg, struct job *j, const struct run_o
     pid_t pid = fork();
     if (pid < 0) {
         int e = errno;
-        close(out[0]), close(out[1]), close(res[0]), close(res[1]);
+        for (int i = 0; i < 3; i++)
+            close(p[i][0]), close(p[i][1]);
         return -e;
     }
     if (pid == 0) {
@@ -246,11 +254,11 @@ static int start_job(const struct config *cfg, struct job *j, const struct run_o
         if (getppid() != parent)
             _exit(1);
         sigprocmask(SIG_SETMASK, oldmask, NULL);
-        close(out[0]);
-        close(res[0]);
-        dup2(out[1], 1);
-        dup2(out[1], 2);
-        close(out[1]);
+        for (int i = 0; i < 3; i++)
+            close(p[i][0]);
+        dup2(p[0][1], 1);
+        dup2(p[0][1], 2);
+        close(p[0][1]);
         int nul = open("/dev/null", O_RDONLY | O_CLOEXEC);
         dup2(nul, 0);
         if (o->include_slow)
@@ -258,19 +266,37 @@ static int start_job(const struct config *cfg, struct job *j, const struct run_o
         vm_globals.claim_memory = j->claim.memory;
         vm_globals.claim_cpus = j->claim.cpus;
         vm_globals.claim_declared = j->claimed;
-        _exit(runner_file_child(cfg, j->file, j->display, res[1]));
+        events_child(events_enabled() ? p[2][1] : -1);
+        _exit(runner_file_child(cfg, j->file, j->display, p[1][1]));
     }
-    close(out[1]);
-    close(res[1]);
+    for (int i = 0; i < 3; i++)
+        close(p[i][1]);
     j->pid = pid;
     j->pidfd = (int)syscall(SYS_pidfd_open, pid, 0);
-    j->outfd = out[0];
-    j->resfd = res[0];
+    j->outfd = p[0][0];
+    j->resfd = p[1][0];
+    j->evfd = p[2][0];
     j->start_ns = now_ns();
     j->deadline_ns = o->file_timeout > 0 ? j->start_ns + (int64_t)(o->file_timeout * 1e9) : 0;
     fcntl(j->outfd, F_SETFL, O_NONBLOCK);
     fcntl(j->resfd, F_SETFL, O_NONBLOCK);
+    fcntl(j->evfd, F_SETFL, O_NONBLOCK);
     return 0;
+}
+
+/* The whole JSON lines of events a file's process sent: onto the stream. */
+static void forward_events(struct job *j)
+{
+    char tmp[65536];
+    ssize_t n;
+    while ((n = read(j->evfd, tmp, sizeof(tmp))) > 0)
+        buf_add(&j->ev, tmp, (size_t)n);
+    char *nl;
+    while (j->ev.len && (nl = memchr(j->ev.data, '\n', j->ev.len))) {
+        size_t len = (size_t)(nl - j->ev.data);
+        events_forward(j->ev.data, len);
+        buf_consume(&j->ev, len + 1);
+    }
 }
 
 static void drain(int fd, struct buf *b)
@@ -287,10 +313,13 @@ static int finish_job(struct job *j, const struct run_opts *o, struct report *re
 {
     drain(j->outfd, &j->out);
     drain(j->resfd, &j->res);
+    forward_events(j);
     int status = 0;
     waitpid(j->pid, &status, 0);
     close(j->outfd);
     close(j->resfd);
+    close(j->evfd);
+    buf_release(&j->ev);
     if (j->pidfd >= 0)
         close(j->pidfd);
     struct file_result fr = {.display = j->display, .output = j->out.data,
@@ -318,6 +347,11 @@ static int finish_job(struct job *j, const struct run_opts *o, struct report *re
     if (!j->timed_out && !fr.outcome)
         fr.kind = j->interrupted ? FILE_INTERRUPTED : FILE_CRASHED;
     int verdict = report_file(rep, &fr);
+    j->status = j->timed_out ? "timed_out"
+                : verdict < 0 ? "interrupted"
+                : fr.kind == FILE_CRASHED ? "crashed"
+                : verdict ? "failed"
+                          : "passed";
     json_decref(fr.outcome);
     free(fr.reason);
     buf_release(&j->out);
@@ -331,29 +365,49 @@ static void fmt_amount(char *buf, size_t len, struct amount a)
              a.cpus == 1 ? "" : "s");
 }
 
-/* The next file's claim and reservation; false (reported) when it cannot run. */
-static bool plan_job(struct job *j, const struct pool *pool, struct report *rep)
+/* A file's claim and reservation, or why it cannot run; its
+ * file_discovered event. */
+static void plan_job(struct job *j, const struct pool *pool)
 {
     struct pv_err err = {0};
     if (pool_scan_claim(j->file, &j->claim, &j->claimed, &err) < 0) {
-        report_error(rep, j->display, err.msg);
-        return false;
+        j->cannot = xstrdup(err.msg);
+        j->claimed = false;
     }
+    json_t *ev = json_pack("{s:s, s:[]}", "path", j->display, "fixture_refs");
+    if (j->claimed)
+        json_object_set_new(ev, "declared_claim", events_amount(j->claim.memory, j->claim.cpus));
+    events_emit("file_discovered", ev);
     if (!j->claimed)
         j->claim = POOL_DEFAULT_CLAIM;
     j->reservation = pool_reservation(&j->claim);
-    if (!pool_could_fit(pool, j->reservation)) {
+    if (!j->cannot && !pool_could_fit(pool, j->reservation)) {
         char want[64], have[64];
         fmt_amount(want, sizeof(want), j->reservation);
         fmt_amount(have, sizeof(have), pool->total);
-        _cleanup_free_ char *msg = xasprintf(
+        j->cannot = xasprintf(
             "it needs %s (its claim plus %llu MiB for the runner), more than the whole pool "
             "of %s: lower its provium:claim, or give the pool more with --mem / --cpus",
             want, POOL_FILE_OVERHEAD >> 20, have);
-        report_error(rep, j->display, msg);
-        return false;
     }
-    return true;
+}
+
+static json_t *amount_of(struct amount a)
+{
+    return events_amount(a.memory, a.cpus);
+}
+
+static void file_completed(const struct job *j, const char *status, int64_t ns)
+{
+    events_emit("file_completed", json_pack("{s:s, s:s, s:I}", "path", j->display, "status", status,
+                                            "duration_ns", (json_int_t)ns));
+}
+
+static void pool_state(const struct pool *p)
+{
+    struct amount avail = {p->total.memory - p->used.memory, p->total.cpus - p->used.cpus};
+    events_emit("pool_state", json_pack("{s:o, s:o}", "used", amount_of(p->used), "available",
+                                        amount_of(avail)));
 }
 
 static void show_progress(struct report *rep, size_t done, int active, size_t queued,
@@ -369,7 +423,8 @@ static void show_progress(struct report *rep, size_t done, int active, size_t qu
 int runner_run(const struct config *cfg, const struct run_opts *o, char **files, size_t nfiles)
 {
     struct report rep;
-    report_init(&rep, o->verbosity, o->json, o->tap, o->junit != NULL);
+    report_init(&rep, o->verbosity, o->json, o->tap, o->junit != NULL,
+                o->events_stdout);
     if (o->header && o->verbosity >= NORMAL)
         report_note(&rep, o->header);
     const char *ksm = o->ksm ? pool_ksm_tune() : NULL;
@@ -386,83 +441,97 @@ int runner_run(const struct config *cfg, const struct run_opts *o, char **files,
     sigprocmask(SIG_BLOCK, &mask, &old);
     int sfd = signalfd(-1, &mask, SFD_CLOEXEC | SFD_NONBLOCK);
 
-    struct job *run = xcalloc((size_t)jobs, sizeof(*run));
-    struct job pending = {0}; /* the next file, planned, waiting for room */
+    /* every file is discovered (and its claim read) before any starts */
+    struct job *plans = xcalloc(nfiles + 1, sizeof(*plans));
+    for (size_t i = 0; i < nfiles; i++) {
+        plans[i] = (struct job){.file = files[i], .display = display_name(files[i])};
+        plan_job(&plans[i], &pool);
+    }
+    struct job **run = xcalloc((size_t)jobs, sizeof(*run));
     /* for --rerun-failed's state */
     char **failed = xcalloc(nfiles + 1, sizeof(char *));
     char **passed = xcalloc(nfiles + 1, sizeof(char *));
-    size_t nfailed = 0, npassed = 0;
-    size_t next = 0, done = 0;
+    size_t nfailed = 0, npassed = 0, next = 0, done = 0;
     int active = 0;
     bool interrupted = false, stop = false;
-    int64_t t0 = now_ns(), next_progress = 0;
+    int64_t t0 = now_ns(), next_tick = 0;
     for (;;) {
         /* FIFO in discovery order: a file that does not fit holds back the
          * ones behind it */
         const char *blocked = NULL;
-        while (!stop && !interrupted && active < jobs && (pending.file || next < nfiles)) {
-            if (!pending.file) {
-                pending = (struct job){.file = files[next], .display = display_name(files[next])};
-                next++;
-                if (!plan_job(&pending, &pool, &rep)) {
-                    failed[nfailed++] = pending.file;
-                    free(pending.display);
-                    pending = (struct job){0};
-                    done++;
-                    continue;
-                }
-            }
-            if (!pool_fits(&pool, pending.reservation)) {
-                blocked = "pool full";
-                break;
+        while (!stop && !interrupted && active < jobs && next < nfiles) {
+            struct job *j = &plans[next];
+            if (j->cannot) {
+                report_error(&rep, j->display, j->cannot);
+                failed[nfailed++] = j->file;
+                file_completed(j, "failed", 0);
+                next++, done++;
+                continue;
             }
             /* the host is short of CPU: start nothing new unless idle */
-            if (active > 0 && pool_cpu_pressure() > POOL_PSI_THRESHOLD) {
-                blocked = "CPU pressure";
+            const char *reason = !pool_fits(&pool, j->reservation) ? "pool_full"
+                                 : active > 0 && pool_cpu_pressure() > POOL_PSI_THRESHOLD
+                                     ? "psi_pressure"
+                                     : NULL;
+            if (reason) {
+                blocked = reason;
+                if (!j->blocked_said)
+                    events_emit("file_blocked",
+                                json_pack("{s:s, s:o, s:s}", "path", j->display, "waiting_for",
+                                          amount_of(j->reservation), "reason", reason));
+                j->blocked_said = true;
                 break;
             }
-            struct job *j = NULL;
-            for (int k = 0; k < jobs && !j; k++)
-                if (!run[k].pid)
-                    j = &run[k];
-            *j = pending;
-            pending = (struct job){0};
+            int slot = 0;
+            while (run[slot])
+                slot++;
+            next++;
             if (start_job(cfg, j, o, &old) < 0) {
                 report_error(&rep, j->display, "cannot start a process for it");
-                free(j->display);
-                j->pid = 0;
+                failed[nfailed++] = j->file;
+                file_completed(j, "failed", 0);
                 done++;
                 continue;
             }
+            run[slot] = j;
             pool_take(&pool, j->reservation);
             active++;
+            events_emit("file_dispatched", json_pack("{s:s, s:o}", "path", j->display,
+                                                     "reservation", amount_of(j->reservation)));
+            events_emit("claim_acquired", json_pack("{s:s, s:o}", "path", j->display, "amount",
+                                                    amount_of(j->reservation)));
         }
         if (active == 0)
             break;
-        struct pollfd p[1 + 3 * 64];
+        struct pollfd p[2 + 4 * 64];
         int n = 0;
         p[n++] = (struct pollfd){sfd, POLLIN, 0};
+        p[n++] = (struct pollfd){events_pollfd(), POLLIN, 0};
         int64_t now = now_ns(), wake = 0;
         for (int k = 0; k < jobs; k++) {
-            struct job *j = &run[k];
-            if (!j->pid)
+            struct job *j = run[k];
+            if (!j)
                 continue;
             p[n++] = (struct pollfd){j->outfd, POLLIN, 0};
             p[n++] = (struct pollfd){j->resfd, POLLIN, 0};
+            p[n++] = (struct pollfd){j->evfd, POLLIN, 0};
             p[n++] = (struct pollfd){j->pidfd, POLLIN, 0};
             int64_t at = j->kill_at_ns ? j->kill_at_ns : j->deadline_ns;
             if (at && (!wake || at < wake))
                 wake = at;
         }
-        /* once a second: the progress line, and another look at the pressure */
-        if (now >= next_progress) {
+        /* once a second: the progress line, the pool's state, and another
+         * look at the pressure */
+        if (now >= next_tick) {
             show_progress(&rep, done, active, nfiles - done - (size_t)active, blocked, t0);
-            next_progress = now + 1000000000LL;
+            pool_state(&pool);
+            next_tick = now + 1000000000LL;
         }
-        if (rep.progress || blocked)
-            wake = wake ? MIN(wake, next_progress) : next_progress;
-        int timeout = wake ? (int)MAX(0, (wake - now) / 1000000 + 1) : -1;
+        wake = wake ? MIN(wake, next_tick) : next_tick;
+        int timeout = (int)MAX(0, (wake - now) / 1000000 + 1);
         poll(p, (nfds_t)n, timeout);
+        if (p[1].revents & POLLIN)
+            events_accept();
         if (p[0].revents & POLLIN) {
             struct signalfd_siginfo si;
             while (read(sfd, &si, sizeof(si)) > 0)
@@ -471,21 +540,22 @@ int runner_run(const struct config *cfg, const struct run_opts *o, char **files,
                 report_note(&rep, "provium: interrupted; stopping the running files");
             interrupted = true;
             for (int k = 0; k < jobs; k++) {
-                if (run[k].pid && !run[k].term_sent) {
-                    kill(run[k].pid, SIGTERM);
-                    run[k].term_sent = true;
-                    run[k].interrupted = true;
-                    run[k].kill_at_ns = now_ns() + 5000000000LL;
+                if (run[k] && !run[k]->term_sent) {
+                    kill(run[k]->pid, SIGTERM);
+                    run[k]->term_sent = true;
+                    run[k]->interrupted = true;
+                    run[k]->kill_at_ns = now_ns() + 5000000000LL;
                 }
             }
         }
         now = now_ns();
         for (int k = 0; k < jobs; k++) {
-            struct job *j = &run[k];
-            if (!j->pid)
+            struct job *j = run[k];
+            if (!j)
                 continue;
             drain(j->outfd, &j->out);
             drain(j->resfd, &j->res);
+            forward_events(j);
             if (j->deadline_ns && now >= j->deadline_ns && !j->term_sent) {
                 j->timed_out = true;
                 j->term_sent = true;
@@ -495,27 +565,37 @@ int runner_run(const struct config *cfg, const struct run_opts *o, char **files,
             if (j->kill_at_ns && now >= j->kill_at_ns)
                 kill(j->pid, SIGKILL);
             struct pollfd pf = {j->pidfd, POLLIN, 0};
-            if (poll(&pf, 1, 0) == 1) {
-                int verdict = finish_job(j, o, &rep);
-                if (verdict == 1)
-                    failed[nfailed++] = j->file;
-                else if (verdict == 0)
-                    passed[npassed++] = j->file;
-                pool_give(&pool, j->reservation);
-                free(j->display);
-                j->pid = 0;
-                active--;
-                done++;
-                next_progress = 0;
-                if (o->fail_fast && rep.files_failed)
-                    stop = true;
-            }
+            if (poll(&pf, 1, 0) != 1)
+                continue;
+            int verdict = finish_job(j, o, &rep);
+            if (verdict == 1)
+                failed[nfailed++] = j->file;
+            else if (verdict == 0)
+                passed[npassed++] = j->file;
+            pool_give(&pool, j->reservation);
+            file_completed(j, j->status, now_ns() - j->start_ns);
+            events_emit("claim_released", json_pack("{s:s, s:o}", "path", j->display, "amount",
+                                                    amount_of(j->reservation)));
+            run[k] = NULL;
+            active--;
+            done++;
+            next_tick = 0;
+            if (o->fail_fast && rep.files_failed)
+                stop = true;
         }
     }
+    /* files that never started (Ctrl-C, --fail-fast) end too */
+    for (; next < nfiles; next++)
+        file_completed(&plans[next], "not_run", 0);
+    pool_state(&pool);
     rerun_state_update(failed, nfailed, passed, npassed);
+    for (size_t i = 0; i < nfiles; i++) {
+        free(plans[i].display);
+        free(plans[i].cannot);
+    }
+    free(plans);
     free(failed);
     free(passed);
-    free(pending.display);
     free(run);
     close(sfd);
     sigprocmask(SIG_SETMASK, &old, NULL);

@@ -15,6 +15,7 @@ struct run_opts {
     double file_timeout; /* seconds; 0 = none */
     bool json, tap;
     const char *junit; /* --junit FILE, or NULL */
+    bool events_stdout; /* msgpack events take stdout */
     bool include_slow;
     bool fail_fast;
     int jobs; /* files at once at most; 0 = as many as the pool holds */

@@ -1,5 +1,6 @@
 #include "vm.h"
 
+#include "events.h"
 #include "pool.h"
 
 #include <fcntl.h>
@@ -99,6 +100,12 @@ static void stop_qemu(struct vm *vm, int grace_ms)
 {
     vm_globals.memory_in_use -= MIN(vm->charged, vm_globals.memory_in_use);
     vm->charged = 0;
+    if (vm->announced)
+        events_emit("vm_shutdown",
+                    json_pack("{s:s, s:s, s:I}", "file", vm_globals.file ? vm_globals.file : "",
+                              "vm_name", vm->name, "duration_ns",
+                              (json_int_t)(now_ns() - vm->boot_ns)));
+    vm->announced = false;
     if (vm->pid <= 0)
         return;
     if (grace_ms > 0) {
@@ -479,6 +486,11 @@ int vm_boot(struct vm *vm, const struct vm_boot *b, struct pv_err *err)
     vm->ready_ns = now_ns();
     vm->agent_gen++;
     watch_agent(vm, true);
+    vm->announced = true;
+    events_emit("vm_spawned",
+                json_pack("{s:s, s:s, s:s, s:I, s:i}", "file", vm_globals.file ? vm_globals.file : "",
+                          "vm_name", vm->name, "profile", vm->profile, "memory_bytes",
+                          (json_int_t)(vm->charged - POOL_VM_OVERHEAD), "cid", (int)vm->cid));
     return 0;
 }
 

@@ -38,6 +38,7 @@ struct vm {
     int64_t ready_ns;  /* when the agent answered */
     uint32_t agent_gen; /* bumped at each handshake: a worker of an older agent is gone */
     uint64_t charged;   /* counted in vm_globals.memory_in_use while QEMU runs */
+    bool announced;     /* vm_spawned went out: vm_shutdown follows when QEMU stops */
     uint32_t cid;
     char *exit_reason; /* why the VM is dead */
     int kmsg_fd;       /* kmsg.log, the guest's kernel log as the agent streams it */
@@ -59,6 +60,7 @@ struct vm_globals {
     uint32_t claim_cpus;
     bool claim_declared; /* from provium:claim (else the default for files without) */
     uint64_t memory_in_use;
+    const char *file; /* the test file, as displayed (for events) */
 };
 extern struct vm_globals vm_globals;
 

@@ -8,6 +8,7 @@
 
 #include <lualib.h>
 
+#include "events.h"
 #include "l_json.h"
 #include "l_provium.h"
 #include "pool.h"
@@ -105,6 +106,25 @@ static int l_claim(lua_State *L)
     return 0;
 }
 
+/* _provium_c.event(kind, payload): onto the run's event stream (a no-op
+ * when nobody listens). Strings that are not UTF-8 get U+FFFD. */
+static int l_event(lua_State *L)
+{
+    const char *kind = luaL_checkstring(L, 1);
+    if (!events_enabled())
+        return 0;
+    luaL_checktype(L, 2, LUA_TTABLE);
+    l_push_json_encode_lossy(L);
+    lua_pushvalue(L, 2);
+    if (lua_pcall(L, 1, 1, 0) != LUA_OK)
+        return lua_error(L);
+    json_error_t je;
+    json_t *payload = json_loads(lua_tostring(L, -1), 0, &je);
+    if (payload)
+        events_emit(kind, payload);
+    return 0;
+}
+
 /* _provium_c.parse_duration(s) -> seconds or nil */
 static int l_parse_duration(lua_State *L)
 {
@@ -188,6 +208,7 @@ lua_State *l_newstate(void)
         {"now", l_now},
         {"parse_duration", l_parse_duration},
         {"claim", l_claim},
+        {"event", l_event},
         {"kill_all", l_kill_all},
         {"deadline_passed", l_deadline_passed},
         {NULL, NULL},
