@@ -82,6 +82,14 @@ void events_accept(void)
     }
 }
 
+void events_restart(void)
+{
+    if (ev.file >= 0 && (ftruncate(ev.file, 0) < 0 || lseek(ev.file, 0, SEEK_SET) < 0)) {
+        close(ev.file);
+        ev.file = -1;
+    }
+}
+
 void events_close(void)
 {
     if (ev.file >= 0)

@@ -24,6 +24,8 @@ void events_forward(const char *line, size_t len);
  * work to do when it is readable: take new clients. */
 int events_pollfd(void);
 void events_accept(void);
+/* --watch starts another run: the file starts afresh; socket clients stay. */
+void events_restart(void);
 void events_close(void);
 
 /* {memory_bytes, cpus}, the shape of ResourceAmount. */

@@ -4,8 +4,10 @@
 #include <dirent.h>
 #include <getopt.h>
 #include <math.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdio.h>
+#include <sys/signalfd.h>
 #include <sys/stat.h>
 
 #include "accel.h"
@@ -44,6 +46,7 @@ static const char usage[] =
     "  --rerun-failed       only the files that failed when they last ran\n"
     "  --since PATH         only files changed after PATH\n"
     "  --shard K/N          the K-th of N disjoint parts of the files (for CI matrices)\n"
+    "  --watch              run again whenever a .lua file under the paths changes\n"
     "  --fail-fast          start no new file after a failure\n"
     "  --json               one JSON line per file on stdout; human lines go to stderr\n"
     "  --tap                TAP version 14 on stdout, a subtest per file; human lines to stderr\n"
@@ -182,6 +185,65 @@ static struct config *load_config(const char *path)
     return cfg;
 }
 
+/* What --watch compares: every .lua file under the paths (tests, helpers,
+ * fixtures), by path, mtime and size, and provium.toml. */
+static uint64_t tree_signature(const struct config *cfg, char **paths, size_t npaths)
+{
+    char **files = NULL;
+    size_t n = 0;
+    struct pv_err err = {0};
+    uint64_t h = 1469598103934665603ull;
+    if (runner_discover(cfg, paths, npaths, ".lua", &files, &n, &err) < 0)
+        return h;
+    for (size_t i = 0; i <= n; i++) {
+        const char *p = i < n ? files[i] : cfg->path;
+        struct stat st;
+        if (!p || stat(p, &st) < 0)
+            continue;
+        char rec[64];
+        int len = snprintf(rec, sizeof(rec), "\n%lld.%ld/%lld", (long long)st.st_mtim.tv_sec,
+                           st.st_mtim.tv_nsec, (long long)st.st_size);
+        for (const char *c = p; *c; c++)
+            h = (h ^ (unsigned char)*c) * 1099511628211ull;
+        for (int k = 0; k < len; k++)
+            h = (h ^ (unsigned char)rec[k]) * 1099511628211ull;
+    }
+    for (size_t i = 0; i < n; i++)
+        free(files[i]);
+    free(files);
+    return h;
+}
+
+/* --watch: poll every 500 ms until the tree changes (true) or Ctrl-C
+ * (false). */
+static bool wait_for_change(const struct config *cfg, char **paths, size_t npaths,
+                            uint64_t *seen)
+{
+    sigset_t mask, old;
+    sigemptyset(&mask);
+    sigaddset(&mask, SIGINT);
+    sigaddset(&mask, SIGTERM);
+    sigaddset(&mask, SIGHUP);
+    sigprocmask(SIG_BLOCK, &mask, &old);
+    int sfd = signalfd(-1, &mask, SFD_CLOEXEC | SFD_NONBLOCK);
+    fprintf(stderr, "provium: watching for changes (Ctrl-C to stop)\n");
+    bool changed = false;
+    for (;;) {
+        struct pollfd p = {sfd, POLLIN, 0};
+        if (poll(&p, 1, 500) > 0)
+            break;
+        uint64_t now = tree_signature(cfg, paths, npaths);
+        if (now != *seen) {
+            *seen = now;
+            changed = true;
+            break;
+        }
+    }
+    close(sfd);
+    sigprocmask(SIG_SETMASK, &old, NULL);
+    return changed;
+}
+
 /* provium list [--fixtures] [--config PATH] [PATHS]: what would run. */
 static int cmd_list(int argc, char **argv)
 {
@@ -249,7 +311,7 @@ int main(int argc, char **argv)
         O_CONFIG = 256, O_ACCEL, O_TRANSPORT, O_TIMEOUT, O_JSON, O_SLOW, O_FAILFAST, O_HELP,
         O_VERSION, O_NOPREFLIGHT, O_MEM, O_CPUS, O_OVERCOMMIT, O_NOKSM, O_FILTER, O_TAG,
         O_NOTAG, O_TAGMETA, O_NOTAGMETA, O_RERUN, O_SINCE, O_SHARD, O_TAP, O_JUNIT,
-        O_SAVE_EVENTS, O_EVENTS_STDOUT, O_EVENTS_SOCKET,
+        O_SAVE_EVENTS, O_EVENTS_STDOUT, O_EVENTS_SOCKET, O_WATCH,
     };
     static const struct option longopts[] = {
         {"config", required_argument, NULL, O_CONFIG},
@@ -280,6 +342,7 @@ int main(int argc, char **argv)
         {"save-events", required_argument, NULL, O_SAVE_EVENTS},
         {"events-stdout", no_argument, NULL, O_EVENTS_STDOUT},
         {"events-socket", required_argument, NULL, O_EVENTS_SOCKET},
+        {"watch", no_argument, NULL, O_WATCH},
         {"help", no_argument, NULL, O_HELP},
         {"version", no_argument, NULL, O_VERSION},
         {NULL, 0, NULL, 0},
@@ -289,6 +352,8 @@ int main(int argc, char **argv)
     long pool_cpus = 0;
     double overcommit = 1.0;
     const char *save_events = NULL, *events_socket = NULL;
+    bool watch = false;
+    char *selected = NULL;
     struct filters flt;
     filters_init(&flt);
     struct pv_err ferr = {0};
@@ -372,6 +437,7 @@ int main(int argc, char **argv)
         case O_TAP: o.tap = true; break;
         case O_JUNIT: o.junit = optarg; break;
         case O_SAVE_EVENTS: save_events = optarg; break;
+        case O_WATCH: watch = true; break;
         case O_EVENTS_STDOUT: o.events_stdout = true; break;
         case O_EVENTS_SOCKET: events_socket = optarg; break;
         case O_SINCE: flt.since = optarg; break;
@@ -434,18 +500,13 @@ int main(int argc, char **argv)
     /* Under TCG a guest runs several times slower: stretch default waits. */
     vm_globals.timeout_scale = vm_globals.accel == ACCEL_TCG ? 3.0 : 1.0;
 
-    if (runner_discover(cfg, paths, npaths, ".test.lua", &files, &nfiles, &err) < 0) {
-        fprintf(stderr, "provium: %s\n", err.msg);
-        goto out;
-    }
-    _cleanup_free_ char *selected = NULL;
-    if (filters_apply(&flt, files, &nfiles, &selected, &err) < 0) {
-        fprintf(stderr, "provium: %s\n", err.msg);
-        goto out;
-    }
     if (json_object_size(flt.tests)) {
         _cleanup_free_ char *j = json_dumps(flt.tests, JSON_COMPACT | JSON_SORT_KEYS);
         setenv("PROVIUM_TEST_FILTER", j, 1);
+    }
+    if (watch && flt.rerun_failed) {
+        fprintf(stderr, "provium: --rerun-failed is ignored under --watch\n");
+        flt.rerun_failed = false;
     }
     if (make_rundir() < 0)
         goto out;
@@ -454,27 +515,53 @@ int main(int argc, char **argv)
         goto out;
     }
     signal(SIGPIPE, SIG_IGN);
-
-    buf_addf(&header, "provium %s: %zu file(s), accel %s, transport %s", PV_VERSION, nfiles,
-             accel_name(vm_globals.accel), transport_name(vm_globals.transport));
-    if (vm_globals.accel == ACCEL_TCG)
-        buf_addf(&header, " (default timeouts x%g)", vm_globals.timeout_scale);
-    if (note)
-        buf_addf(&header, "\nprovium: %s", note);
-    if (tnote)
-        buf_addf(&header, "\nprovium: %s", tnote);
-    if (selected)
-        buf_addf(&header, "\n%s", selected);
     o.pool.memory = pool_mem ? pool_mem : pool_default_memory();
     if (!pool_cpus)
         pool_cpus = sysconf(_SC_NPROCESSORS_ONLN);
     o.pool.cpus = (uint32_t)MAX(1.0, floor((double)pool_cpus * overcommit));
-    buf_addf(&header, "\nprovium: pool %.1f GiB, %u vCPUs", (double)o.pool.memory / (1 << 30),
-             o.pool.cpus);
-    o.header = header.data;
     o.paths = paths;
     o.npaths = npaths;
-    code = runner_run(cfg, &o, files, nfiles);
+
+    uint64_t seen = watch ? tree_signature(cfg, paths, npaths) : 0;
+    for (;;) {
+        if (runner_discover(cfg, paths, npaths, ".test.lua", &files, &nfiles, &err) < 0) {
+            fprintf(stderr, "provium: %s\n", err.msg);
+            code = 2;
+        } else if (filters_apply(&flt, files, &nfiles, &selected, &err) < 0) {
+            fprintf(stderr, "provium: %s\n", err.msg);
+            code = 2;
+        } else {
+            buf_consume(&header, header.len);
+            buf_addf(&header, "provium %s: %zu file(s), accel %s, transport %s", PV_VERSION,
+                     nfiles, accel_name(vm_globals.accel), transport_name(vm_globals.transport));
+            if (vm_globals.accel == ACCEL_TCG)
+                buf_addf(&header, " (default timeouts x%g)", vm_globals.timeout_scale);
+            if (note)
+                buf_addf(&header, "\nprovium: %s", note);
+            if (tnote)
+                buf_addf(&header, "\nprovium: %s", tnote);
+            if (selected)
+                buf_addf(&header, "\n%s", selected);
+            buf_addf(&header, "\nprovium: pool %.1f GiB, %u vCPUs",
+                     (double)o.pool.memory / (1 << 30), o.pool.cpus);
+            o.header = header.data;
+            code = runner_run(cfg, &o, files, nfiles);
+        }
+        for (size_t i = 0; i < nfiles; i++)
+            free(files[i]);
+        free(files);
+        files = NULL;
+        nfiles = 0;
+        free(selected);
+        selected = NULL;
+        if (!watch || code == 130 || code == 2)
+            break;
+        if (!wait_for_change(cfg, paths, npaths, &seen)) {
+            code = code ? code : 130;
+            break;
+        }
+        events_restart();
+    }
 out:
     buf_release(&header);
     for (size_t i = 0; i < nfiles; i++)
