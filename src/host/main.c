@@ -16,6 +16,7 @@
 #include "events.h"
 #include "filter.h"
 #include "kernel.h"
+#include "lua/l_provium.h"
 #include "runner.h"
 #include "version.h"
 #include "vm.h"
@@ -23,6 +24,7 @@
 static const char usage[] =
     "usage: provium [PATHS]... [OPTIONS]     run *.test.lua files\n"
     "       provium list [--fixtures] [PATHS]...   the files and their tests, without running\n"
+    "       provium lsp-setup [DIR] [--force]       type stubs for lua-language-server\n"
     "       provium kernel fetch | list | path | ensure\n"
     "       provium --help | --version\n"
     "\n"
@@ -244,6 +246,55 @@ static bool wait_for_change(const struct config *cfg, char **paths, size_t npath
     return changed;
 }
 
+/* provium lsp-setup [DIR] [--force]: type stubs for lua-language-server. */
+static int cmd_lsp_setup(int argc, char **argv)
+{
+    static const char luarc[] =
+        "{\n"
+        "  \"runtime.version\": \"Lua 5.4\",\n"
+        "  \"workspace.library\": [\".provium-meta\"],\n"
+        "  \"diagnostics.globals\": [\"provium\", \"test\", \"todo\", \"wait_until\", \"json\"]\n"
+        "}\n";
+    bool force = false;
+    const char *dir = ".";
+    for (int i = 2; i < argc; i++) {
+        if (!strcmp(argv[i], "--force"))
+            force = true;
+        else if (argv[i][0] != '-' && !strcmp(dir, "."))
+            dir = argv[i];
+        else {
+            fprintf(stderr, "usage: provium lsp-setup [DIR] [--force]\n");
+            return 2;
+        }
+    }
+    size_t len;
+    const char *types = l_prelude_text("types", &len);
+    _cleanup_free_ char *meta = xasprintf("%s/.provium-meta", dir);
+    _cleanup_free_ char *stubs = xasprintf("%s/types.lua", meta);
+    _cleanup_free_ char *rc = xasprintf("%s/.luarc.json", dir);
+    int r = mkdir_p(meta, 0755);
+    if (r == 0)
+        r = write_file_atomic(stubs, types, len, 0644);
+    if (r < 0) {
+        fprintf(stderr, "provium: lsp-setup: %s: %s\n", stubs, strerror(-r));
+        return 2;
+    }
+    printf("wrote %s\n", stubs);
+    if (!force && access(rc, F_OK) == 0) {
+        fprintf(stderr,
+                "provium: lsp-setup: %s exists; not overwritten (--force replaces it). "
+                "Merge these settings into it:\n%s",
+                rc, luarc);
+        return 1;
+    }
+    if ((r = write_file_atomic(rc, luarc, sizeof(luarc) - 1, 0644)) < 0) {
+        fprintf(stderr, "provium: lsp-setup: %s: %s\n", rc, strerror(-r));
+        return 2;
+    }
+    printf("wrote %s\n", rc);
+    return 0;
+}
+
 /* provium list [--fixtures] [--config PATH] [PATHS]: what would run. */
 static int cmd_list(int argc, char **argv)
 {
@@ -306,6 +357,8 @@ int main(int argc, char **argv)
         return cmd_kernel(argc, argv);
     if (argc > 1 && !strcmp(argv[1], "list"))
         return cmd_list(argc, argv);
+    if (argc > 1 && !strcmp(argv[1], "lsp-setup"))
+        return cmd_lsp_setup(argc, argv);
 
     enum {
         O_CONFIG = 256, O_ACCEL, O_TRANSPORT, O_TIMEOUT, O_JSON, O_SLOW, O_FAILFAST, O_HELP,

@@ -156,6 +156,17 @@ static int traceback(lua_State *L)
     return 1;
 }
 
+const char *l_prelude_text(const char *name, size_t *len)
+{
+    for (const char *const *e = pv_prelude_index; e[0]; e += 3) {
+        if (!strcmp(e[0], name)) {
+            *len = (size_t)(e[2] - e[1]);
+            return e[1];
+        }
+    }
+    return NULL;
+}
+
 static int load_prelude(lua_State *L, const char *name)
 {
     for (const char *const *e = pv_prelude_index; e[0]; e += 3) {

@@ -28,6 +28,8 @@ extern struct l_ctx l_ctx;
 /* A fresh state: standard libraries, json, the provium C primitives
  * (`_provium_c`) and the prelude. NULL on failure (message on stderr). */
 lua_State *l_newstate(void);
+/* An embedded file of lua/ by name ("types"): its text, or NULL. */
+const char *l_prelude_text(const char *name, size_t *len);
 
 /* Raise the error of a failed guest operation: a positive r (the guest's
  * errno) reads "vm `a`: <op>: ENOENT: <what> (No such file or directory)";
