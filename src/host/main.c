@@ -17,6 +17,7 @@
 #include "filter.h"
 #include "kernel.h"
 #include "lua/l_provium.h"
+#include "repl.h"
 #include "runner.h"
 #include "version.h"
 #include "vm.h"
@@ -25,6 +26,7 @@ static const char usage[] =
     "usage: provium [PATHS]... [OPTIONS]     run *.test.lua files\n"
     "       provium list [--fixtures] [PATHS]...   the files and their tests, without running\n"
     "       provium lsp-setup [DIR] [--force]       type stubs for lua-language-server\n"
+    "       provium repl [PROFILE] [--name NAME]    a VM and a Lua prompt\n"
     "       provium kernel fetch | list | path | ensure\n"
     "       provium --help | --version\n"
     "\n"
@@ -359,12 +361,19 @@ int main(int argc, char **argv)
         return cmd_list(argc, argv);
     if (argc > 1 && !strcmp(argv[1], "lsp-setup"))
         return cmd_lsp_setup(argc, argv);
+    /* provium repl [PROFILE] [--name NAME]: the run's set-up, then a prompt */
+    bool repl = argc > 1 && !strcmp(argv[1], "repl");
+    const char *repl_name = "repl";
+    if (repl) {
+        argv[1] = argv[0];
+        argv++, argc--;
+    }
 
     enum {
         O_CONFIG = 256, O_ACCEL, O_TRANSPORT, O_TIMEOUT, O_JSON, O_SLOW, O_FAILFAST, O_HELP,
         O_VERSION, O_NOPREFLIGHT, O_MEM, O_CPUS, O_OVERCOMMIT, O_NOKSM, O_FILTER, O_TAG,
         O_NOTAG, O_TAGMETA, O_NOTAGMETA, O_RERUN, O_SINCE, O_SHARD, O_TAP, O_JUNIT,
-        O_SAVE_EVENTS, O_EVENTS_STDOUT, O_EVENTS_SOCKET, O_WATCH,
+        O_SAVE_EVENTS, O_EVENTS_STDOUT, O_EVENTS_SOCKET, O_WATCH, O_NAME, O_FIXTURE,
     };
     static const struct option longopts[] = {
         {"config", required_argument, NULL, O_CONFIG},
@@ -396,6 +405,8 @@ int main(int argc, char **argv)
         {"events-stdout", no_argument, NULL, O_EVENTS_STDOUT},
         {"events-socket", required_argument, NULL, O_EVENTS_SOCKET},
         {"watch", no_argument, NULL, O_WATCH},
+        {"name", required_argument, NULL, O_NAME},
+        {"fixture", required_argument, NULL, O_FIXTURE},
         {"help", no_argument, NULL, O_HELP},
         {"version", no_argument, NULL, O_VERSION},
         {NULL, 0, NULL, 0},
@@ -491,6 +502,11 @@ int main(int argc, char **argv)
         case O_JUNIT: o.junit = optarg; break;
         case O_SAVE_EVENTS: save_events = optarg; break;
         case O_WATCH: watch = true; break;
+        case O_NAME: repl_name = optarg; break;
+        case O_FIXTURE:
+            fprintf(stderr, "provium repl: --fixture: fixtures are not built yet "
+                            "(docs/repl.md)\n");
+            return 2;
         case O_EVENTS_STDOUT: o.events_stdout = true; break;
         case O_EVENTS_SOCKET: events_socket = optarg; break;
         case O_SINCE: flt.since = optarg; break;
@@ -575,6 +591,14 @@ int main(int argc, char **argv)
     o.paths = paths;
     o.npaths = npaths;
 
+    if (repl) {
+        if (npaths > 1) {
+            fprintf(stderr, "usage: provium repl [PROFILE] [--name NAME]\n");
+            goto out;
+        }
+        code = repl_run(cfg, npaths ? paths[0] : "default", repl_name);
+        goto out;
+    }
     uint64_t seen = watch ? tree_signature(cfg, paths, npaths) : 0;
     for (;;) {
         if (runner_discover(cfg, paths, npaths, ".test.lua", &files, &nfiles, &err) < 0) {

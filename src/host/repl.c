@@ -1,0 +1,149 @@
+/* provium repl (docs/repl.md): boot a VM and read Lua from a prompt with
+ * the whole API, line editing and history (libedit), multi-line input,
+ * results printed. */
+#include "repl.h"
+
+#include <editline/readline.h>
+#include <signal.h>
+#include <stdio.h>
+
+#include "lua/l_json.h"
+#include "lua/l_provium.h"
+#include "vm.h"
+
+static void on_signal(int sig)
+{
+    vm_kill_all();
+    _exit(128 + sig);
+}
+
+/* Whether the error message says the chunk is just not finished yet. */
+static bool incomplete(lua_State *L)
+{
+    size_t len;
+    const char *msg = lua_tolstring(L, -1, &len);
+    return msg && len >= 5 && !strcmp(msg + len - 5, "<eof>");
+}
+
+/* Compile `return <text>` (an expression to print), else text itself. */
+static int compile(lua_State *L, const char *text)
+{
+    _cleanup_free_ char *ret = xasprintf("return %s;", text);
+    if (luaL_loadbuffer(L, ret, strlen(ret), "=repl") == LUA_OK)
+        return LUA_OK;
+    lua_pop(L, 1);
+    return luaL_loadbuffer(L, text, strlen(text), "=repl");
+}
+
+/* A value as the prompt shows it: strings as they are, tables as JSON
+ * where they can be, anything else through tostring. */
+static void show(lua_State *L, int i)
+{
+    if (lua_type(L, i) == LUA_TTABLE && !luaL_getmetafield(L, i, "__tostring")) {
+        l_push_json_encode_lossy(L);
+        lua_pushvalue(L, i);
+        if (lua_pcall(L, 1, 1, 0) == LUA_OK) {
+            puts(lua_tostring(L, -1));
+            lua_pop(L, 1);
+            return;
+        }
+        lua_pop(L, 1);
+    } else if (lua_type(L, i) == LUA_TTABLE) {
+        lua_pop(L, 1); /* the metafield */
+    }
+    puts(luaL_tolstring(L, i, NULL));
+    lua_pop(L, 1);
+}
+
+static int traceback(lua_State *L)
+{
+    luaL_traceback(L, L, lua_tostring(L, 1), 1);
+    return 1;
+}
+
+int repl_run(const struct config *cfg, const char *profile, const char *name)
+{
+    signal(SIGINT, on_signal);
+    signal(SIGTERM, on_signal);
+    l_ctx.config = cfg;
+    l_ctx.file = "(repl)";
+    l_ctx.display = "(repl)";
+    vm_globals.file = "(repl)";
+    lua_State *L = l_newstate();
+    if (!L)
+        return 2;
+    /* provium:vm(name, profile):boot(), bound to `vm` and to its name */
+    fprintf(stderr, "provium repl: booting `%s` (profile %s)...\n", name, profile);
+    lua_getglobal(L, "provium");
+    lua_getfield(L, -1, "vm");
+    lua_insert(L, -2);
+    lua_pushstring(L, name);
+    lua_pushstring(L, profile);
+    if (lua_pcall(L, 3, 1, 0) != LUA_OK) {
+        fprintf(stderr, "provium repl: %s\n", lua_tostring(L, -1));
+        lua_close(L);
+        return 2;
+    }
+    lua_getfield(L, -1, "boot");
+    lua_insert(L, -2);
+    if (lua_pcall(L, 1, 1, 0) != LUA_OK) {
+        fprintf(stderr, "provium repl: %s\n", lua_tostring(L, -1));
+        lua_close(L);
+        vm_kill_all();
+        return 2;
+    }
+    lua_pushvalue(L, -1);
+    lua_setglobal(L, "vm");
+    lua_setglobal(L, name);
+    lua_settop(L, 0);
+    fprintf(stderr, "provium repl: `vm` (also `%s`) is booted; Lua 5.4 with the provium API. "
+                    "Ctrl-D ends (and stops the VM).\n",
+            name);
+
+    _cleanup_free_ char *hist = NULL;
+    const char *home = getenv("HOME");
+    if (home && *home) {
+        hist = xasprintf("%s/.cache/provium/repl_history", home);
+        _cleanup_free_ char *dir = xasprintf("%s/.cache/provium", home);
+        mkdir_p(dir, 0700);
+        read_history(hist);
+    }
+    struct buf chunk = BUF_INIT;
+    for (;;) {
+        char *line = readline(chunk.len ? ">> " : "> ");
+        if (!line)
+            break;
+        if (!chunk.len && !*line) {
+            free(line);
+            continue;
+        }
+        if (chunk.len)
+            buf_adds(&chunk, "\n");
+        buf_adds(&chunk, line);
+        free(line);
+        lua_pushcfunction(L, traceback);
+        if (compile(L, chunk.data) != LUA_OK) {
+            if (incomplete(L)) {
+                lua_settop(L, 0);
+                continue;
+            }
+            fprintf(stderr, "%s\n", lua_tostring(L, -1));
+        } else if (lua_pcall(L, 0, LUA_MULTRET, 1) != LUA_OK) {
+            fprintf(stderr, "%s\n", lua_tostring(L, -1));
+        } else {
+            for (int i = 2; i <= lua_gettop(L); i++)
+                show(L, i);
+        }
+        fflush(stdout);
+        add_history(chunk.data);
+        buf_consume(&chunk, chunk.len);
+        lua_settop(L, 0);
+    }
+    buf_release(&chunk);
+    if (hist)
+        write_history(hist);
+    fputc('\n', stderr);
+    lua_close(L); /* shuts the VM down */
+    vm_kill_all();
+    return 0;
+}

@@ -1,0 +1,9 @@
+/* provium repl: a VM and a Lua prompt (docs/repl.md). */
+#pragma once
+
+#include "config.h"
+
+/* Boot a VM of profile, named name (bound to the globals `vm` and name),
+ * then read, run and print Lua until end of input. vm_globals.rundir must
+ * exist. Returns the exit code. */
+int repl_run(const struct config *cfg, const char *profile, const char *name);

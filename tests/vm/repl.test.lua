@@ -1,0 +1,47 @@
+-- provium repl (docs/repl.md), fed on stdin.
+local meta = require("lib.meta")
+
+local function repl(args, input)
+    local d = meta.tmpdir()
+    meta.write(d .. "/in", input)
+    local a = { "repl" }
+    for _, x in ipairs(args) do a[#a + 1] = x end
+    local parts = { meta.quote(meta.bin) }
+    for _, x in ipairs(a) do parts[#parts + 1] = meta.quote(x) end
+    local p = io.popen(("cd %s && %s < %s 2>&1; echo \"@@EXIT=$?\""):format(meta.quote(meta.tests),
+        table.concat(parts, " "), meta.quote(d .. "/in")))
+    local out = p:read("a")
+    p:close()
+    meta.rmdir(d)
+    return out:gsub("@@EXIT=%d+%s*$", ""), tonumber(out:match("@@EXIT=(%d+)%s*$"))
+end
+
+test("a prompt with a booted VM: expressions print, statements run, errors do not end it", function(t)
+    local out, code = repl({ "--name", "box" }, table.concat({
+        'vm:run("uname -r").stdout',
+        "box:kernel_release() .. '!'",
+        "for i = 1, 2 do",
+        "  print('line ' .. i)",
+        "end",
+        "{ answer = 42 }",
+        'error("boom")',
+        "vm:state()",
+        "" }, "\n"))
+    t:assert_eq(code, 0, out)
+    local release = out:match("provium repl: `vm` %(also `box`%) is booted.-\n(.-)\n")
+    t:assert(release and release:match("^%d+%.%d+"), "uname printed: " .. out)
+    t:assert_contains(out, release .. "!\n")
+    t:assert_contains(out, "line 1\nline 2\n")
+    t:assert_contains(out, '{"answer":42}\n')
+    t:assert_contains(out, "repl:1: boom")
+    t:assert_contains(out, "\nbooted\n")
+end)
+
+test("repl refuses what it cannot do", function(t)
+    local out, code = repl({ "nosuch" }, "")
+    t:assert_eq(code, 2)
+    t:assert_contains(out, "nosuch")
+    out, code = repl({ "--fixture", "base" }, "")
+    t:assert_eq(code, 2)
+    t:assert_contains(out, "--fixture: fixtures are not built yet")
+end)
