@@ -71,13 +71,13 @@ static void job_run(struct sys_job *j)
     pv_put_u32(&w, j->nbufs);
     for (uint32_t i = 0; i < j->nbufs; i++)
         pv_put_bytes(&w, j->bufs[i], j->lens[i]);
-    bool wake = agent_send_from_thread(j->agent, j->id, &b);
+    bool left = agent_send_from_thread(j->agent, j->id, &b);
     buf_release(&b);
     job_free(j);
     pthread_mutex_lock(&lock);
     running--;
     pthread_mutex_unlock(&lock);
-    if (wake) {
+    if (left) { /* the loop sends the rest */
         uint64_t one = 1;
         (void)!write(done_fd, &one, sizeof(one));
     }

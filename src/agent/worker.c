@@ -155,7 +155,8 @@ static const char *become(const struct creds *c, int sock, int exe, char **env)
         return "chdir";
     if (sock == 0 ? fcntl(0, F_SETFD, 0) < 0 : dup2(sock, 0) < 0) /* dup2 clears CLOEXEC */
         return "dup2";
-    char *argv[] = {"provium-worker", "--worker", NULL};
+    static char name[] = "provium-worker", flag[] = "--worker";
+    char *argv[] = {name, flag, NULL};
     syscall(SYS_execveat, exe, "", argv, env, AT_EMPTY_PATH);
     return "execveat";
 }

@@ -7,7 +7,6 @@
 #include <poll.h>
 #include <signal.h>
 #include <stdio.h>
-#include <sys/signalfd.h>
 #include <sys/stat.h>
 
 #include "accel.h"
@@ -223,13 +222,8 @@ static uint64_t tree_signature(const struct config *cfg, char **paths, size_t np
 static bool wait_for_change(const struct config *cfg, char **paths, size_t npaths,
                             uint64_t *seen)
 {
-    sigset_t mask, old;
-    sigemptyset(&mask);
-    sigaddset(&mask, SIGINT);
-    sigaddset(&mask, SIGTERM);
-    sigaddset(&mask, SIGHUP);
-    sigprocmask(SIG_BLOCK, &mask, &old);
-    int sfd = signalfd(-1, &mask, SFD_CLOEXEC | SFD_NONBLOCK);
+    sigset_t old;
+    int sfd = runner_signalfd(&old);
     fprintf(stderr, "provium: watching for changes (Ctrl-C to stop)\n");
     bool changed = false;
     for (;;) {

@@ -420,6 +420,17 @@ static void show_progress(struct report *rep, size_t done, int active, size_t qu
     report_progress(rep, line);
 }
 
+int runner_signalfd(sigset_t *old)
+{
+    sigset_t mask;
+    sigemptyset(&mask);
+    sigaddset(&mask, SIGINT);
+    sigaddset(&mask, SIGTERM);
+    sigaddset(&mask, SIGHUP);
+    sigprocmask(SIG_BLOCK, &mask, old);
+    return signalfd(-1, &mask, SFD_CLOEXEC | SFD_NONBLOCK);
+}
+
 int runner_run(const struct config *cfg, const struct run_opts *o, char **files, size_t nfiles)
 {
     struct report rep;
@@ -433,13 +444,8 @@ int runner_run(const struct config *cfg, const struct run_opts *o, char **files,
     int jobs = o->jobs > 0 ? MIN(o->jobs, 64) : 64;
     struct pool pool = {.total = o->pool};
 
-    sigset_t mask, old;
-    sigemptyset(&mask);
-    sigaddset(&mask, SIGINT);
-    sigaddset(&mask, SIGTERM);
-    sigaddset(&mask, SIGHUP);
-    sigprocmask(SIG_BLOCK, &mask, &old);
-    int sfd = signalfd(-1, &mask, SFD_CLOEXEC | SFD_NONBLOCK);
+    sigset_t old;
+    int sfd = runner_signalfd(&old);
 
     /* every file is discovered (and its claim read) before any starts */
     struct job *plans = xcalloc(nfiles + 1, sizeof(*plans));

@@ -3,6 +3,8 @@
  * once, printing each file's results whole when it ends. */
 #pragma once
 
+#include <signal.h>
+
 #include "config.h"
 #include "pool.h"
 
@@ -32,6 +34,10 @@ int runner_discover(const struct config *cfg, char **paths, size_t npaths, const
 /* Print the tests of each file, by name, as its source declares them
  * (`provium list`): nothing runs, nothing boots. Returns the exit code. */
 int runner_list(char **files, size_t nfiles);
+
+/* Block Ctrl-C, SIGTERM and SIGHUP (*old gets the mask before) and return
+ * a signalfd that reports them. */
+int runner_signalfd(sigset_t *old);
 
 /* Run the files; returns the exit code (0 all passed, 1 failures, 2 internal
  * error). vm_globals.rundir must exist. */
