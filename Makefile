@@ -67,7 +67,7 @@ $(B)/libprovium.a: $(LIB_OBJS)
 	@rm -f $@
 	ar rcs $@ $^
 
-$(B)/host/%.o: %.c | $(B)/gen/version.h $(B)/gen/sysnames.h $(B)/gen/capnames.h
+$(B)/host/%.o: %.c $(B)/gen/cflags | $(B)/gen/version.h $(B)/gen/sysnames.h $(B)/gen/capnames.h
 	@mkdir -p $(dir $@)
 	$(CC) $(HOST_CFLAGS) -MMD -MP -c -o $@ $<
 
@@ -88,6 +88,13 @@ $(B)/gen/embed.S: Makefile $(LUA_PRELUDE)
 	   echo '.quad 0, 0, 0'; \
 	   $(foreach f,$(LUA_PRELUDE),echo 'pvp_n_$(notdir $(basename $(f))): .asciz "$(notdir $(basename $(f)))"'; echo 'pvp_s_$(notdir $(basename $(f))): .incbin "$(CURDIR)/$(f)"'; echo 'pvp_e_$(notdir $(basename $(f))): .byte 0';) \
 	   echo '.section .note.GNU-stack,"",@progbits'; } > $@
+
+# The flags objects were built with: switching DEVELOPER=1 on or off (or
+# CFLAGS) rebuilds everything, so no warning hides in an old object.
+$(B)/gen/cflags: FORCE
+	@mkdir -p $(dir $@)
+	@echo '$(HOST_CFLAGS) | $(AGENT_CFLAGS)' > $@.tmp
+	@cmp -s $@.tmp $@ && rm -f $@.tmp || mv $@.tmp $@
 
 $(B)/gen/version.h: FORCE
 	@mkdir -p $(dir $@)
@@ -116,7 +123,8 @@ $(B)/musl-inc/.stamp:
 	@ln -sfn /usr/include/x86_64-linux-gnu/asm $(B)/musl-inc/asm
 	@touch $@
 
-$(B)/provium-agent: $(AGENT_SRCS) $(wildcard src/*/*.h) $(B)/musl-inc/.stamp | $(B)/gen/version.h
+$(B)/provium-agent: $(AGENT_SRCS) $(wildcard src/*/*.h) $(B)/musl-inc/.stamp $(B)/gen/cflags \
+                   | $(B)/gen/version.h
 	@mkdir -p $(dir $@)
 	$(MUSL_CC) $(AGENT_CFLAGS) -I$(B)/gen -o $@ $(AGENT_SRCS) $(AGENT_LDFLAGS)
 
@@ -125,7 +133,7 @@ $(B)/provium-agent: $(AGENT_SRCS) $(wildcard src/*/*.h) $(B)/musl-inc/.stamp | $
 TEST_SAN := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
 SAN_OBJS := $(patsubst %.c,$(B)/san/%.o,$(LIB_SRCS)) $(B)/host/embed.o
 
-$(B)/san/%.o: %.c | $(B)/gen/version.h $(B)/gen/sysnames.h $(B)/gen/capnames.h
+$(B)/san/%.o: %.c $(B)/gen/cflags | $(B)/gen/version.h $(B)/gen/sysnames.h $(B)/gen/capnames.h
 	@mkdir -p $(dir $@)
 	$(CC) $(BASE_CFLAGS) -O1 -g $(TEST_SAN) -MMD -MP -c -o $@ $<
 
