@@ -157,6 +157,21 @@ double pool_cpu_pressure(void)
     return avg10;
 }
 
+bool pool_cpu_busy(void)
+{
+    double limit = POOL_PSI_THRESHOLD;
+    const char *env = getenv("PROVIUM_PSI_THRESHOLD");
+    if (env && *env) {
+        char *end;
+        double v = strtod(env, &end);
+        if (!strcmp(env, "off"))
+            return false;
+        if (!*end && v > 0)
+            limit = v;
+    }
+    return pool_cpu_pressure() > limit;
+}
+
 static const struct {
     const char *file, *value;
 } ksm_want[] = {

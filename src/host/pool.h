@@ -18,7 +18,8 @@ struct amount {
 #define POOL_DEFAULT_VM_MEMORY (512ull << 20)
 #define POOL_DEFAULT_CLAIM                                                                         \
     ((struct amount){POOL_DEFAULT_VM_MEMORY + POOL_VM_OVERHEAD, 1})
-/* New files wait while the CPU's some-pressure over 10 s is above this. */
+/* New files wait while the CPU's some-pressure over 10 s is above this
+ * (percent); $PROVIUM_PSI_THRESHOLD overrides it, `off` turns it off. */
 #define POOL_PSI_THRESHOLD 50.0
 
 struct pool {
@@ -51,6 +52,8 @@ int pool_parse_claim(const char *memory, long long cpus, struct amount *claim,
 /* CPU some-pressure averaged over 10 s, in percent; -1 where the kernel has
  * no PSI. */
 double pool_cpu_pressure(void);
+/* Whether new files should wait for the CPU now. */
+bool pool_cpu_busy(void);
 
 /* KSM tuned for many similar guests (merging their identical pages): a
  * one-line description when this changed the host's settings, NULL when

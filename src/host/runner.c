@@ -476,7 +476,7 @@ int runner_run(const struct config *cfg, const struct run_opts *o, char **files,
             }
             /* the host is short of CPU: start nothing new unless idle */
             const char *reason = !pool_fits(&pool, j->reservation) ? "pool_full"
-                                 : active > 0 && pool_cpu_pressure() > POOL_PSI_THRESHOLD
+                                 : active > 0 && pool_cpu_busy()
                                      ? "psi_pressure"
                                      : NULL;
             if (reason) {

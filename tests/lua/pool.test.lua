@@ -34,7 +34,8 @@ test("files whose claims do not fit together run one after the other", function(
     local b0, b1 = span(d, "b")
     t:assert(b0 >= a1, ("b started (%.2f) after a ended (%.2f)"):format(b0, a1))
     -- with room for both, they overlap
-    out, code = meta.provium({ "--mem", "4G", "a.test.lua", "b.test.lua" }, { cwd = d })
+    out, code = meta.provium({ "--mem", "4G", "a.test.lua", "b.test.lua" },
+        { cwd = d, env = { PROVIUM_PSI_THRESHOLD = "off" } })
     t:assert_eq(code, 0, out)
     a0, a1 = span(d, "a")
     b0, b1 = span(d, "b")
@@ -100,4 +101,27 @@ test("a live progress line on a terminal, none when redirected", function(t)
     t:assert_contains(tty, "[provium] 0 done, 1 running, 0 queued")
     t:assert_contains(tty, "PASS p.test.lua")
     t:assert_eq(out:find("[provium]", 1, true), nil)
+end)
+
+test("CPU pressure holds new files back, with the psi_pressure reason", function(t)
+    if not io.open("/proc/pressure/cpu") then t:skip("this kernel has no PSI") end
+    local d = meta.tmpdir()
+    meta.write(d .. "/a.test.lua", 'test("x", function() _provium_c.sleep(1) end)\n')
+    meta.write(d .. "/b.test.lua", 'test("x", function() end)\n')
+    -- four busy loops on this machine's CPUs raise the pressure within seconds
+    os.execute("for i in 1 2 3 4; do (timeout 20 sh -c 'while :; do :; done' >/dev/null 2>&1 &); done")
+    wait_until(function()
+        local f = io.open("/proc/pressure/cpu")
+        local avg = tonumber(f:read("l"):match("avg10=([%d.]+)"))
+        f:close()
+        return avg > 2
+    end, { timeout = 15, desc = "CPU pressure above 2 %" })
+    local p = io.popen(("cd %s && PROVIUM_PSI_THRESHOLD=1 %s --events-stdout . 2>/dev/null | /usr/bin/python3 %s -")
+        :format(meta.quote(d), meta.quote(meta.bin), meta.quote(meta.tests .. "/lib/events_dump.py")))
+    local ev = p:read("a")
+    p:close()
+    os.execute("pkill -f 'while :; do :; done'")
+    meta.rmdir(d)
+    t:assert_contains(ev, '"reason": "psi_pressure"')
+    t:assert_contains(ev, '"path": "b.test.lua"')
 end)
