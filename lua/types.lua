@@ -272,6 +272,20 @@ function VM:open_stream_count() end
 function VM:is_quiescent() end
 ---@return string?
 function VM:console_socket_path() end
+---@param path string?
+---@return Snapshot
+function VM:snapshot(path) end
+---@param snap Snapshot|string
+---@return VM
+function VM:restore(snap) end
+
+---@class Snapshot
+local Snapshot = {}
+---@return string
+function Snapshot:path() end
+---@return integer
+function Snapshot:size() end
+function Snapshot:delete() end
 
 ---@class Lab
 ---@field sys table<string, integer> syscall numbers by name

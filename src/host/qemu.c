@@ -92,8 +92,10 @@ char **qemu_argv(const struct qemu_config *qc)
     /* Consoles: QEMU listens (console:read connects later) and logs every
      * byte from power-on, whether or not anyone is connected. */
     add(&a, "-chardev");
-    addf(&a, "socket,id=ser0,path=%s/serial.sock,server=on,wait=off,logfile=%s/serial.log", dir,
-         dir);
+    addf(&a,
+         "socket,id=ser0,path=%s/serial.sock,server=on,wait=off,logfile=%s/serial.log,"
+         "logappend=on",
+         dir, dir);
     add(&a, "-serial");
     add(&a, "chardev:ser0");
     add(&a, "-device");
@@ -101,7 +103,8 @@ char **qemu_argv(const struct qemu_config *qc)
      * interrupt link for the guest to route (ACPI AML is slow under TCG). */
     add(&a, "virtio-serial-pci,id=vser0,addr=0x3.0,multifunction=on");
     add(&a, "-chardev");
-    addf(&a, "socket,id=hvc0,path=%s/hvc.sock,server=on,wait=off,logfile=%s/hvc.log", dir, dir);
+    addf(&a, "socket,id=hvc0,path=%s/hvc.sock,server=on,wait=off,logfile=%s/hvc.log,logappend=on",
+         dir, dir);
     add(&a, "-device");
     add(&a, "virtconsole,bus=vser0.0,chardev=hvc0,nr=0");
 
@@ -138,6 +141,11 @@ char **qemu_argv(const struct qemu_config *qc)
         add(&a, "-drive");
         addf(&a, "file=%s,if=virtio,format=raw,%s", d,
              qc->disk_ro && qc->disk_ro[i] ? "readonly=on" : "snapshot=on");
+    }
+    /* a restore: the machine's state arrives by migrate-incoming */
+    if (qc->incoming) {
+        add(&a, "-incoming");
+        add(&a, "defer");
     }
     return a.v;
 }

@@ -25,6 +25,7 @@ struct qemu_config {
     uint64_t rng_seed;
     const char *const *disks; /* profile disks, NULL-terminated; /dev/vda first */
     const bool *disk_ro;      /* per disk: read-only; else snapshot=on (writes discarded) */
+    bool incoming;            /* wait for a migration stream (-incoming defer) */
 };
 
 /* The argv (NULL-terminated, caller frees with qemu_argv_free). Paths of the

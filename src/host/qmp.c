@@ -2,6 +2,7 @@
 
 #include <fcntl.h>
 #include <poll.h>
+#include <sys/socket.h>
 #include <stdio.h>
 
 #define QMP_MAX_LINE (8u << 20)
@@ -106,8 +107,51 @@ int qmp_negotiate(struct qmp *q, int64_t deadline_ns, struct pv_err *err)
     return qmp_exec(q, "qmp_capabilities", NULL, deadline_ns, NULL, err);
 }
 
+/* Send line; the first piece carries fd (SCM_RIGHTS) when fd >= 0. */
+static int send_line(struct qmp *q, const struct buf *line, int fd)
+{
+    size_t off = 0;
+    while (off < line->len) {
+        ssize_t w;
+        if (fd >= 0) {
+            struct iovec iov = {line->data, line->len};
+            union {
+                char buf[CMSG_SPACE(sizeof(int))];
+                struct cmsghdr align;
+            } u = {0};
+            struct msghdr m = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = u.buf,
+                               .msg_controllen = sizeof(u.buf)};
+            struct cmsghdr *c = CMSG_FIRSTHDR(&m);
+            c->cmsg_level = SOL_SOCKET;
+            c->cmsg_type = SCM_RIGHTS;
+            c->cmsg_len = CMSG_LEN(sizeof(int));
+            memcpy(CMSG_DATA(c), &fd, sizeof(int));
+            w = sendmsg(q->fd, &m, MSG_NOSIGNAL);
+            if (w > 0)
+                fd = -1;
+        } else {
+            w = write(q->fd, line->data + off, line->len - off);
+        }
+        if (w > 0) {
+            off += (size_t)w;
+        } else if (w < 0 && (errno == EAGAIN || errno == EINTR)) {
+            struct pollfd p = {q->fd, POLLOUT, 0};
+            poll(&p, 1, 100);
+        } else {
+            return -EPIPE;
+        }
+    }
+    return 0;
+}
+
 int qmp_exec(struct qmp *q, const char *cmd, json_t *args, int64_t deadline_ns, json_t **ret,
              struct pv_err *err)
+{
+    return qmp_exec_fd(q, cmd, args, -1, deadline_ns, ret, err);
+}
+
+int qmp_exec_fd(struct qmp *q, const char *cmd, json_t *args, int fd, int64_t deadline_ns,
+                json_t **ret, struct pv_err *err)
 {
     json_t *req = json_pack("{s:s}", "execute", cmd);
     if (args)
@@ -118,23 +162,10 @@ int qmp_exec(struct qmp *q, const char *cmd, json_t *args, int64_t deadline_ns, 
     buf_adds(&line, text);
     buf_adds(&line, "\n");
     free(text);
-    int r = 0;
-    size_t off = 0;
-    while (off < line.len) {
-        ssize_t w = write(q->fd, line.data + off, line.len - off);
-        if (w > 0) {
-            off += (size_t)w;
-        } else if (w < 0 && (errno == EAGAIN || errno == EINTR)) {
-            struct pollfd p = {q->fd, POLLOUT, 0};
-            poll(&p, 1, 100);
-        } else {
-            r = pv_err_set(err, EPIPE, "QMP %s: connection closed", cmd);
-            break;
-        }
-    }
+    int r = send_line(q, &line, fd);
     buf_release(&line);
     if (r < 0)
-        return r;
+        return pv_err_set(err, EPIPE, "QMP %s: connection closed", cmd);
     for (;;) {
         json_t *msg = next_msg(q, deadline_ns, &r, err);
         if (!msg)

@@ -28,6 +28,9 @@ int qmp_negotiate(struct qmp *q, int64_t deadline_ns, struct pv_err *err);
  * success *ret (if not NULL) gets the "return" value, owned by the caller. */
 int qmp_exec(struct qmp *q, const char *cmd, json_t *args, int64_t deadline_ns, json_t **ret,
              struct pv_err *err);
+/* The same, passing fd along with the command (SCM_RIGHTS): for `getfd`. */
+int qmp_exec_fd(struct qmp *q, const char *cmd, json_t *args, int fd, int64_t deadline_ns,
+                json_t **ret, struct pv_err *err);
 /* Wait for a named event (already queued or arriving before the deadline);
  * removes it from the queue. */
 int qmp_wait_event(struct qmp *q, const char *name, int64_t deadline_ns, struct pv_err *err);

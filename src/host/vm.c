@@ -1,5 +1,6 @@
 #include "vm.h"
 
+#include "accel.h"
 #include "events.h"
 #include "pool.h"
 
@@ -144,6 +145,7 @@ void vm_free(struct vm *vm)
     free(vm->profile);
     free(vm->exit_reason);
     free(vm->modules_dir);
+    vm_boot_release(&vm->plan);
     free(vm);
 }
 
@@ -365,34 +367,66 @@ static void watch_agent(struct vm *vm, bool on)
     vm->chan.gone = agent_gone;
 }
 
-int vm_boot(struct vm *vm, const struct vm_boot *b, struct pv_err *err)
+/* The file's claim bounds the memory of its VMs at once. */
+static int check_claim(struct vm *vm, uint64_t cost, struct pv_err *err)
 {
-    if (vm->state != VM_CREATED && vm->state != VM_SHUTDOWN && vm->state != VM_DEAD)
-        return pv_err_set(err, EBUSY, "vm `%s`: boot() needs a created or shut-down VM, it is %s",
-                          vm->name, vm_state_name(vm->state));
+    if (!vm_globals.claim_memory || vm_globals.memory_in_use + cost <= vm_globals.claim_memory)
+        return 0;
+    double mib = 1 << 20;
+    return pv_err_set(
+        err, ENOMEM,
+        "vm `%s`: booting it would bring this file's VMs to %.0f MiB (guest memory plus %.0f "
+        "MiB each for QEMU), over the %.0f MiB %s; declare what the file needs at its top, "
+        "e.g. provium:claim{memory = \"%.0fM\", cpus = 2} (docs/running.md)",
+        vm->name, (double)(vm_globals.memory_in_use + cost) / mib, POOL_VM_OVERHEAD / mib,
+        (double)vm_globals.claim_memory / mib,
+        vm_globals.claim_declared ? "of its provium:claim" : "a file without a provium:claim may use",
+        (double)(vm_globals.memory_in_use + cost) / mib);
+}
+
+static void boot_copy(struct vm_boot *dst, const struct vm_boot *src)
+{
+    *dst = *src;
+    dst->kernel = xstrdup(src->kernel);
+    dst->initrd = src->initrd ? xstrdup(src->initrd) : NULL;
+    dst->cmdline = xstrdup(src->cmdline);
+    dst->modules_dir = src->modules_dir ? xstrdup(src->modules_dir) : NULL;
+    size_t n = 0;
+    while (src->disks && src->disks[n])
+        n++;
+    dst->disks = src->disks ? xcalloc(n + 1, sizeof(char *)) : NULL;
+    dst->disk_ro = src->disks ? xcalloc(n + 1, sizeof(bool)) : NULL;
+    for (size_t i = 0; i < n; i++) {
+        dst->disks[i] = xstrdup(src->disks[i]);
+        dst->disk_ro[i] = src->disk_ro && src->disk_ro[i];
+    }
+}
+
+/* Start QEMU for plan b (waiting for a migration stream when incoming)
+ * and negotiate QMP. Returns 0 with *agent_l, the socket to accept the
+ * agent's channel on (-1 under vsock), or -errno (the VM dead if QEMU had
+ * started). fresh: a new boot, whose logs start empty (a restore continues
+ * them). */
+static int launch(struct vm *vm, const struct vm_boot *b, bool incoming, bool fresh,
+                  int *agent_lp, struct pv_err *err)
+{
+    *agent_lp = -1;
+    uint64_t cost = (b->memory ? b->memory : POOL_DEFAULT_VM_MEMORY) + POOL_VM_OVERHEAD;
+    int r = check_claim(vm, cost, err);
+    if (r < 0)
+        return r;
     if (access(b->kernel, R_OK) < 0)
         return pv_err_set(err, ENOENT, "vm `%s`: kernel %s: %s", vm->name, b->kernel,
                           strerror(errno));
-    /* the file's claim bounds the memory of its VMs at once */
-    uint64_t cost = (b->memory ? b->memory : POOL_DEFAULT_VM_MEMORY) + POOL_VM_OVERHEAD;
-    if (vm_globals.claim_memory && vm_globals.memory_in_use + cost > vm_globals.claim_memory) {
-        double mib = 1 << 20;
-        return pv_err_set(
-            err, ENOMEM,
-            "vm `%s`: booting it would bring this file's VMs to %.0f MiB (guest memory plus %.0f "
-            "MiB each for QEMU), over the %.0f MiB %s; declare what the file needs at its top, "
-            "e.g. provium:claim{memory = \"%.0fM\", cpus = 2} (docs/running.md)",
-            vm->name, (double)(vm_globals.memory_in_use + cost) / mib, POOL_VM_OVERHEAD / mib,
-            (double)vm_globals.claim_memory / mib,
-            vm_globals.claim_declared ? "of its provium:claim"
-                                      : "a file without a provium:claim may use",
-            (double)(vm_globals.memory_in_use + cost) / mib);
-    }
     static unsigned seq;
     if (!vm->dir) {
         vm->dir = xasprintf("%s/vm%u-%d", vm_globals.rundir, seq++, (int)getpid());
         if (mkdir(vm->dir, 0700) < 0)
             return pv_err_set(err, errno, "%s: %s", vm->dir, strerror(errno));
+    }
+    if (b != &vm->plan) {
+        vm_boot_release(&vm->plan);
+        boot_copy(&vm->plan, b);
     }
     free(vm->modules_dir);
     vm->modules_dir = b->modules_dir ? xstrdup(b->modules_dir) : NULL;
@@ -400,7 +434,8 @@ int vm_boot(struct vm *vm, const struct vm_boot *b, struct pv_err *err)
     vm->hvc_primary = con && !strncmp(con, "hvc", 3);
     free(vm->exit_reason);
     vm->exit_reason = NULL;
-    for (const char *f = "serial.log\0hvc.log\0qemu.log\0kmsg.log\0"; *f; f += strlen(f) + 1) {
+    for (const char *f = "serial.log\0hvc.log\0qemu.log\0kmsg.log\0"; fresh && *f;
+         f += strlen(f) + 1) {
         _cleanup_free_ char *p = xasprintf("%s/%s", vm->dir, f);
         unlink(p);
     }
@@ -414,7 +449,7 @@ int vm_boot(struct vm *vm, const struct vm_boot *b, struct pv_err *err)
     _cleanup_close_ int qmp_l = listen_unix(qmp_path, err);
     if (qmp_l < 0)
         return qmp_l;
-    _cleanup_close_ int agent_l = -1;
+    int agent_l = -1;
     if (vm_globals.transport != TRANSPORT_VSOCK) {
         agent_l = listen_unix(agent_path, err);
         if (agent_l < 0)
@@ -436,13 +471,17 @@ int vm_boot(struct vm *vm, const struct vm_boot *b, struct pv_err *err)
         .rng_seed = b->rng_seed,
         .disks = (const char *const *)b->disks,
         .disk_ro = b->disk_ro,
+        .incoming = incoming,
     };
     char **argv = qemu_argv(&qc);
     vm->boot_ns = now_ns();
-    int r = qemu_start((const char *const *)argv, vm->dir, &vm->pid, &vm->pidfd, err);
+    r = qemu_start((const char *const *)argv, vm->dir, &vm->pid, &vm->pidfd, err);
     qemu_argv_free(argv);
-    if (r < 0)
+    if (r < 0) {
+        if (agent_l >= 0)
+            close(agent_l);
         return pv_err_wrap(err, "vm `%s`", vm->name);
+    }
     track(vm->pid);
     vm->state = VM_BOOTED;
     vm->charged = cost;
@@ -451,35 +490,49 @@ int vm_boot(struct vm *vm, const struct vm_boot *b, struct pv_err *err)
     int64_t qdeadline = now_ns() + (int64_t)(20e9 * vm_globals.timeout_scale);
     int fd = accept_qemu(vm, qmp_l, qdeadline, err);
     if (fd < 0)
-        return died(vm, err, "QEMU failed to start");
-    qmp_init(&vm->qmp, fd, vm->pidfd);
-    if (qmp_negotiate(&vm->qmp, qdeadline, err) < 0)
-        return died(vm, err, "QMP negotiation failed");
+        r = died(vm, err, "QEMU failed to start");
+    else {
+        qmp_init(&vm->qmp, fd, vm->pidfd);
+        if (qmp_negotiate(&vm->qmp, qdeadline, err) < 0)
+            r = died(vm, err, "QMP negotiation failed");
+    }
+    if (r < 0 && agent_l >= 0)
+        close(agent_l);
+    if (r == 0)
+        *agent_lp = agent_l;
+    return r;
+}
 
-    int64_t deadline = now_ns() + (int64_t)(b->agent_timeout * 1e9);
+/* Connect to the agent (accepting on agent_l, which is closed) and shake
+ * hands; the VM is dead on failure. */
+static int handshake(struct vm *vm, int agent_l, double agent_timeout, const char *since,
+                     struct pv_err *err)
+{
+    uint32_t next_id = vm->chan.next_id;
+    int64_t deadline = now_ns() + (int64_t)(agent_timeout * 1e9);
+    int fd;
     if (vm_globals.transport == TRANSPORT_VSOCK)
         fd = connect_vsock(vm, deadline, err);
     else
-        fd = accept_qemu(vm, agent_l, qdeadline, err);
-    if (fd == -ETIMEDOUT) {
-        char what[128];
-        snprintf(what, sizeof(what), "no agent within %.0fs of power-on", b->agent_timeout);
+        fd = accept_qemu(vm, agent_l, deadline, err);
+    if (agent_l >= 0)
+        close(agent_l);
+    char what[sizeof(err->msg)];
+    snprintf(what, sizeof(what), "no agent within %.0fs of %s", agent_timeout, since);
+    if (fd == -ETIMEDOUT)
         return died(vm, err, what);
-    }
     if (fd < 0)
         return died(vm, err, "QEMU did not open the agent channel");
     chan_init(&vm->chan, fd, vm->pidfd);
+    /* ids are never reused on a VM: a request of before may still be named */
+    if (next_id > 1)
+        vm->chan.next_id = next_id;
     vm->chan.on_event = on_kmsg;
     vm->chan.event_ctx = vm;
-
-    r = chan_hello(&vm->chan, deadline, err);
-    if (r == -ETIMEDOUT) {
-        char what[128];
-        snprintf(what, sizeof(what), "no agent within %.0fs of power-on", b->agent_timeout);
+    int r = chan_hello(&vm->chan, deadline, err);
+    if (r == -ETIMEDOUT)
         return died(vm, err, what);
-    }
     if (r < 0) {
-        char what[sizeof(err->msg)];
         snprintf(what, sizeof(what), "%.900s", err->msg);
         return died(vm, err, what);
     }
@@ -492,6 +545,16 @@ int vm_boot(struct vm *vm, const struct vm_boot *b, struct pv_err *err)
                           "vm_name", vm->name, "profile", vm->profile, "memory_bytes",
                           (json_int_t)(vm->charged - POOL_VM_OVERHEAD), "cid", (int)vm->cid));
     return 0;
+}
+
+int vm_boot(struct vm *vm, const struct vm_boot *b, struct pv_err *err)
+{
+    if (vm->state != VM_CREATED && vm->state != VM_SHUTDOWN && vm->state != VM_DEAD)
+        return pv_err_set(err, EBUSY, "vm `%s`: boot() needs a created or shut-down VM, it is %s",
+                          vm->name, vm_state_name(vm->state));
+    int agent_l;
+    int r = launch(vm, b, false, true, &agent_l, err);
+    return r < 0 ? r : handshake(vm, agent_l, b->agent_timeout, "power-on", err);
 }
 
 static int need_state(struct vm *vm, const char *op, enum vm_state want, struct pv_err *err)
@@ -1025,4 +1088,210 @@ int vm_pump(struct vm *vm, double timeout_s, struct pv_err *err)
         return 0;
     int r = chan_pump(&vm->chan, now_ns() + (int64_t)(timeout_s * 1e9), err);
     return r < 0 ? op_failed(vm, r, err) : r;
+}
+
+/* ---- snapshots (docs/snapshots.md) ---- */
+
+#define SNAP_MAGIC "PROVIUM-SNAPSHOT 1\n"
+#define SNAP_HEADER_MAX (64u << 10)
+
+/* Wait for the migration to end: 0 when it completed. */
+static int wait_migration(struct vm *vm, const char *what, struct pv_err *err)
+{
+    int64_t deadline = now_ns() + (int64_t)(120e9 * vm_globals.timeout_scale);
+    for (;;) {
+        json_t *ret = NULL;
+        int r = qmp_exec(&vm->qmp, "query-migrate", NULL, deadline, &ret, err);
+        if (r < 0)
+            return r;
+        const char *st = json_string_value(json_object_get(ret, "status"));
+        if (st && !strcmp(st, "completed")) {
+            json_decref(ret);
+            return 0;
+        }
+        if (st && (!strcmp(st, "failed") || !strcmp(st, "cancelled"))) {
+            const char *why = json_string_value(json_object_get(ret, "error-desc"));
+            r = pv_err_set(err, EIO, "vm `%s`: %s failed: %s", vm->name, what,
+                           why ? why : st);
+            json_decref(ret);
+            return r;
+        }
+        json_decref(ret);
+        if (now_ns() > deadline)
+            return pv_err_set(err, ETIMEDOUT, "vm `%s`: %s timed out", vm->name, what);
+        poll(NULL, 0, 10);
+    }
+}
+
+/* The header: what a restore needs to start the same machine. */
+static json_t *snap_header(struct vm *vm, const char *version)
+{
+    const struct vm_boot *b = &vm->plan;
+    json_t *disks = json_array();
+    for (size_t i = 0; b->disks && b->disks[i]; i++)
+        json_array_append_new(disks, json_pack("{s:s, s:b}", "path", b->disks[i], "ro",
+                                               b->disk_ro && b->disk_ro[i]));
+    json_t *h = json_pack("{s:s, s:s, s:s, s:s, s:I, s:i, s:s, s:s, s:o}", "qemu", version,
+                          "machine", vm_globals.machine, "accel", accel_name(vm_globals.accel),
+                          "profile", vm->profile, "memory", (json_int_t)b->memory, "cpus",
+                          b->cpus, "kernel", b->kernel, "cmdline", b->cmdline, "disks", disks);
+    json_object_set_new(h, "initrd", b->initrd ? json_string(b->initrd) : json_null());
+    json_object_set_new(h, "modules_dir", b->modules_dir ? json_string(b->modules_dir) : json_null());
+    json_object_set_new(h, "agent_timeout", json_real(b->agent_timeout));
+    if (b->has_rng_seed)
+        json_object_set_new(h, "rng_seed", json_integer((json_int_t)b->rng_seed));
+    json_object_set_new(h, "vm", json_string(vm->name));
+    return h;
+}
+
+int vm_snapshot(struct vm *vm, const char *path, struct pv_err *err)
+{
+    int r = need_state(vm, "snapshot", VM_BOOTED, err);
+    if (r < 0)
+        return r;
+    const char *version = qemu_version();
+    _cleanup_close_ int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    if (fd < 0)
+        return pv_err_set(err, errno, "vm `%s`: snapshot: %s: %s", vm->name, path,
+                          strerror(errno));
+    json_t *h = snap_header(vm, version ? version : "?");
+    char *text = json_dumps(h, JSON_COMPACT | JSON_SORT_KEYS);
+    json_decref(h);
+    struct buf head = BUF_INIT;
+    buf_adds(&head, SNAP_MAGIC);
+    buf_adds(&head, text);
+    buf_adds(&head, "\n");
+    free(text);
+    r = write_all(fd, head.data, head.len);
+    buf_release(&head);
+    if (r < 0)
+        return pv_err_set(err, -r, "vm `%s`: snapshot: %s: %s", vm->name, path, strerror(-r));
+    /* stopped, the state is consistent and the copy one pass; then it goes on */
+    if ((r = qmp_simple(vm, "stop", NULL, err)) < 0)
+        return r;
+    int64_t d = now_ns() + (int64_t)(10e9 * vm_globals.timeout_scale);
+    r = qmp_exec_fd(&vm->qmp, "getfd", json_pack("{s:s}", "fdname", "snap"), fd, d, NULL, err);
+    if (r == 0)
+        r = qmp_exec(&vm->qmp, "migrate", json_pack("{s:s}", "uri", "fd:snap"), d, NULL, err);
+    if (r == 0)
+        r = wait_migration(vm, "snapshot", err);
+    int c = qmp_simple(vm, "cont", NULL, err);
+    if (r < 0) {
+        unlink(path);
+        return r;
+    }
+    return c;
+}
+
+/* Read and check a snapshot's header; *fd is left at the migration stream. */
+static int snap_open(struct vm *vm, const char *path, json_t **header, int *ret_fd,
+                     struct pv_err *err)
+{
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return pv_err_set(err, errno, "vm `%s`: restore: %s: %s", vm->name, path,
+                          strerror(errno));
+    char buf[SNAP_HEADER_MAX];
+    ssize_t n = pread(fd, buf, sizeof(buf) - 1, 0);
+    buf[n > 0 ? n : 0] = 0;
+    size_t m = strlen(SNAP_MAGIC);
+    char *nl = n > (ssize_t)m ? memchr(buf + m, '\n', (size_t)n - m) : NULL;
+    json_error_t je;
+    json_t *h = NULL;
+    if (n < (ssize_t)m || memcmp(buf, SNAP_MAGIC, m) || !nl ||
+        !(h = json_loadb(buf + m, (size_t)(nl - buf - (ptrdiff_t)m), 0, &je))) {
+        close(fd);
+        return pv_err_set(err, EINVAL, "vm `%s`: restore: %s is not a provium snapshot",
+                          vm->name, path);
+    }
+    lseek(fd, nl + 1 - buf, SEEK_SET);
+    *header = h;
+    *ret_fd = fd;
+    return 0;
+}
+
+static int snap_mismatch(struct vm *vm, const char *path, const char *what, const char *was,
+                         const char *is, struct pv_err *err)
+{
+    return pv_err_set(err, EINVAL,
+                      "vm `%s`: restore: %s was taken with %s %s, this is %s %s", vm->name,
+                      path, what, was ? was : "?", what, is ? is : "?");
+}
+
+int vm_restore(struct vm *vm, const char *path, struct pv_err *err)
+{
+    if (vm->state != VM_CREATED && vm->state != VM_SHUTDOWN && vm->state != VM_DEAD)
+        return pv_err_set(err, EBUSY,
+                          "vm `%s`: restore() needs a created or shut-down VM, it is %s",
+                          vm->name, vm_state_name(vm->state));
+    json_t *h;
+    _cleanup_close_ int fd = -1;
+    int r = snap_open(vm, path, &h, &fd, err);
+    if (r < 0)
+        return r;
+    const char *v;
+    if (strcmp((v = json_string_value(json_object_get(h, "profile"))) ?: "", vm->profile))
+        r = snap_mismatch(vm, path, "profile", v, vm->profile, err);
+    else if (strcmp((v = json_string_value(json_object_get(h, "machine"))) ?: "",
+                    vm_globals.machine))
+        r = snap_mismatch(vm, path, "machine", v, vm_globals.machine, err);
+    else if (strcmp((v = json_string_value(json_object_get(h, "accel"))) ?: "",
+                    accel_name(vm_globals.accel)))
+        r = snap_mismatch(vm, path, "accelerator", v, accel_name(vm_globals.accel), err);
+    else if (strcmp((v = json_string_value(json_object_get(h, "qemu"))) ?: "",
+                    qemu_version() ? qemu_version() : "?"))
+        r = snap_mismatch(vm, path, "QEMU", v, qemu_version(), err);
+    struct vm_boot b = {
+        .kernel = xstrdup(json_string_value(json_object_get(h, "kernel")) ?: ""),
+        .cmdline = xstrdup(json_string_value(json_object_get(h, "cmdline")) ?: ""),
+        .memory = (uint64_t)json_integer_value(json_object_get(h, "memory")),
+        .cpus = (int)json_integer_value(json_object_get(h, "cpus")),
+        .agent_timeout = json_number_value(json_object_get(h, "agent_timeout")),
+        .has_rng_seed = json_object_get(h, "rng_seed") != NULL,
+        .rng_seed = (uint64_t)json_integer_value(json_object_get(h, "rng_seed")),
+    };
+    if ((v = json_string_value(json_object_get(h, "initrd"))))
+        b.initrd = xstrdup(v);
+    if ((v = json_string_value(json_object_get(h, "modules_dir"))))
+        b.modules_dir = xstrdup(v);
+    json_t *disks = json_object_get(h, "disks");
+    if (json_array_size(disks)) {
+        size_t n = json_array_size(disks);
+        b.disks = xcalloc(n + 1, sizeof(char *));
+        b.disk_ro = xcalloc(n + 1, sizeof(bool));
+        for (size_t i = 0; i < n; i++) {
+            json_t *d = json_array_get(disks, i);
+            b.disks[i] = xstrdup(json_string_value(json_object_get(d, "path")) ?: "");
+            b.disk_ro[i] = json_is_true(json_object_get(d, "ro"));
+        }
+    }
+    if (b.agent_timeout <= 0)
+        b.agent_timeout = 60 * vm_globals.timeout_scale;
+    if (r == 0 && b.initrd && access(b.initrd, R_OK) < 0)
+        r = pv_err_set(err, ENOENT, "vm `%s`: restore: %s needs the initrd %s, which is gone",
+                       vm->name, path, b.initrd);
+    json_decref(h);
+    int agent_l = -1;
+    if (r == 0)
+        r = launch(vm, &b, true, vm->state == VM_CREATED, &agent_l, err);
+    vm_boot_release(&b);
+    if (r < 0)
+        return r;
+    int64_t d = now_ns() + (int64_t)(10e9 * vm_globals.timeout_scale);
+    r = qmp_exec_fd(&vm->qmp, "getfd", json_pack("{s:s}", "fdname", "snap"), fd, d, NULL, err);
+    if (r == 0)
+        r = qmp_exec(&vm->qmp, "migrate-incoming", json_pack("{s:s}", "uri", "fd:snap"), d, NULL,
+                     err);
+    if (r == 0)
+        r = wait_migration(vm, "restore", err);
+    if (r == 0)
+        r = qmp_simple(vm, "cont", NULL, err);
+    if (r < 0) {
+        if (agent_l >= 0)
+            close(agent_l);
+        if (vm->state == VM_BOOTED)
+            vm_kill(vm);
+        return r;
+    }
+    return handshake(vm, agent_l, vm->plan.agent_timeout, "the restore", err);
 }

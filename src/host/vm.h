@@ -43,6 +43,7 @@ struct vm {
     char *exit_reason; /* why the VM is dead */
     int kmsg_fd;       /* kmsg.log, the guest's kernel log as the agent streams it */
     char *modules_dir; /* from the boot: where vm:modprobe finds modules */
+    struct vm_boot plan; /* what it was booted (or restored) with, for snapshots */
     struct vm *next_live;
 };
 
@@ -80,6 +81,12 @@ int vm_reset(struct vm *vm, struct pv_err *err);
 int vm_pause(struct vm *vm, struct pv_err *err);
 int vm_resume(struct vm *vm, struct pv_err *err);
 int vm_power_button(struct vm *vm, struct pv_err *err);
+/* Save the running machine to path (docs/snapshots.md): a header saying
+ * what it was booted with, then QEMU's migration stream. The VM goes on. */
+int vm_snapshot(struct vm *vm, const char *path, struct pv_err *err);
+/* Start a created or shut-down VM from a snapshot of the same profile,
+ * machine, accelerator and QEMU; the agent picks up where it was. */
+int vm_restore(struct vm *vm, const char *path, struct pv_err *err);
 /* Round trip to the agent. */
 int vm_ping(struct vm *vm, struct pv_err *err);
 

@@ -19,9 +19,10 @@ struct l_ctx l_ctx;
 /* The prelude index written by the Makefile: {name, start, end} triples. */
 extern const char *const pv_prelude_index[];
 
-static const char *const prelude_order[] = {"util",   "result", "sys",   "file",     "clock",
-                                            "module", "console", "process", "batch", "worker", "lab", "splat",
-                                            "framework"};
+static const char *const prelude_order[] = {
+    "util",    "result", "sys",    "file",     "clock", "module", "console",
+    "process", "batch",  "worker", "snapshot", "lab",   "splat",  "framework",
+};
 
 static int64_t deadline_ns;
 static char deadline_msg[128];

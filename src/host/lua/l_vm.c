@@ -352,6 +352,33 @@ static int l_vm_console_socket_path(lua_State *L)
     return 1;
 }
 
+/* _provium_c.snapshot(vm, path?) -> path: the default is a new file in the
+ * run directory (gone at the end of the run) */
+static int l_snapshot(lua_State *L)
+{
+    struct l_vm *u = l_checkvm(L, 1);
+    static unsigned seq;
+    const char *path = lua_isnoneornil(L, 2)
+                           ? lua_pushfstring(L, "%s/%s-%d-%d.snap", vm_globals.rundir, u->vm->name,
+                                             (int)getpid(), (int)seq++)
+                           : luaL_checkstring(L, 2);
+    struct pv_err err = {0};
+    if (vm_snapshot(u->vm, path, &err) < 0)
+        return luaL_error(L, "%s", err.msg);
+    lua_pushstring(L, path);
+    return 1;
+}
+
+/* _provium_c.restore(vm, path) */
+static int l_restore(lua_State *L)
+{
+    struct l_vm *u = l_checkvm(L, 1);
+    struct pv_err err = {0};
+    if (vm_restore(u->vm, luaL_checkstring(L, 2), &err) < 0)
+        return luaL_error(L, "%s", err.msg);
+    return 0;
+}
+
 /* vm:boot_seconds() -> seconds from QEMU start to the agent's answer */
 static int l_vm_boot_seconds(lua_State *L)
 {
@@ -708,5 +735,9 @@ int luaopen_provium_vm(lua_State *L)
     lua_setfield(L, -2, "run");
     lua_pushcfunction(L, l_kmod_order);
     lua_setfield(L, -2, "kmod_order");
+    lua_pushcfunction(L, l_snapshot);
+    lua_setfield(L, -2, "snapshot");
+    lua_pushcfunction(L, l_restore);
+    lua_setfield(L, -2, "restore");
     return 1;
 }
