@@ -334,8 +334,28 @@ function _provium_run_file(path)
         P.root:_close()
         return out
     end
-    for _, t in ipairs(tests) do
-        out.tests[#out.tests + 1] = run_test_with_events(t)
+    local baseline
+    if rawget(P.root, "reset_between_tests") then
+        local bok, b = pcall(P.baseline, P.root)
+        if not bok then
+            out.chunk_error = clean(b)
+            P.root:_close()
+            return out
+        end
+        baseline = b
+    end
+    for i, t in ipairs(tests) do
+        local rec = run_test_with_events(t)
+        out.tests[#out.tests + 1] = rec
+        -- the next test starts from the baseline
+        if baseline and i < #tests then
+            local rok, rerr = pcall(P.restore_baseline, baseline)
+            if not rok then
+                rec.status = "failed"
+                rec.message = (rec.message and rec.message .. "\n" or "") ..
+                    "provium.reset_between_tests: restoring the baseline failed: " .. clean(rerr)
+            end
+        end
     end
     local cerr = P.root:_close()
     if cerr then out.chunk_error = "closing file-scope resources: " .. clean(cerr) end

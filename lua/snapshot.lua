@@ -66,3 +66,31 @@ function V:restore(snap)
     if not ok then P.rethrow(err, 2) end
     return self
 end
+
+-- provium.reset_between_tests (reference §3): every booted VM of the root
+-- lab saved once the file's top level has run, and put back after each test.
+function P.baseline(root)
+    local vms, live = {}, {}
+    for _, vm in ipairs(root:_all_vms()) do
+        vms[#vms + 1] = vm
+        for _, l in ipairs(live_streams(vm)) do live[#live + 1] = l end
+    end
+    if #live > 0 then
+        error("provium.reset_between_tests would auto-snapshot a live stream opened at file scope:\n" ..
+            table.concat(live, "\n") .. "\nClose it at the end of the top level, or open it in the tests.", 0)
+    end
+    local base = {}
+    for _, vm in ipairs(vms) do
+        base[#base + 1] = { vm = vm, snap = vm:state() == "booted" and vm:snapshot() or nil }
+    end
+    return base
+end
+
+-- Back to the baseline: the saved VMs restored, the others stopped.
+function P.restore_baseline(base)
+    for _, b in ipairs(base) do
+        local st = b.vm:state()
+        if st ~= "created" and st ~= "shutdown" then b.vm:kill() end
+        if b.snap then b.vm:restore(b.snap) end
+    end
+end

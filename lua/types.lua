@@ -293,6 +293,7 @@ function Snapshot:delete() end
 ---@field caps table<string, integer> capability numbers by name
 ---@field timeout Duration? the default per-test timeout of the file
 ---@field allow_kernel_warnings boolean?
+---@field reset_between_tests boolean? every test starts from the machine as the top level left it
 local Lab = {}
 ---@param name string
 ---@param profile string?

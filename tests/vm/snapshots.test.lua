@@ -1,6 +1,7 @@
 -- vm:snapshot and vm:restore (reference §7.5, §13; docs/snapshots.md): the
 -- agent's state survives, live streams refuse, mismatches are named.
 provium:claim { memory = "1200M", cpus = 1 }
+local meta = require("lib.meta")
 local sys = provium.sys
 local vm = provium:vm("s", "default"):boot()
 
@@ -84,4 +85,20 @@ test("restore refuses what it cannot use", function(t)
         "expected a Snapshot or a path, got number")
     t:assert_eq(other:state(), "created")
     snap:delete()
+end)
+
+test("reset_between_tests refuses a stream left open at file scope", function(t)
+    local d = meta.tmpdir()
+    meta.write(d .. "/s.test.lua", [[
+provium.reset_between_tests = true
+local vm = provium:vm("a", "default"):boot()
+local log = vm:tail_file("/proc/uptime")
+test("never runs", function() end)
+]])
+    local files, code = meta.json_run({ "s.test.lua" }, { cwd = d })
+    meta.rmdir(d)
+    t:assert_eq(code, 1)
+    local e = files["s.test.lua"].chunk_error
+    t:assert_contains(e, "provium.reset_between_tests would auto-snapshot a live stream opened at file scope:")
+    t:assert_contains(e, '  - tail_file("/proc/uptime") at s.test.lua:3')
 end)
