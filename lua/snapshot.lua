@@ -40,17 +40,24 @@ local function live_streams(vm)
     return out
 end
 
+local function refuse_live(what, vms, level)
+    local live = {}
+    for _, vm in ipairs(vms) do
+        for _, l in ipairs(live_streams(vm)) do live[#live + 1] = l end
+    end
+    if #live > 0 then
+        error(("provium: %s refused — file `%s` has live streams:\n%s\n" ..
+            "Close the streams before snapshotting (or remove the snapshot)."):format(
+            what, C.display, table.concat(live, "\n")), level + 1)
+    end
+end
+
 -- vm:snapshot(path?) -> Snapshot: the running machine, saved; it goes on
 function V:snapshot(path)
     if path ~= nil and type(path) ~= "string" then
         error("vm:snapshot: path must be a string, got " .. type(path), 2)
     end
-    local live = live_streams(self)
-    if #live > 0 then
-        error(("provium: vm:snapshot() refused — file `%s` has live streams:\n%s\n" ..
-            "Close the streams before snapshotting (or remove the snapshot)."):format(
-            C.display, table.concat(live, "\n")), 2)
-    end
+    refuse_live("vm:snapshot()", { self }, 2)
     local ok, p = pcall(C.snapshot, self, path)
     if not ok then P.rethrow(p, 2) end
     return setmetatable({ _path = p }, Snapshot)
@@ -93,4 +100,80 @@ function P.restore_baseline(base)
         if st ~= "created" and st ~= "shutdown" then b.vm:kill() end
         if b.snap then b.vm:restore(b.snap) end
     end
+end
+
+-- LabSnapshot: a directory of lab.json and <vm>.snap files.
+local LabSnapshot = {}
+LabSnapshot.__index = LabSnapshot
+P.LabSnapshot = LabSnapshot
+
+function LabSnapshot:path() return self._path end
+
+-- the sizes of the files in it
+function LabSnapshot:size()
+    local n = 0
+    for _, name in ipairs(C.host_dir(self._path) or {}) do
+        n = n + setmetatable({ _path = self._path .. "/" .. name }, Snapshot):size()
+    end
+    return n
+end
+
+-- best effort, idempotent
+function LabSnapshot:delete()
+    for _, name in ipairs(C.host_dir(self._path) or {}) do os.remove(self._path .. "/" .. name) end
+    os.remove(self._path)
+end
+
+LabSnapshot.__tostring = function(s) return ("LabSnapshot(%s)"):format(s._path) end
+
+-- lab:snapshot(dir?): every VM of this lab and its sub-labs. No dir: a
+-- LabSnapshot in a new directory; with one: its path.
+function P.Lab:snapshot(dir)
+    if dir ~= nil and type(dir) ~= "string" then
+        error("lab:snapshot: dir must be a string, got " .. type(dir), 2)
+    end
+    local vms = self:_all_vms()
+    refuse_live("lab:snapshot()", vms, 2)
+    local path = dir or C.tempdir()
+    local made, merr = C.host_dir(path, true)
+    if not made then error("lab:snapshot: " .. merr, 2) end
+    local index = { vms = {} }
+    for _, vm in ipairs(vms) do
+        local entry = { name = vm:name(), profile = vm:profile(), state = vm:state() }
+        if entry.state == "booted" then
+            entry.snap = entry.name .. ".snap"
+            local ok, err = pcall(vm.snapshot, vm, path .. "/" .. entry.snap)
+            if not ok then P.rethrow(err, 2) end
+        end
+        index.vms[#index.vms + 1] = entry
+    end
+    local f = assert(io.open(path .. "/lab.json", "w"))
+    f:write(json.encode(index), "\n")
+    f:close()
+    if dir then return dir end
+    return setmetatable({ _path = path }, LabSnapshot)
+end
+
+-- lab:restore(dir_or_labsnapshot): each saved VM, by name; a VM the lab does
+-- not have yet is declared with the recorded profile.
+function P.Lab:restore(snap)
+    local path = getmetatable(snap) == LabSnapshot and snap._path or snap
+    if type(path) ~= "string" then
+        error("lab:restore: expected a LabSnapshot or a directory, got " .. type(snap), 2)
+    end
+    local f = io.open(path .. "/lab.json")
+    if not f then error(("lab:restore: %s holds no lab.json: not a lab snapshot"):format(path), 2) end
+    local ok, index = pcall(json.decode, f:read("a"))
+    f:close()
+    if not ok or type(index) ~= "table" or type(index.vms) ~= "table" then
+        error(("lab:restore: %s/lab.json is not a lab snapshot's index"):format(path), 2)
+    end
+    for _, e in ipairs(index.vms) do
+        if e.snap then
+            local vm = rawget(self, "_vms")[e.name] or self:vm(e.name, e.profile)
+            local rok, err = pcall(V.restore, vm, path .. "/" .. e.snap)
+            if not rok then P.rethrow(err, 2) end
+        end
+    end
+    return self
 end

@@ -310,6 +310,20 @@ function Lab:pause() end
 function Lab:resume() end
 ---@param t {memory: string|integer, cpus: integer?}
 function Lab:claim(t) end
+---@param dir string?
+---@return LabSnapshot|string
+function Lab:snapshot(dir) end
+---@param snap LabSnapshot|string
+---@return Lab
+function Lab:restore(snap) end
+
+---@class LabSnapshot
+local LabSnapshot = {}
+---@return string
+function LabSnapshot:path() end
+---@return integer
+function LabSnapshot:size() end
+function LabSnapshot:delete() end
 ---@return string
 function Lab:name() end
 ---@return string[]

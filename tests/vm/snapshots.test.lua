@@ -1,6 +1,6 @@
 -- vm:snapshot and vm:restore (reference §7.5, §13; docs/snapshots.md): the
 -- agent's state survives, live streams refuse, mismatches are named.
-provium:claim { memory = "1200M", cpus = 1 }
+provium:claim { memory = "1500M", cpus = 1 }
 local meta = require("lib.meta")
 local sys = provium.sys
 local vm = provium:vm("s", "default"):boot()
@@ -101,4 +101,31 @@ test("never runs", function() end)
     local e = files["s.test.lua"].chunk_error
     t:assert_contains(e, "provium.reset_between_tests would auto-snapshot a live stream opened at file scope:")
     t:assert_contains(e, '  - tail_file("/proc/uptime") at s.test.lua:3')
+end)
+
+test("lab:snapshot and lab:restore: every VM of a lab at once", function(t)
+    local lab = provium:lab("pair")
+    local a = lab:vm("la", "default", { memory = "256M" }):boot()
+    local b = lab:vm("lb", "default", { memory = "256M" }):boot()
+    a:write_file("/tmp/who", "a\n")
+    b:write_file("/tmp/who", "b\n")
+    local snap = lab:snapshot()
+    t:assert(snap:size() > 2 * 1024 * 1024, "two machines saved")
+    a:write_file("/tmp/who", "changed\n")
+    lab:shutdown()
+    lab:restore(snap)
+    t:assert_eq(a:read_file("/tmp/who"), "a\n")
+    t:assert_eq(b:read_file("/tmp/who"), "b\n")
+    snap:delete()
+    t:assert_eq(snap:size(), 0)
+    -- with a directory: its path back, and restorable by path
+    local dir = os.tmpname()
+    os.remove(dir)
+    t:assert_eq(lab:snapshot(dir), dir)
+    lab:shutdown()
+    lab:restore(dir)
+    t:assert_eq(b:state(), "booted")
+    setmetatable({ _path = dir }, _provium.LabSnapshot):delete()
+    t:assert_contains(t:assert_raises(function() lab:restore(dir) end), "holds no lab.json")
+    lab:shutdown()
 end)

@@ -1,6 +1,7 @@
 /* A test file's Lua state: the standard library, `json`, the C primitives
  * under `_provium_c`, and the embedded prelude (the files under lua/) loaded in a fixed
  * order. */
+#include <dirent.h>
 #include <math.h>
 #include <poll.h>
 #include <stdio.h>
@@ -20,8 +21,8 @@ struct l_ctx l_ctx;
 extern const char *const pv_prelude_index[];
 
 static const char *const prelude_order[] = {
-    "util",    "result", "sys",    "file",     "clock", "module", "console",
-    "process", "batch",  "worker", "snapshot", "lab",   "splat",  "framework",
+    "util",    "result", "sys",    "file", "clock",    "module", "console",
+    "process", "batch",  "worker", "lab",  "snapshot", "splat",  "framework",
 };
 
 static int64_t deadline_ns;
@@ -126,6 +127,50 @@ static int l_event(lua_State *L)
     return 0;
 }
 
+/* _provium_c.tempdir() -> a new private directory in the run directory
+ * (gone at the end of the run) */
+static int l_tempdir(lua_State *L)
+{
+    const char *base = vm_globals.rundir ? vm_globals.rundir : "/tmp";
+    char *p = xasprintf("%s/snap-XXXXXX", base);
+    if (!mkdtemp(p)) {
+        int e = errno;
+        free(p);
+        return luaL_error(L, "cannot make a directory in %s: %s", base, strerror(e));
+    }
+    lua_pushstring(L, p);
+    free(p);
+    return 1;
+}
+
+/* _provium_c.host_dir(path, create?) -> the names in a host directory
+ * (made first, with its parents, when create), or nil and the error */
+static int l_host_dir(lua_State *L)
+{
+    const char *path = luaL_checkstring(L, 1);
+    if (lua_toboolean(L, 2) && mkdir_p(path, 0755) < 0 && errno != EEXIST) {
+        lua_pushnil(L);
+        lua_pushfstring(L, "%s: %s", path, strerror(errno));
+        return 2;
+    }
+    DIR *d = opendir(path);
+    if (!d) {
+        lua_pushnil(L);
+        lua_pushfstring(L, "%s: %s", path, strerror(errno));
+        return 2;
+    }
+    lua_newtable(L);
+    struct dirent *e;
+    int n = 0;
+    while ((e = readdir(d)))
+        if (strcmp(e->d_name, ".") && strcmp(e->d_name, "..")) {
+            lua_pushstring(L, e->d_name);
+            lua_rawseti(L, -2, ++n);
+        }
+    closedir(d);
+    return 1;
+}
+
 /* _provium_c.parse_duration(s) -> seconds or nil */
 static int l_parse_duration(lua_State *L)
 {
@@ -221,6 +266,8 @@ lua_State *l_newstate(void)
         {"parse_duration", l_parse_duration},
         {"claim", l_claim},
         {"event", l_event},
+        {"tempdir", l_tempdir},
+        {"host_dir", l_host_dir},
         {"kill_all", l_kill_all},
         {"deadline_passed", l_deadline_passed},
         {NULL, NULL},
