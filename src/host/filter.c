@@ -118,7 +118,11 @@ static bool in_array(json_t *a, const char *s)
 {
     size_t i;
     json_t *v;
-    json_array_foreach(a, i, v) if (json_is_string(v) && !strcmp(json_string_value(v), s)) return true;
+    json_array_foreach(a, i, v)
+    {
+        if (json_is_string(v) && !strcmp(json_string_value(v), s))
+            return true;
+    }
     return false;
 }
 
@@ -189,9 +193,12 @@ void rerun_state_update(char *const *failed, size_t nfailed, char *const *passed
             continue;
         size_t k;
         json_t *v;
-        json_array_foreach(set, k, v) if (!strcmp(json_string_value(v), real)) {
-            json_array_remove(set, k);
-            break;
+        json_array_foreach(set, k, v)
+        {
+            if (json_is_string(v) && !strcmp(json_string_value(v), real)) {
+                json_array_remove(set, k);
+                break;
+            }
         }
     }
     for (size_t i = 0; i < nfailed; i++)
