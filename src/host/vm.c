@@ -3,6 +3,7 @@
 #include "accel.h"
 #include "events.h"
 #include "pool.h"
+#include "zpipe.h"
 
 #include <fcntl.h>
 #include <poll.h>
@@ -1155,6 +1156,7 @@ int vm_snapshot(struct vm *vm, const char *path, struct pv_err *err)
         return pv_err_set(err, errno, "vm `%s`: snapshot: %s: %s", vm->name, path,
                           strerror(errno));
     json_t *h = snap_header(vm, version ? version : "?");
+    json_object_set_new(h, "compression", json_string("zstd"));
     char *text = json_dumps(h, JSON_COMPACT | JSON_SORT_KEYS);
     json_decref(h);
     struct buf head = BUF_INIT;
@@ -1166,16 +1168,33 @@ int vm_snapshot(struct vm *vm, const char *path, struct pv_err *err)
     buf_release(&head);
     if (r < 0)
         return pv_err_set(err, -r, "vm `%s`: snapshot: %s: %s", vm->name, path, strerror(-r));
-    /* stopped, the state is consistent and the copy one pass; then it goes on */
-    if ((r = qmp_simple(vm, "stop", NULL, err)) < 0)
+    /* QEMU writes the stream into a pipe; a thread compresses it into the file */
+    int p[2];
+    if (pipe2(p, O_CLOEXEC) < 0)
+        return pv_err_set(err, errno, "vm `%s`: snapshot: %s", vm->name, strerror(errno));
+    struct zpipe z;
+    if ((r = zpipe_start(&z, p[0], dup(fd), true, err)) < 0) {
+        close(p[1]);
         return r;
+    }
+    /* stopped, the state is consistent and the copy one pass; then it goes on */
+    r = qmp_simple(vm, "stop", NULL, err);
     int64_t d = now_ns() + (int64_t)(10e9 * vm_globals.timeout_scale);
-    r = qmp_exec_fd(&vm->qmp, "getfd", json_pack("{s:s}", "fdname", "snap"), fd, d, NULL, err);
+    if (r == 0)
+        r = qmp_exec_fd(&vm->qmp, "getfd", json_pack("{s:s}", "fdname", "snap"), p[1], d, NULL,
+                        err);
+    close(p[1]); /* QEMU holds its own copy now: EOF comes when it closes it */
     if (r == 0)
         r = qmp_exec(&vm->qmp, "migrate", json_pack("{s:s}", "uri", "fd:snap"), d, NULL, err);
     if (r == 0)
         r = wait_migration(vm, "snapshot", err);
-    int c = qmp_simple(vm, "cont", NULL, err);
+    if (r < 0 && vm->state == VM_BOOTED)
+        qmp_exec(&vm->qmp, "closefd", json_pack("{s:s}", "fdname", "snap"), d, NULL, NULL);
+    struct pv_err zerr = {0};
+    int zr = zpipe_join(&z, "compressing", &zerr);
+    if (r == 0 && zr < 0)
+        r = pv_err_set(err, -zr, "vm `%s`: snapshot to %s: %s", vm->name, path, zerr.msg);
+    int c = vm->state == VM_BOOTED ? qmp_simple(vm, "cont", NULL, err) : 0;
     if (r < 0) {
         unlink(path);
         return r;
@@ -1224,7 +1243,7 @@ int vm_restore(struct vm *vm, const char *path, struct pv_err *err)
         return pv_err_set(err, EBUSY,
                           "vm `%s`: restore() needs a created or shut-down VM, it is %s",
                           vm->name, vm_state_name(vm->state));
-    json_t *h;
+    json_t *h = NULL;
     _cleanup_close_ int fd = -1;
     int r = snap_open(vm, path, &h, &fd, err);
     if (r < 0)
@@ -1250,6 +1269,7 @@ int vm_restore(struct vm *vm, const char *path, struct pv_err *err)
         .has_rng_seed = json_object_get(h, "rng_seed") != NULL,
         .rng_seed = (uint64_t)json_integer_value(json_object_get(h, "rng_seed")),
     };
+    bool compressed = !strcmp(json_string_value(json_object_get(h, "compression")) ?: "", "zstd");
     if ((v = json_string_value(json_object_get(h, "initrd"))))
         b.initrd = xstrdup(v);
     if ((v = json_string_value(json_object_get(h, "modules_dir"))))
@@ -1277,13 +1297,42 @@ int vm_restore(struct vm *vm, const char *path, struct pv_err *err)
     vm_boot_release(&b);
     if (r < 0)
         return r;
+    /* a compressed stream reaches QEMU through a pipe, decompressed on the way */
+    int qfd = fd, p[2] = {-1, -1};
+    struct zpipe z;
+    bool zstd = compressed;
+    if (zstd) {
+        if (pipe2(p, O_CLOEXEC) < 0)
+            r = pv_err_set(err, errno, "vm `%s`: restore: %s", vm->name, strerror(errno));
+        else if ((r = zpipe_start(&z, dup(fd), p[1], false, err)) < 0)
+            close(p[0]);
+        else
+            qfd = p[0];
+        zstd = r == 0;
+    }
     int64_t d = now_ns() + (int64_t)(10e9 * vm_globals.timeout_scale);
-    r = qmp_exec_fd(&vm->qmp, "getfd", json_pack("{s:s}", "fdname", "snap"), fd, d, NULL, err);
+    if (r == 0)
+        r = qmp_exec_fd(&vm->qmp, "getfd", json_pack("{s:s}", "fdname", "snap"), qfd, d, NULL,
+                        err);
+    if (zstd)
+        close(p[0]);
     if (r == 0)
         r = qmp_exec(&vm->qmp, "migrate-incoming", json_pack("{s:s}", "uri", "fd:snap"), d, NULL,
                      err);
     if (r == 0)
         r = wait_migration(vm, "restore", err);
+    if (r < 0 && vm->state == VM_BOOTED) {
+        /* before the join: the thread may be blocked writing to QEMU */
+        char what[sizeof(err->msg)];
+        snprintf(what, sizeof(what), "restore from %s failed (%.300s)", path, err->msg);
+        died(vm, err, what);
+    }
+    if (zstd) {
+        struct pv_err zerr = {0};
+        int zr = zpipe_join(&z, "decompressing", &zerr);
+        if (r == 0 && zr < 0)
+            r = pv_err_set(err, -zr, "vm `%s`: restore from %s: %s", vm->name, path, zerr.msg);
+    }
     if (r == 0)
         r = qmp_simple(vm, "cont", NULL, err);
     if (r < 0) {
