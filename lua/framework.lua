@@ -294,24 +294,25 @@ local function run_test_with_events(t)
 end
 
 -- Called by C once per file. Returns the outcome table.
-function _provium_run_file(path)
-    local out = { path = C.display, tests = {}, chunk_error = nil }
-    -- require resolves against the roots and the file's own directory
+-- A test or fixture file as a chunk (or nil and why); require resolves
+-- against the roots and the file's own directory.
+function P.load_file(path)
     local dirs = {}
     for _, r in ipairs(C.roots) do dirs[#dirs + 1] = r .. "/?.lua;" .. r .. "/?/init.lua" end
     local here = path:match("^(.*)/[^/]*$") or "."
     dirs[#dirs + 1] = here .. "/?.lua"
     package.path = table.concat(dirs, ";") .. ";" .. package.path
-
     -- named as displayed, so messages read "x.test.lua:3:", not an absolute path
     local f, ferr = io.open(path, "rb")
-    if not f then
-        out.chunk_error = ferr
-        return out
-    end
+    if not f then return nil, ferr end
     local src = f:read("a")
     f:close()
-    local chunk, lerr = load(src, "@" .. C.display, "t")
+    return load(src, "@" .. C.display, "t")
+end
+
+function _provium_run_file(path)
+    local out = { path = C.display, tests = {}, chunk_error = nil }
+    local chunk, lerr = P.load_file(path)
     if not chunk then
         out.chunk_error = lerr
         return out

@@ -310,6 +310,9 @@ function Lab:pause() end
 function Lab:resume() end
 ---@param t {memory: string|integer, cpus: integer?}
 function Lab:claim(t) end
+---@param name string a fixture's path without .fixture.lua, such as "fixtures/base"
+---@return VM
+function Lab:vm_fixture(name) end
 ---@param dir string?
 ---@return LabSnapshot|string
 function Lab:snapshot(dir) end

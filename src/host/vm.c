@@ -20,6 +20,8 @@ struct vm_globals vm_globals = {.accel = ACCEL_TCG, .transport = TRANSPORT_VIRTI
 
 /* QEMU pids to kill from a signal handler; plain stores only. */
 static volatile pid_t live_pids[256];
+/* Every struct vm of this process, for vm_kill_everything(). */
+static struct vm *all_vms;
 
 static void track(pid_t pid)
 {
@@ -36,6 +38,13 @@ static void untrack(pid_t pid)
     for (size_t i = 0; i < ARRAY_SIZE(live_pids); i++)
         if (live_pids[i] == pid)
             live_pids[i] = 0;
+}
+
+void vm_forget_all(void)
+{
+    for (size_t i = 0; i < ARRAY_SIZE(live_pids); i++)
+        live_pids[i] = 0;
+    all_vms = NULL;
 }
 
 void vm_kill_all(void)
@@ -68,8 +77,6 @@ void vm_boot_release(struct vm_boot *b)
     memset(b, 0, sizeof(*b));
 }
 
-/* Every struct vm of this process, for vm_kill_everything(). */
-static struct vm *all_vms;
 
 void vm_kill_everything(const char *why)
 {

@@ -62,6 +62,7 @@ struct vm_globals {
     bool claim_declared; /* from provium:claim (else the default for files without) */
     uint64_t memory_in_use;
     const char *file; /* the test file, as displayed (for events) */
+    const char *snapshot_dir; /* where vm:snapshot() with no path writes (NULL: rundir) */
 };
 extern struct vm_globals vm_globals;
 
@@ -217,5 +218,7 @@ void vm_console_tail(struct vm *vm, int lines, struct buf *out);
 
 /* Kill every QEMU this process started (signal-safe; for fatal paths). */
 void vm_kill_all(void);
+/* In a forked child: forget the parent's VMs (never kill them from here). */
+void vm_forget_all(void);
 /* Kill every running VM and mark it dead with the reason (not signal-safe). */
 void vm_kill_everything(const char *why);

@@ -10,6 +10,7 @@
 #include <lualib.h>
 
 #include "events.h"
+#include "fixture.h"
 #include "l_json.h"
 #include "l_provium.h"
 #include "pool.h"
@@ -22,7 +23,7 @@ extern const char *const pv_prelude_index[];
 
 static const char *const prelude_order[] = {
     "util",    "result", "sys",    "file", "clock",    "module", "console",
-    "process", "batch",  "worker", "lab",  "snapshot", "splat",  "framework",
+    "process", "batch",  "worker", "lab",  "snapshot", "fixture", "splat",  "framework",
 };
 
 static int64_t deadline_ns;
@@ -171,6 +172,21 @@ static int l_host_dir(lua_State *L)
     return 1;
 }
 
+/* _provium_c.fixture(name, from_dir) -> snapshot path, built (bool) */
+static int l_fixture(lua_State *L)
+{
+    const char *name = luaL_checkstring(L, 1);
+    const char *from = luaL_optstring(L, 2, NULL);
+    struct fixture_result res;
+    struct pv_err err = {0};
+    if (fixture_get(l_ctx.config, name, from, l_ctx.display ? l_ctx.display : "?", &res, &err) < 0)
+        return luaL_error(L, "%s", err.msg);
+    lua_pushstring(L, res.snap);
+    lua_pushboolean(L, res.built);
+    free(res.snap);
+    return 2;
+}
+
 /* _provium_c.parse_duration(s) -> seconds or nil */
 static int l_parse_duration(lua_State *L)
 {
@@ -268,6 +284,7 @@ lua_State *l_newstate(void)
         {"event", l_event},
         {"tempdir", l_tempdir},
         {"host_dir", l_host_dir},
+        {"fixture", l_fixture},
         {"kill_all", l_kill_all},
         {"deadline_passed", l_deadline_passed},
         {NULL, NULL},

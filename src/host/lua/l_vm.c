@@ -359,8 +359,10 @@ static int l_snapshot(lua_State *L)
     struct l_vm *u = l_checkvm(L, 1);
     static unsigned seq;
     const char *path = lua_isnoneornil(L, 2)
-                           ? lua_pushfstring(L, "%s/%s-%d-%d.snap", vm_globals.rundir, u->vm->name,
-                                             (int)getpid(), (int)seq++)
+                           ? lua_pushfstring(L, "%s/%s-%d-%d.snap",
+                                             vm_globals.snapshot_dir ? vm_globals.snapshot_dir
+                                                                     : vm_globals.rundir,
+                                             u->vm->name, (int)getpid(), (int)seq++)
                            : luaL_checkstring(L, 2);
     struct pv_err err = {0};
     if (vm_snapshot(u->vm, path, &err) < 0)

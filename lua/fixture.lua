@@ -1,0 +1,68 @@
+-- Persistent fixtures (reference §19, docs/fixtures.md): provium:vm_fixture
+-- and the build of a fixture file in its own process.
+local C = _provium_c
+local P = _provium
+
+-- The directory of the file that called (level 3: the caller of the method).
+local function caller_dir()
+    local src = debug.getinfo(3, "S").source
+    local file = src:sub(1, 1) == "@" and src:sub(2) or "."
+    return file:match("^(.*)/[^/]*$") or "."
+end
+
+-- The VM name and profile a snapshot recorded.
+local function recorded(path)
+    local f = io.open(path, "rb")
+    if not f then return nil end
+    f:read("l")
+    local ok, h = pcall(json.decode, f:read("l") or "")
+    f:close()
+    return ok and type(h) == "table" and h or nil
+end
+
+-- provium:vm_fixture(name) -> a booted VM, restored from the fixture's
+-- snapshot (built first if the cache does not have it); it belongs to the
+-- file's root lab, wherever it is called.
+function P.Lab:vm_fixture(name)
+    if type(name) ~= "string" then
+        error("vm_fixture: expected a fixture path such as \"fixtures/base\", got " .. type(name), 2)
+    end
+    local ok, snap, built = pcall(C.fixture, name, caller_dir())
+    if not ok then P.rethrow(snap, 2) end
+    local h = recorded(snap)
+    if not h then error(("vm_fixture: the cached snapshot of `%s` is unreadable: %s"):format(name, snap), 2) end
+    local root = P.root
+    local vm = rawget(root, "_vms")[h.vm] or root:vm(h.vm, h.profile)
+    local rok, err = pcall(vm.restore, vm, snap)
+    if not rok then P.rethrow(err, 2) end
+    if not built then C.event("fixture_cache_hit", { path = name }) end
+    return vm
+end
+
+-- In the build process (src/host/fixture.c): run the fixture file; it
+-- returns a Snapshot, which becomes `out`. Returns the exit status.
+function _provium_build_fixture(path, out)
+    local chunk, lerr = P.load_file(path)
+    if not chunk then
+        io.stderr:write(lerr, "\n")
+        return 1
+    end
+    local ok, res = xpcall(chunk, function(e) return debug.traceback(tostring(e), 2) end)
+    local code = 0
+    if not ok then
+        io.stderr:write(res, "\n")
+        code = 1
+    elseif getmetatable(res) ~= P.Snapshot then
+        io.stderr:write(("%s: a fixture must end with `return vm:snapshot()` (it returned %s)\n")
+            :format(C.display, type(res)))
+        code = 1
+    else
+        local rok, rerr = os.rename(res:path(), out)
+        if not rok then
+            io.stderr:write("moving the snapshot into the cache: ", rerr, "\n")
+            code = 1
+        end
+    end
+    P.root:_close()
+    return code
+end

@@ -1,0 +1,393 @@
+#include "fixture.h"
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <sys/file.h>
+#include <sys/prctl.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+
+#include "accel.h"
+#include "events.h"
+#include "hash.h"
+#include "kernel.h"
+#include "lua/l_provium.h"
+#include "luascan.h"
+#include "qemu.h"
+#include "spawn.h"
+#include "vm.h"
+
+extern const char pv_agent_bin[], pv_agent_bin_end[];
+
+static bool is_file(const char *p)
+{
+    struct stat st;
+    return stat(p, &st) == 0 && S_ISREG(st.st_mode);
+}
+
+char *fixture_find(const struct config *cfg, const char *name, const char *from_dir)
+{
+    for (size_t i = 0; i <= cfg->nroots; i++) {
+        const char *dir = i < cfg->nroots ? cfg->roots[i] : from_dir;
+        if (!dir)
+            continue;
+        char *p = xasprintf("%s/%s.fixture.lua", dir, name);
+        if (is_file(p))
+            return p;
+        free(p);
+    }
+    return NULL;
+}
+
+/* A required module ("helpers.net") as a file, as `require` would find it. */
+static char *find_module(const struct config *cfg, const char *mod, const char *from_dir)
+{
+    _cleanup_free_ char *rel = xstrdup(mod);
+    for (char *c = rel; *c; c++)
+        *c = *c == '.' ? '/' : *c;
+    for (size_t i = 0; i <= cfg->nroots; i++) {
+        const char *dir = i < cfg->nroots ? cfg->roots[i] : from_dir;
+        if (!dir)
+            continue;
+        char *p = xasprintf("%s/%s.lua", dir, rel);
+        if (is_file(p))
+            return p;
+        free(p);
+        p = xasprintf("%s/%s/init.lua", dir, rel);
+        if (is_file(p))
+            return p;
+        free(p);
+    }
+    return NULL;
+}
+
+/* path, size and mtime: what says a host file changed */
+static void hash_file_id(struct sha256 *h, const char *path)
+{
+    struct stat st;
+    char id[96] = "missing";
+    if (path && stat(path, &st) == 0)
+        snprintf(id, sizeof(id), "%lld/%lld.%09ld", (long long)st.st_size,
+                 (long long)st.st_mtim.tv_sec, st.st_mtim.tv_nsec);
+    sha256_update_str(h, path ? path : "");
+    sha256_update_str(h, id);
+}
+
+struct keying {
+    const struct config *cfg;
+    char **seen; /* files already in the key, and fixtures being keyed (cycles) */
+    size_t nseen;
+    int depth;
+};
+
+static bool seen(struct keying *k, const char *path)
+{
+    for (size_t i = 0; i < k->nseen; i++)
+        if (!strcmp(k->seen[i], path))
+            return true;
+    k->seen = xrealloc(k->seen, (k->nseen + 1) * sizeof(char *));
+    k->seen[k->nseen++] = xstrdup(path);
+    return false;
+}
+
+static int key_of(struct keying *k, const char *path, char key[65], struct pv_err *err);
+
+/* Each literal argument of the calls `fn(...)` in src, in order. */
+static void literal_args(const struct buf *src, const char *fn, void (*each)(void *, const char *),
+                         void *ctx)
+{
+    struct lscan s;
+    lscan_init(&s, src->data, src->len);
+    while (lscan_find(&s, fn)) {
+        char arg[1024];
+        bool quoted;
+        bool paren = lscan_eat(&s, '(');
+        (void)paren;
+        if (lscan_literal(&s, arg, sizeof(arg), &quoted) && quoted)
+            each(ctx, arg);
+    }
+}
+
+struct scan_ctx {
+    struct keying *k;
+    struct sha256 *h;
+    const char *dir;
+    int ret;
+    struct pv_err *err;
+};
+
+static void add_fixture(void *p, const char *name)
+{
+    struct scan_ctx *c = p;
+    if (c->ret < 0)
+        return;
+    _cleanup_free_ char *f = fixture_find(c->k->cfg, name, c->dir);
+    if (!f) {
+        c->ret = pv_err_set(c->err, ENOENT, "fixture `%s` not found in any test root", name);
+        return;
+    }
+    char sub[65];
+    c->ret = key_of(c->k, f, sub, c->err);
+    if (c->ret == 0) {
+        sha256_update_str(c->h, name);
+        sha256_update_str(c->h, sub);
+    }
+}
+
+static void add_helper(void *p, const char *mod)
+{
+    struct scan_ctx *c = p;
+    _cleanup_free_ char *f = find_module(c->k->cfg, mod, c->dir);
+    if (!f || seen(c->k, f))
+        return; /* a module of Lua's own, or already in the key */
+    struct buf src = BUF_INIT;
+    if (read_file(f, 16u << 20, &src) == 0) {
+        sha256_update_str(c->h, mod);
+        sha256_update(c->h, src.data, src.len);
+        _cleanup_free_ char *dir = xstrdup(f);
+        *strrchr(dir, '/') = 0;
+        struct scan_ctx sub = {c->k, c->h, dir, 0, c->err};
+        literal_args(&src, "require", add_helper, &sub);
+    }
+    buf_release(&src);
+}
+
+static void add_host_file(void *p, const char *file)
+{
+    struct scan_ctx *c = p;
+    _cleanup_free_ char *abs = file[0] == '/' ? xstrdup(file) : xasprintf("%s/%s", c->dir, file);
+    hash_file_id(c->h, abs);
+}
+
+static void add_environment(struct sha256 *h, const struct config *cfg)
+{
+    char agent[65];
+    sha256_hex(pv_agent_bin, (size_t)(pv_agent_bin_end - pv_agent_bin), agent);
+    sha256_update_str(h, agent);
+    const char *qv = qemu_version();
+    sha256_update_str(h, qv ? qv : "?");
+    sha256_update_str(h, vm_globals.machine);
+    sha256_update_str(h, accel_name(vm_globals.accel));
+    /* every profile's kernel and initrd, and the default one's */
+    _cleanup_free_ char *root = kernel_cache_root();
+    struct kernel_info ki = {0};
+    struct pv_err e = {0};
+    sha256_update_str(h, "default");
+    const char *env = getenv("PROVIUM_KERNEL");
+    if (env && *env)
+        hash_file_id(h, env);
+    else if (kernel_find_default(root, &ki, &e) == 0)
+        hash_file_id(h, ki.vmlinuz);
+    kernel_info_release(&ki);
+    for (size_t i = 0; i < cfg->nprofiles; i++) {
+        sha256_update_str(h, cfg->profiles[i].name);
+        hash_file_id(h, cfg->profiles[i].kernel);
+        hash_file_id(h, cfg->profiles[i].initrd);
+    }
+}
+
+static int key_of(struct keying *k, const char *path, char key[65], struct pv_err *err)
+{
+    if (++k->depth > 32 || seen(k, path)) {
+        k->depth--;
+        return pv_err_set(err, ELOOP, "fixture %s refers to itself (through the fixtures it uses)",
+                          path);
+    }
+    struct buf src = BUF_INIT;
+    int r = read_file(path, 16u << 20, &src);
+    if (r < 0) {
+        k->depth--;
+        return pv_err_set(err, -r, "%s: %s", path, strerror(-r));
+    }
+    struct sha256 *h = sha256_new();
+    sha256_update_str(h, "provium fixture key 1");
+    add_environment(h, k->cfg);
+    sha256_update(h, src.data, src.len);
+    _cleanup_free_ char *dir = xstrdup(path);
+    char *slash = strrchr(dir, '/');
+    if (slash)
+        *slash = 0;
+    struct scan_ctx c = {k, h, slash ? dir : ".", 0, err};
+    literal_args(&src, "vm_fixture", add_fixture, &c);
+    literal_args(&src, "lab_fixture", add_fixture, &c);
+    literal_args(&src, "require", add_helper, &c);
+    literal_args(&src, "push_file", add_host_file, &c);
+    literal_args(&src, "depends_on_file", add_host_file, &c);
+    buf_release(&src);
+    sha256_final_hex(h, key);
+    k->depth--;
+    return c.ret;
+}
+
+int fixture_key(const struct config *cfg, const char *path, char key[65], struct pv_err *err)
+{
+    struct keying k = {.cfg = cfg};
+    int r = key_of(&k, path, key, err);
+    for (size_t i = 0; i < k.nseen; i++)
+        free(k.seen[i]);
+    free(k.seen);
+    return r;
+}
+
+/* ---- building ---- */
+
+/* Run the fixture in a child with its own Lua state; its snapshot lands
+ * at out. The child's output is kept for the error. */
+static int build(const char *path, const char *name, const char *cache, const char *out,
+                 struct pv_err *err)
+{
+    int p[2];
+    if (pipe2(p, O_CLOEXEC) < 0)
+        return pv_err_set(err, errno, "fixture `%s`: %s", name, strerror(errno));
+    fflush(stdout);
+    fflush(stderr);
+    pid_t pid = fork();
+    if (pid < 0) {
+        int e = errno;
+        close(p[0]), close(p[1]);
+        return pv_err_set(err, e, "fixture `%s`: fork: %s", name, strerror(e));
+    }
+    if (pid == 0) {
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
+        vm_forget_all(); /* the asking file's VMs are not ours */
+        dup2(p[1], 1);
+        dup2(p[1], 2);
+        vm_globals.snapshot_dir = cache;
+        _cleanup_free_ char *display = xasprintf("%s.fixture.lua", name);
+        l_ctx.file = path;
+        l_ctx.display = display;
+        vm_globals.file = display;
+        lua_State *L = l_newstate();
+        int code = 3;
+        if (L) {
+            lua_getglobal(L, "_provium_build_fixture");
+            lua_pushstring(L, path);
+            lua_pushstring(L, out);
+            if (lua_pcall(L, 2, 1, 0) == LUA_OK)
+                code = (int)lua_tointeger(L, -1);
+            else
+                fprintf(stderr, "%s\n", lua_tostring(L, -1));
+        }
+        vm_kill_all();
+        fflush(stdout);
+        fflush(stderr);
+        _exit(code);
+    }
+    close(p[1]);
+    struct buf output = BUF_INIT;
+    char tmp[4096];
+    ssize_t n;
+    while ((n = read(p[0], tmp, sizeof(tmp))) != 0) {
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0)
+            break;
+        buf_add(&output, tmp, (size_t)n);
+        if (output.len > 16384) /* the end is what explains */
+            buf_consume(&output, output.len - 8192);
+    }
+    close(p[0]);
+    int status;
+    while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
+        ;
+    int r = 0;
+    if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
+        char how[64];
+        spawn_describe_status(status, how, sizeof(how));
+        while (output.len && output.data[output.len - 1] == '\n')
+            output.data[--output.len] = 0;
+        r = pv_err_set(err, EIO, "fixture `%s` failed to build (%s):\n%s", name, how,
+                       output.data ? output.data : "");
+    }
+    buf_release(&output);
+    return r;
+}
+
+/* The work directories (tmp/<pid>) of builds whose process is gone. */
+static void sweep_dead_builds(const char *tmpdir)
+{
+    DIR *d = opendir(tmpdir);
+    if (!d)
+        return;
+    struct dirent *e;
+    while ((e = readdir(d))) {
+        char *end;
+        long pid = strtol(e->d_name, &end, 10);
+        if (*end || pid <= 0 || (kill((pid_t)pid, 0) == 0 || errno == EPERM))
+            continue;
+        _cleanup_free_ char *p = xasprintf("%s/%s", tmpdir, e->d_name);
+        rm_rf(p);
+    }
+    closedir(d);
+}
+
+int fixture_get(const struct config *cfg, const char *name, const char *from_dir,
+                const char *display, struct fixture_result *res, struct pv_err *err)
+{
+    *res = (struct fixture_result){0};
+    _cleanup_free_ char *path = fixture_find(cfg, name, from_dir);
+    if (!path)
+        return pv_err_set(err, ENOENT, "fixture `%s` not found in any test root", name);
+    char key[65];
+    int r = fixture_key(cfg, path, key, err);
+    if (r < 0)
+        return r;
+    if (mkdir_p(cfg->cache_dir, 0755) < 0 && errno != EEXIST)
+        return pv_err_set(err, errno, "fixture cache %s: %s", cfg->cache_dir, strerror(errno));
+    char *entry = xasprintf("%s/%s.snap", cfg->cache_dir, key);
+    if (is_file(entry)) {
+        res->snap = entry;
+        return 0;
+    }
+    _cleanup_free_ char *lockp = xasprintf("%s.lock", entry);
+    _cleanup_close_ int lock = open(lockp, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+    if (lock < 0) {
+        free(entry);
+        return pv_err_set(err, errno, "%s: %s", lockp, strerror(errno));
+    }
+    if (flock(lock, LOCK_EX | LOCK_NB) < 0) {
+        char holder[256] = "";
+        ssize_t n = pread(lock, holder, sizeof(holder) - 1, 0);
+        holder[n > 0 ? n : 0] = 0;
+        events_emit("fixture_build_waiting",
+                    json_pack("{s:s, s:s}", "path", name, "held_by_file", holder));
+        /* a crashed holder's lock goes with it: then it is ours */
+        while (flock(lock, LOCK_EX) < 0 && errno == EINTR)
+            ;
+    }
+    if (ftruncate(lock, 0) == 0)
+        (void)!pwrite(lock, display, strlen(display), 0);
+    if (is_file(entry)) { /* a peer built it meanwhile */
+        res->snap = entry;
+        return 0;
+    }
+    /* a build works in tmp/<pid>/: what a killed build leaves is swept */
+    _cleanup_free_ char *tmpdir = xasprintf("%s/tmp", cfg->cache_dir);
+    sweep_dead_builds(tmpdir);
+    _cleanup_free_ char *work = xasprintf("%s/%d", tmpdir, (int)getpid());
+    _cleanup_free_ char *tmp = xasprintf("%s/out.snap", work);
+    if (mkdir_p(work, 0700) < 0 && errno != EEXIST) {
+        free(entry);
+        return pv_err_set(err, errno, "%s: %s", work, strerror(errno));
+    }
+    events_emit("fixture_build_started", json_pack("{s:s}", "path", name));
+    int64_t t0 = now_ns();
+    r = build(path, name, work, tmp, err);
+    struct stat st;
+    if (r == 0 && (stat(tmp, &st) < 0 || rename(tmp, entry) < 0))
+        r = pv_err_set(err, errno, "fixture `%s`: installing %s: %s", name, entry,
+                       strerror(errno));
+    rm_rf(work);
+    if (r < 0) {
+        free(entry);
+        return r;
+    }
+    events_emit("fixture_build_done",
+                json_pack("{s:s, s:I, s:I}", "path", name, "duration_ns",
+                          (json_int_t)(now_ns() - t0), "snapshot_bytes", (json_int_t)st.st_size));
+    res->snap = entry;
+    res->built = true;
+    return 0;
+}

@@ -1,0 +1,30 @@
+/* Persistent fixtures (reference §19, docs/fixtures.md): a *.fixture.lua
+ * file that boots and prepares a VM and returns its snapshot, built once
+ * per cache key and restored by every test file that asks for it. */
+#pragma once
+
+#include "config.h"
+
+/* The file of fixture `name` ("fixtures/base"): under each root, then
+ * under from_dir (the asking file's directory). NULL when none exists. */
+char *fixture_find(const struct config *cfg, const char *name, const char *from_dir);
+
+/* The cache key (64 hex digits) of the fixture file at path: its source,
+ * the keys of the fixtures it names, the helpers it requires (transitively),
+ * the host files it pushes or depends on (path, mtime, size), every
+ * profile's kernel and initrd, the agent, QEMU's version, the machine and
+ * the accelerator. */
+int fixture_key(const struct config *cfg, const char *path, char key[65], struct pv_err *err);
+
+struct fixture_result {
+    char *snap;  /* the cached snapshot to restore */
+    bool built;  /* built now (else a cache hit) */
+};
+
+/* The snapshot of fixture `name`, built if the cache does not have it:
+ * under a per-key lock (another process building the same key is waited
+ * for; a crashed holder's lock is simply taken over), in a separate
+ * process with its own Lua state, installed atomically. display names the
+ * asking file (for fixture_build_waiting). */
+int fixture_get(const struct config *cfg, const char *name, const char *from_dir,
+                const char *display, struct fixture_result *res, struct pv_err *err);

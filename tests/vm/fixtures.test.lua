@@ -1,0 +1,92 @@
+-- Persistent fixtures (reference §19, docs/fixtures.md), in a project of
+-- their own so that the cache starts empty.
+local meta = require("lib.meta")
+
+local DUMP = meta.tests .. "/lib/events_dump.py"
+
+local function project()
+    local d = meta.tmpdir()
+    os.execute("mkdir -p " .. d .. "/fixtures " .. d .. "/helpers")
+    meta.write(d .. "/provium.toml", '[provium]\nroots = ["."]\ncache_dir = "cache"\n')
+    meta.write(d .. "/helpers/mark.lua", 'return { text = "v1\\n" }\n')
+    meta.write(d .. "/fixtures/base.fixture.lua", [[
+local mark = require("helpers.mark")
+local vm = provium:vm("base", "default"):boot()
+vm:write_file("/tmp/marker", mark.text)
+vm:run("setsid sh -c 'while :; do sleep 1; done' >/dev/null 2>&1 &"):assert_ok()
+return vm:snapshot()
+]])
+    for _, f in ipairs { "a", "b" } do
+        meta.write(("%s/%s.test.lua"):format(d, f), [[
+local vm = provium:vm_fixture("fixtures/base")
+test("sees the fixture", function(t)
+    t:log(vm:read_file("/tmp/marker"))
+    t:assert_contains(vm:run("ps").stdout, "while :", "the fixture's process runs")
+end)
+]])
+    end
+    return d
+end
+
+-- Run the project; the fixture events' kinds counted, and each file's log.
+local function run(d)
+    local out, code = meta.provium({ "--json", "--save-events", "ev.bin", "." }, { cwd = d })
+    local counts = {}
+    local p = io.popen("/usr/bin/python3 " .. meta.quote(DUMP) .. " " .. meta.quote(d .. "/ev.bin"))
+    for line in p:lines() do
+        local k = json.decode(line).kind
+        if k:match("^fixture_") then counts[k] = (counts[k] or 0) + 1 end
+    end
+    p:close()
+    local marks = {}
+    for line in out:gmatch("[^\n]+") do
+        if line:sub(1, 1) == "{" then
+            local f = json.decode(line)
+            marks[#marks + 1] = f.tests[1] and f.tests[1].log[1] or f.chunk_error
+        end
+    end
+    return counts, marks, code, out
+end
+
+test("two files, one build; then only cache hits; an edit rebuilds", function(t)
+    local d = project()
+    local c, marks, code, out = run(d)
+    t:assert_eq(code, 0, out)
+    t:assert_eq(c.fixture_build_started, 1)
+    t:assert_eq(c.fixture_build_done, 1)
+    t:assert_eq(c.fixture_cache_hit, 1, "the other file restored what the first built")
+    t:assert_eq(marks[1], "v1\n")
+    t:assert_eq(marks[2], "v1\n")
+    c, marks, code = run(d)
+    t:assert_eq(code, 0)
+    t:assert_eq(c.fixture_build_started, nil, "nothing to build the second time")
+    t:assert_eq(c.fixture_cache_hit, 2)
+    -- a helper the fixture requires is part of its key
+    meta.write(d .. "/helpers/mark.lua", 'return { text = "v2\\n" }\n')
+    c, marks = run(d)
+    t:assert_eq(c.fixture_build_started, 1)
+    t:assert_eq(marks[1], "v2\n")
+    -- and so is the fixture itself
+    meta.write(d .. "/fixtures/base.fixture.lua",
+        (io.open(d .. "/fixtures/base.fixture.lua"):read("a"):gsub("mark.text", '"v3\\n"')))
+    c, marks = run(d)
+    t:assert_eq(c.fixture_build_started, 1)
+    t:assert_eq(marks[1], "v3\n")
+    local left = io.popen("ls -A " .. meta.quote(d .. "/cache/tmp")):read("a")
+    meta.rmdir(d)
+    t:assert_eq(left, "", "no build leftovers")
+end)
+
+test("a fixture that is missing, broken or returns no snapshot says so", function(t)
+    local d = project()
+    meta.write(d .. "/a.test.lua", 'local vm = provium:vm_fixture("fixtures/nope")\n')
+    meta.write(d .. "/b.test.lua", 'local vm = provium:vm_fixture("fixtures/bad")\n')
+    meta.write(d .. "/fixtures/bad.fixture.lua", 'local vm = provium:vm("x", "default")\nreturn 42\n')
+    local files, code = meta.json_run({ "." }, { cwd = d })
+    meta.rmdir(d)
+    t:assert_eq(code, 1)
+    t:assert_contains(files["a.test.lua"].chunk_error, "fixture `fixtures/nope` not found in any test root")
+    local e = files["b.test.lua"].chunk_error
+    t:assert_contains(e, "fixture `fixtures/bad` failed to build")
+    t:assert_contains(e, "fixtures/bad.fixture.lua: a fixture must end with `return vm:snapshot()` (it returned number)")
+end)
