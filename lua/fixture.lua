@@ -27,16 +27,29 @@ function P.Lab:vm_fixture(name)
     if type(name) ~= "string" then
         error("vm_fixture: expected a fixture path such as \"fixtures/base\", got " .. type(name), 2)
     end
-    local ok, snap, built = pcall(C.fixture, name, caller_dir())
-    if not ok then P.rethrow(snap, 2) end
-    local h = recorded(snap)
-    if not h then error(("vm_fixture: the cached snapshot of `%s` is unreadable: %s"):format(name, snap), 2) end
-    local root = P.root
-    local vm = rawget(root, "_vms")[h.vm] or root:vm(h.vm, h.profile)
-    local rok, err = pcall(vm.restore, vm, snap)
-    if not rok then P.rethrow(err, 2) end
-    if not built then C.event("fixture_cache_hit", { path = name }) end
-    return vm
+    local dir = caller_dir()
+    for attempt = 1, 2 do
+        local ok, snap, built = pcall(C.fixture, name, dir)
+        if not ok then P.rethrow(snap, 2) end
+        local h = recorded(snap)
+        local vm, rok, err
+        if h then
+            vm = rawget(P.root, "_vms")[h.vm] or P.root:vm(h.vm, h.profile)
+            rok, err = pcall(vm.restore, vm, snap)
+        else
+            err = "its header is unreadable"
+        end
+        if rok then
+            C.fixture_touch(snap)
+            if not built then C.event("fixture_cache_hit", { path = name }) end
+            return vm
+        end
+        -- a damaged entry is not fatal: drop it and build it again, once
+        if built or attempt == 2 then P.rethrow(err, 2) end
+        io.stderr:write(("provium: fixture `%s`: the cached entry %s failed to restore (%s); rebuilding\n")
+            :format(name, snap, (tostring(err):match("[^\n]*"))))
+        C.fixture_discard(snap)
+    end
 end
 
 -- In the build process (src/host/fixture.c): run the fixture file; it

@@ -391,3 +391,70 @@ int fixture_get(const struct config *cfg, const char *name, const char *from_dir
     res->built = true;
     return 0;
 }
+
+/* ---- the cache's housekeeping ---- */
+
+void fixture_touch(const char *snap)
+{
+    struct timespec t[2] = {{0, UTIME_NOW}, {0, UTIME_OMIT}};
+    utimensat(AT_FDCWD, snap, t, 0);
+}
+
+void fixture_discard(const char *snap)
+{
+    unlink(snap);
+}
+
+struct entry {
+    char *path;
+    off_t size;
+    struct timespec atime;
+};
+
+static int by_atime(const void *a, const void *b)
+{
+    const struct entry *x = a, *y = b;
+    if (x->atime.tv_sec != y->atime.tv_sec)
+        return x->atime.tv_sec < y->atime.tv_sec ? -1 : 1;
+    return x->atime.tv_nsec < y->atime.tv_nsec ? -1 : x->atime.tv_nsec > y->atime.tv_nsec;
+}
+
+int fixture_evict(const struct config *cfg)
+{
+    DIR *d = opendir(cfg->cache_dir);
+    if (!d)
+        return 0; /* nothing cached yet, or unreadable: the next build says so */
+    struct entry *v = NULL;
+    size_t n = 0;
+    uint64_t total = 0;
+    struct dirent *e;
+    while ((e = readdir(d))) {
+        size_t len = strlen(e->d_name);
+        if (len < 6 || strcmp(e->d_name + len - 5, ".snap"))
+            continue;
+        char *p = xasprintf("%s/%s", cfg->cache_dir, e->d_name);
+        struct stat st;
+        if (stat(p, &st) < 0) {
+            free(p);
+            continue;
+        }
+        v = xrealloc(v, (n + 1) * sizeof(*v));
+        v[n++] = (struct entry){p, st.st_size, st.st_atim};
+        total += (uint64_t)st.st_size;
+    }
+    closedir(d);
+    qsort(v, n, sizeof(*v), by_atime);
+    int evicted = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (total > cfg->cache_max_size) {
+            /* the lock stays: a builder may hold it */
+            if (unlink(v[i].path) == 0) {
+                total -= (uint64_t)v[i].size;
+                evicted++;
+            }
+        }
+        free(v[i].path);
+    }
+    free(v);
+    return evicted;
+}

@@ -14,6 +14,7 @@
 #include "config.h"
 #include "events.h"
 #include "filter.h"
+#include "fixture.h"
 #include "kernel.h"
 #include "lua/l_provium.h"
 #include "repl.h"
@@ -573,6 +574,7 @@ int main(int argc, char **argv)
     }
     if (make_rundir() < 0)
         goto out;
+    fixture_evict(cfg); /* before anything runs: the cache fits in cache_max_size */
     if (events_open(save_events, o.events_stdout, events_socket, &err) < 0) {
         fprintf(stderr, "provium: %s\n", err.msg);
         goto out;

@@ -31,6 +31,8 @@ static int copy_compress(struct zpipe *z)
     if (!c)
         return fail(z, -ENOMEM, "%s", "no memory for zstd");
     ZSTD_CCtx_setParameter(c, ZSTD_c_compressionLevel, 1);
+    /* a damaged file then fails its restore, rather than feeding QEMU noise */
+    ZSTD_CCtx_setParameter(c, ZSTD_c_checksumFlag, 1);
     size_t inlen = ZSTD_CStreamInSize(), outlen = ZSTD_CStreamOutSize();
     char *ibuf = xmalloc(inlen), *obuf = xmalloc(outlen);
     int r = 0;

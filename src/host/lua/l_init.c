@@ -187,6 +187,19 @@ static int l_fixture(lua_State *L)
     return 2;
 }
 
+/* _provium_c.fixture_touch(snap) / fixture_discard(snap) */
+static int l_fixture_touch(lua_State *L)
+{
+    fixture_touch(luaL_checkstring(L, 1));
+    return 0;
+}
+
+static int l_fixture_discard(lua_State *L)
+{
+    fixture_discard(luaL_checkstring(L, 1));
+    return 0;
+}
+
 /* _provium_c.parse_duration(s) -> seconds or nil */
 static int l_parse_duration(lua_State *L)
 {
@@ -285,6 +298,8 @@ lua_State *l_newstate(void)
         {"tempdir", l_tempdir},
         {"host_dir", l_host_dir},
         {"fixture", l_fixture},
+        {"fixture_touch", l_fixture_touch},
+        {"fixture_discard", l_fixture_discard},
         {"kill_all", l_kill_all},
         {"deadline_passed", l_deadline_passed},
         {NULL, NULL},
