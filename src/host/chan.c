@@ -39,7 +39,9 @@ static int wait_ms(int64_t deadline_ns)
 {
     if (!deadline_ns)
         return -1;
-    int64_t left = (deadline_ns - now_ns()) / 1000000;
+    /* rounded up: a wait that ends early would report a timeout before the
+     * deadline, which the test's own timeout would then not recognise */
+    int64_t left = (deadline_ns - now_ns() + 999999) / 1000000;
     return left <= 0 ? 0 : (int)MIN(left, 3600 * 1000);
 }
 

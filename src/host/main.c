@@ -27,6 +27,7 @@ static const char usage[] =
     "       provium list [--fixtures] [PATHS]...   the files and their tests, without running\n"
     "       provium lsp-setup [DIR] [--force]       type stubs for lua-language-server\n"
     "       provium repl [PROFILE] [--name NAME]    a VM and a Lua prompt\n"
+    "       provium fixture list | clean | stale | build NAME | rebuild NAME\n"
     "       provium kernel fetch | list | path | ensure\n"
     "       provium --help | --version\n"
     "\n"
@@ -292,6 +293,92 @@ static int cmd_lsp_setup(int argc, char **argv)
     return 0;
 }
 
+/* provium fixture ... (docs/fixtures.md), once the run's set-up is done. */
+static int cmd_fixture(const struct config *cfg, char **args, size_t nargs)
+{
+    const char *sub = nargs ? args[0] : "";
+    const char *dir = cfg->cache_dir;
+    if (!strcmp(sub, "list") && nargs == 1) {
+        char **files = NULL;
+        size_t n = 0;
+        struct pv_err err = {0};
+        char *d[] = {(char *)dir};
+        uint64_t total = 0;
+        size_t entries = 0;
+        if (runner_discover(cfg, d, 1, ".snap", &files, &n, &err) < 0)
+            n = 0; /* no cache yet */
+        for (size_t i = 0; i < n; i++) {
+            struct stat st;
+            const char *base = strrchr(files[i], '/') + 1;
+            /* entries are <64 hex digits>.snap; work files are elsewhere */
+            if (strlen(base) == 69 && stat(files[i], &st) == 0) {
+                printf("%10.2fMiB  vm   %.64s\n", (double)st.st_size / (1 << 20), base);
+                total += (uint64_t)st.st_size;
+                entries++;
+            }
+            free(files[i]);
+        }
+        free(files);
+        printf("%zu entries, %.2fMiB\n", entries, (double)total / (1 << 20));
+        return 0;
+    }
+    if (!strcmp(sub, "clean") && nargs == 1) {
+        int r = rm_rf(dir);
+        if (r < 0 && r != -ENOENT) {
+            fprintf(stderr, "provium fixture clean: %s: %s\n", dir, strerror(-r));
+            return 2;
+        }
+        printf("removed %s\n", dir);
+        return 0;
+    }
+    if (!strcmp(sub, "stale") && nargs == 1) {
+        char **files = NULL;
+        size_t n = 0, stale = 0;
+        struct pv_err err = {0};
+        if (runner_discover(cfg, NULL, 0, ".fixture.lua", &files, &n, &err) < 0) {
+            fprintf(stderr, "provium: %s\n", err.msg);
+            return 2;
+        }
+        for (size_t i = 0; i < n; i++) {
+            char key[65];
+            _cleanup_free_ char *entry = NULL;
+            if (fixture_key(cfg, files[i], key, &err) == 0)
+                entry = xasprintf("%s/%s.snap", dir, key);
+            if (!entry || access(entry, F_OK) < 0) {
+                printf("  %s\n", files[i]);
+                stale++;
+            }
+            free(files[i]);
+        }
+        free(files);
+        printf("%zu stale fixture(s)\n", stale);
+        return 0;
+    }
+    if ((!strcmp(sub, "build") || !strcmp(sub, "rebuild")) && nargs == 2) {
+        const char *name = args[1];
+        struct pv_err err = {0};
+        l_ctx.config = cfg;
+        if (!strcmp(sub, "rebuild")) {
+            _cleanup_free_ char *path = fixture_find(cfg, name, ".");
+            char key[65];
+            if (path && fixture_key(cfg, path, key, &err) == 0) {
+                _cleanup_free_ char *entry = xasprintf("%s/%s.snap", dir, key);
+                fixture_discard(entry);
+            }
+        }
+        struct fixture_result res;
+        if (fixture_get(cfg, name, ".", "provium fixture", &res, &err) < 0) {
+            fprintf(stderr, "provium: %s\n", err.msg);
+            return 1;
+        }
+        printf(res.built ? "built: %s\n  %s\n" : "already built: %s\n  %s\n", name, res.snap);
+        free(res.snap);
+        return 0;
+    }
+    fprintf(stderr, "usage: provium fixture list | clean | stale | build NAME | rebuild NAME\n");
+    return 2;
+}
+
 /* provium list [--fixtures] [--config PATH] [PATHS]: what would run. */
 static int cmd_list(int argc, char **argv)
 {
@@ -359,7 +446,9 @@ int main(int argc, char **argv)
     /* provium repl [PROFILE] [--name NAME]: the run's set-up, then a prompt */
     bool repl = argc > 1 && !strcmp(argv[1], "repl");
     const char *repl_name = "repl";
-    if (repl) {
+    /* provium fixture list|clean|stale|build NAME|rebuild NAME: also after the set-up */
+    bool fixture = argc > 1 && !strcmp(argv[1], "fixture");
+    if (repl || fixture) {
         argv[1] = argv[0];
         argv++, argc--;
     }
@@ -587,6 +676,10 @@ int main(int argc, char **argv)
     o.paths = paths;
     o.npaths = npaths;
 
+    if (fixture) {
+        code = cmd_fixture(cfg, paths, npaths);
+        goto out;
+    }
     if (repl) {
         if (npaths > 1) {
             fprintf(stderr, "usage: provium repl [PROFILE] [--name NAME]\n");
