@@ -5,7 +5,8 @@ local P = _provium
 
 -- The directory of the file that called (level 3: the caller of the method).
 local function caller_dir()
-    local src = debug.getinfo(3, "S").source
+    local info = debug.getinfo(3, "S") -- none when called from C (the repl)
+    local src = info and info.source or ""
     local file = src:sub(1, 1) == "@" and src:sub(2) or "."
     return file:match("^(.*)/[^/]*$") or "."
 end

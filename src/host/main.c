@@ -26,7 +26,7 @@ static const char usage[] =
     "usage: provium [PATHS]... [OPTIONS]     run *.test.lua files\n"
     "       provium list [--fixtures] [PATHS]...   the files and their tests, without running\n"
     "       provium lsp-setup [DIR] [--force]       type stubs for lua-language-server\n"
-    "       provium repl [PROFILE] [--name NAME]    a VM and a Lua prompt\n"
+    "       provium repl [PROFILE] [--name NAME] [--fixture NAME]   a VM and a Lua prompt\n"
     "       provium fixture list | clean | stale | build NAME | rebuild NAME\n"
     "       provium kernel fetch | list | path | ensure\n"
     "       provium --help | --version\n"
@@ -445,7 +445,7 @@ int main(int argc, char **argv)
         return cmd_lsp_setup(argc, argv);
     /* provium repl [PROFILE] [--name NAME]: the run's set-up, then a prompt */
     bool repl = argc > 1 && !strcmp(argv[1], "repl");
-    const char *repl_name = "repl";
+    const char *repl_name = "repl", *repl_fixture = NULL;
     /* provium fixture list|clean|stale|build NAME|rebuild NAME: also after the set-up */
     bool fixture = argc > 1 && !strcmp(argv[1], "fixture");
     if (repl || fixture) {
@@ -587,10 +587,7 @@ int main(int argc, char **argv)
         case O_SAVE_EVENTS: save_events = optarg; break;
         case O_WATCH: watch = true; break;
         case O_NAME: repl_name = optarg; break;
-        case O_FIXTURE:
-            fprintf(stderr, "provium repl: --fixture: fixtures are not built yet "
-                            "(docs/repl.md)\n");
-            return 2;
+        case O_FIXTURE: repl_fixture = optarg; break;
         case O_EVENTS_STDOUT: o.events_stdout = true; break;
         case O_EVENTS_SOCKET: events_socket = optarg; break;
         case O_SINCE: flt.since = optarg; break;
@@ -685,7 +682,8 @@ int main(int argc, char **argv)
             fprintf(stderr, "usage: provium repl [PROFILE] [--name NAME]\n");
             goto out;
         }
-        code = repl_run(cfg, npaths ? paths[0] : "default", repl_name);
+        l_ctx.config = cfg;
+        code = repl_run(cfg, npaths ? paths[0] : "default", repl_name, repl_fixture);
         goto out;
     }
     uint64_t seen = watch ? tree_signature(cfg, paths, npaths) : 0;

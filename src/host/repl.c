@@ -61,7 +61,8 @@ static int traceback(lua_State *L)
     return 1;
 }
 
-int repl_run(const struct config *cfg, const char *profile, const char *name)
+int repl_run(const struct config *cfg, const char *profile, const char *name,
+             const char *fixture)
 {
     signal(SIGINT, on_signal);
     signal(SIGTERM, on_signal);
@@ -72,33 +73,49 @@ int repl_run(const struct config *cfg, const char *profile, const char *name)
     lua_State *L = l_newstate();
     if (!L)
         return 2;
-    /* provium:vm(name, profile):boot(), bound to `vm` and to its name */
-    fprintf(stderr, "provium repl: booting `%s` (profile %s)...\n", name, profile);
+    /* provium:vm(name, profile):boot(), or provium:vm_fixture(fixture):
+     * bound to `vm` and to its name */
     lua_getglobal(L, "provium");
-    lua_getfield(L, -1, "vm");
-    lua_insert(L, -2);
-    lua_pushstring(L, name);
-    lua_pushstring(L, profile);
-    if (lua_pcall(L, 3, 1, 0) != LUA_OK) {
-        fprintf(stderr, "provium repl: %s\n", lua_tostring(L, -1));
-        lua_close(L);
-        return 2;
+    if (fixture) {
+        fprintf(stderr, "provium repl: restoring fixture `%s`...\n", fixture);
+        lua_getfield(L, -1, "vm_fixture");
+        lua_insert(L, -2);
+        lua_pushstring(L, fixture);
+    } else {
+        fprintf(stderr, "provium repl: booting `%s` (profile %s)...\n", name, profile);
+        lua_getfield(L, -1, "vm");
+        lua_insert(L, -2);
+        lua_pushstring(L, name);
+        lua_pushstring(L, profile);
     }
-    lua_getfield(L, -1, "boot");
-    lua_insert(L, -2);
-    if (lua_pcall(L, 1, 1, 0) != LUA_OK) {
+    if (lua_pcall(L, fixture ? 2 : 3, 1, 0) != LUA_OK) {
         fprintf(stderr, "provium repl: %s\n", lua_tostring(L, -1));
         lua_close(L);
         vm_kill_all();
         return 2;
     }
-    lua_pushvalue(L, -1);
+    if (!fixture) {
+        lua_getfield(L, -1, "boot");
+        lua_insert(L, -2);
+        if (lua_pcall(L, 1, 1, 0) != LUA_OK) {
+            fprintf(stderr, "provium repl: %s\n", lua_tostring(L, -1));
+            lua_close(L);
+            vm_kill_all();
+            return 2;
+        }
+    }
+    lua_getfield(L, -1, "name");
+    lua_pushvalue(L, -2);
+    lua_call(L, 1, 1);
+    name = lua_pushfstring(L, "%s", lua_tostring(L, -1)); /* anchored: stays on the stack */
+    lua_pushvalue(L, -3);
     lua_setglobal(L, "vm");
+    lua_pushvalue(L, -3);
     lua_setglobal(L, name);
-    lua_settop(L, 0);
     fprintf(stderr, "provium repl: `vm` (also `%s`) is booted; Lua 5.4 with the provium API. "
                     "Ctrl-D ends (and stops the VM).\n",
             name);
+    int base = lua_gettop(L); /* what stays on the stack: the VM and its name */
 
     _cleanup_free_ char *hist = NULL;
     const char *home = getenv("HOME");
@@ -122,22 +139,23 @@ int repl_run(const struct config *cfg, const char *profile, const char *name)
         buf_adds(&chunk, line);
         free(line);
         lua_pushcfunction(L, traceback);
+        int tb = lua_gettop(L);
         if (compile(L, chunk.data) != LUA_OK) {
             if (incomplete(L)) {
-                lua_settop(L, 0);
+                lua_settop(L, base);
                 continue;
             }
             fprintf(stderr, "%s\n", lua_tostring(L, -1));
-        } else if (lua_pcall(L, 0, LUA_MULTRET, 1) != LUA_OK) {
+        } else if (lua_pcall(L, 0, LUA_MULTRET, tb) != LUA_OK) {
             fprintf(stderr, "%s\n", lua_tostring(L, -1));
         } else {
-            for (int i = 2; i <= lua_gettop(L); i++)
+            for (int i = tb + 1; i <= lua_gettop(L); i++)
                 show(L, i);
         }
         fflush(stdout);
         add_history(chunk.data);
         buf_consume(&chunk, chunk.len);
-        lua_settop(L, 0);
+        lua_settop(L, base);
     }
     buf_release(&chunk);
     if (hist)

@@ -1,14 +1,14 @@
 -- provium repl (docs/repl.md), fed on stdin.
 local meta = require("lib.meta")
 
-local function repl(args, input)
+local function repl(args, input, cwd)
     local d = meta.tmpdir()
     meta.write(d .. "/in", input)
     local a = { "repl" }
     for _, x in ipairs(args) do a[#a + 1] = x end
     local parts = { meta.quote(meta.bin) }
     for _, x in ipairs(a) do parts[#parts + 1] = meta.quote(x) end
-    local p = io.popen(("cd %s && %s < %s 2>&1; echo \"@@EXIT=$?\""):format(meta.quote(meta.tests),
+    local p = io.popen(("cd %s && %s < %s 2>&1; echo \"@@EXIT=$?\""):format(meta.quote(cwd or meta.tests),
         table.concat(parts, " "), meta.quote(d .. "/in")))
     local out = p:read("a")
     p:close()
@@ -41,7 +41,23 @@ test("repl refuses what it cannot do", function(t)
     local out, code = repl({ "nosuch" }, "")
     t:assert_eq(code, 2)
     t:assert_contains(out, "nosuch")
-    out, code = repl({ "--fixture", "base" }, "")
+    out, code = repl({ "--fixture", "fixtures/nope" }, "")
     t:assert_eq(code, 2)
-    t:assert_contains(out, "--fixture: fixtures are not built yet")
+    t:assert_contains(out, "fixture `fixtures/nope` not found in any test root")
+end)
+
+test("repl --fixture starts from a fixture", function(t)
+    local d = meta.tmpdir()
+    os.execute("mkdir -p " .. d .. "/fixtures")
+    meta.write(d .. "/provium.toml", '[provium]\nroots = ["."]\ncache_dir = "cache"\n')
+    meta.write(d .. "/fixtures/ready.fixture.lua", [[
+local vm = provium:vm("ready", "default"):boot()
+vm:write_file("/tmp/ready", "yes\n")
+return vm:snapshot()
+]])
+    local out, code = repl({ "--fixture", "fixtures/ready" }, 'ready:read_file("/tmp/ready")\n', d)
+    meta.rmdir(d)
+    t:assert_eq(code, 0, out)
+    t:assert_contains(out, "`vm` (also `ready`) is booted")
+    t:assert_contains(out, "\nyes\n")
 end)
