@@ -1,0 +1,54 @@
+-- Run by bench/boot: issue 6's figures. Cold boots of the default profile
+-- to the first agent reply, interleaved with restores of a snapshot of the
+-- same VM (what a fixture resume does once the cache has the entry) and
+-- with fixture resumes through provium:vm_fixture; the snapshot's size;
+-- the cost of one reset_between_tests step (kill, restore).
+local N = tonumber(os.getenv("BENCH_N") or "7")
+
+local function median(t)
+    table.sort(t)
+    return t[(#t + 1) // 2]
+end
+
+local function timed(f)
+    local t0 = _provium_c.now()
+    f()
+    return _provium_c.now() - t0
+end
+
+test("resume against a cold boot", function(t)
+    local base = provium:vm("base", "default"):boot()
+    local snap = base:snapshot()
+    base:shutdown()
+    local boots, restores, resets = {}, {}, {}
+    for i = 1, N do
+        boots[i] = timed(function()
+            local vm = provium:vm("c" .. i, "default"):boot()
+            vm:ping()
+            vm:shutdown()
+        end)
+        local vm = provium:vm("r" .. i, "default")
+        restores[i] = timed(function()
+            vm:restore(snap)
+            vm:ping()
+        end)
+        resets[i] = timed(function()
+            vm:kill()
+            vm:restore(snap)
+            vm:ping()
+        end)
+        vm:shutdown()
+    end
+    -- the boots include the shutdown, the restores do not: take it out of the boots
+    local down = {}
+    for i = 1, 3 do
+        local vm = provium:vm("d" .. i, "default"):boot()
+        down[i] = timed(function() vm:shutdown() end)
+    end
+    local b, r, k = median(boots) - median(down), median(restores), median(resets)
+    print(("cold boot to first agent reply: median %.3f s  (%d runs)"):format(b, N))
+    print(("restore to first agent reply:   median %.3f s  (%d runs, interleaved)"):format(r, N))
+    print(("ratio boot/restore:             %.1f   (target >= 10)"):format(b / r))
+    print(("snapshot on disk:               %.1f MiB (zstd; a 512 MiB guest)"):format(snap:size() / 1048576))
+    print(("reset_between_tests step:       median %.3f s  (kill + restore + first reply)"):format(k))
+end)
