@@ -305,6 +305,23 @@ static int build(const char *path, const char *name, const char *cache, const ch
     return r;
 }
 
+/* Whether pid is gone (a zombie that nobody reaps counts as gone). */
+static bool gone(pid_t pid)
+{
+    if (kill(pid, 0) < 0 && errno != EPERM)
+        return true;
+    char path[64], stat[256] = "";
+    snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
+    FILE *f = fopen(path, "re");
+    if (!f)
+        return false;
+    size_t n = fread(stat, 1, sizeof(stat) - 1, f);
+    fclose(f);
+    stat[n] = 0;
+    const char *close_paren = strrchr(stat, ')');
+    return close_paren && close_paren[1] == ' ' && close_paren[2] == 'Z';
+}
+
 /* The work directories (tmp/<pid>) of builds whose process is gone. */
 static void sweep_dead_builds(const char *tmpdir)
 {
@@ -315,7 +332,7 @@ static void sweep_dead_builds(const char *tmpdir)
     while ((e = readdir(d))) {
         char *end;
         long pid = strtol(e->d_name, &end, 10);
-        if (*end || pid <= 0 || (kill((pid_t)pid, 0) == 0 || errno == EPERM))
+        if (*end || pid <= 0 || !gone((pid_t)pid))
             continue;
         _cleanup_free_ char *p = xasprintf("%s/%s", tmpdir, e->d_name);
         rm_rf(p);

@@ -151,3 +151,59 @@ test("provium fixture: stale, build, list, rebuild, clean", function(t)
     meta.rmdir(d)
     t:assert_contains(out, "usage: provium fixture list | clean | stale | build NAME | rebuild NAME")
 end)
+
+test("two provium processes racing on one key build it once", function(t)
+    local d = project()
+    os.remove(d .. "/b.test.lua")
+    local cmd = "cd %s && (%s --save-events ev1.bin a.test.lua > out1 2>&1 & " ..
+        "%s --save-events ev2.bin a.test.lua > out2 2>&1; wait)"
+    os.execute(cmd:format(meta.quote(d), meta.quote(meta.bin), meta.quote(meta.bin)))
+    local builds, hits = 0, 0
+    for _, ev in ipairs { "ev1.bin", "ev2.bin" } do
+        local p = io.popen("/usr/bin/python3 " .. meta.quote(DUMP) .. " " .. meta.quote(d .. "/" .. ev))
+        for line in p:lines() do
+            local k = json.decode(line).kind
+            if k == "fixture_build_started" then builds = builds + 1 end
+            if k == "fixture_cache_hit" then hits = hits + 1 end
+        end
+        p:close()
+    end
+    local out = io.open(d .. "/out1"):read("a") .. io.open(d .. "/out2"):read("a")
+    meta.rmdir(d)
+    t:assert_eq(builds, 1, ("builds %d, hits %d:\n%s"):format(builds, hits, out))
+    t:assert_eq(hits, 1)
+    t:assert_eq(select(2, out:gsub("PASS a%.test%.lua", "")), 2, out)
+end)
+
+test("kill -9 of provium mid-build leaves no entry; the next run builds", function(t)
+    local d = project()
+    os.remove(d .. "/b.test.lua")
+    meta.write(d .. "/fixtures/base.fixture.lua", [[
+local vm = provium:vm("base", "default"):boot()
+vm:write_file("/tmp/marker", "v1\n")
+vm:run("setsid sh -c 'while :; do sleep 1; done' >/dev/null 2>&1 &"):assert_ok()
+if os.getenv("SLOW_BUILD") then _provium_c.sleep(60) end
+return vm:snapshot()
+]])
+    os.execute(("cd %s && SLOW_BUILD=1 %s a.test.lua > out 2>&1 & echo $! > %s/pid")
+        :format(meta.quote(d), meta.quote(meta.bin), meta.quote(d)))
+    -- the build has started once its work directory exists
+    wait_until(function()
+        local p = io.popen("ls " .. meta.quote(d .. "/cache/tmp") .. " 2>/dev/null")
+        local s = p:read("a")
+        p:close()
+        return s ~= ""
+    end, { timeout = 60, desc = "the build under way" })
+    _provium_c.sleep(4) -- its VM booted
+    os.execute("kill -9 $(cat " .. meta.quote(d .. "/pid") .. ")")
+    _provium_c.sleep(1)
+    local entries = io.popen("ls " .. meta.quote(d .. "/cache") .. " | grep -c '\\.snap$'"):read("l")
+    t:assert_eq(entries, "0", "no entry")
+    local c, marks, code, out = run(d)
+    local left = io.popen("ls -A " .. meta.quote(d .. "/cache/tmp")):read("a")
+    meta.rmdir(d)
+    t:assert_eq(code, 0, out)
+    t:assert_eq(c.fixture_build_started, 1, "built by the next run")
+    t:assert_eq(marks[1], "v1\n")
+    t:assert_eq(left, "", "the killed build's work directory is gone")
+end)
