@@ -53,8 +53,36 @@ function P.Lab:vm_fixture(name)
     end
 end
 
+-- provium:lab_fixture(name) -> a fresh sub-lab of the file's root holding
+-- the fixture's VMs, restored (members reached as lab.a); the fixture ends
+-- with `return provium:snapshot()`.
+function P.Lab:lab_fixture(name)
+    if type(name) ~= "string" then
+        error("lab_fixture: expected a fixture path such as \"fixtures/cluster\", got " .. type(name), 2)
+    end
+    local dir = caller_dir()
+    local labname = name:gsub("[^%w_]", "_")
+    for attempt = 1, 2 do
+        local ok, path, built = pcall(C.fixture, name, dir, true)
+        if not ok then P.rethrow(path, 2) end
+        local lab = rawget(P.root, "_labs")[labname] or P.root:lab(labname)
+        local rok, err = pcall(lab.restore, lab, path)
+        if rok then
+            C.fixture_touch(path)
+            if not built then C.event("fixture_cache_hit", { path = name }) end
+            return lab
+        end
+        if built or attempt == 2 then P.rethrow(err, 2) end
+        io.stderr:write(("provium: fixture `%s`: the cached entry %s failed to restore (%s); rebuilding\n")
+            :format(name, path, (tostring(err):match("[^\n]*"))))
+        lab:shutdown()
+        C.fixture_discard(path)
+    end
+end
+
 -- In the build process (src/host/fixture.c): run the fixture file; it
--- returns a Snapshot, which becomes `out`. Returns the exit status.
+-- returns a Snapshot (a LabSnapshot for a lab fixture), which becomes
+-- `out`. Returns the exit status.
 function _provium_build_fixture(path, out)
     local chunk, lerr = P.load_file(path)
     if not chunk then
@@ -66,9 +94,14 @@ function _provium_build_fixture(path, out)
     if not ok then
         io.stderr:write(res, "\n")
         code = 1
-    elseif getmetatable(res) ~= P.Snapshot then
-        io.stderr:write(("%s: a fixture must end with `return vm:snapshot()` (it returned %s)\n")
-            :format(C.display, type(res)))
+    elseif getmetatable(res) ~= P.Snapshot and getmetatable(res) ~= P.LabSnapshot then
+        io.stderr:write(("%s: a fixture must end with `return vm:snapshot()` or " ..
+            "`return provium:snapshot()` (it returned %s)\n"):format(C.display, type(res)))
+        code = 1
+    elseif (getmetatable(res) == P.LabSnapshot) ~= (out:sub(-4) == ".lab") then
+        io.stderr:write(("%s: %s fixture must return %s\n"):format(C.display,
+            out:sub(-4) == ".lab" and "a lab" or "a VM",
+            out:sub(-4) == ".lab" and "provium:snapshot()" or "vm:snapshot()"))
         code = 1
     else
         local rok, rerr = os.rename(res:path(), out)

@@ -313,6 +313,9 @@ function Lab:claim(t) end
 ---@param name string a fixture's path without .fixture.lua, such as "fixtures/base"
 ---@return VM
 function Lab:vm_fixture(name) end
+---@param name string a lab fixture's path without .fixture.lua
+---@return Lab
+function Lab:lab_fixture(name) end
 ---@param dir string?
 ---@return LabSnapshot|string
 function Lab:snapshot(dir) end

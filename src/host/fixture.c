@@ -340,7 +340,13 @@ static void sweep_dead_builds(const char *tmpdir)
     closedir(d);
 }
 
-int fixture_get(const struct config *cfg, const char *name, const char *from_dir,
+static bool is_entry(const char *p, bool lab)
+{
+    struct stat st;
+    return stat(p, &st) == 0 && (lab ? S_ISDIR(st.st_mode) : S_ISREG(st.st_mode));
+}
+
+int fixture_get(const struct config *cfg, const char *name, const char *from_dir, bool lab,
                 const char *display, struct fixture_result *res, struct pv_err *err)
 {
     *res = (struct fixture_result){0};
@@ -353,8 +359,8 @@ int fixture_get(const struct config *cfg, const char *name, const char *from_dir
         return r;
     if (mkdir_p(cfg->cache_dir, 0755) < 0 && errno != EEXIST)
         return pv_err_set(err, errno, "fixture cache %s: %s", cfg->cache_dir, strerror(errno));
-    char *entry = xasprintf("%s/%s.snap", cfg->cache_dir, key);
-    if (is_file(entry)) {
+    char *entry = xasprintf("%s/%s.%s", cfg->cache_dir, key, lab ? "lab" : "snap");
+    if (is_entry(entry, lab)) {
         res->snap = entry;
         return 0;
     }
@@ -376,7 +382,7 @@ int fixture_get(const struct config *cfg, const char *name, const char *from_dir
     }
     if (ftruncate(lock, 0) == 0)
         (void)!pwrite(lock, display, strlen(display), 0);
-    if (is_file(entry)) { /* a peer built it meanwhile */
+    if (is_entry(entry, lab)) { /* a peer built it meanwhile */
         res->snap = entry;
         return 0;
     }
@@ -384,7 +390,7 @@ int fixture_get(const struct config *cfg, const char *name, const char *from_dir
     _cleanup_free_ char *tmpdir = xasprintf("%s/tmp", cfg->cache_dir);
     sweep_dead_builds(tmpdir);
     _cleanup_free_ char *work = xasprintf("%s/%d", tmpdir, (int)getpid());
-    _cleanup_free_ char *tmp = xasprintf("%s/out.snap", work);
+    _cleanup_free_ char *tmp = xasprintf("%s/out.%s", work, lab ? "lab" : "snap");
     if (mkdir_p(work, 0700) < 0 && errno != EEXIST) {
         free(entry);
         return pv_err_set(err, errno, "%s: %s", work, strerror(errno));
@@ -419,7 +425,25 @@ void fixture_touch(const char *snap)
 
 void fixture_discard(const char *snap)
 {
-    unlink(snap);
+    rm_rf(snap);
+}
+
+/* The bytes of the files directly in dir (a lab entry). */
+static uint64_t dir_size(const char *dir)
+{
+    DIR *d = opendir(dir);
+    if (!d)
+        return 0;
+    uint64_t total = 0;
+    struct dirent *e;
+    while ((e = readdir(d))) {
+        _cleanup_free_ char *p = xasprintf("%s/%s", dir, e->d_name);
+        struct stat st;
+        if (e->d_name[0] != '.' && stat(p, &st) == 0 && S_ISREG(st.st_mode))
+            total += (uint64_t)st.st_size;
+    }
+    closedir(d);
+    return total;
 }
 
 struct entry {
@@ -447,7 +471,9 @@ int fixture_evict(const struct config *cfg)
     struct dirent *e;
     while ((e = readdir(d))) {
         size_t len = strlen(e->d_name);
-        if (len < 6 || strcmp(e->d_name + len - 5, ".snap"))
+        bool snap = len > 5 && !strcmp(e->d_name + len - 5, ".snap");
+        bool lab = len > 4 && !strcmp(e->d_name + len - 4, ".lab");
+        if (!snap && !lab)
             continue;
         char *p = xasprintf("%s/%s", cfg->cache_dir, e->d_name);
         struct stat st;
@@ -455,6 +481,8 @@ int fixture_evict(const struct config *cfg)
             free(p);
             continue;
         }
+        if (lab)
+            st.st_size = (off_t)dir_size(p);
         v = xrealloc(v, (n + 1) * sizeof(*v));
         v[n++] = (struct entry){p, st.st_size, st.st_atim};
         total += (uint64_t)st.st_size;
@@ -465,7 +493,7 @@ int fixture_evict(const struct config *cfg)
     for (size_t i = 0; i < n; i++) {
         if (total > cfg->cache_max_size) {
             /* the lock stays: a builder may hold it */
-            if (unlink(v[i].path) == 0) {
+            if (rm_rf(v[i].path) == 0) {
                 total -= (uint64_t)v[i].size;
                 evicted++;
             }
@@ -474,4 +502,31 @@ int fixture_evict(const struct config *cfg)
     }
     free(v);
     return evicted;
+}
+
+void fixture_list(const struct config *cfg)
+{
+    DIR *d = opendir(cfg->cache_dir);
+    uint64_t total = 0;
+    size_t n = 0;
+    struct dirent *e;
+    while (d && (e = readdir(d))) {
+        size_t len = strlen(e->d_name);
+        /* entries are <64 hex digits>.snap or .lab; locks and work files are not */
+        bool snap = len == 69 && !strcmp(e->d_name + 64, ".snap");
+        bool lab = len == 68 && !strcmp(e->d_name + 64, ".lab");
+        if (!snap && !lab)
+            continue;
+        _cleanup_free_ char *p = xasprintf("%s/%s", cfg->cache_dir, e->d_name);
+        struct stat st;
+        if (stat(p, &st) < 0)
+            continue;
+        uint64_t size = lab ? dir_size(p) : (uint64_t)st.st_size;
+        printf("%10.2fMiB  %s  %.64s\n", (double)size / (1 << 20), lab ? "lab" : "vm ", e->d_name);
+        total += size;
+        n++;
+    }
+    if (d)
+        closedir(d);
+    printf("%zu entries, %.2fMiB\n", n, (double)total / (1 << 20));
 }

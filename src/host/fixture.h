@@ -21,18 +21,21 @@ struct fixture_result {
     bool built;  /* built now (else a cache hit) */
 };
 
-/* The snapshot of fixture `name`, built if the cache does not have it:
+/* The snapshot of fixture `name` (a lab fixture's directory when lab),
+ * built if the cache does not have it:
  * under a per-key lock (another process building the same key is waited
  * for; a crashed holder's lock is simply taken over), in a separate
  * process with its own Lua state, installed atomically. display names the
  * asking file (for fixture_build_waiting). */
-int fixture_get(const struct config *cfg, const char *name, const char *from_dir,
+int fixture_get(const struct config *cfg, const char *name, const char *from_dir, bool lab,
                 const char *display, struct fixture_result *res, struct pv_err *err);
 
 /* A restore used the entry: its atime says so (eviction keeps the popular). */
 void fixture_touch(const char *snap);
-/* Drop an entry that failed to restore (it is rebuilt). */
+/* Drop an entry (a file or a lab's directory) that failed to restore. */
 void fixture_discard(const char *snap);
 /* At start-up: the least recently used entries removed until the cache
  * fits in cache_max_size. Returns how many went. */
 int fixture_evict(const struct config *cfg);
+/* `provium fixture list`: each entry's size, kind and key, then the total. */
+void fixture_list(const struct config *cfg);

@@ -299,27 +299,7 @@ static int cmd_fixture(const struct config *cfg, char **args, size_t nargs)
     const char *sub = nargs ? args[0] : "";
     const char *dir = cfg->cache_dir;
     if (!strcmp(sub, "list") && nargs == 1) {
-        char **files = NULL;
-        size_t n = 0;
-        struct pv_err err = {0};
-        char *d[] = {(char *)dir};
-        uint64_t total = 0;
-        size_t entries = 0;
-        if (runner_discover(cfg, d, 1, ".snap", &files, &n, &err) < 0)
-            n = 0; /* no cache yet */
-        for (size_t i = 0; i < n; i++) {
-            struct stat st;
-            const char *base = strrchr(files[i], '/') + 1;
-            /* entries are <64 hex digits>.snap; work files are elsewhere */
-            if (strlen(base) == 69 && stat(files[i], &st) == 0) {
-                printf("%10.2fMiB  vm   %.64s\n", (double)st.st_size / (1 << 20), base);
-                total += (uint64_t)st.st_size;
-                entries++;
-            }
-            free(files[i]);
-        }
-        free(files);
-        printf("%zu entries, %.2fMiB\n", entries, (double)total / (1 << 20));
+        fixture_list(cfg);
         return 0;
     }
     if (!strcmp(sub, "clean") && nargs == 1) {
@@ -367,7 +347,7 @@ static int cmd_fixture(const struct config *cfg, char **args, size_t nargs)
             }
         }
         struct fixture_result res;
-        if (fixture_get(cfg, name, ".", "provium fixture", &res, &err) < 0) {
+        if (fixture_get(cfg, name, ".", false, "provium fixture", &res, &err) < 0) {
             fprintf(stderr, "provium: %s\n", err.msg);
             return 1;
         }

@@ -132,7 +132,9 @@ static int l_event(lua_State *L)
  * (gone at the end of the run) */
 static int l_tempdir(lua_State *L)
 {
-    const char *base = vm_globals.rundir ? vm_globals.rundir : "/tmp";
+    const char *base = vm_globals.snapshot_dir ? vm_globals.snapshot_dir
+                       : vm_globals.rundir     ? vm_globals.rundir
+                                               : "/tmp";
     char *p = xasprintf("%s/snap-XXXXXX", base);
     if (!mkdtemp(p)) {
         int e = errno;
@@ -172,14 +174,17 @@ static int l_host_dir(lua_State *L)
     return 1;
 }
 
-/* _provium_c.fixture(name, from_dir) -> snapshot path, built (bool) */
+/* _provium_c.fixture(name, from_dir, lab?) -> snapshot path (a directory
+ * for a lab), built (bool) */
 static int l_fixture(lua_State *L)
 {
     const char *name = luaL_checkstring(L, 1);
     const char *from = luaL_optstring(L, 2, NULL);
+    bool lab = lua_toboolean(L, 3);
     struct fixture_result res;
     struct pv_err err = {0};
-    if (fixture_get(l_ctx.config, name, from, l_ctx.display ? l_ctx.display : "?", &res, &err) < 0)
+    if (fixture_get(l_ctx.config, name, from, lab, l_ctx.display ? l_ctx.display : "?", &res,
+                    &err) < 0)
         return luaL_error(L, "%s", err.msg);
     lua_pushstring(L, res.snap);
     lua_pushboolean(L, res.built);
