@@ -4,10 +4,8 @@
 local N = tonumber(os.getenv("BENCH_N") or "7")
 local baseline_cmd = os.getenv("BENCH_BASELINE") -- a shell command timing one baseline boot
 
-local function median(t)
-    table.sort(t)
-    return t[(#t + 1) // 2]
-end
+local stats = require("stats")
+local median = stats.median
 
 local function baseline()
     local p = io.popen(baseline_cmd)

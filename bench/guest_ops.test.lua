@@ -4,16 +4,9 @@
 -- the agent's port), interleaved in one VM; then file throughput.
 local MiB = 1024 * 1024
 
-local function median(t)
-    table.sort(t)
-    return t[(#t + 1) // 2]
-end
-
-local function timed(f)
-    local t0 = _provium_c.now()
-    f()
-    return _provium_c.now() - t0
-end
+local stats = require("stats")
+local median = stats.median
+local timed = stats.timed
 
 local vm = provium:vm("ops", "default"):boot({ kernel_cmdline = "console=hvc0 panic=-1" })
 

@@ -1,20 +1,12 @@
 -- Run by bench/boot: issue 6's figures. Cold boots of the default profile
 -- to the first agent reply, interleaved with restores of a snapshot of the
--- same VM (what a fixture resume does once the cache has the entry) and
--- with fixture resumes through provium:vm_fixture; the snapshot's size;
--- the cost of one reset_between_tests step (kill, restore).
+-- same VM (what a fixture resume does once the cache has the entry); the
+-- snapshot's size; the cost of one reset_between_tests step (kill, restore).
 local N = tonumber(os.getenv("BENCH_N") or "7")
 
-local function median(t)
-    table.sort(t)
-    return t[(#t + 1) // 2]
-end
-
-local function timed(f)
-    local t0 = _provium_c.now()
-    f()
-    return _provium_c.now() - t0
-end
+local stats = require("stats")
+local median = stats.median
+local timed = stats.timed
 
 test("resume against a cold boot", function(t)
     local base = provium:vm("base", "default"):boot()

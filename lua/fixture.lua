@@ -21,36 +21,39 @@ local function recorded(path)
     return ok and type(h) == "table" and h or nil
 end
 
+-- Fixture `name` from the cache (built first if missing), made into a VM
+-- or a lab by restore(path). A damaged cached entry is not fatal: it is
+-- dropped and built again, once. Errors are raised at the caller's caller.
+local function resume(name, dir, lab, restore)
+    for attempt = 1, 2 do
+        local ok, path, built = pcall(C.fixture, name, dir, lab)
+        if not ok then P.rethrow(path, 3) end
+        local rok, obj = pcall(restore, path)
+        if rok then
+            C.fixture_touch(path)
+            if not built then C.event("fixture_cache_hit", { path = name }) end
+            return obj
+        end
+        if built or attempt == 2 then P.rethrow(obj, 3) end
+        io.stderr:write(("provium: fixture `%s`: the cached entry %s failed to restore (%s); rebuilding\n")
+            :format(name, path, (tostring(obj):match("[^\n]*"))))
+        C.fixture_discard(path)
+    end
+end
+
 -- provium:vm_fixture(name) -> a booted VM, restored from the fixture's
--- snapshot (built first if the cache does not have it); it belongs to the
--- file's root lab, wherever it is called.
+-- snapshot; it belongs to the file's root lab, wherever it is called.
 function P.Lab:vm_fixture(name)
     if type(name) ~= "string" then
         error("vm_fixture: expected a fixture path such as \"fixtures/base\", got " .. type(name), 2)
     end
-    local dir = caller_dir()
-    for attempt = 1, 2 do
-        local ok, snap, built = pcall(C.fixture, name, dir)
-        if not ok then P.rethrow(snap, 2) end
-        local h = recorded(snap)
-        local vm, rok, err
-        if h then
-            vm = rawget(P.root, "_vms")[h.vm] or P.root:vm(h.vm, h.profile)
-            rok, err = pcall(vm.restore, vm, snap)
-        else
-            err = "its header is unreadable"
-        end
-        if rok then
-            C.fixture_touch(snap)
-            if not built then C.event("fixture_cache_hit", { path = name }) end
-            return vm
-        end
-        -- a damaged entry is not fatal: drop it and build it again, once
-        if built or attempt == 2 then P.rethrow(err, 2) end
-        io.stderr:write(("provium: fixture `%s`: the cached entry %s failed to restore (%s); rebuilding\n")
-            :format(name, snap, (tostring(err):match("[^\n]*"))))
-        C.fixture_discard(snap)
-    end
+    return resume(name, caller_dir(), false, function(path)
+        local h = recorded(path)
+        if not h then error("its header is unreadable", 0) end
+        local vm = rawget(P.root, "_vms")[h.vm] or P.root:vm(h.vm, h.profile)
+        vm:restore(path)
+        return vm
+    end)
 end
 
 -- provium:lab_fixture(name) -> a fresh sub-lab of the file's root holding
@@ -60,24 +63,16 @@ function P.Lab:lab_fixture(name)
     if type(name) ~= "string" then
         error("lab_fixture: expected a fixture path such as \"fixtures/cluster\", got " .. type(name), 2)
     end
-    local dir = caller_dir()
     local labname = name:gsub("[^%w_]", "_")
-    for attempt = 1, 2 do
-        local ok, path, built = pcall(C.fixture, name, dir, true)
-        if not ok then P.rethrow(path, 2) end
+    return resume(name, caller_dir(), true, function(path)
         local lab = rawget(P.root, "_labs")[labname] or P.root:lab(labname)
-        local rok, err = pcall(lab.restore, lab, path)
-        if rok then
-            C.fixture_touch(path)
-            if not built then C.event("fixture_cache_hit", { path = name }) end
-            return lab
+        local ok, err = pcall(lab.restore, lab, path)
+        if not ok then
+            lab:shutdown()
+            error(err, 0)
         end
-        if built or attempt == 2 then P.rethrow(err, 2) end
-        io.stderr:write(("provium: fixture `%s`: the cached entry %s failed to restore (%s); rebuilding\n")
-            :format(name, path, (tostring(err):match("[^\n]*"))))
-        lab:shutdown()
-        C.fixture_discard(path)
-    end
+        return lab
+    end)
 end
 
 -- In the build process (src/host/fixture.c): run the fixture file; it
