@@ -325,7 +325,8 @@ static int cmd_fixture(const struct config *cfg, char **args, size_t nargs)
             if (fixture_key(cfg, files[i], key, &err) == 0)
                 entry = xasprintf("%s/%s.snap", dir, key);
             if (!entry || access(entry, F_OK) < 0) {
-                printf("  %s\n", files[i]);
+                _cleanup_free_ char *shown = runner_display_name(files[i]);
+                printf("  %s\n", shown);
                 stale++;
             }
             free(files[i]);

@@ -177,7 +177,7 @@ struct job {
     int64_t kill_at_ns;
 };
 
-static char *display_name(const char *file)
+char *runner_display_name(const char *file)
 {
     if (!strncmp(file, "./", 2))
         file += 2;
@@ -195,7 +195,7 @@ int runner_list(char **files, size_t nfiles)
     size_t ntests = 0;
     int code = 0;
     for (size_t i = 0; i < nfiles; i++) {
-        _cleanup_free_ char *display = display_name(files[i]);
+        _cleanup_free_ char *display = runner_display_name(files[i]);
         struct buf src = BUF_INIT;
         int r = read_file(files[i], 4u << 20, &src);
         if (r < 0) {
@@ -450,7 +450,7 @@ int runner_run(const struct config *cfg, const struct run_opts *o, char **files,
     /* every file is discovered (and its claim read) before any starts */
     struct job *plans = xcalloc(nfiles + 1, sizeof(*plans));
     for (size_t i = 0; i < nfiles; i++) {
-        plans[i] = (struct job){.file = files[i], .display = display_name(files[i])};
+        plans[i] = (struct job){.file = files[i], .display = runner_display_name(files[i])};
         plan_job(&plans[i], &pool);
     }
     struct job **run = xcalloc((size_t)jobs, sizeof(*run));

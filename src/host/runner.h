@@ -31,6 +31,9 @@ struct run_opts {
  * else the cwd. Sorted. */
 int runner_discover(const struct config *cfg, char **paths, size_t npaths, const char *suffix,
                     char ***ret, size_t *ret_n, struct pv_err *err);
+/* A file's path as the run shows it: relative to the current directory
+ * when it is under it. */
+char *runner_display_name(const char *file);
 /* Print the tests of each file, by name, as its source declares them
  * (`provium list`): nothing runs, nothing boots. Returns the exit code. */
 int runner_list(char **files, size_t nfiles);

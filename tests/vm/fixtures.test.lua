@@ -138,7 +138,8 @@ test("provium fixture: stale, build, list, rebuild, clean", function(t)
         return out
     end
     local out = fx("stale")
-    t:assert_contains(out, "fixtures/base.fixture.lua\n1 stale fixture(s)")
+    t:assert_contains(out, "  fixtures/base.fixture.lua\n1 stale fixture(s)")
+    t:assert_eq(out:find(d, 1, true), nil, "paths shown relative to the project")
     t:assert_contains(fx("build", "fixtures/base"), "built: fixtures/base\n")
     t:assert_contains(fx("build", "fixtures/base"), "already built: fixtures/base\n")
     t:assert_contains(fx("stale"), "0 stale fixture(s)")
