@@ -53,10 +53,16 @@ function M.json_run(args, opts)
     return files, code, out
 end
 
+-- A temporary directory, removed when the test (or file) that made it ends,
+-- even if it fails before its own rmdir.
 function M.tmpdir()
     local p = io.popen("mktemp -d /tmp/provium-test.XXXXXX")
     local d = p:read("l")
     p:close()
+    local scope = rawget(_G, "provium")
+    if getmetatable(scope) == _provium.Lab then
+        scope:_register({ close = function() M.rmdir(d) end }, 9)
+    end
     return d
 end
 
