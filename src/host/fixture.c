@@ -21,10 +21,11 @@
 
 extern const char pv_agent_bin[], pv_agent_bin_end[];
 
-static bool is_file(const char *p)
+/* A regular file, or (dir) a directory, at p. */
+static bool is_entry(const char *p, bool dir)
 {
     struct stat st;
-    return stat(p, &st) == 0 && S_ISREG(st.st_mode);
+    return stat(p, &st) == 0 && (dir ? S_ISDIR(st.st_mode) : S_ISREG(st.st_mode));
 }
 
 char *fixture_find(const struct config *cfg, const char *name, const char *from_dir)
@@ -34,7 +35,7 @@ char *fixture_find(const struct config *cfg, const char *name, const char *from_
         if (!dir)
             continue;
         char *p = xasprintf("%s/%s.fixture.lua", dir, name);
-        if (is_file(p))
+        if (is_entry(p, false))
             return p;
         free(p);
     }
@@ -52,11 +53,11 @@ static char *find_module(const struct config *cfg, const char *mod, const char *
         if (!dir)
             continue;
         char *p = xasprintf("%s/%s.lua", dir, rel);
-        if (is_file(p))
+        if (is_entry(p, false))
             return p;
         free(p);
         p = xasprintf("%s/%s/init.lua", dir, rel);
-        if (is_file(p))
+        if (is_entry(p, false))
             return p;
         free(p);
     }
@@ -161,8 +162,15 @@ static void add_host_file(void *p, const char *file)
     hash_file_id(c->h, abs);
 }
 
-static void add_environment(struct sha256 *h, const struct config *cfg)
+/* The digest of what every key of this process shares, computed once: it
+ * hashes the agent binary and looks for the default kernel. */
+static const char *environment(const struct config *cfg)
 {
+    static const struct config *done_for;
+    static char digest[65];
+    if (done_for == cfg)
+        return digest;
+    struct sha256 *h = sha256_new();
     char agent[65];
     sha256_hex(pv_agent_bin, (size_t)(pv_agent_bin_end - pv_agent_bin), agent);
     sha256_update_str(h, agent);
@@ -186,6 +194,9 @@ static void add_environment(struct sha256 *h, const struct config *cfg)
         hash_file_id(h, cfg->profiles[i].kernel);
         hash_file_id(h, cfg->profiles[i].initrd);
     }
+    sha256_final_hex(h, digest);
+    done_for = cfg;
+    return digest;
 }
 
 static int key_of(struct keying *k, const char *path, char key[65], struct pv_err *err)
@@ -203,7 +214,7 @@ static int key_of(struct keying *k, const char *path, char key[65], struct pv_er
     }
     struct sha256 *h = sha256_new();
     sha256_update_str(h, "provium fixture key 1");
-    add_environment(h, k->cfg);
+    sha256_update_str(h, environment(k->cfg));
     sha256_update(h, src.data, src.len);
     _cleanup_free_ char *dir = xstrdup(path);
     char *slash = strrchr(dir, '/');
@@ -338,12 +349,6 @@ static void sweep_dead_builds(const char *tmpdir)
         rm_rf(p);
     }
     closedir(d);
-}
-
-static bool is_entry(const char *p, bool lab)
-{
-    struct stat st;
-    return stat(p, &st) == 0 && (lab ? S_ISDIR(st.st_mode) : S_ISREG(st.st_mode));
 }
 
 int fixture_get(const struct config *cfg, const char *name, const char *from_dir, bool lab,

@@ -50,6 +50,8 @@ struct l_io *l_newio(lua_State *L);
 void l_call(lua_State *L, struct vm *vm, const char *op, const char *what, uint16_t type,
             struct buf *req, struct buf *reply);
 void l_bad_reply(lua_State *L, const struct vm *vm, const char *op);
+/* Push b as a string and release it; returns 1 (a C function's result count). */
+int l_push_buf(lua_State *L, struct buf *b);
 
 /* The VM of the userdata at i, a VM or a Worker; raises unless it is an
  * open VM or a live worker. Requests made next go where it says: to the

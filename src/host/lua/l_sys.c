@@ -219,9 +219,7 @@ static int l_vm_read_mem(lua_State *L)
         snprintf(what, sizeof(what), "0x%llx", (unsigned long long)addr);
         return l_raise_guest(L, vm, "read_mem", what, r, &err);
     }
-    lua_pushlstring(L, b->data ? b->data : "", b->len);
-    buf_release(b);
-    return 1;
+    return l_push_buf(L, b);
 }
 
 /* vm:write_mem(addr, data) */
@@ -272,23 +270,19 @@ static int l_clock(lua_State *L)
 
 int luaopen_provium_sys(lua_State *L)
 {
+    static const luaL_Reg methods[] = {
+        {"read_mem", l_vm_read_mem}, {"write_mem", l_vm_write_mem}, {NULL, NULL},
+    };
     luaL_getmetatable(L, PV_VM_MT);
     lua_getfield(L, -1, "__index");
-    lua_pushcfunction(L, l_vm_read_mem);
-    lua_setfield(L, -2, "read_mem");
-    lua_pushcfunction(L, l_vm_write_mem);
-    lua_setfield(L, -2, "write_mem");
+    luaL_setfuncs(L, methods, 0);
     lua_pop(L, 2);
 
-    lua_newtable(L);
-    lua_pushcfunction(L, l_syscall);
-    lua_setfield(L, -2, "syscall");
-    lua_pushcfunction(L, l_syscall_start);
-    lua_setfield(L, -2, "syscall_start");
-    lua_pushcfunction(L, l_syscall_await);
-    lua_setfield(L, -2, "syscall_await");
-    lua_pushcfunction(L, l_clock);
-    lua_setfield(L, -2, "clock");
+    static const luaL_Reg prims[] = {
+        {"syscall", l_syscall}, {"syscall_start", l_syscall_start},
+        {"syscall_await", l_syscall_await}, {"clock", l_clock}, {NULL, NULL},
+    };
+    luaL_newlib(L, prims);
     lua_createtable(L, 0, (int)ARRAY_SIZE(sysnames));
     for (size_t i = 0; i < ARRAY_SIZE(sysnames); i++) {
         lua_pushinteger(L, sysnames[i].nr);

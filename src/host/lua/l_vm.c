@@ -389,6 +389,13 @@ static int l_vm_boot_seconds(lua_State *L)
     return 1;
 }
 
+int l_push_buf(lua_State *L, struct buf *b)
+{
+    lua_pushlstring(L, b->data ? b->data : "", b->len);
+    buf_release(b);
+    return 1;
+}
+
 /* Output beyond the cap was counted, not kept: say so at the end. */
 static void push_output(lua_State *L, const struct buf *b, uint64_t total)
 {
@@ -534,9 +541,7 @@ static int l_vm_read_file(lua_State *L)
         buf_release(out);
         return l_raise_guest(L, vm, "read_file", path, r, &err);
     }
-    lua_pushlstring(L, out->data ? out->data : "", out->len);
-    buf_release(out);
-    return 1;
+    return l_push_buf(L, out);
 }
 
 /* vm:write_file(path, data, mode?) */
@@ -651,9 +656,7 @@ static int l_vm_kernel_log(lua_State *L)
     struct buf *b = lua_newuserdatauv(L, sizeof(*b), 0);
     memset(b, 0, sizeof(*b));
     vm_kernel_log(u->vm, b);
-    lua_pushlstring(L, b->data ? b->data : "", b->len);
-    buf_release(b);
-    return 1;
+    return l_push_buf(L, b);
 }
 
 /* vm:console_log() -> everything the guest's console printed since power-on */
@@ -663,9 +666,7 @@ static int l_vm_console_log(lua_State *L)
     struct buf *b = lua_newuserdatauv(L, sizeof(*b), 0);
     memset(b, 0, sizeof(*b));
     vm_console_log(u->vm, b);
-    lua_pushlstring(L, b->data ? b->data : "", b->len);
-    buf_release(b);
-    return 1;
+    return l_push_buf(L, b);
 }
 
 /* vm:console_tail(lines?) -> the last lines, indented, for failure messages */
@@ -676,9 +677,7 @@ static int l_vm_console_tail(lua_State *L)
     struct buf *b = lua_newuserdatauv(L, sizeof(*b), 0);
     memset(b, 0, sizeof(*b));
     vm_console_tail(u->vm, lines, b);
-    lua_pushlstring(L, b->data ? b->data : "", b->len);
-    buf_release(b);
-    return 1;
+    return l_push_buf(L, b);
 }
 
 static const luaL_Reg vm_methods[] = {
@@ -730,16 +729,10 @@ int luaopen_provium_vm(lua_State *L)
     lua_pop(L, 1);
     luaL_newmetatable(L, PV_RUNRESULT_MT);
     lua_pop(L, 1);
-    lua_newtable(L);
-    lua_pushcfunction(L, l_vm_new);
-    lua_setfield(L, -2, "vm_new");
-    lua_pushcfunction(L, l_vm_run_raw);
-    lua_setfield(L, -2, "run");
-    lua_pushcfunction(L, l_kmod_order);
-    lua_setfield(L, -2, "kmod_order");
-    lua_pushcfunction(L, l_snapshot);
-    lua_setfield(L, -2, "snapshot");
-    lua_pushcfunction(L, l_restore);
-    lua_setfield(L, -2, "restore");
+    static const luaL_Reg prims[] = {
+        {"vm_new", l_vm_new},   {"run", l_vm_run_raw}, {"kmod_order", l_kmod_order},
+        {"snapshot", l_snapshot}, {"restore", l_restore}, {NULL, NULL},
+    };
+    luaL_newlib(L, prims);
     return 1;
 }
