@@ -30,14 +30,14 @@ local function resume(name, dir, lab, restore)
         if not ok then P.rethrow(path, 3) end
         local rok, obj = pcall(restore, path)
         if rok then
-            C.fixture_touch(path)
+            C.cache_touch(path)
             if not built then C.event("fixture_cache_hit", { path = name }) end
             return obj
         end
         if built or attempt == 2 then P.rethrow(obj, 3) end
         io.stderr:write(("provium: fixture `%s`: the cached entry %s failed to restore (%s); rebuilding\n")
             :format(name, path, (tostring(obj):match("[^\n]*"))))
-        C.fixture_discard(path)
+        C.cache_discard(path)
     end
 end
 

@@ -222,7 +222,7 @@ function Clock:advance(seconds) end
 ---@param duration Duration
 function Clock:sleep(duration) end
 
----@alias BootOpts {memory: string|integer?, cpus: integer?, kernel_cmdline: string?, kernel_cmdline_append: string?, rng_seed: integer?, initial_time: number?, files: {path: string, content: string, mode: integer?}[]?, agent_timeout: number?}
+---@alias BootOpts {memory: string|integer?, cpus: integer?, kernel_cmdline: string?, kernel_cmdline_append: string?, rng_seed: integer?, initial_time: number?, cold: boolean?, files: {path: string, content: string, mode: integer?}[]?, agent_timeout: number?}
 
 ---@class VM: GuestOps
 local VM = {}
@@ -247,6 +247,10 @@ function VM:profile() end
 function VM:cid() end
 ---@return string
 function VM:kernel_release() end
+---@return number
+function VM:boot_seconds() end
+---@return boolean
+function VM:boot_cached() end
 ---@return Console
 function VM:console() end
 ---@return Clock

@@ -87,6 +87,7 @@ int agent_op_mkdir(struct agent *a, uint32_t id, struct pv_rd *r);
 int agent_op_unlink(struct agent *a, uint32_t id, struct pv_rd *r);
 int agent_op_rename(struct agent *a, uint32_t id, struct pv_rd *r);
 int agent_op_clock(struct agent *a, uint32_t id, struct pv_rd *r);
+int agent_op_freshen(struct agent *a, uint32_t id, struct pv_rd *r);
 int agent_op_read_mem(struct agent *a, uint32_t id, struct pv_rd *r);
 int agent_op_write_mem(struct agent *a, uint32_t id, struct pv_rd *r);
 int agent_op_worker(struct agent *a, uint32_t id, struct pv_rd *r);

@@ -71,6 +71,7 @@ static const struct {
     {PV_WORKER, agent_op_worker},
     {PV_VIA, agent_op_via},
     {PV_WORKER_END, agent_op_worker_end},
+    {PV_FRESHEN, agent_op_freshen},
 };
 
 /* The output queue is shared with the syscall threads (sys.c), which send

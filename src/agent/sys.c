@@ -16,7 +16,11 @@
  * a call that finds no idle worker gets a new one, so a blocked call never
  * holds up the next. The agent is one process: a file descriptor one call
  * opens is valid in the next. */
+#include <fcntl.h>
+#include <linux/random.h>
 #include <pthread.h>
+#include <sys/ioctl.h>
+#include <sys/stat.h>
 #include <sys/eventfd.h>
 #include <sys/syscall.h>
 #include <sys/uio.h>
@@ -245,6 +249,16 @@ int agent_op_write_mem(struct agent *a, uint32_t id, struct pv_rd *r)
 
 /* The guest's realtime clock (VM-wide): get, set, or advance by a signed
  * amount; replies with the time afterwards. */
+/* Set CLOCK_REALTIME to t ns since the epoch (before it too). */
+static int set_realtime(int64_t t)
+{
+    struct timespec ts;
+    /* floor division, so times before the epoch work too */
+    ts.tv_sec = (time_t)(t / 1000000000LL - (t % 1000000000LL < 0));
+    ts.tv_nsec = (long)(t - (int64_t)ts.tv_sec * 1000000000LL);
+    return clock_settime(CLOCK_REALTIME, &ts) < 0 ? -errno : 0;
+}
+
 int agent_op_clock(struct agent *a, uint32_t id, struct pv_rd *r)
 {
     uint32_t op = pv_get_u32(r);
@@ -257,15 +271,94 @@ int agent_op_clock(struct agent *a, uint32_t id, struct pv_rd *r)
     clock_gettime(CLOCK_REALTIME, &ts);
     int64_t now = (int64_t)ts.tv_sec * 1000000000LL + ts.tv_nsec;
     if (op) {
-        int64_t t = op == 1 ? ns : now + ns;
-        /* floor division, so times before the epoch work too */
-        ts.tv_sec = (time_t)(t / 1000000000LL - (t % 1000000000LL < 0));
-        ts.tv_nsec = (long)(t - (int64_t)ts.tv_sec * 1000000000LL);
-        if (clock_settime(CLOCK_REALTIME, &ts) < 0)
-            return -errno;
+        int ret = set_realtime(op == 1 ? ns : now + ns);
+        if (ret < 0)
+            return ret;
         clock_gettime(CLOCK_REALTIME, &ts);
         now = (int64_t)ts.tv_sec * 1000000000LL + ts.tv_nsec;
     }
     agent_reply_u64(a, id, (uint64_t)now);
+    return 0;
+}
+
+/* Credit seed to the kernel's pool and make the CRNG take it now, so
+ * what the guest draws after a resume differs from what the cached boot
+ * would have drawn. A kernel without RNDRESEEDCRNG (before 4.17) reseeds
+ * at its next interval. */
+static int reseed(const void *seed, size_t len)
+{
+    if (len > 512)
+        return -EINVAL;
+    _cleanup_close_ int fd = open("/dev/urandom", O_WRONLY | O_CLOEXEC);
+    if (fd < 0)
+        return -errno;
+    struct {
+        struct rand_pool_info info;
+        uint32_t buf[128];
+    } p;
+    p.info.entropy_count = (int)len * 8;
+    p.info.buf_size = (int)len;
+    memcpy(p.buf, seed, len);
+    if (ioctl(fd, RNDADDENTROPY, &p) < 0)
+        return -errno;
+    if (ioctl(fd, RNDRESEEDCRNG) < 0 && errno != ENOTTY && errno != EINVAL)
+        return -errno;
+    return 0;
+}
+
+/* One of the boot's files, as the initrd would have held it: parents made
+ * 0755, the file replaced, its mode exact. */
+static int put_boot_file(const char *path, uint32_t mode, const void *data, size_t len)
+{
+    _cleanup_free_ char *dir = xstrdup(path);
+    char *slash = strrchr(dir, '/');
+    if (slash && slash != dir) {
+        *slash = 0;
+        int ret = mkdir_p(dir, 0755);
+        if (ret < 0)
+            return ret;
+    }
+    _cleanup_close_ int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOCTTY,
+                                  (mode_t)(mode & 07777));
+    if (fd < 0)
+        return -errno;
+    int ret = write_all(fd, data, len);
+    if (ret == 0 && fchmod(fd, (mode_t)(mode & 07777)) < 0)
+        ret = -errno;
+    return ret;
+}
+
+int agent_op_freshen(struct agent *a, uint32_t id, struct pv_rd *r)
+{
+    int64_t now = pv_get_i64(r);
+    size_t seed_len;
+    const void *seed = pv_get_bytes(r, &seed_len);
+    uint32_t n = pv_get_u32(r);
+    if (r->bad || n > r->len - r->off) /* each file takes more than a byte */
+        return -EBADMSG;
+    int ret = set_realtime(now);
+    if (ret < 0) {
+        agent_send_err(a, id, -ret, "setting the clock: %s", strerror(-ret));
+        return 0;
+    }
+    if (seed_len && (ret = reseed(seed, seed_len)) < 0) {
+        agent_send_err(a, id, -ret, "reseeding the RNG: %s", strerror(-ret));
+        return 0;
+    }
+    for (uint32_t i = 0; i < n; i++) {
+        const char *path = pv_get_str(r);
+        uint32_t mode = pv_get_u32(r);
+        size_t len;
+        const void *data = pv_get_bytes(r, &len);
+        if (r->bad || !path || path[0] != '/')
+            return -EBADMSG;
+        if ((ret = put_boot_file(path, mode, data, len)) < 0) {
+            agent_send_err(a, id, -ret, "writing %s: %s", path, strerror(-ret));
+            return 0;
+        }
+    }
+    if (pv_rd_done(r) < 0)
+        return -EBADMSG;
+    agent_send_ok(a, id, NULL);
     return 0;
 }

@@ -304,6 +304,19 @@ static int with_files(const char *initrd, const struct boot_opts *o, char **ret,
     return 0;
 }
 
+int boot_add_files(struct vm_boot *b, const struct boot_opts *o, struct pv_err *err)
+{
+    if (!o->nfiles)
+        return 0;
+    char *initrd = NULL;
+    int r = with_files(b->initrd, o, &initrd, err);
+    if (r < 0)
+        return r;
+    free(b->initrd);
+    b->initrd = initrd;
+    return 0;
+}
+
 /* The directory a profile's {out} names. */
 static char *out_dir(const struct profile *p)
 {
@@ -524,12 +537,7 @@ int boot_plan(const struct config *cfg, const char *name, const struct boot_opts
         pv_err_wrap(err, "profile `%s`", name);
         goto out;
     }
-    if (o->nfiles)
-        r = with_files(base_initrd, o, &b->initrd, err);
-    else
-        b->initrd = steal_pointer(&base_initrd);
-    if (r < 0)
-        goto out;
+    b->initrd = steal_pointer(&base_initrd);
     b->kernel = steal_pointer(&rs.kernel);
     b->cmdline = buf_steal(&rs.cmdline);
     if (rs.ndisks) {

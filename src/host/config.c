@@ -615,6 +615,10 @@ static int config_load_provium(struct config *c, const struct config_ctx *top,
             } else {
                 r = config_wrong_type(&x, k, v, "a string or an integer");
             }
+        } else if (!strcmp(k, "boot_cache")) {
+            r = config_want(&x, k, v, TOML_BOOL);
+            if (r == 0)
+                c->boot_cache = v->u.b;
         } else {
             r = config_invalid(&x, v->line, "unknown key `%s` in [provium]", k);
         }
@@ -637,6 +641,7 @@ static struct config *config_new(char *dir)
     struct config *c = xcalloc(1, sizeof(*c));
     c->dir = dir;
     c->cache_dir = config_default_cache_dir();
+    c->boot_cache = true;
     c->cache_max_size = CONFIG_DEFAULT_CACHE_MAX_SIZE;
     return c;
 }

@@ -4,6 +4,7 @@
  *   roots = ["tests"]            # absolute once loaded
  *   cache_dir = "~/.cache/x"     # default $XDG_CACHE_HOME/provium/fixtures
  *   cache_max_size = "20G"       # or integer bytes
+ *   boot_cache = true            # false: every boot is cold (docs/boot-cache.md)
  *
  *   [profiles.peios]             # [profile.peios] is the legacy spelling
  *   kernel = "bzImage"           # required unless root/rootfs is set; checked at boot
@@ -66,6 +67,7 @@ struct config {
     size_t nroots;
     char *cache_dir;          /* absolute */
     uint64_t cache_max_size;  /* bytes, default 20 GiB */
+    bool boot_cache;          /* default true; --no-boot-cache turns it off */
     struct profile *profiles; /* sorted by name */
     size_t nprofiles;
 };

@@ -9,7 +9,7 @@
 #include <sys/stat.h>
 #include <sys/wait.h>
 
-#include "accel.h"
+#include "cache.h"
 #include "events.h"
 #include "hash.h"
 #include "kernel.h"
@@ -19,15 +19,6 @@
 #include "spawn.h"
 #include "vm.h"
 
-extern const char pv_agent_bin[], pv_agent_bin_end[];
-
-/* A regular file, or (dir) a directory, at p. */
-static bool is_entry(const char *p, bool dir)
-{
-    struct stat st;
-    return stat(p, &st) == 0 && (dir ? S_ISDIR(st.st_mode) : S_ISREG(st.st_mode));
-}
-
 char *fixture_find(const struct config *cfg, const char *name, const char *from_dir)
 {
     for (size_t i = 0; i <= cfg->nroots; i++) {
@@ -35,7 +26,7 @@ char *fixture_find(const struct config *cfg, const char *name, const char *from_
         if (!dir)
             continue;
         char *p = xasprintf("%s/%s.fixture.lua", dir, name);
-        if (is_entry(p, false))
+        if (cache_has(p, false))
             return p;
         free(p);
     }
@@ -53,27 +44,15 @@ static char *find_module(const struct config *cfg, const char *mod, const char *
         if (!dir)
             continue;
         char *p = xasprintf("%s/%s.lua", dir, rel);
-        if (is_entry(p, false))
+        if (cache_has(p, false))
             return p;
         free(p);
         p = xasprintf("%s/%s/init.lua", dir, rel);
-        if (is_entry(p, false))
+        if (cache_has(p, false))
             return p;
         free(p);
     }
     return NULL;
-}
-
-/* path, size and mtime: what says a host file changed */
-static void hash_file_id(struct sha256 *h, const char *path)
-{
-    struct stat st;
-    char id[96] = "missing";
-    if (path && stat(path, &st) == 0)
-        snprintf(id, sizeof(id), "%lld/%lld.%09ld", (long long)st.st_size,
-                 (long long)st.st_mtim.tv_sec, st.st_mtim.tv_nsec);
-    sha256_update_str(h, path ? path : "");
-    sha256_update_str(h, id);
 }
 
 struct keying {
@@ -159,11 +138,12 @@ static void add_host_file(void *p, const char *file)
 {
     struct scan_ctx *c = p;
     _cleanup_free_ char *abs = file[0] == '/' ? xstrdup(file) : xasprintf("%s/%s", c->dir, file);
-    hash_file_id(c->h, abs);
+    cache_hash_file(c->h, abs);
 }
 
-/* The digest of what every key of this process shares, computed once: it
- * hashes the agent binary and looks for the default kernel. */
+/* What every fixture key of this process shares, computed once: the
+ * environment, and every profile's kernel and initrd plus the default
+ * one's. */
 static const char *environment(const struct config *cfg)
 {
     static const struct config *done_for;
@@ -171,28 +151,21 @@ static const char *environment(const struct config *cfg)
     if (done_for == cfg)
         return digest;
     struct sha256 *h = sha256_new();
-    char agent[65];
-    sha256_hex(pv_agent_bin, (size_t)(pv_agent_bin_end - pv_agent_bin), agent);
-    sha256_update_str(h, agent);
-    const char *qv = qemu_version();
-    sha256_update_str(h, qv ? qv : "?");
-    sha256_update_str(h, vm_globals.machine);
-    sha256_update_str(h, accel_name(vm_globals.accel));
-    /* every profile's kernel and initrd, and the default one's */
+    sha256_update_str(h, cache_env_digest());
     _cleanup_free_ char *root = kernel_cache_root();
     struct kernel_info ki = {0};
     struct pv_err e = {0};
     sha256_update_str(h, "default");
     const char *env = getenv("PROVIUM_KERNEL");
     if (env && *env)
-        hash_file_id(h, env);
+        cache_hash_file(h, env);
     else if (kernel_find_default(root, &ki, &e) == 0)
-        hash_file_id(h, ki.vmlinuz);
+        cache_hash_file(h, ki.vmlinuz);
     kernel_info_release(&ki);
     for (size_t i = 0; i < cfg->nprofiles; i++) {
         sha256_update_str(h, cfg->profiles[i].name);
-        hash_file_id(h, cfg->profiles[i].kernel);
-        hash_file_id(h, cfg->profiles[i].initrd);
+        cache_hash_file(h, cfg->profiles[i].kernel);
+        cache_hash_file(h, cfg->profiles[i].initrd);
     }
     sha256_final_hex(h, digest);
     done_for = cfg;
@@ -316,41 +289,6 @@ static int build(const char *path, const char *name, const char *cache, const ch
     return r;
 }
 
-/* Whether pid is gone (a zombie that nobody reaps counts as gone). */
-static bool gone(pid_t pid)
-{
-    if (kill(pid, 0) < 0 && errno != EPERM)
-        return true;
-    char path[64], stat[256] = "";
-    snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
-    FILE *f = fopen(path, "re");
-    if (!f)
-        return false;
-    size_t n = fread(stat, 1, sizeof(stat) - 1, f);
-    fclose(f);
-    stat[n] = 0;
-    const char *close_paren = strrchr(stat, ')');
-    return close_paren && close_paren[1] == ' ' && close_paren[2] == 'Z';
-}
-
-/* The work directories (tmp/<pid>) of builds whose process is gone. */
-static void sweep_dead_builds(const char *tmpdir)
-{
-    DIR *d = opendir(tmpdir);
-    if (!d)
-        return;
-    struct dirent *e;
-    while ((e = readdir(d))) {
-        char *end;
-        long pid = strtol(e->d_name, &end, 10);
-        if (*end || pid <= 0 || !gone((pid_t)pid))
-            continue;
-        _cleanup_free_ char *p = xasprintf("%s/%s", tmpdir, e->d_name);
-        rm_rf(p);
-    }
-    closedir(d);
-}
-
 int fixture_get(const struct config *cfg, const char *name, const char *from_dir, bool lab,
                 const char *display, struct fixture_result *res, struct pv_err *err)
 {
@@ -365,7 +303,7 @@ int fixture_get(const struct config *cfg, const char *name, const char *from_dir
     if (mkdir_p(cfg->cache_dir, 0755) < 0 && errno != EEXIST)
         return pv_err_set(err, errno, "fixture cache %s: %s", cfg->cache_dir, strerror(errno));
     char *entry = xasprintf("%s/%s.%s", cfg->cache_dir, key, lab ? "lab" : "snap");
-    if (is_entry(entry, lab)) {
+    if (cache_has(entry, lab)) {
         res->snap = entry;
         return 0;
     }
@@ -387,19 +325,17 @@ int fixture_get(const struct config *cfg, const char *name, const char *from_dir
     }
     if (ftruncate(lock, 0) == 0)
         (void)!pwrite(lock, display, strlen(display), 0);
-    if (is_entry(entry, lab)) { /* a peer built it meanwhile */
+    if (cache_has(entry, lab)) { /* a peer built it meanwhile */
         res->snap = entry;
         return 0;
     }
     /* a build works in tmp/<pid>/: what a killed build leaves is swept */
-    _cleanup_free_ char *tmpdir = xasprintf("%s/tmp", cfg->cache_dir);
-    sweep_dead_builds(tmpdir);
-    _cleanup_free_ char *work = xasprintf("%s/%d", tmpdir, (int)getpid());
-    _cleanup_free_ char *tmp = xasprintf("%s/out.%s", work, lab ? "lab" : "snap");
-    if (mkdir_p(work, 0700) < 0 && errno != EEXIST) {
+    _cleanup_free_ char *work = NULL;
+    if ((r = cache_workdir(cfg->cache_dir, &work, err)) < 0) {
         free(entry);
-        return pv_err_set(err, errno, "%s: %s", work, strerror(errno));
+        return r;
     }
+    _cleanup_free_ char *tmp = xasprintf("%s/out.%s", work, lab ? "lab" : "snap");
     events_emit("fixture_build_started", json_pack("{s:s}", "path", name));
     int64_t t0 = now_ns();
     r = build(path, name, work, tmp, err);
@@ -418,120 +354,4 @@ int fixture_get(const struct config *cfg, const char *name, const char *from_dir
     res->snap = entry;
     res->built = true;
     return 0;
-}
-
-/* ---- the cache's housekeeping ---- */
-
-void fixture_touch(const char *snap)
-{
-    struct timespec t[2] = {{0, UTIME_NOW}, {0, UTIME_OMIT}};
-    utimensat(AT_FDCWD, snap, t, 0);
-}
-
-void fixture_discard(const char *snap)
-{
-    rm_rf(snap);
-}
-
-/* The bytes of the files directly in dir (a lab entry). */
-static uint64_t dir_size(const char *dir)
-{
-    DIR *d = opendir(dir);
-    if (!d)
-        return 0;
-    uint64_t total = 0;
-    struct dirent *e;
-    while ((e = readdir(d))) {
-        _cleanup_free_ char *p = xasprintf("%s/%s", dir, e->d_name);
-        struct stat st;
-        if (e->d_name[0] != '.' && stat(p, &st) == 0 && S_ISREG(st.st_mode))
-            total += (uint64_t)st.st_size;
-    }
-    closedir(d);
-    return total;
-}
-
-struct entry {
-    char *path;
-    off_t size;
-    struct timespec atime;
-};
-
-static int by_atime(const void *a, const void *b)
-{
-    const struct entry *x = a, *y = b;
-    if (x->atime.tv_sec != y->atime.tv_sec)
-        return x->atime.tv_sec < y->atime.tv_sec ? -1 : 1;
-    return x->atime.tv_nsec < y->atime.tv_nsec ? -1 : x->atime.tv_nsec > y->atime.tv_nsec;
-}
-
-int fixture_evict(const struct config *cfg)
-{
-    DIR *d = opendir(cfg->cache_dir);
-    if (!d)
-        return 0; /* nothing cached yet, or unreadable: the next build says so */
-    struct entry *v = NULL;
-    size_t n = 0;
-    uint64_t total = 0;
-    struct dirent *e;
-    while ((e = readdir(d))) {
-        size_t len = strlen(e->d_name);
-        bool snap = len > 5 && !strcmp(e->d_name + len - 5, ".snap");
-        bool lab = len > 4 && !strcmp(e->d_name + len - 4, ".lab");
-        if (!snap && !lab)
-            continue;
-        char *p = xasprintf("%s/%s", cfg->cache_dir, e->d_name);
-        struct stat st;
-        if (stat(p, &st) < 0) {
-            free(p);
-            continue;
-        }
-        if (lab)
-            st.st_size = (off_t)dir_size(p);
-        v = xrealloc(v, (n + 1) * sizeof(*v));
-        v[n++] = (struct entry){p, st.st_size, st.st_atim};
-        total += (uint64_t)st.st_size;
-    }
-    closedir(d);
-    qsort(v, n, sizeof(*v), by_atime);
-    int evicted = 0;
-    for (size_t i = 0; i < n; i++) {
-        if (total > cfg->cache_max_size) {
-            /* the lock stays: a builder may hold it */
-            if (rm_rf(v[i].path) == 0) {
-                total -= (uint64_t)v[i].size;
-                evicted++;
-            }
-        }
-        free(v[i].path);
-    }
-    free(v);
-    return evicted;
-}
-
-void fixture_list(const struct config *cfg)
-{
-    DIR *d = opendir(cfg->cache_dir);
-    uint64_t total = 0;
-    size_t n = 0;
-    struct dirent *e;
-    while (d && (e = readdir(d))) {
-        size_t len = strlen(e->d_name);
-        /* entries are <64 hex digits>.snap or .lab; locks and work files are not */
-        bool snap = len == 69 && !strcmp(e->d_name + 64, ".snap");
-        bool lab = len == 68 && !strcmp(e->d_name + 64, ".lab");
-        if (!snap && !lab)
-            continue;
-        _cleanup_free_ char *p = xasprintf("%s/%s", cfg->cache_dir, e->d_name);
-        struct stat st;
-        if (stat(p, &st) < 0)
-            continue;
-        uint64_t size = lab ? dir_size(p) : (uint64_t)st.st_size;
-        printf("%10.2fMiB  %s  %.64s\n", (double)size / (1 << 20), lab ? "lab" : "vm ", e->d_name);
-        total += size;
-        n++;
-    }
-    if (d)
-        closedir(d);
-    printf("%zu entries, %.2fMiB\n", n, (double)total / (1 << 20));
 }

@@ -29,13 +29,3 @@ struct fixture_result {
  * asking file (for fixture_build_waiting). */
 int fixture_get(const struct config *cfg, const char *name, const char *from_dir, bool lab,
                 const char *display, struct fixture_result *res, struct pv_err *err);
-
-/* A restore used the entry: its atime says so (eviction keeps the popular). */
-void fixture_touch(const char *snap);
-/* Drop an entry (a file or a lab's directory) that failed to restore. */
-void fixture_discard(const char *snap);
-/* At start-up: the least recently used entries removed until the cache
- * fits in cache_max_size. Returns how many went. */
-int fixture_evict(const struct config *cfg);
-/* `provium fixture list`: each entry's size, kind and key, then the total. */
-void fixture_list(const struct config *cfg);

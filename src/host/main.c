@@ -14,6 +14,7 @@
 #include "config.h"
 #include "events.h"
 #include "filter.h"
+#include "cache.h"
 #include "fixture.h"
 #include "kernel.h"
 #include "lua/l_provium.h"
@@ -44,6 +45,7 @@ static const char usage[] =
     "  --cpus N             the pool's vCPUs (default: online CPUs)\n"
     "  --cpu-overcommit F   vCPUs per host CPU, 0.5 to 8 (default 1)\n"
     "  --no-ksm             leave KSM (merging of identical guest pages) as it is\n"
+    "  --no-boot-cache      boot every VM cold, not by resuming a cached boot\n"
     "  --include-slow       run tests whose meta.slow is set\n"
     "  --filter STR         files whose path contains STR (a|b: either); repeatable\n"
     "  --tag T, --no-tag T  tests tagged T (any of them) / not tagged T; repeatable\n"
@@ -299,7 +301,7 @@ static int cmd_fixture(const struct config *cfg, char **args, size_t nargs)
     const char *sub = nargs ? args[0] : "";
     const char *dir = cfg->cache_dir;
     if (!strcmp(sub, "list") && nargs == 1) {
-        fixture_list(cfg);
+        cache_list(cfg);
         return 0;
     }
     if (!strcmp(sub, "clean") && nargs == 1) {
@@ -344,7 +346,7 @@ static int cmd_fixture(const struct config *cfg, char **args, size_t nargs)
             char key[65];
             if (path && fixture_key(cfg, path, key, &err) == 0) {
                 _cleanup_free_ char *entry = xasprintf("%s/%s.snap", dir, key);
-                fixture_discard(entry);
+                cache_discard(entry);
             }
         }
         struct fixture_result res;
@@ -438,7 +440,7 @@ int main(int argc, char **argv)
         O_CONFIG = 256, O_ACCEL, O_TRANSPORT, O_TIMEOUT, O_JSON, O_SLOW, O_FAILFAST, O_HELP,
         O_VERSION, O_NOPREFLIGHT, O_MEM, O_CPUS, O_OVERCOMMIT, O_NOKSM, O_FILTER, O_TAG,
         O_NOTAG, O_TAGMETA, O_NOTAGMETA, O_RERUN, O_SINCE, O_SHARD, O_TAP, O_JUNIT,
-        O_SAVE_EVENTS, O_EVENTS_STDOUT, O_EVENTS_SOCKET, O_WATCH, O_NAME, O_FIXTURE,
+        O_SAVE_EVENTS, O_EVENTS_STDOUT, O_EVENTS_SOCKET, O_WATCH, O_NAME, O_FIXTURE, O_NOBOOTCACHE,
     };
     static const struct option longopts[] = {
         {"config", required_argument, NULL, O_CONFIG},
@@ -456,6 +458,7 @@ int main(int argc, char **argv)
         {"cpus", required_argument, NULL, O_CPUS},
         {"cpu-overcommit", required_argument, NULL, O_OVERCOMMIT},
         {"no-ksm", no_argument, NULL, O_NOKSM},
+        {"no-boot-cache", no_argument, NULL, O_NOBOOTCACHE},
         {"filter", required_argument, NULL, O_FILTER},
         {"tag", required_argument, NULL, O_TAG},
         {"no-tag", required_argument, NULL, O_NOTAG},
@@ -489,7 +492,7 @@ int main(int argc, char **argv)
     const char *config_path = NULL;
     enum accel accel = ACCEL_AUTO;
     enum transport transport = TRANSPORT_AUTO;
-    bool preflight = true;
+    bool preflight = true, boot_cache = true;
     static const char *const accels[] = {"auto", "kvm", "tcg"};
     static const char *const transports[] = {"auto", "virtio-serial", "vsock"};
     int c;
@@ -547,6 +550,7 @@ int main(int argc, char **argv)
             overcommit = MIN(MAX(overcommit, 0.5), 8.0);
             break;
         case O_NOKSM: o.ksm = false; break;
+        case O_NOBOOTCACHE: boot_cache = false; break;
         case O_FILTER:
             flt.substr = xrealloc(flt.substr, (flt.nsubstr + 1) * sizeof(char *));
             flt.substr[flt.nsubstr++] = optarg;
@@ -596,6 +600,7 @@ int main(int argc, char **argv)
     struct config *cfg = load_config(config_path);
     if (!cfg)
         return 2;
+    cfg->boot_cache = cfg->boot_cache && boot_cache;
 
     /* Pre-flight: what no test can run without. KVM is not on the list. */
     int code = 2;
@@ -641,7 +646,7 @@ int main(int argc, char **argv)
     }
     if (make_rundir() < 0)
         goto out;
-    fixture_evict(cfg); /* before anything runs: the cache fits in cache_max_size */
+    cache_evict(cfg); /* before anything runs: the cache fits in cache_max_size */
     if (events_open(save_events, o.events_stdout, events_socket, &err) < 0) {
         fprintf(stderr, "provium: %s\n", err.msg);
         goto out;

@@ -392,7 +392,7 @@ static int check_claim(struct vm *vm, uint64_t cost, struct pv_err *err)
         (double)(vm_globals.memory_in_use + cost) / mib);
 }
 
-static void boot_copy(struct vm_boot *dst, const struct vm_boot *src)
+void vm_boot_copy(struct vm_boot *dst, const struct vm_boot *src)
 {
     *dst = *src;
     dst->kernel = xstrdup(src->kernel);
@@ -407,6 +407,34 @@ static void boot_copy(struct vm_boot *dst, const struct vm_boot *src)
     for (size_t i = 0; i < n; i++) {
         dst->disks[i] = xstrdup(src->disks[i]);
         dst->disk_ro[i] = src->disk_ro && src->disk_ro[i];
+    }
+}
+
+/* The VM's run directory, made at its first boot. */
+static int vm_dir(struct vm *vm, struct pv_err *err)
+{
+    static unsigned seq;
+    if (vm->dir)
+        return 0;
+    char *dir = xasprintf("%s/vm%u-%d", vm_globals.rundir, seq++, (int)getpid());
+    if (mkdir(dir, 0700) < 0) {
+        int e = errno;
+        pv_err_set(err, e, "%s: %s", dir, strerror(e));
+        free(dir);
+        return -e;
+    }
+    vm->dir = dir;
+    return 0;
+}
+
+/* The logs a boot writes (console, QEMU's own, the kernel's). */
+static const char vm_logs[] = "serial.log\0hvc.log\0qemu.log\0kmsg.log\0";
+
+static void drop_logs(struct vm *vm)
+{
+    for (const char *f = vm_logs; *f; f += strlen(f) + 1) {
+        _cleanup_free_ char *p = xasprintf("%s/%s", vm->dir, f);
+        unlink(p);
     }
 }
 
@@ -426,15 +454,11 @@ static int launch(struct vm *vm, const struct vm_boot *b, bool incoming, bool fr
     if (access(b->kernel, R_OK) < 0)
         return pv_err_set(err, ENOENT, "vm `%s`: kernel %s: %s", vm->name, b->kernel,
                           strerror(errno));
-    static unsigned seq;
-    if (!vm->dir) {
-        vm->dir = xasprintf("%s/vm%u-%d", vm_globals.rundir, seq++, (int)getpid());
-        if (mkdir(vm->dir, 0700) < 0)
-            return pv_err_set(err, errno, "%s: %s", vm->dir, strerror(errno));
-    }
+    if ((r = vm_dir(vm, err)) < 0)
+        return r;
     if (b != &vm->plan) {
         vm_boot_release(&vm->plan);
-        boot_copy(&vm->plan, b);
+        vm_boot_copy(&vm->plan, b);
     }
     free(vm->modules_dir);
     vm->modules_dir = b->modules_dir ? xstrdup(b->modules_dir) : NULL;
@@ -442,11 +466,8 @@ static int launch(struct vm *vm, const struct vm_boot *b, bool incoming, bool fr
     vm->hvc_primary = con && !strncmp(con, "hvc", 3);
     free(vm->exit_reason);
     vm->exit_reason = NULL;
-    for (const char *f = "serial.log\0hvc.log\0qemu.log\0kmsg.log\0"; fresh && *f;
-         f += strlen(f) + 1) {
-        _cleanup_free_ char *p = xasprintf("%s/%s", vm->dir, f);
-        unlink(p);
-    }
+    if (fresh)
+        drop_logs(vm);
     if (vm->kmsg_fd >= 0)
         close(vm->kmsg_fd);
     _cleanup_free_ char *kpath = xasprintf("%s/kmsg.log", vm->dir);
@@ -547,21 +568,33 @@ static int handshake(struct vm *vm, int agent_l, double agent_timeout, const cha
     vm->ready_ns = now_ns();
     vm->agent_gen++;
     watch_agent(vm, true);
-    vm->announced = true;
-    events_emit("vm_spawned",
-                json_pack("{s:s, s:s, s:s, s:I, s:i}", "file", vm_globals.file ? vm_globals.file : "",
-                          "vm_name", vm->name, "profile", vm->profile, "memory_bytes",
-                          (json_int_t)(vm->charged - POOL_VM_OVERHEAD), "cid", (int)vm->cid));
+    vm->announced = !vm->quiet;
+    if (vm->announced)
+        events_emit("vm_spawned",
+                    json_pack("{s:s, s:s, s:s, s:I, s:i, s:b}", "file",
+                              vm_globals.file ? vm_globals.file : "", "vm_name", vm->name,
+                              "profile", vm->profile, "memory_bytes",
+                              (json_int_t)(vm->charged - POOL_VM_OVERHEAD), "cid", (int)vm->cid,
+                              "boot_cache", vm->from_boot_cache));
     return 0;
+}
+
+static int need_stopped(struct vm *vm, const char *op, struct pv_err *err)
+{
+    if (vm->state == VM_CREATED || vm->state == VM_SHUTDOWN || vm->state == VM_DEAD)
+        return 0;
+    return pv_err_set(err, EBUSY, "vm `%s`: %s() needs a created or shut-down VM, it is %s",
+                      vm->name, op, vm_state_name(vm->state));
 }
 
 int vm_boot(struct vm *vm, const struct vm_boot *b, struct pv_err *err)
 {
-    if (vm->state != VM_CREATED && vm->state != VM_SHUTDOWN && vm->state != VM_DEAD)
-        return pv_err_set(err, EBUSY, "vm `%s`: boot() needs a created or shut-down VM, it is %s",
-                          vm->name, vm_state_name(vm->state));
+    int r = need_stopped(vm, "boot", err);
+    if (r < 0)
+        return r;
+    vm->from_boot_cache = false;
     int agent_l;
-    int r = launch(vm, b, false, true, &agent_l, err);
+    r = launch(vm, b, false, true, &agent_l, err);
     return r < 0 ? r : handshake(vm, agent_l, b->agent_timeout, "power-on", err);
 }
 
@@ -1244,19 +1277,52 @@ static int snap_mismatch(struct vm *vm, const char *path, const char *what, cons
                       path, what, was ? was : "?", what, is ? is : "?");
 }
 
-int vm_restore(struct vm *vm, const char *path, struct pv_err *err)
+/* The boot plan a snapshot's header records. */
+static void header_plan(json_t *h, struct vm_boot *b)
 {
-    if (vm->state != VM_CREATED && vm->state != VM_SHUTDOWN && vm->state != VM_DEAD)
-        return pv_err_set(err, EBUSY,
-                          "vm `%s`: restore() needs a created or shut-down VM, it is %s",
-                          vm->name, vm_state_name(vm->state));
+    const char *v;
+    *b = (struct vm_boot){
+        .kernel = xstrdup(json_string_value(json_object_get(h, "kernel")) ?: ""),
+        .cmdline = xstrdup(json_string_value(json_object_get(h, "cmdline")) ?: ""),
+        .memory = (uint64_t)json_integer_value(json_object_get(h, "memory")),
+        .cpus = (int)json_integer_value(json_object_get(h, "cpus")),
+        .agent_timeout = json_number_value(json_object_get(h, "agent_timeout")),
+        .has_rng_seed = json_object_get(h, "rng_seed") != NULL,
+        .rng_seed = (uint64_t)json_integer_value(json_object_get(h, "rng_seed")),
+    };
+    if ((v = json_string_value(json_object_get(h, "initrd"))))
+        b->initrd = xstrdup(v);
+    if ((v = json_string_value(json_object_get(h, "modules_dir"))))
+        b->modules_dir = xstrdup(v);
+    json_t *disks = json_object_get(h, "disks");
+    if (json_array_size(disks)) {
+        size_t n = json_array_size(disks);
+        b->disks = xcalloc(n + 1, sizeof(char *));
+        b->disk_ro = xcalloc(n + 1, sizeof(bool));
+        for (size_t i = 0; i < n; i++) {
+            json_t *d = json_array_get(disks, i);
+            b->disks[i] = xstrdup(json_string_value(json_object_get(d, "path")) ?: "");
+            b->disk_ro[i] = json_is_true(json_object_get(d, "ro"));
+        }
+    }
+    if (b->agent_timeout <= 0)
+        b->agent_timeout = 60 * vm_globals.timeout_scale;
+}
+
+/* Start vm from the snapshot at path: with the plan its header records,
+ * or (plan) with that one, which the caller vouches is the same machine.
+ * fresh: the logs start empty (else they go on). since: what the agent's
+ * deadline counts from, for the error. */
+static int restore(struct vm *vm, const char *path, const struct vm_boot *plan, bool fresh,
+                   const char *since, struct pv_err *err)
+{
     json_t *h = NULL;
     _cleanup_close_ int fd = -1;
     int r = snap_open(vm, path, &h, &fd, err);
     if (r < 0)
         return r;
     const char *v;
-    if (strcmp((v = json_string_value(json_object_get(h, "profile"))) ?: "", vm->profile))
+    if (!plan && strcmp((v = json_string_value(json_object_get(h, "profile"))) ?: "", vm->profile))
         r = snap_mismatch(vm, path, "profile", v, vm->profile, err);
     else if (strcmp((v = json_string_value(json_object_get(h, "machine"))) ?: "",
                     vm_globals.machine))
@@ -1267,41 +1333,20 @@ int vm_restore(struct vm *vm, const char *path, struct pv_err *err)
     else if (strcmp((v = json_string_value(json_object_get(h, "qemu"))) ?: "",
                     qemu_version() ? qemu_version() : "?"))
         r = snap_mismatch(vm, path, "QEMU", v, qemu_version(), err);
-    struct vm_boot b = {
-        .kernel = xstrdup(json_string_value(json_object_get(h, "kernel")) ?: ""),
-        .cmdline = xstrdup(json_string_value(json_object_get(h, "cmdline")) ?: ""),
-        .memory = (uint64_t)json_integer_value(json_object_get(h, "memory")),
-        .cpus = (int)json_integer_value(json_object_get(h, "cpus")),
-        .agent_timeout = json_number_value(json_object_get(h, "agent_timeout")),
-        .has_rng_seed = json_object_get(h, "rng_seed") != NULL,
-        .rng_seed = (uint64_t)json_integer_value(json_object_get(h, "rng_seed")),
-    };
     bool compressed = !strcmp(json_string_value(json_object_get(h, "compression")) ?: "", "zstd");
-    if ((v = json_string_value(json_object_get(h, "initrd"))))
-        b.initrd = xstrdup(v);
-    if ((v = json_string_value(json_object_get(h, "modules_dir"))))
-        b.modules_dir = xstrdup(v);
-    json_t *disks = json_object_get(h, "disks");
-    if (json_array_size(disks)) {
-        size_t n = json_array_size(disks);
-        b.disks = xcalloc(n + 1, sizeof(char *));
-        b.disk_ro = xcalloc(n + 1, sizeof(bool));
-        for (size_t i = 0; i < n; i++) {
-            json_t *d = json_array_get(disks, i);
-            b.disks[i] = xstrdup(json_string_value(json_object_get(d, "path")) ?: "");
-            b.disk_ro[i] = json_is_true(json_object_get(d, "ro"));
-        }
+    struct vm_boot own = {0};
+    if (!plan) {
+        header_plan(h, &own);
+        plan = &own;
+        if (r == 0 && own.initrd && access(own.initrd, R_OK) < 0)
+            r = pv_err_set(err, ENOENT, "vm `%s`: restore: %s needs the initrd %s, which is gone",
+                           vm->name, path, own.initrd);
     }
-    if (b.agent_timeout <= 0)
-        b.agent_timeout = 60 * vm_globals.timeout_scale;
-    if (r == 0 && b.initrd && access(b.initrd, R_OK) < 0)
-        r = pv_err_set(err, ENOENT, "vm `%s`: restore: %s needs the initrd %s, which is gone",
-                       vm->name, path, b.initrd);
     json_decref(h);
     int agent_l = -1;
     if (r == 0)
-        r = launch(vm, &b, true, vm->state == VM_CREATED, &agent_l, err);
-    vm_boot_release(&b);
+        r = launch(vm, plan, true, fresh, &agent_l, err);
+    vm_boot_release(&own);
     if (r < 0)
         return r;
     /* a compressed stream reaches QEMU through a pipe, decompressed on the way */
@@ -1349,5 +1394,55 @@ int vm_restore(struct vm *vm, const char *path, struct pv_err *err)
             vm_kill(vm);
         return r;
     }
-    return handshake(vm, agent_l, vm->plan.agent_timeout, "the restore", err);
+    return handshake(vm, agent_l, vm->plan.agent_timeout, since, err);
+}
+
+int vm_restore(struct vm *vm, const char *path, struct pv_err *err)
+{
+    int r = need_stopped(vm, "restore", err);
+    if (r < 0)
+        return r;
+    vm->from_boot_cache = false;
+    return restore(vm, path, NULL, vm->state == VM_CREATED, "the restore", err);
+}
+
+int vm_resume_boot(struct vm *vm, const char *entry, const struct vm_boot *b, struct pv_err *err)
+{
+    int r = need_stopped(vm, "boot", err);
+    if (r == 0)
+        r = vm_dir(vm, err);
+    if (r < 0)
+        return r;
+    drop_logs(vm);
+    for (const char *f = vm_logs; *f; f += strlen(f) + 1) {
+        _cleanup_free_ char *from = xasprintf("%s/%s", entry, f);
+        _cleanup_free_ char *to = xasprintf("%s/%s", vm->dir, f);
+        struct buf log = BUF_INIT;
+        if (read_file(from, 64u << 20, &log) == 0 && log.len)
+            write_file_atomic(to, log.data, log.len, 0600);
+        buf_release(&log);
+    }
+    vm->from_boot_cache = true;
+    _cleanup_free_ char *snap = xasprintf("%s/vm.snap", entry);
+    return restore(vm, snap, b, false, "the resume from the boot cache", err);
+}
+
+int vm_save_boot(struct vm *vm, const char *dir, struct pv_err *err)
+{
+    int r = vm_ping(vm, err); /* the kernel log so far has arrived */
+    _cleanup_free_ char *snap = xasprintf("%s/vm.snap", dir);
+    if (r == 0)
+        r = vm_snapshot(vm, snap, err);
+    for (const char *f = vm_logs; r == 0 && *f; f += strlen(f) + 1) {
+        _cleanup_free_ char *from = xasprintf("%s/%s", vm->dir, f);
+        _cleanup_free_ char *to = xasprintf("%s/%s", dir, f);
+        struct buf log = BUF_INIT;
+        int rr = read_file(from, 64u << 20, &log);
+        if (rr == 0)
+            rr = write_file_atomic(to, log.data, log.len, 0644);
+        if (rr < 0 && rr != -ENOENT)
+            r = pv_err_set(err, -rr, "%s: %s", to, strerror(-rr));
+        buf_release(&log);
+    }
+    return r;
 }

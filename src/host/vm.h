@@ -24,6 +24,7 @@ struct vm_boot {
     char *modules_dir; /* the profile's lib/modules/<version> tree, or NULL */
 };
 void vm_boot_release(struct vm_boot *b);
+void vm_boot_copy(struct vm_boot *dst, const struct vm_boot *src);
 
 struct vm {
     char *name, *profile;
@@ -39,6 +40,8 @@ struct vm {
     uint32_t agent_gen; /* bumped at each handshake: a worker of an older agent is gone */
     uint64_t charged;   /* counted in vm_globals.memory_in_use while QEMU runs */
     bool announced;     /* vm_spawned went out: vm_shutdown follows when QEMU stops */
+    bool from_boot_cache; /* the last boot resumed a cached one (vm_resume_boot) */
+    bool quiet;           /* the next boot is not announced (the boot cache's saving boot) */
     uint32_t cid;
     char *exit_reason; /* why the VM is dead */
     int kmsg_fd;       /* kmsg.log, the guest's kernel log as the agent streams it */
@@ -88,6 +91,12 @@ int vm_snapshot(struct vm *vm, const char *path, struct pv_err *err);
 /* Start a created or shut-down VM from a snapshot of the same profile,
  * machine, accelerator and QEMU; the agent picks up where it was. */
 int vm_restore(struct vm *vm, const char *path, struct pv_err *err);
+/* The boot cache's halves (src/host/bootcache.c): save a VM booted with
+ * vm_boot just now into the directory dir (its snapshot and its boot's
+ * logs), and boot a created or shut-down VM with plan b by resuming such a
+ * directory, whose logs become the VM's. */
+int vm_save_boot(struct vm *vm, const char *dir, struct pv_err *err);
+int vm_resume_boot(struct vm *vm, const char *dir, const struct vm_boot *b, struct pv_err *err);
 /* Round trip to the agent. */
 int vm_ping(struct vm *vm, struct pv_err *err);
 

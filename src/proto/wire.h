@@ -70,6 +70,9 @@ enum pv_type {
                           back as if the agent had served it */
     PV_WORKER_END = 30, /* u64 worker: hang up on it (it kills its processes and exits;
                            SIGKILL after 2 s) -> u32 wait status */
+    PV_FRESHEN = 31,   /* i64 realtime ns, bytes seed, u32 n + n x {str path, u32 mode, bytes
+                          content}: a boot resumed from the boot cache made fresh (clock set,
+                          RNG reseeded, the boot's files written) -> nothing */
     PV_REQ_MAX,
 
     /* replies, agent -> host; id echoes the request */

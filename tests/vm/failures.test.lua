@@ -1,9 +1,11 @@
 -- Boots that fail say why, name the VM and end with the console tail.
 
 test("an agent that never answers: error names the VM and shows the console", function(t)
-    -- replace the agent with something the kernel cannot execute
+    -- replace the agent with something the kernel cannot execute; cold, so
+    -- the boot itself sees the file (docs/boot-cache.md)
     local vm = provium:vm("broken", "default", {
         agent_timeout = 25,
+        cold = true,
         files = { { path = "/provium-agent", content = "not an executable", mode = 0x1ed } },
     })
     local err = t:assert_raises(function() vm:boot() end)
@@ -20,6 +22,7 @@ test("a kernel panic ends the VM at once", { allow_kernel_warnings = true }, fun
         kernel_cmdline_append = "init=/nonexistent",
         files = { { path = "/provium-agent", content = "", mode = 0x1ed } },
         agent_timeout = 120,
+        cold = true,
     })
     local t0 = os.time()
     local err = t:assert_raises(function() vm:boot() end)

@@ -10,6 +10,7 @@
 #include <lualib.h>
 
 #include "events.h"
+#include "cache.h"
 #include "fixture.h"
 #include "l_json.h"
 #include "l_provium.h"
@@ -192,16 +193,16 @@ static int l_fixture(lua_State *L)
     return 2;
 }
 
-/* _provium_c.fixture_touch(snap) / fixture_discard(snap) */
-static int l_fixture_touch(lua_State *L)
+/* _provium_c.cache_touch(snap) / cache_discard(snap) */
+static int l_cache_touch(lua_State *L)
 {
-    fixture_touch(luaL_checkstring(L, 1));
+    cache_touch(luaL_checkstring(L, 1));
     return 0;
 }
 
-static int l_fixture_discard(lua_State *L)
+static int l_cache_discard(lua_State *L)
 {
-    fixture_discard(luaL_checkstring(L, 1));
+    cache_discard(luaL_checkstring(L, 1));
     return 0;
 }
 
@@ -303,8 +304,8 @@ lua_State *l_newstate(void)
         {"tempdir", l_tempdir},
         {"host_dir", l_host_dir},
         {"fixture", l_fixture},
-        {"fixture_touch", l_fixture_touch},
-        {"fixture_discard", l_fixture_discard},
+        {"cache_touch", l_cache_touch},
+        {"cache_discard", l_cache_discard},
         {"kill_all", l_kill_all},
         {"deadline_passed", l_deadline_passed},
         {NULL, NULL},

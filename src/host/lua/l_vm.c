@@ -3,8 +3,11 @@
 #include <math.h>
 #include <poll.h>
 #include <stdio.h>
+#include <sys/random.h>
 
 #include "boot.h"
+#include "bootcache.h"
+#include "hash.h"
 #include "kmod.h"
 #include "l_provium.h"
 #include "vm.h"
@@ -180,9 +183,14 @@ static void parse_opts(lua_State *L, int idx, struct boot_opts *o)
                 f->mode = lua_isinteger(L, -1) ? (uint32_t)lua_tointeger(L, -1) & 07777 : 0644;
                 lua_pop(L, 4);
             }
+        } else if (!strcmp(k, "cold")) {
+            if (!lua_isboolean(L, -1))
+                luaL_error(L, "boot opts: cold must be a boolean, got %s", luaL_typename(L, -1));
+            o->cold = lua_toboolean(L, -1);
         } else {
             luaL_error(L, "boot opts: unknown option `%s` (known: memory, cpus, kernel_cmdline, "
-                          "kernel_cmdline_append, agent_timeout, files, initial_time)",
+                          "kernel_cmdline_append, agent_timeout, files, initial_time, rng_seed, "
+                          "cold)",
                        k);
         }
         lua_pop(L, 1);
@@ -195,6 +203,49 @@ static int opts_gc(lua_State *L)
 {
     boot_opts_release(lua_touserdata(L, 1));
     return 0;
+}
+
+/* Whether this boot may come from the boot cache (docs/boot-cache.md). */
+static bool from_cache(const struct boot_opts *o, const struct vm_boot *b)
+{
+    size_t files = 0;
+    for (size_t i = 0; i < o->nfiles; i++)
+        files += o->files[i].len + strlen(o->files[i].path) + 64;
+    return l_ctx.config && l_ctx.config->boot_cache && !o->cold && bootcache_eligible(b) &&
+           files < PV_MAX_PAYLOAD / 2;
+}
+
+/* What a cold boot has and a resumed one has not, made so by the agent:
+ * the clock (now, or initial_time), a reseeded RNG (from rng_seed, else
+ * the host's entropy) and the boot's files. resumed: the boot went by the
+ * boot cache (else only initial_time is left to do). */
+static int freshen(struct vm *vm, const struct boot_opts *o, bool resumed, struct pv_err *err)
+{
+    if (!resumed && !o->has_initial_time)
+        return 0;
+    struct buf req = BUF_INIT;
+    struct pv_wr w = {&req};
+    pv_put_i64(&w, o->has_initial_time ? (int64_t)llround(o->initial_time * 1e9) : wall_ns());
+    char seed[65] = "";
+    if (resumed && o->has_rng_seed) {
+        _cleanup_free_ char *s = xasprintf("provium rng_seed %llu",
+                                           (unsigned long long)o->rng_seed);
+        sha256_hex(s, strlen(s), seed);
+    } else if (resumed && getrandom(seed, 32, 0) == 32) {
+        seed[32] = 0; /* raw bytes; the length below counts them */
+    }
+    pv_put_bytes(&w, seed, !resumed ? 0 : o->has_rng_seed ? 64 : 32);
+    pv_put_u32(&w, resumed ? (uint32_t)o->nfiles : 0);
+    for (size_t i = 0; resumed && i < o->nfiles; i++) {
+        const struct boot_file *f = &o->files[i];
+        _cleanup_free_ char *path = xasprintf("%s%s", f->path[0] == '/' ? "" : "/", f->path);
+        pv_put_str(&w, path);
+        pv_put_u32(&w, f->mode ? f->mode : 0644);
+        pv_put_bytes(&w, f->content, f->len);
+    }
+    int r = vm_call(vm, "boot", PV_FRESHEN, &req, 30, NULL, err);
+    buf_release(&req);
+    return r;
 }
 
 /* vm:boot(opts?) -> vm */
@@ -220,24 +271,37 @@ static int l_vm_boot(lua_State *L)
         return luaL_error(L, "vm `%s`: boot() on a VM that is already %s", u->vm->name,
                           vm_state_name(u->vm->state));
     struct pv_err err = {0};
-    struct vm_boot b;
+    struct vm_boot b, plan;
     if (boot_plan(l_ctx.config, u->vm->profile, o, &b, &err) < 0)
         return luaL_error(L, "vm `%s`: %s", u->vm->name, err.msg);
-    int r = vm_boot(u->vm, &b, &err);
+    bool cached = from_cache(o, &b);
+    /* QEMU gets the files in its initrd either way: a reset boots with them */
+    vm_boot_copy(&plan, &b);
+    int r = boot_add_files(&plan, o, &err);
+    if (r == 0 && cached)
+        r = bootcache_boot(u->vm, &b, &plan, l_ctx.config->cache_dir, &err);
+    else if (r == 0)
+        r = vm_boot(u->vm, &plan, &err);
     vm_boot_release(&b);
+    vm_boot_release(&plan);
     if (r < 0)
         return luaL_error(L, "%s", err.msg);
-    if (o->has_initial_time) {
-        struct buf req = BUF_INIT;
-        struct pv_wr w = {&req};
-        pv_put_u32(&w, 1);
-        pv_put_i64(&w, (int64_t)llround(o->initial_time * 1e9));
-        r = vm_call(u->vm, "boot", PV_CLOCK, &req, 30, NULL, &err);
-        buf_release(&req);
-        if (r != 0)
-            return l_raise_guest(L, u->vm, "boot", "setting initial_time", r, &err);
-    }
+    r = freshen(u->vm, o, cached, &err);
+    if (r > 0 && cached)
+        return luaL_error(L,
+                          "vm `%s`: boot: %s: %s, after the resume from the boot cache (a file "
+                          "the boot itself reads needs boot{cold = true}: docs/boot-cache.md)",
+                          u->vm->name, strerrorname_np(r) ?: "E?", err.msg);
+    if (r != 0)
+        return l_raise_guest(L, u->vm, "boot", "setting initial_time", r, &err);
     lua_settop(L, 1);
+    return 1;
+}
+
+/* vm:boot_cached() -> whether the last boot resumed a cached one */
+static int l_vm_boot_cached(lua_State *L)
+{
+    lua_pushboolean(L, l_checkvm(L, 1)->vm->from_boot_cache);
     return 1;
 }
 
@@ -696,6 +760,7 @@ static const luaL_Reg vm_methods[] = {
     {"cid", l_vm_cid},
     {"kernel_release", l_vm_kernel_release},
     {"boot_seconds", l_vm_boot_seconds},
+    {"boot_cached", l_vm_boot_cached},
     {"read_file", l_vm_read_file},
     {"write_file", l_vm_write_file},
     {"stat", l_vm_stat},

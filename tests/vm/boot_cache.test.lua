@@ -1,0 +1,117 @@
+-- The boot cache (docs/boot-cache.md): every boot of an unchanged
+-- configuration resumes one saved boot, and looks fresh to the test.
+local meta = require("lib.meta")
+
+provium:claim { memory = "1100M", cpus = 1 }
+
+local DUMP = meta.tests .. "/lib/events_dump.py"
+
+test("a resumed boot looks fresh: clock, RNG, boot_id, files, logs", function(t)
+    local files = { { path = "etc/provium-test/conf", content = "x=1\n", mode = 416 } }
+    local a = provium:vm("a", "default", { memory = "256M" }):boot { files = files }
+    local b = provium:vm("b", "default", { memory = "256M" }):boot()
+    t:assert(a:boot_cached() and b:boot_cached(), "both resumed the same cached boot")
+    local now = a:clock():get()
+    t:assert(math.abs(now - os.time()) < 30, ("the guest clock says now: %s vs %s"):format(now, os.time()))
+    local function id(vm) return vm:read_file("/proc/sys/kernel/random/boot_id") end
+    t:assert_neq(id(a), id(b), "each boot has its own boot_id")
+    local function rand(vm) return vm:run("head -c 16 /dev/urandom | od -An -tx1").stdout end
+    t:assert_neq(rand(a), rand(b), "each boot draws its own randomness")
+    t:assert_eq(a:read_file("/etc/provium-test/conf"), "x=1\n")
+    t:assert_eq(a:stat("/etc/provium-test/conf").perm, 416)
+    t:assert_eq(b:exists("/etc/provium-test/conf"), false, "files are per boot")
+    t:assert_contains(a:console():read_log(), "Linux version", "the console shows the boot")
+    t:assert_contains(a:kernel_log(), "Linux version", "so does the kernel log")
+    -- a reset reboots for real, with the boot's files in its initrd
+    a:reset()
+    t:assert_eq(a:read_file("/etc/provium-test/conf"), "x=1\n")
+end)
+
+test("initial_time, cold and option errors", function(t)
+    local vm = provium:vm("c", "default", { memory = "256M" }):boot { initial_time = 1e9 }
+    t:assert(vm:boot_cached())
+    t:assert(math.abs(vm:clock():get() - 1e9) < 30, "initial_time wins over now")
+    vm:shutdown()
+    vm:boot { cold = true }
+    t:assert_eq(vm:boot_cached(), false)
+    t:assert_contains(vm:console():read_log(), "Linux version")
+    t:assert_contains(t:assert_raises(function() provium:vm("d", "default"):boot { cold = "yes" } end),
+        "boot opts: cold must be a boolean, got string")
+end)
+
+-- A project of its own, so that its cache starts empty: n files that each
+-- boot a plain default VM.
+local function project(n, toml)
+    local d = meta.tmpdir()
+    meta.write(d .. "/provium.toml", '[provium]\nroots = ["."]\ncache_dir = "cache"\n' .. (toml or ""))
+    for i = 1, n do
+        meta.write(("%s/f%d.test.lua"):format(d, i), [[
+local vm = provium:vm("v", "default"):boot()
+test("up", function(t) t:assert_eq(vm:run("echo up").stdout, "up\n") end)
+]])
+    end
+    return d
+end
+
+-- Run it: the vm_spawned events' boot_cache fields, the output, the status.
+local function run(d, ...)
+    local out, code = meta.provium({ "--save-events", "ev.bin", ..., "." }, { cwd = d })
+    local spawned = {}
+    local p = io.popen("/usr/bin/python3 " .. meta.quote(DUMP) .. " " .. meta.quote(d .. "/ev.bin"))
+    for line in p:lines() do
+        local e = json.decode(line)
+        if e.kind == "vm_spawned" then spawned[#spawned + 1] = e.payload.boot_cache end
+    end
+    p:close()
+    return spawned, out, code
+end
+
+local function boots(d)
+    return io.popen("ls " .. meta.quote(d .. "/cache") .. " 2>/dev/null | grep -c '\\.boot$'"):read("l")
+end
+
+test("a suite's boots: saved once, then resumed; opting out boots cold", function(t)
+    local d = project(3)
+    local t0 = _provium_c.now()
+    local spawned, out, code = run(d)
+    local first = _provium_c.now() - t0
+    t:assert_eq(code, 0, out)
+    t:assert_eq(#spawned, 3, out)
+    for _, c in ipairs(spawned) do t:assert_eq(c, true, "every boot is a resume, the first too") end
+    t:assert_eq(boots(d), "1", "one configuration, one entry")
+    t0 = _provium_c.now()
+    spawned, out, code = run(d)
+    t:log(("first run %.1fs, second %.1fs"):format(first, _provium_c.now() - t0))
+    t:assert_eq(code, 0, out)
+    t:assert_eq(table.concat({ tostring(spawned[1]), tostring(spawned[2]), tostring(spawned[3]) }, " "),
+        "true true true")
+    spawned, out, code = run(d, "--no-boot-cache")
+    t:assert_eq(code, 0, out)
+    for _, c in ipairs(spawned) do t:assert_eq(c, false, "--no-boot-cache") end
+    meta.rmdir(d)
+
+    d = project(1, "boot_cache = false\n")
+    spawned, out, code = run(d)
+    t:assert_eq(code, 0, out)
+    t:assert_eq(spawned[1], false, "boot_cache = false in provium.toml")
+    t:assert_eq(boots(d), "0")
+    meta.rmdir(d)
+end)
+
+test("a damaged entry is dropped with a warning, and saved again", function(t)
+    local d = project(1)
+    local _, out, code = run(d)
+    t:assert_eq(code, 0, out)
+    local snap = io.popen("ls " .. meta.quote(d) .. "/cache/*.boot/vm.snap"):read("l")
+    os.execute("truncate -s 1M " .. meta.quote(snap))
+    local spawned
+    spawned, out, code = run(d)
+    t:assert_eq(code, 0, out)
+    t:assert_contains(out, "failed to resume")
+    t:assert_contains(out, "dropped, booting cold")
+    t:assert_eq(spawned[#spawned], true, "the test got a resume of the new entry")
+    local size = io.popen("stat -c %s " .. meta.quote(snap)):read("l")
+    t:assert(tonumber(size) > 2 << 20, "saved again: " .. size)
+    t:assert_eq(io.popen("ls -A " .. meta.quote(d .. "/cache/tmp")):read("a"), "", "no work left")
+    meta.rmdir(d)
+end)
