@@ -333,9 +333,26 @@ int agent_op_freshen(struct agent *a, uint32_t id, struct pv_rd *r)
     int64_t now = pv_get_i64(r);
     size_t seed_len;
     const void *seed = pv_get_bytes(r, &seed_len);
-    uint32_t n = pv_get_u32(r);
-    if (r->bad || n > r->len - r->off) /* each file takes more than a byte */
+    /* each file is at least an empty path, a mode and empty content */
+    uint32_t n = pv_get_count(r, 13);
+    if (r->bad)
         return -EBADMSG;
+    if (seed_len > 512)
+        return -EINVAL;
+    /* the whole request is checked before anything is done */
+    struct pv_rd files = *r;
+    bool relative = false;
+    for (uint32_t i = 0; i < n; i++) {
+        const char *path = pv_get_str(r);
+        pv_get_u32(r);
+        size_t len;
+        pv_get_bytes(r, &len);
+        relative |= path && path[0] != '/';
+    }
+    if (pv_rd_done(r) < 0)
+        return -EBADMSG;
+    if (relative)
+        return -EINVAL;
     int ret = set_realtime(now);
     if (ret < 0) {
         agent_send_err(a, id, -ret, "setting the clock: %s", strerror(-ret));
@@ -346,19 +363,15 @@ int agent_op_freshen(struct agent *a, uint32_t id, struct pv_rd *r)
         return 0;
     }
     for (uint32_t i = 0; i < n; i++) {
-        const char *path = pv_get_str(r);
-        uint32_t mode = pv_get_u32(r);
+        const char *path = pv_get_str(&files);
+        uint32_t mode = pv_get_u32(&files);
         size_t len;
-        const void *data = pv_get_bytes(r, &len);
-        if (r->bad || !path || path[0] != '/')
-            return -EBADMSG;
+        const void *data = pv_get_bytes(&files, &len);
         if ((ret = put_boot_file(path, mode, data, len)) < 0) {
             agent_send_err(a, id, -ret, "writing %s: %s", path, strerror(-ret));
             return 0;
         }
     }
-    if (pv_rd_done(r) < 0)
-        return -EBADMSG;
     agent_send_ok(a, id, NULL);
     return 0;
 }

@@ -1,6 +1,5 @@
 #include "fixture.h"
 
-#include <dirent.h>
 #include <fcntl.h>
 #include <signal.h>
 #include <stdio.h>
@@ -9,13 +8,13 @@
 #include <sys/stat.h>
 #include <sys/wait.h>
 
+#include "boot.h"
 #include "cache.h"
 #include "events.h"
 #include "hash.h"
 #include "kernel.h"
 #include "lua/l_provium.h"
 #include "luascan.h"
-#include "qemu.h"
 #include "spawn.h"
 #include "vm.h"
 
@@ -57,6 +56,7 @@ static char *find_module(const struct config *cfg, const char *mod, const char *
 
 struct keying {
     const struct config *cfg;
+    char base[65]; /* the base key of the fixture asked for (depth 1) */
     char **seen; /* files already in the key, and fixtures being keyed (cycles) */
     size_t nseen;
     int depth;
@@ -141,35 +141,74 @@ static void add_host_file(void *p, const char *file)
     cache_hash_file(c->h, abs);
 }
 
-/* What every fixture key of this process shares, computed once: the
- * environment, and every profile's kernel and initrd plus the default
- * one's. */
-static const char *environment(const struct config *cfg)
+/* The default profile's kernel: $PROVIUM_KERNEL, else the cached one
+ * (looked up once). */
+static const char *default_kernel(void)
 {
-    static const struct config *done_for;
-    static char digest[65];
-    if (done_for == cfg)
-        return digest;
-    struct sha256 *h = sha256_new();
-    sha256_update_str(h, cache_env_digest());
-    _cleanup_free_ char *root = kernel_cache_root();
-    struct kernel_info ki = {0};
-    struct pv_err e = {0};
-    sha256_update_str(h, "default");
+    static char *path;
+    static bool done;
     const char *env = getenv("PROVIUM_KERNEL");
     if (env && *env)
-        cache_hash_file(h, env);
-    else if (kernel_find_default(root, &ki, &e) == 0)
-        cache_hash_file(h, ki.vmlinuz);
-    kernel_info_release(&ki);
-    for (size_t i = 0; i < cfg->nprofiles; i++) {
-        sha256_update_str(h, cfg->profiles[i].name);
-        cache_hash_file(h, cfg->profiles[i].kernel);
-        cache_hash_file(h, cfg->profiles[i].initrd);
+        return env;
+    if (!done) {
+        _cleanup_free_ char *root = kernel_cache_root();
+        struct kernel_info ki = {0};
+        struct pv_err e = {0};
+        if (kernel_find_default(root, &ki, &e) == 0)
+            path = xstrdup(ki.vmlinuz);
+        kernel_info_release(&ki);
+        done = true;
     }
-    sha256_final_hex(h, digest);
-    done_for = cfg;
-    return digest;
+    return path;
+}
+
+/* The profiles a fixture's build booted, recorded beside its entries as
+ * <base>.profiles, one name a line. */
+static char *record_path(const struct config *cfg, const char *base)
+{
+    return xasprintf("%s/%s.profiles", cfg->cache_dir, base);
+}
+
+/* The full key: the base key and the kernel and initrd, as they are now,
+ * of each profile the last build booted ("unbuilt" when none has been). */
+static void full_key(const struct config *cfg, const char *base, char key[65])
+{
+    struct sha256 *h = sha256_new();
+    sha256_update_str(h, base);
+    _cleanup_free_ char *rec = record_path(cfg, base);
+    struct buf names = BUF_INIT;
+    if (read_file(rec, 1u << 20, &names) < 0) {
+        sha256_update_str(h, "unbuilt");
+    } else {
+        for (char *save = NULL, *name = strtok_r(names.data, "\n", &save); name;
+             name = strtok_r(NULL, "\n", &save)) {
+            sha256_update_str(h, name);
+            const struct profile *p = config_profile(cfg, name);
+            if (p) {
+                cache_hash_file(h, p->kernel);
+                cache_hash_file(h, p->initrd);
+            } else if (!strcmp(name, DEFAULT_PROFILE)) {
+                cache_hash_file(h, default_kernel());
+            } else {
+                sha256_update_str(h, "no such profile");
+            }
+        }
+    }
+    buf_release(&names);
+    sha256_final_hex(h, key);
+}
+
+/* In a build: the profiles its VMs booted. */
+static char **booted;
+static size_t nbooted;
+
+void fixture_note_boot(const char *profile)
+{
+    for (size_t i = 0; i < nbooted; i++)
+        if (!strcmp(booted[i], profile))
+            return;
+    booted = xrealloc(booted, (nbooted + 1) * sizeof(char *));
+    booted[nbooted++] = xstrdup(profile);
 }
 
 static int key_of(struct keying *k, const char *path, char key[65], struct pv_err *err)
@@ -186,8 +225,8 @@ static int key_of(struct keying *k, const char *path, char key[65], struct pv_er
         return pv_err_set(err, -r, "%s: %s", path, strerror(-r));
     }
     struct sha256 *h = sha256_new();
-    sha256_update_str(h, "provium fixture key 1");
-    sha256_update_str(h, environment(k->cfg));
+    sha256_update_str(h, "provium fixture key 2");
+    sha256_update_str(h, cache_env_digest());
     sha256_update(h, src.data, src.len);
     _cleanup_free_ char *dir = xstrdup(path);
     char *slash = strrchr(dir, '/');
@@ -200,19 +239,32 @@ static int key_of(struct keying *k, const char *path, char key[65], struct pv_er
     literal_args(&src, "push_file", add_host_file, &c);
     literal_args(&src, "depends_on_file", add_host_file, &c);
     buf_release(&src);
-    sha256_final_hex(h, key);
+    char base[65];
+    sha256_final_hex(h, base);
+    full_key(k->cfg, base, key);
+    if (k->depth == 1)
+        memcpy(k->base, base, sizeof(base));
     k->depth--;
     return c.ret;
 }
 
-int fixture_key(const struct config *cfg, const char *path, char key[65], struct pv_err *err)
+/* The fixture at path's full key, and its base key (without the profiles). */
+static int keys(const struct config *cfg, const char *path, char key[65], char base[65],
+                struct pv_err *err)
 {
     struct keying k = {.cfg = cfg};
     int r = key_of(&k, path, key, err);
     for (size_t i = 0; i < k.nseen; i++)
         free(k.seen[i]);
     free(k.seen);
+    if (base)
+        memcpy(base, k.base, sizeof(k.base));
     return r;
+}
+
+int fixture_key(const struct config *cfg, const char *path, char key[65], struct pv_err *err)
+{
+    return keys(cfg, path, key, NULL, err);
 }
 
 /* ---- building ---- */
@@ -254,6 +306,13 @@ static int build(const char *path, const char *name, const char *cache, const ch
             else
                 fprintf(stderr, "%s\n", lua_tostring(L, -1));
         }
+        struct buf names = BUF_INIT;
+        for (size_t i = 0; i < nbooted; i++)
+            buf_addf(&names, "%s\n", booted[i]);
+        _cleanup_free_ char *rec = xasprintf("%s/profiles", cache);
+        if (code == 0 && write_file_atomic(rec, names.data ? names.data : "", names.len, 0644) < 0)
+            code = 3;
+        buf_release(&names);
         vm_kill_all();
         fflush(stdout);
         fflush(stderr);
@@ -289,6 +348,27 @@ static int build(const char *path, const char *name, const char *cache, const ch
     return r;
 }
 
+/* The entry of key k, for a VM or a lab fixture. */
+static char *entry_path(const struct config *cfg, const char *k, bool lab)
+{
+    return xasprintf("%s/%s.%s", cfg->cache_dir, k, lab ? "lab" : "snap");
+}
+
+/* After a build: the profiles it booted (the build wrote them into work)
+ * become the fixture's record, and so part of its key from now on. */
+static int record(const struct config *cfg, const char *base, const char *work,
+                  struct pv_err *err)
+{
+    _cleanup_free_ char *from = xasprintf("%s/profiles", work);
+    _cleanup_free_ char *to = record_path(cfg, base);
+    struct buf names = BUF_INIT;
+    int r = read_file(from, 1u << 20, &names);
+    if (r == 0)
+        r = write_file_atomic(to, names.data ? names.data : "", names.len, 0644);
+    buf_release(&names);
+    return r < 0 ? pv_err_set(err, -r, "%s: %s", to, strerror(-r)) : 0;
+}
+
 int fixture_get(const struct config *cfg, const char *name, const char *from_dir, bool lab,
                 const char *display, struct fixture_result *res, struct pv_err *err)
 {
@@ -296,23 +376,24 @@ int fixture_get(const struct config *cfg, const char *name, const char *from_dir
     _cleanup_free_ char *path = fixture_find(cfg, name, from_dir);
     if (!path)
         return pv_err_set(err, ENOENT, "fixture `%s` not found in any test root", name);
-    char key[65];
-    int r = fixture_key(cfg, path, key, err);
+    char key[65], base[65];
+    int r = keys(cfg, path, key, base, err);
     if (r < 0)
         return r;
     if (mkdir_p(cfg->cache_dir, 0755) < 0 && errno != EEXIST)
         return pv_err_set(err, errno, "fixture cache %s: %s", cfg->cache_dir, strerror(errno));
-    char *entry = xasprintf("%s/%s.%s", cfg->cache_dir, key, lab ? "lab" : "snap");
+    char *entry = entry_path(cfg, key, lab);
     if (cache_has(entry, lab)) {
         res->snap = entry;
         return 0;
     }
-    _cleanup_free_ char *lockp = xasprintf("%s.lock", entry);
+    free(entry);
+    /* one lock per fixture source: its key is only known after a build */
+    _cleanup_free_ char *lockp = xasprintf("%s/%s.%s.lock", cfg->cache_dir, base,
+                                           lab ? "lab" : "snap");
     _cleanup_close_ int lock = open(lockp, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
-    if (lock < 0) {
-        free(entry);
+    if (lock < 0)
         return pv_err_set(err, errno, "%s: %s", lockp, strerror(errno));
-    }
     if (flock(lock, LOCK_EX | LOCK_NB) < 0) {
         char holder[256] = "";
         ssize_t n = pread(lock, holder, sizeof(holder) - 1, 0);
@@ -325,20 +406,25 @@ int fixture_get(const struct config *cfg, const char *name, const char *from_dir
     }
     if (ftruncate(lock, 0) == 0)
         (void)!pwrite(lock, display, strlen(display), 0);
-    if (cache_has(entry, lab)) { /* a peer built it meanwhile */
+    full_key(cfg, base, key); /* a peer's build may have recorded its profiles */
+    entry = entry_path(cfg, key, lab);
+    if (cache_has(entry, lab)) { /* and built it meanwhile */
         res->snap = entry;
         return 0;
     }
+    free(entry);
     /* a build works in tmp/<pid>/: what a killed build leaves is swept */
     _cleanup_free_ char *work = NULL;
-    if ((r = cache_workdir(cfg->cache_dir, &work, err)) < 0) {
-        free(entry);
+    if ((r = cache_workdir(cfg->cache_dir, &work, err)) < 0)
         return r;
-    }
     _cleanup_free_ char *tmp = xasprintf("%s/out.%s", work, lab ? "lab" : "snap");
     events_emit("fixture_build_started", json_pack("{s:s}", "path", name));
     int64_t t0 = now_ns();
     r = build(path, name, work, tmp, err);
+    if (r == 0)
+        r = record(cfg, base, work, err);
+    full_key(cfg, base, key);
+    entry = entry_path(cfg, key, lab);
     struct stat st;
     if (r == 0 && (stat(tmp, &st) < 0 || rename(tmp, entry) < 0))
         r = pv_err_set(err, errno, "fixture `%s`: installing %s: %s", name, entry,

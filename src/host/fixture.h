@@ -11,9 +11,10 @@ char *fixture_find(const struct config *cfg, const char *name, const char *from_
 
 /* The cache key (64 hex digits) of the fixture file at path: its source,
  * the keys of the fixtures it names, the helpers it requires (transitively),
- * the host files it pushes or depends on (path, mtime, size), every
- * profile's kernel and initrd, the agent, QEMU's version, the machine and
- * the accelerator. */
+ * the host files it pushes or depends on (path, mtime, size), the agent,
+ * QEMU's version, the machine, the accelerator and the transport; then the
+ * kernel and initrd of each profile its last build booted (recorded at
+ * build time, see docs/fixtures.md). */
 int fixture_key(const struct config *cfg, const char *path, char key[65], struct pv_err *err);
 
 struct fixture_result {
@@ -29,3 +30,6 @@ struct fixture_result {
  * asking file (for fixture_build_waiting). */
 int fixture_get(const struct config *cfg, const char *name, const char *from_dir, bool lab,
                 const char *display, struct fixture_result *res, struct pv_err *err);
+/* In a fixture's build: a VM of this profile booted (the build records the
+ * profiles, fixture_key folds in their kernels). */
+void fixture_note_boot(const char *profile);

@@ -1049,6 +1049,25 @@ static void test_agent_malformed_request(void **state)
     expect_ebadmsg(f, PV_POWEROFF, "\x00\x00", 2,
                    "malformed PowerOff request: truncated u32");
     expect_ebadmsg(f, PV_CANCEL, "", 0, "malformed Cancel request: truncated u32");
+    /* Freshen: refused whole, before the clock or any file is touched */
+    expect_ebadmsg(f, PV_FRESHEN, "\0\0\0\0", 4, "malformed Freshen request: truncated u64");
+    expect_ebadmsg(f, PV_FRESHEN, "\0\0\0\0\0\0\0\0" "\0\0\0\0" "\xff\xff\xff\x7f", 16,
+                   "malformed Freshen request: item count larger than the frame");
+    struct buf b = BUF_INIT;
+    struct pv_wr w = {&b};
+    pv_put_i64(&w, 0);
+    pv_put_bytes(&w, NULL, 0);
+    pv_put_u32(&w, 1);
+    pv_put_str(&w, "relative/path");
+    pv_put_u32(&w, 0644);
+    pv_put_bytes(&w, "x", 1);
+    struct pv_err err = {0};
+    assert_int_equal(chan_call(&f->c, PV_FRESHEN, &b, deadline(10), NULL, NULL, NULL, &err),
+                     EINVAL);
+    pv_put_u32(&w, 0); /* trailing bytes */
+    expect_ebadmsg(f, PV_FRESHEN, b.data, b.len,
+                   "malformed Freshen request: trailing bytes after the last field");
+    buf_release(&b);
 }
 
 /* After the handshake, a non-resync agent treats garbage as fatal: the

@@ -29,8 +29,8 @@ end)
 end
 
 -- Run the project; the fixture events' kinds counted, and each file's log.
-local function run(d)
-    local out, code = meta.provium({ "--json", "--save-events", "ev.bin", "." }, { cwd = d })
+local function run(d, env)
+    local out, code = meta.provium({ "--json", "--save-events", "ev.bin", "." }, { cwd = d, env = env })
     local counts = {}
     local p = io.popen("/usr/bin/python3 " .. meta.quote(DUMP) .. " " .. meta.quote(d .. "/ev.bin"))
     for line in p:lines() do
@@ -75,6 +75,37 @@ test("two files, one build; then only cache hits; an edit rebuilds", function(t)
     local left = io.popen("ls -A " .. meta.quote(d .. "/cache/tmp")):read("a")
     meta.rmdir(d)
     t:assert_eq(left, "", "no build leftovers")
+end)
+
+test("the key holds the kernels of the profiles the build booted, no others", function(t)
+    local d = project()
+    os.remove(d .. "/b.test.lua")
+    local c, _, code, out = run(d)
+    t:assert_eq(code, 0, out)
+    t:assert_eq(c.fixture_build_started, 1)
+    -- a profile the fixture never booted: added, nothing to rebuild
+    local toml = io.open(d .. "/provium.toml"):read("a")
+    meta.write(d .. "/provium.toml", toml .. '[profiles.other]\nkernel = "elsewhere/bzImage"\n')
+    c, _, code, out = run(d)
+    t:assert_eq(code, 0, out)
+    t:assert_eq(c.fixture_build_started, nil, "an unrelated profile changes nothing")
+    t:assert_eq(c.fixture_cache_hit, 1)
+    -- the kernel of the profile it booted (default): another path, then a new mtime
+    local p = io.popen(meta.quote(meta.bin) .. " kernel path")
+    local kernel, modules = p:read("l"), p:read("l")
+    p:close()
+    os.execute(("cp %s %s/vmlinuz"):format(meta.quote(kernel), meta.quote(d)))
+    local env = { PROVIUM_KERNEL = d .. "/vmlinuz", PROVIUM_MODULES = modules }
+    c, _, code, out = run(d, env)
+    t:assert_eq(code, 0, out)
+    t:assert_eq(c.fixture_build_started, 1, "another kernel path rebuilds")
+    c = run(d, env)
+    t:assert_eq(c.fixture_build_started, nil)
+    os.execute("touch -d '1 hour ago' " .. meta.quote(d .. "/vmlinuz"))
+    c, _, code, out = run(d, env)
+    t:assert_eq(code, 0, out)
+    t:assert_eq(c.fixture_build_started, 1, "a changed kernel rebuilds")
+    meta.rmdir(d)
 end)
 
 test("a fixture that is missing, broken or returns no snapshot says so", function(t)

@@ -7,6 +7,7 @@
 
 #include "boot.h"
 #include "bootcache.h"
+#include "fixture.h"
 #include "hash.h"
 #include "kmod.h"
 #include "l_provium.h"
@@ -286,6 +287,7 @@ static int l_vm_boot(lua_State *L)
     vm_boot_release(&plan);
     if (r < 0)
         return luaL_error(L, "%s", err.msg);
+    fixture_note_boot(u->vm->profile);
     r = freshen(u->vm, o, cached, &err);
     if (r > 0 && cached)
         return luaL_error(L,
