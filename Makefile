@@ -178,6 +178,7 @@ bench: deps
 	@./provium kernel ensure
 	@bench/boot
 	@bench/parallel
+	@bench/suite
 
 # libFuzzer builds for longer runs: make fuzz FUZZ_SECONDS=60
 fuzz:

@@ -1,4 +1,4 @@
--- Run by bench/boot: cold boots of the default profile to the first agent
+-- Run by bench/boot: cold boots (not from the boot cache) of the default profile to the first agent
 -- reply, interleaved with the baseline (the same QEMU and kernel booting a
 -- one-file initrd whose /init powers off at once), then round trips.
 local N = tonumber(os.getenv("BENCH_N") or "7")
@@ -19,7 +19,7 @@ test("boot", function(t)
     for i = 1, N do
         bases[#bases + 1] = baseline()
         local t0 = _provium_c.now()
-        local vm = provium:vm("b" .. i, "default"):boot()
+        local vm = provium:vm("b" .. i, "default"):boot { cold = true }
         vm:ping()
         boots[#boots + 1] = _provium_c.now() - t0
         vm:shutdown()

@@ -27,17 +27,18 @@ void bootcache_key(const struct vm_boot *b, char key[65])
     sha256_final_hex(h, key);
 }
 
-/* The cache could not take a boot: said once, the boot goes on. */
+/* Set when the cache could not take a boot: this process boots cold. */
+static bool unwritable;
+
 static void unsaved(struct vm *vm, const char *why)
 {
-    static bool said;
-    if (!said)
-        fprintf(stderr, "provium: boot cache: vm `%s`: boot not saved (%s)\n", vm->name, why);
-    said = true;
+    fprintf(stderr, "provium: boot cache: vm `%s`: boot not saved (%s); booting cold from now on\n",
+            vm->name, why);
+    unwritable = true;
 }
 
 /* Boot vm cold with plan b and save the boot as entry; 0 when saved, 1
- * when the boot stands but the cache could not take it. */
+ * when the cache could not take it. The VM runs on either way. */
 static int save(struct vm *vm, const struct vm_boot *b, const char *dir, const char *entry,
                 struct pv_err *err)
 {
@@ -77,13 +78,17 @@ int bootcache_boot(struct vm *vm, const struct vm_boot *base, const struct vm_bo
     for (int attempt = 1;; attempt++) {
         int r;
         if (!cache_has(entry, true)) {
+            if (unwritable)
+                return vm_boot(vm, plan, err);
             if (mkdir_p(dir, 0755) < 0 && errno != EEXIST) {
                 unsaved(vm, strerror(errno));
                 return vm_boot(vm, plan, err);
             }
-            if ((r = save(vm, base, dir, entry, err)) != 0)
-                return r < 0 ? r : 0;
+            if ((r = save(vm, base, dir, entry, err)) < 0)
+                return r;
             vm_kill(vm);
+            if (r > 0)
+                return vm_boot(vm, plan, err);
         }
         r = vm_resume_boot(vm, entry, plan, err);
         if (r == 0) {

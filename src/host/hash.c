@@ -29,15 +29,20 @@ void sha256_update_str(struct sha256 *h, const char *s)
     sha256_update(h, s ? s : "", s ? strlen(s) + 1 : 1);
 }
 
+void sha256_final(struct sha256 *h, unsigned char out[32])
+{
+    unsigned int n = 0;
+    EVP_DigestFinal_ex(h->ctx, out, &n);
+    EVP_MD_CTX_free(h->ctx);
+    free(h);
+}
+
 void sha256_final_hex(struct sha256 *h, char out[65])
 {
     unsigned char md[32];
-    unsigned int n = 0;
-    EVP_DigestFinal_ex(h->ctx, md, &n);
+    sha256_final(h, md);
     for (unsigned i = 0; i < 32; i++)
         snprintf(out + 2 * i, 3, "%02x", md[i]);
-    EVP_MD_CTX_free(h->ctx);
-    free(h);
 }
 
 void sha256_hex(const void *p, size_t n, char out[65])

@@ -430,6 +430,23 @@ static int vm_dir(struct vm *vm, struct pv_err *err)
 /* The logs a boot writes (console, QEMU's own, the kernel's). */
 static const char vm_logs[] = "serial.log\0hvc.log\0qemu.log\0kmsg.log\0";
 
+/* Copy the logs in directory from into directory to (those it has). */
+static int copy_logs(const char *from, const char *to, struct pv_err *err)
+{
+    for (const char *f = vm_logs; *f; f += strlen(f) + 1) {
+        _cleanup_free_ char *src = xasprintf("%s/%s", from, f);
+        _cleanup_free_ char *dst = xasprintf("%s/%s", to, f);
+        struct buf log = BUF_INIT;
+        int r = read_file(src, 64u << 20, &log);
+        if (r == 0)
+            r = write_file_atomic(dst, log.data ? log.data : "", log.len, 0600);
+        buf_release(&log);
+        if (r < 0 && r != -ENOENT)
+            return pv_err_set(err, -r, "%s: %s", dst, strerror(-r));
+    }
+    return 0;
+}
+
 static void drop_logs(struct vm *vm)
 {
     for (const char *f = vm_logs; *f; f += strlen(f) + 1) {
@@ -1414,14 +1431,7 @@ int vm_resume_boot(struct vm *vm, const char *entry, const struct vm_boot *b, st
     if (r < 0)
         return r;
     drop_logs(vm);
-    for (const char *f = vm_logs; *f; f += strlen(f) + 1) {
-        _cleanup_free_ char *from = xasprintf("%s/%s", entry, f);
-        _cleanup_free_ char *to = xasprintf("%s/%s", vm->dir, f);
-        struct buf log = BUF_INIT;
-        if (read_file(from, 64u << 20, &log) == 0 && log.len)
-            write_file_atomic(to, log.data, log.len, 0600);
-        buf_release(&log);
-    }
+    copy_logs(entry, vm->dir, NULL); /* a log it lacks stays empty */
     vm->from_boot_cache = true;
     _cleanup_free_ char *snap = xasprintf("%s/vm.snap", entry);
     return restore(vm, snap, b, false, "the resume from the boot cache", err);
@@ -1433,16 +1443,5 @@ int vm_save_boot(struct vm *vm, const char *dir, struct pv_err *err)
     _cleanup_free_ char *snap = xasprintf("%s/vm.snap", dir);
     if (r == 0)
         r = vm_snapshot(vm, snap, err);
-    for (const char *f = vm_logs; r == 0 && *f; f += strlen(f) + 1) {
-        _cleanup_free_ char *from = xasprintf("%s/%s", vm->dir, f);
-        _cleanup_free_ char *to = xasprintf("%s/%s", dir, f);
-        struct buf log = BUF_INIT;
-        int rr = read_file(from, 64u << 20, &log);
-        if (rr == 0)
-            rr = write_file_atomic(to, log.data, log.len, 0644);
-        if (rr < 0 && rr != -ENOENT)
-            r = pv_err_set(err, -rr, "%s: %s", to, strerror(-rr));
-        buf_release(&log);
-    }
-    return r;
+    return r < 0 ? r : copy_logs(vm->dir, dir, err);
 }

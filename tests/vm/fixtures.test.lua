@@ -77,6 +77,18 @@ test("two files, one build; then only cache hits; an edit rebuilds", function(t)
     t:assert_eq(left, "", "no build leftovers")
 end)
 
+test("ten files from one fixture: one build, nine cache hits", function(t)
+    local d = project()
+    local src = io.open(d .. "/a.test.lua"):read("a")
+    for i = 3, 10 do meta.write(("%s/f%02d.test.lua"):format(d, i), src) end
+    local c, marks, code, out = run(d)
+    meta.rmdir(d)
+    t:assert_eq(code, 0, out)
+    t:assert_eq(#marks, 10)
+    t:assert_eq(c.fixture_build_started, 1)
+    t:assert_eq(c.fixture_cache_hit, 9)
+end)
+
 test("the key holds the kernels of the profiles the build booted, no others", function(t)
     local d = project()
     os.remove(d .. "/b.test.lua")

@@ -227,15 +227,18 @@ static int freshen(struct vm *vm, const struct boot_opts *o, bool resumed, struc
     struct buf req = BUF_INIT;
     struct pv_wr w = {&req};
     pv_put_i64(&w, o->has_initial_time ? (int64_t)llround(o->initial_time * 1e9) : wall_ns());
-    char seed[65] = "";
+    unsigned char seed[32];
+    size_t seed_len = 0;
     if (resumed && o->has_rng_seed) {
-        _cleanup_free_ char *s = xasprintf("provium rng_seed %llu",
-                                           (unsigned long long)o->rng_seed);
-        sha256_hex(s, strlen(s), seed);
-    } else if (resumed && getrandom(seed, 32, 0) == 32) {
-        seed[32] = 0; /* raw bytes; the length below counts them */
+        struct sha256 *h = sha256_new();
+        sha256_update_str(h, "provium rng_seed");
+        sha256_update(h, &o->rng_seed, sizeof(o->rng_seed));
+        sha256_final(h, seed);
+        seed_len = sizeof(seed);
+    } else if (resumed && getrandom(seed, sizeof(seed), 0) == sizeof(seed)) {
+        seed_len = sizeof(seed);
     }
-    pv_put_bytes(&w, seed, !resumed ? 0 : o->has_rng_seed ? 64 : 32);
+    pv_put_bytes(&w, seed, seed_len);
     pv_put_u32(&w, resumed ? (uint32_t)o->nfiles : 0);
     for (size_t i = 0; resumed && i < o->nfiles; i++) {
         const struct boot_file *f = &o->files[i];
