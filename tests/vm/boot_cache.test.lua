@@ -6,7 +6,13 @@ provium:claim { memory = "1100M", cpus = 1 }
 
 local DUMP = meta.tests .. "/lib/events_dump.py"
 
+-- The in-process tests need the run's boot cache (off under --no-boot-cache).
+local function need_cache(t)
+    if not _provium_c.boot_cache() then t:skip("this run has the boot cache off") end
+end
+
 test("a resumed boot looks fresh: clock, RNG, boot_id, files, logs", function(t)
+    need_cache(t)
     local files = { { path = "etc/provium-test/conf", content = "x=1\n", mode = 416 } }
     local a = provium:vm("a", "default", { memory = "256M" }):boot { files = files }
     local b = provium:vm("b", "default", { memory = "256M" }):boot()
@@ -28,6 +34,7 @@ test("a resumed boot looks fresh: clock, RNG, boot_id, files, logs", function(t)
 end)
 
 test("initial_time, cold and option errors", function(t)
+    need_cache(t)
     local vm = provium:vm("c", "default", { memory = "256M" }):boot { initial_time = 1e9 }
     t:assert(vm:boot_cached())
     t:assert(math.abs(vm:clock():get() - 1e9) < 30, "initial_time wins over now")

@@ -87,6 +87,14 @@ static int l_now(lua_State *L)
     return 1;
 }
 
+/* _provium_c.boot_cache() -> whether this run's boots may come from the
+ * boot cache (docs/boot-cache.md) */
+static int l_boot_cache(lua_State *L)
+{
+    lua_pushboolean(L, l_ctx.config && l_ctx.config->boot_cache);
+    return 1;
+}
+
 /* _provium_c.claim(memory, cpus): provium:claim at run time. The runner
  * reserved what it read in the source; a claim it could not read, or one
  * that differs, is an error. */
@@ -298,6 +306,7 @@ lua_State *l_newstate(void)
         {"set_deadline", l_set_deadline},
         {"sleep", l_sleep},
         {"now", l_now},
+        {"boot_cache", l_boot_cache},
         {"parse_duration", l_parse_duration},
         {"claim", l_claim},
         {"event", l_event},
