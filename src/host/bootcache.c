@@ -1,7 +1,9 @@
 #include "bootcache.h"
 
+#include <fcntl.h>
 #include <stdio.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 
 #include "accel.h"
 #include "cache.h"
@@ -15,7 +17,7 @@ bool bootcache_eligible(const struct vm_boot *b)
 void bootcache_key(const struct vm_boot *b, char key[65])
 {
     struct sha256 *h = sha256_new();
-    sha256_update_str(h, "provium boot cache 1");
+    sha256_update_str(h, "provium boot cache 2");
     sha256_update_str(h, cache_env_digest());
     cache_hash_file(h, b->kernel);
     cache_hash_file(h, b->initrd);
@@ -37,36 +39,75 @@ static void unsaved(struct vm *vm, const char *why)
     unwritable = true;
 }
 
-/* Boot vm cold with plan b and save the boot as entry; 0 when saved, 1
- * when the cache could not take it. The VM runs on either way. */
+/* Give back the disk blocks of the file's pages that hold only zeros (a
+ * guest's RAM file: a third of what a boot touches). Best effort. */
+static void sparsify(const char *path)
+{
+    _cleanup_close_ int fd = open(path, O_RDWR | O_CLOEXEC);
+    if (fd < 0)
+        return;
+    enum { PAGE = 4096, CHUNK = 256 * PAGE };
+    static const char zero[PAGE];
+    _cleanup_free_ char *buf = xmalloc(CHUNK);
+    off_t at = 0;
+    while ((at = lseek(fd, at, SEEK_DATA)) >= 0) {
+        ssize_t n = pread(fd, buf, CHUNK, at);
+        if (n <= 0)
+            return;
+        for (ssize_t i = 0; i + PAGE <= n; i += PAGE) {
+            ssize_t run = 0;
+            while (i + run + PAGE <= n && !memcmp(buf + i + run, zero, PAGE))
+                run += PAGE;
+            if (run)
+                fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, at + i, run);
+            i += run;
+        }
+        at += n;
+    }
+}
+
+/* Boot vm cold with plan b, its RAM in the entry's file, and save the boot
+ * as entry, which stops the VM: 0 when saved, 1 when the cache could not
+ * take it (nothing is installed), -errno when the boot failed. */
 static int save(struct vm *vm, const struct vm_boot *b, const char *dir, const char *entry,
                 struct pv_err *err)
 {
-    vm->quiet = true; /* the VM the test gets is the resume that follows */
-    int r = vm_boot(vm, b, err);
-    vm->quiet = false;
-    if (r < 0)
-        return r;
-    _cleanup_free_ char *work = NULL;
+    char why[sizeof(err->msg)] = "";
+    struct statvfs fs;
     struct pv_err serr = {0};
-    r = cache_workdir(dir, &work, &serr);
-    _cleanup_free_ char *tmp = work ? xasprintf("%s/%s", work, strrchr(entry, '/') + 1) : NULL;
-    if (r == 0 && mkdir(tmp, 0755) < 0)
-        r = pv_err_set(&serr, errno, "%s: %s", tmp, strerror(errno));
-    if (r == 0)
-        r = vm_save_boot(vm, tmp, &serr);
-    if (r == 0 && rename(tmp, entry) < 0 && errno != EEXIST && errno != ENOTEMPTY)
-        r = pv_err_set(&serr, errno, "%s: %s", entry, strerror(errno));
-    if (tmp) {
-        rm_rf(tmp); /* what a peer's install made redundant, or a failed save */
-        rmdir(work); /* unless a fixture build of this process works there too */
+    _cleanup_free_ char *work = NULL, *tmp = NULL;
+    int r = 1;
+    /* a guest that writes its RAM into a full filesystem dies of SIGBUS */
+    if (statvfs(dir, &fs) == 0 && (uint64_t)fs.f_bavail * fs.f_frsize < b->memory + (64u << 20))
+        snprintf(why, sizeof(why), "%s has %llu MiB free, the guest's RAM may take %llu MiB", dir,
+                 (unsigned long long)((uint64_t)fs.f_bavail * fs.f_frsize >> 20),
+                 (unsigned long long)(b->memory >> 20));
+    else if (cache_workdir(dir, &work, &serr) < 0)
+        snprintf(why, sizeof(why), "%s", serr.msg);
+    else if (mkdir((tmp = xasprintf("%s/%s", work, strrchr(entry, '/') + 1)), 0755) < 0)
+        snprintf(why, sizeof(why), "%s: %s", tmp, strerror(errno));
+    else {
+        vm->quiet = true; /* the VM the test gets is the resume that follows */
+        r = vm_save_boot(vm, b, tmp, err);
+        vm->quiet = false;
+        if (r == 0) {
+            _cleanup_free_ char *ram = xasprintf("%s/ram", tmp);
+            sparsify(ram);
+        }
+        if (r > 0)
+            snprintf(why, sizeof(why), "%s", err->msg);
+        else if (r == 0 && rename(tmp, entry) < 0 && errno != EEXIST && errno != ENOTEMPTY) {
+            snprintf(why, sizeof(why), "%s: %s", entry, strerror(errno));
+            r = 1;
+        }
     }
-    if (r == 0)
-        return 0;
-    if (vm->state != VM_BOOTED) /* the VM died while it was saved */
-        return pv_err_set(err, -r, "%s", serr.msg);
-    unsaved(vm, serr.msg);
-    return 1;
+    if (tmp)
+        rm_rf(tmp); /* what a peer's install made redundant, or a failed save */
+    if (work)
+        rmdir(work); /* unless a fixture build of this process works there too */
+    if (r > 0)
+        unsaved(vm, why);
+    return r;
 }
 
 int bootcache_boot(struct vm *vm, const struct vm_boot *base, const struct vm_boot *plan,
@@ -86,7 +127,6 @@ int bootcache_boot(struct vm *vm, const struct vm_boot *base, const struct vm_bo
             }
             if ((r = save(vm, base, dir, entry, err)) < 0)
                 return r;
-            vm_kill(vm);
             if (r > 0)
                 return vm_boot(vm, plan, err);
         }

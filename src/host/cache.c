@@ -101,7 +101,8 @@ void cache_discard(const char *entry)
     rm_rf(entry);
 }
 
-/* The bytes of the files directly in dir (a lab's or a boot's entry). */
+/* The disk space of the files directly in dir (a lab's or a boot's entry):
+ * a boot's RAM file is sparse. */
 static uint64_t dir_size(const char *dir)
 {
     DIR *d = opendir(dir);
@@ -113,7 +114,7 @@ static uint64_t dir_size(const char *dir)
         _cleanup_free_ char *p = xasprintf("%s/%s", dir, e->d_name);
         struct stat st;
         if (e->d_name[0] != '.' && stat(p, &st) == 0 && S_ISREG(st.st_mode))
-            total += (uint64_t)st.st_size;
+            total += (uint64_t)st.st_blocks * 512;
     }
     closedir(d);
     return total;

@@ -63,8 +63,16 @@ char **qemu_argv(const struct qemu_config *qc)
     add(&a, "-display");
     add(&a, "none");
     add(&a, "-machine");
-    addf(&a, "%s,accel=%s", qc->machine ? qc->machine : "pc",
-         qc->accel == ACCEL_KVM ? "kvm" : "tcg");
+    addf(&a, "%s,accel=%s%s", qc->machine ? qc->machine : "pc",
+         qc->accel == ACCEL_KVM ? "kvm" : "tcg", qc->ram_file ? ",memory-backend=pc.ram" : "");
+    /* The backend takes the name of the machine's own RAM, so a migration
+     * stream of either kind of RAM restores into the other. */
+    if (qc->ram_file) {
+        _cleanup_free_ char *f = qesc(qc->ram_file);
+        add(&a, "-object");
+        addf(&a, "memory-backend-file,id=pc.ram,size=%llum,mem-path=%s,share=%s",
+             (unsigned long long)(qc->memory >> 20), f, qc->ram_shared ? "on" : "off");
+    }
     /* Under TCG, `max` (qemu64 boots faster only because the guest finds
      * no local APIC and runs in PIC mode with one CPU). */
     add(&a, "-cpu");

@@ -26,6 +26,11 @@ struct qemu_config {
     const char *const *disks; /* profile disks, NULL-terminated; /dev/vda first */
     const bool *disk_ro;      /* per disk: read-only; else snapshot=on (writes discarded) */
     bool incoming;            /* wait for a migration stream (-incoming defer) */
+    /* Guest RAM in this file (else anonymous memory): shared, the file is
+     * the RAM (a boot the boot cache saves); private, the guest starts
+     * from the file's pages and its writes stay its own (a resume). */
+    const char *ram_file;
+    bool ram_shared;
 };
 
 /* The argv (NULL-terminated, caller frees with qemu_argv_free). Paths of the

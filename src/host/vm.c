@@ -6,6 +6,7 @@
 #include "zpipe.h"
 
 #include <fcntl.h>
+#include <libgen.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdio.h>
@@ -455,13 +456,19 @@ static void drop_logs(struct vm *vm)
     }
 }
 
-/* Start QEMU for plan b (waiting for a migration stream when incoming)
- * and negotiate QMP. Returns 0 with *agent_l, the socket to accept the
- * agent's channel on (-1 under vsock), or -errno (the VM dead if QEMU had
- * started). fresh: a new boot, whose logs start empty (a restore continues
- * them). */
-static int launch(struct vm *vm, const struct vm_boot *b, bool incoming, bool fresh,
-                  int *agent_lp, struct pv_err *err)
+/* How launch starts QEMU, beyond the plan. */
+struct start {
+    bool incoming;        /* wait for a migration stream */
+    bool fresh;           /* a new boot: the logs start empty (a restore continues them) */
+    const char *ram_file; /* guest RAM in this file (struct qemu_config) */
+    bool ram_shared;
+};
+
+/* Start QEMU for plan b as st says and negotiate QMP. Returns 0 with
+ * *agent_l, the socket to accept the agent's channel on (-1 under vsock),
+ * or -errno (the VM dead if QEMU had started). */
+static int launch(struct vm *vm, const struct vm_boot *b, const struct start *st, int *agent_lp,
+                  struct pv_err *err)
 {
     *agent_lp = -1;
     uint64_t cost = (b->memory ? b->memory : POOL_DEFAULT_VM_MEMORY) + POOL_VM_OVERHEAD;
@@ -483,7 +490,7 @@ static int launch(struct vm *vm, const struct vm_boot *b, bool incoming, bool fr
     vm->hvc_primary = con && !strncmp(con, "hvc", 3);
     free(vm->exit_reason);
     vm->exit_reason = NULL;
-    if (fresh)
+    if (st->fresh)
         drop_logs(vm);
     if (vm->kmsg_fd >= 0)
         close(vm->kmsg_fd);
@@ -517,7 +524,9 @@ static int launch(struct vm *vm, const struct vm_boot *b, bool incoming, bool fr
         .rng_seed = b->rng_seed,
         .disks = (const char *const *)b->disks,
         .disk_ro = b->disk_ro,
-        .incoming = incoming,
+        .incoming = st->incoming,
+        .ram_file = st->ram_file,
+        .ram_shared = st->ram_shared,
     };
     char **argv = qemu_argv(&qc);
     vm->boot_ns = now_ns();
@@ -604,15 +613,21 @@ static int need_stopped(struct vm *vm, const char *op, struct pv_err *err)
                       vm->name, op, vm_state_name(vm->state));
 }
 
-int vm_boot(struct vm *vm, const struct vm_boot *b, struct pv_err *err)
+static int boot(struct vm *vm, const struct vm_boot *b, const struct start *st,
+                struct pv_err *err)
 {
     int r = need_stopped(vm, "boot", err);
     if (r < 0)
         return r;
     vm->from_boot_cache = false;
     int agent_l;
-    r = launch(vm, b, false, true, &agent_l, err);
+    r = launch(vm, b, st, &agent_l, err);
     return r < 0 ? r : handshake(vm, agent_l, b->agent_timeout, "power-on", err);
+}
+
+int vm_boot(struct vm *vm, const struct vm_boot *b, struct pv_err *err)
+{
+    return boot(vm, b, &(struct start){.fresh = true}, err);
 }
 
 static int need_state(struct vm *vm, const char *op, enum vm_state want, struct pv_err *err)
@@ -1202,11 +1217,22 @@ static json_t *snap_header(struct vm *vm, const char *version)
     return h;
 }
 
-int vm_snapshot(struct vm *vm, const char *path, struct pv_err *err)
+/* x-ignore-shared: the migration leaves out guest RAM that lives in a
+ * shared file (a boot the boot cache saves, and its resumes). QEMU keeps a
+ * capability from one migration to the next, so each sets it. */
+static int ignore_shared(struct vm *vm, bool on, struct pv_err *err)
 {
-    int r = need_state(vm, "snapshot", VM_BOOTED, err);
-    if (r < 0)
-        return r;
+    return qmp_simple(vm, "migrate-set-capabilities",
+                      json_pack("{s:[{s:s, s:b}]}", "capabilities", "capability",
+                                "x-ignore-shared", "state", on),
+                      err);
+}
+
+/* Stop the machine and write its snapshot to path. ram: the name, beside
+ * path, of the shared file the VM's RAM lives in, which the stream then
+ * leaves out; NULL: the stream carries the RAM. The VM stays stopped. */
+static int save_machine(struct vm *vm, const char *path, const char *ram, struct pv_err *err)
+{
     const char *version = qemu_version();
     _cleanup_close_ int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
     if (fd < 0)
@@ -1214,6 +1240,8 @@ int vm_snapshot(struct vm *vm, const char *path, struct pv_err *err)
                           strerror(errno));
     json_t *h = snap_header(vm, version ? version : "?");
     json_object_set_new(h, "compression", json_string("zstd"));
+    if (ram)
+        json_object_set_new(h, "ram", json_string(ram));
     char *text = json_dumps(h, JSON_COMPACT | JSON_SORT_KEYS);
     json_decref(h);
     struct buf head = BUF_INIT;
@@ -1221,7 +1249,7 @@ int vm_snapshot(struct vm *vm, const char *path, struct pv_err *err)
     buf_adds(&head, text);
     buf_adds(&head, "\n");
     free(text);
-    r = write_all(fd, head.data, head.len);
+    int r = write_all(fd, head.data, head.len);
     buf_release(&head);
     if (r < 0)
         return pv_err_set(err, -r, "vm `%s`: snapshot: %s: %s", vm->name, path, strerror(-r));
@@ -1234,8 +1262,10 @@ int vm_snapshot(struct vm *vm, const char *path, struct pv_err *err)
         close(p[1]);
         return r;
     }
-    /* stopped, the state is consistent and the copy one pass; then it goes on */
+    /* stopped, the state is consistent and the copy one pass */
     r = qmp_simple(vm, "stop", NULL, err);
+    if (r == 0)
+        r = ignore_shared(vm, ram != NULL, err);
     int64_t d = now_ns() + (int64_t)(10e9 * vm_globals.timeout_scale);
     if (r == 0)
         r = qmp_exec_fd(&vm->qmp, "getfd", json_pack("{s:s}", "fdname", "snap"), p[1], d, NULL,
@@ -1251,12 +1281,20 @@ int vm_snapshot(struct vm *vm, const char *path, struct pv_err *err)
     int zr = zpipe_join(&z, "compressing", &zerr);
     if (r == 0 && zr < 0)
         r = pv_err_set(err, -zr, "vm `%s`: snapshot to %s: %s", vm->name, path, zerr.msg);
-    int c = vm->state == VM_BOOTED ? qmp_simple(vm, "cont", NULL, err) : 0;
-    if (r < 0) {
+    if (r < 0)
         unlink(path);
+    return r;
+}
+
+int vm_snapshot(struct vm *vm, const char *path, struct pv_err *err)
+{
+    int r = need_state(vm, "snapshot", VM_BOOTED, err);
+    if (r < 0)
         return r;
-    }
-    return c;
+    r = save_machine(vm, path, NULL, err);
+    struct pv_err cerr = {0}; /* a failed snapshot's story is its own */
+    int c = vm->state == VM_BOOTED ? qmp_simple(vm, "cont", NULL, r < 0 ? &cerr : err) : 0;
+    return r < 0 ? r : c;
 }
 
 /* Read and check a snapshot's header; *fd is left at the migration stream. */
@@ -1359,10 +1397,27 @@ static int restore(struct vm *vm, const char *path, const struct vm_boot *plan, 
             r = pv_err_set(err, ENOENT, "vm `%s`: restore: %s needs the initrd %s, which is gone",
                            vm->name, path, own.initrd);
     }
+    /* RAM kept in a file beside the snapshot: mapped copy-on-write */
+    _cleanup_free_ char *ram = NULL;
+    if ((v = json_string_value(json_object_get(h, "ram")))) {
+        _cleanup_free_ char *dir = xstrdup(path);
+        ram = xasprintf("%s/%s", dirname(dir), v);
+        struct stat st;
+        bool gone = stat(ram, &st) < 0;
+        if (r == 0 && strchr(v, '/')) /* a name beside it, nothing else */
+            r = pv_err_set(err, EINVAL, "vm `%s`: restore: %s is not a provium snapshot",
+                           vm->name, path);
+        else if (r == 0 && (gone || (uint64_t)st.st_size != plan->memory))
+            r = pv_err_set(err, EINVAL,
+                           "vm `%s`: restore: %s needs its guest RAM in %s (%llu MiB), which is %s",
+                           vm->name, path, ram, (unsigned long long)(plan->memory >> 20),
+                           gone ? "gone" : "cut short");
+    }
     json_decref(h);
     int agent_l = -1;
     if (r == 0)
-        r = launch(vm, plan, true, fresh, &agent_l, err);
+        r = launch(vm, plan, &(struct start){.incoming = true, .fresh = fresh, .ram_file = ram},
+                   &agent_l, err);
     vm_boot_release(&own);
     if (r < 0)
         return r;
@@ -1380,6 +1435,8 @@ static int restore(struct vm *vm, const char *path, const struct vm_boot *plan, 
         zstd = r == 0;
     }
     int64_t d = now_ns() + (int64_t)(10e9 * vm_globals.timeout_scale);
+    if (r == 0)
+        r = ignore_shared(vm, ram != NULL, err);
     if (r == 0)
         r = qmp_exec_fd(&vm->qmp, "getfd", json_pack("{s:s}", "fdname", "snap"), qfd, d, NULL,
                         err);
@@ -1407,8 +1464,10 @@ static int restore(struct vm *vm, const char *path, const struct vm_boot *plan, 
     if (r < 0) {
         if (agent_l >= 0)
             close(agent_l);
-        if (vm->state == VM_BOOTED)
+        if (vm->state == VM_BOOTED) { /* the snapshot is damaged: never half started */
             vm_kill(vm);
+            vm->state = VM_DEAD;
+        }
         return r;
     }
     return handshake(vm, agent_l, vm->plan.agent_timeout, since, err);
@@ -1437,11 +1496,18 @@ int vm_resume_boot(struct vm *vm, const char *entry, const struct vm_boot *b, st
     return restore(vm, snap, b, false, "the resume from the boot cache", err);
 }
 
-int vm_save_boot(struct vm *vm, const char *dir, struct pv_err *err)
+int vm_save_boot(struct vm *vm, const struct vm_boot *b, const char *dir, struct pv_err *err)
 {
-    int r = vm_ping(vm, err); /* the kernel log so far has arrived */
+    _cleanup_free_ char *ram = xasprintf("%s/ram", dir);
+    int r = boot(vm, b, &(struct start){.fresh = true, .ram_file = ram, .ram_shared = true}, err);
+    if (r < 0)
+        return r;
     _cleanup_free_ char *snap = xasprintf("%s/vm.snap", dir);
+    r = vm_ping(vm, err); /* the kernel log so far has arrived */
     if (r == 0)
-        r = vm_snapshot(vm, snap, err);
-    return r < 0 ? r : copy_logs(vm->dir, dir, err);
+        r = save_machine(vm, snap, "ram", err);
+    if (r == 0)
+        r = copy_logs(vm->dir, dir, err);
+    vm_kill(vm); /* stopped: the file holds the RAM as the snapshot left it */
+    return r < 0 ? 1 : 0;
 }

@@ -91,11 +91,14 @@ int vm_snapshot(struct vm *vm, const char *path, struct pv_err *err);
 /* Start a created or shut-down VM from a snapshot of the same profile,
  * machine, accelerator and QEMU; the agent picks up where it was. */
 int vm_restore(struct vm *vm, const char *path, struct pv_err *err);
-/* The boot cache's halves (src/host/bootcache.c): save a VM booted with
- * vm_boot just now into the directory dir (its snapshot and its boot's
- * logs), and boot a created or shut-down VM with plan b by resuming such a
- * directory, whose logs become the VM's. */
-int vm_save_boot(struct vm *vm, const char *dir, struct pv_err *err);
+/* The boot cache's halves (src/host/bootcache.c). vm_save_boot boots a
+ * created or shut-down VM cold with plan b, its RAM in the file dir/ram,
+ * and saves it into the directory dir (the snapshot, which leaves the RAM
+ * out, and the boot's logs), stopping it: 0 when saved, 1 when it booted
+ * but could not be saved (err says why), -errno when the boot failed.
+ * vm_resume_boot boots a VM with plan b by resuming such a directory, its
+ * RAM mapped copy-on-write, and the directory's logs become the VM's. */
+int vm_save_boot(struct vm *vm, const struct vm_boot *b, const char *dir, struct pv_err *err);
 int vm_resume_boot(struct vm *vm, const char *dir, const struct vm_boot *b, struct pv_err *err);
 /* Round trip to the agent. */
 int vm_ping(struct vm *vm, struct pv_err *err);
