@@ -1,6 +1,5 @@
 #include "bootcache.h"
 
-#include <fcntl.h>
 #include <stdio.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
@@ -39,36 +38,9 @@ static void unsaved(struct vm *vm, const char *why)
     unwritable = true;
 }
 
-/* Give back the disk blocks of the file's pages that hold only zeros (a
- * guest's RAM file: a third of what a boot touches). Best effort. */
-static void sparsify(const char *path)
-{
-    _cleanup_close_ int fd = open(path, O_RDWR | O_CLOEXEC);
-    if (fd < 0)
-        return;
-    enum { PAGE = 4096, CHUNK = 256 * PAGE };
-    static const char zero[PAGE];
-    _cleanup_free_ char *buf = xmalloc(CHUNK);
-    off_t at = 0;
-    while ((at = lseek(fd, at, SEEK_DATA)) >= 0) {
-        ssize_t n = pread(fd, buf, CHUNK, at);
-        if (n <= 0)
-            return;
-        for (ssize_t i = 0; i + PAGE <= n; i += PAGE) {
-            ssize_t run = 0;
-            while (i + run + PAGE <= n && !memcmp(buf + i + run, zero, PAGE))
-                run += PAGE;
-            if (run)
-                fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, at + i, run);
-            i += run;
-        }
-        at += n;
-    }
-}
-
-/* Boot vm cold with plan b, its RAM in the entry's file, and save the boot
- * as entry, which stops the VM: 0 when saved, 1 when the cache could not
- * take it (nothing is installed), -errno when the boot failed. */
+/* Boot vm cold with plan b and save the boot as entry, which stops the VM:
+ * 0 when saved, 1 when the cache could not take it (nothing is installed),
+ * -errno when the boot failed. */
 static int save(struct vm *vm, const struct vm_boot *b, const char *dir, const char *entry,
                 struct pv_err *err)
 {
@@ -77,7 +49,7 @@ static int save(struct vm *vm, const struct vm_boot *b, const char *dir, const c
     struct pv_err serr = {0};
     _cleanup_free_ char *work = NULL, *tmp = NULL;
     int r = 1;
-    /* a guest that writes its RAM into a full filesystem dies of SIGBUS */
+    /* the entry holds what the guest's RAM holds */
     if (statvfs(dir, &fs) == 0 && (uint64_t)fs.f_bavail * fs.f_frsize < b->memory + (64u << 20))
         snprintf(why, sizeof(why), "%s has %llu MiB free, the guest's RAM may take %llu MiB", dir,
                  (unsigned long long)((uint64_t)fs.f_bavail * fs.f_frsize >> 20),
@@ -90,10 +62,6 @@ static int save(struct vm *vm, const struct vm_boot *b, const char *dir, const c
         vm->quiet = true; /* the VM the test gets is the resume that follows */
         r = vm_save_boot(vm, b, tmp, err);
         vm->quiet = false;
-        if (r == 0) {
-            _cleanup_free_ char *ram = xasprintf("%s/ram", tmp);
-            sparsify(ram);
-        }
         if (r > 0)
             snprintf(why, sizeof(why), "%s", err->msg);
         else if (r == 0 && rename(tmp, entry) < 0 && errno != EEXIST && errno != ENOTEMPTY) {

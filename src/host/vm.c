@@ -10,6 +10,7 @@
 #include <poll.h>
 #include <signal.h>
 #include <stdio.h>
+#include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -1496,18 +1497,57 @@ int vm_resume_boot(struct vm *vm, const char *entry, const struct vm_boot *b, st
     return restore(vm, snap, b, false, "the resume from the boot cache", err);
 }
 
+/* Copy the pages of the file fd that are not all zeros into a new sparse
+ * file at path, as long as fd's (size). */
+static int copy_nonzero(int fd, const char *path, uint64_t size, struct pv_err *err)
+{
+    _cleanup_close_ int out = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    if (out < 0 || ftruncate(out, (off_t)size) < 0)
+        return pv_err_set(err, errno, "%s: %s", path, strerror(errno));
+    enum { PAGE = 4096, CHUNK = 256 * PAGE };
+    static const char zero[PAGE];
+    _cleanup_free_ char *buf = xmalloc(CHUNK);
+    for (off_t at = 0; (at = lseek(fd, at, SEEK_DATA)) >= 0;) {
+        ssize_t n = pread(fd, buf, CHUNK, at);
+        if (n <= 0)
+            return pv_err_set(err, n < 0 ? errno : EIO, "reading the guest's RAM: %s",
+                              n < 0 ? strerror(errno) : "cut short");
+        for (ssize_t i = 0; i < n;) {
+            ssize_t run = 0; /* non-zero pages from i, written at once */
+            while (i + run < n && memcmp(buf + i + run, zero, (size_t)MIN(PAGE, n - i - run)))
+                run += MIN(PAGE, n - i - run);
+            if (run && pwrite(out, buf + i, (size_t)run, at + i) != run)
+                return pv_err_set(err, errno ? errno : EIO, "%s: %s", path, strerror(errno));
+            i += run ? run : PAGE;
+        }
+        at += n;
+    }
+    return 0;
+}
+
 int vm_save_boot(struct vm *vm, const struct vm_boot *b, const char *dir, struct pv_err *err)
 {
-    _cleanup_free_ char *ram = xasprintf("%s/ram", dir);
-    int r = boot(vm, b, &(struct start){.fresh = true, .ram_file = ram, .ram_shared = true}, err);
+    /* While it boots, the guest's RAM is a memfd that QEMU opens through
+     * /proc: as fast as anonymous memory (a file on disk costs the boot
+     * 0.7 s in page faults), and nothing is left behind if provium dies. */
+    _cleanup_close_ int mfd = memfd_create("provium-ram", MFD_CLOEXEC);
+    if (mfd < 0 || ftruncate(mfd, (off_t)b->memory) < 0)
+        return pv_err_set(err, errno, "vm `%s`: memfd for the guest's RAM: %s", vm->name,
+                          strerror(errno));
+    _cleanup_free_ char *memfd = xasprintf("/proc/%d/fd/%d", (int)getpid(), mfd);
+    int r = boot(vm, b, &(struct start){.fresh = true, .ram_file = memfd, .ram_shared = true},
+                 err);
     if (r < 0)
         return r;
     _cleanup_free_ char *snap = xasprintf("%s/vm.snap", dir);
+    _cleanup_free_ char *ram = xasprintf("%s/ram", dir);
     r = vm_ping(vm, err); /* the kernel log so far has arrived */
     if (r == 0)
         r = save_machine(vm, snap, "ram", err);
     if (r == 0)
         r = copy_logs(vm->dir, dir, err);
-    vm_kill(vm); /* stopped: the file holds the RAM as the snapshot left it */
+    vm_kill(vm); /* stopped: the memfd holds the RAM as the snapshot left it */
+    if (r == 0)
+        r = copy_nonzero(mfd, ram, b->memory, err);
     return r < 0 ? 1 : 0;
 }

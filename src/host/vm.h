@@ -92,10 +92,11 @@ int vm_snapshot(struct vm *vm, const char *path, struct pv_err *err);
  * machine, accelerator and QEMU; the agent picks up where it was. */
 int vm_restore(struct vm *vm, const char *path, struct pv_err *err);
 /* The boot cache's halves (src/host/bootcache.c). vm_save_boot boots a
- * created or shut-down VM cold with plan b, its RAM in the file dir/ram,
- * and saves it into the directory dir (the snapshot, which leaves the RAM
- * out, and the boot's logs), stopping it: 0 when saved, 1 when it booted
- * but could not be saved (err says why), -errno when the boot failed.
+ * created or shut-down VM cold with plan b and saves it into the directory
+ * dir, stopping it: its RAM as the sparse file dir/ram, the rest as the
+ * snapshot dir/vm.snap, and the boot's logs. Returns 0 when saved, 1 when
+ * it booted but could not be saved (err says why), -errno when the boot
+ * failed.
  * vm_resume_boot boots a VM with plan b by resuming such a directory, its
  * RAM mapped copy-on-write, and the directory's logs become the VM's. */
 int vm_save_boot(struct vm *vm, const struct vm_boot *b, const char *dir, struct pv_err *err);

@@ -77,6 +77,29 @@ static void test_argv_vsock_kvm(void **state)
     qemu_argv_free(argv);
 }
 
+/* The boot cache's guest RAM in a file: shared while saved, private on a
+ * resume, named as the machine's own RAM so streams of either restore. */
+static void test_argv_ram_file(void **state)
+{
+    (void)state;
+    struct qemu_config qc = base();
+    char **argv = qemu_argv(&qc);
+    assert_int_equal(find_sub(argv, "memory-backend"), -1);
+    qemu_argv_free(argv);
+    qc.ram_file = "/c/a,b/ram";
+    qc.ram_shared = true;
+    argv = qemu_argv(&qc);
+    assert_string_equal(argv[find(argv, "-machine") + 1], "pc,accel=tcg,memory-backend=pc.ram");
+    assert_string_equal(argv[find_sub(argv, "memory-backend-file")],
+                        "memory-backend-file,id=pc.ram,size=512m,mem-path=/c/a,,b/ram,share=on");
+    assert_string_equal(argv[find(argv, "-m") + 1], "512m");
+    qemu_argv_free(argv);
+    qc.ram_shared = false;
+    argv = qemu_argv(&qc);
+    assert_true(find_sub(argv, "mem-path=/c/a,,b/ram,share=off") > 0);
+    qemu_argv_free(argv);
+}
+
 static void test_argv_disks(void **state)
 {
     (void)state;
@@ -110,6 +133,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_argv_virtio_serial),
         cmocka_unit_test(test_argv_vsock_kvm),
+        cmocka_unit_test(test_argv_ram_file),
         cmocka_unit_test(test_argv_disks),
         cmocka_unit_test(test_cid_allocation),
     };

@@ -105,6 +105,43 @@ test("a suite's boots: saved once, then resumed; opting out boots cold", functio
     meta.rmdir(d)
 end)
 
+test("a resume's writes are its own: the entry's RAM file never changes", function(t)
+    local d = project(1)
+    local _, out, code = run(d)
+    t:assert_eq(code, 0, out)
+    local ram = io.popen("ls " .. meta.quote(d) .. "/cache/*.boot/ram"):read("l")
+    local function sum() return io.popen("sha256sum " .. meta.quote(ram)):read("l"):match("^%x+") end
+    local before = sum()
+    meta.write(d .. "/f1.test.lua", [[
+local vm = provium:vm("v", "default"):boot()
+test("write", function(t)
+    t:assert(vm:boot_cached())
+    t:assert_eq(vm:exists("/root/big"), false, "a fresh machine, whatever the last resume wrote")
+    vm:run("dd if=/dev/urandom of=/root/big bs=1M count=64"):assert_ok()
+end)
+]])
+    for _ = 1, 2 do
+        local spawned
+        spawned, out, code = run(d)
+        t:assert_eq(code, 0, out)
+        t:assert_eq(spawned[1], true, out)
+    end
+    t:assert_eq(sum(), before, "the RAM file is as it was saved")
+    meta.rmdir(d)
+end)
+
+test("a cache that cannot take a boot costs one line, and the boots are cold", function(t)
+    local d = project(2)
+    meta.write(d .. "/provium.toml", '[provium]\nroots = ["."]\ncache_dir = "file/cache"\n')
+    meta.write(d .. "/file", "not a directory\n")
+    local spawned, out, code = run(d, "-j1")
+    t:assert_eq(code, 0, out)
+    t:assert_contains(out, "provium: boot cache: vm `v`: boot not saved (Not a directory); booting cold")
+    t:assert_eq(#spawned, 2, out)
+    for _, c in ipairs(spawned) do t:assert_eq(c, false, out) end
+    meta.rmdir(d)
+end)
+
 test("a damaged entry is dropped with a warning, and saved again", function(t)
     local d = project(1)
     local _, out, code = run(d)
