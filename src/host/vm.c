@@ -1173,7 +1173,8 @@ int vm_pump(struct vm *vm, double timeout_s, struct pv_err *err)
 static int wait_migration(struct vm *vm, const char *what, struct pv_err *err)
 {
     int64_t deadline = now_ns() + (int64_t)(120e9 * vm_globals.timeout_scale);
-    for (;;) {
+    /* a boot cache's stream ends within milliseconds: ask often at first */
+    for (int ms = 1;; ms = MIN(ms * 2, 20)) {
         json_t *ret = NULL;
         int r = qmp_exec(&vm->qmp, "query-migrate", NULL, deadline, &ret, err);
         if (r < 0)
@@ -1193,7 +1194,7 @@ static int wait_migration(struct vm *vm, const char *what, struct pv_err *err)
         json_decref(ret);
         if (now_ns() > deadline)
             return pv_err_set(err, ETIMEDOUT, "vm `%s`: %s timed out", vm->name, what);
-        poll(NULL, 0, 10);
+        poll(NULL, 0, ms);
     }
 }
 
@@ -1507,18 +1508,18 @@ static int copy_nonzero(int fd, const char *path, uint64_t size, struct pv_err *
     enum { PAGE = 4096, CHUNK = 256 * PAGE };
     static const char zero[PAGE];
     _cleanup_free_ char *buf = xmalloc(CHUNK);
+    errno = 0;
     for (off_t at = 0; (at = lseek(fd, at, SEEK_DATA)) >= 0;) {
         ssize_t n = pread(fd, buf, CHUNK, at);
         if (n <= 0)
             return pv_err_set(err, n < 0 ? errno : EIO, "reading the guest's RAM: %s",
                               n < 0 ? strerror(errno) : "cut short");
-        for (ssize_t i = 0; i < n;) {
-            ssize_t run = 0; /* non-zero pages from i, written at once */
-            while (i + run < n && memcmp(buf + i + run, zero, (size_t)MIN(PAGE, n - i - run)))
-                run += MIN(PAGE, n - i - run);
-            if (run && pwrite(out, buf + i, (size_t)run, at + i) != run)
-                return pv_err_set(err, errno ? errno : EIO, "%s: %s", path, strerror(errno));
-            i += run ? run : PAGE;
+        for (ssize_t i = 0, j; i < n; i = j > i ? j : i + PAGE) {
+            for (j = i; j < n && memcmp(buf + j, zero, (size_t)MIN(PAGE, n - j));)
+                j += MIN(PAGE, n - j); /* the non-zero pages from i, written at once */
+            if (j > i && pwrite(out, buf + i, (size_t)(j - i), at + i) != j - i)
+                return pv_err_set(err, errno ? errno : ENOSPC, "%s: %s", path,
+                                  strerror(errno ? errno : ENOSPC));
         }
         at += n;
     }
@@ -1531,9 +1532,10 @@ int vm_save_boot(struct vm *vm, const struct vm_boot *b, const char *dir, struct
      * /proc: as fast as anonymous memory (a file on disk costs the boot
      * 0.7 s in page faults), and nothing is left behind if provium dies. */
     _cleanup_close_ int mfd = memfd_create("provium-ram", MFD_CLOEXEC);
-    if (mfd < 0 || ftruncate(mfd, (off_t)b->memory) < 0)
-        return pv_err_set(err, errno, "vm `%s`: memfd for the guest's RAM: %s", vm->name,
-                          strerror(errno));
+    if (mfd < 0 || ftruncate(mfd, (off_t)b->memory) < 0) {
+        pv_err_set(err, errno, "a memfd for the guest's RAM: %s", strerror(errno));
+        return 1;
+    }
     _cleanup_free_ char *memfd = xasprintf("/proc/%d/fd/%d", (int)getpid(), mfd);
     int r = boot(vm, b, &(struct start){.fresh = true, .ram_file = memfd, .ram_shared = true},
                  err);
