@@ -1219,15 +1219,22 @@ static json_t *snap_header(struct vm *vm, const char *version)
     return h;
 }
 
-/* x-ignore-shared: the migration leaves out guest RAM that lives in a
- * shared file (a boot the boot cache saves, and its resumes). QEMU keeps a
- * capability from one migration to the next, so each sets it. */
-static int ignore_shared(struct vm *vm, bool on, struct pv_err *err)
+/* Before a migration. x-ignore-shared: the stream leaves out guest RAM
+ * that lives in a shared file (a boot the boot cache saves, and its
+ * resumes); QEMU keeps a capability from one migration to the next, so
+ * each sets it. An outgoing stream is not throttled: QEMU's default of 128
+ * MiB/s made a snapshot of a fresh 512 MiB guest take 0.7 s, not 0.4. */
+static int migration_setup(struct vm *vm, bool outgoing, bool ignore_shared,
+                           struct pv_err *err)
 {
-    return qmp_simple(vm, "migrate-set-capabilities",
-                      json_pack("{s:[{s:s, s:b}]}", "capabilities", "capability",
-                                "x-ignore-shared", "state", on),
-                      err);
+    int r = outgoing ? qmp_simple(vm, "migrate-set-parameters",
+                                  json_pack("{s:I}", "max-bandwidth", (json_int_t)1 << 40), err)
+                     : 0;
+    return r < 0 ? r
+                 : qmp_simple(vm, "migrate-set-capabilities",
+                              json_pack("{s:[{s:s, s:b}]}", "capabilities", "capability",
+                                        "x-ignore-shared", "state", ignore_shared),
+                              err);
 }
 
 /* Stop the machine and write its snapshot to path. ram: the name, beside
@@ -1267,7 +1274,7 @@ static int save_machine(struct vm *vm, const char *path, const char *ram, struct
     /* stopped, the state is consistent and the copy one pass */
     r = qmp_simple(vm, "stop", NULL, err);
     if (r == 0)
-        r = ignore_shared(vm, ram != NULL, err);
+        r = migration_setup(vm, true, ram != NULL, err);
     int64_t d = now_ns() + (int64_t)(10e9 * vm_globals.timeout_scale);
     if (r == 0)
         r = qmp_exec_fd(&vm->qmp, "getfd", json_pack("{s:s}", "fdname", "snap"), p[1], d, NULL,
@@ -1438,7 +1445,7 @@ static int restore(struct vm *vm, const char *path, const struct vm_boot *plan, 
     }
     int64_t d = now_ns() + (int64_t)(10e9 * vm_globals.timeout_scale);
     if (r == 0)
-        r = ignore_shared(vm, ram != NULL, err);
+        r = migration_setup(vm, false, ram != NULL, err);
     if (r == 0)
         r = qmp_exec_fd(&vm->qmp, "getfd", json_pack("{s:s}", "fdname", "snap"), qfd, d, NULL,
                         err);
