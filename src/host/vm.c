@@ -1408,15 +1408,15 @@ static int restore(struct vm *vm, const char *path, const struct vm_boot *plan, 
     }
     /* RAM kept in a file beside the snapshot: mapped copy-on-write */
     _cleanup_free_ char *ram = NULL;
-    if ((v = json_string_value(json_object_get(h, "ram")))) {
+    if (r == 0 && (v = json_string_value(json_object_get(h, "ram")))) {
         _cleanup_free_ char *dir = xstrdup(path);
         ram = xasprintf("%s/%s", dirname(dir), v);
         struct stat st;
         bool gone = stat(ram, &st) < 0;
-        if (r == 0 && strchr(v, '/')) /* a name beside it, nothing else */
+        if (strchr(v, '/')) /* a name beside it, nothing else */
             r = pv_err_set(err, EINVAL, "vm `%s`: restore: %s is not a provium snapshot",
                            vm->name, path);
-        else if (r == 0 && (gone || (uint64_t)st.st_size != plan->memory))
+        else if (gone || (uint64_t)st.st_size != plan->memory)
             r = pv_err_set(err, EINVAL,
                            "vm `%s`: restore: %s needs its guest RAM in %s (%llu MiB), which is %s",
                            vm->name, path, ram, (unsigned long long)(plan->memory >> 20),
@@ -1515,7 +1515,6 @@ static int copy_nonzero(int fd, const char *path, uint64_t size, struct pv_err *
     enum { PAGE = 4096, CHUNK = 256 * PAGE };
     static const char zero[PAGE];
     _cleanup_free_ char *buf = xmalloc(CHUNK);
-    errno = 0;
     for (off_t at = 0; (at = lseek(fd, at, SEEK_DATA)) >= 0;) {
         ssize_t n = pread(fd, buf, CHUNK, at);
         if (n <= 0)
@@ -1524,9 +1523,10 @@ static int copy_nonzero(int fd, const char *path, uint64_t size, struct pv_err *
         for (ssize_t i = 0, j; i < n; i = j > i ? j : i + PAGE) {
             for (j = i; j < n && memcmp(buf + j, zero, (size_t)MIN(PAGE, n - j));)
                 j += MIN(PAGE, n - j); /* the non-zero pages from i, written at once */
-            if (j > i && pwrite(out, buf + i, (size_t)(j - i), at + i) != j - i)
-                return pv_err_set(err, errno ? errno : ENOSPC, "%s: %s", path,
-                                  strerror(errno ? errno : ENOSPC));
+            ssize_t w = j > i ? pwrite(out, buf + i, (size_t)(j - i), at + i) : 0;
+            if (w != j - i)
+                return pv_err_set(err, w < 0 ? errno : ENOSPC, "%s: %s", path,
+                                  w < 0 ? strerror(errno) : "short write");
         }
         at += n;
     }

@@ -78,6 +78,14 @@ test("restore refuses what it cannot use", function(t)
     out:close()
     t:assert_contains(t:assert_raises(function() other:restore(forged) end),
         "was taken with QEMU 1.0.0, this is QEMU")
+    -- RAM kept beside the snapshot: only a name there, and a file of the guest's size
+    for ram, says in pairs({ ["../../etc/passwd"] = "is not a provium snapshot",
+        ["nothere"] = "needs its guest RAM in " }) do
+        out = io.open(forged, "wb")
+        out:write((head:gsub('^(PROVIUM%-SNAPSHOT 1\n{)', '%1"ram":"' .. ram .. '",')), body)
+        out:close()
+        t:assert_contains(t:assert_raises(function() other:restore(forged) end), says)
+    end
     -- cut short: the restore fails, the VM is not left half-started
     out = io.open(forged, "wb")
     out:write(head, body:sub(1, #body // 2))
