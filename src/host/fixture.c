@@ -18,18 +18,26 @@
 #include "spawn.h"
 #include "vm.h"
 
-char *fixture_find(const struct config *cfg, const char *name, const char *from_dir)
+/* The first existing file <dir>/<name><suffix>, the dirs being the roots
+ * and then from_dir, trying each suffix in a dir before the next dir. */
+static char *find_under_roots(const struct config *cfg, const char *from_dir, const char *name,
+                              const char *const *suffixes)
 {
     for (size_t i = 0; i <= cfg->nroots; i++) {
         const char *dir = i < cfg->nroots ? cfg->roots[i] : from_dir;
-        if (!dir)
-            continue;
-        char *p = xasprintf("%s/%s.fixture.lua", dir, name);
-        if (cache_has(p, false))
-            return p;
-        free(p);
+        for (size_t k = 0; dir && suffixes[k]; k++) {
+            char *p = xasprintf("%s/%s%s", dir, name, suffixes[k]);
+            if (cache_has(p, false))
+                return p;
+            free(p);
+        }
     }
     return NULL;
+}
+
+char *fixture_find(const struct config *cfg, const char *name, const char *from_dir)
+{
+    return find_under_roots(cfg, from_dir, name, (const char *const[]){".fixture.lua", NULL});
 }
 
 /* A required module ("helpers.net") as a file, as `require` would find it. */
@@ -38,20 +46,7 @@ static char *find_module(const struct config *cfg, const char *mod, const char *
     _cleanup_free_ char *rel = xstrdup(mod);
     for (char *c = rel; *c; c++)
         *c = *c == '.' ? '/' : *c;
-    for (size_t i = 0; i <= cfg->nroots; i++) {
-        const char *dir = i < cfg->nroots ? cfg->roots[i] : from_dir;
-        if (!dir)
-            continue;
-        char *p = xasprintf("%s/%s.lua", dir, rel);
-        if (cache_has(p, false))
-            return p;
-        free(p);
-        p = xasprintf("%s/%s/init.lua", dir, rel);
-        if (cache_has(p, false))
-            return p;
-        free(p);
-    }
-    return NULL;
+    return find_under_roots(cfg, from_dir, rel, (const char *const[]){".lua", "/init.lua", NULL});
 }
 
 struct keying {
