@@ -394,6 +394,27 @@ static char *kernel_basename_dup(const char *path)
     return xstrdup(b ? b + 1 : path);
 }
 
+/* The modules of the kernel at vmlinuz, of this version, where an installed
+ * kernel keeps them: beside it (provium's cache, an INSTALL_MOD_PATH tree
+ * that holds the bzImage too), then the host's /lib/modules. NULL if
+ * neither has a modules.dep. */
+static char *modules_for(const char *vmlinuz, const char *version)
+{
+    const char *slash = strrchr(vmlinuz, '/');
+    char *dirs[] = {
+        xasprintf("%.*s/lib/modules/%s", (int)(slash - vmlinuz), vmlinuz, version),
+        xasprintf("/lib/modules/%s", version),
+    };
+    char *found = NULL;
+    for (size_t i = 0; i < ARRAY_SIZE(dirs); i++) {
+        _cleanup_free_ char *dep = xasprintf("%s/modules.dep", dirs[i]);
+        if (!found && kernel_is_file(dep))
+            found = steal_pointer(&dirs[i]);
+        free(dirs[i]);
+    }
+    return found;
+}
+
 static int kernel_from_env(const char *kpath, struct kernel_info *ret, struct pv_err *err)
 {
     _cleanup_free_ char *vmlinuz = realpath(kpath, NULL);
@@ -409,6 +430,8 @@ static int kernel_from_env(const char *kpath, struct kernel_info *ret, struct pv
             return pv_err_set(err, errno, "PROVIUM_MODULES=%s: %s", m, strerror(errno));
     }
     char *version = kernel_image_version(vmlinuz);
+    if (!mdir && version)
+        mdir = modules_for(vmlinuz, version);
     if (!version)
         version = kernel_basename_dup(mdir ? mdir : vmlinuz);
     ret->version = version;

@@ -574,7 +574,12 @@ static int handshake(struct vm *vm, int agent_l, double agent_timeout, const cha
     if (agent_l >= 0)
         close(agent_l);
     char what[sizeof(err->msg)];
-    snprintf(what, sizeof(what), "no agent within %.0fs of %s", agent_timeout, since);
+    /* the usual cause: a kernel whose virtio drivers are modules, given none */
+    snprintf(what, sizeof(what), "no agent within %.0fs of %s%s", agent_timeout, since,
+             vm->modules_dir ? ""
+                             : " (booted without a modules directory: a kernel whose virtio "
+                               "drivers are modules needs PROVIUM_MODULES or a profile's "
+                               "`modules`, docs/kernels.md)");
     if (fd == -ETIMEDOUT)
         return died(vm, err, what);
     if (fd < 0)

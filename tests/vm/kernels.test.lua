@@ -1,0 +1,32 @@
+-- Where the default profile's kernel finds its modules (docs/kernels.md).
+local meta = require("lib.meta")
+
+local function kernel_path(env)
+    local out, code = meta.provium({ "kernel", "path" }, { env = env })
+    return out, code
+end
+
+test("PROVIUM_KERNEL finds its modules beside it; a kernel without them says so", function(t)
+    local out = kernel_path()
+    local kernel, modules = out:match("^([^\n]*)\n([^\n]*)\n")
+    if not modules or modules == "" then t:skip("the default kernel has no modules directory") end
+    local code
+    out, code = kernel_path({ PROVIUM_KERNEL = kernel })
+    t:assert_eq(code, 0, out)
+    t:assert_eq(out, kernel .. "\n" .. modules .. "\n", "found beside the bzImage")
+    -- a copy elsewhere: nothing beside it, and the host has no such /lib/modules
+    local version = modules:match("([^/]+)$")
+    if io.open("/lib/modules/" .. version .. "/modules.dep") then
+        t:skip("the host has /lib/modules/" .. version)
+    end
+    local d = meta.tmpdir()
+    os.execute(("cp %s %s/vmlinuz"):format(meta.quote(kernel), meta.quote(d)))
+    out, code = kernel_path({ PROVIUM_KERNEL = d .. "/vmlinuz" })
+    t:assert_eq(out, d .. "/vmlinuz\n\n")
+    meta.write(d .. "/k.test.lua",
+        'provium:vm("a", "default", { agent_timeout = 12, cold = true }):boot()\n')
+    out, code = meta.provium({ "k.test.lua" }, { cwd = d, env = { PROVIUM_KERNEL = d .. "/vmlinuz" } })
+    t:assert_eq(code, 1, out)
+    t:assert_contains(out, "vm `a`: no agent within 12s of power-on (booted without a modules directory")
+    meta.rmdir(d)
+end)
