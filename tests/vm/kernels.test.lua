@@ -21,11 +21,13 @@ test("PROVIUM_KERNEL finds its modules beside it; a kernel without them says so"
     end
     local d = meta.tmpdir()
     os.execute(("cp %s %s/vmlinuz"):format(meta.quote(kernel), meta.quote(d)))
-    out, code = kernel_path({ PROVIUM_KERNEL = d .. "/vmlinuz" })
+    -- a cache of its own: the initrd without modules is no other test's
+    local env = { PROVIUM_KERNEL = d .. "/vmlinuz", PROVIUM_CACHE = d .. "/cache" }
+    out, code = kernel_path(env)
     t:assert_eq(out, d .. "/vmlinuz\n\n")
     meta.write(d .. "/k.test.lua",
         'provium:vm("a", "default", { agent_timeout = 12, cold = true }):boot()\n')
-    out, code = meta.provium({ "k.test.lua" }, { cwd = d, env = { PROVIUM_KERNEL = d .. "/vmlinuz" } })
+    out, code = meta.provium({ "k.test.lua" }, { cwd = d, env = env })
     t:assert_eq(code, 1, out)
     t:assert_contains(out, "vm `a`: no agent within 12s of power-on (booted without a modules directory")
     meta.rmdir(d)
