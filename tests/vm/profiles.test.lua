@@ -9,8 +9,11 @@ local kernel, modules = (function()
 end)()
 
 -- A user initrd with busybox: the default profile's generated one will do.
+-- the newest default initrd that has the kernel's virtio modules (a run of
+-- a kernel without modules makes one that has not)
 local function some_initrd()
-    local p = io.popen("ls -t " .. meta.quote(kernel:match("^(.*)/kernels/")) .. "/initrd/default-*.cpio")
+    local p = io.popen("ls -t " .. meta.quote(kernel:match("^(.*)/kernels/")) ..
+        "/initrd/default-*.cpio | xargs grep -l virtio_console")
     local path = p:read("l")
     p:close()
     return path
