@@ -101,8 +101,13 @@ void cache_discard(const char *entry)
     rm_rf(entry);
 }
 
-/* The disk space of the files directly in dir (a lab's or a boot's entry):
- * a boot's RAM file is sparse. */
+/* The disk space a file takes (a boot's RAM file is sparse). */
+static uint64_t disk_bytes(const struct stat *st)
+{
+    return (uint64_t)st->st_blocks * 512;
+}
+
+/* The disk space of the files directly in dir (a lab's or a boot's entry). */
 static uint64_t dir_size(const char *dir)
 {
     DIR *d = opendir(dir);
@@ -114,7 +119,7 @@ static uint64_t dir_size(const char *dir)
         _cleanup_free_ char *p = xasprintf("%s/%s", dir, e->d_name);
         struct stat st;
         if (e->d_name[0] != '.' && stat(p, &st) == 0 && S_ISREG(st.st_mode))
-            total += (uint64_t)st.st_blocks * 512;
+            total += disk_bytes(&st);
     }
     closedir(d);
     return total;
@@ -157,7 +162,7 @@ static struct entry *entries(const char *dir, size_t *ret_n)
             continue;
         }
         /* a directory's atime is its own: a restore touches the directory */
-        uint64_t size = S_ISDIR(st.st_mode) ? dir_size(p) : (uint64_t)st.st_size;
+        uint64_t size = S_ISDIR(st.st_mode) ? dir_size(p) : disk_bytes(&st);
         v = xrealloc(v, (n + 1) * sizeof(*v));
         v[n++] = (struct entry){p, kind, size, st.st_atim};
     }

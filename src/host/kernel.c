@@ -153,17 +153,26 @@ static int kernel_find_package(char **ret_pkg, struct pv_err *err)
                       KERNEL_META_PKG, KERNEL_PKG_SUFFIX);
 }
 
+/* dir (malloc'd, taken) if it is a modules tree (it has a modules.dep),
+ * else NULL. */
+static char *modules_tree(char *dir)
+{
+    _cleanup_free_ char *dep = xasprintf("%s/modules.dep", dir);
+    if (kernel_is_file(dep))
+        return dir;
+    free(dir);
+    return NULL;
+}
+
 /* Fill ret from a complete cache directory <kdir>/<version>. */
 static int kernel_from_cache(const char *kdir, const char *version, struct kernel_info *ret)
 {
     _cleanup_free_ char *vmlinuz = xasprintf("%s/%s/vmlinuz", kdir, version);
     if (!kernel_is_file(vmlinuz))
         return -ENOENT;
-    _cleanup_free_ char *mdir = xasprintf("%s/%s/lib/modules/%s", kdir, version, version);
-    _cleanup_free_ char *dep = xasprintf("%s/modules.dep", mdir);
     ret->version = xstrdup(version);
     ret->vmlinuz = steal_pointer(&vmlinuz);
-    ret->modules_dir = kernel_is_file(dep) ? steal_pointer(&mdir) : NULL;
+    ret->modules_dir = modules_tree(xasprintf("%s/%s/lib/modules/%s", kdir, version, version));
     return 0;
 }
 
@@ -401,18 +410,9 @@ static char *kernel_basename_dup(const char *path)
 static char *modules_for(const char *vmlinuz, const char *version)
 {
     const char *slash = strrchr(vmlinuz, '/');
-    char *dirs[] = {
-        xasprintf("%.*s/lib/modules/%s", (int)(slash - vmlinuz), vmlinuz, version),
-        xasprintf("/lib/modules/%s", version),
-    };
-    char *found = NULL;
-    for (size_t i = 0; i < ARRAY_SIZE(dirs); i++) {
-        _cleanup_free_ char *dep = xasprintf("%s/modules.dep", dirs[i]);
-        if (!found && kernel_is_file(dep))
-            found = steal_pointer(&dirs[i]);
-        free(dirs[i]);
-    }
-    return found;
+    char *beside = modules_tree(
+        xasprintf("%.*s/lib/modules/%s", (int)(slash - vmlinuz), vmlinuz, version));
+    return beside ? beside : modules_tree(xasprintf("/lib/modules/%s", version));
 }
 
 static int kernel_from_env(const char *kpath, struct kernel_info *ret, struct pv_err *err)
@@ -463,11 +463,9 @@ int kernel_find_default(const char *cache_root, struct kernel_info *ret, struct 
     if (uname(&u) == 0) {
         _cleanup_free_ char *vmlinuz = xasprintf("/boot/vmlinuz-%s", u.release);
         if (kernel_is_file(vmlinuz)) {
-            _cleanup_free_ char *mdir = xasprintf("/lib/modules/%s", u.release);
-            _cleanup_free_ char *dep = xasprintf("%s/modules.dep", mdir);
             ret->version = xstrdup(u.release);
             ret->vmlinuz = steal_pointer(&vmlinuz);
-            ret->modules_dir = kernel_is_file(dep) ? steal_pointer(&mdir) : NULL;
+            ret->modules_dir = modules_tree(xasprintf("/lib/modules/%s", u.release));
             return 0;
         }
     }
