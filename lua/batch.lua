@@ -12,9 +12,9 @@ Batch.__index = Batch
 local WRITE_MAX = 8 * 1024 * 1024
 
 local function add(b, op, ...)
-    local ok, ty, payload = pcall(enc, op, ...)
-    if not ok then P.rethrow(ty, 3) end
-    b.ops[#b.ops + 1] = { op = op, type = ty, payload = payload }
+    local ok, req = pcall(enc, op, ...)
+    if not ok then P.rethrow(req, 3) end
+    b.ops[#b.ops + 1] = req
 end
 
 local function path_arg(what, path)

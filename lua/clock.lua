@@ -3,6 +3,7 @@
 local C = _provium_c
 local P = _provium
 local V = C.vm_mt.__index
+local OP = C.clock_ops -- the wire's clock operations, from C
 
 local Clock = {}
 Clock.__index = Clock
@@ -27,24 +28,24 @@ local function call(self, op, ns)
     return r
 end
 
-function Clock:get_ns() return call(self, 0, 0) end
-function Clock:get() return call(self, 0, 0) / 1e9 end
+function Clock:get_ns() return call(self, OP.get, 0) end
+function Clock:get() return call(self, OP.get, 0) / 1e9 end
 
 function Clock:set(seconds)
     finite(seconds, "clock:set")
-    call(self, 1, math.floor(seconds * 1e9 + 0.5))
+    call(self, OP.set, math.floor(seconds * 1e9 + 0.5))
 end
 
 function Clock:set_ns(ns)
     if math.type(ns) ~= "integer" then error("clock:set_ns: ns must be an integer", 2) end
-    call(self, 1, ns)
+    call(self, OP.set, ns)
 end
 
 -- advance(seconds): a signed, non-blocking jump of the realtime clock
 function Clock:advance(seconds)
     if type(seconds) == "string" then seconds = P.duration(seconds, "clock:advance", 2) end
     finite(seconds, "clock:advance")
-    call(self, 2, math.floor(seconds * 1e9 + 0.5))
+    call(self, OP.advance, math.floor(seconds * 1e9 + 0.5))
 end
 
 -- sleep(duration): waits on the host (wall time), as long as asked; the

@@ -87,18 +87,26 @@ function Stream:expect(pattern, timeout)
 end
 
 -- drain(timeout?) -> the chunks that arrive until the stream is quiet for timeout
+-- A guest that never stops printing cannot hold it: it also ends after
+-- DRAIN_MAX bytes or DRAIN_SECONDS (docs/vms.md#the-console).
+local DRAIN_MAX, DRAIN_SECONDS = 64 * 1024 * 1024, 60
+
 function Stream:drain(timeout)
     local quiet = timeout_of(timeout, 0.5, self.kind .. ":drain")
-    local out = {}
+    local out, n, until_ = {}, 0, C.now() + DRAIN_SECONDS
     if #self.pending > 0 then
         out[1] = self.pending
+        n = #self.pending
         self.pending = ""
     end
-    while not self.closed and not self.ended do
-        local chunk = self:_recv(quiet)
+    while not self.closed and not self.ended and n < DRAIN_MAX and C.now() < until_ do
+        local chunk = self:_recv(math.min(quiet, math.max(until_ - C.now(), 0)))
         if chunk == false then self.ended = true
         elseif chunk == nil then break
-        else out[#out + 1] = chunk end
+        else
+            out[#out + 1] = chunk
+            n = n + #chunk
+        end
     end
     return out
 end

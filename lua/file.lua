@@ -11,7 +11,27 @@ local File = {}
 File.__index = File
 P.File = File
 
-local bits = { read = 1, write = 2, create = 4, truncate = 8, append = 16, exclusive = 32 }
+local bits = fs.open_bits -- the wire's OpenMode bits, from C
+
+-- The most bytes read_all and pull_file take unless opts.max_size says
+-- otherwise (docs/files.md): a guest cannot make the host hold or store
+-- more than asked.
+local READ_MAX = fs.read_max_default
+
+local function max_size(opts, what, level)
+    if opts == nil then return READ_MAX end
+    if type(opts) ~= "table" then error(("%s: opts must be a table"):format(what), level + 1) end
+    local m = opts.max_size
+    if m == nil then return READ_MAX end
+    if math.type(m) ~= "integer" or m < 0 then
+        error(("%s: max_size must be a non-negative integer number of bytes, got %s"):format(what, tostring(opts.max_size)), level + 1)
+    end
+    return m
+end
+
+local function too_big(what, path, max)
+    return ("%s: %s: larger than max_size (%d bytes); pass {max_size = N} to read more"):format(what, path, max)
+end
 
 -- vm:open_file(path, {read=, write=, create=, truncate=, append=, exclusive=, perm=}) -> File
 function V:open_file(path, mode)
@@ -27,7 +47,7 @@ function V:open_file(path, mode)
             error(("open_file: unknown mode key `%s` (read, write, create, truncate, append, exclusive, perm)"):format(tostring(k)), 2)
         end
     end
-    if b & (1 | 2 | 16) == 0 then
+    if b & (bits.read | bits.write | bits.append) == 0 then
         error("open_file: the mode needs at least one of read, write or append (e.g. {read = true})", 2)
     end
     local perm = mode.perm or 0x1a4
@@ -57,12 +77,16 @@ function File:read(n)
     return op(2, fs.read, self.vm, h, n)
 end
 
-function File:read_all()
+-- file:read_all({max_size=}?) -> the rest of the file
+function File:read_all(opts)
     local h = live(self, 2)
-    local parts = {}
+    local max = max_size(opts, "file:read_all", 2)
+    local parts, n = {}, 0
     while true do
-        local s = op(2, fs.read, self.vm, h, CHUNK)
+        local s = op(2, fs.read, self.vm, h, math.min(CHUNK, max - n + 1))
         if s == "" then break end
+        n = n + #s
+        if n > max then error(too_big("file:read_all", self.path, max), 2) end
         parts[#parts + 1] = s
     end
     return table.concat(parts)
@@ -74,7 +98,7 @@ function File:write(data)
     return op(2, fs.write, self.vm, h, data)
 end
 
-local whences = { set = 0, cur = 1, ["end"] = 2 }
+local whences = fs.whence
 
 function File:seek(offset, whence)
     local h = live(self, 2)
@@ -85,7 +109,7 @@ function File:seek(offset, whence)
 end
 
 function File:tell()
-    return op(2, fs.seek, self.vm, live(self, 2), 0, 1)
+    return op(2, fs.seek, self.vm, live(self, 2), 0, whences.cur)
 end
 
 function File:fd()
@@ -114,11 +138,11 @@ end
 -- vm:mkdir(path, {parents=, perm=})
 function V:mkdir(path, opts)
     opts = opts or {}
-    op(2, fs.path_op, self, "mkdir", path, opts.perm or 0x1ed, opts.parents and true or false)
+    op(2, fs.mkdir, self, path, opts.perm or 0x1ed, opts.parents and true or false)
 end
 
-function V:unlink(path) op(2, fs.path_op, self, "unlink", path) end
-function V:rename(from, to) op(2, fs.path_op, self, "rename", from, to) end
+function V:unlink(path) op(2, fs.unlink, self, path) end
+function V:rename(from, to) op(2, fs.rename, self, from, to) end
 
 -- The directory of the Lua file that called (level counted from here).
 local function caller_dir(level)
@@ -148,19 +172,25 @@ function V:push_file(host, guest, opts)
     f:close()
 end
 
--- vm:pull_file(guest_path, host_path): the guest file, streamed to the host.
-function V:pull_file(guest, host)
+-- vm:pull_file(guest_path, host_path, {max_size=}?): the guest file,
+-- streamed to the host; past max_size the host file is removed and the call
+-- fails.
+function V:pull_file(guest, host, opts)
     if type(host) ~= "string" or type(guest) ~= "string" then
         error("pull_file: guest and host paths must be strings", 2)
     end
+    local max = max_size(opts, "pull_file", 2)
     if host:sub(1, 1) ~= "/" then host = caller_dir(2) .. "/" .. host end
-    local h = op(2, fs.open, self, guest, 1, 0)
+    local h = op(2, fs.open, self, guest, bits.read, 0)
     local out, err = io.open(host, "wb")
     if not out then pcall(fs.close, self, h) error("pull_file: " .. err, 2) end
+    local n = 0
     while true do
-        local ok, s = pcall(fs.read, self, h, STREAM)
-        if not ok then out:close() pcall(fs.close, self, h) error(s, 2) end
+        local ok, s = pcall(fs.read, self, h, math.min(STREAM, max - n + 1))
+        if ok and n + #s > max then ok, s = false, too_big("pull_file", guest, max) end
+        if not ok then out:close() os.remove(host) pcall(fs.close, self, h) error(s, 2) end
         if s == "" then break end
+        n = n + #s
         out:write(s)
     end
     out:close()

@@ -47,10 +47,15 @@ end
 
 local MAX_LINES = 80
 
--- Splats in text (a kernel log or console): a list of {title=, excerpt=}.
+-- Splats in text (a kernel log or console): a list of {title=, excerpt=, at=},
+-- at the byte offset in text where the splat's first line starts.
 function S.scan(text)
-    local lines = {}
-    for l in text:gsub("\r", ""):gmatch("([^\n]*)\n?") do lines[#lines + 1] = l end
+    local lines, offs = {}, {}
+    for pos, l in text:gmatch("()([^\n]*)\n?") do
+        if pos > #text then break end
+        lines[#lines + 1] = l:gsub("\r", "")
+        offs[#offs + 1] = pos - 1
+    end
     local out, i = {}, 1
     while i <= #lines do
         local title = start_of(strip(lines[i]))
@@ -74,13 +79,13 @@ function S.scan(text)
             end
             local ex = {}
             for k = i, last do ex[#ex + 1] = lines[k] end
-            out[#out + 1] = { title = title, excerpt = table.concat(ex, "\n") }
+            out[#out + 1] = { title = title, excerpt = table.concat(ex, "\n"), at = offs[i] }
             i = last + 1
         else
             i = i + 1
         end
     end
-    return out
+    return out, offs
 end
 
 -- Per VM: how far each log has been read, and the splats seen so far.
@@ -95,26 +100,54 @@ local function state_of(vm)
     return s
 end
 
+-- A log is scanned in pieces of this much from where the last scan stopped,
+-- so a guest that floods it costs a bounded amount per look (docs/splats.md).
+local PIECE = 1024 * 1024
+
+-- The splats in what log `which` of vm gained since offset s[which]; keep(sp)
+-- filters them. A piece ends at a line's end; when more follows, the last
+-- MAX_LINES lines wait for the next piece, so an excerpt is never cut short.
+local function scan_log(vm, s, which, keep, out)
+    for _ = 1, 64 do -- at most 64 MiB a look; the rest waits for the next one
+        local text, nxt = C.log_read(vm, which, s[which], PIECE)
+        if #text == 0 then return end
+        local more = #text == PIECE
+        local upto = #text
+        if more then
+            upto = (text:match(".*()\n") or (#text + 1)) - 1
+        end
+        local found, offs = S.scan(text:sub(1, upto))
+        local stop = upto
+        if more and #offs > MAX_LINES then stop = offs[#offs - MAX_LINES] end
+        if stop <= 0 then stop = upto end
+        for _, sp in ipairs(found) do
+            if sp.at < stop and keep(sp) then out[#out + 1] = sp end
+        end
+        s[which] = nxt - #text + stop
+        if not more then
+            s[which] = nxt
+            return
+        end
+    end
+end
+
 -- Read what vm logged since the last look; returns its new splats.
 function S.collect(vm)
     local s = state_of(vm)
     local st = vm:state()
     if st == "created" then return {} end
     if st == "booted" then pcall(vm.ping, vm) end -- every record logged before it has arrived
-    local new = {}
-    local klog = vm:kernel_log()
-    if #klog < s.kmsg then s.kmsg = 0 end -- a fresh boot started a new log
-    for _, sp in ipairs(S.scan(klog:sub(s.kmsg + 1))) do new[#new + 1] = sp end
-    s.kmsg = #klog
-    -- a panic stops the agent before it can forward it: read the console
-    local con = vm:console_log()
-    if #con < s.console then s.console = 0 end
-    for _, sp in ipairs(S.scan(con:sub(s.console + 1))) do
-        if sp.title:match("^Kernel panic") then new[#new + 1] = sp end
+    local gen = C.log_generation(vm)
+    if s.gen ~= gen then -- a fresh boot: its logs start over
+        s.gen, s.kmsg, s.console = gen, 0, 0
     end
-    s.console = #con
+    local new = {}
+    scan_log(vm, s, "kmsg", function() return true end, new)
+    -- a panic stops the agent before it can forward it: read the console
+    scan_log(vm, s, "console", function(sp) return sp.title:match("^Kernel panic") end, new)
     for _, sp in ipairs(new) do
         sp.vm = vm:name()
+        sp.at = nil
         s.list[#s.list + 1] = sp
     end
     return new

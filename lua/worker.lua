@@ -24,7 +24,7 @@ function P.vm_of(x)
     return x
 end
 
-local flag = { uid = 1, gid = 2, groups = 4, caps = 8, no_new_privs = 16, env_clear = 32 }
+local flag = wk.flags -- the wire's credential flags, from C
 local known = "uid, gid, groups, caps, no_new_privs, cwd, env, env_clear, thread"
 
 local function bad(msg, ...)

@@ -221,9 +221,9 @@ int agent_op_seek(struct agent *a, uint32_t id, struct pv_rd *r)
         return -EBADMSG;
     if (!is_handle(h))
         return -EBADF;
-    if (whence > 2)
+    if (whence > PV_SEEK_END)
         return -EINVAL;
-    static const int w[] = {SEEK_SET, SEEK_CUR, SEEK_END};
+    static const int w[] = {[PV_SEEK_SET] = SEEK_SET, [PV_SEEK_CUR] = SEEK_CUR, [PV_SEEK_END] = SEEK_END};
     off_t pos = lseek((int)h, (off_t)off, w[whence]);
     if (pos < 0)
         return -errno;

@@ -265,13 +265,13 @@ int agent_op_clock(struct agent *a, uint32_t id, struct pv_rd *r)
     int64_t ns = pv_get_i64(r);
     if (pv_rd_done(r) < 0)
         return -EBADMSG;
-    if (op > 2)
+    if (op > PV_CLOCK_ADVANCE)
         return -EINVAL;
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
     int64_t now = (int64_t)ts.tv_sec * 1000000000LL + ts.tv_nsec;
     if (op) {
-        int ret = set_realtime(op == 1 ? ns : now + ns);
+        int ret = set_realtime(op == PV_CLOCK_SET ? ns : now + ns);
         if (ret < 0)
             return ret;
         clock_gettime(CLOCK_REALTIME, &ts);

@@ -94,10 +94,12 @@ static void hang_up(struct worker *w)
 {
     if (w->fd < 0)
         return;
-    close(w->fd);
-    w->fd = -1;
+    /* killed before its socket closes: else it may see the hang-up and
+     * exit on its own first, and its status would not say it was killed */
     if (!w->reaped) /* else the pid may be someone else's by now */
         kill(w->pid, SIGKILL);
+    close(w->fd);
+    w->fd = -1;
 }
 
 /* ---- the child: credentials, then exec the agent in worker mode ---- */

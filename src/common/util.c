@@ -77,6 +77,7 @@ int pv_err_set(struct pv_err *err, int code, const char *fmt, ...)
         vsnprintf(err->msg, sizeof(err->msg), fmt, ap);
         va_end(ap);
         err->code = code;
+        err->guest = false;
     }
     return -code;
 }

@@ -60,6 +60,7 @@ char *xasprintf(const char *fmt, ...) PV_PRINTF(1, 2);
  * via pv_err_wrap() on the way up. */
 struct pv_err {
     int code;
+    bool guest; /* code is the guest's answer (the agent's errno), not a host failure */
     char msg[8192]; /* room for a 40-line console tail */
 };
 

@@ -49,7 +49,9 @@ static int wait_ms(int64_t deadline_ns)
  * c->in. Returns 1 when bytes arrived, 0 on deadline, -errno otherwise. */
 static int pump(struct chan *c, short extra, int64_t deadline_ns, struct pv_err *err)
 {
-    struct pollfd p[3] = {{c->fd, (short)(POLLIN | extra), 0},
+    /* A full buffer is not read further: a guest cannot grow it. */
+    short in = c->in.len < CHAN_IN_MAX - 65536 ? POLLIN : 0;
+    struct pollfd p[3] = {{c->fd, (short)(in | extra), 0},
                           {c->watch_fd, POLLIN, 0},
                           {c->gone_fd, POLLIN, 0}};
     int n = poll(p, 3, wait_ms(deadline_ns));
@@ -57,7 +59,7 @@ static int pump(struct chan *c, short extra, int64_t deadline_ns, struct pv_err 
         return errno == EINTR ? 1 : -errno;
     if (n == 0)
         return 0;
-    if (p[0].revents & (POLLIN | POLLHUP | POLLERR)) {
+    if (p[0].revents & (in | POLLHUP | POLLERR)) {
         buf_reserve(&c->in, 65536);
         ssize_t r = read(c->fd, c->in.data + c->in.len, c->in.cap - c->in.len - 1);
         if (r > 0) {
@@ -76,6 +78,8 @@ static int pump(struct chan *c, short extra, int64_t deadline_ns, struct pv_err 
     return 1;
 }
 
+static int dispatch_ready(struct chan *c, struct pv_err *err);
+
 static int send_all(struct chan *c, const struct buf *frame, int64_t deadline_ns,
                     struct pv_err *err)
 {
@@ -89,22 +93,48 @@ static int send_all(struct chan *c, const struct buf *frame, int64_t deadline_ns
         if (w < 0 && errno != EAGAIN && errno != EINTR)
             return broken(c, err, EPIPE, "write to the agent: %s", strerror(errno));
         /* The agent may be writing to us meanwhile: keep reading, or both
-         * sides block on full buffers. */
+         * sides block on full buffers; what is whole is dispatched. */
         int r = pump(c, POLLOUT, deadline_ns, err);
+        if (r > 0 && !c->in_hello && (r = dispatch_ready(c, err)) >= 0)
+            r = 1;
         if (r < 0)
             return r;
+        if (r == 0 && off > 0)
+            return broken(c, err, ETIMEDOUT,
+                          "timed out part way through sending a %zu-byte request to the agent",
+                          frame->len);
         if (r == 0)
             return pv_err_set(err, ETIMEDOUT, "timed out sending a request to the agent");
     }
     return 0;
 }
 
-static uint32_t send_req(struct chan *c, uint64_t route, uint16_t type, const struct buf *req,
-                         int64_t deadline, struct pv_err *err, int *ret)
+static uint32_t new_id(struct chan *c)
 {
     uint32_t id = c->next_id++;
     if (c->next_id == 0)
         c->next_id = 1;
+    return id;
+}
+
+/* The size check comes first: nothing of a request too large is sent. */
+static int check_size(const struct buf *req, uint64_t route, struct pv_err *err)
+{
+    size_t len = (req ? req->len : 0) + (route ? 16 : 0); /* PV_VIA adds u64, u32, u32 */
+    if (len <= PV_MAX_PAYLOAD)
+        return 0;
+    return pv_err_set(err, E2BIG,
+                      "the request is %zu bytes, over the %u MiB limit of one message to the "
+                      "agent",
+                      len, PV_MAX_PAYLOAD >> 20);
+}
+
+static int send_req(struct chan *c, uint32_t id, uint64_t route, uint16_t type,
+                    const struct buf *req, int64_t deadline, struct pv_err *err)
+{
+    int r = check_size(req, route, err);
+    if (r < 0)
+        return r;
     struct buf frame = BUF_INIT;
     if (route) {
         struct buf via = BUF_INIT;
@@ -117,9 +147,9 @@ static uint32_t send_req(struct chan *c, uint64_t route, uint16_t type, const st
     } else {
         pv_frame(&frame, type, id, req ? req->data : NULL, req ? req->len : 0);
     }
-    *ret = send_all(c, &frame, deadline, err);
+    r = send_all(c, &frame, deadline, err);
     buf_release(&frame);
-    return id;
+    return r;
 }
 
 /* Take the next whole frame out of c->in. Returns 1 with *h and *ret_payload
@@ -148,10 +178,11 @@ int chan_hello(struct chan *c, int64_t deadline_ns, struct pv_err *err)
     pv_put_u32(&w, PV_PROTO_VERSION);
     int64_t resend = 0, interval = 100 * 1000000LL;
     int ret;
+    c->in_hello = true;
     for (;;) {
         int64_t now = now_ns();
         if (now >= resend) {
-            send_req(c, 0, PV_HELLO, &req, deadline_ns, err, &ret);
+            ret = send_req(c, new_id(c), 0, PV_HELLO, &req, deadline_ns, err);
             if (ret < 0)
                 goto out;
             resend = now + interval;
@@ -215,6 +246,7 @@ int chan_hello(struct chan *c, int64_t deadline_ns, struct pv_err *err)
         }
     }
 out:
+    c->in_hello = false;
     buf_release(&req);
     return ret;
 }
@@ -224,8 +256,7 @@ static void cancel(struct chan *c, const struct chan_req *target)
     struct buf req = BUF_INIT;
     struct pv_wr w = {&req};
     pv_put_u32(&w, target->id);
-    int ret;
-    send_req(c, target->route, PV_CANCEL, &req, now_ns() + 1000000000LL, NULL, &ret);
+    send_req(c, new_id(c), target->route, PV_CANCEL, &req, now_ns() + 1000000000LL, NULL);
     buf_release(&req);
 }
 
@@ -274,21 +305,26 @@ int chan_inflight(const struct chan *c)
     return n;
 }
 
-uint32_t chan_start(struct chan *c, uint16_t type, const struct buf *req, int64_t deadline_ns,
-                    chan_chunk_fn fn, void *ctx, struct pv_err *err)
+uint32_t chan_start(struct chan *c, uint64_t route, uint16_t type, const struct buf *req,
+                    int64_t deadline_ns, chan_chunk_fn fn, void *ctx, struct pv_err *err)
 {
     if (c->broken) {
         pv_err_set(err, EPIPE, "%s", c->why);
         return 0;
     }
-    int r;
-    uint32_t id = send_req(c, c->route, type, req, deadline_ns, err, &r);
-    if (r < 0)
+    if (check_size(req, route, err) < 0)
         return 0;
+    /* Known before it is sent: its chunks may arrive while the rest of it
+     * is still being written (a large stdin that cat echoes). */
     struct chan_req *q = xcalloc(1, sizeof(*q));
     *q = (struct chan_req){
-        .next = c->reqs, .id = id, .type = type, .route = c->route, .fn = fn, .ctx = ctx};
+        .next = c->reqs, .id = new_id(c), .type = type, .route = route, .fn = fn, .ctx = ctx};
     c->reqs = q;
+    uint32_t id = q->id;
+    if (send_req(c, id, route, type, req, deadline_ns, err) < 0) {
+        req_free(c, id);
+        return 0;
+    }
     return id;
 }
 
@@ -340,35 +376,40 @@ static int handle_frame(struct chan *c, const struct pv_hdr *h, const struct buf
                   pv_type_name(h->type), h->type, pv_type_name(q->type));
 }
 
-int chan_pump(struct chan *c, int64_t deadline_ns, struct pv_err *err)
+/* Handle every whole frame in c->in: 1 when some were, 0 when none, -errno
+ * when one broke the channel. */
+static int dispatch_ready(struct chan *c, struct pv_err *err)
 {
-    if (c->broken)
-        return pv_err_set(err, EPIPE, "%s", c->why);
     struct buf payload = BUF_INIT;
-    int handled = 0, r = 0;
+    int handled = 0, r;
     for (;;) {
         struct pv_hdr h;
         buf_consume(&payload, payload.len);
         r = next_frame(c, &h, &payload, err);
+        if (r == 1)
+            r = handle_frame(c, &h, &payload, err);
+        else
+            break;
         if (r < 0)
             break;
-        if (r == 1) {
-            r = handle_frame(c, &h, &payload, err);
-            if (r < 0)
-                break;
-            handled = 1;
-            continue;
-        }
-        if (handled) {
-            r = 1;
-            break;
-        }
-        r = pump(c, 0, deadline_ns, err);
-        if (r <= 0)
-            break;
+        handled = 1;
     }
     buf_release(&payload);
-    return r;
+    return r < 0 ? r : handled;
+}
+
+int chan_pump(struct chan *c, int64_t deadline_ns, struct pv_err *err)
+{
+    if (c->broken)
+        return pv_err_set(err, EPIPE, "%s", c->why);
+    for (;;) {
+        int r = dispatch_ready(c, err);
+        if (r != 0)
+            return r;
+        r = pump(c, 0, deadline_ns, err);
+        if (r <= 0)
+            return r;
+    }
 }
 
 int chan_wait(struct chan *c, uint32_t id, int64_t deadline_ns, struct buf *ret,
@@ -395,10 +436,10 @@ int chan_wait(struct chan *c, uint32_t id, int64_t deadline_ns, struct buf *ret,
     }
 }
 
-int chan_call(struct chan *c, uint16_t type, const struct buf *req, int64_t deadline_ns,
+int chan_call(struct chan *c, uint64_t route, uint16_t type, const struct buf *req, int64_t deadline_ns,
               chan_chunk_fn fn, void *ctx, struct buf *ret, struct pv_err *err)
 {
-    uint32_t id = chan_start(c, type, req, deadline_ns, fn, ctx, err);
+    uint32_t id = chan_start(c, route, type, req, deadline_ns, fn, ctx, err);
     if (!id)
         return err ? -err->code : -EPIPE;
     int r = chan_wait(c, id, deadline_ns, ret, err);

@@ -36,10 +36,8 @@ struct chan {
     int watch_fd; /* becomes readable when the peer is gone (a QEMU pidfd), or -1 */
     struct buf in;
     uint32_t next_id;
-    /* Requests started while this is not 0 go to that worker of the agent
-     * (wrapped in PV_VIA); their replies come back like any other. */
-    uint64_t route;
     struct chan_req *reqs;
+    bool in_hello; /* bytes read are not frames yet: chan_hello resynchronises */
     bool broken;
     char why[256];
     /* from HelloOk */
@@ -63,11 +61,21 @@ void chan_release(struct chan *c);
  * bytes that do not form a frame. */
 int chan_hello(struct chan *c, int64_t deadline_ns, struct pv_err *err);
 
+/* What c->in may hold: one whole frame of the largest size, and a read's worth. */
+#define CHAN_IN_MAX (PV_HDR_SIZE + PV_MAX_PAYLOAD + 65536)
+
 /* Send a request without waiting: returns its id (never 0), or 0 with err
- * set. Its chunks go to fn(ctx) as they come; its reply waits for
- * chan_wait. Requests written back to back travel in one round trip. */
-uint32_t chan_start(struct chan *c, uint16_t type, const struct buf *req, int64_t deadline_ns,
-                    chan_chunk_fn fn, void *ctx, struct pv_err *err);
+ * set. route 0 sends it to the agent; another value to that worker of the
+ * agent (wrapped in PV_VIA; its replies come back like any other). Its
+ * chunks go to fn(ctx) as they come; its reply waits for chan_wait.
+ * Requests written back to back travel in one round trip.
+ * A request too large for a frame fails with -E2BIG before anything is
+ * sent; a send that stops part way (timeout, error) breaks the channel,
+ * since the agent would read the next request as the rest of this one.
+ * While a send waits for room, frames that arrive are dispatched, so the
+ * input buffer never holds more than CHAN_IN_MAX. */
+uint32_t chan_start(struct chan *c, uint64_t route, uint16_t type, const struct buf *req,
+                    int64_t deadline_ns, chan_chunk_fn fn, void *ctx, struct pv_err *err);
 /* Wait for request id's reply. When it came: returns like chan_call, with
  * the payload appended to *ret, and the request is forgotten. At the
  * deadline: -ETIMEDOUT and the request stays in flight. */
@@ -85,10 +93,10 @@ void chan_drop(struct chan *c, uint32_t id);
 void chan_drop_all(struct chan *c);
 int chan_inflight(const struct chan *c);
 
-/* One request. Returns 0 with the reply payload in *ret (may be NULL),
+/* One request (to route, as chan_start). Returns 0 with the reply payload in *ret (may be NULL),
  * a positive errno when the agent answered PV_ERR (err->msg is the agent's
  * message), or -errno when the call itself failed: -ETIMEDOUT at the
  * deadline (the request is cancelled in the guest), -EPIPE when the peer
  * went away, -EBADMSG when it sent garbage. */
-int chan_call(struct chan *c, uint16_t type, const struct buf *req, int64_t deadline_ns,
+int chan_call(struct chan *c, uint64_t route, uint16_t type, const struct buf *req, int64_t deadline_ns,
               chan_chunk_fn fn, void *ctx, struct buf *ret, struct pv_err *err);

@@ -1,9 +1,13 @@
 /* One virtual machine: its QEMU process, QMP and agent connections, state
- * machine and guest operations. No Lua here (src/host/lua/l_vm.c binds it). */
+ * machine, and the one door every agent request goes through (vm_call; the
+ * requests themselves are in guest.c). No Lua here (src/host/lua/l_vm.c
+ * binds it). */
 #pragma once
 
 #include <stdint.h>
 #include <sys/types.h>
+
+#include <jansson.h>
 
 #include "chan.h"
 #include "qemu.h"
@@ -45,6 +49,9 @@ struct vm {
     uint32_t cid;
     char *exit_reason; /* why the VM is dead */
     int kmsg_fd;       /* kmsg.log, the guest's kernel log as the agent streams it */
+    uint64_t kmsg_written;                /* since the last bound check */
+    uint64_t log_dropped[3];              /* per enum vm_log: bytes rotated away (vm_log.c) */
+    uint32_t log_gen;                     /* bumped when a fresh boot starts new logs */
     char *modules_dir; /* from the boot: where vm:modprobe finds modules */
     struct vm_boot plan; /* what it was booted (or restored) with, for snapshots */
     struct vm *next_live;
@@ -88,6 +95,10 @@ int vm_power_button(struct vm *vm, struct pv_err *err);
 /* Save the running machine to path (docs/snapshots.md): a header saying
  * what it was booted with, then QEMU's migration stream. The VM goes on. */
 int vm_snapshot(struct vm *vm, const char *path, struct pv_err *err);
+/* Parse the header at the start of a snapshot file's n bytes at buf: 0
+ * with the header object and its length (the stream follows), or -EINVAL.
+ * The bytes may be anything (a damaged or forged file). */
+int vm_snapshot_parse_header(const char *buf, size_t n, json_t **ret_header, size_t *ret_len);
 /* Start a created or shut-down VM from a snapshot of the same profile,
  * machine, accelerator and QEMU; the agent picks up where it was. */
 int vm_restore(struct vm *vm, const char *path, struct pv_err *err);
@@ -101,51 +112,20 @@ int vm_restore(struct vm *vm, const char *path, struct pv_err *err);
  * RAM mapped copy-on-write, and the directory's logs become the VM's. */
 int vm_save_boot(struct vm *vm, const struct vm_boot *b, const char *dir, struct pv_err *err);
 int vm_resume_boot(struct vm *vm, const char *dir, const struct vm_boot *b, struct pv_err *err);
-/* Round trip to the agent. */
-int vm_ping(struct vm *vm, struct pv_err *err);
-
-struct vm_run_req {
-    const char *const *argv;
-    const char *const *env; /* KEY=VALUE */
-    bool env_clear;
-    const char *cwd;
-    const char *stdin_data;
-    size_t stdin_len;
-    uint32_t timeout_ms;
-};
-#define VM_OUTPUT_CAP (64ull << 20)
-struct vm_run_result {
-    int status; /* enum pv_run_status */
-    int exit_code;
-    int signal;
-    struct buf out, err;
-    uint64_t out_total, err_total;
-};
-void vm_run_result_release(struct vm_run_result *r);
-int vm_run(struct vm *vm, const struct vm_run_req *req, struct vm_run_result *res,
-           struct pv_err *err);
-/* vm:run_async: start the command; the agent keeps its output until
- * vm_wait, which returns like vm_run (timeout_ms 0: none; at the timeout the
- * agent SIGKILLs it: status timed out). The handle names it meanwhile. */
-int vm_spawn(struct vm *vm, const struct vm_run_req *req, uint64_t *handle, uint32_t *pid,
-             struct pv_err *err);
-int vm_wait(struct vm *vm, uint64_t handle, uint32_t timeout_ms, struct vm_run_result *res,
-            struct pv_err *err);
-
-struct vm_stat {
-    int type; /* enum pv_ftype */
-    uint32_t perm, uid, gid, nlink;
-    uint64_t size, ino;
-    int64_t mtime_ns;
-};
-/* These return 0, a positive guest errno, or -errno (see chan_call).
- * vm_write_file: mode VM_DEFAULT_MODE creates files 0644 (umask applies) and
- * leaves an existing file's mode alone; any other mode is set exactly. */
-#define VM_DEFAULT_MODE 0xffffffffu
-int vm_read_file(struct vm *vm, const char *path, struct buf *out, struct pv_err *err);
-int vm_write_file(struct vm *vm, const char *path, const void *data, size_t len, uint32_t mode,
-                  bool append, struct pv_err *err);
-int vm_stat(struct vm *vm, const char *path, bool nofollow, struct vm_stat *st, struct pv_err *err);
+/* A VM's logs (src/host/vm_log.c, docs/vms.md#logs). Each is bounded: past
+ * VM_LOG_CAP its last VM_LOG_KEEP bytes move to <log>.1 and it starts over. */
+enum vm_log { VM_LOG_SERIAL, VM_LOG_HVC, VM_LOG_KMSG, VM_NLOGS, VM_LOG_CONSOLE = VM_NLOGS };
+#define VM_LOG_CAP (64ull << 20)
+#define VM_LOG_KEEP (16ull << 20)
+/* Rotate the logs that passed the cap. Called at every guest operation and
+ * while a test sleeps, so a guest that floods cannot fill the disk. */
+void vm_logs_bound(struct vm *vm);
+void vm_logs_bound_all(void);
+/* Up to max bytes of a log from logical offset off (every byte it ever
+ * had), appended to out; *ret_next is where the next read starts. Bytes
+ * rotated away are skipped. VM_LOG_CONSOLE: the primary console. */
+int vm_log_read(struct vm *vm, enum vm_log which, uint64_t off, size_t max, struct buf *out,
+                uint64_t *ret_next);
 
 /* Format /dev/kmsg records ("prio,seq,usec,flags;text\n" each, then
  * " KEY=value" lines) as dmesg prints them, appending to out. The bytes come
@@ -157,71 +137,28 @@ void vm_kmsg_format(const void *p, size_t n, struct buf *out);
  * first makes sure everything logged before it has arrived. */
 int vm_kernel_log(struct vm *vm, struct buf *out);
 
-/* A raw system call run by the agent (see src/agent/sys.c for the shape).
- * bufs are copied in, and out again after the call. */
-struct vm_sys_ptr {
-    uint32_t buf, slot;
-};
-struct vm_sys_nested {
-    uint32_t parent, child, offset;
-};
-struct vm_syscall_req {
-    int64_t nr;
-    int64_t args[6];
-    uint32_t nargs;
-    const char *bufs[64];
-    size_t lens[64];
-    uint32_t nbufs;
-    const struct vm_sys_ptr *ptrs;
-    uint32_t nptrs;
-    const struct vm_sys_nested *nested;
-    uint32_t nnested;
-};
-struct vm_syscall_res {
-    int64_t ret;
-    int err; /* errno when ret == -1, else 0 */
-    struct buf out[64];
-    uint32_t nout;
-};
-void vm_syscall_res_release(struct vm_syscall_res *res);
-int vm_syscall(struct vm *vm, const struct vm_syscall_req *req, struct vm_syscall_res *res,
-               struct pv_err *err);
-/* The same in two halves (vm:syscall_async): start returns the request id
- * (0 with err set); finish waits up to timeout_s (0: the test's deadline)
- * and returns -ETIMEDOUT leaving the call in flight. */
-uint32_t vm_syscall_start(struct vm *vm, const struct vm_syscall_req *req, struct pv_err *err);
-int vm_syscall_finish(struct vm *vm, uint32_t id, double timeout_s, struct vm_syscall_res *res,
-                      struct pv_err *err);
-/* One request of any type to a booted VM, bounded by timeout_s (scaled; 0:
- * only the test's deadline). Returns like chan_call; a dead QEMU becomes
- * the whole story with the console tail. */
-int vm_call(struct vm *vm, const char *op, uint16_t type, const struct buf *req, double timeout_s,
-            struct buf *reply, struct pv_err *err);
+/* A wait with no deadline of its own, outside a test, ends after this
+ * (times the accelerator's scale). */
+#define VM_WAIT_DEFAULT_S 600.0
+/* Milliseconds to poll for: seconds (negative: no limit of its own),
+ * bounded by the running test's deadline, or VM_WAIT_DEFAULT_S without one. */
+int vm_wait_ms(double seconds);
 
-/* Encoders and decoders of single requests, for vm:batch (which sends
- * many before it reads any reply). vm_run_chunk collects a Run's or a
- * Wait's output into a vm_run_result. */
-void vm_encode_run(struct buf *b, const struct vm_run_req *req);
-void vm_run_chunk(void *ctx, uint8_t stream, const void *p, size_t n);
-int vm_decode_status(struct vm *vm, const struct buf *reply, struct vm_run_result *res,
-                     struct pv_err *err);
-int vm_decode_stat(struct vm *vm, const struct buf *reply, struct vm_stat *st, struct pv_err *err);
-void vm_encode_syscall(struct buf *b, const struct vm_syscall_req *req);
-int vm_decode_syscall(struct vm *vm, const struct buf *reply, struct vm_syscall_res *res,
-                      struct pv_err *err);
-
-/* Requests left in flight (async syscalls, streams): vm_start sends one and
- * returns its id (0 with err set); vm_finish waits for its reply like
- * vm_call, or returns -ETIMEDOUT leaving it in flight; vm_pump reads what
- * arrives for up to timeout_s (1: something came, 0: nothing, -errno). */
-uint32_t vm_start(struct vm *vm, const char *op, uint16_t type, const struct buf *req,
-                  chan_chunk_fn fn, void *ctx, struct pv_err *err);
+/* One request to the agent of a booted VM (route 0) or to one of its
+ * workers, bounded by timeout_s (scaled for TCG; 0: only the test's
+ * deadline). Chunks go to fn(ctx). Returns like chan_call; a dead QEMU
+ * becomes the whole story with the console tail. The typed operations over
+ * this are in guest.h. */
+int vm_call(struct vm *vm, uint64_t route, const char *op, uint16_t type, const struct buf *req,
+            double timeout_s, chan_chunk_fn fn, void *ctx, struct buf *reply, struct pv_err *err);
+/* Requests left in flight (async syscalls, streams, batches): vm_start sends
+ * one and returns its id (0 with err set); vm_finish waits for its reply
+ * like vm_call, or returns -ETIMEDOUT leaving it in flight; vm_pump reads
+ * what arrives for up to timeout_s (1: something came, 0: nothing, -errno). */
+uint32_t vm_start(struct vm *vm, uint64_t route, const char *op, uint16_t type,
+                  const struct buf *req, chan_chunk_fn fn, void *ctx, struct pv_err *err);
 int vm_finish(struct vm *vm, uint32_t id, double timeout_s, struct buf *reply, struct pv_err *err);
 int vm_pump(struct vm *vm, double timeout_s, struct pv_err *err);
-
-/* The agent's own memory; a bad address is EFAULT (a positive return). */
-int vm_read_mem(struct vm *vm, uint64_t addr, uint32_t len, struct buf *out, struct pv_err *err);
-int vm_write_mem(struct vm *vm, uint64_t addr, const void *data, size_t len, struct pv_err *err);
 
 /* The primary console's socket (ttyS0 or hvc0), which QEMU listens on. */
 void vm_console_socket(const struct vm *vm, char *out, size_t n);

@@ -97,7 +97,7 @@ enum {
     PV_WR_APPEND = 1 << 2,
     PV_WR_MODE = 1 << 3, /* set exactly this mode (else: 0644 at creation, umask applies) */
 };
-/* OpenMode bits (PV_OPEN), as reference §7.6 pins them */
+/* OpenMode bits (PV_OPEN), as docs/files.md gives them to Lua */
 enum {
     PV_OPEN_READ = 1 << 0,
     PV_OPEN_WRITE = 1 << 1,
@@ -105,6 +105,18 @@ enum {
     PV_OPEN_TRUNCATE = 1 << 3,
     PV_OPEN_APPEND = 1 << 4,
     PV_OPEN_EXCLUSIVE = 1 << 5,
+};
+/* PV_SEEK whence */
+enum {
+    PV_SEEK_SET = 0,
+    PV_SEEK_CUR = 1,
+    PV_SEEK_END = 2,
+};
+/* PV_CLOCK ops */
+enum {
+    PV_CLOCK_GET = 0,
+    PV_CLOCK_SET = 1,
+    PV_CLOCK_ADVANCE = 2,
 };
 /* PV_STAT flags */
 enum {

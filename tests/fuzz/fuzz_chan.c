@@ -70,7 +70,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     struct fuzz_chan_sink sink = {0};
     struct buf req = BUF_INIT, reply = BUF_INIT;
     c.broken = false;
-    r = chan_call(&c, PV_PING, NULL, now_ns() + 1000 * 1000000LL, fuzz_chan_chunk, &sink, &reply,
+    r = chan_call(&c, 0, PV_PING, NULL, now_ns() + 1000 * 1000000LL, fuzz_chan_chunk, &sink, &reply,
                   &err);
     fuzz_chan_check(&c, r, &err);
 
@@ -78,8 +78,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     struct pv_wr w = {&req};
     pv_put_str(&w, "/fuzz/file");
     int64_t d = now_ns() + 1000 * 1000000LL;
-    uint32_t id2 = chan_start(&c, PV_READ_FILE, &req, d, fuzz_chan_chunk, &sink, &err);
-    uint32_t id3 = chan_start(&c, PV_TAIL, &req, d, fuzz_chan_chunk, &sink, &err);
+    uint32_t id2 = chan_start(&c, 0, PV_READ_FILE, &req, d, fuzz_chan_chunk, &sink, &err);
+    uint32_t id3 = chan_start(&c, 0, PV_TAIL, &req, d, fuzz_chan_chunk, &sink, &err);
     if (id3) {
         r = chan_wait(&c, id3, d, &reply, &err);
         fuzz_chan_check(&c, r, &err);

@@ -24,7 +24,9 @@ test("--watch runs again on a change and stops at Ctrl-C", function(t)
     local log = d .. "/log"
     wait_until(function() return read(log):find("1 passed, 0 failed", 1, true) end,
         { timeout = 30, desc = "the first run" })
-    t:assert_contains(read(log), "provium: watching for changes (Ctrl-C to stop)")
+    -- the summary line and the watch line are two writes: wait for the second
+    wait_until(function() return read(log):find("provium: watching for changes (Ctrl-C to stop)", 1, true) end,
+        { timeout = 30, desc = "the watch line" })
     -- a change to a file
     _provium_c.sleep(0.05)
     meta.write(d .. "/a.test.lua", 'test("x", function(t) t:fail("now failing") end)\n')

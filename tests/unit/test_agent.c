@@ -29,6 +29,7 @@ static char tmpdir[PATH_MAX]; /* realpath of the group's temp dir */
 struct fx {
     pid_t pid; /* the agent; 0 once reaped */
     struct chan c;
+    uint64_t route; /* where requests go: the agent (0) or a worker */
 };
 
 static int64_t deadline(int64_t seconds)
@@ -244,7 +245,7 @@ static void test_agent_hello_after_noise(void **state)
     struct pv_err err = {0};
     assert_int_equal(chan_hello(&f->c, deadline(10), &err), 0);
     assert_string_equal(f->c.guest_os, "linux");
-    assert_int_equal(chan_call(&f->c, PV_PING, NULL, deadline(10), NULL, NULL, NULL, &err), 0);
+    assert_int_equal(chan_call(&f->c, f->route, PV_PING, NULL, deadline(10), NULL, NULL, NULL, &err), 0);
     buf_release(&out);
     buf_release(&req);
     buf_release(&reply);
@@ -259,7 +260,7 @@ static void test_agent_hello_twice(void **state)
     assert_int_equal(chan_hello(&f->c, deadline(10), &err), 0);
     assert_string_equal(f->c.guest_os, "linux");
     assert_int_equal(f->c.agent_pid, f->pid);
-    assert_int_equal(chan_call(&f->c, PV_PING, NULL, deadline(10), NULL, NULL, NULL, &err), 0);
+    assert_int_equal(chan_call(&f->c, f->route, PV_PING, NULL, deadline(10), NULL, NULL, NULL, &err), 0);
 }
 
 static void test_agent_ping(void **state)
@@ -269,7 +270,7 @@ static void test_agent_ping(void **state)
     for (int i = 0; i < 3; i++) {
         struct buf r = BUF_INIT;
         buf_adds(&r, "stale");
-        int ret = chan_call(&f->c, PV_PING, NULL, deadline(10), NULL, NULL, &r, &err);
+        int ret = chan_call(&f->c, f->route, PV_PING, NULL, deadline(10), NULL, NULL, &r, &err);
         assert_int_equal(ret, 0);
         assert_string_equal(r.data, "stale"); /* empty Ok payload appended */
         buf_release(&r);
@@ -335,7 +336,7 @@ static int run(struct fx *f, const struct run_req *q, struct run_res *res)
     pv_put_bytes(&w, q->in, q->in_len);
     pv_put_u32(&w, q->timeout_ms);
     pv_put_u64(&w, q->cap ? q->cap : 1 << 20);
-    int r = chan_call(&f->c, PV_RUN, &b, q->deadline_ns ? q->deadline_ns : deadline(10),
+    int r = chan_call(&f->c, f->route, PV_RUN, &b, q->deadline_ns ? q->deadline_ns : deadline(10),
                       run_chunk, res, &reply, &res->err);
     if (r == 0) {
         struct pv_rd rd;
@@ -566,7 +567,7 @@ static void test_agent_run_cancel(void **state)
     pv_put_u64(&w, 4096);
     struct pid_catch pc = {BUF_INIT};
     struct pv_err err = {0};
-    int r = chan_call(&f->c, PV_RUN, &b, now_ns() + SEC / 2, catch_chunk, &pc, NULL, &err);
+    int r = chan_call(&f->c, f->route, PV_RUN, &b, now_ns() + SEC / 2, catch_chunk, &pc, NULL, &err);
     assert_int_equal(r, -ETIMEDOUT);
     assert_int_equal(err.code, ETIMEDOUT);
     assert_false(f->c.broken);
@@ -574,7 +575,7 @@ static void test_agent_run_cancel(void **state)
     assert_in_range(pid, 2, INT_MAX);
 
     struct buf reply = BUF_INIT;
-    assert_int_equal(chan_call(&f->c, PV_PING, NULL, deadline(10), NULL, NULL, &reply, &err), 0);
+    assert_int_equal(chan_call(&f->c, f->route, PV_PING, NULL, deadline(10), NULL, NULL, &reply, &err), 0);
     assert_int_equal(reply.len, 0);
     /* killed and reaped by the agent: the pid disappears */
     bool gone = false;
@@ -606,7 +607,7 @@ static int read_file_req(struct fx *f, const char *path, struct run_res *res, ui
     struct buf b = BUF_INIT, reply = BUF_INIT;
     struct pv_wr w = {&b};
     pv_put_str(&w, path);
-    int r = chan_call(&f->c, PV_READ_FILE, &b, deadline(10), data_chunk, res, &reply, &res->err);
+    int r = chan_call(&f->c, f->route, PV_READ_FILE, &b, deadline(10), data_chunk, res, &reply, &res->err);
     if (r == 0) {
         struct pv_rd rd;
         pv_rd_init(&rd, reply.data, reply.len);
@@ -674,17 +675,17 @@ static void test_agent_fifo_does_not_block(void **state)
     pv_put_str(&w, fifo);
     struct pv_err err = {0};
     /* no writer: an empty read at once (not -ETIMEDOUT) */
-    int r = chan_call(&f->c, PV_READ_FILE, &b, deadline(3), NULL, NULL, NULL, &err);
+    int r = chan_call(&f->c, f->route, PV_READ_FILE, &b, deadline(3), NULL, NULL, NULL, &err);
     assert_int_equal(r, 0);
     /* a writer holding it open with nothing written: EAGAIN, not a hang */
     int wfd = open(fifo, O_RDWR | O_CLOEXEC);
     assert_true(wfd >= 0);
-    r = chan_call(&f->c, PV_READ_FILE, &b, deadline(3), NULL, NULL, NULL, &err);
+    r = chan_call(&f->c, f->route, PV_READ_FILE, &b, deadline(3), NULL, NULL, NULL, &err);
     assert_int_equal(r, EAGAIN);
     /* with data: what is there now */
     assert_int_equal(write(wfd, "fifo", 4), 4);
     struct run_res got = {0};
-    r = chan_call(&f->c, PV_READ_FILE, &b, deadline(3), data_chunk, &got, NULL, &err);
+    r = chan_call(&f->c, f->route, PV_READ_FILE, &b, deadline(3), data_chunk, &got, NULL, &err);
     assert_int_equal(r, 0);
     assert_int_equal(got.out.len, 4);
     run_res_release(&got);
@@ -695,10 +696,10 @@ static void test_agent_fifo_does_not_block(void **state)
     pv_put_u32(&w, 0644);
     pv_put_u32(&w, 0);
     pv_put_bytes(&w, "x", 1);
-    r = chan_call(&f->c, PV_WRITE_FILE, &b, deadline(3), NULL, NULL, NULL, &err);
+    r = chan_call(&f->c, f->route, PV_WRITE_FILE, &b, deadline(3), NULL, NULL, NULL, &err);
     assert_in_range(r, 1, 4095);
 
-    assert_int_equal(chan_call(&f->c, PV_PING, NULL, deadline(3), NULL, NULL, NULL, &err), 0);
+    assert_int_equal(chan_call(&f->c, f->route, PV_PING, NULL, deadline(3), NULL, NULL, NULL, &err), 0);
     buf_release(&b);
 }
 
@@ -711,7 +712,7 @@ static int write_file_req(struct fx *f, const char *path, uint32_t mode, uint32_
     pv_put_u32(&w, mode);
     pv_put_u32(&w, flags);
     pv_put_bytes(&w, data, strlen(data));
-    int r = chan_call(&f->c, PV_WRITE_FILE, &b, deadline(10), NULL, NULL, &reply, err);
+    int r = chan_call(&f->c, f->route, PV_WRITE_FILE, &b, deadline(10), NULL, NULL, &reply, err);
     if (r == 0)
         assert_int_equal(reply.len, 0);
     buf_release(&b);
@@ -789,7 +790,7 @@ static int stat_req(struct fx *f, const char *path, uint32_t flags, struct stat_
     struct pv_wr w = {&b};
     pv_put_str(&w, path);
     pv_put_u32(&w, flags);
-    int r = chan_call(&f->c, PV_STAT, &b, deadline(10), NULL, NULL, &reply, err);
+    int r = chan_call(&f->c, f->route, PV_STAT, &b, deadline(10), NULL, NULL, &reply, err);
     if (r == 0) {
         struct pv_rd rd;
         pv_rd_init(&rd, reply.data, reply.len);
@@ -873,11 +874,11 @@ static void test_agent_poweroff_refused(void **state)
     struct pv_wr w = {&b};
     pv_put_u32(&w, PV_POWER_OFF);
     struct pv_err err = {0};
-    assert_int_equal(chan_call(&f->c, PV_POWEROFF, &b, deadline(10), NULL, NULL, NULL, &err),
+    assert_int_equal(chan_call(&f->c, f->route, PV_POWEROFF, &b, deadline(10), NULL, NULL, NULL, &err),
                      EPERM);
     assert_int_equal(err.code, EPERM);
     assert_string_equal(err.msg, strerror(EPERM));
-    assert_int_equal(chan_call(&f->c, PV_PING, NULL, deadline(10), NULL, NULL, NULL, &err), 0);
+    assert_int_equal(chan_call(&f->c, f->route, PV_PING, NULL, deadline(10), NULL, NULL, NULL, &err), 0);
     buf_release(&b);
 }
 
@@ -885,12 +886,12 @@ static void test_agent_unknown_type(void **state)
 {
     struct fx *f = *state;
     struct pv_err err = {0};
-    assert_int_equal(chan_call(&f->c, 0x77, NULL, deadline(10), NULL, NULL, NULL, &err), ENOSYS);
+    assert_int_equal(chan_call(&f->c, f->route, 0x77, NULL, deadline(10), NULL, NULL, NULL, &err), ENOSYS);
     assert_int_equal(err.code, ENOSYS);
     assert_string_equal(err.msg, "unknown request type 119");
     /* a reply type is not a request either */
-    assert_int_equal(chan_call(&f->c, PV_OK, NULL, deadline(10), NULL, NULL, NULL, &err), ENOSYS);
-    assert_int_equal(chan_call(&f->c, PV_PING, NULL, deadline(10), NULL, NULL, NULL, &err), 0);
+    assert_int_equal(chan_call(&f->c, f->route, PV_OK, NULL, deadline(10), NULL, NULL, NULL, &err), ENOSYS);
+    assert_int_equal(chan_call(&f->c, f->route, PV_PING, NULL, deadline(10), NULL, NULL, NULL, &err), 0);
 }
 
 static void expect_ebadmsg(struct fx *f, uint16_t type, const void *p, size_t n, const char *what)
@@ -898,13 +899,13 @@ static void expect_ebadmsg(struct fx *f, uint16_t type, const void *p, size_t n,
     struct buf b = BUF_INIT;
     buf_add(&b, p, n);
     struct pv_err err = {0};
-    int r = chan_call(&f->c, type, &b, deadline(10), NULL, NULL, NULL, &err);
+    int r = chan_call(&f->c, f->route, type, &b, deadline(10), NULL, NULL, NULL, &err);
     assert_int_equal(r, EBADMSG);
     assert_int_equal(err.code, EBADMSG);
     assert_non_null(strstr(err.msg, what));
     /* the connection is still good */
     assert_false(f->c.broken);
-    assert_int_equal(chan_call(&f->c, PV_PING, NULL, deadline(10), NULL, NULL, NULL, &err), 0);
+    assert_int_equal(chan_call(&f->c, f->route, PV_PING, NULL, deadline(10), NULL, NULL, NULL, &err), 0);
     buf_release(&b);
 }
 
@@ -936,7 +937,7 @@ static void test_agent_syscall(void **state)
     struct buf b = BUF_INIT, reply = BUF_INIT;
     /* getpid answers with the agent's own pid */
     sys_req(&b, SYS_getpid, NULL, 0, NULL, NULL, 0, NULL, 0, NULL, 0);
-    assert_int_equal(chan_call(&f->c, PV_SYSCALL, &b, deadline(10), NULL, NULL, &reply, &err), 0);
+    assert_int_equal(chan_call(&f->c, f->route, PV_SYSCALL, &b, deadline(10), NULL, NULL, &reply, &err), 0);
     struct pv_rd rd;
     pv_rd_init(&rd, reply.data, reply.len);
     assert_int_equal(pv_get_i64(&rd), f->pid);
@@ -957,7 +958,7 @@ static void test_agent_syscall(void **state)
     int64_t oargs[] = {0, 0};
     uint32_t optr[] = {0, 0};
     sys_req(&b, SYS_open, oargs, 2, bufs, lens, 1, optr, 1, NULL, 0);
-    assert_int_equal(chan_call(&f->c, PV_SYSCALL, &b, deadline(10), NULL, NULL, &reply, &err), 0);
+    assert_int_equal(chan_call(&f->c, f->route, PV_SYSCALL, &b, deadline(10), NULL, NULL, &reply, &err), 0);
     pv_rd_init(&rd, reply.data, reply.len);
     int64_t fd = pv_get_i64(&rd);
     assert_true(fd >= 0);
@@ -966,7 +967,7 @@ static void test_agent_syscall(void **state)
     int64_t rargs[] = {fd, 0, 3};
     uint32_t rptr[] = {0, 1};
     sys_req(&b, SYS_read, rargs, 3, &bufs[1], &lens[1], 1, rptr, 1, NULL, 0);
-    assert_int_equal(chan_call(&f->c, PV_SYSCALL, &b, deadline(10), NULL, NULL, &reply, &err), 0);
+    assert_int_equal(chan_call(&f->c, f->route, PV_SYSCALL, &b, deadline(10), NULL, NULL, &reply, &err), 0);
     pv_rd_init(&rd, reply.data, reply.len);
     assert_int_equal(pv_get_i64(&rd), 3);
     assert_int_equal(pv_get_u32(&rd), 0);
@@ -980,7 +981,7 @@ static void test_agent_syscall(void **state)
     assert_int_equal(write(p[1], "abc", 3), 3); /* so read() gets as far as the copy */
     int64_t wargs[] = {fd, 0x10, 3};
     sys_req(&b, SYS_read, wargs, 3, NULL, NULL, 0, NULL, 0, NULL, 0);
-    assert_int_equal(chan_call(&f->c, PV_SYSCALL, &b, deadline(10), NULL, NULL, &reply, &err), 0);
+    assert_int_equal(chan_call(&f->c, f->route, PV_SYSCALL, &b, deadline(10), NULL, NULL, &reply, &err), 0);
     pv_rd_init(&rd, reply.data, reply.len);
     assert_int_equal(pv_get_i64(&rd), -1);
     assert_int_equal(pv_get_u32(&rd), EFAULT);
@@ -1021,15 +1022,15 @@ static void test_agent_mem(void **state)
     struct pv_wr w = {&b};
     pv_put_u64(&w, 0);
     pv_put_u32(&w, 8);
-    assert_int_equal(chan_call(&f->c, PV_READ_MEM, &b, deadline(10), NULL, NULL, &reply, &err),
+    assert_int_equal(chan_call(&f->c, f->route, PV_READ_MEM, &b, deadline(10), NULL, NULL, &reply, &err),
                      EFAULT);
     buf_consume(&b, b.len);
     pv_put_u64(&w, 8);
     pv_put_bytes(&w, "x", 1);
-    assert_int_equal(chan_call(&f->c, PV_WRITE_MEM, &b, deadline(10), NULL, NULL, NULL, &err),
+    assert_int_equal(chan_call(&f->c, f->route, PV_WRITE_MEM, &b, deadline(10), NULL, NULL, NULL, &err),
                      EFAULT);
     /* the agent is unharmed */
-    assert_int_equal(chan_call(&f->c, PV_PING, NULL, deadline(10), NULL, NULL, NULL, &err), 0);
+    assert_int_equal(chan_call(&f->c, f->route, PV_PING, NULL, deadline(10), NULL, NULL, NULL, &err), 0);
     buf_release(&b);
     buf_release(&reply);
 }
@@ -1062,7 +1063,7 @@ static void test_agent_malformed_request(void **state)
     pv_put_u32(&w, 0644);
     pv_put_bytes(&w, "x", 1);
     struct pv_err err = {0};
-    assert_int_equal(chan_call(&f->c, PV_FRESHEN, &b, deadline(10), NULL, NULL, NULL, &err),
+    assert_int_equal(chan_call(&f->c, f->route, PV_FRESHEN, &b, deadline(10), NULL, NULL, NULL, &err),
                      EINVAL);
     pv_put_u32(&w, 0); /* trailing bytes */
     expect_ebadmsg(f, PV_FRESHEN, b.data, b.len,
@@ -1085,7 +1086,7 @@ static void test_agent_garbage_ends_session(void **state)
     assert_int_equal(exit_code(status), EBADMSG);
 
     struct pv_err err = {0};
-    int r = chan_call(&f->c, PV_PING, NULL, deadline(10), NULL, NULL, NULL, &err);
+    int r = chan_call(&f->c, f->route, PV_PING, NULL, deadline(10), NULL, NULL, NULL, &err);
     assert_int_equal(r, -EPIPE);
     assert_int_equal(err.code, EPIPE);
     assert_true(f->c.broken);
@@ -1094,7 +1095,7 @@ static void test_agent_garbage_ends_session(void **state)
         assert_string_equal(err.msg, "write to the agent: Broken pipe");
 
     /* and stays broken */
-    assert_int_equal(chan_call(&f->c, PV_PING, NULL, deadline(10), NULL, NULL, NULL, &err),
+    assert_int_equal(chan_call(&f->c, f->route, PV_PING, NULL, deadline(10), NULL, NULL, NULL, &err),
                      -EPIPE);
 }
 
@@ -1116,7 +1117,7 @@ static uint64_t spawn(struct fx *f, const char *const *argv)
     pv_put_u32(&w, 0);
     pv_put_u64(&w, 1 << 20);
     struct pv_err err = {0};
-    assert_int_equal(chan_call(&f->c, PV_SPAWN, &b, deadline(10), NULL, NULL, &reply, &err), 0);
+    assert_int_equal(chan_call(&f->c, f->route, PV_SPAWN, &b, deadline(10), NULL, NULL, &reply, &err), 0);
     struct pv_rd rd;
     pv_rd_init(&rd, reply.data, reply.len);
     uint64_t h = pv_get_u64(&rd);
@@ -1150,7 +1151,7 @@ static void test_agent_spawn_stdin_tail_wait(void **state)
     pv_put_u32(&w, PV_TAIL_PROC);
     buf_add(&t, b.data, b.len);
     buf_release(&b);
-    uint32_t tid = chan_start(&f->c, PV_TAIL, &t, deadline(10), data_chunk, &tail, &err);
+    uint32_t tid = chan_start(&f->c, f->route, PV_TAIL, &t, deadline(10), data_chunk, &tail, &err);
     assert_true(tid > 0);
     buf_release(&t);
 
@@ -1159,19 +1160,19 @@ static void test_agent_spawn_stdin_tail_wait(void **state)
     pv_put_bytes(&w, "hi\n", 3);
     pv_put_u32(&w, 1); /* close stdin after */
     struct buf reply = BUF_INIT;
-    assert_int_equal(chan_call(&f->c, PV_STDIN, &b, deadline(10), NULL, NULL, &reply, &err), 0);
+    assert_int_equal(chan_call(&f->c, f->route, PV_STDIN, &b, deadline(10), NULL, NULL, &reply, &err), 0);
     buf_release(&b);
     buf_release(&reply);
     /* the tail ends (Ok) when cat's stdout closes; Pings go through meanwhile */
     while (!chan_find(&f->c, tid)->done)
-        assert_int_equal(chan_call(&f->c, PV_PING, NULL, deadline(10), NULL, NULL, NULL, &err), 0);
+        assert_int_equal(chan_call(&f->c, f->route, PV_PING, NULL, deadline(10), NULL, NULL, NULL, &err), 0);
     assert_int_equal(chan_wait(&f->c, tid, deadline(10), NULL, &err), 0);
     assert_int_equal(tail.out.len, 3);
     assert_int_equal(tail.bad_chunks, 0);
 
     struct run_res res = {0};
     b = handle_req(h, 0);
-    assert_int_equal(chan_call(&f->c, PV_WAIT, &b, deadline(10), run_chunk, &res, &reply, &err), 0);
+    assert_int_equal(chan_call(&f->c, f->route, PV_WAIT, &b, deadline(10), run_chunk, &res, &reply, &err), 0);
     assert_int_equal(res.out.len, 3);
     assert_memory_equal(res.out.data, "hi\n", 3);
     struct pv_rd rd;
@@ -1180,7 +1181,7 @@ static void test_agent_spawn_stdin_tail_wait(void **state)
     assert_int_equal(pv_get_u32(&rd), 0);
     buf_release(&reply);
     /* the handle is gone after a Wait */
-    assert_int_equal(chan_call(&f->c, PV_WAIT, &b, deadline(10), NULL, NULL, NULL, &err), ESRCH);
+    assert_int_equal(chan_call(&f->c, f->route, PV_WAIT, &b, deadline(10), NULL, NULL, NULL, &err), ESRCH);
     buf_release(&b);
     run_res_release(&res);
     run_res_release(&tail);
@@ -1193,10 +1194,10 @@ static void test_agent_spawn_signal_and_timeout(void **state)
     struct pv_err err = {0};
     uint64_t h = spawn(f, (const char *const[]){"sleep", "30", NULL});
     struct buf b = handle_req(h, SIGTERM), reply = BUF_INIT;
-    assert_int_equal(chan_call(&f->c, PV_SIGNAL, &b, deadline(10), NULL, NULL, NULL, &err), 0);
+    assert_int_equal(chan_call(&f->c, f->route, PV_SIGNAL, &b, deadline(10), NULL, NULL, NULL, &err), 0);
     buf_release(&b);
     b = handle_req(h, 0);
-    assert_int_equal(chan_call(&f->c, PV_WAIT, &b, deadline(10), NULL, NULL, &reply, &err), 0);
+    assert_int_equal(chan_call(&f->c, f->route, PV_WAIT, &b, deadline(10), NULL, NULL, &reply, &err), 0);
     struct pv_rd rd;
     pv_rd_init(&rd, reply.data, reply.len);
     assert_int_equal(pv_get_u32(&rd), PV_SIGNALLED);
@@ -1207,14 +1208,14 @@ static void test_agent_spawn_signal_and_timeout(void **state)
 
     h = spawn(f, (const char *const[]){"sleep", "30", NULL});
     b = handle_req(h, 100);
-    assert_int_equal(chan_call(&f->c, PV_WAIT, &b, deadline(10), NULL, NULL, &reply, &err), 0);
+    assert_int_equal(chan_call(&f->c, f->route, PV_WAIT, &b, deadline(10), NULL, NULL, &reply, &err), 0);
     pv_rd_init(&rd, reply.data, reply.len);
     assert_int_equal(pv_get_u32(&rd), PV_TIMED_OUT);
     buf_release(&b);
     buf_release(&reply);
     /* an unknown handle */
     b = handle_req(9999, SIGTERM);
-    assert_int_equal(chan_call(&f->c, PV_SIGNAL, &b, deadline(10), NULL, NULL, NULL, &err), ESRCH);
+    assert_int_equal(chan_call(&f->c, f->route, PV_SIGNAL, &b, deadline(10), NULL, NULL, NULL, &err), ESRCH);
     buf_release(&b);
 }
 
@@ -1234,10 +1235,10 @@ static void test_agent_tail_file(void **state)
     pv_put_i64(&w, 0);
     pv_put_u32(&w, 1); /* from the end */
     struct run_res got = {0};
-    uint32_t id = chan_start(&f->c, PV_TAIL, &b, deadline(10), data_chunk, &got, &err);
+    uint32_t id = chan_start(&f->c, f->route, PV_TAIL, &b, deadline(10), data_chunk, &got, &err);
     assert_true(id > 0);
     /* the agent has started the tail once a later Ping is answered */
-    assert_int_equal(chan_call(&f->c, PV_PING, NULL, deadline(10), NULL, NULL, NULL, &err), 0);
+    assert_int_equal(chan_call(&f->c, f->route, PV_PING, NULL, deadline(10), NULL, NULL, NULL, &err), 0);
     fputs("new\n", fp);
     fclose(fp);
     while (got.out.len < 4)
@@ -1245,14 +1246,14 @@ static void test_agent_tail_file(void **state)
     assert_memory_equal(got.out.data, "new\n", 4);
     chan_drop(&f->c, id); /* sends Cancel */
     assert_null(chan_find(&f->c, id));
-    assert_int_equal(chan_call(&f->c, PV_PING, NULL, deadline(10), NULL, NULL, NULL, &err), 0);
+    assert_int_equal(chan_call(&f->c, f->route, PV_PING, NULL, deadline(10), NULL, NULL, NULL, &err), 0);
     /* a missing file is an error at once */
     buf_consume(&b, b.len);
     pv_put_u32(&w, PV_TAIL_PATH);
     pv_put_str(&w, "/nonexistent");
     pv_put_i64(&w, 0);
     pv_put_u32(&w, 0);
-    assert_int_equal(chan_call(&f->c, PV_TAIL, &b, deadline(10), NULL, NULL, NULL, &err), ENOENT);
+    assert_int_equal(chan_call(&f->c, f->route, PV_TAIL, &b, deadline(10), NULL, NULL, NULL, &err), ENOENT);
     buf_release(&b);
     run_res_release(&got);
 }
@@ -1275,7 +1276,7 @@ static int worker_start(struct fx *f, uint32_t flags, uint32_t uid, uint64_t cap
     pv_put_str(&w, cwd);
     pv_put_u32(&w, 1);
     pv_put_str(&w, "PV_WORKER_ENV=yes");
-    int r = chan_call(&f->c, PV_WORKER, &b, deadline(10), NULL, NULL, &reply, err);
+    int r = chan_call(&f->c, f->route, PV_WORKER, &b, deadline(10), NULL, NULL, &reply, err);
     if (r == 0) {
         struct pv_rd rd;
         pv_rd_init(&rd, reply.data, reply.len);
@@ -1294,7 +1295,7 @@ static int worker_end(struct fx *f, uint64_t handle)
     struct pv_wr w = {&b};
     pv_put_u64(&w, handle);
     struct pv_err err = {0};
-    assert_int_equal(chan_call(&f->c, PV_WORKER_END, &b, deadline(10), NULL, NULL, &reply, &err),
+    assert_int_equal(chan_call(&f->c, f->route, PV_WORKER_END, &b, deadline(10), NULL, NULL, &reply, &err),
                      0);
     struct pv_rd rd;
     pv_rd_init(&rd, reply.data, reply.len);
@@ -1321,7 +1322,7 @@ static void test_agent_worker(void **state)
     assert_int_equal(worker_start(f, flags, 65534, 0, cwd, &h, &err), 0);
     assert_true(h > 0);
 
-    f->c.route = h;
+    f->route = h;
     struct run_res res = {0};
     const char *script = "echo $(id -u) $(id -g) $(id -G) $PV_WORKER_ENV $(pwd);"
                          "grep NoNewPrivs /proc/self/status";
@@ -1340,20 +1341,20 @@ static void test_agent_worker(void **state)
 
     /* a process of the worker, and the agent answering meanwhile */
     uint64_t p = spawn(f, (const char *const[]){"sleep", "30", NULL});
-    f->c.route = 0;
-    assert_int_equal(chan_call(&f->c, PV_PING, NULL, deadline(10), NULL, NULL, NULL, &err), 0);
+    f->route = 0;
+    assert_int_equal(chan_call(&f->c, f->route, PV_PING, NULL, deadline(10), NULL, NULL, NULL, &err), 0);
     /* its handles live in the worker, not in the agent */
     struct buf b = handle_req(p, 0);
-    assert_int_equal(chan_call(&f->c, PV_SIGNAL, &b, deadline(10), NULL, NULL, NULL, &err), ESRCH);
-    f->c.route = h;
+    assert_int_equal(chan_call(&f->c, f->route, PV_SIGNAL, &b, deadline(10), NULL, NULL, NULL, &err), ESRCH);
+    f->route = h;
     /* handle 0: every process of the worker */
     buf_release(&b);
     b = handle_req(0, SIGTERM);
-    assert_int_equal(chan_call(&f->c, PV_SIGNAL, &b, deadline(10), NULL, NULL, NULL, &err), 0);
+    assert_int_equal(chan_call(&f->c, f->route, PV_SIGNAL, &b, deadline(10), NULL, NULL, NULL, &err), 0);
     buf_release(&b);
     b = handle_req(p, 0);
     struct buf reply = BUF_INIT;
-    assert_int_equal(chan_call(&f->c, PV_WAIT, &b, deadline(10), NULL, NULL, &reply, &err), 0);
+    assert_int_equal(chan_call(&f->c, f->route, PV_WAIT, &b, deadline(10), NULL, NULL, &reply, &err), 0);
     struct pv_rd rd;
     pv_rd_init(&rd, reply.data, reply.len);
     assert_int_equal(pv_get_u32(&rd), PV_SIGNALLED);
@@ -1362,13 +1363,13 @@ static void test_agent_worker(void **state)
     /* a worker starts no workers */
     uint64_t h2;
     assert_int_equal(worker_start(f, 0, 0, 0, "", &h2, &err), EPERM);
-    f->c.route = 0;
+    f->route = 0;
     int status = worker_end(f, h);
     assert_true(WIFEXITED(status) && WEXITSTATUS(status) == 0);
     /* gone: the agent says so */
-    f->c.route = h;
-    assert_int_equal(chan_call(&f->c, PV_PING, NULL, deadline(10), NULL, NULL, NULL, &err), ESRCH);
-    f->c.route = 0;
+    f->route = h;
+    assert_int_equal(chan_call(&f->c, f->route, PV_PING, NULL, deadline(10), NULL, NULL, NULL, &err), ESRCH);
+    f->route = 0;
 }
 
 /* A worker that dies fails what it had in flight with ECHILD and how it
@@ -1379,15 +1380,15 @@ static void test_agent_worker_dies(void **state)
     struct pv_err err = {0};
     uint64_t h = 0;
     assert_int_equal(worker_start(f, 0, 0, 0, "", &h, &err), 0);
-    f->c.route = h;
+    f->route = h;
     /* a read on a pipe that never comes, then kill the worker from inside */
     struct run_res res = {0};
-    uint32_t id = chan_start(&f->c, PV_RUN, NULL, deadline(10), run_chunk, &res, &err);
+    uint32_t id = chan_start(&f->c, f->route, PV_RUN, NULL, deadline(10), run_chunk, &res, &err);
     assert_true(id > 0); /* malformed: answered with EBADMSG by the worker */
     assert_int_equal(chan_wait(&f->c, id, deadline(10), NULL, &err), EBADMSG);
     uint64_t p = spawn(f, (const char *const[]){"sleep", "30", NULL});
     struct buf b = handle_req(p, 0), reply = BUF_INIT;
-    id = chan_start(&f->c, PV_WAIT, &b, deadline(10), NULL, NULL, &err);
+    id = chan_start(&f->c, f->route, PV_WAIT, &b, deadline(10), NULL, NULL, &err);
     buf_release(&b);
     assert_int_equal(run(f, &(struct run_req){(const char *const[]){"sh", "-c", "kill -9 $PPID",
                                                                      NULL},
@@ -1396,27 +1397,27 @@ static void test_agent_worker_dies(void **state)
                      ECHILD);
     assert_int_equal(chan_wait(&f->c, id, deadline(10), &reply, &err), ECHILD);
     assert_non_null(strstr(err.msg, "killed by signal 9"));
-    assert_int_equal(chan_call(&f->c, PV_PING, NULL, deadline(10), NULL, NULL, NULL, &err), ECHILD);
+    assert_int_equal(chan_call(&f->c, f->route, PV_PING, NULL, deadline(10), NULL, NULL, NULL, &err), ECHILD);
     run_res_release(&res);
-    f->c.route = 0;
+    f->route = 0;
     int status = worker_end(f, h);
     assert_true(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL);
 
     /* garbage from a worker (a raw write on its own socket): it is killed,
      * the agent carries on */
     assert_int_equal(worker_start(f, 0, 0, 0, "", &h, &err), 0);
-    f->c.route = h;
+    f->route = h;
     const char *junk[] = {"this is not a frame, not at all"};
     size_t junk_len[] = {strlen(junk[0])};
     int64_t wargs[] = {0, 0, (int64_t)junk_len[0]};
     uint32_t wptr[] = {0, 1};
     sys_req(&b, SYS_write, wargs, 3, junk, junk_len, 1, wptr, 1, NULL, 0);
-    assert_int_equal(chan_call(&f->c, PV_SYSCALL, &b, deadline(10), NULL, NULL, NULL, &err),
+    assert_int_equal(chan_call(&f->c, f->route, PV_SYSCALL, &b, deadline(10), NULL, NULL, NULL, &err),
                      ECHILD);
     buf_release(&b);
-    f->c.route = 0;
+    f->route = 0;
     assert_false(f->c.broken);
-    assert_int_equal(chan_call(&f->c, PV_PING, NULL, deadline(10), NULL, NULL, NULL, &err), 0);
+    assert_int_equal(chan_call(&f->c, f->route, PV_PING, NULL, deadline(10), NULL, NULL, NULL, &err), 0);
     status = worker_end(f, h);
     assert_true(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL);
     buf_release(&reply);

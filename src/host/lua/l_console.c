@@ -57,7 +57,7 @@ static int l_recv(lua_State *L)
     struct conn *c = checkconn(L, 1);
     double t = luaL_checknumber(L, 2);
     struct pollfd p = {c->fd, POLLIN, 0};
-    int n = poll(&p, 1, t < 0 ? -1 : (int)(t * 1000));
+    int n = poll(&p, 1, vm_wait_ms(t)); /* negative: until the test's deadline */
     if (n == 0) {
         lua_pushnil(L);
         return 1;

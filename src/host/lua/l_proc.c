@@ -14,18 +14,14 @@
 /* proc.spawn(vm, argv, opts) -> handle, pid */
 static int l_spawn(lua_State *L)
 {
-    struct vm *vm = l_tovm(L, 1);
-    struct vm_run_req req;
+    struct target t = l_checktarget(L, 1);
+    struct guest_run_req req;
     l_check_run(L, &req);
     uint64_t handle;
     uint32_t pid;
     struct pv_err err = {0};
-    int r = vm_spawn(vm, &req, &handle, &pid, &err);
-    if (r > 0)
-        return luaL_error(L, "%s: run_async: %s: %s", l_who(L, vm), strerrorname_np(r),
-                          err.msg);
-    if (r < 0)
-        return luaL_error(L, "%s", err.msg);
+    if (guest_spawn(&t, &req, &handle, &pid, &err) < 0)
+        return l_raise_guest(L, &t, "run_async", NULL, &err);
     lua_pushinteger(L, (lua_Integer)handle);
     lua_pushinteger(L, pid);
     return 2;
@@ -34,27 +30,24 @@ static int l_spawn(lua_State *L)
 /* proc.wait(vm, handle, timeout_s) -> RunResult; timeout 0: none */
 static int l_wait(lua_State *L)
 {
-    struct vm *vm = l_tovm(L, 1);
+    struct target t = l_checktarget(L, 1);
     lua_Integer h = luaL_checkinteger(L, 2);
-    double t = luaL_checknumber(L, 3);
-    uint32_t ms = t > 0 ? (uint32_t)MIN(t * 1000.0 + 0.5, 4e9) : 0;
-    struct vm_run_result *res = lua_newuserdatauv(L, sizeof(*res), 0);
-    memset(res, 0, sizeof(*res));
+    double timeout = luaL_checknumber(L, 3);
+    uint32_t ms = timeout > 0 ? (uint32_t)MIN(timeout * 1000.0 + 0.5, 4e9) : 0;
+    struct guest_run_result *res = l_new_run_result(L);
     struct pv_err err = {0};
-    int r = vm_wait(vm, (uint64_t)h, t > 0 && !ms ? 1 : ms, res, &err);
-    return l_push_run_result(L, vm, "proc:wait", r, res, &err);
+    int r = guest_wait(&t, (uint64_t)h, timeout > 0 && !ms ? 1 : ms, res, &err);
+    return l_push_run_result(L, &t, "proc:wait", r, res, &err);
 }
 
 /* proc.signal(vm, handle, signo) */
 static int l_signal(lua_State *L)
 {
-    struct vm *vm = l_tovm(L, 1);
+    struct target t = l_checktarget(L, 1);
     lua_Integer h = luaL_checkinteger(L, 2), sig = luaL_checkinteger(L, 3);
-    struct l_io *io = l_newio(L);
-    struct pv_wr w = {&io->req};
-    pv_put_u64(&w, (uint64_t)h);
-    pv_put_u32(&w, (uint32_t)sig);
-    l_call(L, vm, "proc:kill", "the process", PV_SIGNAL, &io->req, &io->reply);
+    struct pv_err err = {0};
+    if (guest_signal(&t, (uint64_t)h, (uint32_t)sig, &err) < 0)
+        return l_raise_guest(L, &t, "proc:kill", "the process", &err);
     return 0;
 }
 
@@ -62,40 +55,31 @@ static int l_signal(lua_State *L)
  * stdout_bytes=, stderr_bytes=} */
 static int l_status(lua_State *L)
 {
-    struct vm *vm = l_tovm(L, 1);
+    struct target t = l_checktarget(L, 1);
     lua_Integer h = luaL_checkinteger(L, 2);
-    struct l_io *io = l_newio(L);
-    struct pv_wr w = {&io->req};
-    pv_put_u64(&w, (uint64_t)h);
-    l_call(L, vm, "proc:status", "the process", PV_PROC_STATUS, &io->req, &io->reply);
-    struct pv_rd r;
-    pv_rd_init(&r, io->reply.data, io->reply.len);
-    bool running = pv_get_u32(&r);
-    uint32_t pid = pv_get_u32(&r), status = pv_get_u32(&r);
-    int32_t code = (int32_t)pv_get_u32(&r);
-    uint32_t sig = pv_get_u32(&r);
-    uint64_t out = pv_get_u64(&r), errb = pv_get_u64(&r);
-    if (pv_rd_done(&r) < 0 || status > PV_TIMED_OUT)
-        l_bad_reply(L, vm, "proc:status");
+    struct guest_proc_status st;
+    struct pv_err err = {0};
+    if (guest_proc_status(&t, (uint64_t)h, &st, &err) < 0)
+        return l_raise_guest(L, &t, "proc:status", "the process", &err);
     static const char *names[] = {"exited", "signalled", "timed_out"};
     lua_createtable(L, 0, 7);
-    lua_pushboolean(L, running);
+    lua_pushboolean(L, st.running);
     lua_setfield(L, -2, "running");
-    lua_pushinteger(L, pid);
+    lua_pushinteger(L, st.pid);
     lua_setfield(L, -2, "pid");
-    lua_pushstring(L, running ? "running" : names[status]);
+    lua_pushstring(L, st.running ? "running" : names[st.status]);
     lua_setfield(L, -2, "status");
-    if (!running) {
-        lua_pushinteger(L, code);
+    if (!st.running) {
+        lua_pushinteger(L, st.exit_code);
         lua_setfield(L, -2, "exit_code");
     }
-    if (!running && status == PV_SIGNALLED) {
-        lua_pushinteger(L, sig);
+    if (!st.running && st.status == PV_SIGNALLED) {
+        lua_pushinteger(L, st.signal);
         lua_setfield(L, -2, "signal");
     }
-    lua_pushinteger(L, (lua_Integer)out);
+    lua_pushinteger(L, (lua_Integer)st.out_total);
     lua_setfield(L, -2, "stdout_bytes");
-    lua_pushinteger(L, (lua_Integer)errb);
+    lua_pushinteger(L, (lua_Integer)st.err_total);
     lua_setfield(L, -2, "stderr_bytes");
     return 1;
 }
@@ -103,21 +87,14 @@ static int l_status(lua_State *L)
 /* proc.stdin(vm, handle, data, close) -> bytes accepted */
 static int l_stdin(lua_State *L)
 {
-    struct vm *vm = l_tovm(L, 1);
+    struct target t = l_checktarget(L, 1);
     lua_Integer h = luaL_checkinteger(L, 2);
     size_t n;
     const char *data = luaL_checklstring(L, 3, &n);
-    struct l_io *io = l_newio(L);
-    struct pv_wr w = {&io->req};
-    pv_put_u64(&w, (uint64_t)h);
-    pv_put_bytes(&w, data, n);
-    pv_put_u32(&w, lua_toboolean(L, 4));
-    l_call(L, vm, "proc:stdin_write", "the process's stdin", PV_STDIN, &io->req, &io->reply);
-    struct pv_rd r;
-    pv_rd_init(&r, io->reply.data, io->reply.len);
-    uint32_t got = pv_get_u32(&r);
-    if (pv_rd_done(&r) < 0)
-        l_bad_reply(L, vm, "proc:stdin_write");
+    uint32_t got;
+    struct pv_err err = {0};
+    if (guest_stdin(&t, (uint64_t)h, data, n, lua_toboolean(L, 4), &got, &err) < 0)
+        return l_raise_guest(L, &t, "proc:stdin_write", "the process's stdin", &err);
     lua_pushinteger(L, got);
     return 1;
 }
@@ -143,9 +120,9 @@ static void tail_chunk(void *ctx, uint8_t stream, const void *p, size_t n)
 static int tail_close(lua_State *L)
 {
     struct tail *t = luaL_checkudata(L, 1, PV_TAIL_MT);
-    struct vm *vm = l_uservm(L, 1);
-    if (t->id && vm)
-        chan_drop(&vm->chan, t->id);
+    struct target tg;
+    if (t->id && l_usertarget(L, 1, &tg))
+        guest_drop(&tg, t->id);
     t->id = 0;
     t->ended = true;
     buf_release(&t->data);
@@ -153,32 +130,32 @@ static int tail_close(lua_State *L)
 }
 
 /* proc.tail(vm, "path", path, offset, from_end) | (vm, "fd", fd) |
- * (vm, "proc", handle, 1|2) -> tail. Errors at once (ENOENT, EBADF...):
- * a Ping behind the request proves the agent has started it. */
+ * (vm, "proc", handle, 1|2) -> tail. Errors at once (ENOENT, EBADF...). */
 static int l_tail(lua_State *L)
 {
-    struct vm *vm = l_tovm(L, 1);
+    struct target tg = l_checktarget(L, 1);
     const char *kind = luaL_checkstring(L, 2);
-    struct l_io *io = l_newio(L);
-    struct pv_wr w = {&io->req};
-    const char *what, *op = "output stream";
+    struct guest_tail_req req = {0};
+    const char *what, *op;
     if (!strcmp(kind, "path")) {
         op = "tail_file";
-        what = luaL_checkstring(L, 3);
-        pv_put_u32(&w, PV_TAIL_PATH);
-        pv_put_str(&w, what);
-        pv_put_i64(&w, luaL_checkinteger(L, 4));
-        pv_put_u32(&w, lua_toboolean(L, 5));
+        what = req.path = luaL_checkstring(L, 3);
+        req.kind = PV_TAIL_PATH;
+        req.offset = luaL_checkinteger(L, 4);
+        req.from_end = lua_toboolean(L, 5);
     } else if (!strcmp(kind, "fd")) {
         op = "fd_stream";
-        what = lua_pushfstring(L, "fd %I", luaL_checkinteger(L, 3));
-        pv_put_u32(&w, PV_TAIL_FD);
-        pv_put_u64(&w, (uint64_t)luaL_checkinteger(L, 3));
-    } else {
+        req.kind = PV_TAIL_FD;
+        req.fd_or_handle = (uint64_t)luaL_checkinteger(L, 3);
+        what = lua_pushfstring(L, "fd %I", (lua_Integer)req.fd_or_handle);
+    } else if (!strcmp(kind, "proc")) {
+        op = "output stream";
         what = "the process";
-        pv_put_u32(&w, PV_TAIL_PROC);
-        pv_put_u64(&w, (uint64_t)luaL_checkinteger(L, 3));
-        pv_put_u32(&w, (uint32_t)luaL_checkinteger(L, 4));
+        req.kind = PV_TAIL_PROC;
+        req.fd_or_handle = (uint64_t)luaL_checkinteger(L, 3);
+        req.stream = (uint32_t)luaL_checkinteger(L, 4);
+    } else {
+        return luaL_argerror(L, 2, "path, fd or proc");
     }
     struct tail *t = lua_newuserdatauv(L, sizeof(*t), 1);
     memset(t, 0, sizeof(*t));
@@ -186,19 +163,9 @@ static int l_tail(lua_State *L)
     lua_pushvalue(L, 1);
     lua_setiuservalue(L, -2, 1);
     struct pv_err err = {0};
-    t->id = vm_start(vm, op, PV_TAIL, &io->req, tail_chunk, t, &err);
+    t->id = guest_tail(&tg, &req, tail_chunk, t, &err);
     if (!t->id)
-        return luaL_error(L, "%s", err.msg);
-    int r = vm_call(vm, op, PV_PING, NULL, 30, NULL, &err);
-    struct chan_req *q = chan_find(&vm->chan, t->id);
-    if (r == 0 && q && q->done && q->ret > 0) {
-        r = q->ret;
-        err = q->err;
-        chan_drop(&vm->chan, t->id);
-        t->id = 0;
-    }
-    if (r)
-        return l_raise_guest(L, vm, op, what, r, &err);
+        return l_raise_guest(L, &tg, op, what, &err);
     return 1;
 }
 
@@ -208,7 +175,7 @@ static int l_recv(lua_State *L)
 {
     struct tail *t = luaL_checkudata(L, 1, PV_TAIL_MT);
     double timeout = luaL_checknumber(L, 2);
-    int64_t deadline = now_ns() + (int64_t)(timeout * 1e9);
+    int64_t deadline = now_ns() + (int64_t)(MAX(MIN(timeout, 86400.0), 0) * 1e9);
     for (;;) {
         if (t->data.len) {
             lua_pushlstring(L, t->data.data, t->data.len);
@@ -221,11 +188,13 @@ static int l_recv(lua_State *L)
             }
             return 1;
         }
-        struct vm *vm = l_uservm(L, 1);
+        struct target tg;
+        bool live = l_usertarget(L, 1, &tg);
+        struct vm *vm = live ? tg.vm : NULL;
         struct chan_req *q = t->id && vm ? chan_find(&vm->chan, t->id) : NULL;
         if (!q || q->done || t->ended || (vm->state != VM_BOOTED && vm->state != VM_PAUSED)) {
             if (q)
-                chan_drop(&vm->chan, t->id);
+                guest_drop(&tg, t->id);
             t->id = 0;
             t->ended = true;
             lua_pushboolean(L, 0);

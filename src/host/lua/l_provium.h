@@ -6,12 +6,8 @@
 #include <lua.h>
 
 #include "config.h"
+#include "guest.h"
 #include "util.h"
-
-struct vm;
-struct vm_run_req;
-struct vm_run_result;
-struct vm_stat;
 
 #define PV_VM_MT "provium.vm"
 #define PV_RUNRESULT_MT "provium.runresult"
@@ -31,56 +27,62 @@ lua_State *l_newstate(void);
 /* An embedded file of lua/ by name ("types"): its text, or NULL. */
 const char *l_prelude_text(const char *name, size_t *len);
 
-/* Raise the error of a failed guest operation: a positive r (the guest's
- * errno) reads "vm `a`: <op>: ENOENT: <what> (No such file or directory)";
- * a negative r raises err's message (the whole story, e.g. a dead VM). */
-int l_raise_guest(lua_State *L, const struct vm *vm, const char *op, const char *what, int r,
+/* Where the userdata at i sends requests: the agent of a VM, or a
+ * Worker's worker. l_checktarget raises unless it is an open VM or a live
+ * worker; l_testtarget returns false instead. */
+struct target l_checktarget(lua_State *L, int i);
+bool l_testtarget(lua_State *L, int i, struct target *ret);
+/* The same for a Worker userdata (l_worker.c). */
+bool l_worker_target(lua_State *L, int i, bool raise, struct target *ret);
+/* The VM or Worker kept as user value 1 of the userdata at i (a stream, a
+ * pending call: they outlive neither), while it is still open. */
+bool l_usertarget(lua_State *L, int i, struct target *ret);
+/* The VM of a target, for operations only a VM has (console, lifecycle). */
+struct vm *l_tovm(lua_State *L, int i);
+
+/* Raise the error of a failed guest operation: the guest's errno reads
+ * "vm `a`: <op>: ENOENT: <what> (No such file or directory)" (what NULL:
+ * the agent's message instead); a host failure raises err's message (the
+ * whole story, e.g. a dead VM). */
+int l_raise_guest(lua_State *L, const struct target *t, const char *op, const char *what,
                   const struct pv_err *err);
 
 /* Raise a Lua error from a pv_err ("<what>: <message>"). */
 int l_raise_err(lua_State *L, const char *what, const struct pv_err *err);
 
-/* Request and reply buffers owned by a userdata (pushed), so a raise frees them. */
-struct l_io {
-    struct buf req, reply;
-};
-struct l_io *l_newio(lua_State *L);
-/* Run one request (vm_call, 60 s) and release req; raise
- * "vm `a`: <op>: ENOENT: <what> (No such file...)" on failure. */
-void l_call(lua_State *L, struct vm *vm, const char *op, const char *what, uint16_t type,
-            struct buf *req, struct buf *reply);
-void l_bad_reply(lua_State *L, const struct vm *vm, const char *op);
+/* A buf owned by a userdata (pushed), so that a raise frees it. */
+struct buf *l_newbuf(lua_State *L);
 /* Push b as a string and release it; returns 1 (a C function's result count). */
 int l_push_buf(lua_State *L, struct buf *b);
 
-/* The VM of the userdata at i, a VM or a Worker; raises unless it is an
- * open VM or a live worker. Requests made next go where it says: to the
- * agent for a VM, to the worker for a Worker (vm->chan.route). */
-struct vm *l_tovm(lua_State *L, int i);
-/* The same without raising: NULL unless an open VM or a live worker is at i. */
-struct vm *l_testvm(lua_State *L, int i);
-/* l_tovm for a Worker (lua/l_worker.c). */
-struct vm *l_worker_route(lua_State *L, int i, bool raise);
-/* "vm `a`", or "vm `a` worker 2" while requests go to a worker (pushed). */
-const char *l_who(lua_State *L, const struct vm *vm);
-/* The open VM kept as user value 1 of the userdata at i (a stream, a
- * pending call: the VM outlives them), or NULL once it is closed. */
-struct vm *l_uservm(lua_State *L, int i);
+/* Set t[name] = {const.name = const.value, ...} on the table at the top:
+ * how the wire's constants reach lua/ (never retyped there). */
+struct l_const {
+    const char *name;
+    lua_Integer value;
+};
+void l_set_consts(lua_State *L, const char *name, const struct l_const *c, size_t n);
+
+/* A Lua array's length for C to allocate by: lua_rawlen (no __len) and at
+ * most max, else a raise naming what. */
+size_t l_checkcount(lua_State *L, int i, size_t max, const char *what);
 
 /* The arguments (2: argv table, 3: opts table) of _provium_c.run and of
  * run_async, as a request. Its strings stay anchored at stack index 4. */
-int l_check_run(lua_State *L, struct vm_run_req *req);
-/* Push the RunResult of a finished vm_run/vm_wait (r, err as they returned)
- * or raise its error; releases res either way. */
-int l_push_run_result(lua_State *L, const struct vm *vm, const char *op, int r,
-                      struct vm_run_result *res, const struct pv_err *err);
+void l_check_run(lua_State *L, struct guest_run_req *req);
+/* A guest_run_result owned by a userdata (pushed), so that a raise frees it. */
+struct guest_run_result *l_new_run_result(lua_State *L);
+/* Push the RunResult of a finished guest_run/guest_wait (r, err as they
+ * returned) or raise its error; releases res either way. */
+int l_push_run_result(lua_State *L, const struct target *t, const char *op, int r,
+                      struct guest_run_result *res, const struct pv_err *err);
 
 /* Shared by the single operations and vm:batch. */
-void l_push_stat(lua_State *L, const struct vm_stat *st);
-void l_push_listdir(lua_State *L, const struct vm *vm, const struct buf *reply);
-/* mkdir (path, perm, parents), unlink (path) or rename (from, to), with the
- * arguments from stack index i: the request type, or 0 for another op. */
-uint16_t l_encode_path_op(lua_State *L, const char *op, int i, struct buf *b);
+void l_push_stat(lua_State *L, const struct guest_stat *st);
+/* The entries of a ListDir reply as {{name=, entry_type=}, ...}, or false
+ * when the reply is malformed (err says why). */
+bool l_push_listdir(lua_State *L, const struct buf *reply, struct pv_err *err);
+void l_push_syscall_result(lua_State *L, const struct guest_syscall_res *res);
 
 int luaopen_provium_vm(lua_State *L);
 /* _provium_c.worker: the primitives behind lua/worker.lua. */

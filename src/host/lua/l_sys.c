@@ -25,21 +25,20 @@ static uint32_t checkindex(lua_State *L, int tbl, const char *field, const char 
 }
 
 struct sys_call {
-    struct vm_syscall_req req;
-    struct vm_syscall_res res;
-    struct vm_sys_ptr ptrs[64];
-    struct vm_sys_nested nested[64];
+    struct guest_syscall_req req;
+    struct guest_syscall_res res;
+    struct guest_sys_ptr ptrs[PV_SYS_MAX_BUFS];
+    struct guest_sys_nested nested[PV_SYS_MAX_BUFS];
 };
 
 static int sys_call_gc(lua_State *L)
 {
     struct sys_call *c = lua_touserdata(L, 1);
-    vm_syscall_res_release(&c->res);
+    guest_syscall_res_release(&c->res);
     return 0;
 }
 
-/* Decode the arguments of _provium_c.syscall into a sys_call userdata
- * pushed at index 7. */
+/* A sys_call owned by a userdata (pushed). */
 static struct sys_call *new_call(lua_State *L)
 {
     struct sys_call *c = lua_newuserdatauv(L, sizeof(*c), 0);
@@ -52,101 +51,103 @@ static struct sys_call *new_call(lua_State *L)
     return c;
 }
 
+/* Decode the arguments of _provium_c.syscall (vm, nr, args, bufs, ptrs,
+ * nested) into a sys_call userdata pushed at index 7. */
 static struct sys_call *check_call(lua_State *L)
 {
     lua_Integer nr = luaL_checkinteger(L, 2);
-    for (int i = 3; i <= 6; i++)
-        luaL_checktype(L, i, LUA_TTABLE);
+    size_t nargs = l_checkcount(L, 3, PV_SYS_MAX_ARGS, "syscall: arguments");
+    size_t nbufs = l_checkcount(L, 4, PV_SYS_MAX_BUFS, "syscall: buffers");
+    size_t nptrs = l_checkcount(L, 5, PV_SYS_MAX_BUFS, "syscall: ptrs");
+    size_t nnested = l_checkcount(L, 6, PV_SYS_MAX_BUFS, "syscall: nested");
     lua_settop(L, 6);
     struct sys_call *c = new_call(L);
-    struct vm_syscall_req *q = &c->req;
+    struct guest_syscall_req *q = &c->req;
     q->nr = nr;
-    lua_Integer n = luaL_len(L, 3);
-    if (n > 6)
-        luaL_error(L, "syscall: at most 6 arguments, got %d", (int)n);
-    for (lua_Integer i = 1; i <= n; i++) {
-        lua_geti(L, 3, i);
+    for (size_t i = 1; i <= nargs; i++) {
+        lua_rawgeti(L, 3, (lua_Integer)i);
         if (!lua_isinteger(L, -1))
             luaL_error(L, "syscall: argument %d must be an integer, got %s", (int)i,
-                              luaL_typename(L, -1));
+                       luaL_typename(L, -1));
         q->args[i - 1] = lua_tointeger(L, -1);
         lua_pop(L, 1);
     }
-    q->nargs = (uint32_t)n;
-    n = luaL_len(L, 4);
-    if (n > 64)
-        luaL_error(L, "syscall: at most 64 buffers, got %d", (int)n);
-    for (lua_Integer i = 1; i <= n; i++) {
-        lua_geti(L, 4, i); /* the table keeps the string alive */
+    q->nargs = (uint32_t)nargs;
+    for (size_t i = 1; i <= nbufs; i++) {
+        lua_rawgeti(L, 4, (lua_Integer)i); /* the table keeps the string alive */
         if (lua_type(L, -1) != LUA_TSTRING)
             luaL_error(L, "syscall: bufs[%d] must be a string, got %s", (int)i,
-                              luaL_typename(L, -1));
+                       luaL_typename(L, -1));
         q->bufs[i - 1] = lua_tolstring(L, -1, &q->lens[i - 1]);
         lua_pop(L, 1);
     }
-    q->nbufs = (uint32_t)n;
-    n = luaL_len(L, 5);
-    for (lua_Integer i = 1; i <= n && i <= 64; i++) {
-        lua_geti(L, 5, i);
+    q->nbufs = (uint32_t)nbufs;
+    for (size_t i = 1; i <= nptrs; i++) {
+        lua_rawgeti(L, 5, (lua_Integer)i);
+        luaL_checktype(L, -1, LUA_TTABLE);
         c->ptrs[i - 1].buf = checkindex(L, -1, "buf", "ptrs", q->nbufs);
-        c->ptrs[i - 1].slot = checkindex(L, -1, "slot", "ptrs", 6);
+        c->ptrs[i - 1].slot = checkindex(L, -1, "slot", "ptrs", PV_SYS_MAX_ARGS);
         lua_pop(L, 1);
     }
     q->ptrs = c->ptrs;
-    q->nptrs = (uint32_t)MIN(n, 64);
-    n = luaL_len(L, 6);
-    for (lua_Integer i = 1; i <= n && i <= 64; i++) {
-        lua_geti(L, 6, i);
+    q->nptrs = (uint32_t)nptrs;
+    for (size_t i = 1; i <= nnested; i++) {
+        lua_rawgeti(L, 6, (lua_Integer)i);
+        luaL_checktype(L, -1, LUA_TTABLE);
         c->nested[i - 1].parent = checkindex(L, -1, "parent", "nested", q->nbufs);
         c->nested[i - 1].child = checkindex(L, -1, "child", "nested", q->nbufs);
         lua_getfield(L, -1, "offset");
         lua_Integer off = lua_tointeger(L, -1);
         uint32_t parent = c->nested[i - 1].parent;
         if (!lua_isinteger(L, -1) || off < 0 || (uint64_t)off + 8 > q->lens[parent])
-            luaL_error(L, "syscall: nested[%d].offset must leave 8 bytes inside buffer "
-                                 "%d (%d bytes), got %s",
-                              (int)i, (int)parent + 1, (int)q->lens[parent],
-                              luaL_tolstring(L, -1, NULL));
+            luaL_error(L,
+                       "syscall: nested[%d].offset must leave 8 bytes inside buffer %d (%d "
+                       "bytes), got %s",
+                       (int)i, (int)parent + 1, (int)q->lens[parent],
+                       luaL_tolstring(L, -1, NULL));
         c->nested[i - 1].offset = (uint32_t)off;
         lua_pop(L, 2);
     }
     q->nested = c->nested;
-    q->nnested = (uint32_t)MIN(n, 64);
+    q->nnested = (uint32_t)nnested;
     return c;
 }
 
+void l_push_syscall_result(lua_State *L, const struct guest_syscall_res *res)
+{
+    lua_pushinteger(L, res->ret);
+    lua_pushinteger(L, res->err);
+    lua_createtable(L, (int)res->nout, 0);
+    for (uint32_t i = 0; i < res->nout; i++) {
+        lua_pushlstring(L, res->out[i].data ? res->out[i].data : "", res->out[i].len);
+        lua_rawseti(L, -2, i + 1);
+    }
+}
+
 /* Push a finished call's ret, errno, out_bufs, or raise its error. */
-static int push_result(lua_State *L, struct vm *vm, struct sys_call *c, int r,
+static int push_result(lua_State *L, const struct target *t, struct sys_call *c, int r,
                        const struct pv_err *err)
 {
-    if (r > 0)
-        return l_raise_guest(L, vm, "syscall", "the agent refused the call", r, err);
     if (r < 0)
-        return luaL_error(L, "%s", err->msg);
-    lua_pushinteger(L, c->res.ret);
-    lua_pushinteger(L, c->res.err);
-    lua_createtable(L, (int)c->res.nout, 0);
-    for (uint32_t i = 0; i < c->res.nout; i++) {
-        lua_pushlstring(L, c->res.out[i].data ? c->res.out[i].data : "", c->res.out[i].len);
-        lua_seti(L, -2, i + 1);
-    }
-    vm_syscall_res_release(&c->res);
+        return l_raise_guest(L, t, "syscall", "the agent refused the call", err);
+    l_push_syscall_result(L, &c->res);
+    guest_syscall_res_release(&c->res);
     return 3;
 }
 
 /* _provium_c.syscall(vm, nr, args, bufs, ptrs, nested) -> ret, errno, out_bufs
  * args: integers (<= 6); bufs: strings; ptrs: {buf=, slot=} (0-based);
  * nested: {parent=, child=, offset=} (0-based buffer indices). */
-static int l_syscall(lua_State *L)
+static int l_vm_syscall(lua_State *L)
 {
-    struct vm *vm = l_tovm(L, 1);
+    struct target t = l_checktarget(L, 1);
     struct sys_call *c = check_call(L);
     struct pv_err err = {0};
-    int r = vm_syscall(vm, &c->req, &c->res, &err);
-    return push_result(L, vm, c, r, &err);
+    int r = guest_syscall(&t, &c->req, &c->res, &err);
+    return push_result(L, &t, c, r, &err);
 }
 
-/* A call in flight: its request id, with the VM as user value. */
+/* A call in flight: its request id, with the VM or Worker as user value. */
 struct pending {
     uint32_t id;
 };
@@ -154,17 +155,18 @@ struct pending {
 static int pending_gc(lua_State *L)
 {
     struct pending *p = lua_touserdata(L, 1);
-    struct vm *vm = l_uservm(L, 1);
-    if (p->id && vm)
-        chan_drop(&vm->chan, p->id);
+    struct target t;
+    /* no route is switched here: the target travels with the drop */
+    if (p->id && l_usertarget(L, 1, &t))
+        guest_drop(&t, p->id);
     p->id = 0;
     return 0;
 }
 
 /* _provium_c.syscall_start(same as syscall) -> pending */
-static int l_syscall_start(lua_State *L)
+static int l_vm_syscall_start(lua_State *L)
 {
-    struct vm *vm = l_tovm(L, 1);
+    struct target t = l_checktarget(L, 1);
     struct sys_call *c = check_call(L);
     struct pending *p = lua_newuserdatauv(L, sizeof(*p), 1);
     p->id = 0;
@@ -176,48 +178,45 @@ static int l_syscall_start(lua_State *L)
     lua_pushvalue(L, 1);
     lua_setiuservalue(L, -2, 1);
     struct pv_err err = {0};
-    p->id = vm_syscall_start(vm, &c->req, &err);
+    p->id = guest_syscall_start(&t, &c->req, &err);
     if (!p->id)
-        return luaL_error(L, "%s", err.msg);
+        return l_raise_guest(L, &t, "syscall_async", NULL, &err);
     return 1;
 }
 
 /* _provium_c.syscall_await(pending, timeout_s) -> ret, errno, out_bufs, or
  * nothing when the timeout passed first (the call stays in flight) */
-static int l_syscall_await(lua_State *L)
+static int l_vm_syscall_await(lua_State *L)
 {
     struct pending *p = luaL_checkudata(L, 1, "provium.pending");
-    double t = luaL_checknumber(L, 2);
-    struct vm *vm = l_uservm(L, 1);
-    if (!p->id || !vm || !chan_find(&vm->chan, p->id))
+    double timeout = luaL_checknumber(L, 2);
+    struct target t;
+    if (!p->id || !l_usertarget(L, 1, &t) || !chan_find(&t.vm->chan, p->id))
         return luaL_error(L, "syscall_async: the call is gone (already awaited, or the VM "
                              "was reset or stopped)");
     struct sys_call *c = new_call(L);
     struct pv_err err = {0};
-    int r = vm_syscall_finish(vm, p->id, t, &c->res, &err);
-    if (r == -ETIMEDOUT)
+    int r = guest_syscall_finish(&t, p->id, timeout, &c->res, &err);
+    if (r == -ETIMEDOUT && !err.guest)
         return 0;
     p->id = 0;
-    return push_result(L, vm, c, r, &err);
+    return push_result(L, &t, c, r, &err);
 }
 
 /* vm:read_mem(addr, len) -> string */
 static int l_vm_read_mem(lua_State *L)
 {
-    struct vm *vm = l_tovm(L, 1);
+    struct target t = l_checktarget(L, 1);
     lua_Integer addr = luaL_checkinteger(L, 2);
     lua_Integer len = luaL_checkinteger(L, 3);
-    if (len < 0 || len > (1 << 20))
+    if (len < 0 || len > GUEST_MEM_MAX)
         return luaL_argerror(L, 3, "length must be 0..1048576");
-    struct buf *b = lua_newuserdatauv(L, sizeof(*b), 0);
-    memset(b, 0, sizeof(*b));
+    struct buf *b = l_newbuf(L);
     struct pv_err err = {0};
-    int r = vm_read_mem(vm, (uint64_t)addr, (uint32_t)len, b, &err);
-    if (r != 0) {
-        buf_release(b);
-        char what[32];
-        snprintf(what, sizeof(what), "0x%llx", (unsigned long long)addr);
-        return l_raise_guest(L, vm, "read_mem", what, r, &err);
+    if (guest_read_mem(&t, (uint64_t)addr, (uint32_t)len, b, &err) < 0) {
+        char hex[32];
+        snprintf(hex, sizeof(hex), "0x%llx", (unsigned long long)addr);
+        return l_raise_guest(L, &t, "read_mem", hex, &err);
     }
     return l_push_buf(L, b);
 }
@@ -225,45 +224,32 @@ static int l_vm_read_mem(lua_State *L)
 /* vm:write_mem(addr, data) */
 static int l_vm_write_mem(lua_State *L)
 {
-    struct vm *vm = l_tovm(L, 1);
+    struct target t = l_checktarget(L, 1);
     lua_Integer addr = luaL_checkinteger(L, 2);
     size_t len;
     const char *data = luaL_checklstring(L, 3, &len);
     struct pv_err err = {0};
-    int r = vm_write_mem(vm, (uint64_t)addr, data, len, &err);
-    if (r != 0) {
-        char what[32];
-        snprintf(what, sizeof(what), "0x%llx", (unsigned long long)addr);
-        return l_raise_guest(L, vm, "write_mem", what, r, &err);
+    if (guest_write_mem(&t, (uint64_t)addr, data, len, &err) < 0) {
+        char hex[32];
+        snprintf(hex, sizeof(hex), "0x%llx", (unsigned long long)addr);
+        return l_raise_guest(L, &t, "write_mem", hex, &err);
     }
     return 0;
 }
 
-/* _provium_c.clock(vm, op 0|1|2, ns) -> realtime ns after (get / set / advance) */
-static int l_clock(lua_State *L)
+/* _provium_c.clock(vm, op, ns) -> realtime ns after (op from clock_ops) */
+static int l_vm_clock(lua_State *L)
 {
-    struct vm *vm = l_tovm(L, 1);
+    struct target t = l_checktarget(L, 1);
     lua_Integer op = luaL_checkinteger(L, 2), ns = luaL_checkinteger(L, 3);
-    struct buf *req = lua_newuserdatauv(L, 2 * sizeof(struct buf), 0);
-    memset(req, 0, 2 * sizeof(struct buf));
-    struct pv_wr w = {req};
-    pv_put_u32(&w, (uint32_t)op);
-    pv_put_i64(&w, ns);
+    int64_t now;
     struct pv_err err = {0};
-    int r = vm_call(vm, "clock", PV_CLOCK, req, 30, &req[1], &err);
-    buf_release(req);
-    if (r != 0) {
-        buf_release(&req[1]);
-        return l_raise_guest(L, vm, "clock", op == 0 ? "get" : op == 1 ? "set" : "advance", r,
+    if (guest_clock(&t, (uint32_t)op, ns, &now, &err) < 0)
+        return l_raise_guest(L, &t, "clock",
+                             op == PV_CLOCK_GET   ? "get"
+                             : op == PV_CLOCK_SET ? "set"
+                                                  : "advance",
                              &err);
-    }
-    struct pv_rd rd;
-    pv_rd_init(&rd, req[1].data, req[1].len);
-    int64_t now = pv_get_i64(&rd);
-    bool bad = pv_rd_done(&rd) < 0;
-    buf_release(&req[1]);
-    if (bad)
-        return luaL_error(L, "vm `%s`: clock: malformed reply from the agent", vm->name);
     lua_pushinteger(L, now);
     return 1;
 }
@@ -279,8 +265,8 @@ int luaopen_provium_sys(lua_State *L)
     lua_pop(L, 2);
 
     static const luaL_Reg prims[] = {
-        {"syscall", l_syscall}, {"syscall_start", l_syscall_start},
-        {"syscall_await", l_syscall_await}, {"clock", l_clock}, {NULL, NULL},
+        {"syscall", l_vm_syscall}, {"syscall_start", l_vm_syscall_start},
+        {"syscall_await", l_vm_syscall_await}, {"clock", l_vm_clock}, {NULL, NULL},
     };
     luaL_newlib(L, prims);
     lua_createtable(L, 0, (int)ARRAY_SIZE(sysnames));
@@ -289,6 +275,9 @@ int luaopen_provium_sys(lua_State *L)
         lua_setfield(L, -2, sysnames[i].name);
     }
     lua_setfield(L, -2, "sys");
+    static const struct l_const clock_ops[] = {
+        {"get", PV_CLOCK_GET}, {"set", PV_CLOCK_SET}, {"advance", PV_CLOCK_ADVANCE}};
+    l_set_consts(L, "clock_ops", clock_ops, ARRAY_SIZE(clock_ops));
     lua_newtable(L);
     for (int e = 1; e < 4096; e++) {
         const char *name = strerrorname_np(e);

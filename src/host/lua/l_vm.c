@@ -18,47 +18,47 @@ struct l_vm {
     int opts_ref; /* creation-time boot opts table, or LUA_NOREF */
 };
 
-/* A VM userdata, for the operations only a VM has; requests go to its agent. */
+/* A VM userdata, for the operations only a VM has. */
 static struct l_vm *l_checkvm(lua_State *L, int i)
 {
     struct l_vm *u = luaL_checkudata(L, i, PV_VM_MT);
     if (!u->vm)
         luaL_error(L, "vm is closed");
-    u->vm->chan.route = 0;
     return u;
+}
+
+struct target l_checktarget(lua_State *L, int i)
+{
+    struct target t;
+    if (luaL_testudata(L, i, PV_WORKER_MT))
+        l_worker_target(L, i, true, &t);
+    else
+        t = (struct target){l_checkvm(L, i)->vm, 0};
+    return t;
+}
+
+bool l_testtarget(lua_State *L, int i, struct target *ret)
+{
+    if (luaL_testudata(L, i, PV_WORKER_MT))
+        return l_worker_target(L, i, false, ret);
+    struct l_vm *u = luaL_testudata(L, i, PV_VM_MT);
+    if (!u || !u->vm)
+        return false;
+    *ret = (struct target){u->vm, 0};
+    return true;
 }
 
 struct vm *l_tovm(lua_State *L, int i)
 {
-    if (luaL_testudata(L, i, PV_WORKER_MT))
-        return l_worker_route(L, i, true);
-    return l_checkvm(L, i)->vm;
+    return l_checktarget(L, i).vm;
 }
 
-struct vm *l_testvm(lua_State *L, int i)
-{
-    if (luaL_testudata(L, i, PV_WORKER_MT))
-        return l_worker_route(L, i, false);
-    struct l_vm *u = luaL_testudata(L, i, PV_VM_MT);
-    if (!u || !u->vm)
-        return NULL;
-    u->vm->chan.route = 0;
-    return u->vm;
-}
-
-const char *l_who(lua_State *L, const struct vm *vm)
-{
-    if (vm->chan.route)
-        return lua_pushfstring(L, "vm `%s` worker %d", vm->name, (int)vm->chan.route);
-    return lua_pushfstring(L, "vm `%s`", vm->name);
-}
-
-struct vm *l_uservm(lua_State *L, int i)
+bool l_usertarget(lua_State *L, int i, struct target *ret)
 {
     lua_getiuservalue(L, i, 1);
-    struct vm *vm = l_testvm(L, -1);
+    bool ok = l_testtarget(L, -1, ret);
     lua_pop(L, 1);
-    return vm;
+    return ok;
 }
 
 int l_raise_err(lua_State *L, const char *what, const struct pv_err *err)
@@ -66,17 +66,56 @@ int l_raise_err(lua_State *L, const char *what, const struct pv_err *err)
     return luaL_error(L, "%s: %s", what, err->msg);
 }
 
-int l_raise_guest(lua_State *L, const struct vm *vm, const char *op, const char *what, int r,
+int l_raise_guest(lua_State *L, const struct target *t, const char *op, const char *what,
                   const struct pv_err *err)
 {
-    const char *name = r > 0 ? strerrorname_np(r) : NULL;
+    if (!err->guest)
+        return luaL_error(L, "%s", err->msg);
+    char who[128];
+    guest_who(t, who, sizeof(who));
+    const char *name = strerrorname_np(err->code);
     /* no subject (or a worker gone): the agent's message says what failed */
-    if (r > 0 && (!what || (r == ECHILD && vm->chan.route)))
-        return luaL_error(L, "%s: %s: %s: %s", l_who(L, vm), op, name ? name : "E?", err->msg);
-    if (r > 0)
-        return luaL_error(L, "%s: %s: %s: %s (%s)", l_who(L, vm), op, name ? name : "E?",
-                          what ? what : "", strerror(r));
-    return luaL_error(L, "%s", err->msg);
+    if (!what || (err->code == ECHILD && t->worker))
+        return luaL_error(L, "%s: %s: %s: %s", who, op, name ? name : "E?", err->msg);
+    return luaL_error(L, "%s: %s: %s: %s (%s)", who, op, name ? name : "E?", what,
+                      strerror(err->code));
+}
+
+static int buf_gc(lua_State *L)
+{
+    buf_release(lua_touserdata(L, 1));
+    return 0;
+}
+
+struct buf *l_newbuf(lua_State *L)
+{
+    struct buf *b = lua_newuserdatauv(L, sizeof(*b), 0);
+    memset(b, 0, sizeof(*b));
+    if (luaL_newmetatable(L, "provium.buf")) {
+        lua_pushcfunction(L, buf_gc);
+        lua_setfield(L, -2, "__gc");
+    }
+    lua_setmetatable(L, -2);
+    return b;
+}
+
+size_t l_checkcount(lua_State *L, int i, size_t max, const char *what)
+{
+    luaL_checktype(L, i, LUA_TTABLE);
+    size_t n = lua_rawlen(L, i);
+    if (n > max)
+        luaL_error(L, "%s: at most %d items, got %I", what, (int)max, (lua_Integer)n);
+    return n;
+}
+
+void l_set_consts(lua_State *L, const char *name, const struct l_const *c, size_t n)
+{
+    lua_createtable(L, 0, (int)n);
+    for (size_t i = 0; i < n; i++) {
+        lua_pushinteger(L, c[i].value);
+        lua_setfield(L, -2, c[i].name);
+    }
+    lua_setfield(L, -2, name);
 }
 
 /* _provium_c.vm_new(name, profile, opts?) -> VM */
@@ -161,10 +200,9 @@ static void parse_opts(lua_State *L, int idx, struct boot_opts *o)
             o->has_rng_seed = true;
             o->rng_seed = (uint64_t)lua_tointeger(L, -1);
         } else if (!strcmp(k, "files")) {
-            luaL_checktype(L, -1, LUA_TTABLE);
-            lua_Integer n = luaL_len(L, -1);
-            for (lua_Integer i = 1; i <= n; i++) {
-                lua_geti(L, -1, i);
+            size_t n = l_checkcount(L, lua_gettop(L), 65536, "boot opts: files");
+            for (size_t i = 1; i <= n; i++) {
+                lua_rawgeti(L, -1, (lua_Integer)i);
                 if (!lua_istable(L, -1))
                     luaL_error(L, "boot opts: files[%d] must be a table {path=, content=, mode=}",
                                (int)i);
@@ -224,31 +262,31 @@ static int freshen(struct vm *vm, const struct boot_opts *o, bool resumed, struc
 {
     if (!resumed && !o->has_initial_time)
         return 0;
-    struct buf req = BUF_INIT;
-    struct pv_wr w = {&req};
-    pv_put_i64(&w, o->has_initial_time ? (int64_t)llround(o->initial_time * 1e9) : wall_ns());
+    struct guest_freshen f = {
+        .realtime_ns = o->has_initial_time ? (int64_t)llround(o->initial_time * 1e9) : wall_ns()};
     unsigned char seed[32];
-    size_t seed_len = 0;
     if (resumed && o->has_rng_seed) {
         struct sha256 *h = sha256_new();
         sha256_update_str(h, "provium rng_seed");
         sha256_update(h, &o->rng_seed, sizeof(o->rng_seed));
         sha256_final(h, seed);
-        seed_len = sizeof(seed);
+        f.seed_len = sizeof(seed);
     } else if (resumed && getrandom(seed, sizeof(seed), 0) == sizeof(seed)) {
-        seed_len = sizeof(seed);
+        f.seed_len = sizeof(seed);
     }
-    pv_put_bytes(&w, seed, seed_len);
-    pv_put_u32(&w, resumed ? (uint32_t)o->nfiles : 0);
+    f.seed = seed;
+    _cleanup_free_ struct guest_file *files = xcalloc(o->nfiles + 1, sizeof(*files));
+    _cleanup_free_ char **paths = xcalloc(o->nfiles + 1, sizeof(*paths));
     for (size_t i = 0; resumed && i < o->nfiles; i++) {
-        const struct boot_file *f = &o->files[i];
-        _cleanup_free_ char *path = xasprintf("%s%s", f->path[0] == '/' ? "" : "/", f->path);
-        pv_put_str(&w, path);
-        pv_put_u32(&w, f->mode ? f->mode : 0644);
-        pv_put_bytes(&w, f->content, f->len);
+        const struct boot_file *bf = &o->files[i];
+        paths[i] = xasprintf("%s%s", bf->path[0] == '/' ? "" : "/", bf->path);
+        files[i] = (struct guest_file){paths[i], bf->mode ? bf->mode : 0644, bf->content, bf->len};
+        f.nfiles = i + 1;
     }
-    int r = vm_call(vm, "boot", PV_FRESHEN, &req, 30, NULL, err);
-    buf_release(&req);
+    f.files = files;
+    int r = guest_freshen(&(struct target){vm, 0}, &f, err);
+    for (size_t i = 0; i < f.nfiles; i++)
+        free(paths[i]);
     return r;
 }
 
@@ -292,13 +330,14 @@ static int l_vm_boot(lua_State *L)
         return luaL_error(L, "%s", err.msg);
     fixture_note_boot(u->vm->profile);
     r = freshen(u->vm, o, cached, &err);
-    if (r > 0 && cached)
+    if (r < 0 && err.guest && cached)
         return luaL_error(L,
                           "vm `%s`: boot: %s: %s, after the resume from the boot cache (a file "
                           "the boot itself reads needs boot{cold = true}: docs/boot-cache.md)",
-                          u->vm->name, strerrorname_np(r) ?: "E?", err.msg);
-    if (r != 0)
-        return l_raise_guest(L, u->vm, "boot", "setting initial_time", r, &err);
+                          u->vm->name, strerrorname_np(err.code) ?: "E?", err.msg);
+    if (r < 0)
+        return l_raise_guest(L, &(struct target){u->vm, 0}, "boot", "setting initial_time",
+                             &err);
     lua_settop(L, 1);
     return 1;
 }
@@ -329,8 +368,16 @@ SIMPLE(l_vm_pause, vm_pause)
 SIMPLE(l_vm_resume, vm_resume)
 /* vm:power_button() */
 SIMPLE(l_vm_power_button, vm_power_button)
+
 /* vm:ping() */
-SIMPLE(l_vm_ping, vm_ping)
+static int l_vm_ping(lua_State *L)
+{
+    struct target t = l_checktarget(L, 1);
+    struct pv_err err = {0};
+    if (guest_ping(&t, &err) < 0)
+        return l_raise_guest(L, &t, "ping", NULL, &err);
+    return 0;
+}
 
 /* vm:kill() */
 static int l_vm_kill(lua_State *L)
@@ -423,7 +470,7 @@ static int l_vm_console_socket_path(lua_State *L)
 
 /* _provium_c.snapshot(vm, path?) -> path: the default is a new file in the
  * run directory (gone at the end of the run) */
-static int l_snapshot(lua_State *L)
+static int l_vm_snapshot(lua_State *L)
 {
     struct l_vm *u = l_checkvm(L, 1);
     static unsigned seq;
@@ -441,7 +488,7 @@ static int l_snapshot(lua_State *L)
 }
 
 /* _provium_c.restore(vm, path) */
-static int l_restore(lua_State *L)
+static int l_vm_restore(lua_State *L)
 {
     struct l_vm *u = l_checkvm(L, 1);
     struct pv_err err = {0};
@@ -471,55 +518,65 @@ static void push_output(lua_State *L, const struct buf *b, uint64_t total)
     lua_pushlstring(L, b->data ? b->data : "", b->len);
     if (total > b->len) {
         lua_pushfstring(L, "\n[provium: output truncated at %d MiB of %I bytes]",
-                        (int)(VM_OUTPUT_CAP >> 20), (lua_Integer)total);
+                        (int)(GUEST_OUTPUT_CAP >> 20), (lua_Integer)total);
         lua_concat(L, 2);
     }
 }
 
-int l_check_run(lua_State *L, struct vm_run_req *out)
+/* The number of keys of the table at i (env), bounded. */
+static size_t count_keys(lua_State *L, int i, size_t max, const char *what)
+{
+    size_t n = 0;
+    lua_pushnil(L);
+    while (lua_next(L, i)) {
+        lua_pop(L, 1);
+        if (++n > max)
+            luaL_error(L, "%s: more than %d entries", what, (int)max);
+    }
+    return n;
+}
+
+#define RUN_MAX_ARGS 65536
+
+void l_check_run(lua_State *L, struct guest_run_req *out)
 {
     luaL_checktype(L, 2, LUA_TTABLE);
     luaL_checktype(L, 3, LUA_TTABLE);
     lua_settop(L, 3);
     /* Keep every string alive in a table at index 4 while C points at it. */
     lua_newtable(L);
-    lua_Integer argc = luaL_len(L, 2);
+    size_t argc = l_checkcount(L, 2, RUN_MAX_ARGS, "vm:run: the command");
     if (argc < 1)
-        return luaL_error(L, "vm:run: empty command");
-    const char **argv = lua_newuserdatauv(L, sizeof(char *) * ((size_t)argc + 1), 0);
-    lua_seti(L, 4, 1);
-    for (lua_Integer i = 1; i <= argc; i++) {
-        lua_geti(L, 2, i);
+        luaL_error(L, "vm:run: empty command");
+    const char **argv = lua_newuserdatauv(L, sizeof(char *) * (argc + 1), 0);
+    lua_setfield(L, 4, "argv");
+    for (size_t i = 1; i <= argc; i++) {
+        lua_rawgeti(L, 2, (lua_Integer)i);
         if (lua_type(L, -1) != LUA_TSTRING && lua_type(L, -1) != LUA_TNUMBER)
-            return luaL_error(L, "vm:run: argument %d must be a string, got %s", (int)i,
-                              luaL_typename(L, -1));
+            luaL_error(L, "vm:run: argument %d must be a string, got %s", (int)i,
+                       luaL_typename(L, -1));
         argv[i - 1] = lua_tostring(L, -1);
-        lua_seti(L, 4, i + 1);
+        lua_rawseti(L, 4, (lua_Integer)i);
     }
     argv[argc] = NULL;
 
-    struct vm_run_req req = {.argv = argv, .cwd = ""};
+    struct guest_run_req req = {.argv = argv, .cwd = ""};
     lua_getfield(L, 3, "env");
     if (!lua_isnil(L, -1)) {
         luaL_checktype(L, -1, LUA_TTABLE);
-        size_t n = 0;
-        lua_pushnil(L);
-        while (lua_next(L, -2)) {
-            n++;
-            lua_pop(L, 1);
-        }
+        int envt = lua_gettop(L);
+        size_t n = count_keys(L, envt, RUN_MAX_ARGS, "vm:run: env");
         const char **env = lua_newuserdatauv(L, sizeof(char *) * (n + 1), 0);
-        lua_seti(L, 4, argc + 2);
+        lua_setfield(L, 4, "env");
         size_t k = 0;
         lua_pushnil(L);
-        while (lua_next(L, -2)) {
+        while (lua_next(L, envt) && k < n) {
             if (lua_type(L, -2) != LUA_TSTRING)
-                return luaL_error(L, "vm:run: env keys must be strings");
+                luaL_error(L, "vm:run: env keys must be strings");
             const char *key = lua_tostring(L, -2);
             const char *val = luaL_tolstring(L, -1, NULL);
-            const char *s = lua_pushfstring(L, "%s=%s", key, val);
-            env[k++] = s;
-            lua_seti(L, 4, argc + 3 + (lua_Integer)k);
+            env[k++] = lua_pushfstring(L, "%s=%s", key, val);
+            lua_rawseti(L, 4, (lua_Integer)(argc + k));
             lua_pop(L, 2);
         }
         env[k] = NULL;
@@ -546,21 +603,15 @@ int l_check_run(lua_State *L, struct vm_run_req *out)
     }
     lua_pop(L, 1);
     *out = req;
-    return 0;
 }
 
-int l_push_run_result(lua_State *L, const struct vm *vm, const char *op, int r,
-                      struct vm_run_result *res, const struct pv_err *err)
+int l_push_run_result(lua_State *L, const struct target *t, const char *op, int r,
+                      struct guest_run_result *res, const struct pv_err *err)
 {
-    if (r > 0) {
-        /* the agent's message names the program or the cwd that failed */
-        vm_run_result_release(res);
-        const char *name = strerrorname_np(r);
-        return luaL_error(L, "%s: %s: %s: %s", l_who(L, vm), op, name ? name : "E?", err->msg);
-    }
     if (r < 0) {
-        vm_run_result_release(res);
-        return luaL_error(L, "%s", err->msg);
+        guest_run_result_release(res);
+        /* the agent's message names the program or the cwd that failed */
+        return l_raise_guest(L, t, op, NULL, err);
     }
     lua_createtable(L, 0, 8);
     static const char *status[] = {"exited", "signalled", "timed_out"};
@@ -578,45 +629,76 @@ int l_push_run_result(lua_State *L, const struct vm *vm, const char *op, int r,
         lua_pushinteger(L, res->signal);
         lua_setfield(L, -2, "signal");
     }
-    vm_run_result_release(res);
+    guest_run_result_release(res);
     luaL_setmetatable(L, PV_RUNRESULT_MT);
     return 1;
+}
+
+static int run_result_gc(lua_State *L)
+{
+    guest_run_result_release(lua_touserdata(L, 1));
+    return 0;
+}
+
+struct guest_run_result *l_new_run_result(lua_State *L)
+{
+    struct guest_run_result *res = lua_newuserdatauv(L, sizeof(*res), 0);
+    memset(res, 0, sizeof(*res));
+    if (luaL_newmetatable(L, "provium.run_result_buf")) {
+        lua_pushcfunction(L, run_result_gc);
+        lua_setfield(L, -2, "__gc");
+    }
+    lua_setmetatable(L, -2);
+    return res;
 }
 
 /* _provium_c.run(vm, argv_table, opts_table) -> RunResult. The Lua wrapper
  * in lua/result.lua normalises vm:run's call shapes into these two tables. */
 static int l_vm_run_raw(lua_State *L)
 {
-    struct vm *vm = l_tovm(L, 1);
-    struct vm_run_req req;
+    struct target t = l_checktarget(L, 1);
+    struct guest_run_req req;
     l_check_run(L, &req);
-    struct vm_run_result *res = lua_newuserdatauv(L, sizeof(*res), 0);
-    memset(res, 0, sizeof(*res));
+    struct guest_run_result *res = l_new_run_result(L);
     struct pv_err err = {0};
-    int r = vm_run(vm, &req, res, &err);
-    return l_push_run_result(L, vm, "run", r, res, &err);
+    int r = guest_run(&t, &req, res, &err);
+    return l_push_run_result(L, &t, "run", r, res, &err);
 }
 
-/* vm:read_file(path) -> string */
+/* The max_size of an options table at i (nil: the default). */
+static uint64_t opt_max_size(lua_State *L, int i, const char *what)
+{
+    if (lua_isnoneornil(L, i))
+        return GUEST_READ_MAX_DEFAULT;
+    luaL_checktype(L, i, LUA_TTABLE);
+    lua_getfield(L, i, "max_size");
+    uint64_t v = GUEST_READ_MAX_DEFAULT;
+    if (lua_isinteger(L, -1) && lua_tointeger(L, -1) >= 0)
+        v = (uint64_t)lua_tointeger(L, -1);
+    else if (!lua_isnil(L, -1))
+        luaL_error(L, "%s: max_size must be a non-negative integer number of bytes, got %s",
+                   what, luaL_tolstring(L, -1, NULL));
+    lua_pop(L, 1);
+    return v;
+}
+
+/* vm:read_file(path, {max_size=}?) -> string */
 static int l_vm_read_file(lua_State *L)
 {
-    struct vm *vm = l_tovm(L, 1);
+    struct target t = l_checktarget(L, 1);
     const char *path = luaL_checkstring(L, 2);
-    struct buf *out = lua_newuserdatauv(L, sizeof(*out), 0);
-    memset(out, 0, sizeof(*out));
+    uint64_t max = opt_max_size(L, 3, "read_file");
+    struct buf *out = l_newbuf(L);
     struct pv_err err = {0};
-    int r = vm_read_file(vm, path, out, &err);
-    if (r != 0) {
-        buf_release(out);
-        return l_raise_guest(L, vm, "read_file", path, r, &err);
-    }
+    if (guest_read_file(&t, path, max, out, &err) < 0)
+        return l_raise_guest(L, &t, "read_file", path, &err);
     return l_push_buf(L, out);
 }
 
 /* vm:write_file(path, data, mode?) */
 static int l_vm_write_file(lua_State *L)
 {
-    struct vm *vm = l_tovm(L, 1);
+    struct target t = l_checktarget(L, 1);
     const char *path = luaL_checkstring(L, 2);
     size_t len;
     const char *data = luaL_checklstring(L, 3, &len);
@@ -624,16 +706,15 @@ static int l_vm_write_file(lua_State *L)
     if (mode < -1 || mode > 07777)
         return luaL_argerror(L, 4, "mode must be permission bits (0..0xfff)");
     struct pv_err err = {0};
-    int r = vm_write_file(vm, path, data, len, mode < 0 ? VM_DEFAULT_MODE : (uint32_t)mode,
-                          false, &err);
-    if (r != 0)
-        return l_raise_guest(L, vm, "write_file", path, r, &err);
+    if (guest_write_file(&t, path, data, len, mode < 0 ? GUEST_DEFAULT_MODE : (uint32_t)mode,
+                         false, &err) < 0)
+        return l_raise_guest(L, &t, "write_file", path, &err);
     return 0;
 }
 
 static const char *ftype_name(int t)
 {
-    static const char *names[] = {"other", "file", "directory", "symlink", "fifo",
+    static const char *names[] = {"other",  "file",         "directory",   "symlink", "fifo",
                                   "socket", "block_device", "char_device", "other"};
     return t >= 0 && t <= PV_FT_OTHER ? names[t] : "other";
 }
@@ -641,18 +722,17 @@ static const char *ftype_name(int t)
 /* vm:stat(path) -> {size, mtime, mtime_ns, perm, entry_type, uid, gid} */
 static int l_vm_stat(lua_State *L)
 {
-    struct vm *vm = l_tovm(L, 1);
+    struct target t = l_checktarget(L, 1);
     const char *path = luaL_checkstring(L, 2);
-    struct vm_stat st;
+    struct guest_stat st;
     struct pv_err err = {0};
-    int r = vm_stat(vm, path, false, &st, &err);
-    if (r != 0)
-        return l_raise_guest(L, vm, "stat", path, r, &err);
+    if (guest_stat(&t, path, false, &st, &err) < 0)
+        return l_raise_guest(L, &t, "stat", path, &err);
     l_push_stat(L, &st);
     return 1;
 }
 
-void l_push_stat(lua_State *L, const struct vm_stat *st)
+void l_push_stat(lua_State *L, const struct guest_stat *st)
 {
     lua_createtable(L, 0, 8);
     lua_pushinteger(L, (lua_Integer)st->size);
@@ -674,17 +754,17 @@ void l_push_stat(lua_State *L, const struct vm_stat *st)
 /* vm:exists(path) -> boolean */
 static int l_vm_exists(lua_State *L)
 {
-    struct vm *vm = l_tovm(L, 1);
+    struct target t = l_checktarget(L, 1);
     const char *path = luaL_checkstring(L, 2);
-    struct vm_stat st;
+    struct guest_stat st;
     struct pv_err err = {0};
-    int r = vm_stat(vm, path, true, &st, &err);
-    if (r == ENOENT || r == ENOTDIR) {
+    int r = guest_stat(&t, path, true, &st, &err);
+    if (r < 0 && err.guest && (err.code == ENOENT || err.code == ENOTDIR)) {
         lua_pushboolean(L, 0);
         return 1;
     }
-    if (r != 0)
-        return l_raise_guest(L, vm, "exists", path, r, &err);
+    if (r < 0)
+        return l_raise_guest(L, &t, "exists", path, &err);
     lua_pushboolean(L, 1);
     return 1;
 }
@@ -722,18 +802,42 @@ static int l_kmod_order(lua_State *L)
 static int l_vm_kernel_log(lua_State *L)
 {
     struct l_vm *u = l_checkvm(L, 1);
-    struct buf *b = lua_newuserdatauv(L, sizeof(*b), 0);
-    memset(b, 0, sizeof(*b));
+    struct buf *b = l_newbuf(L);
     vm_kernel_log(u->vm, b);
     return l_push_buf(L, b);
+}
+
+/* _provium_c.log_read(vm, "kmsg"|"console", offset, max) -> text, next
+ * offset: a piece of a log from a logical offset (docs/vms.md#logs) */
+static int l_log_read(lua_State *L)
+{
+    struct l_vm *u = l_checkvm(L, 1);
+    static const char *const names[] = {"kmsg", "console", NULL};
+    int which = luaL_checkoption(L, 2, NULL, names);
+    lua_Integer off = luaL_checkinteger(L, 3), max = luaL_checkinteger(L, 4);
+    luaL_argcheck(L, off >= 0, 3, "must not be negative");
+    luaL_argcheck(L, max >= 0 && max <= (64 << 20), 4, "must be 0..64 MiB");
+    struct buf *b = l_newbuf(L);
+    uint64_t next;
+    vm_log_read(u->vm, which == 0 ? VM_LOG_KMSG : VM_LOG_CONSOLE, (uint64_t)off, (size_t)max,
+                b, &next);
+    l_push_buf(L, b);
+    lua_pushinteger(L, (lua_Integer)next);
+    return 2;
+}
+
+/* _provium_c.log_generation(vm) -> changes when a fresh boot starts new logs */
+static int l_log_generation(lua_State *L)
+{
+    lua_pushinteger(L, l_checkvm(L, 1)->vm->log_gen);
+    return 1;
 }
 
 /* vm:console_log() -> everything the guest's console printed since power-on */
 static int l_vm_console_log(lua_State *L)
 {
     struct l_vm *u = l_checkvm(L, 1);
-    struct buf *b = lua_newuserdatauv(L, sizeof(*b), 0);
-    memset(b, 0, sizeof(*b));
+    struct buf *b = l_newbuf(L);
     vm_console_log(u->vm, b);
     return l_push_buf(L, b);
 }
@@ -743,8 +847,7 @@ static int l_vm_console_tail(lua_State *L)
 {
     struct l_vm *u = l_checkvm(L, 1);
     int lines = (int)luaL_optinteger(L, 2, 40);
-    struct buf *b = lua_newuserdatauv(L, sizeof(*b), 0);
-    memset(b, 0, sizeof(*b));
+    struct buf *b = l_newbuf(L);
     vm_console_tail(u->vm, lines, b);
     return l_push_buf(L, b);
 }
@@ -801,7 +904,8 @@ int luaopen_provium_vm(lua_State *L)
     lua_pop(L, 1);
     static const luaL_Reg prims[] = {
         {"vm_new", l_vm_new},   {"run", l_vm_run_raw}, {"kmod_order", l_kmod_order},
-        {"snapshot", l_snapshot}, {"restore", l_restore}, {NULL, NULL},
+        {"snapshot", l_vm_snapshot}, {"restore", l_vm_restore}, {"log_read", l_log_read},
+        {"log_generation", l_log_generation}, {NULL, NULL},
     };
     luaL_newlib(L, prims);
     return 1;

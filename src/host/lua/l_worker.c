@@ -1,7 +1,7 @@
 /* The Worker userdata (reference §9, decisions §4): a handle on a worker
  * agent in the guest, with the VM userdata as user value 1. Every guest
- * operation takes a Worker where it takes a VM (l_tovm): its requests go to
- * the worker (chan.route). Its methods and option checks are in
+ * operation takes a Worker where it takes a VM (l_checktarget): its requests
+ * go to the worker (struct target's worker). Its methods and option checks are in
  * lua/worker.lua. */
 #include <stdio.h>
 #include <sys/wait.h>
@@ -33,12 +33,13 @@ static struct l_worker *checkworker(lua_State *L, int i)
 static struct vm *worker_vm(lua_State *L, int i)
 {
     lua_getiuservalue(L, i, 1);
-    struct vm *vm = l_testvm(L, -1);
+    struct target t;
+    struct vm *vm = l_testtarget(L, -1, &t) ? t.vm : NULL;
     lua_pop(L, 1);
     return vm;
 }
 
-struct vm *l_worker_route(lua_State *L, int i, bool raise)
+bool l_worker_target(lua_State *L, int i, bool raise, struct target *ret)
 {
     struct l_worker *w = checkworker(L, i);
     struct vm *vm = worker_vm(L, i);
@@ -51,10 +52,28 @@ struct vm *l_worker_route(lua_State *L, int i, bool raise)
         if (raise)
             luaL_error(L, "worker %d%s%s: gone: %s", (int)w->handle, vm ? " of vm " : "",
                        vm ? vm->name : "", why);
-        return NULL;
+        return false;
     }
-    vm->chan.route = w->handle;
-    return vm;
+    *ret = (struct target){vm, w->handle};
+    return true;
+}
+
+/* The strings of the array at i, anchored in it (at most max). */
+static const char **check_strings(lua_State *L, int i, size_t max, size_t *ret_n,
+                                  const char *what)
+{
+    size_t n = l_checkcount(L, i, max, what);
+    const char **v = lua_newuserdatauv(L, (n + 1) * sizeof(*v), 0);
+    for (size_t k = 1; k <= n; k++) {
+        lua_rawgeti(L, i, (lua_Integer)k);
+        if (lua_type(L, -1) != LUA_TSTRING)
+            luaL_error(L, "%s: item %d must be a string", what, (int)k);
+        v[k - 1] = lua_tostring(L, -1);
+        lua_pop(L, 1);
+    }
+    v[n] = NULL;
+    *ret_n = n;
+    return v;
 }
 
 /* _provium_c.worker.spawn(vm, flags, uid, gid, groups, caps, cwd, env) -> Worker;
@@ -62,39 +81,30 @@ struct vm *l_worker_route(lua_State *L, int i, bool raise)
  * checked them) */
 static int l_spawn(lua_State *L)
 {
-    struct vm *vm = l_tovm(L, 1);
-    struct l_io *io = l_newio(L);
-    struct pv_wr w = {&io->req};
-    pv_put_u32(&w, (uint32_t)luaL_checkinteger(L, 2));
-    pv_put_u32(&w, (uint32_t)luaL_checkinteger(L, 3));
-    pv_put_u32(&w, (uint32_t)luaL_checkinteger(L, 4));
-    luaL_checktype(L, 5, LUA_TTABLE);
-    lua_Integer n = luaL_len(L, 5);
-    pv_put_u32(&w, (uint32_t)n);
-    for (lua_Integer k = 1; k <= n; k++) {
-        lua_geti(L, 5, k);
-        pv_put_u32(&w, (uint32_t)lua_tointeger(L, -1));
+    struct target t = l_checktarget(L, 1);
+    struct guest_worker_req req = {
+        .flags = (uint32_t)luaL_checkinteger(L, 2),
+        .uid = (uint32_t)luaL_checkinteger(L, 3),
+        .gid = (uint32_t)luaL_checkinteger(L, 4),
+        .caps = (uint64_t)luaL_checkinteger(L, 6),
+        .cwd = luaL_checkstring(L, 7),
+    };
+    req.ngroups = l_checkcount(L, 5, 65536, "spawn_worker: groups");
+    uint32_t *groups = lua_newuserdatauv(L, (req.ngroups + 1) * sizeof(*groups), 0);
+    for (size_t k = 1; k <= req.ngroups; k++) {
+        lua_rawgeti(L, 5, (lua_Integer)k);
+        groups[k - 1] = (uint32_t)lua_tointeger(L, -1);
         lua_pop(L, 1);
     }
-    pv_put_u64(&w, (uint64_t)luaL_checkinteger(L, 6));
-    pv_put_str(&w, luaL_checkstring(L, 7));
-    luaL_checktype(L, 8, LUA_TTABLE);
-    n = luaL_len(L, 8);
-    pv_put_u32(&w, (uint32_t)n);
-    for (lua_Integer k = 1; k <= n; k++) {
-        lua_geti(L, 8, k);
-        pv_put_str(&w, luaL_checkstring(L, -1));
-        lua_pop(L, 1);
-    }
-    l_call(L, vm, "spawn_worker", NULL, PV_WORKER, &io->req, &io->reply);
-    struct pv_rd rd;
-    pv_rd_init(&rd, io->reply.data, io->reply.len);
-    uint64_t handle = pv_get_u64(&rd);
-    uint32_t pid = pv_get_u32(&rd);
-    if (pv_rd_done(&rd) < 0 || handle == 0)
-        l_bad_reply(L, vm, "spawn_worker");
+    req.groups = groups;
+    req.env = check_strings(L, 8, 65536, &req.nenv, "spawn_worker: env");
+    uint64_t handle;
+    uint32_t pid;
+    struct pv_err err = {0};
+    if (guest_worker(&t, &req, &handle, &pid, &err) < 0)
+        return l_raise_guest(L, &t, "spawn_worker", NULL, &err);
     struct l_worker *u = lua_newuserdatauv(L, sizeof(*u), 1);
-    *u = (struct l_worker){.handle = handle, .pid = pid, .gen = vm->agent_gen};
+    *u = (struct l_worker){.handle = handle, .pid = pid, .gen = t.vm->agent_gen};
     lua_pushvalue(L, 1);
     lua_setiuservalue(L, -2, 1);
     luaL_setmetatable(L, PV_WORKER_MT);
@@ -107,20 +117,16 @@ static int l_spawn(lua_State *L)
 static int l_close(lua_State *L)
 {
     struct l_worker *w = checkworker(L, 1);
-    struct vm *vm = l_worker_route(L, 1, false);
+    struct target wt;
+    bool live = l_worker_target(L, 1, false, &wt);
     w->closed = true;
-    if (!vm)
+    if (!live)
         return 0;
-    vm->chan.route = 0;
-    struct l_io *io = l_newio(L);
-    struct pv_wr wr = {&io->req};
-    pv_put_u64(&wr, w->handle);
-    l_call(L, vm, "worker:close", NULL, PV_WORKER_END, &io->req, &io->reply);
-    struct pv_rd rd;
-    pv_rd_init(&rd, io->reply.data, io->reply.len);
-    int status = (int)pv_get_u32(&rd);
-    if (pv_rd_done(&rd) < 0)
-        l_bad_reply(L, vm, "worker:close");
+    struct target agent = {wt.vm, 0}; /* the agent ends it, not the worker itself */
+    int status;
+    struct pv_err err = {0};
+    if (guest_worker_end(&agent, w->handle, &status, &err) < 0)
+        return l_raise_guest(L, &agent, "worker:close", NULL, &err);
     char desc[64];
     spawn_describe_status(status, desc, sizeof(desc));
     lua_pushstring(L, desc);
@@ -139,11 +145,9 @@ static int l_state(lua_State *L)
         lua_pushstring(L, vm_state_name(vm->state));
     else if (w->gen != vm->agent_gen)
         lua_pushstring(L, "exited");
-    else {
-        vm->chan.route = w->handle;
-        int r = vm_ping(vm, NULL);
-        lua_pushstring(L, r == 0 ? "running" : "exited");
-    }
+    else
+        lua_pushstring(L, guest_ping(&(struct target){vm, w->handle}, NULL) == 0 ? "running"
+                                                                               : "exited");
     return 1;
 }
 
@@ -183,5 +187,11 @@ int luaopen_provium_worker(lua_State *L)
         lua_setfield(L, -2, capnames[i].name);
     }
     lua_setfield(L, -2, "caps");
+    static const struct l_const flags[] = {
+        {"uid", PV_WK_UID},   {"gid", PV_WK_GID},
+        {"groups", PV_WK_GROUPS}, {"caps", PV_WK_CAPS},
+        {"no_new_privs", PV_WK_NO_NEW_PRIVS}, {"env_clear", PV_WK_ENV_CLEAR},
+    };
+    l_set_consts(L, "flags", flags, ARRAY_SIZE(flags));
     return 1;
 }
