@@ -308,6 +308,29 @@ static void drain(int fd, struct buf *b)
             buf_add(b, tmp, (size_t)n);
 }
 
+/* A NUL in a message (a console excerpt, a program's output) would cut the
+ * C strings the human, TAP and JUnit writers print: every NUL of the outcome
+ * becomes the four characters \x00, as show() in lua/framework.lua writes
+ * it. The event stream keeps the byte (msgpack strings carry it). */
+static void outcome_escape_nul(json_t *j)
+{
+    const char *k;
+    size_t i;
+    json_t *v;
+    if (json_is_object(j)) {
+        json_object_foreach(j, k, v) outcome_escape_nul(v);
+    } else if (json_is_array(j)) {
+        json_array_foreach(j, i, v) outcome_escape_nul(v);
+    } else if (json_is_string(j) && strlen(json_string_value(j)) < json_string_length(j)) {
+        const char *s = json_string_value(j);
+        struct buf b = BUF_INIT;
+        for (i = 0; i < json_string_length(j); i++)
+            buf_add(&b, s[i] ? s + i : "\\x00", s[i] ? 1 : 4);
+        json_string_setn_nocheck(j, b.data, b.len);
+        buf_release(&b);
+    }
+}
+
 /* A job ended: build its result and print it. Returns report_file's verdict. */
 static int finish_job(struct job *j, const struct run_opts *o, struct report *rep)
 {
@@ -330,7 +353,8 @@ static int finish_job(struct job *j, const struct run_opts *o, struct report *re
         fr.reason = xasprintf("file timed out after %gs (--timeout)", o->file_timeout);
     } else if (j->res.len) {
         json_error_t je;
-        fr.outcome = json_loadb(j->res.data, j->res.len, 0, &je);
+        fr.outcome = json_loadb(j->res.data, j->res.len, JSON_ALLOW_NUL, &je);
+        outcome_escape_nul(fr.outcome);
         if (!fr.outcome)
             fr.reason = xasprintf("unreadable outcome: %s", je.text);
     }
