@@ -23,6 +23,9 @@
 
 /* Files at once at most, whatever --jobs says. */
 #define RUNNER_MAX_JOBS 64
+/* How often a file's end is looked for when it has no pidfd: 10 wake-ups a
+ * second cost nothing measurable, and a file's results wait at most that. */
+#define JOB_WAITPID_MS 100
 
 static bool has_suffix(const char *s, const char *suf)
 {
@@ -275,7 +278,9 @@ static int start_job(const struct config *cfg, struct job *j, const struct run_o
     for (int i = 0; i < 3; i++)
         close(p[i][1]);
     j->pid = pid;
-    j->pidfd = (int)syscall(SYS_pidfd_open, pid, 0);
+    /* PROVIUM_TEST_NO_PIDFD (tests only) stands for a kernel without
+     * pidfd_open (before 5.3) or a runner out of descriptors */
+    j->pidfd = getenv("PROVIUM_TEST_NO_PIDFD") ? -1 : (int)syscall(SYS_pidfd_open, pid, 0);
     j->outfd = p[0][0];
     j->resfd = p[1][0];
     j->evfd = p[2][0];
@@ -288,12 +293,27 @@ static int start_job(const struct config *cfg, struct job *j, const struct run_o
 }
 
 /* The whole JSON lines of events a file's process sent: onto the stream. */
-static void forward_events(struct job *j)
+/* Read what *fd holds into b, keeping up to cap bytes. At the end of the
+ * file, close it and set -1: poll would report the hang-up at once every
+ * time, a busy loop until the process is reaped. */
+static void drain(int *fd, struct buf *b, size_t cap)
 {
     char tmp[65536];
     ssize_t n;
-    while ((n = read(j->evfd, tmp, sizeof(tmp))) > 0)
-        buf_add(&j->ev, tmp, (size_t)n);
+    while (*fd >= 0 && (n = read(*fd, tmp, sizeof(tmp))) != 0) {
+        if (n < 0)
+            return; /* EAGAIN: all read for now */
+        if (b->len < cap)
+            buf_add(b, tmp, (size_t)n);
+    }
+    if (*fd >= 0)
+        close(*fd);
+    *fd = -1;
+}
+
+static void forward_events(struct job *j)
+{
+    drain(&j->evfd, &j->ev, SIZE_MAX);
     char *nl;
     while (j->ev.len && (nl = memchr(j->ev.data, '\n', j->ev.len))) {
         size_t len = (size_t)(nl - j->ev.data);
@@ -302,14 +322,8 @@ static void forward_events(struct job *j)
     }
 }
 
-static void drain(int fd, struct buf *b)
-{
-    char tmp[65536];
-    ssize_t n;
-    while ((n = read(fd, tmp, sizeof(tmp))) > 0)
-        if (b->len < (16u << 20))
-            buf_add(b, tmp, (size_t)n);
-}
+/* A file's output and outcome kept, at most: the rest is read and dropped. */
+#define JOB_OUTPUT_MAX (16u << 20)
 
 /* A NUL in a message (a console excerpt, a program's output) would cut the
  * C strings the human, TAP and JUnit writers print: every NUL of the outcome
@@ -334,17 +348,30 @@ static void outcome_escape_nul(json_t *j)
     }
 }
 
-/* A job ended: build its result and print it. Returns report_file's verdict. */
-static int finish_job(struct job *j, const struct run_opts *o, struct report *rep)
+/* Whether j's process ended (reaped, *status filled): its pidfd says so at
+ * once; without one (pidfd_open fails with EMFILE, or on a kernel before
+ * 5.3) waitpid(WNOHANG) is asked each time round, and run_wait wakes at
+ * least every JOB_WAITPID_MS. */
+static bool job_exited(struct job *j, int *status)
 {
-    drain(j->outfd, &j->out);
-    drain(j->resfd, &j->res);
+    if (j->pidfd >= 0) {
+        struct pollfd pf = {j->pidfd, POLLIN, 0};
+        return poll(&pf, 1, 0) == 1 && waitpid(j->pid, status, 0) == j->pid;
+    }
+    return waitpid(j->pid, status, WNOHANG) == j->pid;
+}
+
+/* A job ended with status: build its result and print it. Returns
+ * report_file's verdict. */
+static int finish_job(struct job *j, int status, const struct run_opts *o, struct report *rep)
+{
+    drain(&j->outfd, &j->out, JOB_OUTPUT_MAX);
+    drain(&j->resfd, &j->res, JOB_OUTPUT_MAX);
     forward_events(j);
-    int status = 0;
-    waitpid(j->pid, &status, 0);
-    close(j->outfd);
-    close(j->resfd);
-    close(j->evfd);
+    /* what a grandchild still holds open is not waited for */
+    closep(&j->outfd);
+    closep(&j->resfd);
+    closep(&j->evfd);
     buf_release(&j->ev);
     if (j->pidfd >= 0)
         close(j->pidfd);
@@ -548,6 +575,10 @@ static void run_wait(struct run *r, struct pollfd *p)
         int64_t at = j->kill_at_ns ? j->kill_at_ns : j->deadline_ns;
         if (at && (!wake || at < wake))
             wake = at;
+        if (j->pidfd < 0) {
+            int64_t look = now + JOB_WAITPID_MS * 1000000LL;
+            wake = wake ? MIN(wake, look) : look;
+        }
     }
     /* once a second: the progress line, the pool's state, and another look
      * at the pressure */
@@ -605,14 +636,14 @@ static void run_reap(struct run *r)
         struct job *j = r->slots[k];
         if (!j)
             continue;
-        drain(j->outfd, &j->out);
-        drain(j->resfd, &j->res);
+        drain(&j->outfd, &j->out, JOB_OUTPUT_MAX);
+        drain(&j->resfd, &j->res, JOB_OUTPUT_MAX);
         forward_events(j);
         job_deadlines(j, now);
-        struct pollfd pf = {j->pidfd, POLLIN, 0};
-        if (poll(&pf, 1, 0) != 1)
+        int status = 0;
+        if (!job_exited(j, &status))
             continue;
-        int verdict = finish_job(j, r->o, &r->rep);
+        int verdict = finish_job(j, status, r->o, &r->rep);
         if (verdict == 1)
             r->failed[r->nfailed++] = j->file;
         else if (verdict == 0)
