@@ -127,8 +127,12 @@ static int make_rundir(void)
 static int cmd_kernel(int argc, char **argv)
 {
     const char *sub = argc > 2 ? argv[2] : "";
-    _cleanup_free_ char *root = kernel_cache_root();
+    _cleanup_free_ char *root = NULL;
     struct pv_err err = {0};
+    if (kernel_cache_dir(&root, &err) < 0) {
+        fprintf(stderr, "provium: %s\n", err.msg);
+        return 2;
+    }
     if (!strcmp(sub, "fetch") || !strcmp(sub, "ensure")) {
         struct kernel_info k = {0};
         if (!strcmp(sub, "ensure") && kernel_find_default(root, &k, &err) == 0) {
@@ -620,6 +624,26 @@ static int collect_args(int argc, char **argv, struct args *a)
     return -1;
 }
 
+/* The caches' directories before anything is written there: the kernel
+ * cache root, and provium's directory in the user's cache when the fixture
+ * cache is in it, as by default (user_cache_dir refuses one someone else
+ * could have planted things in). 0, or -1 after saying why. */
+static int check_caches(const struct config *cfg)
+{
+    struct pv_err err = {0};
+    _cleanup_free_ char *root = NULL, *mine = NULL, *checked = NULL;
+    int r = kernel_cache_dir(&root, &err);
+    bool in_mine = !cfg->cache_dir || (user_cache_dir(0, &mine, NULL) == 0 &&
+                                       !strncmp(cfg->cache_dir, mine, strlen(mine)));
+    if (r == 0 && in_mine)
+        r = user_cache_dir(USER_DIR_MAKE, &checked, &err);
+    if (r < 0) {
+        fprintf(stderr, "provium: %s\n", err.msg);
+        return -1;
+    }
+    return 0;
+}
+
 /* Pre-flight: what no test can run without (KVM is not on the list), then
  * the accelerator and the transport. 0, or -1 after saying why. */
 static int preflight(const struct args *a, const struct config *cfg, struct setup *s)
@@ -751,7 +775,7 @@ static int pmain(struct args *a)
     cfg->boot_cache = cfg->boot_cache && a->boot_cache;
     struct setup s = {0};
     int code = 2;
-    if (preflight(a, cfg, &s) < 0 || setup_run(a, cfg) < 0)
+    if (check_caches(cfg) < 0 || preflight(a, cfg, &s) < 0 || setup_run(a, cfg) < 0)
         goto out;
     if (a->fixture) {
         code = cmd_fixture(cfg, a->paths, a->npaths);

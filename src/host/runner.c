@@ -692,7 +692,10 @@ static int run_end(struct run *r)
     for (; r->next < r->nfiles; r->next++)
         file_completed(&r->plans[r->next], "not_run", 0);
     pool_state(&r->pool);
-    rerun_state_update(r->failed, r->nfailed, r->passed, r->npassed);
+    struct pv_err err = {0};
+    if (rerun_state_update(r->failed, r->nfailed, r->passed, r->npassed, &err) < 0)
+        fprintf(stderr, "provium: cannot record the results for --rerun-failed: %s\n",
+                err.msg);
     for (size_t i = 0; i < r->nfiles; i++) {
         free(r->plans[i].display);
         free(r->plans[i].cannot);
@@ -708,7 +711,6 @@ static int run_end(struct run *r)
     int code = r->rep.files_failed ? 1 : 0;
     if (r->interrupted)
         code = r->rep.files_failed ? 1 : 130;
-    struct pv_err err = {0};
     if (r->o->junit && ci_junit_write(r->o->junit, r->rep.junit, seconds, &err) < 0) {
         fprintf(stderr, "provium: %s\n", err.msg);
         code = 2;

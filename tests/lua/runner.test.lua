@@ -42,3 +42,13 @@ test("without a pidfd the runner waits for a file's end without spinning", funct
         ("provium and the file's process used %.2fs of CPU in %.2fs"):format(cpu, wall))
     t:assert_eq(code, 0, "provium's exit status")
 end)
+
+test("a cache directory others can write is refused before anything runs", function(t)
+    local d = meta.tmpdir()
+    os.execute("mkdir -p " .. d .. "/cache/provium && chmod 777 " .. d .. "/cache/provium")
+    local out, code = meta.provium({ "lua/cases/pass.lua" }, { env = { XDG_CACHE_HOME = d .. "/cache" } })
+    t:assert_eq(code, 2, out)
+    t:assert_contains(out, "provium: " .. d .. "/cache/provium is writable by group or others "
+        .. "(mode 0777): refusing it as provium's cache")
+    t:assert(not out:find("PASS", 1, true), "nothing ran")
+end)
