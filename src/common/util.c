@@ -3,6 +3,7 @@
 #include <fcntl.h>
 #include <ftw.h>
 #include <math.h>
+#include <pwd.h>
 #include <stdio.h>
 #include <sys/stat.h>
 #include <time.h>
@@ -211,12 +212,30 @@ int write_all(int fd, const void *p, size_t n)
     return 0;
 }
 
+/* The temporary file beside path, made exclusively: something already at
+ * its name (a symlink planted by whoever else can write the directory) is
+ * never followed. A plain file of the user's there is the leftover of a
+ * writer killed before its rename whose pid this process now has: it goes. */
+static int write_file_tmp(const char *tmp, int mode)
+{
+    for (int tries = 0; tries < 2; tries++) {
+        int fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, mode);
+        if (fd >= 0 || errno != EEXIST)
+            return fd < 0 ? -errno : fd;
+        struct stat st;
+        if (tries || lstat(tmp, &st) < 0 || !S_ISREG(st.st_mode) || st.st_uid != getuid() ||
+            unlink(tmp) < 0)
+            break;
+    }
+    return -EEXIST;
+}
+
 int write_file_atomic(const char *path, const void *data, size_t len, int mode)
 {
     _cleanup_free_ char *tmp = xasprintf("%s.tmp.%d", path, (int)getpid());
-    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode);
+    int fd = write_file_tmp(tmp, mode);
     if (fd < 0)
-        return -errno;
+        return fd;
     int r = write_all(fd, data, len);
     if (r == 0 && fsync(fd) < 0)
         r = -errno;
@@ -242,6 +261,106 @@ int mkdir_p(const char *path, int mode)
     }
     if (mkdir(p, mode) < 0 && errno != EEXIST)
         return -errno;
+    return 0;
+}
+
+int user_home_dir(char **ret, struct pv_err *err)
+{
+    *ret = NULL;
+    const char *h = getenv("HOME");
+    if (h && h[0] == '/') {
+        *ret = xstrdup(h);
+        return 0;
+    }
+    struct passwd *pw = getpwuid(getuid());
+    if (pw && pw->pw_dir && pw->pw_dir[0] == '/') {
+        *ret = xstrdup(pw->pw_dir);
+        return 0;
+    }
+    return pv_err_set(err, ENOENT,
+                      "cannot find your home directory: HOME is %s and uid %u has no home in "
+                      "the password database; set HOME (or PROVIUM_CACHE and cache_dir)",
+                      h && *h ? "not an absolute path" : "not set", (unsigned)getuid());
+}
+
+/* A directory whoever else owns or can write (without the sticky bit) can
+ * have its entries swapped under us: not for a cache. */
+static int user_dir_parent_check(const char *dir, struct pv_err *err)
+{
+    struct stat st;
+    if (stat(dir, &st) < 0)
+        return pv_err_set(err, errno, "%s: %s", dir, strerror(errno));
+    if (st.st_uid != getuid() && st.st_uid != 0)
+        return pv_err_set(err, EPERM,
+                          "%s belongs to uid %u, not to you (uid %u): refusing to keep a cache "
+                          "in it; set XDG_CACHE_HOME or HOME to a directory of yours",
+                          dir, (unsigned)st.st_uid, (unsigned)getuid());
+    if ((st.st_mode & 022) && !(st.st_mode & S_ISVTX))
+        return pv_err_set(err, EPERM,
+                          "%s is writable by group or others (mode %04o): refusing to keep a cache in "
+                          "it; set XDG_CACHE_HOME or HOME to a directory of yours",
+                          dir, (unsigned)(st.st_mode & 07777));
+    return 0;
+}
+
+/* dir exists now, made 0700 if it was missing; an existing one is the
+ * user's alone, or refused. */
+static int user_dir_make(const char *dir, struct pv_err *err)
+{
+    _cleanup_free_ char *parent = xstrdup(dir);
+    *strrchr(parent, '/') = 0;
+    int r = mkdir_p(parent, 0700);
+    if (r < 0)
+        return pv_err_set(err, -r, "cannot make %s: %s", parent, strerror(-r));
+    if ((r = user_dir_parent_check(parent, err)) < 0)
+        return r;
+    if (mkdir(dir, 0700) == 0)
+        return 0;
+    if (errno != EEXIST)
+        return pv_err_set(err, errno, "cannot make %s: %s", dir, strerror(errno));
+    _cleanup_close_ int fd = open(dir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    struct stat st;
+    if (fd < 0 && (errno == ELOOP || errno == ENOTDIR))
+        return pv_err_set(err, EPERM, "%s is a symlink or not a directory: refusing it as "
+                                      "provium's cache; remove it", dir);
+    if (fd < 0 || fstat(fd, &st) < 0)
+        return pv_err_set(err, errno, "%s: %s", dir, strerror(errno));
+    if (st.st_uid != getuid())
+        return pv_err_set(err, EPERM,
+                          "%s belongs to uid %u, not to you (uid %u): someone else made it; "
+                          "refusing it as provium's cache (remove it, or set PROVIUM_CACHE)",
+                          dir, (unsigned)st.st_uid, (unsigned)getuid());
+    if (st.st_mode & 022)
+        return pv_err_set(err, EPERM,
+                          "%s is writable by group or others (mode %04o): refusing it as provium's "
+                          "cache; if nothing in it is someone else's, chmod 700 it",
+                          dir, (unsigned)(st.st_mode & 07777));
+    /* made 0755 by an earlier provium: only we could write it; close it */
+    if ((st.st_mode & 077) && fchmod(fd, st.st_mode & 0700) < 0)
+        return pv_err_set(err, errno, "chmod 700 %s: %s", dir, strerror(errno));
+    return 0;
+}
+
+int user_cache_dir(unsigned flags, char **ret, struct pv_err *err)
+{
+    *ret = NULL;
+    _cleanup_free_ char *dir = NULL;
+    const char *xdg = getenv("XDG_CACHE_HOME");
+    if (xdg && xdg[0] == '/') { /* relative values are invalid per the XDG spec */
+        dir = xasprintf("%s/provium", xdg);
+    } else {
+        _cleanup_free_ char *home = NULL;
+        int r = user_home_dir(&home, err);
+        if (r < 0)
+            return r;
+        dir = xasprintf("%s/.cache/provium", strcmp(home, "/") ? home : "");
+    }
+    if (flags & USER_DIR_MAKE) {
+        int r = user_dir_make(dir, err);
+        if (r < 0)
+            return r;
+    }
+    *ret = steal_pointer(&dir);
     return 0;
 }
 

@@ -87,9 +87,26 @@ char *buf_steal(struct buf *b); /* returns data (never NULL), leaves b empty */
 
 /* Whole-file helpers; return 0 or -errno. read_file caps the size at max. */
 int read_file(const char *path, size_t max, struct buf *out);
+/* Through <path>.tmp.<pid>, made exclusively (O_EXCL | O_NOFOLLOW: -EEXIST
+ * when something not ours is at that name), then renamed over path. */
 int write_file_atomic(const char *path, const void *data, size_t len, int mode);
 int write_all(int fd, const void *p, size_t n);
 int mkdir_p(const char *path, int mode);
+
+/* The user's home directory: $HOME when it is an absolute path, else the
+ * password database's entry for the real uid (cron jobs and services often
+ * run without HOME). -ENOENT with err when neither has one. Caller frees. */
+int user_home_dir(char **ret, struct pv_err *err);
+/* provium's directory in the user's cache: $XDG_CACHE_HOME/provium when that
+ * is absolute, else <home>/.cache/provium; never a fixed path in /tmp.
+ * Without flags only the path is computed. With USER_DIR_MAKE the directory
+ * is made (0700) when missing, and one that exists must be the user's alone:
+ * a directory, not a symlink, owned by the user, writable by nobody else
+ * (read and search bits for others are taken away), in a parent owned by
+ * the user or root that others cannot write (or sticky). Otherwise -EPERM
+ * with err naming the directory and the fix. Caller frees. */
+enum { USER_DIR_MAKE = 1 << 0 };
+int user_cache_dir(unsigned flags, char **ret, struct pv_err *err);
 int rm_rf(const char *path);
 /* Monotonic clock in nanoseconds / milliseconds. */
 int64_t now_ns(void);

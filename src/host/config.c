@@ -4,7 +4,6 @@
 
 #include <dirent.h>
 #include <math.h>
-#include <pwd.h>
 #include <stdio.h>
 #include <sys/stat.h>
 
@@ -34,15 +33,6 @@ static int config_invalid(const struct config_ctx *x, int line, const char *fmt,
 }
 
 /* ---- paths ---- */
-
-static const char *config_home(void)
-{
-    const char *h = getenv("HOME");
-    if (h && *h)
-        return h;
-    struct passwd *pw = getpwuid(getuid());
-    return pw && pw->pw_dir && *pw->pw_dir ? pw->pw_dir : NULL;
-}
 
 /* dir (absolute) joined with rel, with ".", ".." and repeated slashes folded
  * lexically, as the seed documentation resolves "../kernel/bzImage". */
@@ -102,15 +92,14 @@ static char *config_dirname(const char *path)
     return xstrndup(path, (size_t)(slash - path));
 }
 
+/* NULL without a home directory: main then stops, saying so, unless
+ * cache_dir is set (docs/kernels.md, "The cache"). */
 static char *config_default_cache_dir(void)
 {
-    const char *xdg = getenv("XDG_CACHE_HOME");
-    if (xdg && xdg[0] == '/') /* relative values are invalid per the XDG spec */
-        return xasprintf("%s/provium/fixtures", xdg);
-    const char *home = config_home();
-    if (home)
-        return xasprintf("%s/.cache/provium/fixtures", home);
-    return xasprintf("/tmp/provium-%u/fixtures", (unsigned)getuid());
+    _cleanup_free_ char *dir = NULL;
+    if (user_cache_dir(0, &dir, NULL) < 0)
+        return NULL;
+    return xasprintf("%s/fixtures", dir);
 }
 
 /* ---- typed getters ---- */
@@ -160,9 +149,10 @@ static int config_path(const struct config_ctx *x, const char *key, const struct
         return config_invalid(x, v->line, "key `%s` in %s must not be empty", key,
                               x->where ? x->where : "the top level");
     if (s[0] == '~' && (s[1] == 0 || s[1] == '/')) {
-        const char *home = config_home();
-        if (!home)
-            return config_invalid(x, v->line, "cannot expand `%s`: HOME is not set", s);
+        _cleanup_free_ char *home = NULL;
+        struct pv_err herr = {0};
+        if (user_home_dir(&home, &herr) < 0)
+            return config_invalid(x, v->line, "cannot expand `%s`: %s", s, herr.msg);
         p = xasprintf("%s%s", home, s + 1);
     } else if (s[0] == '/' || !strncmp(s, "{out}", 5)) {
         p = xstrdup(s);

@@ -89,15 +89,20 @@ static unsigned shard_of(const char *path, unsigned n)
     return (unsigned)(h % n) + 1;
 }
 
-char *rerun_state_path(void)
+int rerun_state_path(char **ret, struct pv_err *err)
 {
     const char *env = getenv("PROVIUM_RERUN_STATE");
-    if (env && *env)
-        return xstrdup(env);
-    const char *home = getenv("HOME");
-    if (home && *home)
-        return xasprintf("%s/.cache/provium/rerun.json", home);
-    return xstrdup("/tmp/provium-rerun.json");
+    _cleanup_free_ char *dir = NULL;
+    *ret = NULL;
+    if (env && *env) {
+        *ret = xstrdup(env);
+        return 0;
+    }
+    int r = user_cache_dir(USER_DIR_MAKE, &dir, err);
+    if (r < 0)
+        return r;
+    *ret = xasprintf("%s/rerun.json", dir);
+    return 0;
 }
 
 static json_t *rerun_load(const char *path)
@@ -133,7 +138,9 @@ int filters_apply(const struct filters *f, char **files, size_t *nfiles, char **
     struct stat ref;
     if (f->since && stat(f->since, &ref) < 0)
         return pv_err_set(err, errno, "--since %s: %s", f->since, strerror(errno));
-    _cleanup_free_ char *state = f->rerun_failed ? rerun_state_path() : NULL;
+    _cleanup_free_ char *state = NULL;
+    if (f->rerun_failed && rerun_state_path(&state, err) < 0)
+        return pv_err_wrap(err, "--rerun-failed");
     json_t *failed = state ? rerun_load(state) : NULL;
     size_t w = 0, n = *nfiles;
     for (size_t i = 0; i < n; i++) {
@@ -178,13 +185,16 @@ int filters_apply(const struct filters *f, char **files, size_t *nfiles, char **
     return 0;
 }
 
-void rerun_state_update(char *const *failed, size_t nfailed, char *const *passed,
-                        size_t npassed)
+int rerun_state_update(char *const *failed, size_t nfailed, char *const *passed,
+                       size_t npassed, struct pv_err *err)
 {
-    _cleanup_free_ char *path = rerun_state_path();
+    _cleanup_free_ char *path = NULL;
+    int r = rerun_state_path(&path, err);
+    if (r < 0)
+        return r;
     json_t *set = rerun_load(path);
     if (!set && !nfailed)
-        return; /* nothing recorded, nothing to record */
+        return 0; /* nothing recorded, nothing to record */
     if (!set)
         set = json_array();
     char real[PATH_MAX];
@@ -213,6 +223,9 @@ void rerun_state_update(char *const *failed, size_t nfailed, char *const *passed
     }
     json_t *doc = json_pack("{s:o}", "failed", set);
     _cleanup_free_ char *text = json_dumps(doc, JSON_INDENT(1));
-    write_file_atomic(path, text, strlen(text), 0644);
+    r = write_file_atomic(path, text, strlen(text), 0644);
     json_decref(doc);
+    if (r < 0)
+        return pv_err_set(err, -r, "%s: %s", path, strerror(-r));
+    return 0;
 }

@@ -32,8 +32,10 @@ int filters_parse_shard(struct filters *f, const char *s, struct pv_err *err);
 int filters_apply(const struct filters *f, char **files, size_t *nfiles, char **note,
                   struct pv_err *err);
 
-/* Where --rerun-failed keeps its state. */
-char *rerun_state_path(void);
+/* Where --rerun-failed keeps its state: $PROVIUM_RERUN_STATE, else
+ * rerun.json in provium's directory of the user's cache (user_cache_dir,
+ * made and checked). Caller frees. */
+int rerun_state_path(char **ret, struct pv_err *err);
 /* After a run: failed files join the state, passed ones leave it. */
-void rerun_state_update(char *const *failed, size_t nfailed, char *const *passed,
-                        size_t npassed);
+int rerun_state_update(char *const *failed, size_t nfailed, char *const *passed,
+                       size_t npassed, struct pv_err *err);

@@ -20,19 +20,28 @@
 #define KERNEL_UNPACK_MS (5 * 60 * 1000)
 #define KERNEL_OUTPUT_MAX (256 * 1024)
 
+int kernel_cache_dir(char **ret, struct pv_err *err)
+{
+    /* resolved and checked once: main does it before anything runs, so
+     * the callers of kernel_cache_root after it cannot fail */
+    static char *root;
+    const char *s = getenv("PROVIUM_CACHE");
+    *ret = NULL;
+    if (!root && s && *s)
+        root = xstrdup(s); /* the user's own choice, taken as it is */
+    if (!root) {
+        int r = user_cache_dir(USER_DIR_MAKE, &root, err);
+        if (r < 0)
+            return r;
+    }
+    *ret = xstrdup(root);
+    return 0;
+}
+
 char *kernel_cache_root(void)
 {
-    const char *s = getenv("PROVIUM_CACHE");
-    if (s && *s)
-        return xstrdup(s);
-    /* The XDG spec says to ignore a relative XDG_CACHE_HOME. */
-    s = getenv("XDG_CACHE_HOME");
-    if (s && s[0] == '/')
-        return xasprintf("%s/provium", s);
-    s = getenv("HOME");
-    if (s && *s)
-        return xasprintf("%s/.cache/provium", s);
-    return xasprintf("/tmp/provium-cache-%u", (unsigned)getuid());
+    char *root;
+    return kernel_cache_dir(&root, NULL) == 0 ? root : NULL;
 }
 
 void kernel_info_release(struct kernel_info *k)

@@ -12,9 +12,13 @@ struct kernel_info {
     char *modules_dir; /* absolute lib/modules/<version>; NULL if none */
 };
 
-/* The cache root: $PROVIUM_CACHE, else $XDG_CACHE_HOME/provium, else
- * $HOME/.cache/provium, else /tmp/provium-cache-<uid>. Caller frees. The
- * directory is not created here. */
+/* The cache root: $PROVIUM_CACHE as given, else provium's directory in the
+ * user's cache (user_cache_dir: $XDG_CACHE_HOME/provium or
+ * ~/.cache/provium, made 0700, refused when someone else could have
+ * planted something in it). Resolved once per process. Caller frees. */
+int kernel_cache_dir(char **ret, struct pv_err *err);
+/* The same for the callers after main's start-up, which called
+ * kernel_cache_dir and stopped on its error: NULL only without that. */
 char *kernel_cache_root(void);
 
 /* Fetch Debian's cloud kernel (the package linux-image-cloud-amd64 depends

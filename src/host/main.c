@@ -127,8 +127,12 @@ static int make_rundir(void)
 static int cmd_kernel(int argc, char **argv)
 {
     const char *sub = argc > 2 ? argv[2] : "";
-    _cleanup_free_ char *root = kernel_cache_root();
+    _cleanup_free_ char *root = NULL;
     struct pv_err err = {0};
+    if (kernel_cache_dir(&root, &err) < 0) {
+        fprintf(stderr, "provium: %s\n", err.msg);
+        return 2;
+    }
     if (!strcmp(sub, "fetch") || !strcmp(sub, "ensure")) {
         struct kernel_info k = {0};
         if (!strcmp(sub, "ensure") && kernel_find_default(root, &k, &err) == 0) {
@@ -418,6 +422,379 @@ static int parse_choice(const char *opt, const char *v, const char *const names[
     exit(2);
 }
 
+/* What the command line asks for: collect_args fills it, the steps after
+ * read it. */
+struct args {
+    bool repl, fixture; /* provium repl / provium fixture: a run's set-up, then that */
+    const char *repl_name, *repl_fixture;
+    const char *config_path;
+    enum accel accel;
+    enum transport transport;
+    bool preflight, boot_cache, watch;
+    uint64_t pool_mem; /* 0: the default */
+    long pool_cpus;    /* 0: the online CPUs */
+    double overcommit;
+    const char *save_events, *events_socket;
+    struct filters flt;
+    struct run_opts o;
+    char **paths; /* GNU getopt permutes: options may come after paths too */
+    size_t npaths;
+};
+
+/* What the set-up found: the notes of the header, the kernel. */
+struct setup {
+    const char *accel_note, *transport_note;
+    struct kernel_info kernel;
+};
+
+enum {
+    O_CONFIG = 256, O_ACCEL, O_TRANSPORT, O_TIMEOUT, O_JSON, O_SLOW, O_FAILFAST, O_HELP,
+    O_VERSION, O_NOPREFLIGHT, O_MEM, O_CPUS, O_OVERCOMMIT, O_NOKSM, O_FILTER, O_TAG,
+    O_NOTAG, O_TAGMETA, O_NOTAGMETA, O_RERUN, O_SINCE, O_SHARD, O_TAP, O_JUNIT,
+    O_SAVE_EVENTS, O_EVENTS_STDOUT, O_EVENTS_SOCKET, O_WATCH, O_NAME, O_FIXTURE, O_NOBOOTCACHE,
+};
+
+static const struct option longopts[] = {
+    {"config", required_argument, NULL, O_CONFIG},
+    {"accel", required_argument, NULL, O_ACCEL},
+    {"transport", required_argument, NULL, O_TRANSPORT},
+    {"timeout", required_argument, NULL, O_TIMEOUT},
+    {"jobs", required_argument, NULL, 'j'},
+    {"json", no_argument, NULL, O_JSON},
+    {"include-slow", no_argument, NULL, O_SLOW},
+    {"fail-fast", no_argument, NULL, O_FAILFAST},
+    {"verbose", no_argument, NULL, 'v'},
+    {"quiet", no_argument, NULL, 'q'},
+    {"no-preflight", no_argument, NULL, O_NOPREFLIGHT},
+    {"mem", required_argument, NULL, O_MEM},
+    {"cpus", required_argument, NULL, O_CPUS},
+    {"cpu-overcommit", required_argument, NULL, O_OVERCOMMIT},
+    {"no-ksm", no_argument, NULL, O_NOKSM},
+    {"no-boot-cache", no_argument, NULL, O_NOBOOTCACHE},
+    {"filter", required_argument, NULL, O_FILTER},
+    {"tag", required_argument, NULL, O_TAG},
+    {"no-tag", required_argument, NULL, O_NOTAG},
+    {"tag-meta", required_argument, NULL, O_TAGMETA},
+    {"no-tag-meta", required_argument, NULL, O_NOTAGMETA},
+    {"rerun-failed", no_argument, NULL, O_RERUN},
+    {"since", required_argument, NULL, O_SINCE},
+    {"shard", required_argument, NULL, O_SHARD},
+    {"tap", no_argument, NULL, O_TAP},
+    {"junit", required_argument, NULL, O_JUNIT},
+    {"save-events", required_argument, NULL, O_SAVE_EVENTS},
+    {"events-stdout", no_argument, NULL, O_EVENTS_STDOUT},
+    {"events-socket", required_argument, NULL, O_EVENTS_SOCKET},
+    {"watch", no_argument, NULL, O_WATCH},
+    {"name", required_argument, NULL, O_NAME},
+    {"fixture", required_argument, NULL, O_FIXTURE},
+    {"help", no_argument, NULL, O_HELP},
+    {"version", no_argument, NULL, O_VERSION},
+    {NULL, 0, NULL, 0},
+};
+
+/* The options that take a number or a size: 0, or 2 after saying why. */
+static int parse_number(struct args *a, int c, const char *v)
+{
+    char *end;
+    switch (c) {
+    case O_TIMEOUT:
+        if (parse_duration(v, &a->o.file_timeout) == 0)
+            return 0;
+        fprintf(stderr, "provium: --timeout: bad duration `%s` (e.g. 300, 90s, 5m)\n", v);
+        return 2;
+    case 'j':
+        a->o.jobs = atoi(v);
+        if (a->o.jobs >= 1)
+            return 0;
+        fprintf(stderr, "provium: --jobs: expected a positive integer, got `%s`\n", v);
+        return 2;
+    case O_MEM:
+        if (parse_size(v, &a->pool_mem) == 0 && a->pool_mem >= (64u << 20))
+            return 0;
+        fprintf(stderr, "provium: --mem: expected a size of at least 64M such as 16G, got `%s`\n",
+                v);
+        return 2;
+    case O_CPUS:
+        a->pool_cpus = strtol(v, &end, 10);
+        if (!*end && a->pool_cpus >= 1 && a->pool_cpus <= 4096)
+            return 0;
+        fprintf(stderr, "provium: --cpus: expected a positive integer, got `%s`\n", v);
+        return 2;
+    default: /* O_OVERCOMMIT */
+        a->overcommit = strtod(v, &end);
+        if (*end || !(a->overcommit > 0) || !isfinite(a->overcommit)) {
+            fprintf(stderr,
+                    "provium: --cpu-overcommit: expected a number such as 1.5, got `%s`\n", v);
+            return 2;
+        }
+        a->overcommit = MIN(MAX(a->overcommit, 0.5), 8.0);
+        return 0;
+    }
+}
+
+/* The options that choose files and tests: 0, or 2 after saying why. */
+static int parse_filter(struct args *a, int c, char *v)
+{
+    static const char *const kinds[] = {"tag", "no_tag", "tag_meta", "no_tag_meta"};
+    struct pv_err err = {0};
+    int r = 0;
+    switch (c) {
+    case O_FILTER:
+        a->flt.substr = xrealloc(a->flt.substr, (a->flt.nsubstr + 1) * sizeof(char *));
+        a->flt.substr[a->flt.nsubstr++] = v;
+        break;
+    case O_RERUN: a->flt.rerun_failed = true; break;
+    case O_SINCE: a->flt.since = v; break;
+    case O_SHARD: r = filters_parse_shard(&a->flt, v, &err); break;
+    default: r = filters_add_test(&a->flt, kinds[c - O_TAG], v, &err); break;
+    }
+    if (r < 0) {
+        fprintf(stderr, "provium: %s\n", err.msg);
+        return 2;
+    }
+    return 0;
+}
+
+/* One option: -1 to go on, else the exit code (--help, --version, an error). */
+static int parse_option(struct args *a, int c, char *v)
+{
+    static const char *const accels[] = {"auto", "kvm", "tcg"};
+    static const char *const transports[] = {"auto", "virtio-serial", "vsock"};
+    switch (c) {
+    case O_CONFIG: a->config_path = v; break;
+    case O_ACCEL: a->accel = (enum accel)parse_choice("--accel", v, accels, 3); break;
+    case O_TRANSPORT:
+        a->transport = (enum transport)parse_choice("--transport", v, transports, 3);
+        break;
+    case O_TIMEOUT: case 'j': case O_MEM: case O_CPUS: case O_OVERCOMMIT:
+        return parse_number(a, c, v) ? 2 : -1;
+    case O_FILTER: case O_TAG: case O_NOTAG: case O_TAGMETA: case O_NOTAGMETA: case O_RERUN:
+    case O_SINCE: case O_SHARD:
+        return parse_filter(a, c, v) ? 2 : -1;
+    case O_JSON: a->o.json = true; break;
+    case O_SLOW: a->o.include_slow = true; break;
+    case O_FAILFAST: a->o.fail_fast = true; break;
+    case 'v': a->o.verbosity = VERBOSE; break;
+    case 'q': a->o.verbosity = QUIET; break;
+    case O_NOPREFLIGHT: a->preflight = false; break;
+    case O_NOKSM: a->o.ksm = false; break;
+    case O_NOBOOTCACHE: a->boot_cache = false; break;
+    case O_TAP: a->o.tap = true; break;
+    case O_JUNIT: a->o.junit = v; break;
+    case O_SAVE_EVENTS: a->save_events = v; break;
+    case O_WATCH: a->watch = true; break;
+    case O_NAME: a->repl_name = v; break;
+    case O_FIXTURE: a->repl_fixture = v; break;
+    case O_EVENTS_STDOUT: a->o.events_stdout = true; break;
+    case O_EVENTS_SOCKET: a->events_socket = v; break;
+    case O_HELP: fputs(usage, stdout); return 0;
+    case O_VERSION: printf("provium %s (protocol %d)\n", PV_VERSION, PV_PROTO_VERSION); return 0;
+    default: fprintf(stderr, "%s", usage); return 2;
+    }
+    return -1;
+}
+
+/* argv into *a: -1 to go on, else the exit code. `provium repl` and
+ * `provium fixture` take the run's options too. */
+static int collect_args(int argc, char **argv, struct args *a)
+{
+    *a = (struct args){
+        .repl_name = "repl", .accel = ACCEL_AUTO, .transport = TRANSPORT_AUTO,
+        .preflight = true, .boot_cache = true, .overcommit = 1.0,
+        .o = {.file_timeout = 300, .ksm = true},
+    };
+    filters_init(&a->flt);
+    a->repl = argc > 1 && !strcmp(argv[1], "repl");
+    a->fixture = argc > 1 && !strcmp(argv[1], "fixture");
+    if (a->repl || a->fixture) {
+        argv[1] = argv[0];
+        argv++, argc--;
+    }
+    int c, code;
+    while ((c = getopt_long(argc, argv, "vqj:", longopts, NULL)) != -1)
+        if ((code = parse_option(a, c, optarg)) >= 0)
+            return code;
+    if (a->o.json + a->o.tap + a->o.events_stdout > 1) {
+        fprintf(stderr, "provium: --json, --tap and --events-stdout all write to stdout: "
+                        "pick one\n");
+        return 2;
+    }
+    a->paths = argv + optind;
+    a->npaths = (size_t)(argc - optind);
+    return -1;
+}
+
+/* The caches' directories before anything is written there: the kernel
+ * cache root, and provium's directory in the user's cache when the fixture
+ * cache is in it, as by default (user_cache_dir refuses one someone else
+ * could have planted things in). 0, or -1 after saying why. */
+static int check_caches(const struct config *cfg)
+{
+    struct pv_err err = {0};
+    _cleanup_free_ char *root = NULL, *mine = NULL, *checked = NULL;
+    int r = kernel_cache_dir(&root, &err);
+    bool in_mine = !cfg->cache_dir || (user_cache_dir(0, &mine, NULL) == 0 &&
+                                       !strncmp(cfg->cache_dir, mine, strlen(mine)));
+    if (r == 0 && in_mine)
+        r = user_cache_dir(USER_DIR_MAKE, &checked, &err);
+    if (r < 0) {
+        fprintf(stderr, "provium: %s\n", err.msg);
+        return -1;
+    }
+    return 0;
+}
+
+/* Pre-flight: what no test can run without (KVM is not on the list), then
+ * the accelerator and the transport. 0, or -1 after saying why. */
+static int preflight(const struct args *a, const struct config *cfg, struct setup *s)
+{
+    struct pv_err err = {0};
+    _cleanup_free_ char *root = kernel_cache_root();
+    _cleanup_free_ char *qemu = qemu_which("qemu-system-x86_64");
+    if (a->preflight && !qemu) {
+        fprintf(stderr, "provium: qemu-system-x86_64 not found in PATH\n"
+                        "  fix: apt-get install --no-install-recommends qemu-system-x86 "
+                        "(or run `make deps`)\n");
+        return -1;
+    }
+    const char *probe_kernel = NULL;
+    if (kernel_find_default(root, &s->kernel, &err) == 0) {
+        probe_kernel = s->kernel.vmlinuz;
+    } else if (cfg->nprofiles) {
+        probe_kernel = cfg->profiles[0].kernel;
+    } else if (a->preflight) {
+        fprintf(stderr, "provium: %s\n", err.msg);
+        return -1;
+    }
+    vm_globals.accel = accel_resolve(a->accel, probe_kernel, &s->accel_note, &err);
+    if (vm_globals.accel == ACCEL_AUTO) {
+        fprintf(stderr, "provium: %s\n", err.msg);
+        return -1;
+    }
+    vm_globals.transport = transport_resolve(a->transport, vm_globals.accel, &s->transport_note);
+    /* Under TCG a guest runs several times slower: stretch default waits. */
+    vm_globals.timeout_scale = vm_globals.accel == ACCEL_TCG ? 3.0 : 1.0;
+    return 0;
+}
+
+/* The run's set-up after the pre-flight: the per-test filters for the
+ * files' processes, the run directory, the cache's size, the event stream,
+ * the pool. 0, or -1 after saying why. */
+static int setup_run(struct args *a, const struct config *cfg)
+{
+    struct pv_err err = {0};
+    if (json_object_size(a->flt.tests)) {
+        _cleanup_free_ char *j = json_dumps(a->flt.tests, JSON_COMPACT | JSON_SORT_KEYS);
+        setenv("PROVIUM_TEST_FILTER", j, 1);
+    }
+    if (a->watch && a->flt.rerun_failed) {
+        fprintf(stderr, "provium: --rerun-failed is ignored under --watch\n");
+        a->flt.rerun_failed = false;
+    }
+    if (make_rundir() < 0)
+        return -1;
+    cache_evict(cfg); /* before anything runs: the cache fits in cache_max_size */
+    if (events_open(a->save_events, a->o.events_stdout, a->events_socket, &err) < 0) {
+        fprintf(stderr, "provium: %s\n", err.msg);
+        return -1;
+    }
+    signal(SIGPIPE, SIG_IGN);
+    a->o.pool.memory = a->pool_mem ? a->pool_mem : pool_default_memory();
+    long cpus = a->pool_cpus ? a->pool_cpus : sysconf(_SC_NPROCESSORS_ONLN);
+    a->o.pool.cpus = (uint32_t)MAX(1.0, floor((double)cpus * a->overcommit));
+    a->o.paths = a->paths;
+    a->o.npaths = a->npaths;
+    return 0;
+}
+
+/* The header printed before the results. */
+static void run_header(struct buf *h, const struct args *a, const struct setup *s, size_t nfiles,
+                       const char *selected)
+{
+    buf_consume(h, h->len);
+    buf_addf(h, "provium %s: %zu file(s), accel %s, transport %s", PV_VERSION, nfiles,
+             accel_name(vm_globals.accel), transport_name(vm_globals.transport));
+    if (vm_globals.accel == ACCEL_TCG)
+        buf_addf(h, " (default timeouts x%g)", vm_globals.timeout_scale);
+    if (s->accel_note)
+        buf_addf(h, "\nprovium: %s", s->accel_note);
+    if (s->transport_note)
+        buf_addf(h, "\nprovium: %s", s->transport_note);
+    if (selected)
+        buf_addf(h, "\n%s", selected);
+    buf_addf(h, "\nprovium: pool %.1f GiB, %u vCPUs", (double)a->o.pool.memory / (1 << 30),
+             a->o.pool.cpus);
+}
+
+/* Find the files, filter them, run them: the exit code. */
+static int run_files(struct args *a, const struct config *cfg, const struct setup *s)
+{
+    struct pv_err err = {0};
+    char **files = NULL, *selected = NULL;
+    size_t nfiles = 0;
+    int code = 2;
+    if (runner_discover(cfg, a->paths, a->npaths, ".test.lua", &files, &nfiles, &err) < 0 ||
+        filters_apply(&a->flt, files, &nfiles, &selected, &err) < 0) {
+        fprintf(stderr, "provium: %s\n", err.msg);
+    } else {
+        struct buf header = BUF_INIT;
+        run_header(&header, a, s, nfiles, selected);
+        a->o.header = header.data;
+        code = runner_run(cfg, &a->o, files, nfiles);
+        a->o.header = NULL;
+        buf_release(&header);
+    }
+    for (size_t i = 0; i < nfiles; i++)
+        free(files[i]);
+    free(files);
+    free(selected);
+    return code;
+}
+
+/* The files, and with --watch again whenever the tree changes: the exit
+ * code. */
+static int run_watch(struct args *a, const struct config *cfg, const struct setup *s)
+{
+    uint64_t seen = a->watch ? tree_signature(cfg, a->paths, a->npaths) : 0;
+    for (;;) {
+        int code = run_files(a, cfg, s);
+        if (!a->watch || code == 130 || code == 2)
+            return code;
+        if (!wait_for_change(cfg, a->paths, a->npaths, &seen))
+            return code ? code : 130;
+        events_restart();
+    }
+}
+
+/* Everything but the subcommands that need no set-up: the exit code. */
+static int pmain(struct args *a)
+{
+    struct config *cfg = load_config(a->config_path);
+    if (!cfg)
+        return 2;
+    cfg->boot_cache = cfg->boot_cache && a->boot_cache;
+    struct setup s = {0};
+    int code = 2;
+    if (check_caches(cfg) < 0 || preflight(a, cfg, &s) < 0 || setup_run(a, cfg) < 0)
+        goto out;
+    if (a->fixture) {
+        code = cmd_fixture(cfg, a->paths, a->npaths);
+    } else if (a->repl && a->npaths > 1) {
+        fprintf(stderr, "usage: provium repl [PROFILE] [--name NAME]\n");
+    } else if (a->repl) {
+        l_ctx.config = cfg;
+        code = repl_run(cfg, a->npaths ? a->paths[0] : "default", a->repl_name, a->repl_fixture);
+    } else {
+        code = run_watch(a, cfg, &s);
+    }
+out:
+    kernel_info_release(&s.kernel);
+    config_free(cfg);
+    events_close();
+    cleanup_rundir();
+    return code;
+}
+
 int main(int argc, char **argv)
 {
     if (argc > 1 && !strcmp(argv[1], "kernel"))
@@ -426,301 +803,10 @@ int main(int argc, char **argv)
         return cmd_list(argc, argv);
     if (argc > 1 && !strcmp(argv[1], "lsp-setup"))
         return cmd_lsp_setup(argc, argv);
-    /* provium repl [PROFILE] [--name NAME]: the run's set-up, then a prompt */
-    bool repl = argc > 1 && !strcmp(argv[1], "repl");
-    const char *repl_name = "repl", *repl_fixture = NULL;
-    /* provium fixture list|clean|stale|build NAME|rebuild NAME: also after the set-up */
-    bool fixture = argc > 1 && !strcmp(argv[1], "fixture");
-    if (repl || fixture) {
-        argv[1] = argv[0];
-        argv++, argc--;
-    }
-
-    enum {
-        O_CONFIG = 256, O_ACCEL, O_TRANSPORT, O_TIMEOUT, O_JSON, O_SLOW, O_FAILFAST, O_HELP,
-        O_VERSION, O_NOPREFLIGHT, O_MEM, O_CPUS, O_OVERCOMMIT, O_NOKSM, O_FILTER, O_TAG,
-        O_NOTAG, O_TAGMETA, O_NOTAGMETA, O_RERUN, O_SINCE, O_SHARD, O_TAP, O_JUNIT,
-        O_SAVE_EVENTS, O_EVENTS_STDOUT, O_EVENTS_SOCKET, O_WATCH, O_NAME, O_FIXTURE, O_NOBOOTCACHE,
-    };
-    static const struct option longopts[] = {
-        {"config", required_argument, NULL, O_CONFIG},
-        {"accel", required_argument, NULL, O_ACCEL},
-        {"transport", required_argument, NULL, O_TRANSPORT},
-        {"timeout", required_argument, NULL, O_TIMEOUT},
-        {"jobs", required_argument, NULL, 'j'},
-        {"json", no_argument, NULL, O_JSON},
-        {"include-slow", no_argument, NULL, O_SLOW},
-        {"fail-fast", no_argument, NULL, O_FAILFAST},
-        {"verbose", no_argument, NULL, 'v'},
-        {"quiet", no_argument, NULL, 'q'},
-        {"no-preflight", no_argument, NULL, O_NOPREFLIGHT},
-        {"mem", required_argument, NULL, O_MEM},
-        {"cpus", required_argument, NULL, O_CPUS},
-        {"cpu-overcommit", required_argument, NULL, O_OVERCOMMIT},
-        {"no-ksm", no_argument, NULL, O_NOKSM},
-        {"no-boot-cache", no_argument, NULL, O_NOBOOTCACHE},
-        {"filter", required_argument, NULL, O_FILTER},
-        {"tag", required_argument, NULL, O_TAG},
-        {"no-tag", required_argument, NULL, O_NOTAG},
-        {"tag-meta", required_argument, NULL, O_TAGMETA},
-        {"no-tag-meta", required_argument, NULL, O_NOTAGMETA},
-        {"rerun-failed", no_argument, NULL, O_RERUN},
-        {"since", required_argument, NULL, O_SINCE},
-        {"shard", required_argument, NULL, O_SHARD},
-        {"tap", no_argument, NULL, O_TAP},
-        {"junit", required_argument, NULL, O_JUNIT},
-        {"save-events", required_argument, NULL, O_SAVE_EVENTS},
-        {"events-stdout", no_argument, NULL, O_EVENTS_STDOUT},
-        {"events-socket", required_argument, NULL, O_EVENTS_SOCKET},
-        {"watch", no_argument, NULL, O_WATCH},
-        {"name", required_argument, NULL, O_NAME},
-        {"fixture", required_argument, NULL, O_FIXTURE},
-        {"help", no_argument, NULL, O_HELP},
-        {"version", no_argument, NULL, O_VERSION},
-        {NULL, 0, NULL, 0},
-    };
-    struct run_opts o = {.file_timeout = 300, .ksm = true};
-    uint64_t pool_mem = 0;
-    long pool_cpus = 0;
-    double overcommit = 1.0;
-    const char *save_events = NULL, *events_socket = NULL;
-    bool watch = false;
-    char *selected = NULL;
-    struct filters flt;
-    filters_init(&flt);
-    struct pv_err ferr = {0};
-    const char *config_path = NULL;
-    enum accel accel = ACCEL_AUTO;
-    enum transport transport = TRANSPORT_AUTO;
-    bool preflight = true, boot_cache = true;
-    static const char *const accels[] = {"auto", "kvm", "tcg"};
-    static const char *const transports[] = {"auto", "virtio-serial", "vsock"};
-    int c;
-    char *end;
-    while ((c = getopt_long(argc, argv, "vqj:", longopts, NULL)) != -1) {
-        switch (c) {
-        case O_CONFIG: config_path = optarg; break;
-        case O_ACCEL: accel = (enum accel)parse_choice("--accel", optarg, accels, 3); break;
-        case O_TRANSPORT:
-            transport = (enum transport)parse_choice("--transport", optarg, transports, 3);
-            break;
-        case O_TIMEOUT:
-            if (parse_duration(optarg, &o.file_timeout) < 0) {
-                fprintf(stderr, "provium: --timeout: bad duration `%s` (e.g. 300, 90s, 5m)\n",
-                        optarg);
-                return 2;
-            }
-            break;
-        case 'j':
-            o.jobs = atoi(optarg);
-            if (o.jobs < 1) {
-                fprintf(stderr, "provium: --jobs: expected a positive integer, got `%s`\n",
-                        optarg);
-                return 2;
-            }
-            break;
-        case O_JSON: o.json = true; break;
-        case O_SLOW: o.include_slow = true; break;
-        case O_FAILFAST: o.fail_fast = true; break;
-        case 'v': o.verbosity = VERBOSE; break;
-        case 'q': o.verbosity = QUIET; break;
-        case O_NOPREFLIGHT: preflight = false; break;
-        case O_MEM:
-            if (parse_size(optarg, &pool_mem) < 0 || pool_mem < (64u << 20)) {
-                fprintf(stderr, "provium: --mem: expected a size of at least 64M such as 16G, "
-                                "got `%s`\n", optarg);
-                return 2;
-            }
-            break;
-        case O_CPUS:
-            pool_cpus = strtol(optarg, &end, 10);
-            if (*end || pool_cpus < 1 || pool_cpus > 4096) {
-                fprintf(stderr, "provium: --cpus: expected a positive integer, got `%s`\n",
-                        optarg);
-                return 2;
-            }
-            break;
-        case O_OVERCOMMIT:
-            overcommit = strtod(optarg, &end);
-            if (*end || !(overcommit > 0) || !isfinite(overcommit)) {
-                fprintf(stderr, "provium: --cpu-overcommit: expected a number such as 1.5, "
-                                "got `%s`\n", optarg);
-                return 2;
-            }
-            overcommit = MIN(MAX(overcommit, 0.5), 8.0);
-            break;
-        case O_NOKSM: o.ksm = false; break;
-        case O_NOBOOTCACHE: boot_cache = false; break;
-        case O_FILTER:
-            flt.substr = xrealloc(flt.substr, (flt.nsubstr + 1) * sizeof(char *));
-            flt.substr[flt.nsubstr++] = optarg;
-            break;
-        case O_TAG:
-        case O_NOTAG:
-        case O_TAGMETA:
-        case O_NOTAGMETA: {
-            static const char *const kinds[] = {"tag", "no_tag", "tag_meta", "no_tag_meta"};
-            if (filters_add_test(&flt, kinds[c - O_TAG], optarg, &ferr) < 0) {
-                fprintf(stderr, "provium: %s\n", ferr.msg);
-                return 2;
-            }
-            break;
-        }
-        case O_RERUN: flt.rerun_failed = true; break;
-        case O_TAP: o.tap = true; break;
-        case O_JUNIT: o.junit = optarg; break;
-        case O_SAVE_EVENTS: save_events = optarg; break;
-        case O_WATCH: watch = true; break;
-        case O_NAME: repl_name = optarg; break;
-        case O_FIXTURE: repl_fixture = optarg; break;
-        case O_EVENTS_STDOUT: o.events_stdout = true; break;
-        case O_EVENTS_SOCKET: events_socket = optarg; break;
-        case O_SINCE: flt.since = optarg; break;
-        case O_SHARD:
-            if (filters_parse_shard(&flt, optarg, &ferr) < 0) {
-                fprintf(stderr, "provium: %s\n", ferr.msg);
-                return 2;
-            }
-            break;
-        case O_HELP: fputs(usage, stdout); return 0;
-        case O_VERSION: printf("provium %s (protocol %d)\n", PV_VERSION, PV_PROTO_VERSION); return 0;
-        default: fprintf(stderr, "%s", usage); return 2;
-        }
-    }
-    if (o.json + o.tap + o.events_stdout > 1) {
-        fprintf(stderr, "provium: --json, --tap and --events-stdout all write to stdout: "
-                        "pick one\n");
-        return 2;
-    }
-    /* GNU getopt permutes: options may come after paths too */
-    char **paths = argv + optind;
-    size_t npaths = (size_t)(argc - optind);
-
-    struct pv_err err = {0};
-    struct config *cfg = load_config(config_path);
-    if (!cfg)
-        return 2;
-    cfg->boot_cache = cfg->boot_cache && boot_cache;
-
-    /* Pre-flight: what no test can run without. KVM is not on the list. */
-    int code = 2;
-    struct kernel_info k = {0};
-    char **files = NULL;
-    size_t nfiles = 0;
-    struct buf header = BUF_INIT;
-    _cleanup_free_ char *root = kernel_cache_root();
-    _cleanup_free_ char *qemu = qemu_which("qemu-system-x86_64");
-    if (preflight && !qemu) {
-        fprintf(stderr, "provium: qemu-system-x86_64 not found in PATH\n"
-                        "  fix: apt-get install --no-install-recommends qemu-system-x86 "
-                        "(or run `make deps`)\n");
-        goto out;
-    }
-    const char *probe_kernel = NULL;
-    if (kernel_find_default(root, &k, &err) == 0) {
-        probe_kernel = k.vmlinuz;
-    } else if (cfg->nprofiles) {
-        probe_kernel = cfg->profiles[0].kernel;
-    } else if (preflight) {
-        fprintf(stderr, "provium: %s\n", err.msg);
-        goto out;
-    }
-
-    const char *note = NULL, *tnote = NULL;
-    vm_globals.accel = accel_resolve(accel, probe_kernel, &note, &err);
-    if (vm_globals.accel == ACCEL_AUTO) {
-        fprintf(stderr, "provium: %s\n", err.msg);
-        goto out;
-    }
-    vm_globals.transport = transport_resolve(transport, vm_globals.accel, &tnote);
-    /* Under TCG a guest runs several times slower: stretch default waits. */
-    vm_globals.timeout_scale = vm_globals.accel == ACCEL_TCG ? 3.0 : 1.0;
-
-    if (json_object_size(flt.tests)) {
-        _cleanup_free_ char *j = json_dumps(flt.tests, JSON_COMPACT | JSON_SORT_KEYS);
-        setenv("PROVIUM_TEST_FILTER", j, 1);
-    }
-    if (watch && flt.rerun_failed) {
-        fprintf(stderr, "provium: --rerun-failed is ignored under --watch\n");
-        flt.rerun_failed = false;
-    }
-    if (make_rundir() < 0)
-        goto out;
-    cache_evict(cfg); /* before anything runs: the cache fits in cache_max_size */
-    if (events_open(save_events, o.events_stdout, events_socket, &err) < 0) {
-        fprintf(stderr, "provium: %s\n", err.msg);
-        goto out;
-    }
-    signal(SIGPIPE, SIG_IGN);
-    o.pool.memory = pool_mem ? pool_mem : pool_default_memory();
-    if (!pool_cpus)
-        pool_cpus = sysconf(_SC_NPROCESSORS_ONLN);
-    o.pool.cpus = (uint32_t)MAX(1.0, floor((double)pool_cpus * overcommit));
-    o.paths = paths;
-    o.npaths = npaths;
-
-    if (fixture) {
-        code = cmd_fixture(cfg, paths, npaths);
-        goto out;
-    }
-    if (repl) {
-        if (npaths > 1) {
-            fprintf(stderr, "usage: provium repl [PROFILE] [--name NAME]\n");
-            goto out;
-        }
-        l_ctx.config = cfg;
-        code = repl_run(cfg, npaths ? paths[0] : "default", repl_name, repl_fixture);
-        goto out;
-    }
-    uint64_t seen = watch ? tree_signature(cfg, paths, npaths) : 0;
-    for (;;) {
-        if (runner_discover(cfg, paths, npaths, ".test.lua", &files, &nfiles, &err) < 0) {
-            fprintf(stderr, "provium: %s\n", err.msg);
-            code = 2;
-        } else if (filters_apply(&flt, files, &nfiles, &selected, &err) < 0) {
-            fprintf(stderr, "provium: %s\n", err.msg);
-            code = 2;
-        } else {
-            buf_consume(&header, header.len);
-            buf_addf(&header, "provium %s: %zu file(s), accel %s, transport %s", PV_VERSION,
-                     nfiles, accel_name(vm_globals.accel), transport_name(vm_globals.transport));
-            if (vm_globals.accel == ACCEL_TCG)
-                buf_addf(&header, " (default timeouts x%g)", vm_globals.timeout_scale);
-            if (note)
-                buf_addf(&header, "\nprovium: %s", note);
-            if (tnote)
-                buf_addf(&header, "\nprovium: %s", tnote);
-            if (selected)
-                buf_addf(&header, "\n%s", selected);
-            buf_addf(&header, "\nprovium: pool %.1f GiB, %u vCPUs",
-                     (double)o.pool.memory / (1 << 30), o.pool.cpus);
-            o.header = header.data;
-            code = runner_run(cfg, &o, files, nfiles);
-        }
-        for (size_t i = 0; i < nfiles; i++)
-            free(files[i]);
-        free(files);
-        files = NULL;
-        nfiles = 0;
-        free(selected);
-        selected = NULL;
-        if (!watch || code == 130 || code == 2)
-            break;
-        if (!wait_for_change(cfg, paths, npaths, &seen)) {
-            code = code ? code : 130;
-            break;
-        }
-        events_restart();
-    }
-out:
-    buf_release(&header);
-    for (size_t i = 0; i < nfiles; i++)
-        free(files[i]);
-    free(files);
-    kernel_info_release(&k);
-    config_free(cfg);
-    filters_release(&flt);
-    events_close();
-    cleanup_rundir();
+    struct args a;
+    int code = collect_args(argc, argv, &a);
+    if (code < 0)
+        code = pmain(&a);
+    filters_release(&a.flt);
     return code;
 }

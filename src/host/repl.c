@@ -117,13 +117,13 @@ int repl_run(const struct config *cfg, const char *profile, const char *name,
             name);
     int base = lua_gettop(L); /* what stays on the stack: the VM and its name */
 
-    _cleanup_free_ char *hist = NULL;
-    const char *home = getenv("HOME");
-    if (home && *home) {
-        hist = xasprintf("%s/.cache/provium/repl_history", home);
-        _cleanup_free_ char *dir = xasprintf("%s/.cache/provium", home);
-        mkdir_p(dir, 0700);
+    _cleanup_free_ char *hist = NULL, *dir = NULL;
+    struct pv_err err = {0};
+    if (user_cache_dir(USER_DIR_MAKE, &dir, &err) == 0) {
+        hist = xasprintf("%s/repl_history", dir);
         read_history(hist);
+    } else {
+        fprintf(stderr, "provium repl: no history: %s\n", err.msg);
     }
     struct buf chunk = BUF_INIT;
     for (;;) {

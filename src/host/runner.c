@@ -21,6 +21,12 @@
 #include "report.h"
 #include "vm.h"
 
+/* Files at once at most, whatever --jobs says. */
+#define RUNNER_MAX_JOBS 64
+/* How often a file's end is looked for when it has no pidfd: 10 wake-ups a
+ * second cost nothing measurable, and a file's results wait at most that. */
+#define JOB_WAITPID_MS 100
+
 static bool has_suffix(const char *s, const char *suf)
 {
     size_t a = strlen(s), b = strlen(suf);
@@ -272,7 +278,9 @@ static int start_job(const struct config *cfg, struct job *j, const struct run_o
     for (int i = 0; i < 3; i++)
         close(p[i][1]);
     j->pid = pid;
-    j->pidfd = (int)syscall(SYS_pidfd_open, pid, 0);
+    /* PROVIUM_TEST_NO_PIDFD (tests only) stands for a kernel without
+     * pidfd_open (before 5.3) or a runner out of descriptors */
+    j->pidfd = getenv("PROVIUM_TEST_NO_PIDFD") ? -1 : (int)syscall(SYS_pidfd_open, pid, 0);
     j->outfd = p[0][0];
     j->resfd = p[1][0];
     j->evfd = p[2][0];
@@ -285,12 +293,27 @@ static int start_job(const struct config *cfg, struct job *j, const struct run_o
 }
 
 /* The whole JSON lines of events a file's process sent: onto the stream. */
-static void forward_events(struct job *j)
+/* Read what *fd holds into b, keeping up to cap bytes. At the end of the
+ * file, close it and set -1: poll would report the hang-up at once every
+ * time, a busy loop until the process is reaped. */
+static void drain(int *fd, struct buf *b, size_t cap)
 {
     char tmp[65536];
     ssize_t n;
-    while ((n = read(j->evfd, tmp, sizeof(tmp))) > 0)
-        buf_add(&j->ev, tmp, (size_t)n);
+    while (*fd >= 0 && (n = read(*fd, tmp, sizeof(tmp))) != 0) {
+        if (n < 0)
+            return; /* EAGAIN: all read for now */
+        if (b->len < cap)
+            buf_add(b, tmp, (size_t)n);
+    }
+    if (*fd >= 0)
+        close(*fd);
+    *fd = -1;
+}
+
+static void forward_events(struct job *j)
+{
+    drain(&j->evfd, &j->ev, SIZE_MAX);
     char *nl;
     while (j->ev.len && (nl = memchr(j->ev.data, '\n', j->ev.len))) {
         size_t len = (size_t)(nl - j->ev.data);
@@ -299,26 +322,56 @@ static void forward_events(struct job *j)
     }
 }
 
-static void drain(int fd, struct buf *b)
+/* A file's output and outcome kept, at most: the rest is read and dropped. */
+#define JOB_OUTPUT_MAX (16u << 20)
+
+/* A NUL in a message (a console excerpt, a program's output) would cut the
+ * C strings the human, TAP and JUnit writers print: every NUL of the outcome
+ * becomes the four characters \x00, as show() in lua/framework.lua writes
+ * it. The event stream keeps the byte (msgpack strings carry it). */
+static void outcome_escape_nul(json_t *j)
 {
-    char tmp[65536];
-    ssize_t n;
-    while ((n = read(fd, tmp, sizeof(tmp))) > 0)
-        if (b->len < (16u << 20))
-            buf_add(b, tmp, (size_t)n);
+    const char *k;
+    size_t i;
+    json_t *v;
+    if (json_is_object(j)) {
+        json_object_foreach(j, k, v) outcome_escape_nul(v);
+    } else if (json_is_array(j)) {
+        json_array_foreach(j, i, v) outcome_escape_nul(v);
+    } else if (json_is_string(j) && strlen(json_string_value(j)) < json_string_length(j)) {
+        const char *s = json_string_value(j);
+        struct buf b = BUF_INIT;
+        for (i = 0; i < json_string_length(j); i++)
+            buf_add(&b, s[i] ? s + i : "\\x00", s[i] ? 1 : 4);
+        json_string_setn_nocheck(j, b.data, b.len);
+        buf_release(&b);
+    }
 }
 
-/* A job ended: build its result and print it. Returns report_file's verdict. */
-static int finish_job(struct job *j, const struct run_opts *o, struct report *rep)
+/* Whether j's process ended (reaped, *status filled): its pidfd says so at
+ * once; without one (pidfd_open fails with EMFILE, or on a kernel before
+ * 5.3) waitpid(WNOHANG) is asked each time round, and run_wait wakes at
+ * least every JOB_WAITPID_MS. */
+static bool job_exited(struct job *j, int *status)
 {
-    drain(j->outfd, &j->out);
-    drain(j->resfd, &j->res);
+    if (j->pidfd >= 0) {
+        struct pollfd pf = {j->pidfd, POLLIN, 0};
+        return poll(&pf, 1, 0) == 1 && waitpid(j->pid, status, 0) == j->pid;
+    }
+    return waitpid(j->pid, status, WNOHANG) == j->pid;
+}
+
+/* A job ended with status: build its result and print it. Returns
+ * report_file's verdict. */
+static int finish_job(struct job *j, int status, const struct run_opts *o, struct report *rep)
+{
+    drain(&j->outfd, &j->out, JOB_OUTPUT_MAX);
+    drain(&j->resfd, &j->res, JOB_OUTPUT_MAX);
     forward_events(j);
-    int status = 0;
-    waitpid(j->pid, &status, 0);
-    close(j->outfd);
-    close(j->resfd);
-    close(j->evfd);
+    /* what a grandchild still holds open is not waited for */
+    closep(&j->outfd);
+    closep(&j->resfd);
+    closep(&j->evfd);
     buf_release(&j->ev);
     if (j->pidfd >= 0)
         close(j->pidfd);
@@ -330,7 +383,8 @@ static int finish_job(struct job *j, const struct run_opts *o, struct report *re
         fr.reason = xasprintf("file timed out after %gs (--timeout)", o->file_timeout);
     } else if (j->res.len) {
         json_error_t je;
-        fr.outcome = json_loadb(j->res.data, j->res.len, 0, &je);
+        fr.outcome = json_loadb(j->res.data, j->res.len, JSON_ALLOW_NUL, &je);
+        outcome_escape_nul(fr.outcome);
         if (!fr.outcome)
             fr.reason = xasprintf("unreadable outcome: %s", je.text);
     }
@@ -431,190 +485,255 @@ int runner_signalfd(sigset_t *old)
     return signalfd(-1, &mask, SFD_CLOEXEC | SFD_NONBLOCK);
 }
 
-int runner_run(const struct config *cfg, const struct run_opts *o, char **files, size_t nfiles)
-{
+/* One run of the files: what the steps of runner_run share. */
+struct run {
+    const struct config *cfg;
+    const struct run_opts *o;
     struct report rep;
-    report_init(&rep, o->verbosity, o->json, o->tap, o->junit != NULL,
-                o->events_stdout);
+    struct pool pool;
+    struct job *plans; /* every file, in discovery order */
+    size_t nfiles, next, done;
+    struct job **slots; /* the running files; NULL is a free slot */
+    int nslots, active;
+    char **failed, **passed; /* for --rerun-failed's state */
+    size_t nfailed, npassed;
+    bool interrupted, stop;
+    const char *blocked; /* why the next file waits (an event reason), or NULL */
+    int sfd;             /* Ctrl-C, SIGTERM, SIGHUP */
+    sigset_t oldmask;
+    int64_t t0, next_tick;
+};
+
+/* A file ends without having run (a bad claim, no process): it failed. */
+static void run_not_started(struct run *r, struct job *j, const char *why)
+{
+    report_error(&r->rep, j->display, why);
+    r->failed[r->nfailed++] = j->file;
+    file_completed(j, "failed", 0);
+    r->done++;
+}
+
+/* Start files while slots and the pool allow, FIFO in discovery order: a
+ * file that does not fit holds back the ones behind it. */
+static void run_dispatch(struct run *r)
+{
+    r->blocked = NULL;
+    while (!r->stop && !r->interrupted && r->active < r->nslots && r->next < r->nfiles) {
+        struct job *j = &r->plans[r->next];
+        if (j->cannot) {
+            r->next++;
+            run_not_started(r, j, j->cannot);
+            continue;
+        }
+        /* the host is short of CPU: start nothing new unless idle */
+        const char *reason = !pool_fits(&r->pool, j->reservation) ? "pool_full"
+                             : r->active > 0 && pool_cpu_busy() ? "psi_pressure"
+                                                                 : NULL;
+        if (reason) {
+            r->blocked = reason;
+            if (!j->blocked_said)
+                events_emit("file_blocked",
+                            json_pack("{s:s, s:o, s:s}", "path", j->display, "waiting_for",
+                                      amount_of(j->reservation), "reason", reason));
+            j->blocked_said = true;
+            return;
+        }
+        int slot = 0;
+        while (r->slots[slot])
+            slot++;
+        r->next++;
+        if (start_job(r->cfg, j, r->o, &r->oldmask) < 0) {
+            run_not_started(r, j, "cannot start a process for it");
+            continue;
+        }
+        r->slots[slot] = j;
+        pool_take(&r->pool, j->reservation);
+        r->active++;
+        events_emit("file_dispatched", json_pack("{s:s, s:o}", "path", j->display,
+                                                 "reservation", amount_of(j->reservation)));
+        events_emit("claim_acquired", json_pack("{s:s, s:o}", "path", j->display, "amount",
+                                                amount_of(j->reservation)));
+    }
+}
+
+/* Wait until a running file has something to say, a deadline passes, a
+ * signal or an events client arrives, or the once-a-second tick is due. */
+static void run_wait(struct run *r, struct pollfd *p)
+{
+    int n = 0;
+    p[n++] = (struct pollfd){r->sfd, POLLIN, 0};
+    p[n++] = (struct pollfd){events_pollfd(), POLLIN, 0};
+    int64_t now = now_ns(), wake = 0;
+    for (int k = 0; k < r->nslots; k++) {
+        struct job *j = r->slots[k];
+        if (!j)
+            continue;
+        p[n++] = (struct pollfd){j->outfd, POLLIN, 0};
+        p[n++] = (struct pollfd){j->resfd, POLLIN, 0};
+        p[n++] = (struct pollfd){j->evfd, POLLIN, 0};
+        p[n++] = (struct pollfd){j->pidfd, POLLIN, 0};
+        int64_t at = j->kill_at_ns ? j->kill_at_ns : j->deadline_ns;
+        if (at && (!wake || at < wake))
+            wake = at;
+        if (j->pidfd < 0) {
+            int64_t look = now + JOB_WAITPID_MS * 1000000LL;
+            wake = wake ? MIN(wake, look) : look;
+        }
+    }
+    /* once a second: the progress line, the pool's state, and another look
+     * at the pressure */
+    if (now >= r->next_tick) {
+        show_progress(&r->rep, r->done, r->active, r->nfiles - r->done - (size_t)r->active,
+                      r->blocked, r->t0);
+        pool_state(&r->pool);
+        r->next_tick = now + 1000000000LL;
+    }
+    wake = wake ? MIN(wake, r->next_tick) : r->next_tick;
+    int timeout = (int)MAX(0, (wake - now) / 1000000 + 1);
+    poll(p, (nfds_t)n, timeout);
+}
+
+/* Ctrl-C, SIGTERM or SIGHUP: SIGTERM to every running file, SIGKILL 5 s
+ * later; nothing new starts. */
+static void run_interrupt(struct run *r)
+{
+    struct signalfd_siginfo si;
+    while (read(r->sfd, &si, sizeof(si)) > 0)
+        ;
+    if (!r->interrupted)
+        report_note(&r->rep, "provium: interrupted; stopping the running files");
+    r->interrupted = true;
+    for (int k = 0; k < r->nslots; k++) {
+        struct job *j = r->slots[k];
+        if (j && !j->term_sent) {
+            kill(j->pid, SIGTERM);
+            j->term_sent = true;
+            j->interrupted = true;
+            j->kill_at_ns = now_ns() + 5000000000LL;
+        }
+    }
+}
+
+/* A file past its --timeout gets SIGTERM, and SIGKILL 5 s after that. */
+static void job_deadlines(struct job *j, int64_t now)
+{
+    if (j->deadline_ns && now >= j->deadline_ns && !j->term_sent) {
+        j->timed_out = true;
+        j->term_sent = true;
+        kill(j->pid, SIGTERM);
+        j->kill_at_ns = now + 5000000000LL;
+    }
+    if (j->kill_at_ns && now >= j->kill_at_ns)
+        kill(j->pid, SIGKILL);
+}
+
+/* Collect what the running files wrote, enforce their deadlines, and
+ * report the ones that ended. */
+static void run_reap(struct run *r)
+{
+    int64_t now = now_ns();
+    for (int k = 0; k < r->nslots; k++) {
+        struct job *j = r->slots[k];
+        if (!j)
+            continue;
+        drain(&j->outfd, &j->out, JOB_OUTPUT_MAX);
+        drain(&j->resfd, &j->res, JOB_OUTPUT_MAX);
+        forward_events(j);
+        job_deadlines(j, now);
+        int status = 0;
+        if (!job_exited(j, &status))
+            continue;
+        int verdict = finish_job(j, status, r->o, &r->rep);
+        if (verdict == 1)
+            r->failed[r->nfailed++] = j->file;
+        else if (verdict == 0)
+            r->passed[r->npassed++] = j->file;
+        pool_give(&r->pool, j->reservation);
+        file_completed(j, j->status, now_ns() - j->start_ns);
+        events_emit("claim_released", json_pack("{s:s, s:o}", "path", j->display, "amount",
+                                                amount_of(j->reservation)));
+        r->slots[k] = NULL;
+        r->active--;
+        r->done++;
+        r->next_tick = 0;
+        if (r->o->fail_fast && r->rep.files_failed)
+            r->stop = true;
+    }
+}
+
+/* Every file is discovered (and its claim read) before any starts. */
+static void run_init(struct run *r, const struct config *cfg, const struct run_opts *o,
+                     char **files, size_t nfiles)
+{
+    *r = (struct run){.cfg = cfg, .o = o, .nfiles = nfiles, .pool = {.total = o->pool}};
+    report_init(&r->rep, o->verbosity, o->json, o->tap, o->junit != NULL, o->events_stdout);
     if (o->header && o->verbosity >= NORMAL)
-        report_note(&rep, o->header);
+        report_note(&r->rep, o->header);
     const char *ksm = o->ksm ? pool_ksm_tune() : NULL;
     if (ksm && o->verbosity >= NORMAL)
         fprintf(stderr, "provium: %s\n", ksm);
-    int jobs = o->jobs > 0 ? MIN(o->jobs, 64) : 64;
-    struct pool pool = {.total = o->pool};
-
-    sigset_t old;
-    int sfd = runner_signalfd(&old);
-
-    /* every file is discovered (and its claim read) before any starts */
-    struct job *plans = xcalloc(nfiles + 1, sizeof(*plans));
+    r->nslots = o->jobs > 0 ? MIN(o->jobs, RUNNER_MAX_JOBS) : RUNNER_MAX_JOBS;
+    r->sfd = runner_signalfd(&r->oldmask);
+    r->plans = xcalloc(nfiles + 1, sizeof(*r->plans));
     for (size_t i = 0; i < nfiles; i++) {
-        plans[i] = (struct job){.file = files[i], .display = runner_display_name(files[i])};
-        plan_job(&plans[i], &pool);
+        r->plans[i] = (struct job){.file = files[i], .display = runner_display_name(files[i])};
+        plan_job(&r->plans[i], &r->pool);
     }
-    struct job **run = xcalloc((size_t)jobs, sizeof(*run));
-    /* for --rerun-failed's state */
-    char **failed = xcalloc(nfiles + 1, sizeof(char *));
-    char **passed = xcalloc(nfiles + 1, sizeof(char *));
-    size_t nfailed = 0, npassed = 0, next = 0, done = 0;
-    int active = 0;
-    bool interrupted = false, stop = false;
-    int64_t t0 = now_ns(), next_tick = 0;
-    for (;;) {
-        /* FIFO in discovery order: a file that does not fit holds back the
-         * ones behind it */
-        const char *blocked = NULL;
-        while (!stop && !interrupted && active < jobs && next < nfiles) {
-            struct job *j = &plans[next];
-            if (j->cannot) {
-                report_error(&rep, j->display, j->cannot);
-                failed[nfailed++] = j->file;
-                file_completed(j, "failed", 0);
-                next++, done++;
-                continue;
-            }
-            /* the host is short of CPU: start nothing new unless idle */
-            const char *reason = !pool_fits(&pool, j->reservation) ? "pool_full"
-                                 : active > 0 && pool_cpu_busy()
-                                     ? "psi_pressure"
-                                     : NULL;
-            if (reason) {
-                blocked = reason;
-                if (!j->blocked_said)
-                    events_emit("file_blocked",
-                                json_pack("{s:s, s:o, s:s}", "path", j->display, "waiting_for",
-                                          amount_of(j->reservation), "reason", reason));
-                j->blocked_said = true;
-                break;
-            }
-            int slot = 0;
-            while (run[slot])
-                slot++;
-            next++;
-            if (start_job(cfg, j, o, &old) < 0) {
-                report_error(&rep, j->display, "cannot start a process for it");
-                failed[nfailed++] = j->file;
-                file_completed(j, "failed", 0);
-                done++;
-                continue;
-            }
-            run[slot] = j;
-            pool_take(&pool, j->reservation);
-            active++;
-            events_emit("file_dispatched", json_pack("{s:s, s:o}", "path", j->display,
-                                                     "reservation", amount_of(j->reservation)));
-            events_emit("claim_acquired", json_pack("{s:s, s:o}", "path", j->display, "amount",
-                                                    amount_of(j->reservation)));
-        }
-        if (active == 0)
-            break;
-        struct pollfd p[2 + 4 * 64];
-        int n = 0;
-        p[n++] = (struct pollfd){sfd, POLLIN, 0};
-        p[n++] = (struct pollfd){events_pollfd(), POLLIN, 0};
-        int64_t now = now_ns(), wake = 0;
-        for (int k = 0; k < jobs; k++) {
-            struct job *j = run[k];
-            if (!j)
-                continue;
-            p[n++] = (struct pollfd){j->outfd, POLLIN, 0};
-            p[n++] = (struct pollfd){j->resfd, POLLIN, 0};
-            p[n++] = (struct pollfd){j->evfd, POLLIN, 0};
-            p[n++] = (struct pollfd){j->pidfd, POLLIN, 0};
-            int64_t at = j->kill_at_ns ? j->kill_at_ns : j->deadline_ns;
-            if (at && (!wake || at < wake))
-                wake = at;
-        }
-        /* once a second: the progress line, the pool's state, and another
-         * look at the pressure */
-        if (now >= next_tick) {
-            show_progress(&rep, done, active, nfiles - done - (size_t)active, blocked, t0);
-            pool_state(&pool);
-            next_tick = now + 1000000000LL;
-        }
-        wake = wake ? MIN(wake, next_tick) : next_tick;
-        int timeout = (int)MAX(0, (wake - now) / 1000000 + 1);
-        poll(p, (nfds_t)n, timeout);
-        if (p[1].revents & POLLIN)
-            events_accept();
-        if (p[0].revents & POLLIN) {
-            struct signalfd_siginfo si;
-            while (read(sfd, &si, sizeof(si)) > 0)
-                ;
-            if (!interrupted)
-                report_note(&rep, "provium: interrupted; stopping the running files");
-            interrupted = true;
-            for (int k = 0; k < jobs; k++) {
-                if (run[k] && !run[k]->term_sent) {
-                    kill(run[k]->pid, SIGTERM);
-                    run[k]->term_sent = true;
-                    run[k]->interrupted = true;
-                    run[k]->kill_at_ns = now_ns() + 5000000000LL;
-                }
-            }
-        }
-        now = now_ns();
-        for (int k = 0; k < jobs; k++) {
-            struct job *j = run[k];
-            if (!j)
-                continue;
-            drain(j->outfd, &j->out);
-            drain(j->resfd, &j->res);
-            forward_events(j);
-            if (j->deadline_ns && now >= j->deadline_ns && !j->term_sent) {
-                j->timed_out = true;
-                j->term_sent = true;
-                kill(j->pid, SIGTERM);
-                j->kill_at_ns = now + 5000000000LL;
-            }
-            if (j->kill_at_ns && now >= j->kill_at_ns)
-                kill(j->pid, SIGKILL);
-            struct pollfd pf = {j->pidfd, POLLIN, 0};
-            if (poll(&pf, 1, 0) != 1)
-                continue;
-            int verdict = finish_job(j, o, &rep);
-            if (verdict == 1)
-                failed[nfailed++] = j->file;
-            else if (verdict == 0)
-                passed[npassed++] = j->file;
-            pool_give(&pool, j->reservation);
-            file_completed(j, j->status, now_ns() - j->start_ns);
-            events_emit("claim_released", json_pack("{s:s, s:o}", "path", j->display, "amount",
-                                                    amount_of(j->reservation)));
-            run[k] = NULL;
-            active--;
-            done++;
-            next_tick = 0;
-            if (o->fail_fast && rep.files_failed)
-                stop = true;
-        }
-    }
+    r->slots = xcalloc((size_t)r->nslots, sizeof(*r->slots));
+    r->failed = xcalloc(nfiles + 1, sizeof(char *));
+    r->passed = xcalloc(nfiles + 1, sizeof(char *));
+    r->t0 = now_ns();
+}
+
+/* The summary, --rerun-failed's state and --junit; returns the exit code. */
+static int run_end(struct run *r)
+{
     /* files that never started (Ctrl-C, --fail-fast) end too */
-    for (; next < nfiles; next++)
-        file_completed(&plans[next], "not_run", 0);
-    pool_state(&pool);
-    rerun_state_update(failed, nfailed, passed, npassed);
-    for (size_t i = 0; i < nfiles; i++) {
-        free(plans[i].display);
-        free(plans[i].cannot);
-    }
-    free(plans);
-    free(failed);
-    free(passed);
-    free(run);
-    close(sfd);
-    sigprocmask(SIG_SETMASK, &old, NULL);
-    double seconds = (double)(now_ns() - t0) / 1e9;
-    report_summary(&rep, seconds);
-    int code = rep.files_failed ? 1 : 0;
-    if (interrupted)
-        code = rep.files_failed ? 1 : 130;
+    for (; r->next < r->nfiles; r->next++)
+        file_completed(&r->plans[r->next], "not_run", 0);
+    pool_state(&r->pool);
     struct pv_err err = {0};
-    if (o->junit && ci_junit_write(o->junit, rep.junit, seconds, &err) < 0) {
+    if (rerun_state_update(r->failed, r->nfailed, r->passed, r->npassed, &err) < 0)
+        fprintf(stderr, "provium: cannot record the results for --rerun-failed: %s\n",
+                err.msg);
+    for (size_t i = 0; i < r->nfiles; i++) {
+        free(r->plans[i].display);
+        free(r->plans[i].cannot);
+    }
+    free(r->plans);
+    free(r->failed);
+    free(r->passed);
+    free(r->slots);
+    close(r->sfd);
+    sigprocmask(SIG_SETMASK, &r->oldmask, NULL);
+    double seconds = (double)(now_ns() - r->t0) / 1e9;
+    report_summary(&r->rep, seconds);
+    int code = r->rep.files_failed ? 1 : 0;
+    if (r->interrupted)
+        code = r->rep.files_failed ? 1 : 130;
+    if (r->o->junit && ci_junit_write(r->o->junit, r->rep.junit, seconds, &err) < 0) {
         fprintf(stderr, "provium: %s\n", err.msg);
         code = 2;
     }
-    report_release(&rep);
+    report_release(&r->rep);
     return code;
+}
+
+int runner_run(const struct config *cfg, const struct run_opts *o, char **files, size_t nfiles)
+{
+    struct run r;
+    run_init(&r, cfg, o, files, nfiles);
+    for (;;) {
+        run_dispatch(&r);
+        if (r.active == 0)
+            break;
+        struct pollfd p[2 + 4 * RUNNER_MAX_JOBS];
+        run_wait(&r, p);
+        if (p[1].revents & POLLIN)
+            events_accept();
+        if (p[0].revents & POLLIN)
+            run_interrupt(&r);
+        run_reap(&r);
+    }
+    return run_end(&r);
 }

@@ -21,7 +21,7 @@ struct run_opts {
     bool include_slow;
     bool fail_fast;
     int jobs; /* files at once at most; 0 = as many as the pool holds */
-    struct amount pool; /* the pool's size (reference §20) */
+    struct amount pool; /* the pool's size (docs/running.md) */
     bool ksm;           /* tune KSM for the run */
     const char *header; /* printed before the results (human mode), or NULL */
 };

@@ -117,3 +117,35 @@ test("a missing path exits 2", function(t)
     t:assert_eq(code, 2)
     t:assert_contains(out, "/nonexistent/x.test.lua")
 end)
+
+test("a NUL in a message or an event loses neither the file's results nor the event", function(t)
+    local d = meta.tmpdir()
+    local out, code = meta.provium({ "--save-events", d .. "/ev.bin", cases .. "nul.lua" })
+    t:assert_eq(code, 1, out)
+    t:assert_contains(out, "FAIL " .. cases .. "nul.lua (1 passed, 2 failed, 0 skipped)")
+    t:assert_contains(out, "    FAIL fails with a NUL\n        " .. cases .. "nul.lua:3: before\\x00after\n")
+    t:assert_contains(out, "    FAIL errors with a NUL\n        one\\x00two\n")
+    t:assert(not out:find("\0", 1, true), "no raw NUL on the terminal")
+
+    local f = case("nul")
+    t:assert(type(f.chunk_error) ~= "string", "the file loaded")
+    local s = meta.by_name(f)
+    t:assert_eq(s["fails with a NUL"].status, "failed")
+    t:assert_contains(s["fails with a NUL"].message, "before\\x00after")
+    t:assert_eq(s["sends an event with a NUL"].status, "passed")
+
+    local p = io.popen("/usr/bin/python3 " .. meta.quote(meta.tests .. "/lib/events_dump.py")
+        .. " " .. meta.quote(d .. "/ev.bin"))
+    local failed, note = {}, nil
+    for line in p:lines() do
+        local e = json.decode(line)
+        if e.kind == "test_failed" then failed[e.payload.name] = e.payload.reason end
+        if e.kind == "test_note" then note = e.payload.text end
+    end
+    p:close()
+    t:assert_eq(note, "x\0y", "the event arrives, its NUL intact")
+    t:assert_contains(failed["fails with a NUL"] or "", "before\0after")
+    t:assert_contains(failed["errors with a NUL"] or "", "one\0two")
+    local _, status = meta.json_run({ cases .. "nul.lua" })
+    t:assert_eq(status, 1)
+end)

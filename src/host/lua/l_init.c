@@ -132,7 +132,9 @@ static int l_event(lua_State *L)
     if (lua_pcall(L, 1, 1, 0) != LUA_OK)
         return lua_error(L);
     json_error_t je;
-    json_t *payload = json_loads(lua_tostring(L, -1), 0, &je);
+    size_t len;
+    const char *text = lua_tolstring(L, -1, &len);
+    json_t *payload = json_loadb(text, len, JSON_ALLOW_NUL, &je); /* "\u0000" is a byte */
     if (payload)
         events_emit(kind, payload);
     return 0;
