@@ -5,6 +5,7 @@
 
 #include <cmocka.h>
 
+#include "qemu.h"
 #include "spawn.h"
 
 #include <fcntl.h>
@@ -352,6 +353,51 @@ static void test_spawn_clean_child(void **state)
     assert_string_equal(listed, "0\n1\n2\n3\n");
 }
 
+/* qemu_start goes through the same child setup: a clean start in its own
+ * group (here with cat for QEMU, its output in qemu.log), and a program
+ * that cannot be executed is an error at once, named, not a QEMU that
+ * exits 127 later. */
+static void test_qemu_start_child(void **state)
+{
+    char dir[] = "/tmp/test_spawn.XXXXXX";
+    assert_non_null(mkdtemp(dir));
+    sigset_t usr1, old;
+    sigemptyset(&usr1);
+    sigaddset(&usr1, SIGUSR1);
+    sigprocmask(SIG_BLOCK, &usr1, &old);
+    signal(SIGUSR2, SIG_IGN);
+    const char *cat[] = {"cat", "/proc/self/status", NULL};
+    pid_t pid = 0;
+    int pidfd = -1, status = -1;
+    struct pv_err err = {0};
+    int r = qemu_start(cat, dir, &pid, &pidfd, &err);
+    sigprocmask(SIG_SETMASK, &old, NULL);
+    signal(SIGUSR2, SIG_DFL);
+    assert_int_equal(r, 0);
+    waitpid(pid, &status, 0);
+    close(pidfd);
+    assert_int_equal(status, 0);
+    char log[64];
+    snprintf(log, sizeof(log), "%s/qemu.log", dir);
+    struct buf text = BUF_INIT;
+    assert_int_equal(read_file(log, 1 << 16, &text), 0);
+    unsigned long long blocked = status_field(text.data, "SigBlk", 16);
+    unsigned long long ignored = status_field(text.data, "SigIgn", 16);
+    unsigned long long pgid = status_field(text.data, "NSpgid", 10);
+    buf_release(&text);
+    assert_int_equal(blocked, 0);
+    assert_int_equal(ignored, 0);
+    assert_int_equal(pgid, pid);
+
+    /* a directory passes qemu_which's access(X_OK), and execve refuses it */
+    const char *notexe[] = {dir, NULL};
+    r = qemu_start(notexe, dir, &pid, &pidfd, &err);
+    assert_int_equal(r, -EACCES);
+    assert_non_null(strstr(err.msg, "cannot exec"));
+    assert_non_null(strstr(err.msg, dir));
+    assert_int_equal(rm_rf(dir), 0);
+}
+
 static void test_spawn_describe(void **state)
 {
     char desc[64];
@@ -383,6 +429,7 @@ int main(void)
         cmocka_unit_test(test_spawn_timeout_kills_group),
         cmocka_unit_test(test_spawn_caller_death_kills_group),
         cmocka_unit_test(test_spawn_clean_child),
+        cmocka_unit_test(test_qemu_start_child),
         cmocka_unit_test(test_spawn_describe),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
