@@ -10,10 +10,10 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
-#include <sys/prctl.h>
 #include <sys/wait.h>
 
 #include "agent.h"
+#include "child.h"
 
 /* Above this much queued stdin, PV_STDIN refuses more. */
 #define STDIN_MAX (64u << 20)
@@ -85,6 +85,28 @@ char **agent_env(const char **set, uint32_t nset, bool clear)
     return env;
 }
 
+/* The program, in a session of its own: the host's signals, a timeout and
+ * a cancel reach its whole group (kill(-pid)). PR_SET_PDEATHSIG: a worker
+ * killed takes its commands along. child.h has the rules. */
+__attribute__((noreturn)) static void child(const char **argv, char **env, const char *cwd,
+                                            const int stdio[3], int report_fd, pid_t parent)
+{
+    struct child_opts o = {
+        .parent = parent,
+        .flags = CHILD_SESSION,
+        .cwd = cwd,
+        .stdio = {stdio[0], stdio[1], stdio[2]},
+        .report_fd = report_fd,
+    };
+    int step = child_setup(&o);
+    if (!step) {
+        environ = env; /* so that execvp() searches the program's PATH */
+        execvp(argv[0], (char *const *)argv);
+        step = CHILD_EXEC;
+    }
+    child_fail(o.report_fd, step);
+}
+
 /* Decode a PV_RUN/PV_SPAWN request and start the child. Returns 0 with
  * *ret (or with the request answered when exec failed: *ret NULL), or -errno. */
 static int start(struct agent *a, uint32_t id, struct pv_rd *r, struct run **ret)
@@ -132,45 +154,32 @@ static int start(struct agent *a, uint32_t id, struct pv_rd *r, struct run **ret
         return -e;
     }
     _cleanup_free_ char **env = agent_env(envs, envc, flags & PV_RUN_ENV_CLEAR);
-    pid_t pid = fork();
-    if (pid == 0) {
-        sigset_t all;
-        sigemptyset(&all);
-        sigprocmask(SIG_SETMASK, &all, NULL);
-        signal(SIGPIPE, SIG_DFL);
-        setsid();
-        prctl(PR_SET_PDEATHSIG, SIGKILL); /* a worker killed takes its commands along */
-        dup2(p_in[0], 0);
-        dup2(p_out[1], 1);
-        dup2(p_err[1], 2);
-        int e = 0;
-        if (*cwd && chdir(cwd) < 0)
-            e = errno;
-        if (!e) {
-            environ = env;
-            execvp(argv[0], (char *const *)argv);
-            e = errno;
-        }
-        (void)!write(p_exec[1], &e, sizeof(e));
-        _exit(127);
-    }
+    pid_t parent = getpid();
+    pid_t pid = child_fork(NULL);
+    if (pid == 0)
+        child(argv, env, cwd, (int[]){p_in[0], p_out[1], p_err[1]}, p_exec[1], parent);
     int fork_errno = errno;
     close(p_in[0]), close(p_out[1]), close(p_err[1]), close(p_exec[1]);
     if (pid < 0) {
         close(p_in[1]), close(p_out[0]), close(p_err[0]), close(p_exec[0]);
         return -fork_errno;
     }
-    int child_errno = 0;
-    ssize_t got;
-    do
-        got = read(p_exec[0], &child_errno, sizeof(child_errno));
-    while (got < 0 && errno == EINTR);
+    struct child_report f;
+    int got = child_wait_exec(p_exec[0], &f);
     close(p_exec[0]);
-    if (got == (ssize_t)sizeof(child_errno)) {
+    if (got != 0) {
+        kill(pid, SIGKILL);
         waitpid(pid, NULL, 0);
         close(p_in[1]), close(p_out[0]), close(p_err[0]);
-        agent_send_err(a, id, child_errno, "%s: %s", *cwd && child_errno == ENOENT ? cwd : argv[0],
-                       strerror(child_errno));
+        if (got < 0)
+            return got;
+        if (f.step == CHILD_EXEC)
+            agent_send_err(a, id, f.errnum, "%s: %s", argv[0], strerror(f.errnum));
+        else if (f.step == CHILD_CHDIR)
+            agent_send_err(a, id, f.errnum, "%s: %s", cwd, strerror(f.errnum));
+        else
+            agent_send_err(a, id, f.errnum, "%s: %s: %s", argv[0], child_step_name(f.step),
+                           strerror(f.errnum));
         return 0;
     }
 

@@ -20,6 +20,7 @@
 #include <sys/wait.h>
 
 #include "agent.h"
+#include "child.h"
 #include "spawn.h"
 
 #define WORKER_GRACE_MS 2000
@@ -126,41 +127,57 @@ static int set_caps(uint64_t caps)
     return 0;
 }
 
-/* In the forked child. Returns the step that failed (errno set); exec does
- * not return on success. */
-static const char *become(const struct creds *c, int sock, int exe, char **env)
+/* In the forked child: the credentials. Returns 0, or the step that failed
+ * (enum child_step) with errno set. */
+static int become(const struct creds *c)
 {
     bool ids = c->flags & (PV_WK_UID | PV_WK_GID);
     if (c->flags & PV_WK_GROUPS ? setgroups(c->ngroups, c->groups) < 0
                                 : ids && setgroups(0, NULL) < 0)
-        return "setgroups";
+        return CHILD_SETGROUPS;
     if ((c->flags & PV_WK_GID) && setresgid(c->gid, c->gid, c->gid) < 0)
-        return "setresgid";
+        return CHILD_SETRESGID;
     if (c->flags & PV_WK_CAPS) {
         if (prctl(PR_SET_KEEPCAPS, 1, 0, 0, 0) < 0)
-            return "prctl(PR_SET_KEEPCAPS)";
+            return CHILD_KEEPCAPS;
         for (int cap = 0; cap < 64; cap++)
             if (!(c->caps >> cap & 1) && prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) < 0 &&
                 errno != EINVAL)
-                return "prctl(PR_CAPBSET_DROP)";
+                return CHILD_CAPBSET_DROP;
     }
     if ((c->flags & PV_WK_UID) && setresuid(c->uid, c->uid, c->uid) < 0)
-        return "setresuid";
+        return CHILD_SETRESUID;
     if ((c->flags & PV_WK_CAPS) && set_caps(c->caps) < 0)
-        return "capset";
+        return CHILD_CAPSET;
     if ((c->flags & PV_WK_NO_NEW_PRIVS) && prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0)
-        return "prctl(PR_SET_NO_NEW_PRIVS)";
-    /* a change of credentials clears it: set it last */
-    if (prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0) < 0)
-        return "prctl(PR_SET_PDEATHSIG)";
-    if (chdir(*c->cwd ? c->cwd : "/") < 0)
-        return "chdir";
-    if (sock == 0 ? fcntl(0, F_SETFD, 0) < 0 : dup2(sock, 0) < 0) /* dup2 clears CLOEXEC */
-        return "dup2";
-    static char name[] = "provium-worker", flag[] = "--worker";
-    char *argv[] = {name, flag, NULL};
-    syscall(SYS_execveat, exe, "", argv, env, AT_EMPTY_PATH);
-    return "execveat";
+        return CHILD_NO_NEW_PRIVS;
+    return 0;
+}
+
+/* The worker: credentials first, then the common setup (child.h), whose
+ * PR_SET_PDEATHSIG comes after them because a change of credentials clears
+ * it, and whose chdir is made with the worker's own rights. Then exec the
+ * agent in worker mode, the socket as its stdin. */
+__attribute__((noreturn)) static void child(const struct creds *c, int sock, int exe, char **env,
+                                            int report_fd, pid_t parent)
+{
+    int step = become(c);
+    struct child_opts o = {
+        .parent = parent,
+        .flags = CHILD_PGRP,
+        .cwd = *c->cwd ? c->cwd : "/",
+        .stdio = {sock, -1, -1},
+        .report_fd = report_fd,
+    };
+    if (!step)
+        step = child_setup(&o);
+    if (!step) {
+        static char name[] = "provium-worker", flag[] = "--worker";
+        char *argv[] = {name, flag, NULL};
+        syscall(SYS_execveat, exe, "", argv, env, AT_EMPTY_PATH);
+        step = CHILD_EXEC;
+    }
+    child_fail(o.report_fd, step);
 }
 
 /* Returns 0 with *ret, or -errno with msg saying which step failed. */
@@ -184,19 +201,10 @@ static int start(struct agent *a, const struct creds *c, char **env, struct work
         close(exe), close(sv[0]), close(sv[1]);
         return -e;
     }
-    pid_t pid = fork();
-    if (pid == 0) {
-        sigset_t none;
-        sigemptyset(&none);
-        sigprocmask(SIG_SETMASK, &none, NULL);
-        const char *step = become(c, sv[1], exe, env);
-        int e = errno;
-        char m[128];
-        snprintf(m, sizeof(m), "%s: %s", step, strerror(e));
-        (void)!write(rep[1], &e, sizeof(e));
-        (void)!write(rep[1], m, strlen(m));
-        _exit(127);
-    }
+    pid_t parent = getpid();
+    pid_t pid = child_fork(NULL);
+    if (pid == 0)
+        child(c, sv[1], exe, env, rep[1], parent);
     int fork_errno = errno;
     close(exe), close(sv[1]), close(rep[1]);
     if (pid < 0) {
@@ -204,19 +212,19 @@ static int start(struct agent *a, const struct creds *c, char **env, struct work
         return -fork_errno;
     }
     /* exec closes rep[1]: a clean EOF means the worker runs */
-    int child_errno = 0;
-    ssize_t got;
-    do
-        got = read(rep[0], &child_errno, sizeof(child_errno));
-    while (got < 0 && errno == EINTR);
-    if (got == (ssize_t)sizeof(child_errno)) {
-        ssize_t n = read(rep[0], msg, msglen - 1);
-        msg[n > 0 ? n : 0] = 0;
-        close(rep[0]), close(sv[0]);
-        waitpid(pid, NULL, 0);
-        return -(child_errno ? child_errno : EIO);
-    }
+    struct child_report f;
+    int r = child_wait_exec(rep[0], &f);
     close(rep[0]);
+    if (r != 0) {
+        close(sv[0]);
+        kill(pid, SIGKILL);
+        waitpid(pid, NULL, 0);
+        if (r < 0)
+            return r;
+        snprintf(msg, msglen, "%s: %s", f.step == CHILD_EXEC ? "execveat" : child_step_name(f.step),
+                 strerror(f.errnum));
+        return -f.errnum;
+    }
     fcntl(sv[0], F_SETFL, O_NONBLOCK);
     struct worker *w = xcalloc(1, sizeof(*w));
     *w = (struct worker){.next = a->workers, .handle = ++a->next_worker, .pid = pid, .fd = sv[0]};

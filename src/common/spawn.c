@@ -4,47 +4,14 @@
 #include <poll.h>
 #include <signal.h>
 #include <stdio.h>
-#include <sys/prctl.h>
-#include <sys/resource.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 
-#ifndef CLOSE_RANGE_CLOEXEC
-#define CLOSE_RANGE_CLOEXEC (1U << 2)
-#endif
-
-/* What the child reports through the CLOEXEC pipe when it fails before
- * execvp() replaces it: at which step, and errno. Nothing arrives (EOF) once
- * the exec succeeded. */
-enum spawn_stage {
-    SPAWN_SETUP,
-    SPAWN_CHDIR,
-    SPAWN_EXEC,
-};
-
-struct spawn_failure {
-    int stage;
-    int errnum;
-};
+#include "child.h"
 
 /* Without pidfd_open() the parent cannot sleep on the child's exit, so it
- * wakes up this often to try waitpid(). */
+ * wakes up this often to look. */
 #define SPAWN_POLL_MS 20
-
-/* Move *fd to a number >= 3 so that the child's dup2() onto 0, 1 and 2
- * cannot clobber one of its sources (possible when the caller runs with a
- * standard descriptor closed). */
-static int spawn_fd_high(int *fd)
-{
-    if (*fd >= 3)
-        return 0;
-    int nfd = fcntl(*fd, F_DUPFD_CLOEXEC, 3);
-    if (nfd < 0)
-        return -errno;
-    close(*fd);
-    *fd = nfd;
-    return 0;
-}
 
 static int spawn_pidfd(pid_t pid)
 {
@@ -57,67 +24,52 @@ static int spawn_pidfd(pid_t pid)
 #endif
 }
 
-/* Descriptors the process inherited without FD_CLOEXEC (from a shell, a CI
- * runner, a library) must not reach the child either: mark all of them
- * above 2 close-on-exec. report_fd is among them and closes at the exec,
- * as it should. */
-static void spawn_cloexec_from(int first)
-{
-#ifdef SYS_close_range
-    if (syscall(SYS_close_range, (unsigned)first, ~0U, CLOSE_RANGE_CLOEXEC) == 0)
-        return;
-#endif
-    /* Before Linux 5.11: walk the table (getrlimit and fcntl are
-     * async-signal-safe, opendir is not). */
-    struct rlimit rl;
-    int max = 65536;
-    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY && rl.rlim_cur < 65536)
-        max = (int)rl.rlim_cur;
-    for (int fd = first; fd < max; fd++)
-        (void)fcntl(fd, F_SETFD, FD_CLOEXEC);
-}
-
-/* Between fork() and exec only async-signal-safe calls: the parent may have
- * threads. */
+/* The program, in a process group of its own (child.h has the rules). */
 __attribute__((noreturn)) static void spawn_child(const char *const argv[], const char *cwd,
                                                   int in_fd, int out_fd, int report_fd,
                                                   pid_t parent)
 {
-    struct spawn_failure f = {SPAWN_SETUP, 0};
-
-    if (prctl(PR_SET_PDEATHSIG, SIGKILL) < 0)
-        goto fail;
-    /* The parent may have died before the prctl() took effect. */
-    if (getppid() != parent)
-        _exit(127);
-
-    /* Ignored signals and the mask survive exec; the child must not inherit
-     * the parent's SIG_IGN for SIGPIPE and the like. */
-    struct sigaction sa;
-    memset(&sa, 0, sizeof(sa));
-    sa.sa_handler = SIG_DFL;
-    for (int s = 1; s < NSIG; s++)
-        (void)sigaction(s, &sa, NULL);
-    sigset_t none;
-    sigemptyset(&none);
-    if (sigprocmask(SIG_SETMASK, &none, NULL) < 0)
-        goto fail;
-
-    if (cwd && chdir(cwd) < 0) {
-        f.stage = SPAWN_CHDIR;
-        goto fail;
+    struct child_opts o = {
+        .parent = parent,
+        .flags = CHILD_PGRP,
+        .cwd = cwd,
+        .stdio = {in_fd, out_fd, out_fd},
+        .report_fd = report_fd,
+    };
+    int step = child_setup(&o);
+    if (!step) {
+        execvp(argv[0], (char *const *)argv);
+        step = CHILD_EXEC;
     }
-    /* dup2() clears FD_CLOEXEC on the copies; the sources (>= 3) keep it. */
-    if (dup2(in_fd, 0) < 0 || dup2(out_fd, 1) < 0 || dup2(out_fd, 2) < 0)
-        goto fail;
-    spawn_cloexec_from(3);
+    child_fail(o.report_fd, step);
+}
 
-    execvp(argv[0], (char *const *)argv);
-    f.stage = SPAWN_EXEC;
-fail:
-    f.errnum = errno;
-    (void)!write(report_fd, &f, sizeof(f));
-    _exit(127);
+/* The guard: a second child, forked without exec, that joins the
+ * program's process group and blocks reading life_r, a pipe whose only
+ * write end spawn_run holds. PR_SET_PDEATHSIG reaches the program alone,
+ * and the kill-all paths run only on a signal provium can catch; when the
+ * caller dies in any way, SIGKILL included, the pipe reads EOF and the
+ * guard kills the whole group (a build's compilers, apt's helpers), itself
+ * with it. spawn_run SIGKILLs the guard before it reaps the program, so the
+ * group's number cannot have been reused meanwhile. Every signal stays
+ * blocked: only SIGKILL ends it early. Async-signal-safe calls only. */
+static pid_t spawn_guard(pid_t pgid, int life_r, int null_fd)
+{
+    pid_t pid = child_fork(NULL);
+    if (pid != 0)
+        return pid;
+    (void)setpgid(0, pgid); /* else spawn_run still kills it by pid */
+    int fds[3] = {life_r, null_fd, null_fd};
+    if (child_stdio(fds, NULL) < 0)
+        _exit(1);
+    child_close_from(3, false); /* the caller's pipes, and its copy of the write end */
+    char c;
+    ssize_t n;
+    do
+        n = read(0, &c, 1);
+    while (n > 0 || (n < 0 && errno == EINTR));
+    kill(-pgid, SIGKILL);
+    _exit(0);
 }
 
 static int spawn_reap(pid_t pid, int *ret_status)
@@ -130,6 +82,33 @@ static int spawn_reap(pid_t pid, int *ret_status)
     if (ret_status)
         *ret_status = status;
     return 0;
+}
+
+/* Kill the program's group, then the guard, then reap the program. */
+static void spawn_kill(pid_t pid, pid_t guard, int *ret_status)
+{
+    kill(-pid, SIGKILL);
+    kill(pid, SIGKILL);
+    if (guard > 0) {
+        kill(guard, SIGKILL);
+        spawn_reap(guard, NULL);
+    }
+    spawn_reap(pid, ret_status);
+}
+
+/* The message for a child that failed before exec. */
+static int spawn_failed(const char *name, const char *cwd, const struct child_report *f,
+                        struct pv_err *err)
+{
+    int e = f->errnum;
+    if (f->step == CHILD_EXEC && e == ENOENT)
+        return pv_err_set(err, e, "cannot run %s: not found (is it installed and in PATH?)", name);
+    if (f->step == CHILD_EXEC)
+        return pv_err_set(err, e, "cannot run %s: %s", name, strerror(e));
+    if (f->step == CHILD_CHDIR)
+        return pv_err_set(err, e, "cannot run %s: chdir %s: %s", name, cwd, strerror(e));
+    return pv_err_set(err, e, "cannot run %s: %s: %s", name, child_step_name(f->step),
+                      strerror(e));
 }
 
 /* Read one chunk from fd into out (while below limit; the rest is dropped).
@@ -162,7 +141,7 @@ int spawn_run(const char *const argv[], const char *cwd, struct buf *out, size_t
     const char *name = argv[0];
 
     _cleanup_close_ int null_fd = -1, out_r = -1, out_w = -1, rep_r = -1, rep_w = -1;
-    _cleanup_close_ int pidfd = -1;
+    _cleanup_close_ int life_r = -1, life_w = -1, pidfd = -1;
     int p[2], r;
 
     null_fd = open("/dev/null", O_RDWR | O_CLOEXEC);
@@ -178,60 +157,64 @@ int spawn_run(const char *const argv[], const char *cwd, struct buf *out, size_t
         return pv_err_set(err, errno, "cannot run %s: pipe: %s", name, strerror(errno));
     rep_r = p[0];
     rep_w = p[1];
-    if ((r = spawn_fd_high(&null_fd)) < 0 || (out && (r = spawn_fd_high(&out_w)) < 0) ||
-        (r = spawn_fd_high(&rep_w)) < 0)
-        return pv_err_set(err, -r, "cannot run %s: fcntl: %s", name, strerror(-r));
+    if (pipe2(p, O_CLOEXEC) < 0)
+        return pv_err_set(err, errno, "cannot run %s: pipe: %s", name, strerror(errno));
+    life_r = p[0];
+    life_w = p[1];
 
     pid_t parent = getpid();
-    pid_t pid = fork();
+    pid_t pid = child_fork(NULL);
     if (pid < 0)
         return pv_err_set(err, errno, "cannot run %s: fork: %s", name, strerror(errno));
     if (pid == 0)
         spawn_child(argv, cwd, null_fd, out ? out_w : null_fd, rep_w, parent);
-
+    /* Here too, so the group exists before the guard joins it. */
+    (void)setpgid(pid, pid);
     close(steal_fd(&rep_w));
     if (out_w >= 0)
         close(steal_fd(&out_w));
 
+    /* Forked after the parent's copies of the write ends are closed: the
+     * guard holds none of them, so EOF still means what it should. */
+    pid_t guard = spawn_guard(pid, life_r, null_fd);
+    if (guard < 0) {
+        int e = errno;
+        spawn_kill(pid, -1, NULL);
+        return pv_err_set(err, e, "cannot run %s: fork: %s", name, strerror(e));
+    }
+    close(steal_fd(&life_r));
+
     /* EOF means the exec happened (the pipe is CLOEXEC). */
-    struct spawn_failure f;
-    ssize_t n;
-    do
-        n = read(rep_r, &f, sizeof(f));
-    while (n < 0 && errno == EINTR);
-    if (n == (ssize_t)sizeof(f)) {
-        spawn_reap(pid, NULL);
-        int e = f.errnum > 0 ? f.errnum : EIO;
-        if (f.stage == SPAWN_EXEC && e == ENOENT)
-            return pv_err_set(err, e, "cannot run %s: not found (is it installed and in PATH?)",
-                              name);
-        if (f.stage == SPAWN_EXEC)
-            return pv_err_set(err, e, "cannot run %s: %s", name, strerror(e));
-        if (f.stage == SPAWN_CHDIR)
-            return pv_err_set(err, e, "cannot run %s: chdir %s: %s", name, cwd, strerror(e));
-        return pv_err_set(err, e, "cannot run %s: child setup: %s", name, strerror(e));
+    struct child_report f;
+    r = child_wait_exec(rep_r, &f);
+    if (r != 0) {
+        spawn_kill(pid, guard, NULL);
+        if (r < 0)
+            return pv_err_set(err, -r, "cannot run %s: %s", name, strerror(-r));
+        return spawn_failed(name, cwd, &f, err);
     }
 
     pidfd = spawn_pidfd(pid);
     int64_t deadline = timeout_ms > 0 ? now_ms() + timeout_ms : -1;
     size_t kept = 0;
-    int status = 0;
     for (;;) {
-        pid_t w = waitpid(pid, &status, WNOHANG);
-        if (w == pid)
+        /* WNOWAIT: the program stays a zombie, so its pid (the group the
+         * guard would kill) is not reused before the guard is gone. */
+        siginfo_t si = {0};
+        int w = waitid(P_PID, (id_t)pid, &si, WEXITED | WNOHANG | WNOWAIT);
+        if (w == 0 && si.si_pid == pid)
             break;
         if (w < 0 && errno != EINTR) {
             int e = errno;
-            kill(pid, SIGKILL);
-            return pv_err_set(err, e, "%s: waitpid: %s", name, strerror(e));
+            spawn_kill(pid, guard, NULL);
+            return pv_err_set(err, e, "%s: waitid: %s", name, strerror(e));
         }
 
         int wait_ms = -1;
         if (deadline >= 0) {
             int64_t left = deadline - now_ms();
             if (left <= 0) {
-                kill(pid, SIGKILL);
-                spawn_reap(pid, ret_status);
+                spawn_kill(pid, guard, ret_status);
                 return pv_err_set(err, ETIMEDOUT, "%s timed out after %d ms (killed)", name,
                                   timeout_ms);
             }
@@ -250,8 +233,7 @@ int spawn_run(const char *const argv[], const char *cwd, struct buf *out, size_t
             if (errno == EINTR)
                 continue;
             int e = errno;
-            kill(pid, SIGKILL);
-            spawn_reap(pid, NULL);
+            spawn_kill(pid, guard, NULL);
             return pv_err_set(err, e, "%s: poll: %s", name, strerror(e));
         }
         if (out_r >= 0 && (pfd[0].revents & (POLLIN | POLLHUP | POLLERR))) {
@@ -261,8 +243,16 @@ int spawn_run(const char *const argv[], const char *cwd, struct buf *out, size_t
         }
     }
 
-    /* The child is gone: everything it wrote is in the pipe. Do not wait for
-     * a grandchild that may still hold the write end. */
+    /* The program has exited: the guard goes first, then the program is
+     * reaped. What it left running in its group stays (not waited for,
+     * not killed). */
+    kill(guard, SIGKILL);
+    spawn_reap(guard, NULL);
+    int status = 0;
+    spawn_reap(pid, &status);
+
+    /* Everything the program wrote is in the pipe. Do not wait for a
+     * grandchild that may still hold the write end. */
     if (out_r >= 0 && fcntl(out_r, F_SETFL, O_NONBLOCK) == 0) {
         while (spawn_read(out_r, out, &kept, max_out) == 0)
             ;

@@ -4,12 +4,12 @@
 #include <signal.h>
 #include <stdio.h>
 #include <sys/file.h>
-#include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 
 #include "boot.h"
 #include "cache.h"
+#include "child.h"
 #include "events.h"
 #include "hash.h"
 #include "kernel.h"
@@ -274,17 +274,27 @@ static int build(const char *path, const char *name, const char *cache, const ch
         return pv_err_set(err, errno, "fixture `%s`: %s", name, strerror(errno));
     fflush(stdout);
     fflush(stderr);
-    pid_t pid = fork();
+    pid_t parent = getpid();
+    sigset_t mask;
+    pid_t pid = child_fork(&mask);
     if (pid < 0) {
         int e = errno;
         close(p[0]), close(p[1]);
         return pv_err_set(err, e, "fixture `%s`: fork: %s", name, strerror(e));
     }
     if (pid == 0) {
-        prctl(PR_SET_PDEATHSIG, SIGKILL);
+        /* No exec: provium itself, with a fresh Lua state. It keeps the
+         * file process's group and handlers (a Ctrl-C or the runner's
+         * SIGTERM reaches it, and kills its own VMs), so of the child
+         * setup (child.h) only PR_SET_PDEATHSIG and the getppid() check.
+         * Signals stay blocked until the asking file's VMs are forgotten:
+         * a handler that ran before would kill them. */
+        if (child_pdeathsig(parent) < 0)
+            _exit(3);
         vm_forget_all(); /* the asking file's VMs are not ours */
-        dup2(p[1], 1);
-        dup2(p[1], 2);
+        pthread_sigmask(SIG_SETMASK, &mask, NULL);
+        if (dup2(p[1], 1) < 0 || dup2(p[1], 2) < 0)
+            _exit(3);
         vm_globals.snapshot_dir = cache;
         _cleanup_free_ char *display = xasprintf("%s.fixture.lua", name);
         l_ctx.file = path;

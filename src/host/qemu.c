@@ -5,11 +5,10 @@
 #include <inttypes.h>
 #include <signal.h>
 #include <stdio.h>
-#include <sys/prctl.h>
-#include <sys/resource.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 
+#include "child.h"
 #include "spawn.h"
 
 extern char **environ;
@@ -183,6 +182,25 @@ char *qemu_which(const char *name)
     return NULL;
 }
 
+/* QEMU itself, in a process group of its own (child.h has the rules). */
+__attribute__((noreturn)) static void qemu_child(const char *exe, const char *const *argv,
+                                                 char **env, int nullfd, int logfd,
+                                                 int report_fd, pid_t parent)
+{
+    struct child_opts o = {
+        .parent = parent,
+        .flags = CHILD_PGRP,
+        .stdio = {nullfd, logfd, logfd},
+        .report_fd = report_fd,
+    };
+    int step = child_setup(&o);
+    if (!step) {
+        execve(exe, (char *const *)argv, env);
+        step = CHILD_EXEC;
+    }
+    child_fail(o.report_fd, step);
+}
+
 int qemu_start(const char *const *argv, const char *dir, pid_t *ret_pid, int *ret_pidfd, struct pv_err *err)
 {
     _cleanup_free_ char *exe = qemu_which(argv[0]);
@@ -196,6 +214,12 @@ int qemu_start(const char *const *argv, const char *dir, pid_t *ret_pid, int *re
     if (logfd < 0)
         return pv_err_set(err, errno, "%s: %s", log, strerror(errno));
     _cleanup_close_ int nullfd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+    if (nullfd < 0)
+        return pv_err_set(err, errno, "/dev/null: %s", strerror(errno));
+    int p[2];
+    if (pipe2(p, O_CLOEXEC) < 0)
+        return pv_err_set(err, errno, "cannot exec `%s`: pipe: %s", exe, strerror(errno));
+    _cleanup_close_ int rep_r = p[0], rep_w = p[1];
     /* QEMU's temporary files (snapshot=on overlays) live in the run dir. */
     size_t n = 0;
     while (environ[n])
@@ -208,32 +232,29 @@ int qemu_start(const char *const *argv, const char *dir, pid_t *ret_pid, int *re
             env[k++] = environ[i];
     env[k++] = tmpdir;
     pid_t parent = getpid();
-    pid_t pid = fork();
+    pid_t pid = child_fork(NULL);
     if (pid < 0)
         return pv_err_set(err, errno, "fork: %s", strerror(errno));
-    if (pid == 0) {
-        /* Only async-signal-safe calls from here to execve. */
-        setpgid(0, 0);
-        prctl(PR_SET_PDEATHSIG, SIGKILL);
-        if (getppid() != parent)
-            _exit(127);
-        sigset_t none;
-        sigemptyset(&none);
-        sigprocmask(SIG_SETMASK, &none, NULL);
-        signal(SIGINT, SIG_DFL);
-        signal(SIGTERM, SIG_DFL);
-        signal(SIGPIPE, SIG_DFL);
-        dup2(nullfd, 0);
-        dup2(logfd, 1);
-        dup2(logfd, 2);
-        syscall(SYS_close_range, 3, ~0U, 0);
-        execve(exe, (char *const *)argv, env);
-        _exit(127);
-    }
+    if (pid == 0)
+        qemu_child(exe, argv, env, nullfd, logfd, rep_w, parent);
     setpgid(pid, pid);
+    close(steal_fd(&rep_w));
+    struct child_report f;
+    int r = child_wait_exec(rep_r, &f);
+    if (r != 0) {
+        kill(pid, SIGKILL);
+        waitpid(pid, NULL, 0);
+        if (r < 0)
+            return pv_err_set(err, -r, "cannot exec `%s`: %s", exe, strerror(-r));
+        if (f.step == CHILD_EXEC)
+            return pv_err_set(err, f.errnum, "cannot exec `%s`: %s", exe, strerror(f.errnum));
+        return pv_err_set(err, f.errnum, "cannot exec `%s`: %s: %s", exe,
+                          child_step_name(f.step), strerror(f.errnum));
+    }
     int pidfd = (int)syscall(SYS_pidfd_open, pid, 0);
     if (pidfd < 0) {
         int e = errno;
+        kill(-pid, SIGKILL);
         kill(pid, SIGKILL);
         waitpid(pid, NULL, 0);
         return pv_err_set(err, e, "pidfd_open: %s", strerror(e));

@@ -495,6 +495,12 @@ static void test_agent_run_missing_program(void **state)
     assert_int_equal(res.err.code, ENOENT);
     assert_non_null(strstr(res.err.msg, "provium-no-such-program-xyz"));
     run_res_release(&res);
+    /* with a working directory that exists, still the program */
+    struct run_res in_dir = {0};
+    assert_int_equal(run(f, &(struct run_req){.argv = argv, .cwd = tmpdir}, &in_dir), ENOENT);
+    if (!strstr(in_dir.err.msg, "provium-no-such-program-xyz"))
+        fail_msg("the message names something else: %s", in_dir.err.msg);
+    run_res_release(&in_dir);
 
     /* an empty argv is refused before any fork */
     const char *none[] = {NULL};
@@ -1372,6 +1378,78 @@ static void test_agent_worker(void **state)
     f->route = 0;
 }
 
+/* The agent's state (a blocked or ignored signal, a descriptor without
+ * FD_CLOEXEC) never reaches a program it runs, nor a worker's. */
+static int setup_dirty(void **state)
+{
+    sigset_t usr1, old;
+    sigemptyset(&usr1);
+    sigaddset(&usr1, SIGUSR1);
+    sigprocmask(SIG_BLOCK, &usr1, &old);
+    signal(SIGUSR2, SIG_IGN);
+    int inherited = open("/dev/null", O_RDONLY);
+    int r = setup(state);
+    sigprocmask(SIG_SETMASK, &old, NULL);
+    signal(SIGUSR2, SIG_DFL);
+    if (inherited >= 0)
+        close(inherited);
+    return inherited >= 3 ? r : -1;
+}
+
+/* A field of /proc/<pid>/status text, as a number in base. */
+static unsigned long long status_field(const char *status, const char *name, int base)
+{
+    _cleanup_free_ char *key = xasprintf("\n%s:", name);
+    const char *p = status ? strstr(status, key) : NULL;
+    if (!p)
+        fail_msg("no %s in:\n%s", name, status ? status : "(nothing)");
+    return strtoull(p + strlen(key), NULL, base);
+}
+
+/* Run cat /proc/self/status and ls /proc/self/fd where f->c.route says;
+ * check a clean start: in a session of its own, nothing blocked or
+ * ignored, only 0, 1, 2 (and ls's own 3). */
+static void check_clean_child(struct fx *f)
+{
+    struct run_res st = {0}, fds = {0};
+    assert_int_equal(run(f, &(struct run_req){(const char *const[]){"cat", "/proc/self/status", NULL},
+                                              .cwd = ""},
+                         &st),
+                     0);
+    assert_int_equal(run(f, &(struct run_req){(const char *const[]){"ls", "/proc/self/fd", NULL},
+                                              .cwd = ""},
+                         &fds),
+                     0);
+    unsigned long long blocked = status_field(st.out.data, "SigBlk", 16);
+    unsigned long long ignored = status_field(st.out.data, "SigIgn", 16);
+    unsigned long long sid = status_field(st.out.data, "NSsid", 10);
+    unsigned long long pgid = status_field(st.out.data, "NSpgid", 10);
+    unsigned long long pid = status_field(st.out.data, "Pid", 10);
+    _cleanup_free_ char *listed = xstrdup(fds.out.data ? fds.out.data : "");
+    run_res_release(&st);
+    run_res_release(&fds);
+    assert_int_equal(blocked, 0);
+    assert_int_equal(ignored, 0);
+    assert_int_equal(sid, pid);
+    assert_int_equal(pgid, pid);
+    assert_string_equal(listed, "0\n1\n2\n3\n");
+}
+
+static void test_agent_run_clean_child(void **state)
+{
+    struct fx *f = *state;
+    check_clean_child(f);
+
+    struct pv_err err = {0};
+    uint64_t h = 0;
+    assert_int_equal(worker_start(f, 0, 0, 0, "", &h, &err), 0);
+    f->c.route = h;
+    check_clean_child(f);
+    f->c.route = 0;
+    int status = worker_end(f, h);
+    assert_true(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+}
+
 /* A worker that dies fails what it had in flight with ECHILD and how it
  * ended; one that writes garbage on its socket is killed, the agent lives. */
 static void test_agent_worker_dies(void **state)
@@ -1488,6 +1566,7 @@ int main(void)
         T(test_agent_tail_file),
         T(test_agent_worker),
         T(test_agent_worker_dies),
+        cmocka_unit_test_setup_teardown(test_agent_run_clean_child, setup_dirty, teardown),
         T(test_agent_mem),
         T(test_agent_malformed_request),
         T(test_agent_garbage_ends_session),
