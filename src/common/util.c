@@ -330,6 +330,8 @@ int parse_duration(const char *s, double *ret_seconds)
         v *= 3600.0;
     else
         return -EINVAL;
+    if (v > PV_DURATION_MAX)
+        return -ERANGE;
     *ret_seconds = v;
     return 0;
 }

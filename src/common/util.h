@@ -99,6 +99,12 @@ int64_t wall_ns(void);
 /* Parse "512M", "2G", "1024" (bytes; K/M/G/T are powers of 1024, an optional
  * trailing 'i'/'iB'/'B' is accepted). Returns 0 or -EINVAL. */
 int parse_size(const char *s, uint64_t *ret);
-/* Parse "30s", "500ms", "5m", "2h" or a bare number of seconds. Returns 0 or
- * -EINVAL; negative or non-finite values are rejected. */
+/* The longest duration provium takes, in seconds: 1e9 s, about 31 years.
+ * Anything longer is a typo ("1e300h"), and a deadline of now plus it in
+ * nanoseconds, times the TCG scale of default waits, must stay far inside
+ * int64_t (about 292 years). lua/util.lua holds the same limit. */
+#define PV_DURATION_MAX 1e9
+/* Parse "30s", "500ms", "5m", "2h" or a bare number of seconds. Returns 0,
+ * -EINVAL for malformed, negative or non-finite values, or -ERANGE for a
+ * duration over PV_DURATION_MAX. */
 int parse_duration(const char *s, double *ret_seconds);
