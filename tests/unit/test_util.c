@@ -1,0 +1,124 @@
+/* src/common/util.c: durations, UTF-8 and the escaping of guest bytes for
+ * terminals and report files. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+
+#include <cmocka.h>
+
+#include "util.h"
+
+static void test_parse_duration_forms(void **state)
+{
+    double v = -1;
+    assert_int_equal(parse_duration("30s", &v), 0);
+    assert_true(v == 30);
+    assert_int_equal(parse_duration("500ms", &v), 0);
+    assert_true(v == 0.5);
+    assert_int_equal(parse_duration("5m", &v), 0);
+    assert_true(v == 300);
+    assert_int_equal(parse_duration("2h", &v), 0);
+    assert_true(v == 7200);
+    assert_int_equal(parse_duration("0", &v), 0);
+    assert_true(v == 0);
+    const char *bad[] = {"", "soon", "-1", "nan", "inf", "1e400", "5 parsecs", "3d", "1s2"};
+    for (size_t i = 0; i < ARRAY_SIZE(bad); i++) {
+        v = -1;
+        assert_int_equal(parse_duration(bad[i], &v), -EINVAL);
+        assert_true(v == -1);
+    }
+}
+
+/* Huge but finite durations would overflow the nanosecond deadline into the
+ * past: refused, with a code of their own. */
+static void test_parse_duration_limit(void **state)
+{
+    double v = -1;
+    assert_int_equal(parse_duration("1e9", &v), 0);
+    assert_true(v == PV_DURATION_MAX);
+    const char *huge[] = {"1e300h", "1e300", "1.0000001e9", "277778h", "16666667m", "1e305h",
+                          "1e13ms"};
+    for (size_t i = 0; i < ARRAY_SIZE(huge); i++) {
+        v = -1;
+        assert_int_equal(parse_duration(huge[i], &v), -ERANGE);
+        assert_true(v == -1);
+    }
+    /* the longest, in nanoseconds past a late monotonic clock and times the
+     * TCG scale, is still an int64_t */
+    assert_true(PV_DURATION_MAX * 1e9 * 3 + 1e17 < 9.2e18);
+}
+
+static void check_escaped(const char *in, size_t n, const char *want)
+{
+    struct buf b = BUF_INIT;
+    buf_add_escaped(&b, in, n);
+    assert_string_equal(b.data ? b.data : "", want);
+    buf_release(&b);
+}
+#define ESC(lit, want) check_escaped(lit, sizeof(lit) - 1, want)
+
+static void test_escape_controls(void **state)
+{
+    ESC("plain text\n\tindented\n", "plain text\n\tindented\n");
+    ESC("\x1b[31mred\x1b[0m", "\\x1b[31mred\\x1b[0m");
+    /* OSC 52 writes the clipboard; OSC 0 sets the window title */
+    ESC("\x1b]52;c;cHduZWQ=\x07", "\\x1b]52;c;cHduZWQ=\\x07");
+    ESC("\x1b]0;title\x1b\\", "\\x1b]0;title\\x1b\\");
+    ESC("a\0b", "a\\x00b");
+    ESC("del\x7f", "del\\x7f");
+    /* a lone CR moves back over what was printed; CR LF is a line end */
+    ESC("shown\rhidden", "shown\\rhidden");
+    ESC("line\r\nnext\r", "line\r\nnext\\r");
+    /* C1 controls as UTF-8 (U+009B is CSI), and raw */
+    ESC("\xc2\x9b" "31m", "\\xc2\\x9b31m");
+    ESC("\x9b" "31m", "\\x9b31m");
+    ESC("\xc2\xa0nbsp", "\xc2\xa0nbsp");
+}
+
+static void test_escape_utf8(void **state)
+{
+    ESC("caf\xc3\xa9 \xe2\x9c\x93 \xf0\x9f\x90\xa7", "caf\xc3\xa9 \xe2\x9c\x93 \xf0\x9f\x90\xa7");
+    ESC("\xff\xfe", "\\xff\\xfe");
+    ESC("\xc3", "\\xc3");                                 /* cut short */
+    ESC("\xc3(", "\\xc3(");                               /* not a continuation */
+    ESC("\xc0\xaf", "\\xc0\\xaf");                        /* overlong '/' */
+    ESC("\xe0\x80\xaf", "\\xe0\\x80\\xaf");               /* overlong, 3 bytes */
+    ESC("\xed\xa0\x80", "\\xed\\xa0\\x80");               /* a surrogate */
+    ESC("\xf4\x90\x80\x80", "\\xf4\\x90\\x80\\x80");      /* past U+10FFFF */
+    ESC("\xef\xbf\xbe\xef\xbf\xbd", "\\xef\\xbf\\xbe\xef\xbf\xbd"); /* U+FFFE, U+FFFD */
+    ESC("\xf4\x8f\xbf\xbd", "\xf4\x8f\xbf\xbd");
+    assert_int_equal(utf8_seq_len("\xe2\x9c\x93", 2), 0);
+    assert_int_equal(utf8_seq_len("", 0), 0);
+}
+
+/* Whatever goes in, what comes out has no byte a terminal acts on. */
+static void test_escape_output_is_inert(void **state)
+{
+    unsigned char all[512];
+    for (size_t i = 0; i < sizeof(all); i++)
+        all[i] = (unsigned char)(i * 7 + i / 256);
+    struct buf b = BUF_INIT;
+    buf_add_escaped(&b, all, sizeof(all));
+    for (size_t i = 0; i < b.len;) {
+        unsigned char c = (unsigned char)b.data[i];
+        size_t len = utf8_seq_len(b.data + i, b.len - i);
+        assert_int_not_equal(len, 0);
+        assert_true(c >= 0x20 || c == '\n' || c == '\t' || (c == '\r' && b.data[i + 1] == '\n'));
+        assert_int_not_equal(c, 0x7f);
+        assert_false(len == 2 && c == 0xc2 && (unsigned char)b.data[i + 1] < 0xa0);
+        i += len;
+    }
+    buf_release(&b);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_parse_duration_forms),
+        cmocka_unit_test(test_parse_duration_limit),
+        cmocka_unit_test(test_escape_controls),
+        cmocka_unit_test(test_escape_utf8),
+        cmocka_unit_test(test_escape_output_is_inert),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
