@@ -32,6 +32,10 @@ int filters_parse_shard(struct filters *f, const char *s, struct pv_err *err);
 int filters_apply(const struct filters *f, char **files, size_t *nfiles, char **note,
                   struct pv_err *err);
 
+/* The failed files of a rerun state's text ({"failed": [paths...]}), or
+ * NULL when the text is not that. Separate from the file for the fuzz
+ * target. */
+json_t *rerun_parse(const char *text, size_t len);
 /* Where --rerun-failed keeps its state. */
 char *rerun_state_path(void);
 /* After a run: failed files join the state, passed ones leave it. */
