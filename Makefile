@@ -180,9 +180,9 @@ bench: deps
 	@bench/parallel
 	@bench/suite
 
-# libFuzzer builds for longer runs: make fuzz FUZZ_SECONDS=60
+# libFuzzer builds for longer runs: make fuzz FUZZ_SECONDS=60 [FUZZ_TARGETS="qmp chan"]
 fuzz:
-	@tests/fuzz/run-libfuzzer $(FUZZ_SECONDS)
+	@tests/fuzz/run-libfuzzer $(or $(FUZZ_SECONDS),60) $(FUZZ_TARGETS)
 
 print-lib-srcs:
 	@echo $(filter-out %/main.c,$(LIB_SRCS))

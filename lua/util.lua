@@ -3,6 +3,17 @@ local C = _provium_c
 local P = {}
 _provium = P
 
+-- The longest duration, in seconds (about 31 years): PV_DURATION_MAX of
+-- src/common/util.h. Longer is a typo ("1e300h"), and its deadline in
+-- nanoseconds would overflow.
+local DURATION_MAX = 1e9
+local UNITS = { [""] = 1, s = 1, ms = 0.001, m = 60, h = 3600 }
+
+local function too_long(what, shown, level)
+    error(("%s: %s is longer than the longest duration, 1e9 s (about 31 years)")
+        :format(what, shown), level + 1)
+end
+
 -- A duration: number of seconds, or "500ms" / "30s" / "5m" / "2h".
 function P.duration(v, what, level)
     level = (level or 1) + 1
@@ -13,10 +24,17 @@ function P.duration(v, what, level)
         if v < 0 then
             error(what .. ": must not be negative (got " .. tostring(v) .. ")", level)
         end
+        if v > DURATION_MAX then too_long(what, ("%g s"):format(v), level) end
         return v
     elseif type(v) == "string" then
         local s = C.parse_duration(v)
         if not s then
+            -- a well-formed number and unit that only came out too long
+            local n, unit = v:match("^(.-)(%a*)$")
+            local x = tonumber(n)
+            if x and UNITS[unit] and x == x and x >= 0 and x * UNITS[unit] > DURATION_MAX then
+                too_long(what, "`" .. v .. "`", level)
+            end
             error(("%s: bad timeout string `%s` (use e.g. \"30s\", \"500ms\", \"5m\", \"2h\")")
                 :format(what, v), level)
         end

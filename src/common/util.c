@@ -401,6 +401,55 @@ int64_t wall_ns(void)
     return (int64_t)ts.tv_sec * 1000000000LL + ts.tv_nsec;
 }
 
+size_t utf8_seq_len(const void *p, size_t n)
+{
+    const unsigned char *s = p;
+    if (!n)
+        return 0;
+    if (s[0] < 0x80)
+        return 1;
+    size_t len = s[0] >= 0xc2 && s[0] <= 0xdf   ? 2
+                 : s[0] >= 0xe0 && s[0] <= 0xef ? 3
+                 : s[0] >= 0xf0 && s[0] <= 0xf4 ? 4
+                                                : 0;
+    if (!len || len > n)
+        return 0;
+    for (size_t i = 1; i < len; i++)
+        if ((s[i] & 0xc0) != 0x80)
+            return 0;
+    /* the second byte's range rules out overlong forms, surrogates
+     * (U+D800-U+DFFF) and code points past U+10FFFF */
+    if ((s[0] == 0xe0 && s[1] < 0xa0) || (s[0] == 0xed && s[1] > 0x9f) ||
+        (s[0] == 0xf0 && s[1] < 0x90) || (s[0] == 0xf4 && s[1] > 0x8f))
+        return 0;
+    return len;
+}
+
+void buf_add_escaped(struct buf *b, const void *p, size_t n)
+{
+    const unsigned char *s = p;
+    for (size_t i = 0; i < n;) {
+        size_t len = utf8_seq_len(s + i, n - i);
+        unsigned char c = s[i];
+        bool control = len == 1 ? (c < 0x20 && c != '\n' && c != '\t') || c == 0x7f
+                       : len == 2 ? c == 0xc2 && s[i + 1] < 0xa0
+                       : len == 3 ? c == 0xef && s[i + 1] == 0xbf && s[i + 2] >= 0xbe
+                                  : false;
+        if (c == '\r' && i + 1 < n && s[i + 1] == '\n') {
+            /* CR LF ends a line on a terminal as LF alone does */
+            buf_add(b, "\r", 1);
+        } else if (c == '\r') {
+            buf_adds(b, "\\r");
+        } else if (!len || control) {
+            for (size_t k = 0; k < (len ? len : 1); k++)
+                buf_addf(b, "\\x%02x", s[i + k]);
+        } else {
+            buf_add(b, s + i, len);
+        }
+        i += len ? len : 1;
+    }
+}
+
 int parse_size(const char *s, uint64_t *ret)
 {
     if (!s || !*s)
@@ -450,6 +499,8 @@ int parse_duration(const char *s, double *ret_seconds)
         v *= 3600.0;
     else
         return -EINVAL;
+    if (v > PV_DURATION_MAX)
+        return -ERANGE;
     *ret_seconds = v;
     return 0;
 }

@@ -85,6 +85,19 @@ void buf_consume(struct buf *b, size_t n); /* drop n bytes from the front */
 void buf_release(struct buf *b);
 char *buf_steal(struct buf *b); /* returns data (never NULL), leaves b empty */
 
+/* The length of the valid UTF-8 sequence at p (at most n bytes), or 0.
+ * Strict: overlong forms, UTF-16 surrogates and code points past U+10FFFF
+ * are not valid. */
+size_t utf8_seq_len(const void *p, size_t n);
+/* Append the n bytes at p to b as text that is safe to print on a terminal
+ * and carries no byte that XML or YAML refuse (docs/cli.md#guest-bytes):
+ * the bytes a terminal acts on become visible escapes. A CR becomes `\r`
+ * unless a LF follows it; every other C0 control but '\n' and '\t' (ESC
+ * starts colours, titles, OSC 52 clipboard writes), DEL, the C1 controls
+ * U+0080-U+009F, the noncharacters U+FFFE and U+FFFF, and every byte that is
+ * not part of valid UTF-8 become `\xNN`, one per byte. */
+void buf_add_escaped(struct buf *b, const void *p, size_t n);
+
 /* Whole-file helpers; return 0 or -errno. read_file caps the size at max. */
 int read_file(const char *path, size_t max, struct buf *out);
 /* Through <path>.tmp.<pid>, made exclusively (O_EXCL | O_NOFOLLOW: -EEXIST
@@ -117,6 +130,12 @@ int64_t wall_ns(void);
 /* Parse "512M", "2G", "1024" (bytes; K/M/G/T are powers of 1024, an optional
  * trailing 'i'/'iB'/'B' is accepted). Returns 0 or -EINVAL. */
 int parse_size(const char *s, uint64_t *ret);
-/* Parse "30s", "500ms", "5m", "2h" or a bare number of seconds. Returns 0 or
- * -EINVAL; negative or non-finite values are rejected. */
+/* The longest duration provium takes, in seconds: 1e9 s, about 31 years.
+ * Anything longer is a typo ("1e300h"), and a deadline of now plus it in
+ * nanoseconds, times the TCG scale of default waits, must stay far inside
+ * int64_t (about 292 years). lua/util.lua holds the same limit. */
+#define PV_DURATION_MAX 1e9
+/* Parse "30s", "500ms", "5m", "2h" or a bare number of seconds. Returns 0,
+ * -EINVAL for malformed, negative or non-finite values, or -ERANGE for a
+ * duration over PV_DURATION_MAX. */
 int parse_duration(const char *s, double *ret_seconds);

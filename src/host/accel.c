@@ -70,6 +70,19 @@ static bool probe_kvm(const char *kernel)
     return ok;
 }
 
+int accel_cache_verdict(char *text, const char *key)
+{
+    int verdict = -1;
+    for (char *line = text, *next; *line; line = next) {
+        next = strchr(line, '\n');
+        next = next ? (*next = 0, next + 1) : line + strlen(line);
+        char *sp = strrchr(line, ' ');
+        if (sp && (size_t)(sp - line) == strlen(key) && !strncmp(line, key, strlen(key)))
+            verdict = !strcmp(sp + 1, "ok");
+    }
+    return verdict;
+}
+
 enum accel accel_resolve(enum accel want, const char *kernel, const char **ret_note,
                          struct pv_err *err)
 {
@@ -101,15 +114,8 @@ enum accel accel_resolve(enum accel want, const char *kernel, const char **ret_n
     _cleanup_free_ char *key = xasprintf("%s qemu-%s", u.release, qv ? qv : "?");
     struct buf cache = BUF_INIT;
     int verdict = -1;
-    if (read_file(path, 1 << 16, &cache) == 0 && cache.data) {
-        for (char *line = cache.data, *next; *line; line = next) {
-            next = strchr(line, '\n');
-            next = next ? (*next = 0, next + 1) : line + strlen(line);
-            char *sp = strrchr(line, ' ');
-            if (sp && (size_t)(sp - line) == strlen(key) && !strncmp(line, key, strlen(key)))
-                verdict = !strcmp(sp + 1, "ok");
-        }
-    }
+    if (read_file(path, 1 << 16, &cache) == 0 && cache.data)
+        verdict = accel_cache_verdict(cache.data, key);
     buf_release(&cache);
     if (verdict < 0) {
         verdict = probe_kvm(kernel);

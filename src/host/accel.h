@@ -15,5 +15,10 @@ enum accel accel_resolve(enum accel want, const char *kernel, const char **ret_n
 /* AUTO -> vsock when /dev/vhost-vsock is usable, else virtio-serial. */
 enum transport transport_resolve(enum transport want, enum accel accel, const char **ret_note);
 
+/* The verdict the probe cache's text (lines "<key> ok|hangs", the last for
+ * a key wins; text is cut into lines in place) holds for key: 1 ok, 0
+ * hangs, -1 none. */
+int accel_cache_verdict(char *text, const char *key);
+
 const char *accel_name(enum accel a);
 const char *transport_name(enum transport t);

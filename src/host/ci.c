@@ -5,69 +5,57 @@ static const char *str(json_t *o, const char *k)
     return json_string_value(json_object_get(o, k));
 }
 
-/* The length of the valid UTF-8 sequence at p (at most n bytes), or 0. */
-static size_t utf8_len(const unsigned char *p, size_t n)
-{
-    size_t len = p[0] < 0x80 ? 1 : (p[0] & 0xe0) == 0xc0 ? 2 : (p[0] & 0xf0) == 0xe0 ? 3
-               : (p[0] & 0xf8) == 0xf0                  ? 4
-                                                        : 0;
-    if (!len || len > n || (len == 2 && p[0] < 0xc2))
-        return 0;
-    for (size_t i = 1; i < len; i++)
-        if ((p[i] & 0xc0) != 0x80)
-            return 0;
-    return len;
-}
-
-/* Text as XML character data or attribute value: escaped, with the bytes
- * XML 1.0 cannot carry (control characters, broken UTF-8: console output
- * has both) as '?'. */
+/* Text as XML character data or attribute value: the bytes XML 1.0 cannot
+ * carry (control characters, broken UTF-8: console output has both) made
+ * visible as for a terminal (docs/cli.md#guest-bytes), then escaped. */
 static void xml_text(struct buf *b, const char *s)
 {
-    size_t n = strlen(s);
-    for (size_t i = 0; i < n;) {
-        unsigned char c = (unsigned char)s[i];
-        size_t len = utf8_len((const unsigned char *)s + i, n - i);
-        if (!len || (c < 0x20 && c != '\t' && c != '\n' && c != '\r')) {
-            buf_add(b, "?", 1);
-            i += len ? len : 1;
-            continue;
-        }
-        switch (c) {
+    struct buf t = BUF_INIT;
+    buf_add_escaped(&t, s, strlen(s));
+    for (size_t i = 0; i < t.len; i++) {
+        switch (t.data[i]) {
         case '&': buf_adds(b, "&amp;"); break;
         case '<': buf_adds(b, "&lt;"); break;
         case '>': buf_adds(b, "&gt;"); break;
         case '"': buf_adds(b, "&quot;"); break;
         case '\'': buf_adds(b, "&apos;"); break;
-        default: buf_add(b, s + i, len);
+        default: buf_add(b, t.data + i, 1);
         }
-        i += len;
     }
+    buf_release(&t);
 }
 
 /* ---- TAP ---- */
 
-/* A description: one line, no '#' (it starts a directive). */
+/* A description: one line, no '#' (it starts a directive), escaped as for a
+ * terminal: TAP goes to stdout. */
 static void tap_desc(FILE *out, const char *s)
 {
-    for (; s && *s; s++)
-        fputs(*s == '\n' ? " " : *s == '#' ? "\\#" : (char[]){*s, 0}, out);
+    struct buf t = BUF_INIT;
+    buf_add_escaped(&t, s ? s : "", s ? strlen(s) : 0);
+    for (size_t i = 0; i < t.len; i++) {
+        char c = t.data[i];
+        fputs(c == '\n' || c == '\r' ? " " : c == '#' ? "\\#" : (char[]){c, 0}, out);
+    }
+    buf_release(&t);
 }
 
 /* A YAML block with the message, each line indented; YAML carries no
- * control characters, so they become '?' (console output has escapes). */
+ * control characters, so they are escaped as for a terminal (console output
+ * has escapes). */
 static void tap_yaml(FILE *out, const char *indent, const char *key, const char *msg)
 {
     fprintf(out, "%s  ---\n%s  %s: |\n", indent, indent, key);
-    const char *line = msg;
+    struct buf t = BUF_INIT;
+    buf_add_escaped(&t, msg, strlen(msg));
+    const char *line = t.data;
     while (line && *line) {
-        size_t len = strcspn(line, "\n");
-        fprintf(out, "%s    ", indent);
-        for (size_t i = 0; i < len; i++)
-            fputc((unsigned char)line[i] < 0x20 && line[i] != '\t' ? '?' : line[i], out);
-        fputc('\n', out);
-        line += len + (line[len] == '\n');
+        size_t len = strcspn(line, "\r\n");
+        fprintf(out, "%s    %.*s\n", indent, (int)len, line);
+        line += len + (line[len] == '\r');
+        line += line[0] == '\n';
     }
+    buf_release(&t);
     fprintf(out, "%s  ...\n", indent);
 }
 

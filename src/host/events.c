@@ -4,6 +4,7 @@
 #include <msgpack.h>
 #include <stdio.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/un.h>
 
 #define MAX_CLIENTS 64
@@ -12,6 +13,8 @@ static struct {
     bool on;
     int file, out, listen; /* -1 when off */
     char *socket_path;
+    dev_t socket_dev; /* the socket we bound there, so that we remove only it */
+    ino_t socket_ino;
     int clients[MAX_CLIENTS];
     int nclients;
     int up; /* in a file's process: the pipe to the runner */
@@ -20,6 +23,70 @@ static struct {
 bool events_enabled(void)
 {
     return ev.on;
+}
+
+/* Make room at path for our socket: nothing there, or a stale socket (one
+ * nobody listens on, left by a run that was killed). A file of another kind
+ * or a socket in use is not ours to remove. */
+static int clear_socket_path(const struct sockaddr_un *a, struct pv_err *err)
+{
+    const char *path = a->sun_path;
+    struct stat st;
+    if (lstat(path, &st) < 0)
+        return errno == ENOENT
+                   ? 0
+                   : pv_err_set(err, errno, "--events-socket %s: %s", path, strerror(errno));
+    if (!S_ISSOCK(st.st_mode))
+        return pv_err_set(err, EEXIST, "--events-socket %s: exists and is not a socket; not "
+                                       "replacing it",
+                          path);
+    _cleanup_close_ int c = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (c < 0)
+        return pv_err_set(err, errno, "--events-socket %s: socket: %s", path, strerror(errno));
+    if (connect(c, (const struct sockaddr *)a, sizeof(*a)) == 0)
+        return pv_err_set(err, EADDRINUSE,
+                          "--events-socket %s: another process listens on it (another run?)",
+                          path);
+    if (errno != ECONNREFUSED)
+        return pv_err_set(err, errno, "--events-socket %s: %s", path, strerror(errno));
+    if (unlink(path) < 0 && errno != ENOENT)
+        return pv_err_set(err, errno, "--events-socket %s: removing the stale socket: %s", path,
+                          strerror(errno));
+    return 0;
+}
+
+/* Listen on path, mode 0600: the events name every test and VM of the run,
+ * for this user only. */
+static int listen_socket(const char *path, struct pv_err *err)
+{
+    struct sockaddr_un a = {.sun_family = AF_UNIX};
+    if (strlen(path) >= sizeof(a.sun_path))
+        return pv_err_set(err, ENAMETOOLONG, "--events-socket %s: path too long", path);
+    strcpy(a.sun_path, path);
+    int r = clear_socket_path(&a, err);
+    if (r < 0)
+        return r;
+    _cleanup_close_ int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+    if (fd < 0)
+        return pv_err_set(err, errno, "--events-socket %s: socket: %s", path, strerror(errno));
+    /* bind creates the file with the umask's mode; a socket's mode cannot be
+     * set before it exists, and a chmod after leaves a window. The runner
+     * has no other thread yet, so the process-wide umask is safe to change. */
+    mode_t old = umask(0177);
+    r = bind(fd, (struct sockaddr *)&a, sizeof(a));
+    umask(old);
+    if (r < 0)
+        return pv_err_set(err, errno, "--events-socket %s: %s", path, strerror(errno));
+    struct stat st;
+    if (lstat(path, &st) < 0 || listen(fd, 16) < 0) {
+        int e = errno;
+        unlink(path);
+        return pv_err_set(err, e, "--events-socket %s: %s", path, strerror(e));
+    }
+    ev.socket_dev = st.st_dev;
+    ev.socket_ino = st.st_ino;
+    ev.socket_path = xstrdup(path);
+    return steal_fd(&fd);
 }
 
 int events_open(const char *save_path, bool to_stdout, const char *socket_path,
@@ -33,20 +100,12 @@ int events_open(const char *save_path, bool to_stdout, const char *socket_path,
     if (to_stdout)
         ev.out = STDOUT_FILENO;
     if (socket_path) {
-        struct sockaddr_un a = {.sun_family = AF_UNIX};
-        if (strlen(socket_path) >= sizeof(a.sun_path))
-            return pv_err_set(err, ENAMETOOLONG, "--events-socket %s: path too long",
-                              socket_path);
-        strcpy(a.sun_path, socket_path);
-        ev.listen = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
-        unlink(socket_path);
-        if (ev.listen < 0 || bind(ev.listen, (struct sockaddr *)&a, sizeof(a)) < 0 ||
-            listen(ev.listen, 16) < 0) {
-            int e = errno;
+        ev.listen = listen_socket(socket_path, err);
+        if (ev.listen < 0) {
+            int r = ev.listen;
             events_close();
-            return pv_err_set(err, e, "--events-socket %s: %s", socket_path, strerror(e));
+            return r;
         }
-        ev.socket_path = xstrdup(socket_path);
     }
     ev.on = ev.file >= 0 || ev.out >= 0 || ev.listen >= 0;
     return 0;
@@ -96,8 +155,10 @@ void events_close(void)
         close(ev.file);
     if (ev.listen >= 0)
         close(ev.listen);
-    if (ev.socket_path)
-        unlink(ev.socket_path);
+    struct stat st;
+    if (ev.socket_path && lstat(ev.socket_path, &st) == 0 && st.st_dev == ev.socket_dev &&
+        st.st_ino == ev.socket_ino)
+        unlink(ev.socket_path); /* still ours, not what someone put there since */
     for (int i = 0; i < ev.nclients; i++)
         close(ev.clients[i]);
     free(ev.socket_path);

@@ -105,10 +105,10 @@ int rerun_state_path(char **ret, struct pv_err *err)
     return 0;
 }
 
-static json_t *rerun_load(const char *path)
+json_t *rerun_parse(const char *text, size_t len)
 {
     json_error_t je;
-    json_t *st = json_load_file(path, 0, &je);
+    json_t *st = json_loadb(text, len, 0, &je);
     json_t *failed = json_object_get(st, "failed");
     if (!json_is_array(failed)) {
         json_decref(st);
@@ -116,6 +116,15 @@ static json_t *rerun_load(const char *path)
     }
     json_incref(failed);
     json_decref(st);
+    return failed;
+}
+
+static json_t *rerun_load(const char *path)
+{
+    struct buf text = BUF_INIT;
+    json_t *failed = read_file(path, 64u << 20, &text) == 0 ? rerun_parse(text.data, text.len)
+                                                             : NULL;
+    buf_release(&text);
     return failed;
 }
 

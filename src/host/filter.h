@@ -36,6 +36,10 @@ int filters_apply(const struct filters *f, char **files, size_t *nfiles, char **
  * rerun.json in provium's directory of the user's cache (user_cache_dir,
  * made and checked). Caller frees. */
 int rerun_state_path(char **ret, struct pv_err *err);
+/* The failed files of a rerun state's text ({"failed": [paths...]}), or
+ * NULL when the text is not that. Separate from the file for the fuzz
+ * target. */
+json_t *rerun_parse(const char *text, size_t len);
 /* After a run: failed files join the state, passed ones leave it. */
 int rerun_state_update(char *const *failed, size_t nfailed, char *const *passed,
                        size_t npassed, struct pv_err *err);

@@ -33,36 +33,80 @@ void qmp_release(struct qmp *q)
     qmp_clear_events(q);
 }
 
-/* Next JSON message (one per line), or NULL with *ret < 0 on error / 0 on
- * deadline. */
-static json_t *next_msg(struct qmp *q, int64_t deadline_ns, int *ret, struct pv_err *err)
+void qmp_msg_release(struct qmp_msg *m)
+{
+    json_decref(m->json);
+    *m = (struct qmp_msg){0};
+}
+
+/* What kind of message j is, with the fields of that kind; false for an
+ * object of no kind we know. */
+static bool classify(json_t *j, struct qmp_msg *m)
+{
+    json_t *v;
+    if (json_is_object(json_object_get(j, "QMP"))) {
+        m->kind = QMP_GREETING;
+    } else if ((v = json_object_get(j, "event"))) {
+        m->kind = QMP_EVENT;
+        m->event = json_string_value(v);
+        m->data = json_object_get(j, "data");
+        return m->event != NULL;
+    } else if ((v = json_object_get(j, "return"))) {
+        m->kind = QMP_RETURN;
+        m->data = v;
+    } else if (json_is_object(v = json_object_get(j, "error"))) {
+        m->kind = QMP_ERROR;
+        m->desc = json_string_value(json_object_get(v, "desc"));
+    } else {
+        return false;
+    }
+    json_t *id = json_object_get(j, "id");
+    if (json_is_integer(id) && json_integer_value(id) >= 0) {
+        m->has_id = true;
+        m->id = (uint64_t)json_integer_value(id);
+    }
+    return true;
+}
+
+int qmp_parse(const char *p, size_t n, struct qmp_msg *ret)
+{
+    json_error_t je;
+    *ret = (struct qmp_msg){.json = json_loadb(p, n, 0, &je)};
+    if (!json_is_object(ret->json) || !classify(ret->json, ret)) {
+        qmp_msg_release(ret);
+        return -EBADMSG;
+    }
+    return 0;
+}
+
+static int poll_ms(int64_t left_ns)
+{
+    return (int)MIN(left_ns / 1000000 + 1, 3600000);
+}
+
+/* The next message (one per line; lines that are no QMP message are
+ * skipped): 1 with *ret filled, 0 at the deadline, or -errno. */
+static int next_msg(struct qmp *q, int64_t deadline_ns, struct qmp_msg *ret, struct pv_err *err)
 {
     for (;;) {
         char *nl = q->in.data ? memchr(q->in.data, '\n', q->in.len) : NULL;
         if (nl) {
             size_t n = (size_t)(nl - q->in.data) + 1;
-            json_error_t je;
-            json_t *j = json_loadb(q->in.data, n, 0, &je);
+            int r = qmp_parse(q->in.data, n, ret);
             buf_consume(&q->in, n);
-            if (j)
-                return j;
+            if (r == 0)
+                return 1;
             continue;
         }
-        if (q->in.len > QMP_MAX_LINE) {
-            *ret = pv_err_set(err, EBADMSG, "QMP message too long");
-            return NULL;
-        }
+        if (q->in.len > QMP_MAX_LINE)
+            return pv_err_set(err, EBADMSG, "QMP message too long");
         int64_t left = deadline_ns - now_ns();
-        if (left <= 0) {
-            *ret = 0;
-            return NULL;
-        }
+        if (left <= 0)
+            return 0;
         struct pollfd p[2] = {{q->fd, POLLIN, 0}, {q->watch_fd, POLLIN, 0}};
-        int n = poll(p, q->watch_fd >= 0 ? 2 : 1, (int)MIN(left / 1000000 + 1, 3600000));
-        if (n < 0 && errno != EINTR) {
-            *ret = pv_err_set(err, errno, "poll: %s", strerror(errno));
-            return NULL;
-        }
+        int n = poll(p, q->watch_fd >= 0 ? 2 : 1, poll_ms(left));
+        if (n < 0 && errno != EINTR)
+            return pv_err_set(err, errno, "poll: %s", strerror(errno));
         if (n <= 0)
             continue;
         if (p[0].revents) {
@@ -75,46 +119,53 @@ static json_t *next_msg(struct qmp *q, int64_t deadline_ns, int *ret, struct pv_
             }
             if (r < 0 && (errno == EAGAIN || errno == EINTR))
                 continue;
-            *ret = pv_err_set(err, EPIPE, "QMP connection closed (QEMU exited)");
-            return NULL;
+            return pv_err_set(err, EPIPE, "QMP connection closed (QEMU exited)");
         }
-        if (q->watch_fd >= 0 && (p[1].revents & POLLIN)) {
-            *ret = pv_err_set(err, EPIPE, "QEMU exited");
-            return NULL;
-        }
+        if (q->watch_fd >= 0 && (p[1].revents & POLLIN))
+            return pv_err_set(err, EPIPE, "QEMU exited");
     }
 }
 
-static void queue_event(struct qmp *q, json_t *msg)
+static void queue_event(struct qmp *q, const struct qmp_msg *m)
 {
-    json_t *ev = json_object_get(msg, "event");
-    q->events = xrealloc(q->events, (q->nevents + 1) * sizeof(*q->events));
-    q->events[q->nevents].name = xstrdup(json_string_value(ev) ? json_string_value(ev) : "");
-    q->events[q->nevents].data = json_incref(json_object_get(msg, "data"));
+    if (q->nevents == QMP_MAX_EVENTS) {
+        free(q->events[0].name);
+        json_decref(q->events[0].data);
+        memmove(&q->events[0], &q->events[1], (q->nevents - 1) * sizeof(*q->events));
+        q->nevents--;
+    } else {
+        q->events = xrealloc(q->events, (q->nevents + 1) * sizeof(*q->events));
+    }
+    q->events[q->nevents].name = xstrdup(m->event);
+    q->events[q->nevents].data = json_incref(m->data);
     q->nevents++;
 }
 
 int qmp_negotiate(struct qmp *q, int64_t deadline_ns, struct pv_err *err)
 {
-    int ret = 0;
-    json_t *greet = next_msg(q, deadline_ns, &ret, err);
-    if (!greet)
-        return ret < 0 ? ret : pv_err_set(err, ETIMEDOUT, "no QMP greeting from QEMU");
-    bool ok = json_object_get(greet, "QMP") != NULL;
-    json_decref(greet);
+    struct qmp_msg m;
+    int r = next_msg(q, deadline_ns, &m, err);
+    if (r <= 0)
+        return r < 0 ? r : pv_err_set(err, ETIMEDOUT, "no QMP greeting from QEMU");
+    bool ok = m.kind == QMP_GREETING;
+    qmp_msg_release(&m);
     if (!ok)
         return pv_err_set(err, EBADMSG, "unexpected first QMP message");
     return qmp_exec(q, "qmp_capabilities", NULL, deadline_ns, NULL, err);
 }
 
-/* Send line; the first piece carries fd (SCM_RIGHTS) when fd >= 0. */
-static int send_line(struct qmp *q, const struct buf *line, int fd)
+/* Send the line by the deadline; the first piece carries fd (SCM_RIGHTS)
+ * when fd >= 0. QEMU reads its monitor whenever its main loop runs; one that
+ * does not (stuck in a device model, stopped) must not hold the caller past
+ * its deadline. */
+static int send_line(struct qmp *q, const char *cmd, const struct buf *line, int fd,
+                     int64_t deadline_ns, struct pv_err *err)
 {
     size_t off = 0;
     while (off < line->len) {
         ssize_t w;
         if (fd >= 0) {
-            struct iovec iov = {line->data, line->len};
+            struct iovec iov = {line->data + off, line->len - off};
             union {
                 char buf[CMSG_SPACE(sizeof(int))];
                 struct cmsghdr align;
@@ -130,16 +181,31 @@ static int send_line(struct qmp *q, const struct buf *line, int fd)
             if (w > 0)
                 fd = -1;
         } else {
-            w = write(q->fd, line->data + off, line->len - off);
+            w = send(q->fd, line->data + off, line->len - off, MSG_NOSIGNAL);
         }
         if (w > 0) {
             off += (size_t)w;
-        } else if (w < 0 && (errno == EAGAIN || errno == EINTR)) {
-            struct pollfd p = {q->fd, POLLOUT, 0};
-            poll(&p, 1, 100);
-        } else {
-            return -EPIPE;
+            continue;
         }
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w == 0 || errno != EAGAIN)
+            return pv_err_set(err, EPIPE, "QMP %s: connection closed", cmd);
+        int64_t left = deadline_ns - now_ns();
+        if (left <= 0 && off == 0)
+            return pv_err_set(err, ETIMEDOUT, "QMP %s timed out: QEMU does not read its monitor",
+                              cmd);
+        if (left <= 0) {
+            q->broken = true;
+            return pv_err_set(err, ETIMEDOUT,
+                              "QMP %s timed out: QEMU took %zu of its %zu bytes; the QMP stream "
+                              "is broken",
+                              cmd, off, line->len);
+        }
+        struct pollfd p[2] = {{q->fd, POLLOUT, 0}, {q->watch_fd, POLLIN, 0}};
+        int n = poll(p, q->watch_fd >= 0 ? 2 : 1, poll_ms(left));
+        if (n > 0 && q->watch_fd >= 0 && (p[1].revents & POLLIN))
+            return pv_err_set(err, EPIPE, "QMP %s: QEMU exited", cmd);
     }
     return 0;
 }
@@ -153,7 +219,15 @@ int qmp_exec(struct qmp *q, const char *cmd, json_t *args, int64_t deadline_ns, 
 int qmp_exec_fd(struct qmp *q, const char *cmd, json_t *args, int fd, int64_t deadline_ns,
                 json_t **ret, struct pv_err *err)
 {
-    json_t *req = json_pack("{s:s}", "execute", cmd);
+    if (q->broken) {
+        json_decref(args);
+        return pv_err_set(err, EPIPE,
+                          "QMP %s: not sent, the QMP stream is broken (a command before was cut "
+                          "off at its deadline)",
+                          cmd);
+    }
+    uint64_t id = ++q->last_id;
+    json_t *req = json_pack("{s:s, s:I}", "execute", cmd, "id", (json_int_t)id);
     if (args)
         json_object_set_new(req, "arguments", args);
     char *text = json_dumps(req, JSON_COMPACT);
@@ -162,30 +236,30 @@ int qmp_exec_fd(struct qmp *q, const char *cmd, json_t *args, int fd, int64_t de
     buf_adds(&line, text);
     buf_adds(&line, "\n");
     free(text);
-    int r = send_line(q, &line, fd);
+    int r = send_line(q, cmd, &line, fd, deadline_ns, err);
     buf_release(&line);
     if (r < 0)
-        return pv_err_set(err, EPIPE, "QMP %s: connection closed", cmd);
+        return r;
     for (;;) {
-        json_t *msg = next_msg(q, deadline_ns, &r, err);
-        if (!msg)
+        struct qmp_msg m;
+        r = next_msg(q, deadline_ns, &m, err);
+        if (r <= 0)
             return r < 0 ? r : pv_err_set(err, ETIMEDOUT, "QMP %s timed out", cmd);
-        if (json_object_get(msg, "event")) {
-            queue_event(q, msg);
-            json_decref(msg);
+        if (m.kind == QMP_EVENT)
+            queue_event(q, &m);
+        /* anything else but our reply: the late one of a command that timed
+         * out, or one without an id that answers nobody we know */
+        if (m.kind == QMP_EVENT || m.kind == QMP_GREETING || !m.has_id || m.id != id) {
+            qmp_msg_release(&m);
             continue;
         }
-        json_t *e = json_object_get(msg, "error");
-        if (e) {
-            const char *desc = json_string_value(json_object_get(e, "desc"));
-            r = pv_err_set(err, EIO, "QMP %s: %s", cmd, desc ? desc : "error");
-            json_decref(msg);
-            return r;
-        }
-        if (ret)
-            *ret = json_incref(json_object_get(msg, "return"));
-        json_decref(msg);
-        return 0;
+        r = 0;
+        if (m.kind == QMP_ERROR)
+            r = pv_err_set(err, EIO, "QMP %s: %s", cmd, m.desc ? m.desc : "error");
+        else if (ret)
+            *ret = json_incref(m.data);
+        qmp_msg_release(&m);
+        return r;
     }
 }
 
@@ -201,20 +275,18 @@ int qmp_wait_event(struct qmp *q, const char *name, int64_t deadline_ns, struct 
             q->nevents--;
             return 0;
         }
-        int r = 0;
-        json_t *msg = next_msg(q, deadline_ns, &r, err);
-        if (!msg)
+        struct qmp_msg m;
+        int r = next_msg(q, deadline_ns, &m, err);
+        if (r <= 0)
             return r < 0 ? r : pv_err_set(err, ETIMEDOUT, "no %s event from QEMU", name);
-        if (json_object_get(msg, "event"))
-            queue_event(q, msg);
-        json_decref(msg);
+        if (m.kind == QMP_EVENT)
+            queue_event(q, &m);
+        qmp_msg_release(&m);
     }
 }
 
 void qmp_poll_events(struct qmp *q)
 {
-    int r;
-    json_t *msg;
     for (;;) { /* the fd is non-blocking: take what is there */
         buf_reserve(&q->in, 65536);
         ssize_t n = read(q->fd, q->in.data + q->in.len, q->in.cap - q->in.len - 1);
@@ -223,11 +295,12 @@ void qmp_poll_events(struct qmp *q)
         q->in.len += (size_t)n;
         q->in.data[q->in.len] = 0;
     }
-    /* a deadline in the past: take what is buffered or readable now */
-    while ((msg = next_msg(q, now_ns() - 1, &r, NULL))) {
-        if (json_object_get(msg, "event"))
-            queue_event(q, msg);
-        json_decref(msg);
+    /* a deadline in the past: take what is buffered */
+    struct qmp_msg m;
+    while (next_msg(q, now_ns() - 1, &m, NULL) > 0) {
+        if (m.kind == QMP_EVENT)
+            queue_event(q, &m);
+        qmp_msg_release(&m);
     }
 }
 

@@ -35,6 +35,52 @@ static int compile(lua_State *L, const char *text)
     return luaL_loadbuffer(L, text, strlen(text), "=repl");
 }
 
+/* A line of text that may hold a guest's bytes (a program's output, a
+ * console tail in an error), escaped for the terminal
+ * (docs/cli.md#guest-bytes). */
+static void print_text(FILE *f, const char *prefix, const char *s, size_t n)
+{
+    struct buf b = BUF_INIT;
+    buf_adds(&b, prefix);
+    buf_add_escaped(&b, s, n);
+    buf_adds(&b, "\n");
+    fwrite(b.data, 1, b.len, f);
+    buf_release(&b);
+}
+
+/* The error message at the top of L's stack. */
+static void print_error(lua_State *L, const char *prefix)
+{
+    size_t n;
+    const char *msg = lua_tolstring(L, -1, &n);
+    if (!msg) {
+        msg = "(error object is not a string)";
+        n = strlen(msg);
+    }
+    print_text(stderr, prefix, msg, n);
+}
+
+/* print(...): Lua's print, escaped: a test prints what its guest said. */
+static int l_print(lua_State *L)
+{
+    int n = lua_gettop(L);
+    luaL_checkstack(L, n, "too many arguments to print");
+    for (int i = 1; i <= n; i++)
+        luaL_tolstring(L, i, NULL); /* may raise: nothing is held yet */
+    struct buf b = BUF_INIT;
+    for (int i = n + 1; i <= 2 * n; i++) {
+        size_t len;
+        const char *s = lua_tolstring(L, i, &len);
+        if (i > n + 1)
+            buf_adds(&b, "\t");
+        buf_add_escaped(&b, s, len);
+    }
+    buf_adds(&b, "\n");
+    fwrite(b.data, 1, b.len, stdout);
+    buf_release(&b);
+    return 0;
+}
+
 /* A value as the prompt shows it: strings as they are, tables as JSON
  * where they can be, anything else through tostring. */
 static void show(lua_State *L, int i)
@@ -43,7 +89,9 @@ static void show(lua_State *L, int i)
         l_push_json_encode_lossy(L);
         lua_pushvalue(L, i);
         if (lua_pcall(L, 1, 1, 0) == LUA_OK) {
-            puts(lua_tostring(L, -1));
+            size_t n;
+            const char *s = lua_tolstring(L, -1, &n);
+            print_text(stdout, "", s, n);
             lua_pop(L, 1);
             return;
         }
@@ -51,7 +99,9 @@ static void show(lua_State *L, int i)
     } else if (lua_type(L, i) == LUA_TTABLE) {
         lua_pop(L, 1); /* the metafield */
     }
-    puts(luaL_tolstring(L, i, NULL));
+    size_t n;
+    const char *s = luaL_tolstring(L, i, &n);
+    print_text(stdout, "", s, n);
     lua_pop(L, 1);
 }
 
@@ -73,6 +123,7 @@ int repl_run(const struct config *cfg, const char *profile, const char *name,
     lua_State *L = l_newstate();
     if (!L)
         return 2;
+    lua_register(L, "print", l_print);
     /* provium:vm(name, profile):boot(), or provium:vm_fixture(fixture):
      * bound to `vm` and to its name */
     lua_getglobal(L, "provium");
@@ -89,7 +140,7 @@ int repl_run(const struct config *cfg, const char *profile, const char *name,
         lua_pushstring(L, profile);
     }
     if (lua_pcall(L, fixture ? 2 : 3, 1, 0) != LUA_OK) {
-        fprintf(stderr, "provium repl: %s\n", lua_tostring(L, -1));
+        print_error(L, "provium repl: ");
         lua_close(L);
         vm_kill_all();
         return 2;
@@ -98,7 +149,7 @@ int repl_run(const struct config *cfg, const char *profile, const char *name,
         lua_getfield(L, -1, "boot");
         lua_insert(L, -2);
         if (lua_pcall(L, 1, 1, 0) != LUA_OK) {
-            fprintf(stderr, "provium repl: %s\n", lua_tostring(L, -1));
+            print_error(L, "provium repl: ");
             lua_close(L);
             vm_kill_all();
             return 2;
@@ -145,9 +196,9 @@ int repl_run(const struct config *cfg, const char *profile, const char *name,
                 lua_settop(L, base);
                 continue;
             }
-            fprintf(stderr, "%s\n", lua_tostring(L, -1));
+            print_error(L, "");
         } else if (lua_pcall(L, 0, LUA_MULTRET, tb) != LUA_OK) {
-            fprintf(stderr, "%s\n", lua_tostring(L, -1));
+            print_error(L, "");
         } else {
             for (int i = tb + 1; i <= lua_gettop(L); i++)
                 show(L, i);

@@ -6,6 +6,23 @@
 
 #include "util.h"
 
+/* n bytes of text that may hold a guest's bytes (a console tail, a
+ * program's output, whatever a test printed), escaped on the way to the
+ * terminal or log (docs/cli.md#guest-bytes). */
+static void put_text(FILE *f, const char *s, size_t n)
+{
+    struct buf b = BUF_INIT;
+    buf_add_escaped(&b, s, n);
+    if (b.len)
+        fwrite(b.data, 1, b.len, f);
+    buf_release(&b);
+}
+
+static void puts_text(FILE *f, const char *s)
+{
+    put_text(f, s, strlen(s));
+}
+
 void report_init(struct report *r, enum verbosity v, bool json, bool tap, bool junit,
                  bool events_stdout)
 {
@@ -38,7 +55,8 @@ void report_progress(struct report *r, const char *line)
 {
     if (!r->progress)
         return;
-    fprintf(stderr, "\r\033[K%s", line);
+    fputs("\r\033[K", stderr);
+    puts_text(stderr, line);
     fflush(stderr);
     r->progress_shown = true;
 }
@@ -46,19 +64,31 @@ void report_progress(struct report *r, const char *line)
 void report_note(struct report *r, const char *line)
 {
     erase_progress(r);
-    fprintf(r->human, "%s\n", line);
+    puts_text(r->human, line);
+    fputc('\n', r->human);
     fflush(r->human);
 }
 
-/* Print msg with every line indented by `indent` spaces. */
+/* Print msg, escaped, with every line indented by `indent` spaces. */
 static void indented(FILE *f, int indent, const char *msg)
 {
-    for (const char *p = msg; *p;) {
+    struct buf b = BUF_INIT;
+    buf_add_escaped(&b, msg, strlen(msg));
+    for (const char *p = b.data; p && *p;) {
         const char *nl = strchr(p, '\n');
         size_t n = nl ? (size_t)(nl - p) : strlen(p);
         fprintf(f, "%*s%.*s\n", indent, "", (int)n, p);
         p += n + (nl ? 1 : 0);
     }
+    buf_release(&b);
+}
+
+/* "<indent><word> <name>\n", the name escaped. */
+static void headline(FILE *f, const char *word, const char *name)
+{
+    fputs(word, f);
+    puts_text(f, name ? name : "?");
+    fputc('\n', f);
 }
 
 void report_error(struct report *r, const char *display, const char *msg)
@@ -133,7 +163,9 @@ int report_file(struct report *r, const struct file_result *f)
         r->files++;
         if (r->tap)
             ci_tap_file(stdout, r->files, f, false);
-        fprintf(r->human, "STOP %s (interrupted)\n", f->display);
+        fputs("STOP ", r->human);
+        puts_text(r->human, f->display);
+        fputs(" (interrupted)\n", r->human);
         fflush(r->human);
         return -1;
     }
@@ -162,13 +194,14 @@ int report_file(struct report *r, const struct file_result *f)
         return 0;
     FILE *out = r->human;
     if (f->output_len && (failed || r->verbosity >= NORMAL)) {
-        fwrite(f->output, 1, f->output_len, out);
+        put_text(out, f->output, f->output_len);
         if (f->output[f->output_len - 1] != '\n')
             fputc('\n', out);
     }
     const char *word = f->kind == FILE_TIMED_OUT ? "TIME" : failed ? "FAIL" : "PASS";
-    fprintf(out, "%s %s (%ld passed, %ld failed, %ld skipped)\n", word, f->display, passed, failed,
-            skipped);
+    fprintf(out, "%s ", word);
+    puts_text(out, f->display);
+    fprintf(out, " (%ld passed, %ld failed, %ld skipped)\n", passed, failed, skipped);
     if (f->reason) {
         fprintf(out, "    %s\n", f->kind == FILE_TIMED_OUT ? "TIME (file)"
                                   : f->kind == FILE_NOT_RUN ? "NOT RUN (file)"
@@ -185,12 +218,12 @@ int report_file(struct report *r, const struct file_result *f)
         const char *name = str(t, "name");
         const char *msg = str(t, "message");
         if (st && !strcmp(st, "failed")) {
-            fprintf(out, "    FAIL %s\n", name ? name : "?");
+            headline(out, "    FAIL ", name);
             indented(out, 8, msg ? msg : "(no message)");
         } else if (r->verbosity >= VERBOSE && st && !strcmp(st, "passed")) {
-            fprintf(out, "    PASS %s\n", name ? name : "?");
+            headline(out, "    PASS ", name);
         } else if (r->verbosity >= VERBOSE && st) {
-            fprintf(out, "    SKIP %s\n", name ? name : "?");
+            headline(out, "    SKIP ", name);
             if (msg)
                 indented(out, 8, msg);
         }

@@ -16,7 +16,7 @@ test("is skipped", { skip = "not today" }, function() end)
 test("names # with < & > \"quotes\"", function() end)
 ]])
     meta.write(d .. "/bad.test.lua", [[
-test("fails", function(t) t:fail("first line\nsecond <line> & \27[31mcolour\27[0m \255") end)
+test("fails", function(t) t:fail("first line\nsecond <line> & \27[31mcolour\27[0m \255 \239\191\191") end)
 test("passes too", function() end)
 ]])
     meta.write(d .. "/broken.test.lua", "this is not lua\n")
@@ -36,8 +36,9 @@ test("--junit writes XML that the JUnit schema accepts", function(t)
     meta.rmdir(d)
     t:assert_contains(xml, '<testsuites name="provium" tests="6" failures="1" errors="1" skipped="1"')
     t:assert_contains(xml, '<testsuite name="bad.test.lua" tests="2" failures="1" errors="0" skipped="0"')
-    -- control characters become "?", bytes that are not UTF-8 U+FFFD
-    t:assert_contains(xml, '<failure message="bad.test.lua:1: first line" type="failure">bad.test.lua:1: first line\nsecond &lt;line&gt; &amp; ?[31mcolour?[0m \u{FFFD}</failure>')
+    -- control characters and U+FFFF (no XML character) are escaped as for a
+    -- terminal; bytes that are not UTF-8 reach the outcome as U+FFFD
+    t:assert_contains(xml, '<failure message="bad.test.lua:1: first line" type="failure">bad.test.lua:1: first line\nsecond &lt;line&gt; &amp; \\x1b[31mcolour\\x1b[0m \u{FFFD} \\xef\\xbf\\xbf</failure>')
     t:assert_contains(xml, '<skipped message="skipped: not today"/>')
     t:assert_contains(xml, 'name="names # with &lt; &amp; &gt; &quot;quotes&quot;"')
     t:assert_contains(xml, '<testcase classname="broken.test.lua" name="(file)" time="0">\n      <error message=')
@@ -57,6 +58,8 @@ test("--tap is TAP version 14 that prove reads, a subtest per file", function(t)
     t:assert_contains(tap, "# Subtest: good.test.lua\n    ok 1 - passes\n    ok 2 - is skipped # SKIP skipped: not today\n")
     t:assert_contains(tap, "    ok 3 - names \\# with < & > \"quotes\"\n")
     t:assert_contains(tap, "    not ok 1 - fails\n      ---\n      message: |\n        bad.test.lua:1: first line\n")
+    t:assert_contains(tap, "\n        second <line> & \\x1b[31mcolour\\x1b[0m \u{FFFD} \\xef\\xbf\\xbf\n",
+        "control characters escaped as for a terminal (TAP goes to stdout)")
     t:assert(tap:match("\nnot ok %d %- bad%.test%.lua\n"), "the file's point, not ok")
     t:assert(tap:match("\n1%.%.3\n$"), "the plan comes last")
     -- prove parses it: two failed subtests, no parse errors. Debian 12's

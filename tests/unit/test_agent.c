@@ -1443,9 +1443,9 @@ static void test_agent_run_clean_child(void **state)
     struct pv_err err = {0};
     uint64_t h = 0;
     assert_int_equal(worker_start(f, 0, 0, 0, "", &h, &err), 0);
-    f->c.route = h;
+    f->route = h;
     check_clean_child(f);
-    f->c.route = 0;
+    f->route = 0;
     int status = worker_end(f, h);
     assert_true(WIFEXITED(status) && WEXITSTATUS(status) == 0);
 }

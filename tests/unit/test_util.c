@@ -1,267 +1,124 @@
-/* The user's home and cache directories (user_home_dir, user_cache_dir) and
- * write_file_atomic, on real directories under a temporary one. The cases
- * with a directory owned by someone else need root (chown); they are
- * skipped without it. */
+/* src/common/util.c: durations, UTF-8 and the escaping of guest bytes for
+ * terminals and report files. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
-#include <stdint.h>
 
 #include <cmocka.h>
 
-#include <pwd.h>
-#include <stdio.h>
-#include <sys/stat.h>
-
-#include "host/kernel.h"
 #include "util.h"
 
-/* A uid that is not the test's, for directories "someone else" made. */
-#define OTHER_UID 4242
-
-struct env {
-    char *dir; /* the temporary directory; HOME is dir/home */
-    char *old_home, *old_xdg, *old_cache;
-};
-
-static char *saved(const char *name)
+static void test_parse_duration_forms(void **state)
 {
-    const char *v = getenv(name);
-    return v ? xstrdup(v) : NULL;
-}
-
-static void restore(const char *name, const char *v)
-{
-    if (v)
-        setenv(name, v, 1);
-    else
-        unsetenv(name);
-}
-
-static int setup(void **state)
-{
-    struct env *e = xcalloc(1, sizeof(*e));
-    char tmpl[] = "/tmp/provium-test-util-XXXXXX";
-    if (!mkdtemp(tmpl))
-        return -1;
-    e->dir = xstrdup(tmpl);
-    e->old_home = saved("HOME");
-    e->old_xdg = saved("XDG_CACHE_HOME");
-    e->old_cache = saved("PROVIUM_CACHE");
-    _cleanup_free_ char *home = xasprintf("%s/home", e->dir);
-    mkdir(home, 0755);
-    setenv("HOME", home, 1);
-    unsetenv("XDG_CACHE_HOME");
-    unsetenv("PROVIUM_CACHE");
-    *state = e;
-    return 0;
-}
-
-static int teardown(void **state)
-{
-    struct env *e = *state;
-    rm_rf(e->dir);
-    restore("HOME", e->old_home);
-    restore("XDG_CACHE_HOME", e->old_xdg);
-    restore("PROVIUM_CACHE", e->old_cache);
-    free(e->dir);
-    free(e->old_home);
-    free(e->old_xdg);
-    free(e->old_cache);
-    free(e);
-    return 0;
-}
-
-/* s contains part; both are printed when it does not. */
-static void assert_contains(const char *s, const char *part)
-{
-    if (!strstr(s, part))
-        fail_msg("\"%s\" does not contain \"%s\"", s, part);
-}
-
-static void test_home_from_env_else_passwd(void **state)
-{
-    struct env *e = *state;
-    struct pv_err err = {0};
-    char *home = NULL;
-    assert_int_equal(user_home_dir(&home, &err), 0);
-    _cleanup_free_ char *want = xasprintf("%s/home", e->dir);
-    assert_string_equal(home, want);
-    free(home);
-
-    /* cron and services often run without HOME; a relative one means nothing */
-    struct passwd *pw = getpwuid(getuid());
-    assert_non_null(pw);
-    const char *unset[] = {NULL, "", "relative/home"};
-    for (size_t i = 0; i < ARRAY_SIZE(unset); i++) {
-        restore("HOME", unset[i]);
-        home = NULL;
-        assert_int_equal(user_home_dir(&home, &err), 0);
-        assert_string_equal(home, pw->pw_dir);
-        free(home);
-    }
-
-    /* and the caches follow it, never /tmp/provium-cache-<uid> */
-    unsetenv("HOME");
-    _cleanup_free_ char *cache = NULL;
-    assert_int_equal(user_cache_dir(0, &cache, &err), 0);
-    _cleanup_free_ char *want_cache = xasprintf("%s/.cache/provium", pw->pw_dir);
-    assert_string_equal(cache, want_cache);
-}
-
-static void test_cache_dir_made_private(void **state)
-{
-    struct env *e = *state;
-    struct pv_err err = {0};
-    _cleanup_free_ char *dir = NULL;
-    assert_int_equal(user_cache_dir(USER_DIR_MAKE, &dir, &err), 0);
-    _cleanup_free_ char *want = xasprintf("%s/home/.cache/provium", e->dir);
-    assert_string_equal(dir, want);
-    struct stat st;
-    assert_int_equal(lstat(dir, &st), 0);
-    assert_true(S_ISDIR(st.st_mode));
-    assert_int_equal(st.st_mode & 07777, 0700);
-
-    /* kernel_cache_root is that directory when PROVIUM_CACHE is unset */
-    _cleanup_free_ char *root = kernel_cache_root();
-    assert_string_equal(root, want);
-
-    /* an absolute XDG_CACHE_HOME wins; a relative one is ignored (XDG spec) */
-    _cleanup_free_ char *xdg = xasprintf("%s/xdg", e->dir);
-    setenv("XDG_CACHE_HOME", xdg, 1);
-    _cleanup_free_ char *in_xdg = NULL;
-    assert_int_equal(user_cache_dir(USER_DIR_MAKE, &in_xdg, &err), 0);
-    _cleanup_free_ char *want_xdg = xasprintf("%s/provium", xdg);
-    assert_string_equal(in_xdg, want_xdg);
-    setenv("XDG_CACHE_HOME", "relative", 1);
-    _cleanup_free_ char *rel = NULL;
-    assert_int_equal(user_cache_dir(0, &rel, &err), 0);
-    assert_string_equal(rel, want);
-}
-
-/* An earlier provium made the directory 0755: it is the user's and nobody
- * else could write into it, so it is kept, and closed to the others. */
-static void test_cache_dir_readable_is_tightened(void **state)
-{
-    struct env *e = *state;
-    struct pv_err err = {0};
-    _cleanup_free_ char *mine = xasprintf("%s/home/.cache/provium", e->dir);
-    assert_int_equal(mkdir_p(mine, 0755), 0);
-    assert_int_equal(chmod(mine, 0755), 0);
-    _cleanup_free_ char *dir = NULL;
-    assert_int_equal(user_cache_dir(USER_DIR_MAKE, &dir, &err), 0);
-    struct stat st;
-    assert_int_equal(lstat(mine, &st), 0);
-    assert_int_equal(st.st_mode & 07777, 0700);
-}
-
-static void test_cache_dir_writable_by_others_refused(void **state)
-{
-    struct env *e = *state;
-    _cleanup_free_ char *mine = xasprintf("%s/home/.cache/provium", e->dir);
-    assert_int_equal(mkdir_p(mine, 0700), 0);
-    const int modes[] = {0770, 0707, 0777};
-    for (size_t i = 0; i < ARRAY_SIZE(modes); i++) {
-        assert_int_equal(chmod(mine, (mode_t)modes[i]), 0);
-        struct pv_err err = {0};
-        char *dir = NULL;
-        assert_int_equal(user_cache_dir(USER_DIR_MAKE, &dir, &err), -EPERM);
-        assert_null(dir);
-        assert_contains(err.msg, mine);
-        assert_contains(err.msg, "writable by group or others");
-        struct stat st;
-        assert_int_equal(lstat(mine, &st), 0);
-        assert_int_equal(st.st_mode & 07777, modes[i]); /* left as it was */
+    double v = -1;
+    assert_int_equal(parse_duration("30s", &v), 0);
+    assert_true(v == 30);
+    assert_int_equal(parse_duration("500ms", &v), 0);
+    assert_true(v == 0.5);
+    assert_int_equal(parse_duration("5m", &v), 0);
+    assert_true(v == 300);
+    assert_int_equal(parse_duration("2h", &v), 0);
+    assert_true(v == 7200);
+    assert_int_equal(parse_duration("0", &v), 0);
+    assert_true(v == 0);
+    const char *bad[] = {"", "soon", "-1", "nan", "inf", "1e400", "5 parsecs", "3d", "1s2"};
+    for (size_t i = 0; i < ARRAY_SIZE(bad); i++) {
+        v = -1;
+        assert_int_equal(parse_duration(bad[i], &v), -EINVAL);
+        assert_true(v == -1);
     }
 }
 
-static void test_cache_dir_symlink_refused(void **state)
+/* Huge but finite durations would overflow the nanosecond deadline into the
+ * past: refused, with a code of their own. */
+static void test_parse_duration_limit(void **state)
 {
-    struct env *e = *state;
-    _cleanup_free_ char *parent = xasprintf("%s/home/.cache", e->dir);
-    _cleanup_free_ char *elsewhere = xasprintf("%s/elsewhere", e->dir);
-    _cleanup_free_ char *mine = xasprintf("%s/provium", parent);
-    assert_int_equal(mkdir_p(parent, 0700), 0);
-    assert_int_equal(mkdir(elsewhere, 0700), 0);
-    assert_int_equal(symlink(elsewhere, mine), 0);
-    struct pv_err err = {0};
-    char *dir = NULL;
-    assert_int_equal(user_cache_dir(USER_DIR_MAKE, &dir, &err), -EPERM);
-    assert_null(dir);
-    assert_contains(err.msg, mine);
-    assert_contains(err.msg, "not a directory");
+    double v = -1;
+    assert_int_equal(parse_duration("1e9", &v), 0);
+    assert_true(v == PV_DURATION_MAX);
+    const char *huge[] = {"1e300h", "1e300", "1.0000001e9", "277778h", "16666667m", "1e305h",
+                          "1e13ms"};
+    for (size_t i = 0; i < ARRAY_SIZE(huge); i++) {
+        v = -1;
+        assert_int_equal(parse_duration(huge[i], &v), -ERANGE);
+        assert_true(v == -1);
+    }
+    /* the longest, in nanoseconds past a late monotonic clock and times the
+     * TCG scale, is still an int64_t */
+    assert_true(PV_DURATION_MAX * 1e9 * 3 + 1e17 < 9.2e18);
 }
 
-static void test_cache_dir_of_someone_else_refused(void **state)
+static void check_escaped(const char *in, size_t n, const char *want)
 {
-    if (geteuid() != 0)
-        skip(); /* only root can make a directory someone else owns */
-    struct env *e = *state;
-    _cleanup_free_ char *parent = xasprintf("%s/home/.cache", e->dir);
-    _cleanup_free_ char *mine = xasprintf("%s/provium", parent);
-    assert_int_equal(mkdir_p(mine, 0700), 0);
-    assert_int_equal(chown(mine, OTHER_UID, OTHER_UID), 0);
-    struct pv_err err = {0};
-    char *dir = NULL;
-    assert_int_equal(user_cache_dir(USER_DIR_MAKE, &dir, &err), -EPERM);
-    assert_null(dir);
-    assert_contains(err.msg, mine);
-    assert_contains(err.msg, "belongs to uid " PV_STR(OTHER_UID));
-
-    /* the parent too: whoever owns it can swap provium/ after the check
-     * (HOME=/tmp, and someone else made /tmp/.cache) */
-    assert_int_equal(chown(mine, getuid(), getgid()), 0);
-    assert_int_equal(chown(parent, OTHER_UID, OTHER_UID), 0);
-    memset(&err, 0, sizeof(err));
-    assert_int_equal(user_cache_dir(USER_DIR_MAKE, &dir, &err), -EPERM);
-    assert_contains(err.msg, parent);
-    assert_contains(err.msg, "belongs to uid " PV_STR(OTHER_UID));
-}
-
-/* Someone who can write the directory plants <path>.tmp.<pid> -> a file of
- * the user's: the write must not go through the link. */
-static void test_write_atomic_refuses_planted_symlink(void **state)
-{
-    struct env *e = *state;
-    _cleanup_free_ char *victim = xasprintf("%s/victim", e->dir);
-    _cleanup_free_ char *path = xasprintf("%s/state.json", e->dir);
-    _cleanup_free_ char *tmp = xasprintf("%s.tmp.%d", path, (int)getpid());
-    assert_int_equal(write_file_atomic(victim, "precious", 8, 0600), 0);
-    assert_int_equal(symlink(victim, tmp), 0);
-
-    assert_int_equal(write_file_atomic(path, "new", 3, 0644), -EEXIST);
     struct buf b = BUF_INIT;
-    assert_int_equal(read_file(victim, 1024, &b), 0);
-    assert_string_equal(b.data, "precious");
+    buf_add_escaped(&b, in, n);
+    assert_string_equal(b.data ? b.data : "", want);
     buf_release(&b);
-    struct stat st;
-    assert_int_equal(lstat(tmp, &st), 0);
-    assert_true(S_ISLNK(st.st_mode)); /* not removed either: it is not ours */
-    assert_int_equal(lstat(path, &st), -1);
+}
+#define ESC(lit, want) check_escaped(lit, sizeof(lit) - 1, want)
 
-    /* a plain file of the user's there is a leftover of a killed writer
-     * whose pid this process now has: it goes */
-    assert_int_equal(unlink(tmp), 0);
-    assert_int_equal(write_file_atomic(tmp, "stale", 5, 0600), 0);
-    assert_int_equal(write_file_atomic(path, "new", 3, 0644), 0);
-    assert_int_equal(read_file(path, 1024, &b), 0);
-    assert_string_equal(b.data, "new");
+static void test_escape_controls(void **state)
+{
+    ESC("plain text\n\tindented\n", "plain text\n\tindented\n");
+    ESC("\x1b[31mred\x1b[0m", "\\x1b[31mred\\x1b[0m");
+    /* OSC 52 writes the clipboard; OSC 0 sets the window title */
+    ESC("\x1b]52;c;cHduZWQ=\x07", "\\x1b]52;c;cHduZWQ=\\x07");
+    ESC("\x1b]0;title\x1b\\", "\\x1b]0;title\\x1b\\");
+    ESC("a\0b", "a\\x00b");
+    ESC("del\x7f", "del\\x7f");
+    /* a lone CR moves back over what was printed; CR LF is a line end */
+    ESC("shown\rhidden", "shown\\rhidden");
+    ESC("line\r\nnext\r", "line\r\nnext\\r");
+    /* C1 controls as UTF-8 (U+009B is CSI), and raw */
+    ESC("\xc2\x9b" "31m", "\\xc2\\x9b31m");
+    ESC("\x9b" "31m", "\\x9b31m");
+    ESC("\xc2\xa0nbsp", "\xc2\xa0nbsp");
+}
+
+static void test_escape_utf8(void **state)
+{
+    ESC("caf\xc3\xa9 \xe2\x9c\x93 \xf0\x9f\x90\xa7", "caf\xc3\xa9 \xe2\x9c\x93 \xf0\x9f\x90\xa7");
+    ESC("\xff\xfe", "\\xff\\xfe");
+    ESC("\xc3", "\\xc3");                                 /* cut short */
+    ESC("\xc3(", "\\xc3(");                               /* not a continuation */
+    ESC("\xc0\xaf", "\\xc0\\xaf");                        /* overlong '/' */
+    ESC("\xe0\x80\xaf", "\\xe0\\x80\\xaf");               /* overlong, 3 bytes */
+    ESC("\xed\xa0\x80", "\\xed\\xa0\\x80");               /* a surrogate */
+    ESC("\xf4\x90\x80\x80", "\\xf4\\x90\\x80\\x80");      /* past U+10FFFF */
+    ESC("\xef\xbf\xbe\xef\xbf\xbd", "\\xef\\xbf\\xbe\xef\xbf\xbd"); /* U+FFFE, U+FFFD */
+    ESC("\xf4\x8f\xbf\xbd", "\xf4\x8f\xbf\xbd");
+    assert_int_equal(utf8_seq_len("\xe2\x9c\x93", 2), 0);
+    assert_int_equal(utf8_seq_len("", 0), 0);
+}
+
+/* Whatever goes in, what comes out has no byte a terminal acts on. */
+static void test_escape_output_is_inert(void **state)
+{
+    unsigned char all[512];
+    for (size_t i = 0; i < sizeof(all); i++)
+        all[i] = (unsigned char)(i * 7 + i / 256);
+    struct buf b = BUF_INIT;
+    buf_add_escaped(&b, all, sizeof(all));
+    for (size_t i = 0; i < b.len;) {
+        unsigned char c = (unsigned char)b.data[i];
+        size_t len = utf8_seq_len(b.data + i, b.len - i);
+        assert_int_not_equal(len, 0);
+        assert_true(c >= 0x20 || c == '\n' || c == '\t' || (c == '\r' && b.data[i + 1] == '\n'));
+        assert_int_not_equal(c, 0x7f);
+        assert_false(len == 2 && c == 0xc2 && (unsigned char)b.data[i + 1] < 0xa0);
+        i += len;
+    }
     buf_release(&b);
-    assert_int_equal(lstat(tmp, &st), -1);
 }
 
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test_setup_teardown(test_home_from_env_else_passwd, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_cache_dir_made_private, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_cache_dir_readable_is_tightened, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_cache_dir_writable_by_others_refused, setup,
-                                        teardown),
-        cmocka_unit_test_setup_teardown(test_cache_dir_symlink_refused, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_cache_dir_of_someone_else_refused, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_write_atomic_refuses_planted_symlink, setup,
-                                        teardown),
+        cmocka_unit_test(test_parse_duration_forms),
+        cmocka_unit_test(test_parse_duration_limit),
+        cmocka_unit_test(test_escape_controls),
+        cmocka_unit_test(test_escape_utf8),
+        cmocka_unit_test(test_escape_output_is_inert),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

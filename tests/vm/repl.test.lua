@@ -26,6 +26,9 @@ test("a prompt with a booted VM: expressions print, statements run, errors do no
         "{ answer = 42 }",
         'error("boom")',
         "vm:state()",
+        -- a guest's escape sequences, shown and printed: escaped
+        [==[vm:run([[printf '\033]52;c;aGk=\007']]).stdout]==],
+        [==[print(vm:run([[printf '\033]0;title\007']]).stdout)]==],
         "" }, "\n"))
     t:assert_eq(code, 0, out)
     local release = out:match("provium repl: `vm` %(also `box`%) is booted.-\n(.-)\n")
@@ -35,6 +38,9 @@ test("a prompt with a booted VM: expressions print, statements run, errors do no
     t:assert_contains(out, '{"answer":42}\n')
     t:assert_contains(out, "repl:1: boom")
     t:assert_contains(out, "\nbooted\n")
+    t:assert_contains(out, "\\x1b]52;c;aGk=\\x07\n")
+    t:assert_contains(out, "\\x1b]0;title\\x07\n")
+    t:assert(not out:find("\27", 1, true), "no raw ESC: " .. ("%q"):format(out))
 end)
 
 test("repl refuses what it cannot do", function(t)
