@@ -313,6 +313,31 @@ static int consume_input(struct agent *a)
     }
 }
 
+/* Read from the host and serve what is whole: 1 to go on, 0 at the end of
+ * the session, -errno when it broke. */
+static int read_input(struct agent *a)
+{
+    buf_reserve(&a->in, 65536);
+    ssize_t r = read(a->fd, a->in.data + a->in.len, a->in.cap - a->in.len - 1);
+    if (r < 0 && (errno == EAGAIN || errno == EINTR))
+        return 1;
+    if (a->opts.resync && ((r < 0 && errno == EIO) || r == 0)) {
+        /* virtio-serial: the host side is not connected (yet, or again) */
+        poll(NULL, 0, 20);
+        return 1;
+    }
+    if (r <= 0)
+        return r < 0 ? -errno : 0;
+    a->in.len += (size_t)r;
+    if (consume_input(a) < 0) {
+        if (!a->opts.resync)
+            return -EBADMSG;
+        a->hello_done = false;
+        buf_consume(&a->in, a->in.len);
+    }
+    return 1;
+}
+
 int agent_serve(int fd, const struct agent_opts *opts)
 {
     struct agent a = {.fd = fd, .opts = *opts, .sigfd = -1, .kmsg = -1, .hello_done = opts->worker};
@@ -375,33 +400,10 @@ int agent_serve(int fd, const struct agent_opts *opts)
         worker_events(&a, fds + 4 + nproc + nstream, nworker);
         if (fds[0].revents & POLLOUT && flush_locked(&a, false) < 0)
             break;
-        if (fds[0].revents & (POLLIN | POLLHUP | POLLERR)) {
-            buf_reserve(&a.in, 65536);
-            ssize_t r = read(fd, a.in.data + a.in.len, a.in.cap - a.in.len - 1);
-            if (r < 0 && (errno == EAGAIN || errno == EINTR))
-                continue;
-            if (r < 0 && errno == EIO && opts->resync) {
-                /* virtio-serial: the host side is not connected yet */
-                poll(NULL, 0, 20);
-                continue;
-            }
-            if (r <= 0) {
-                if (r == 0 && opts->resync) {
-                    poll(NULL, 0, 20);
-                    continue;
-                }
-                ret = r < 0 ? -errno : 0;
-                break;
-            }
-            a.in.len += (size_t)r;
-            if (consume_input(&a) < 0) {
-                if (!opts->resync) {
-                    ret = -EBADMSG;
-                    break;
-                }
-                a.hello_done = false;
-                buf_consume(&a.in, a.in.len);
-            }
+        int r = fds[0].revents & (POLLIN | POLLHUP | POLLERR) ? read_input(&a) : 1;
+        if (r <= 0) {
+            ret = r;
+            break;
         }
         if (a.poweroff_pending) {
             flush_locked(&a, true);

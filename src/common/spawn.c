@@ -133,6 +133,59 @@ static int spawn_read(int fd, struct buf *out, size_t *kept, size_t limit)
     return 0;
 }
 
+/* Read the program's output while it runs, until it exits (0; it stays a
+ * zombie) or the timeout (the group killed, -ETIMEDOUT). *out_r is closed
+ * when its pipe ends. */
+static int wait_exit(const char *name, pid_t pid, pid_t guard, int *out_r, int pidfd,
+                     struct buf *out, size_t *kept, size_t max_out, int timeout_ms,
+                     int *ret_status, struct pv_err *err)
+{
+    int64_t deadline = timeout_ms > 0 ? now_ms() + timeout_ms : -1;
+    for (;;) {
+        /* WNOWAIT: the program stays a zombie, so its pid (the group the
+         * guard would kill) is not reused before the guard is gone. */
+        siginfo_t si = {0};
+        int w = waitid(P_PID, (id_t)pid, &si, WEXITED | WNOHANG | WNOWAIT);
+        if (w == 0 && si.si_pid == pid)
+            return 0;
+        if (w < 0 && errno != EINTR) {
+            int e = errno;
+            spawn_kill(pid, guard, NULL);
+            return pv_err_set(err, e, "%s: waitid: %s", name, strerror(e));
+        }
+
+        int wait_ms = -1;
+        if (deadline >= 0) {
+            int64_t left = deadline - now_ms();
+            if (left <= 0) {
+                spawn_kill(pid, guard, ret_status);
+                return pv_err_set(err, ETIMEDOUT, "%s timed out after %d ms (killed)", name,
+                                  timeout_ms);
+            }
+            wait_ms = (int)MIN(left, (int64_t)INT32_MAX);
+        }
+        if (pidfd < 0 && (wait_ms < 0 || wait_ms > SPAWN_POLL_MS))
+            wait_ms = SPAWN_POLL_MS;
+
+        struct pollfd pfd[2];
+        nfds_t nfds = 0;
+        if (*out_r >= 0)
+            pfd[nfds++] = (struct pollfd){.fd = *out_r, .events = POLLIN};
+        if (pidfd >= 0)
+            pfd[nfds++] = (struct pollfd){.fd = pidfd, .events = POLLIN};
+        if (poll(pfd, nfds, wait_ms) < 0) {
+            if (errno == EINTR)
+                continue;
+            int e = errno;
+            spawn_kill(pid, guard, NULL);
+            return pv_err_set(err, e, "%s: poll: %s", name, strerror(e));
+        }
+        if (*out_r >= 0 && (pfd[0].revents & (POLLIN | POLLHUP | POLLERR)) &&
+            spawn_read(*out_r, out, kept, max_out) != 0)
+            close(steal_fd(out_r));
+    }
+}
+
 int spawn_run(const char *const argv[], const char *cwd, struct buf *out, size_t max_out,
               int timeout_ms, int *ret_status, struct pv_err *err)
 {
@@ -195,53 +248,11 @@ int spawn_run(const char *const argv[], const char *cwd, struct buf *out, size_t
     }
 
     pidfd = spawn_pidfd(pid);
-    int64_t deadline = timeout_ms > 0 ? now_ms() + timeout_ms : -1;
     size_t kept = 0;
-    for (;;) {
-        /* WNOWAIT: the program stays a zombie, so its pid (the group the
-         * guard would kill) is not reused before the guard is gone. */
-        siginfo_t si = {0};
-        int w = waitid(P_PID, (id_t)pid, &si, WEXITED | WNOHANG | WNOWAIT);
-        if (w == 0 && si.si_pid == pid)
-            break;
-        if (w < 0 && errno != EINTR) {
-            int e = errno;
-            spawn_kill(pid, guard, NULL);
-            return pv_err_set(err, e, "%s: waitid: %s", name, strerror(e));
-        }
-
-        int wait_ms = -1;
-        if (deadline >= 0) {
-            int64_t left = deadline - now_ms();
-            if (left <= 0) {
-                spawn_kill(pid, guard, ret_status);
-                return pv_err_set(err, ETIMEDOUT, "%s timed out after %d ms (killed)", name,
-                                  timeout_ms);
-            }
-            wait_ms = (int)MIN(left, (int64_t)INT32_MAX);
-        }
-        if (pidfd < 0 && (wait_ms < 0 || wait_ms > SPAWN_POLL_MS))
-            wait_ms = SPAWN_POLL_MS;
-
-        struct pollfd pfd[2];
-        nfds_t nfds = 0;
-        if (out_r >= 0)
-            pfd[nfds++] = (struct pollfd){.fd = out_r, .events = POLLIN};
-        if (pidfd >= 0)
-            pfd[nfds++] = (struct pollfd){.fd = pidfd, .events = POLLIN};
-        if (poll(pfd, nfds, wait_ms) < 0) {
-            if (errno == EINTR)
-                continue;
-            int e = errno;
-            spawn_kill(pid, guard, NULL);
-            return pv_err_set(err, e, "%s: poll: %s", name, strerror(e));
-        }
-        if (out_r >= 0 && (pfd[0].revents & (POLLIN | POLLHUP | POLLERR))) {
-            r = spawn_read(out_r, out, &kept, max_out);
-            if (r != 0)
-                close(steal_fd(&out_r));
-        }
-    }
+    r = wait_exit(name, pid, guard, &out_r, pidfd, out, &kept, max_out, timeout_ms, ret_status,
+                  err);
+    if (r < 0)
+        return r;
 
     /* The program has exited: the guard goes first, then the program is
      * reaped. What it left running in its group stays (not waited for,

@@ -111,6 +111,55 @@ static int traceback(lua_State *L)
     return 1;
 }
 
+/* Read, evaluate and print until Ctrl-D; the stack above base is the
+ * user's. History lives in provium's cache directory. */
+static void prompt_loop(lua_State *L, int base)
+{
+    _cleanup_free_ char *hist = NULL, *dir = NULL;
+    struct pv_err err = {0};
+    if (user_cache_dir(USER_DIR_MAKE, &dir, &err) == 0) {
+        hist = xasprintf("%s/repl_history", dir);
+        read_history(hist);
+    } else {
+        fprintf(stderr, "provium repl: no history: %s\n", err.msg);
+    }
+    struct buf chunk = BUF_INIT;
+    for (;;) {
+        char *line = readline(chunk.len ? ">> " : "> ");
+        if (!line)
+            break;
+        if (!chunk.len && !*line) {
+            free(line);
+            continue;
+        }
+        if (chunk.len)
+            buf_adds(&chunk, "\n");
+        buf_adds(&chunk, line);
+        free(line);
+        lua_pushcfunction(L, traceback);
+        int tb = lua_gettop(L);
+        if (compile(L, chunk.data) != LUA_OK) {
+            if (incomplete(L)) {
+                lua_settop(L, base);
+                continue;
+            }
+            print_error(L, "");
+        } else if (lua_pcall(L, 0, LUA_MULTRET, tb) != LUA_OK) {
+            print_error(L, "");
+        } else {
+            for (int i = tb + 1; i <= lua_gettop(L); i++)
+                show(L, i);
+        }
+        fflush(stdout);
+        add_history(chunk.data);
+        buf_consume(&chunk, chunk.len);
+        lua_settop(L, base);
+    }
+    buf_release(&chunk);
+    if (hist)
+        write_history(hist);
+}
+
 int repl_run(const struct config *cfg, const char *profile, const char *name,
              const char *fixture)
 {
@@ -168,49 +217,7 @@ int repl_run(const struct config *cfg, const char *profile, const char *name,
             name);
     int base = lua_gettop(L); /* what stays on the stack: the VM and its name */
 
-    _cleanup_free_ char *hist = NULL, *dir = NULL;
-    struct pv_err err = {0};
-    if (user_cache_dir(USER_DIR_MAKE, &dir, &err) == 0) {
-        hist = xasprintf("%s/repl_history", dir);
-        read_history(hist);
-    } else {
-        fprintf(stderr, "provium repl: no history: %s\n", err.msg);
-    }
-    struct buf chunk = BUF_INIT;
-    for (;;) {
-        char *line = readline(chunk.len ? ">> " : "> ");
-        if (!line)
-            break;
-        if (!chunk.len && !*line) {
-            free(line);
-            continue;
-        }
-        if (chunk.len)
-            buf_adds(&chunk, "\n");
-        buf_adds(&chunk, line);
-        free(line);
-        lua_pushcfunction(L, traceback);
-        int tb = lua_gettop(L);
-        if (compile(L, chunk.data) != LUA_OK) {
-            if (incomplete(L)) {
-                lua_settop(L, base);
-                continue;
-            }
-            print_error(L, "");
-        } else if (lua_pcall(L, 0, LUA_MULTRET, tb) != LUA_OK) {
-            print_error(L, "");
-        } else {
-            for (int i = tb + 1; i <= lua_gettop(L); i++)
-                show(L, i);
-        }
-        fflush(stdout);
-        add_history(chunk.data);
-        buf_consume(&chunk, chunk.len);
-        lua_settop(L, base);
-    }
-    buf_release(&chunk);
-    if (hist)
-        write_history(hist);
+    prompt_loop(L, base);
     fputc('\n', stderr);
     lua_close(L); /* shuts the VM down */
     vm_kill_all();

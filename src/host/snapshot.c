@@ -240,67 +240,61 @@ static void header_plan(json_t *h, struct vm_boot *b)
         b->agent_timeout = 60 * vm_globals.timeout_scale;
 }
 
-/* Start vm from the snapshot at path: with the plan its header records,
- * or (plan) with that one, which the caller vouches is the same machine.
- * fresh: the logs start empty (else they go on). since: what the agent's
- * deadline counts from, for the error. */
-static int restore(struct vm *vm, const char *path, const struct vm_boot *plan, bool fresh,
-                   const char *since, struct pv_err *err)
+/* Check a snapshot's header h against this run (profile unless plan,
+ * machine, accelerator, QEMU) and find what the restore needs: *ret_plan
+ * (plan, or the header's own in *own) and *ret_ram, the RAM file beside
+ * it when the stream leaves the RAM out. */
+static int check_header(struct vm *vm, const char *path, json_t *h, const struct vm_boot *plan,
+                        struct vm_boot *own, const struct vm_boot **ret_plan, char **ret_ram,
+                        struct pv_err *err)
 {
-    json_t *h = NULL;
-    _cleanup_close_ int fd = -1;
-    int r = snap_open(vm, path, &h, &fd, err);
-    if (r < 0)
-        return r;
     const char *v;
+    const char *qemu = qemu_version() ? qemu_version() : "?";
     if (!plan && strcmp((v = json_string_value(json_object_get(h, "profile"))) ?: "", vm->profile))
-        r = snap_mismatch(vm, path, "profile", v, vm->profile, err);
-    else if (strcmp((v = json_string_value(json_object_get(h, "machine"))) ?: "",
-                    vm_globals.machine))
-        r = snap_mismatch(vm, path, "machine", v, vm_globals.machine, err);
-    else if (strcmp((v = json_string_value(json_object_get(h, "accel"))) ?: "",
-                    accel_name(vm_globals.accel)))
-        r = snap_mismatch(vm, path, "accelerator", v, accel_name(vm_globals.accel), err);
-    else if (strcmp((v = json_string_value(json_object_get(h, "qemu"))) ?: "",
-                    qemu_version() ? qemu_version() : "?"))
-        r = snap_mismatch(vm, path, "QEMU", v, qemu_version(), err);
-    bool compressed = !strcmp(json_string_value(json_object_get(h, "compression")) ?: "", "zstd");
-    struct vm_boot own = {0};
+        return snap_mismatch(vm, path, "profile", v, vm->profile, err);
+    if (strcmp((v = json_string_value(json_object_get(h, "machine"))) ?: "", vm_globals.machine))
+        return snap_mismatch(vm, path, "machine", v, vm_globals.machine, err);
+    if (strcmp((v = json_string_value(json_object_get(h, "accel"))) ?: "",
+               accel_name(vm_globals.accel)))
+        return snap_mismatch(vm, path, "accelerator", v, accel_name(vm_globals.accel), err);
+    if (strcmp((v = json_string_value(json_object_get(h, "qemu"))) ?: "", qemu))
+        return snap_mismatch(vm, path, "QEMU", v, qemu_version(), err);
     if (!plan) {
-        header_plan(h, &own);
-        plan = &own;
-        if (r == 0 && own.initrd && access(own.initrd, R_OK) < 0)
-            r = pv_err_set(err, ENOENT, "vm `%s`: restore: %s needs the initrd %s, which is gone",
-                           vm->name, path, own.initrd);
+        header_plan(h, own);
+        plan = own;
+        if (own->initrd && access(own->initrd, R_OK) < 0)
+            return pv_err_set(err, ENOENT,
+                              "vm `%s`: restore: %s needs the initrd %s, which is gone",
+                              vm->name, path, own->initrd);
     }
+    *ret_plan = plan;
     /* RAM kept in a file beside the snapshot: mapped copy-on-write */
-    _cleanup_free_ char *ram = NULL;
-    if (r == 0 && (v = json_string_value(json_object_get(h, "ram")))) {
-        _cleanup_free_ char *dir = xstrdup(path);
-        ram = xasprintf("%s/%s", dirname(dir), v);
-        struct stat st;
-        bool gone = stat(ram, &st) < 0;
-        if (strchr(v, '/')) /* a name beside it, nothing else */
-            r = pv_err_set(err, EINVAL, "vm `%s`: restore: %s is not a provium snapshot",
-                           vm->name, path);
-        else if (gone || (uint64_t)st.st_size != plan->memory)
-            r = pv_err_set(err, EINVAL,
-                           "vm `%s`: restore: %s needs its guest RAM in %s (%llu MiB), which is %s",
-                           vm->name, path, ram, (unsigned long long)(plan->memory >> 20),
-                           gone ? "gone" : "cut short");
-    }
-    json_decref(h);
-    int agent_l = -1;
-    if (r == 0)
-        r = vm_launch(vm, plan, &(struct start){.incoming = true, .fresh = fresh, .ram_file = ram},
-                   &agent_l, err);
-    vm_boot_release(&own);
-    if (r < 0)
-        return r;
-    /* a compressed stream reaches QEMU through a pipe, decompressed on the way */
-    int qfd = fd, p[2] = {-1, -1};
+    if (!(v = json_string_value(json_object_get(h, "ram"))))
+        return 0;
+    if (strchr(v, '/')) /* a name beside it, nothing else */
+        return pv_err_set(err, EINVAL, "vm `%s`: restore: %s is not a provium snapshot",
+                          vm->name, path);
+    _cleanup_free_ char *dir = xstrdup(path);
+    _cleanup_free_ char *ram = xasprintf("%s/%s", dirname(dir), v);
+    struct stat st;
+    bool gone = stat(ram, &st) < 0;
+    if (gone || (uint64_t)st.st_size != plan->memory)
+        return pv_err_set(err, EINVAL,
+                          "vm `%s`: restore: %s needs its guest RAM in %s (%llu MiB), which is %s",
+                          vm->name, path, ram, (unsigned long long)(plan->memory >> 20),
+                          gone ? "gone" : "cut short");
+    *ret_ram = steal_pointer(&ram);
+    return 0;
+}
+
+/* Stream the migration at fd (zstd: decompressed on the way, through a
+ * pipe) into the QEMU that waits for it, and let the guest run. On failure
+ * the VM is dead: a damaged snapshot never leaves it half started. */
+static int stream_in(struct vm *vm, const char *path, int fd, bool zstd, bool ram,
+                     struct pv_err *err)
+{
+    int r = 0, qfd = fd, p[2] = {-1, -1};
     struct zpipe z;
-    bool zstd = compressed;
     if (zstd) {
         int zfd = -1;
         if (pipe2(p, O_CLOEXEC) < 0 || (zfd = fcntl(fd, F_DUPFD_CLOEXEC, 3)) < 0) {
@@ -311,14 +305,14 @@ static int restore(struct vm *vm, const char *path, const struct vm_boot *plan, 
             }
         } else if ((r = zpipe_start(&z, zfd, p[1], false, err)) < 0) {
             close(p[0]);
-        }
-        else
+        } else {
             qfd = p[0];
+        }
         zstd = r == 0;
     }
     int64_t d = now_ns() + (int64_t)(10e9 * vm_globals.timeout_scale);
     if (r == 0)
-        r = migration_setup(vm, false, ram != NULL, err);
+        r = migration_setup(vm, false, ram, err);
     if (r == 0)
         r = qmp_exec_fd(&vm->qmp, "getfd", json_pack("{s:s}", "fdname", "snap"), qfd, d, NULL,
                         err);
@@ -343,13 +337,40 @@ static int restore(struct vm *vm, const char *path, const struct vm_boot *plan, 
     }
     if (r == 0)
         r = vm_qmp(vm, "cont", NULL, err);
+    if (r < 0 && vm->state == VM_BOOTED) {
+        vm_kill(vm);
+        vm->state = VM_DEAD;
+    }
+    return r;
+}
+
+/* Start vm from the snapshot at path: with the plan its header records,
+ * or (plan) with that one, which the caller vouches is the same machine.
+ * fresh: the logs start empty (else they go on). since: what the agent's
+ * deadline counts from, for the error. */
+static int restore(struct vm *vm, const char *path, const struct vm_boot *plan, bool fresh,
+                   const char *since, struct pv_err *err)
+{
+    json_t *h = NULL;
+    _cleanup_close_ int fd = -1;
+    int r = snap_open(vm, path, &h, &fd, err);
+    if (r < 0)
+        return r;
+    bool zstd = !strcmp(json_string_value(json_object_get(h, "compression")) ?: "", "zstd");
+    struct vm_boot own = {0};
+    _cleanup_free_ char *ram = NULL;
+    r = check_header(vm, path, h, plan, &own, &plan, &ram, err);
+    json_decref(h);
+    int agent_l = -1;
+    if (r == 0)
+        r = vm_launch(vm, plan, &(struct start){.incoming = true, .fresh = fresh, .ram_file = ram},
+                      &agent_l, err);
+    vm_boot_release(&own);
+    if (r == 0)
+        r = stream_in(vm, path, fd, zstd, ram != NULL, err);
     if (r < 0) {
         if (agent_l >= 0)
             close(agent_l);
-        if (vm->state == VM_BOOTED) { /* the snapshot is damaged: never half started */
-            vm_kill(vm);
-            vm->state = VM_DEAD;
-        }
         return r;
     }
     return vm_handshake(vm, agent_l, vm->plan.agent_timeout, since, err);
