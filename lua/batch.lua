@@ -1,4 +1,4 @@
--- vm:batch(fn) (reference §7.9; docs/processes.md): the operations fn(b)
+-- vm:batch(fn) (docs/processes.md): the operations fn(b)
 -- queues go out together and cost one round trip.
 local C = _provium_c
 local P = _provium

@@ -1,4 +1,4 @@
--- The guest's clock (reference §12; docs/vms.md#the-clock). VM-wide: it
+-- The guest's clock (docs/vms.md#the-clock). VM-wide: it
 -- sets CLOCK_REALTIME, so every process in the guest sees the change.
 local C = _provium_c
 local P = _provium

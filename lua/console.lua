@@ -1,4 +1,4 @@
--- The console (reference §11) and the stream methods of §17 (docs/streams.md).
+-- The console (docs/vms.md#the-console) and the stream methods of docs/streams.md.
 local C = _provium_c
 local P = _provium
 local V = C.vm_mt.__index

@@ -1,4 +1,4 @@
--- File handles and directory operations (reference §7.6, §10; docs/files.md).
+-- File handles and directory operations (docs/files.md).
 local C = _provium_c
 local P = _provium
 local fs = C.fs

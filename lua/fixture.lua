@@ -1,4 +1,4 @@
--- Persistent fixtures (reference §19, docs/fixtures.md): provium:vm_fixture
+-- Persistent fixtures (docs/fixtures.md): provium:vm_fixture
 -- and the build of a fixture file in its own process.
 local C = _provium_c
 local P = _provium

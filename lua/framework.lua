@@ -1,4 +1,4 @@
--- The test framework (reference §3): test, todo, wait_until, the `t`
+-- The test framework (docs/writing-tests.md): test, todo, wait_until, the `t`
 -- context, and the per-file runner that C calls.
 local C = _provium_c
 local P = _provium
@@ -174,7 +174,7 @@ local function filter_reason(meta)
     end
 end
 
--- Why a test does not run, in the order of reference §22.
+-- Why a test does not run, in the order docs/cli.md gives.
 local function skip_reason(meta)
     local s = meta.skip
     if type(s) == "string" then return "skipped: " .. s end
@@ -275,7 +275,7 @@ local function run_test(t)
     return rec
 end
 
--- The event stream (reference §21): test_started, then one of test_passed,
+-- The event stream (docs/events.md): test_started, then one of test_passed,
 -- test_failed or test_skipped, for every test.
 local function run_test_with_events(t)
     local meta = t.meta

@@ -1,4 +1,4 @@
--- Labs: resource ownership and scopes (reference §4-§6). The root lab is the
+-- Labs: resource ownership and scopes (docs/writing-tests.md#scopes-and-labs). The root lab is the
 -- global `provium`; each test body runs in a sub-lab whose parent is the root.
 local C = _provium_c
 local P = _provium

@@ -1,6 +1,6 @@
--- vm:run_async and Process (reference §8), the agent's Tail streams
--- (§17: tail_file, fd_stream, file:tail_stream, process streams),
--- vm:syscall_async and the resource accessors of §7.9 (docs/processes.md,
+-- vm:run_async and Process (docs/processes.md), the agent's Tail streams
+-- (tail_file, fd_stream, file:tail_stream, process streams),
+-- vm:syscall_async and the resource accessors (docs/processes.md,
 -- docs/streams.md).
 local C = _provium_c
 local P = _provium
@@ -243,7 +243,7 @@ function Pending:await(timeout)
     return self.res
 end
 
--- Accessors (reference §7.9): what the test holds open in the agent.
+-- Accessors (docs/processes.md): what the test holds open in the agent.
 local function count(vm, pred)
     local n = 0
     for obj, owner in pairs(live) do

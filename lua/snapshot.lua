@@ -1,4 +1,4 @@
--- vm:snapshot and vm:restore (reference §7.5, §13; docs/snapshots.md).
+-- vm:snapshot and vm:restore (docs/snapshots.md).
 local C = _provium_c
 local P = _provium
 local V = C.vm_mt.__index
@@ -74,7 +74,7 @@ function V:restore(snap)
     return self
 end
 
--- provium.reset_between_tests (reference §3): every booted VM of the root
+-- provium.reset_between_tests (docs/writing-tests.md): every booted VM of the root
 -- lab saved once the file's top level has run, and put back after each test.
 function P.baseline(root)
     local vms, live = {}, {}

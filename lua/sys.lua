@@ -1,4 +1,4 @@
--- vm:syscall and vm:ioctl call shapes (reference §7.7; docs/syscalls.md).
+-- vm:syscall and vm:ioctl call shapes (docs/syscalls.md).
 local C = _provium_c
 local P = _provium
 local V = C.vm_mt.__index

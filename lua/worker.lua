@@ -1,4 +1,4 @@
--- vm:spawn_worker and Worker (reference §9, decisions §4; docs/workers.md).
+-- vm:spawn_worker and Worker (docs/workers.md).
 -- A worker is another agent process in the guest, with the credentials the
 -- test asked for. Every guest operation of a VM is also a worker's: the
 -- same functions, given the Worker where they take a VM.

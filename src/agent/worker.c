@@ -1,4 +1,4 @@
-/* Workers (decisions §4). PV_WORKER starts another agent process with the
+/* Workers (docs/workers.md). PV_WORKER starts another agent process with the
  * credentials the test asked for (uid, gid, groups, capabilities,
  * no_new_privs, cwd, environment), connected to this agent by a socketpair.
  * PV_VIA hands it a request; the frames it sends back pass through here

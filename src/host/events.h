@@ -1,4 +1,4 @@
-/* The event stream (reference §21, docs/events.md): frames of a 4-byte
+/* The event stream (docs/events.md): frames of a 4-byte
  * big-endian length and a msgpack map {ts, kind, payload}, written to a
  * file (--save-events), stdout (--events-stdout) and every client of a
  * Unix socket (--events-socket). One stream per run, in the runner

@@ -1,4 +1,4 @@
-/* Which files and tests run (reference §22 "Filter precedence",
+/* Which files and tests run (docs/cli.md "Filter precedence",
  * docs/cli.md): the file-level filters applied to the discovered files,
  * the per-test ones handed to each file's Lua state, sharding, and the
  * rerun state of --rerun-failed. */

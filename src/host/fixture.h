@@ -1,4 +1,4 @@
-/* Persistent fixtures (reference §19, docs/fixtures.md): a *.fixture.lua
+/* Persistent fixtures (docs/fixtures.md): a *.fixture.lua
  * file that boots and prepares a VM and returns its snapshot, built once
  * per cache key and restored by every test file that asks for it. */
 #pragma once

@@ -1,4 +1,4 @@
-/* The resource pool of a run (reference §20, docs/running.md): memory and
+/* The resource pool of a run (docs/running.md): memory and
  * vCPUs that files reserve before they start and give back when they end,
  * the claims files declare, CPU pressure, and KSM. */
 #pragma once

@@ -111,7 +111,7 @@ static json_t *copy_or(json_t *v, json_t *fallback)
     return fallback;
 }
 
-/* One --json line: the shape of reference §22. */
+/* One --json line: the shape docs/cli.md gives. */
 static json_t *json_line(const struct file_result *f, long failed)
 {
     json_t *tests = json_array();

@@ -1,4 +1,4 @@
-/* Results as people and CI read them: the human format of reference §22
+/* Results as people and CI read them: the human format of docs/cli.md
  * (PASS/FAIL/TIME lines, indented failures, the summary line) and --json
  * lines. Each file is printed whole when it ends. */
 #pragma once

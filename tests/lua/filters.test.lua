@@ -1,4 +1,4 @@
--- Which files and tests run (reference §22, docs/cli.md): --filter,
+-- Which files and tests run (docs/cli.md): --filter,
 -- --rerun-failed, --since, --shard, and the per-test tag filters.
 local meta = require("lib.meta")
 

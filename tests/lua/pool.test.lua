@@ -1,4 +1,4 @@
--- The pool and claims (reference §20, docs/running.md): files reserve their
+-- The pool and claims (docs/running.md): files reserve their
 -- claim before they start, so files that do not fit together wait.
 local meta = require("lib.meta")
 

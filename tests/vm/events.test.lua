@@ -1,4 +1,4 @@
--- The event stream (reference §21, docs/events.md), decoded by Debian's
+-- The event stream (docs/events.md), decoded by Debian's
 -- python3-msgpack (tests/lib/events_dump.py), and its guarantees.
 local meta = require("lib.meta")
 

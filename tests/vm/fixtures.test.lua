@@ -1,4 +1,4 @@
--- Persistent fixtures (reference §19, docs/fixtures.md), in a project of
+-- Persistent fixtures (docs/fixtures.md), in a project of
 -- their own so that the cache starts empty.
 local meta = require("lib.meta")
 

@@ -1,4 +1,4 @@
--- provium.reset_between_tests (reference §3, docs/snapshots.md): each test
+-- provium.reset_between_tests (docs/snapshots.md): each test
 -- starts from the machine as the file's top level left it.
 provium.reset_between_tests = true
 local vm = provium:vm("r", "default"):boot()

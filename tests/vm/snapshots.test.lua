@@ -1,4 +1,4 @@
--- vm:snapshot and vm:restore (reference §7.5, §13; docs/snapshots.md): the
+-- vm:snapshot and vm:restore (docs/snapshots.md): the
 -- agent's state survives, live streams refuse, mismatches are named.
 provium:claim { memory = "1500M", cpus = 1 }
 local meta = require("lib.meta")

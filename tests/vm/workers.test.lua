@@ -1,4 +1,4 @@
--- Workers (reference §9, decisions §4): agent processes with their own
+-- Workers (docs/workers.md): agent processes with their own
 -- credentials, on one VM.
 local vm = provium:vm("w", "default"):boot()
 local sys = provium.sys

@@ -1,4 +1,4 @@
-/* The Worker userdata (reference §9, decisions §4): a handle on a worker
+/* The Worker userdata (docs/workers.md): a handle on a worker
  * agent in the guest, with the VM userdata as user value 1. Every guest
  * operation takes a Worker where it takes a VM (l_checktarget): its requests
  * go to the worker (struct target's worker). Its methods and option checks are in
