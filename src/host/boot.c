@@ -1,6 +1,7 @@
 #include "boot.h"
 
 #include <fcntl.h>
+#include <poll.h>
 #include <stdio.h>
 #include <sys/file.h>
 #include <sys/stat.h>
@@ -342,9 +343,20 @@ static int run_build(const struct profile *p, struct pv_err *err)
 {
     _cleanup_free_ char *lockpath = xasprintf("%s/build-%s.lock", vm_globals.rundir, p->name);
     _cleanup_free_ char *done = xasprintf("%s/build-%s.done", vm_globals.rundir, p->name);
+    /* the build, and the wait for another file's, end with the test's
+     * deadline (or VM_WAIT_DEFAULT_S outside a test) */
+    int64_t deadline = now_ms() + vm_wait_ms(-1);
     _cleanup_close_ int lock = open(lockpath, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
-    if (lock < 0 || flock(lock, LOCK_EX) < 0)
+    if (lock < 0)
         return pv_err_set(err, errno, "%s: %s", lockpath, strerror(errno));
+    while (flock(lock, LOCK_EX | LOCK_NB) < 0) {
+        if (errno != EWOULDBLOCK && errno != EINTR)
+            return pv_err_set(err, errno, "%s: %s", lockpath, strerror(errno));
+        if (now_ms() >= deadline)
+            return pv_err_set(err, ETIMEDOUT,
+                              "profile `%s`: another file's build did not end in time", p->name);
+        poll(NULL, 0, 50);
+    }
     if (access(done, F_OK) == 0)
         return 0;
     _cleanup_free_ char *out = out_dir(p);
@@ -358,7 +370,8 @@ static int run_build(const struct profile *p, struct pv_err *err)
     argv[argc] = NULL;
     struct buf log = BUF_INIT;
     int status = 0;
-    int r = spawn_run((const char *const *)argv, p->dir, &log, 64 << 10, 0, &status, err);
+    int r = spawn_run((const char *const *)argv, p->dir, &log, 64 << 10,
+                      (int)MAX(deadline - now_ms(), 1), &status, err);
     if (r == 0 && status != 0) {
         char how[64];
         spawn_describe_status(status, how, sizeof(how));

@@ -294,9 +294,10 @@ static int config_timeout(const struct config_ctx *x, const char *key, const str
         return config_wrong_type(x, key, v, "a number of seconds or a duration string");
     }
     /* 0 would read as "unset" in struct profile, so it is not accepted. */
-    if (!isfinite(d) || d <= 0)
-        return config_invalid(x, v->line, "%s in %s must be a positive number of seconds", key,
-                              x->where);
+    if (!isfinite(d) || d <= 0 || d > PV_DURATION_MAX)
+        return config_invalid(x, v->line,
+                              "%s in %s must be a positive number of seconds, at most %.0f", key,
+                              x->where, PV_DURATION_MAX);
     *ret = d;
     return 0;
 }

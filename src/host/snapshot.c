@@ -20,10 +20,16 @@
 #define SNAP_MAGIC "PROVIUM-SNAPSHOT 1\n"
 #define SNAP_HEADER_MAX (64u << 10)
 
+/* How long a migration may take, compression included. */
+static int64_t migration_deadline(void)
+{
+    return now_ns() + (int64_t)(120e9 * vm_globals.timeout_scale);
+}
+
 /* Wait for the migration to end: 0 when it completed. */
 static int wait_migration(struct vm *vm, const char *what, struct pv_err *err)
 {
-    int64_t deadline = now_ns() + (int64_t)(120e9 * vm_globals.timeout_scale);
+    int64_t deadline = migration_deadline();
     /* a boot cache's stream ends within milliseconds: ask often at first */
     for (int ms = 1;; ms = MIN(ms * 2, 20)) {
         json_t *ret = NULL;
@@ -125,7 +131,7 @@ static int save_machine(struct vm *vm, const char *path, const char *ram, struct
         close(p[1]);
         return r;
     }
-    if ((r = zpipe_start(&z, p[0], zfd, true, err)) < 0) {
+    if ((r = zpipe_start(&z, p[0], zfd, true, migration_deadline(), err)) < 0) {
         close(p[1]);
         return r;
     }
@@ -303,7 +309,7 @@ static int stream_in(struct vm *vm, const char *path, int fd, bool zstd, bool ra
                 close(p[0]);
                 close(p[1]);
             }
-        } else if ((r = zpipe_start(&z, zfd, p[1], false, err)) < 0) {
+        } else if ((r = zpipe_start(&z, zfd, p[1], false, migration_deadline(), err)) < 0) {
             close(p[0]);
         } else {
             qfd = p[0];

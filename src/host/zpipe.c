@@ -1,13 +1,34 @@
 #include "zpipe.h"
 
 #include <fcntl.h>
+#include <poll.h>
 #include <stdio.h>
 #include <zstd.h>
 
-static int put(int fd, const void *p, size_t n)
+/* Wait until fd is ready, at most until the copy's deadline: a QEMU that
+ * neither reads nor closes its end cannot hold the thread, nor its join. */
+static int ready(const struct zpipe *z, int fd, short events)
+{
+    for (;;) {
+        int64_t left = (z->deadline_ns - now_ns()) / 1000000;
+        if (left <= 0)
+            return -ETIMEDOUT;
+        struct pollfd p = {fd, events, 0};
+        int n = poll(&p, 1, (int)MIN(left, INT32_MAX));
+        if (n > 0)
+            return 0;
+        if (n < 0 && errno != EINTR)
+            return -errno;
+    }
+}
+
+static int put(const struct zpipe *z, int fd, const void *p, size_t n)
 {
     const char *s = p;
     while (n) {
+        int r = ready(z, fd, POLLOUT);
+        if (r < 0)
+            return r;
         ssize_t w = write(fd, s, n);
         if (w < 0 && errno == EINTR)
             continue;
@@ -37,6 +58,12 @@ static int copy_compress(struct zpipe *z)
     char *ibuf = xmalloc(inlen), *obuf = xmalloc(outlen);
     int r = 0;
     for (bool last = false; !last && r == 0;) {
+        int w = ready(z, z->in, POLLIN);
+        if (w < 0) {
+            r = fail(z, w, "%s", w == -ETIMEDOUT ? "the stream stalled past its deadline"
+                                                 : strerror(-w));
+            break;
+        }
         ssize_t n = read(z->in, ibuf, inlen);
         if (n < 0 && errno == EINTR)
             continue;
@@ -52,7 +79,7 @@ static int copy_compress(struct zpipe *z)
             size_t left = ZSTD_compressStream2(c, &out, &in, last ? ZSTD_e_end : ZSTD_e_continue);
             if (ZSTD_isError(left))
                 r = fail(z, -EIO, "zstd: %s", ZSTD_getErrorName(left));
-            else if ((r = put(z->out, obuf, out.pos)) < 0)
+            else if ((r = put(z, z->out, obuf, out.pos)) < 0)
                 fail(z, r, "writing: %s", strerror(-r));
             z->bytes_out += out.pos;
             done = last ? left == 0 : in.pos == in.size;
@@ -74,6 +101,12 @@ static int copy_decompress(struct zpipe *z)
     int r = 0;
     size_t pending = 1; /* zstd's hint: 0 once a frame is complete */
     for (;;) {
+        int w = ready(z, z->in, POLLIN);
+        if (w < 0) {
+            r = fail(z, w, "%s", w == -ETIMEDOUT ? "the stream stalled past its deadline"
+                                                 : strerror(-w));
+            break;
+        }
         ssize_t n = read(z->in, ibuf, inlen);
         if (n < 0 && errno == EINTR)
             continue;
@@ -93,7 +126,7 @@ static int copy_decompress(struct zpipe *z)
             pending = ZSTD_decompressStream(d, &out, &in);
             if (ZSTD_isError(pending))
                 r = fail(z, -EBADMSG, "zstd: %s", ZSTD_getErrorName(pending));
-            else if ((r = put(z->out, obuf, out.pos)) < 0)
+            else if ((r = put(z, z->out, obuf, out.pos)) < 0)
                 fail(z, r, "writing: %s", strerror(-r));
             z->bytes_out += out.pos;
         }
@@ -115,9 +148,10 @@ static void *run(void *arg)
     return NULL;
 }
 
-int zpipe_start(struct zpipe *z, int in, int out, bool compress, struct pv_err *err)
+int zpipe_start(struct zpipe *z, int in, int out, bool compress, int64_t deadline_ns,
+                struct pv_err *err)
 {
-    *z = (struct zpipe){.in = in, .out = out, .compress = compress};
+    *z = (struct zpipe){.in = in, .out = out, .compress = compress, .deadline_ns = deadline_ns};
     /* a bigger pipe: fewer hand-offs between the thread and QEMU */
     fcntl(compress ? in : out, F_SETPIPE_SZ, 1 << 20);
     int e = pthread_create(&z->thread, NULL, run, z);

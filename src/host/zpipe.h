@@ -11,13 +11,15 @@ struct zpipe {
     pthread_t thread;
     int in, out; /* owned: closed when the copy ends */
     bool compress;
+    int64_t deadline_ns; /* the copy gives up then (-ETIMEDOUT): a join never hangs */
     int result; /* 0, or -errno (-EBADMSG: not a valid zstd stream) */
     char why[128];
     uint64_t bytes_in, bytes_out;
 };
 
-/* Start copying in to out (compressing at zstd level 1, or decompressing).
- * Returns 0, or -errno with both fds closed. */
-int zpipe_start(struct zpipe *z, int in, int out, bool compress, struct pv_err *err);
+/* Start copying in to out (compressing at zstd level 1, or decompressing),
+ * until deadline_ns at most. Returns 0, or -errno with both fds closed. */
+int zpipe_start(struct zpipe *z, int in, int out, bool compress, int64_t deadline_ns,
+                struct pv_err *err);
 /* Wait for the copy to end: 0, or -errno with err saying why. */
 int zpipe_join(struct zpipe *z, const char *what, struct pv_err *err);

@@ -85,11 +85,12 @@ static int l_send(lua_State *L)
     size_t len, off = 0;
     const char *data = luaL_checklstring(L, 2, &len);
     double t = luaL_checknumber(L, 3);
-    int64_t deadline = t > 0 ? now_ns() + (int64_t)(t * 1e9) : 0;
+    /* no timeout of its own: the test's deadline (vm_wait_ms) */
+    int64_t deadline = now_ns() + (int64_t)vm_wait_ms(t > 0 ? t : -1) * 1000000;
     while (off < len) {
         struct pollfd p = {c->fd, POLLOUT, 0};
-        int64_t left = deadline ? (deadline - now_ns()) / 1000000 : -1;
-        if (deadline && left <= 0)
+        int64_t left = (deadline - now_ns()) / 1000000;
+        if (left <= 0)
             return luaL_error(L, "console:write: timed out after %d of %d bytes", (int)off,
                               (int)len);
         if (poll(&p, 1, (int)left) <= 0)

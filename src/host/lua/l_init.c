@@ -50,8 +50,11 @@ static int l_set_deadline(lua_State *L)
         return 0;
     }
     double s = luaL_checknumber(L, 1);
+    if (!(s >= 0)) /* NaN too */
+        return luaL_argerror(L, 1, "must be a non-negative number of seconds");
     snprintf(deadline_msg, sizeof(deadline_msg), "%s", luaL_optstring(L, 2, "timed out"));
-    deadline_ns = now_ns() + (int64_t)(s * 1e9);
+    /* a bound, so that a huge limit cannot wrap into a deadline in the past */
+    deadline_ns = now_ns() + (int64_t)(MIN(s, PV_DURATION_MAX) * 1e9);
     vm_globals.op_deadline_ns = deadline_ns;
     lua_sethook(L, deadline_hook, LUA_MASKCOUNT, 10000);
     return 0;
@@ -63,7 +66,7 @@ static int l_sleep(lua_State *L)
     double s = luaL_checknumber(L, 1);
     if (!isfinite(s) || s < 0)
         return luaL_argerror(L, 1, "sleep needs a finite, non-negative number");
-    int64_t until = now_ns() + (int64_t)(s * 1e9);
+    int64_t until = now_ns() + (int64_t)(MIN(s, PV_DURATION_MAX) * 1e9);
     for (;;) {
         int64_t left = until - now_ns();
         if (deadline_ns && now_ns() >= deadline_ns)

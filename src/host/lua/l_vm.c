@@ -141,8 +141,9 @@ static double num_or_duration(lua_State *L, int idx, const char *what)
 {
     if (lua_type(L, idx) == LUA_TNUMBER) {
         double v = lua_tonumber(L, idx);
-        if (!isfinite(v) || v < 0)
-            luaL_error(L, "%s must be a non-negative number of seconds, got %f", what, v);
+        if (!isfinite(v) || v < 0 || v > PV_DURATION_MAX)
+            luaL_error(L, "%s must be a number of seconds from 0 to %.0f, got %f", what,
+                       PV_DURATION_MAX, v);
         return v;
     }
     if (lua_type(L, idx) == LUA_TSTRING) {
@@ -189,7 +190,8 @@ static void parse_opts(lua_State *L, int idx, struct boot_opts *o)
             o->agent_timeout = num_or_duration(L, -1, "boot opts: agent_timeout");
         } else if (!strcmp(k, "initial_time")) {
             double v = lua_tonumber(L, -1);
-            if (lua_type(L, -1) != LUA_TNUMBER || !isfinite(v))
+            /* within what an i64 of nanoseconds holds (year 2262) */
+            if (lua_type(L, -1) != LUA_TNUMBER || !isfinite(v) || fabs(v) > 9.2e9)
                 luaL_error(L, "boot opts: initial_time must be a finite number of seconds since "
                               "the epoch");
             o->has_initial_time = true;
