@@ -2,7 +2,7 @@
 #   make                      build ./provium (host, with the static agent embedded)
 #   make DEVELOPER=1          strict warnings, -Werror
 #   make SANITIZE=address,undefined
-#   make deps | demo | check | bench | fuzz | install PREFIX=/usr/local | clean
+#   make deps | demo | check | bench | fuzz | format | install PREFIX=/usr/local | clean
 
 PREFIX ?= /usr/local
 CC ?= gcc
@@ -184,6 +184,11 @@ bench: deps
 fuzz:
 	@tests/fuzz/run-libfuzzer $(or $(FUZZ_SECONDS),60) $(FUZZ_TARGETS)
 
+# The tree's format is .clang-format's (docs/architecture.md#format).
+FORMAT_SRCS = $(wildcard src/*/*.[ch] src/host/lua/*.[ch] tests/unit/*.[ch] tests/fuzz/*.[ch])
+format:
+	clang-format -i $(FORMAT_SRCS)
+
 print-lib-srcs:
 	@echo $(filter-out %/main.c,$(LIB_SRCS))
 
@@ -195,5 +200,5 @@ clean:
 	rm -rf $(B) provium
 
 FORCE:
-.PHONY: all provium deps demo check bench fuzz install clean units fuzzers kernel print-lib-srcs FORCE
+.PHONY: all provium deps demo check bench fuzz format install clean units fuzzers kernel print-lib-srcs FORCE
 -include $(shell find $(B)/host $(B)/san -name '*.d' 2>/dev/null)

@@ -83,3 +83,22 @@ test("push_file and pull_file stream a 40 MiB file", function(t)
     vm:unlink("/tmp/big")
     meta.rmdir(d)
 end)
+
+test("read_file, file:read_all and pull_file stop at max_size", function(t)
+    vm:run("head -c 100000 /dev/zero > /tmp/mx"):assert_ok()
+    t:assert_eq(#vm:read_file("/tmp/mx", { max_size = 100000 }), 100000)
+    t:assert_contains(t:assert_raises(function() vm:read_file("/tmp/mx", { max_size = 99999 }) end),
+        "read_file: /tmp/mx: larger than max_size (99999 bytes)")
+    local f <close> = vm:open_file("/tmp/mx", { read = true })
+    t:assert_contains(t:assert_raises(function() f:read_all({ max_size = 1000 }) end),
+        "file:read_all: /tmp/mx: larger than max_size (1000 bytes)")
+    local d = meta.tmpdir()
+    t:assert_contains(t:assert_raises(function() vm:pull_file("/tmp/mx", d .. "/mx", { max_size = 4096 }) end),
+        "pull_file: /tmp/mx: larger than max_size (4096 bytes)")
+    t:assert_eq(io.open(d .. "/mx"), nil, "the cut-short host file is removed")
+    vm:pull_file("/tmp/mx", d .. "/mx", { max_size = 100000 })
+    t:assert_eq(#io.open(d .. "/mx", "rb"):read("a"), 100000)
+    t:assert_contains(t:assert_raises(function() vm:read_file("/tmp/mx", { max_size = -1 }) end),
+        "max_size must be a non-negative integer")
+    meta.rmdir(d)
+end)

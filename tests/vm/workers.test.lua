@@ -157,3 +157,18 @@ test("a reset ends every worker", function(t)
     t:assert_eq(w:state(), "exited")
     t:assert_eq(vm:spawn_worker():run("echo new").stdout, "new\n")
 end)
+
+test("a finalizer never switches where a request goes", function(t)
+    -- Pending calls of a worker that become garbage are finalized in the
+    -- middle of other calls (GC on every allocation here). Each request
+    -- names its target, so the VM's own requests still run as root.
+    local w = vm:spawn_worker { uid = 1000 }
+    collectgarbage("incremental", 1, 1000)
+    for _ = 1, 30 do
+        for _ = 1, 5 do w:syscall_async(sys.getpid) end
+        t:assert_eq(vm:run("id -u").stdout, "0\n")
+    end
+    collectgarbage("incremental", 200, 100)
+    t:assert_eq(w:run("id -u").stdout, "1000\n")
+    w:close()
+end)
