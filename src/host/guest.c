@@ -386,28 +386,34 @@ int guest_open(const struct target *t, const char *path, uint32_t bits, uint32_t
     return r;
 }
 
-int guest_fread(const struct target *t, uint64_t handle, uint32_t max, struct buf *out,
-                struct pv_err *err)
+/* FRead and ReadMem: u64 what, u32 max -> bytes, at most max of them. */
+static int bytes_call(const struct target *t, const char *op, uint16_t type, uint64_t what,
+                      uint32_t max, struct buf *out, struct pv_err *err)
 {
     struct buf b = BUF_INIT, reply = BUF_INIT;
     struct pv_wr w = {&b};
-    max = MIN(max, GUEST_FREAD_MAX);
-    pv_put_u64(&w, handle);
+    pv_put_u64(&w, what);
     pv_put_u32(&w, max);
-    int r = call(t, "file:read", PV_FREAD, &b, GUEST_SHORT_S, NULL, NULL, &reply, err);
+    int r = call(t, op, type, &b, GUEST_SHORT_S, NULL, NULL, &reply, err);
     if (r == 0) {
         struct pv_rd rd;
         pv_rd_init(&rd, reply.data, reply.len);
         size_t n;
         const void *p = pv_get_bytes(&rd, &n);
         if (pv_rd_done(&rd) < 0 || n > max)
-            r = bad_reply(t, "file:read", err);
+            r = bad_reply(t, op, err);
         else
             buf_add(out, p, n);
     }
     buf_release(&b);
     buf_release(&reply);
     return r;
+}
+
+int guest_fread(const struct target *t, uint64_t handle, uint32_t max, struct buf *out,
+                struct pv_err *err)
+{
+    return bytes_call(t, "file:read", PV_FREAD, handle, MIN(max, GUEST_FREAD_MAX), out, err);
 }
 
 int guest_fwrite(const struct target *t, uint64_t handle, const void *data, size_t len,
@@ -614,24 +620,7 @@ int guest_syscall(const struct target *t, const struct guest_syscall_req *req,
 int guest_read_mem(const struct target *t, uint64_t addr, uint32_t len, struct buf *out,
                    struct pv_err *err)
 {
-    struct buf b = BUF_INIT, reply = BUF_INIT;
-    struct pv_wr w = {&b};
-    pv_put_u64(&w, addr);
-    pv_put_u32(&w, len);
-    int r = call(t, "read_mem", PV_READ_MEM, &b, GUEST_SHORT_S, NULL, NULL, &reply, err);
-    if (r == 0) {
-        struct pv_rd rd;
-        pv_rd_init(&rd, reply.data, reply.len);
-        size_t n;
-        const void *p = pv_get_bytes(&rd, &n);
-        if (pv_rd_done(&rd) < 0 || n > len)
-            r = bad_reply(t, "read_mem", err);
-        else
-            buf_add(out, p, n);
-    }
-    buf_release(&b);
-    buf_release(&reply);
-    return r;
+    return bytes_call(t, "read_mem", PV_READ_MEM, addr, len, out, err);
 }
 
 int guest_write_mem(const struct target *t, uint64_t addr, const void *data, size_t len,

@@ -50,6 +50,9 @@ int l_raise_guest(lua_State *L, const struct target *t, const char *op, const ch
 /* Raise a Lua error from a pv_err ("<what>: <message>"). */
 int l_raise_err(lua_State *L, const char *what, const struct pv_err *err);
 
+/* A zeroed userdata of size bytes (pushed) whose metatable mt has gc as
+ * its __gc: C state a raise cannot leak. */
+void *l_newudata(lua_State *L, size_t size, const char *mt, lua_CFunction gc);
 /* A buf owned by a userdata (pushed), so that a raise frees it. */
 struct buf *l_newbuf(lua_State *L);
 /* Push b as a string and release it; returns 1 (a C function's result count). */

@@ -41,14 +41,7 @@ static int sys_call_gc(lua_State *L)
 /* A sys_call owned by a userdata (pushed). */
 static struct sys_call *new_call(lua_State *L)
 {
-    struct sys_call *c = lua_newuserdatauv(L, sizeof(*c), 0);
-    memset(c, 0, sizeof(*c));
-    if (luaL_newmetatable(L, "provium.syscall")) {
-        lua_pushcfunction(L, sys_call_gc);
-        lua_setfield(L, -2, "__gc");
-    }
-    lua_setmetatable(L, -2);
-    return c;
+    return l_newudata(L, sizeof(struct sys_call), "provium.syscall", sys_call_gc);
 }
 
 /* Decode the arguments of _provium_c.syscall (vm, nr, args, bufs, ptrs,

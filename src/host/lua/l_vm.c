@@ -87,16 +87,21 @@ static int buf_gc(lua_State *L)
     return 0;
 }
 
-struct buf *l_newbuf(lua_State *L)
+void *l_newudata(lua_State *L, size_t size, const char *mt, lua_CFunction gc)
 {
-    struct buf *b = lua_newuserdatauv(L, sizeof(*b), 0);
-    memset(b, 0, sizeof(*b));
-    if (luaL_newmetatable(L, "provium.buf")) {
-        lua_pushcfunction(L, buf_gc);
+    void *p = lua_newuserdatauv(L, size, 0);
+    memset(p, 0, size);
+    if (luaL_newmetatable(L, mt)) {
+        lua_pushcfunction(L, gc);
         lua_setfield(L, -2, "__gc");
     }
     lua_setmetatable(L, -2);
-    return b;
+    return p;
+}
+
+struct buf *l_newbuf(lua_State *L)
+{
+    return l_newudata(L, sizeof(struct buf), "provium.buf", buf_gc);
 }
 
 size_t l_checkcount(lua_State *L, int i, size_t max, const char *what)
@@ -644,14 +649,8 @@ static int run_result_gc(lua_State *L)
 
 struct guest_run_result *l_new_run_result(lua_State *L)
 {
-    struct guest_run_result *res = lua_newuserdatauv(L, sizeof(*res), 0);
-    memset(res, 0, sizeof(*res));
-    if (luaL_newmetatable(L, "provium.run_result_buf")) {
-        lua_pushcfunction(L, run_result_gc);
-        lua_setfield(L, -2, "__gc");
-    }
-    lua_setmetatable(L, -2);
-    return res;
+    return l_newudata(L, sizeof(struct guest_run_result), "provium.run_result_buf",
+                      run_result_gc);
 }
 
 /* _provium_c.run(vm, argv_table, opts_table) -> RunResult. The Lua wrapper
