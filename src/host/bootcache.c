@@ -1,5 +1,7 @@
 #include "bootcache.h"
 
+#include <dirent.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
@@ -64,6 +66,19 @@ static void hold(const struct vm *vm, int fd)
     holds[nholds++] = (struct hold){vm, fd};
 }
 
+/* The entry's files are the guest's memory: its owner's alone. vm.c writes
+ * the RAM file 0644 (umask applied); the rest 0600. */
+static void make_private(const char *dir)
+{
+    DIR *d = opendir(dir);
+    struct dirent *e;
+    while (d && (e = readdir(d)))
+        if (e->d_name[0] != '.')
+            fchmodat(dirfd(d), e->d_name, 0600, AT_SYMLINK_NOFOLLOW);
+    if (d)
+        closedir(d);
+}
+
 /* Boot vm cold with plan b and save the boot as entry, which stops the VM:
  * 0 when saved, with *ret_use the entry in use (cache_use); 1 when the cache
  * could not take it (nothing is installed); -errno when the boot failed. */
@@ -83,7 +98,7 @@ static int save(struct vm *vm, const struct vm_boot *b, const char *dir, const c
                  (unsigned long long)(b->memory >> 20));
     else if (cache_work_open(dir, &work, &serr) < 0)
         snprintf(why, sizeof(why), "%s", serr.msg);
-    else if (mkdir((tmp = xasprintf("%s/%s", work.path, strrchr(entry, '/') + 1)), 0755) < 0)
+    else if (mkdir((tmp = xasprintf("%s/%s", work.path, strrchr(entry, '/') + 1)), 0700) < 0)
         snprintf(why, sizeof(why), "%s: %s", tmp, strerror(errno));
     else {
         vm->quiet = true; /* the VM the test gets is the resume that follows */
@@ -92,6 +107,7 @@ static int save(struct vm *vm, const struct vm_boot *b, const char *dir, const c
         if (r > 0)
             snprintf(why, sizeof(why), "%s", err->msg);
         if (r == 0) {
+            make_private(tmp);
             int use = cache_install(tmp, entry, &serr);
             if (use == -EEXIST) /* a peer saved the same boot first: that one, then */
                 use = cache_use(entry);
@@ -142,7 +158,7 @@ int bootcache_boot(struct vm *vm, const struct vm_boot *base, const struct vm_bo
         if (use < 0) {
             if (unwritable)
                 return vm_boot(vm, plan, err);
-            if ((r = mkdir_p(dir, 0755)) < 0) {
+            if ((r = mkdir_p(dir, 0700)) < 0) {
                 unsaved(vm, strerror(-r));
                 return vm_boot(vm, plan, err);
             }

@@ -1,5 +1,5 @@
 /* The cache of snapshots that fixtures (fixture.c) and the boot cache
- * (bootcache.c) share: one directory, cache_dir, holding
+ * (bootcache.c) share: one directory, cache_dir (made 0700), holding
  *   <key>.snap      a VM fixture
  *   <key>.lab/      a lab fixture (lab.json and one .snap per VM)
  *   <key>.boot/     a cached boot (vm.snap, ram and the boot's logs)

@@ -359,7 +359,7 @@ static int record(const struct config *cfg, const char *base, const char *work,
     struct buf names = BUF_INIT;
     int r = read_file(from, 1u << 20, &names);
     if (r == 0)
-        r = write_file_atomic(to, names.data ? names.data : "", names.len, 0644);
+        r = write_file_atomic(to, names.data ? names.data : "", names.len, 0600);
     buf_release(&names);
     return r < 0 ? pv_err_set(err, -r, "%s: %s", to, strerror(-r)) : 0;
 }
@@ -427,7 +427,7 @@ int fixture_get(const struct config *cfg, const char *name, const char *from_dir
     int r = keys(cfg, path, key, base, err);
     if (r < 0)
         return r;
-    if ((r = mkdir_p(cfg->cache_dir, 0755)) < 0)
+    if ((r = mkdir_p(cfg->cache_dir, 0700)) < 0)
         return pv_err_set(err, -r, "fixture cache %s: %s", cfg->cache_dir, strerror(-r));
     char *entry = entry_path(cfg, key, lab);
     if (use_entry(entry, lab)) {
@@ -438,7 +438,7 @@ int fixture_get(const struct config *cfg, const char *name, const char *from_dir
     /* one lock per fixture source: its key is only known after a build */
     _cleanup_free_ char *lockp = xasprintf("%s/%s.%s.lock", cfg->cache_dir, base,
                                            lab ? "lab" : "snap");
-    _cleanup_close_ int lock = open(lockp, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+    _cleanup_close_ int lock = open(lockp, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
     if (lock < 0)
         return pv_err_set(err, errno, "%s: %s", lockp, strerror(errno));
     if (flock(lock, LOCK_EX | LOCK_NB) < 0) {

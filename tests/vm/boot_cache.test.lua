@@ -130,6 +130,22 @@ end)
     meta.rmdir(d)
 end)
 
+test("the cache is its owner's alone: directories 0700, files 0600", function(t)
+    local d = project(1)
+    local _, out, code = run(d)
+    t:assert_eq(code, 0, out)
+    local entry = io.popen("ls -d " .. meta.quote(d) .. "/cache/*.boot"):read("l")
+    local function mode(p) return io.popen("stat -c %a " .. meta.quote(p)):read("l") end
+    -- the RAM file is the guest's memory: whatever it held (keys, passwords)
+    t:assert_eq(mode(entry .. "/ram"), "600")
+    t:assert_eq(mode(entry .. "/vm.snap"), "600")
+    t:assert_eq(mode(entry .. "/serial.log"), "600")
+    t:assert_eq(mode(entry), "700")
+    t:assert_eq(mode(d .. "/cache"), "700")
+    t:assert_eq(mode(d .. "/cache/tmp"), "700")
+    meta.rmdir(d)
+end)
+
 test("eviction skips a boot in use: a VM resumed from it holds it while it runs", function(t)
     local d = project(1)
     -- f1's VM resumes the entry, then runs until told to stop
