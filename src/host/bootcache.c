@@ -1,5 +1,7 @@
 #include "bootcache.h"
 
+#include <dirent.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
@@ -38,25 +40,65 @@ static void unsaved(struct vm *vm, const char *why)
     unwritable = true;
 }
 
+/* The entry each VM's QEMU maps its RAM from, in use (cache_use) for as
+ * long as that QEMU may run, so that no eviction takes it meanwhile. */
+struct hold {
+    const struct vm *vm;
+    int fd;
+};
+static struct hold *holds;
+static size_t nholds;
+
+void bootcache_release(const struct vm *vm)
+{
+    for (size_t i = 0; i < nholds; i++)
+        if (holds[i].vm == vm) {
+            close(holds[i].fd);
+            holds[i] = holds[--nholds];
+            return;
+        }
+}
+
+static void hold(const struct vm *vm, int fd)
+{
+    bootcache_release(vm);
+    holds = xrealloc(holds, (nholds + 1) * sizeof(*holds));
+    holds[nholds++] = (struct hold){vm, fd};
+}
+
+/* The entry's files are the guest's memory: its owner's alone. vm.c writes
+ * the RAM file 0644 (umask applied); the rest 0600. */
+static void make_private(const char *dir)
+{
+    DIR *d = opendir(dir);
+    struct dirent *e;
+    while (d && (e = readdir(d)))
+        if (e->d_name[0] != '.')
+            fchmodat(dirfd(d), e->d_name, 0600, AT_SYMLINK_NOFOLLOW);
+    if (d)
+        closedir(d);
+}
+
 /* Boot vm cold with plan b and save the boot as entry, which stops the VM:
- * 0 when saved, 1 when the cache could not take it (nothing is installed),
- * -errno when the boot failed. */
+ * 0 when saved, with *ret_use the entry in use (cache_use); 1 when the cache
+ * could not take it (nothing is installed); -errno when the boot failed. */
 static int save(struct vm *vm, const struct vm_boot *b, const char *dir, const char *entry,
-                struct pv_err *err)
+                int *ret_use, struct pv_err *err)
 {
     char why[sizeof(err->msg)] = "";
     struct statvfs fs;
     struct pv_err serr = {0};
-    _cleanup_free_ char *work = NULL, *tmp = NULL;
+    _cleanup_(cache_work_close) struct cache_work work = CACHE_WORK_INIT;
+    _cleanup_free_ char *tmp = NULL;
     int r = 1;
     /* the entry holds what the guest's RAM holds */
     if (statvfs(dir, &fs) == 0 && (uint64_t)fs.f_bavail * fs.f_frsize < b->memory + (64u << 20))
         snprintf(why, sizeof(why), "%s has %llu MiB free, the guest's RAM may take %llu MiB", dir,
                  (unsigned long long)((uint64_t)fs.f_bavail * fs.f_frsize >> 20),
                  (unsigned long long)(b->memory >> 20));
-    else if (cache_workdir(dir, &work, &serr) < 0)
+    else if (cache_work_open(dir, &work, &serr) < 0)
         snprintf(why, sizeof(why), "%s", serr.msg);
-    else if (mkdir((tmp = xasprintf("%s/%s", work, strrchr(entry, '/') + 1)), 0755) < 0)
+    else if (mkdir((tmp = xasprintf("%s/%s", work.path, strrchr(entry, '/') + 1)), 0700) < 0)
         snprintf(why, sizeof(why), "%s: %s", tmp, strerror(errno));
     else {
         vm->quiet = true; /* the VM the test gets is the resume that follows */
@@ -64,53 +106,82 @@ static int save(struct vm *vm, const struct vm_boot *b, const char *dir, const c
         vm->quiet = false;
         if (r > 0)
             snprintf(why, sizeof(why), "%s", err->msg);
-        else if (r == 0 && rename(tmp, entry) < 0 && errno != EEXIST && errno != ENOTEMPTY) {
-            snprintf(why, sizeof(why), "%s: %s", entry, strerror(errno));
-            r = 1;
+        if (r == 0) {
+            make_private(tmp);
+            int use = cache_install(tmp, entry, &serr);
+            if (use == -EEXIST) /* a peer saved the same boot first: that one, then */
+                use = cache_use(entry);
+            if (use < 0) {
+                snprintf(why, sizeof(why), "%s", use == -ENOENT ? strerror(ENOENT) : serr.msg);
+                r = 1;
+            }
+            *ret_use = use;
         }
     }
-    if (tmp)
-        rm_rf(tmp); /* what a peer's install made redundant, or a failed save */
-    if (work)
-        rmdir(work); /* unless a fixture build of this process works there too */
     if (r > 0)
         unsaved(vm, why);
-    return r;
+    return r; /* the work directory goes, with what a peer's install made redundant */
+}
+
+/* What a failed resume says about its entry. */
+enum verdict {
+    KEEP,    /* not the entry's fault: the claim, the host, the kernel, QEMU, the agent */
+    DISCARD, /* its own bytes are damaged */
+    GONE,    /* another process discarded it meanwhile */
+};
+
+/* The entry goes only when its bytes are found wrong (cache_check): a
+ * resume the claim refused, or that the host had no memory for (ENOMEM),
+ * or whose kernel is missing, QEMU could not start or agent did not answer,
+ * leaves an intact entry that the next boot can use (docs/boot-cache.md). */
+static enum verdict judge(int r, const char *entry)
+{
+    if (r == -ENOMEM)
+        return KEEP; /* the claim's refusal, or the host's: never the bytes */
+    struct pv_err why = {0};
+    int c = cache_check(entry, &why);
+    return c == -EBADMSG ? DISCARD : c == -ENOENT ? GONE : KEEP;
 }
 
 int bootcache_boot(struct vm *vm, const struct vm_boot *base, const struct vm_boot *plan,
                    const char *dir, struct pv_err *err)
 {
+    if (vm->state != VM_BOOTED && vm->state != VM_PAUSED)
+        bootcache_release(vm); /* its last QEMU has ended */
     char key[65];
     bootcache_key(base, key);
     _cleanup_free_ char *entry = xasprintf("%s/%s.boot", dir, key);
     for (int attempt = 1;; attempt++) {
         int r;
-        if (!cache_has(entry, true)) {
+        /* in use from before the resume opens its files until QEMU ends */
+        _cleanup_close_ int use = cache_use(entry);
+        if (use < 0) {
             if (unwritable)
                 return vm_boot(vm, plan, err);
-            if (mkdir_p(dir, 0755) < 0 && errno != EEXIST) {
-                unsaved(vm, strerror(errno));
+            if ((r = mkdir_p(dir, 0700)) < 0) {
+                unsaved(vm, strerror(-r));
                 return vm_boot(vm, plan, err);
             }
-            if ((r = save(vm, base, dir, entry, err)) < 0)
+            if ((r = save(vm, base, dir, entry, &use, err)) < 0)
                 return r;
             if (r > 0)
                 return vm_boot(vm, plan, err);
         }
         r = vm_resume_boot(vm, entry, plan, err);
         if (r == 0) {
+            hold(vm, steal_fd(&use));
             cache_touch(entry);
             return 0;
         }
-        if (vm->state != VM_DEAD && r != -EINVAL)
-            return r; /* it never started (a claim, a missing kernel): the entry is fine */
-        if (attempt == 2)
+        enum verdict v = judge(r, entry);
+        if (v == KEEP || attempt == 2)
             return r;
-        fprintf(stderr,
-                "provium: boot cache: vm `%s`: %s failed to resume (%.*s); dropped, booting "
-                "cold\n",
-                vm->name, entry, (int)strcspn(err->msg, "\n"), err->msg);
-        cache_discard(entry);
+        if (v == DISCARD) {
+            fprintf(stderr,
+                    "provium: boot cache: vm `%s`: %s failed to resume (%.*s); dropped, booting "
+                    "cold\n",
+                    vm->name, entry, (int)strcspn(err->msg, "\n"), err->msg);
+            cache_discard(entry);
+        }
     }
 }

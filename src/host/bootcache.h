@@ -19,9 +19,15 @@ void bootcache_key(const struct vm_boot *b, char key[65]);
 
 /* Boot vm by resuming the cached boot of plan base under dir, booting it
  * cold and saving it first when the cache has none (or a damaged one,
- * with a warning). plan is what QEMU is started with for the resume:
+ * with a warning; an entry whose resume fails for any other reason than
+ * its own bytes is kept). plan is what QEMU is started with for the resume:
  * base, or base plus the boot's files (so a reset boots with them). A
  * cache that cannot be written costs a warning, once, and the cold boot
  * is kept. */
 int bootcache_boot(struct vm *vm, const struct vm_boot *base, const struct vm_boot *plan,
                    const char *dir, struct pv_err *err);
+/* A resume keeps its entry in use (a shared flock, see cache.h) while the
+ * VM's QEMU may run, since that QEMU maps the entry's RAM file: until the
+ * VM's next boot, or this. Call it once the VM's QEMU has ended for good
+ * (vm_free at the latest); a no-op for a VM that holds no entry. */
+void bootcache_release(const struct vm *vm);

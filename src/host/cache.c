@@ -2,14 +2,17 @@
 
 #include <dirent.h>
 #include <fcntl.h>
-#include <signal.h>
+#include <jansson.h>
 #include <stdio.h>
+#include <stdlib.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 
 #include "accel.h"
 #include "hash.h"
 #include "qemu.h"
 #include "vm.h"
+#include "zpipe.h"
 
 extern const char pv_agent_bin[], pv_agent_bin_end[];
 
@@ -48,46 +51,109 @@ const char *cache_env_digest(void)
     return digest;
 }
 
-/* Whether pid is gone (a zombie that nobody reaps counts as gone). */
-static bool gone(pid_t pid)
+/* Whether fd is still the file or directory at path: not removed, nor
+ * renamed away and replaced, since it was opened. */
+static bool still_at(int fd, const char *path)
 {
-    if (kill(pid, 0) < 0 && errno != EPERM)
-        return true;
-    char path[64], stat[256] = "";
-    snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
-    FILE *f = fopen(path, "re");
-    if (!f)
-        return false;
-    size_t n = fread(stat, 1, sizeof(stat) - 1, f);
-    fclose(f);
-    stat[n] = 0;
-    const char *close_paren = strrchr(stat, ')');
-    return close_paren && close_paren[1] == ' ' && close_paren[2] == 'Z';
+    struct stat a, b;
+    return fstat(fd, &a) == 0 && a.st_nlink > 0 && stat(path, &b) == 0 && a.st_dev == b.st_dev &&
+           a.st_ino == b.st_ino;
 }
 
-int cache_workdir(const char *dir, char **ret, struct pv_err *err)
+void cache_sweep(const char *dir)
 {
     _cleanup_free_ char *tmpdir = xasprintf("%s/tmp", dir);
     DIR *d = opendir(tmpdir);
     struct dirent *e;
     while (d && (e = readdir(d))) {
-        char *end;
-        long pid = strtol(e->d_name, &end, 10);
-        if (*end || pid <= 0 || !gone((pid_t)pid))
+        if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, ".."))
             continue;
         _cleanup_free_ char *p = xasprintf("%s/%s", tmpdir, e->d_name);
-        rm_rf(p);
+        _cleanup_close_ int fd = open(p, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+        /* held: its owner lives, whatever its PID says here. Taking the lock
+         * first means no two sweeps remove one directory at once. */
+        if (fd >= 0 && flock(fd, LOCK_EX | LOCK_NB) == 0 && still_at(fd, p))
+            rm_rf(p);
     }
     if (d)
         closedir(d);
-    char *work = xasprintf("%s/%d", tmpdir, (int)getpid());
-    if (mkdir_p(work, 0700) < 0 && errno != EEXIST) {
-        int r = pv_err_set(err, errno, "%s: %s", work, strerror(errno));
-        free(work);
-        return r;
+}
+
+int cache_work_open(const char *dir, struct cache_work *w, struct pv_err *err)
+{
+    *w = (struct cache_work)CACHE_WORK_INIT;
+    _cleanup_free_ char *tmpdir = xasprintf("%s/tmp", dir);
+    int r = mkdir_p(tmpdir, 0700);
+    if (r < 0)
+        return pv_err_set(err, -r, "%s: %s", tmpdir, strerror(-r));
+    cache_sweep(dir);
+    /* A sweep elsewhere may remove a new directory before its owner has
+     * locked it: then the lock finds it gone, and another is made. */
+    for (int tries = 0; tries < 8; tries++) {
+        char *p = xasprintf("%s/XXXXXX", tmpdir);
+        if (!mkdtemp(p)) {
+            int e = errno;
+            free(p);
+            return pv_err_set(err, e, "%s: %s", tmpdir, strerror(e));
+        }
+        int fd = open(p, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+        if (fd >= 0 && flock(fd, LOCK_EX | LOCK_NB) == 0 && still_at(fd, p)) {
+            w->path = p;
+            w->lock = fd;
+            return 0;
+        }
+        if (fd >= 0)
+            close(fd);
+        free(p);
     }
-    *ret = work;
-    return 0;
+    return pv_err_set(err, EAGAIN, "%s: every new work directory was removed before it was locked",
+                      tmpdir);
+}
+
+void cache_work_close(struct cache_work *w)
+{
+    if (w->path)
+        rm_rf(w->path);
+    if (w->lock >= 0)
+        close(w->lock); /* after the removal: a sweep would race it */
+    free(w->path);
+    *w = (struct cache_work)CACHE_WORK_INIT;
+}
+
+int cache_use(const char *entry)
+{
+    int fd = open(entry, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return -errno;
+    /* an evictor holds its exclusive lock only while it moves the entry away */
+    while (flock(fd, LOCK_SH) < 0) {
+        if (errno != EINTR) {
+            int e = errno;
+            close(fd);
+            return -e;
+        }
+    }
+    if (!still_at(fd, entry)) {
+        close(fd);
+        return -ENOENT;
+    }
+    return fd;
+}
+
+int cache_install(const char *tmp, const char *entry, struct pv_err *err)
+{
+    int fd = open(tmp, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return pv_err_set(err, errno, "%s: %s", tmp, strerror(errno));
+    flock(fd, LOCK_SH); /* nobody else knows tmp: this does not wait */
+    if (rename(tmp, entry) < 0) {
+        int e = errno;
+        close(fd);
+        if (e == EEXIST || e == ENOTEMPTY)
+            return -EEXIST;
+        return pv_err_set(err, e, "installing %s: %s", entry, strerror(e));
+    }
+    return fd;
 }
 
 void cache_touch(const char *entry)
@@ -96,9 +162,155 @@ void cache_touch(const char *entry)
     utimensat(AT_FDCWD, entry, t, 0);
 }
 
-void cache_discard(const char *entry)
+/* ---- the verdict on a failed restore ---- */
+
+/* As vm.c writes them (docs/snapshots.md, "The file"). */
+#define SNAP_MAGIC "PROVIUM-SNAPSHOT 1\n"
+#define SNAP_HEADER_MAX (64u << 10)
+
+/* The part of a snapshot's header a field of the environment must match. */
+static int check_field(const char *path, json_t *h, const char *field, const char *now,
+                       struct pv_err *err)
 {
-    rm_rf(entry);
+    const char *was = json_string_value(json_object_get(h, field));
+    if (now && was && strcmp(was, now))
+        return pv_err_set(err, EBADMSG, "%s: taken with %s %s, this is %s", path, field, was, now);
+    return 0;
+}
+
+/* The snapshot file at path: its header lines (returned in *ret_h), the
+ * environment they name, and its zstd stream decoded to the end. own_plan:
+ * a restore boots what the header records (a fixture's; a boot's resume
+ * brings its own plan), so the initrd it names must still be there. */
+static int check_snap(const char *path, bool own_plan, json_t **ret_h, struct pv_err *err)
+{
+    _cleanup_close_ int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0 && errno == ENOENT)
+        return pv_err_set(err, EBADMSG, "%s is missing", path);
+    if (fd < 0)
+        return pv_err_set(err, errno, "%s: %s", path, strerror(errno));
+    _cleanup_free_ char *buf = xmalloc(SNAP_HEADER_MAX);
+    ssize_t n = pread(fd, buf, SNAP_HEADER_MAX - 1, 0);
+    if (n < 0)
+        return pv_err_set(err, errno, "%s: %s", path, strerror(errno));
+    buf[n] = 0;
+    size_t m = strlen(SNAP_MAGIC);
+    char *nl = (size_t)n > m ? memchr(buf + m, '\n', (size_t)n - m) : NULL;
+    json_t *h = NULL;
+    if ((size_t)n < m || memcmp(buf, SNAP_MAGIC, m) || !nl ||
+        !(h = json_loadb(buf + m, (size_t)(nl - buf) - m, 0, NULL)) || !json_is_object(h)) {
+        json_decref(h);
+        return pv_err_set(err, EBADMSG, "%s: not a provium snapshot", path);
+    }
+    int r = check_field(path, h, "qemu", qemu_version(), err);
+    if (r == 0)
+        r = check_field(path, h, "machine", vm_globals.machine, err);
+    if (r == 0)
+        r = check_field(path, h, "accel", accel_name(vm_globals.accel), err);
+    const char *initrd = json_string_value(json_object_get(h, "initrd"));
+    if (r == 0 && own_plan && initrd && access(initrd, R_OK) < 0)
+        r = pv_err_set(err, EBADMSG, "%s needs the initrd %s, which is gone", path, initrd);
+    bool zstd = !strcmp(json_string_value(json_object_get(h, "compression")) ?: "", "zstd");
+    if (r == 0 && zstd) {
+        /* the stream's checksum is zstd's: decoding it to nowhere checks it */
+        int in = dup(fd), out = open("/dev/null", O_WRONLY | O_CLOEXEC);
+        struct zpipe z;
+        struct pv_err zerr = {0};
+        if (in < 0 || out < 0 || lseek(in, nl + 1 - buf, SEEK_SET) < 0) {
+            r = pv_err_set(err, errno, "%s: %s", path, strerror(errno));
+            if (in >= 0)
+                close(in);
+            if (out >= 0)
+                close(out);
+        } else if ((r = zpipe_start(&z, in, out, false, &zerr)) == 0 &&
+                   (r = zpipe_join(&z, "decompressing", &zerr)) < 0) {
+            r = pv_err_set(err, -r, "%s: %s", path, zerr.msg);
+        } else if (r < 0) {
+            r = pv_err_set(err, -r, "%s: %s", path, zerr.msg);
+        }
+    }
+    if (r == 0 && ret_h)
+        *ret_h = json_incref(h);
+    json_decref(h);
+    return r;
+}
+
+/* A boot's entry: vm.snap, and the RAM file its header names, as long as
+ * the guest's memory. */
+static int check_boot(const char *entry, struct pv_err *err)
+{
+    _cleanup_free_ char *snap = xasprintf("%s/vm.snap", entry);
+    json_t *h = NULL;
+    int r = check_snap(snap, false, &h, err);
+    if (r < 0)
+        return r;
+    const char *name = json_string_value(json_object_get(h, "ram"));
+    uint64_t memory = (uint64_t)json_integer_value(json_object_get(h, "memory"));
+    _cleanup_free_ char *ram = name ? xasprintf("%s/%s", entry, name) : NULL;
+    struct stat st;
+    if (!name || strchr(name, '/') || !*name)
+        r = pv_err_set(err, EBADMSG, "%s names no RAM file beside it", snap);
+    else if (stat(ram, &st) < 0 || !S_ISREG(st.st_mode))
+        r = pv_err_set(err, EBADMSG, "%s is missing", ram);
+    else if ((uint64_t)st.st_size != memory)
+        r = pv_err_set(err, EBADMSG, "%s is %llu bytes long, the guest's memory %llu", ram,
+                       (unsigned long long)st.st_size, (unsigned long long)memory);
+    json_decref(h);
+    return r;
+}
+
+/* A lab's entry: lab.json, and every snapshot it names. */
+static int check_lab(const char *entry, struct pv_err *err)
+{
+    _cleanup_free_ char *index = xasprintf("%s/lab.json", entry);
+    json_t *lab = json_load_file(index, 0, NULL);
+    json_t *vms = json_object_get(lab, "vms");
+    int r = 0;
+    if (!json_is_array(vms))
+        r = pv_err_set(err, EBADMSG, "%s: not a lab snapshot's index", index);
+    size_t i;
+    json_t *v;
+    json_array_foreach(vms, i, v) {
+        const char *snap = json_string_value(json_object_get(v, "snap"));
+        if (r < 0 || !snap)
+            continue;
+        _cleanup_free_ char *p = xasprintf("%s/%s", entry, snap);
+        if (strchr(snap, '/'))
+            r = pv_err_set(err, EBADMSG, "%s: names %s, not a file beside it", index, snap);
+        else
+            r = check_snap(p, true, NULL, err);
+    }
+    json_decref(lab);
+    return r;
+}
+
+int cache_check(const char *entry, struct pv_err *err)
+{
+    struct stat st;
+    if (stat(entry, &st) < 0)
+        return pv_err_set(err, errno, "%s: %s", entry, strerror(errno));
+    const char *dot = strrchr(entry, '.');
+    if (S_ISDIR(st.st_mode) && dot && !strcmp(dot, ".boot"))
+        return check_boot(entry, err);
+    if (S_ISDIR(st.st_mode))
+        return check_lab(entry, err);
+    return check_snap(entry, true, NULL, err);
+}
+
+int cache_discard(const char *entry)
+{
+    _cleanup_free_ char *dir = xstrdup(entry);
+    char *slash = strrchr(dir, '/');
+    const char *base = slash ? slash + 1 : entry;
+    if (slash)
+        *slash = 0;
+    _cleanup_(cache_work_close) struct cache_work w = CACHE_WORK_INIT;
+    struct pv_err err;
+    int r = cache_work_open(slash ? dir : ".", &w, &err);
+    if (r < 0)
+        return r;
+    _cleanup_free_ char *trash = xasprintf("%s/%s", w.path, base);
+    return rename(entry, trash) < 0 ? -errno : 0; /* removed with w */
 }
 
 /* The disk space a file takes (a boot's RAM file is sparse). */
@@ -180,18 +392,34 @@ static int by_atime(const void *a, const void *b)
     return x->atime.tv_nsec < y->atime.tv_nsec ? -1 : x->atime.tv_nsec > y->atime.tv_nsec;
 }
 
+/* Remove the entry at path unless a process uses it: 0 when it went,
+ * -EWOULDBLOCK when it is in use. */
+static int evict(const char *path)
+{
+    _cleanup_close_ int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return -errno;
+    if (flock(fd, LOCK_EX | LOCK_NB) < 0)
+        return -errno;
+    if (!still_at(fd, path)) /* discarded meanwhile, maybe replaced: not ours to judge */
+        return -ENOENT;
+    return cache_discard(path);
+}
+
 int cache_evict(const struct config *cfg)
 {
+    cache_sweep(cfg->cache_dir);
     size_t n;
     struct entry *v = entries(cfg->cache_dir, &n);
     uint64_t total = 0;
     for (size_t i = 0; i < n; i++)
         total += v[i].size;
-    qsort(v, n, sizeof(*v), by_atime);
+    if (n)
+        qsort(v, n, sizeof(*v), by_atime);
     int evicted = 0;
     for (size_t i = 0; i < n; i++) {
-        /* the lock stays: a builder may hold it */
-        if (total > cfg->cache_max_size && rm_rf(v[i].path) == 0) {
+        /* the build locks stay: a builder may hold one */
+        if (total > cfg->cache_max_size && evict(v[i].path) == 0) {
             total -= v[i].size;
             evicted++;
         }

@@ -1,11 +1,17 @@
 /* The cache of snapshots that fixtures (fixture.c) and the boot cache
- * (bootcache.c) share: one directory, cache_dir, holding
+ * (bootcache.c) share: one directory, cache_dir (made 0700), holding
  *   <key>.snap      a VM fixture
  *   <key>.lab/      a lab fixture (lab.json and one .snap per VM)
- *   <key>.boot/     a cached boot (vm.snap and the boot's logs)
+ *   <key>.boot/     a cached boot (vm.snap, ram and the boot's logs)
  *   *.lock          per-key build locks
- *   tmp/<pid>/      work in progress of a live process
- * Entries appear whole (rename) and go oldest first (cache_evict). */
+ *   tmp/XXXXXX/     a process's work: what it builds, or what it deletes
+ * Entries appear whole (a rename into place) and go whole (a rename into a
+ * work directory, then the removal there). A process that uses an entry
+ * holds a shared flock on it (cache_use); eviction tries an exclusive one
+ * and skips the entry when it cannot. A work directory is flocked by its
+ * owner for as long as it exists, and the sweep removes only those nobody
+ * holds: no PID is compared, so two containers sharing a cache cannot take
+ * each other's for their own (docs/fixtures.md, "The cache"). */
 #pragma once
 
 #include "config.h"
@@ -20,16 +26,53 @@ void cache_hash_file(struct sha256 *h, const char *path);
  * the agent binary, QEMU's version, the machine, the accelerator and the
  * transport. */
 const char *cache_env_digest(void);
-/* This process's work directory, tmp/<pid> under dir (made now), after
- * removing those of processes that are gone. */
-int cache_workdir(const char *dir, char **ret, struct pv_err *err);
 
+/* A private work directory, dir/tmp/XXXXXX (mkdtemp, 0700), and the fd of
+ * the exclusive flock its owner holds on it while it exists. A child forked
+ * without exec shares the lock; QEMU does not inherit it (O_CLOEXEC). */
+struct cache_work {
+    char *path;
+    int lock;
+};
+#define CACHE_WORK_INIT {NULL, -1}
+/* Make one in cache dir (dir/tmp made 0700 if need be), after a sweep. */
+int cache_work_open(const char *dir, struct cache_work *w, struct pv_err *err);
+/* Remove it and everything in it, then drop its lock. Fine on a
+ * CACHE_WORK_INIT one; usable with _cleanup_(cache_work_close). */
+void cache_work_close(struct cache_work *w);
+/* Remove the work directories under dir/tmp that no process holds: what an
+ * owner that is gone (killed mid-build or mid-delete) left. */
+void cache_sweep(const char *dir);
+
+/* Use entry: a shared flock on it, which eviction respects, held until the
+ * returned fd is closed. Returns the fd, -ENOENT when there is no such
+ * entry (or it was evicted while this waited), or -errno. */
+int cache_use(const char *entry);
+/* Install tmp, a finished entry in a work directory, as entry, in use from
+ * the start (no eviction can take it between the two): the fd as from
+ * cache_use, or -EEXIST when a peer's directory entry is there already
+ * (tmp is left to the work directory's removal), or -errno. */
+int cache_install(const char *tmp, const char *entry, struct pv_err *err);
 /* A restore used the entry: its atime says so (eviction keeps the popular). */
 void cache_touch(const char *entry);
-/* Drop an entry that failed to restore. */
-void cache_discard(const char *entry);
-/* At start-up: the least recently used entries removed until the cache
- * fits in cache_max_size. Returns how many went. */
+
+/* The verdict on an entry after a restore of it failed: are its own bytes
+ * at fault? 0: they are intact (the header reads and matches this QEMU,
+ * machine and accelerator; the zstd stream decodes to its end, checksum
+ * included; a boot's RAM file is as long as its memory; a fixture's
+ * initrd is still there; a lab's index and every snapshot it names
+ * likewise), so the failure was something else's
+ * (the claim, the host's memory, the kernel, QEMU) and the entry must stay.
+ * -EBADMSG: damaged, err says how; the entry should go. -ENOENT: there is
+ * no entry. Another -errno: it could not be read; keep it. */
+int cache_check(const char *entry, struct pv_err *err);
+/* Remove entry now, in use or not: renamed into a work directory, removed
+ * there. A process that has its files open or mapped keeps them until it
+ * closes them; everyone else sees it whole or not at all. */
+int cache_discard(const char *entry);
+/* At start-up: the sweep, then the least recently used entries removed
+ * until the cache fits in cache_max_size, skipping those a process uses.
+ * Returns how many went. */
 int cache_evict(const struct config *cfg);
 /* `provium fixture list`: each entry's size, kind and key, then the total. */
 void cache_list(const struct config *cfg);

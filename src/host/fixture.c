@@ -369,9 +369,61 @@ static int record(const struct config *cfg, const char *base, const char *work,
     struct buf names = BUF_INIT;
     int r = read_file(from, 1u << 20, &names);
     if (r == 0)
-        r = write_file_atomic(to, names.data ? names.data : "", names.len, 0644);
+        r = write_file_atomic(to, names.data ? names.data : "", names.len, 0600);
     buf_release(&names);
     return r < 0 ? pv_err_set(err, -r, "%s: %s", to, strerror(-r)) : 0;
+}
+
+/* The entries this process restores from stay in use (cache_use) until it
+ * exits, so that no eviction takes one while a restore reads it; one fd
+ * per entry, however often it is asked for. */
+static void keep_in_use(int fd)
+{
+    static struct held {
+        dev_t dev;
+        ino_t ino;
+        int fd;
+    } *held;
+    static size_t nheld;
+    struct stat st;
+    if (fstat(fd, &st) < 0) {
+        close(fd);
+        return;
+    }
+    for (size_t i = 0; i < nheld; i++)
+        if (held[i].dev == st.st_dev && held[i].ino == st.st_ino) {
+            close(fd);
+            return;
+        }
+    held = xrealloc(held, (nheld + 1) * sizeof(*held));
+    held[nheld++] = (struct held){st.st_dev, st.st_ino, fd};
+}
+
+/* Whether the cache has entry (a directory for a lab), now in use. */
+static bool use_entry(const char *entry, bool lab)
+{
+    int fd = cache_use(entry);
+    struct stat st;
+    if (fd < 0)
+        return false;
+    if (fstat(fd, &st) < 0 || S_ISDIR(st.st_mode) != lab) {
+        close(fd);
+        return false;
+    }
+    keep_in_use(fd);
+    return true;
+}
+
+/* Install the build's result tmp as entry, in use. */
+static int install(const char *name, const char *tmp, const char *entry, struct pv_err *err)
+{
+    int fd = cache_install(tmp, entry, err);
+    if (fd == -EEXIST && (fd = cache_use(entry)) < 0) /* built before, under this key */
+        pv_err_set(err, -fd, "%s: %s", entry, strerror(-fd));
+    if (fd < 0)
+        return pv_err_wrap(err, "fixture `%s`", name);
+    keep_in_use(fd);
+    return 0;
 }
 
 int fixture_get(const struct config *cfg, const char *name, const char *from_dir, bool lab,
@@ -385,10 +437,10 @@ int fixture_get(const struct config *cfg, const char *name, const char *from_dir
     int r = keys(cfg, path, key, base, err);
     if (r < 0)
         return r;
-    if (mkdir_p(cfg->cache_dir, 0755) < 0 && errno != EEXIST)
-        return pv_err_set(err, errno, "fixture cache %s: %s", cfg->cache_dir, strerror(errno));
+    if ((r = mkdir_p(cfg->cache_dir, 0700)) < 0)
+        return pv_err_set(err, -r, "fixture cache %s: %s", cfg->cache_dir, strerror(-r));
     char *entry = entry_path(cfg, key, lab);
-    if (cache_has(entry, lab)) {
+    if (use_entry(entry, lab)) {
         res->snap = entry;
         return 0;
     }
@@ -396,7 +448,7 @@ int fixture_get(const struct config *cfg, const char *name, const char *from_dir
     /* one lock per fixture source: its key is only known after a build */
     _cleanup_free_ char *lockp = xasprintf("%s/%s.%s.lock", cfg->cache_dir, base,
                                            lab ? "lab" : "snap");
-    _cleanup_close_ int lock = open(lockp, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+    _cleanup_close_ int lock = open(lockp, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
     if (lock < 0)
         return pv_err_set(err, errno, "%s: %s", lockp, strerror(errno));
     if (flock(lock, LOCK_EX | LOCK_NB) < 0) {
@@ -413,28 +465,29 @@ int fixture_get(const struct config *cfg, const char *name, const char *from_dir
         (void)!pwrite(lock, display, strlen(display), 0);
     full_key(cfg, base, key); /* a peer's build may have recorded its profiles */
     entry = entry_path(cfg, key, lab);
-    if (cache_has(entry, lab)) { /* and built it meanwhile */
+    if (use_entry(entry, lab)) { /* and built it meanwhile */
         res->snap = entry;
         return 0;
     }
     free(entry);
-    /* a build works in tmp/<pid>/: what a killed build leaves is swept */
-    _cleanup_free_ char *work = NULL;
-    if ((r = cache_workdir(cfg->cache_dir, &work, err)) < 0)
-        return r;
-    _cleanup_free_ char *tmp = xasprintf("%s/out.%s", work, lab ? "lab" : "snap");
+    /* a build works in a private, locked directory: what a killed build
+     * leaves, the next sweep removes */
+    _cleanup_(cache_work_close) struct cache_work work = CACHE_WORK_INIT;
+    if ((r = cache_work_open(cfg->cache_dir, &work, err)) < 0)
+        return pv_err_wrap(err, "fixture `%s`", name);
+    _cleanup_free_ char *tmp = xasprintf("%s/out.%s", work.path, lab ? "lab" : "snap");
     events_emit("fixture_build_started", json_pack("{s:s}", "path", name));
     int64_t t0 = now_ns();
-    r = build(path, name, work, tmp, err);
+    r = build(path, name, work.path, tmp, err);
     if (r == 0)
-        r = record(cfg, base, work, err);
+        r = record(cfg, base, work.path, err);
     full_key(cfg, base, key);
     entry = entry_path(cfg, key, lab);
     struct stat st;
-    if (r == 0 && (stat(tmp, &st) < 0 || rename(tmp, entry) < 0))
-        r = pv_err_set(err, errno, "fixture `%s`: installing %s: %s", name, entry,
-                       strerror(errno));
-    rm_rf(work);
+    if (r == 0 && stat(tmp, &st) < 0)
+        r = pv_err_set(err, errno, "fixture `%s`: installing %s: %s", name, entry, strerror(errno));
+    if (r == 0)
+        r = install(name, tmp, entry, err);
     if (r < 0) {
         free(entry);
         return r;

@@ -130,6 +130,59 @@ end)
     meta.rmdir(d)
 end)
 
+test("the cache is its owner's alone: directories 0700, files 0600", function(t)
+    local d = project(1)
+    local _, out, code = run(d)
+    t:assert_eq(code, 0, out)
+    local entry = io.popen("ls -d " .. meta.quote(d) .. "/cache/*.boot"):read("l")
+    local function mode(p) return io.popen("stat -c %a " .. meta.quote(p)):read("l") end
+    -- the RAM file is the guest's memory: whatever it held (keys, passwords)
+    t:assert_eq(mode(entry .. "/ram"), "600")
+    t:assert_eq(mode(entry .. "/vm.snap"), "600")
+    t:assert_eq(mode(entry .. "/serial.log"), "600")
+    t:assert_eq(mode(entry), "700")
+    t:assert_eq(mode(d .. "/cache"), "700")
+    t:assert_eq(mode(d .. "/cache/tmp"), "700")
+    meta.rmdir(d)
+end)
+
+test("eviction skips a boot in use: a VM resumed from it holds it while it runs", function(t)
+    local d = project(1)
+    -- f1's VM resumes the entry, then runs until told to stop
+    meta.write(d .. "/f1.test.lua", ([[
+local vm = provium:vm("v", "default"):boot()
+test("holds its entry", function(t)
+    t:assert(vm:boot_cached())
+    io.open("%s/booted", "w"):close()
+    wait_until(function() return io.open("%s/done") ~= nil end, { timeout = 300 })
+    t:assert_eq(vm:run("echo up").stdout, "up\n")
+end)
+]]):format(d, d))
+    os.execute(("(cd %s && %s f1.test.lua > out1 2>&1; echo $? > status1) > /dev/null 2>&1 &")
+        :format(meta.quote(d), meta.quote(meta.bin)))
+    local function exists(p)
+        local f = io.open(p)
+        if f then f:close() end
+        return f ~= nil
+    end
+    wait_until(function() return exists(d .. "/booted") or exists(d .. "/status1") end,
+        { timeout = 300, desc = "f1's VM up" })
+    -- another provium, whose start-up evicts all it can from the same cache
+    meta.write(d .. "/small.toml", '[provium]\nroots = ["."]\ncache_dir = "cache"\ncache_max_size = "1"\n')
+    local out, code = meta.provium({ "fixture", "list", "--config", "small.toml" }, { cwd = d })
+    meta.write(d .. "/done", "") -- first: f1 must end whatever is asserted below
+    wait_until(function() return exists(d .. "/status1") end, { timeout = 300, desc = "f1 done" })
+    t:assert_eq(io.open(d .. "/status1"):read("l"), "0", io.open(d .. "/out1"):read("a"))
+    t:assert_eq(code, 0, out)
+    t:assert(out:match("MiB  boot %x+\n1 entries"), "the entry in use stays:\n" .. out)
+    -- its VM is gone: now it goes
+    out, code = meta.provium({ "fixture", "list", "--config", "small.toml" }, { cwd = d })
+    t:assert_eq(code, 0, out)
+    t:assert_contains(out, "0 entries")
+    t:assert_eq(io.popen("ls -A " .. meta.quote(d .. "/cache/tmp")):read("a"), "", "no work left")
+    meta.rmdir(d)
+end)
+
 test("a cache that cannot take a boot costs one line, and the boots are cold", function(t)
     local d = project(2)
     meta.write(d .. "/provium.toml", '[provium]\nroots = ["."]\ncache_dir = "file/cache"\n')
