@@ -164,9 +164,6 @@ void cache_touch(const char *entry)
 
 /* ---- the verdict on a failed restore ---- */
 
-/* As vm.c writes them (docs/snapshots.md, "The file"). */
-#define SNAP_MAGIC "PROVIUM-SNAPSHOT 1\n"
-#define SNAP_HEADER_MAX (64u << 10)
 
 /* The part of a snapshot's header a field of the environment must match. */
 static int check_field(const char *path, json_t *h, const char *field, const char *now,
@@ -189,19 +186,14 @@ static int check_snap(const char *path, bool own_plan, json_t **ret_h, struct pv
         return pv_err_set(err, EBADMSG, "%s is missing", path);
     if (fd < 0)
         return pv_err_set(err, errno, "%s: %s", path, strerror(errno));
-    _cleanup_free_ char *buf = xmalloc(SNAP_HEADER_MAX);
-    ssize_t n = pread(fd, buf, SNAP_HEADER_MAX - 1, 0);
+    _cleanup_free_ char *buf = xmalloc(VM_SNAP_HEADER_MAX);
+    ssize_t n = pread(fd, buf, VM_SNAP_HEADER_MAX, 0);
     if (n < 0)
         return pv_err_set(err, errno, "%s: %s", path, strerror(errno));
-    buf[n] = 0;
-    size_t m = strlen(SNAP_MAGIC);
-    char *nl = (size_t)n > m ? memchr(buf + m, '\n', (size_t)n - m) : NULL;
     json_t *h = NULL;
-    if ((size_t)n < m || memcmp(buf, SNAP_MAGIC, m) || !nl ||
-        !(h = json_loadb(buf + m, (size_t)(nl - buf) - m, 0, NULL)) || !json_is_object(h)) {
-        json_decref(h);
+    size_t head_len;
+    if (vm_snapshot_parse_header(buf, (size_t)n, &h, &head_len) < 0)
         return pv_err_set(err, EBADMSG, "%s: not a provium snapshot", path);
-    }
     int r = check_field(path, h, "qemu", qemu_version(), err);
     if (r == 0)
         r = check_field(path, h, "machine", vm_globals.machine, err);
@@ -213,16 +205,18 @@ static int check_snap(const char *path, bool own_plan, json_t **ret_h, struct pv
     bool zstd = !strcmp(json_string_value(json_object_get(h, "compression")) ?: "", "zstd");
     if (r == 0 && zstd) {
         /* the stream's checksum is zstd's: decoding it to nowhere checks it */
-        int in = dup(fd), out = open("/dev/null", O_WRONLY | O_CLOEXEC);
+        int in = fcntl(fd, F_DUPFD_CLOEXEC, 3), out = open("/dev/null", O_WRONLY | O_CLOEXEC);
         struct zpipe z;
         struct pv_err zerr = {0};
-        if (in < 0 || out < 0 || lseek(in, nl + 1 - buf, SEEK_SET) < 0) {
+        if (in < 0 || out < 0 || lseek(in, (off_t)head_len, SEEK_SET) < 0) {
             r = pv_err_set(err, errno, "%s: %s", path, strerror(errno));
             if (in >= 0)
                 close(in);
             if (out >= 0)
                 close(out);
-        } else if ((r = zpipe_start(&z, in, out, false, &zerr)) == 0 &&
+        } else if ((r = zpipe_start(&z, in, out, false,
+                                    now_ns() + (int64_t)(600e9 * vm_globals.timeout_scale),
+                                    &zerr)) == 0 &&
                    (r = zpipe_join(&z, "decompressing", &zerr)) < 0) {
             r = pv_err_set(err, -r, "%s: %s", path, zerr.msg);
         } else if (r < 0) {

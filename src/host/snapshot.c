@@ -18,7 +18,6 @@
 #include "zpipe.h"
 
 #define SNAP_MAGIC "PROVIUM-SNAPSHOT 1\n"
-#define SNAP_HEADER_MAX (64u << 10)
 
 /* How long a migration may take, compression included. */
 static int64_t migration_deadline(void)
@@ -195,8 +194,8 @@ static int snap_open(struct vm *vm, const char *path, json_t **header, int *ret_
     if (fd < 0)
         return pv_err_set(err, errno, "vm `%s`: restore: %s: %s", vm->name, path,
                           strerror(errno));
-    _cleanup_free_ char *buf = xmalloc(SNAP_HEADER_MAX);
-    ssize_t n = pread(fd, buf, SNAP_HEADER_MAX, 0);
+    _cleanup_free_ char *buf = xmalloc(VM_SNAP_HEADER_MAX);
+    ssize_t n = pread(fd, buf, VM_SNAP_HEADER_MAX, 0);
     size_t len;
     if (n < 0 || vm_snapshot_parse_header(buf, (size_t)n, header, &len) < 0)
         return pv_err_set(err, EINVAL, "vm `%s`: restore: %s is not a provium snapshot",

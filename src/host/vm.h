@@ -95,6 +95,8 @@ int vm_power_button(struct vm *vm, struct pv_err *err);
 /* Save the running machine to path (docs/snapshots.md): a header saying
  * what it was booted with, then QEMU's migration stream. The VM goes on. */
 int vm_snapshot(struct vm *vm, const char *path, struct pv_err *err);
+/* A snapshot's header is in its first this many bytes (docs/snapshots.md). */
+#define VM_SNAP_HEADER_MAX (64u << 10)
 /* Parse the header at the start of a snapshot file's n bytes at buf: 0
  * with the header object and its length (the stream follows), or -EINVAL.
  * The bytes may be anything (a damaged or forged file). */

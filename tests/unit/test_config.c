@@ -489,7 +489,8 @@ static void test_errors(void **state)
     INVALID(path, "[profiles.x]\nkernel = \"\"\n",
             "2: key `kernel` in [profiles.x] must not be empty");
     INVALID(path, "[profiles.x]\nkernel = \"k\"\nagent_boot_timeout = -1\n",
-            "3: agent_boot_timeout in [profiles.x] must be a positive number of seconds");
+            "3: agent_boot_timeout in [profiles.x] must be a positive number of seconds, at most "
+            "1000000000");
     INVALID(path, "[profiles.x]\nkernel = \"k\"\nagent_boot_timeout = \"soon\"\n",
             "3: invalid agent_boot_timeout `soon` in [profiles.x] (expected seconds or a "
             "duration such as \"30s\")");
