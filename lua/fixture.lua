@@ -35,9 +35,12 @@ local function resume(name, dir, lab, restore)
             return obj
         end
         if built or attempt == 2 then P.rethrow(obj, 3) end
-        io.stderr:write(("provium: fixture `%s`: the cached entry %s failed to restore (%s); rebuilding\n")
-            :format(name, path, (tostring(obj):match("[^\n]*"))))
-        C.cache_discard(path)
+        -- only a damaged entry goes: a restore that failed for another reason
+        -- (the claim, the host's memory) fails with its own error
+        local damaged = C.cache_discard_damaged(path)
+        if not damaged then P.rethrow(obj, 3) end
+        io.stderr:write(("provium: fixture `%s`: the cached entry %s is damaged (%s); rebuilding\n")
+            :format(name, path, damaged))
     end
 end
 

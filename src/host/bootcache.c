@@ -40,31 +40,6 @@ static void unsaved(struct vm *vm, const char *why)
     unwritable = true;
 }
 
-/* The entry each VM's QEMU maps its RAM from, in use (cache_use) for as
- * long as that QEMU may run, so that no eviction takes it meanwhile. */
-struct hold {
-    const struct vm *vm;
-    int fd;
-};
-static struct hold *holds;
-static size_t nholds;
-
-void bootcache_release(const struct vm *vm)
-{
-    for (size_t i = 0; i < nholds; i++)
-        if (holds[i].vm == vm) {
-            close(holds[i].fd);
-            holds[i] = holds[--nholds];
-            return;
-        }
-}
-
-static void hold(const struct vm *vm, int fd)
-{
-    bootcache_release(vm);
-    holds = xrealloc(holds, (nholds + 1) * sizeof(*holds));
-    holds[nholds++] = (struct hold){vm, fd};
-}
 
 /* The entry's files are the guest's memory: its owner's alone. vm.c writes
  * the RAM file 0644 (umask applied); the rest 0600. */
@@ -146,8 +121,6 @@ static enum verdict judge(int r, const char *entry)
 int bootcache_boot(struct vm *vm, const struct vm_boot *base, const struct vm_boot *plan,
                    const char *dir, struct pv_err *err)
 {
-    if (vm->state != VM_BOOTED && vm->state != VM_PAUSED)
-        bootcache_release(vm); /* its last QEMU has ended */
     char key[65];
     bootcache_key(base, key);
     _cleanup_free_ char *entry = xasprintf("%s/%s.boot", dir, key);
@@ -169,7 +142,8 @@ int bootcache_boot(struct vm *vm, const struct vm_boot *base, const struct vm_bo
         }
         r = vm_resume_boot(vm, entry, plan, err);
         if (r == 0) {
-            hold(vm, steal_fd(&use));
+            /* the VM's QEMU maps the entry's RAM: in use while it runs */
+            vm->cache_hold = steal_fd(&use);
             cache_touch(entry);
             return 0;
         }

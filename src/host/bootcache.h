@@ -27,7 +27,5 @@ void bootcache_key(const struct vm_boot *b, char key[65]);
 int bootcache_boot(struct vm *vm, const struct vm_boot *base, const struct vm_boot *plan,
                    const char *dir, struct pv_err *err);
 /* A resume keeps its entry in use (a shared flock, see cache.h) while the
- * VM's QEMU may run, since that QEMU maps the entry's RAM file: until the
- * VM's next boot, or this. Call it once the VM's QEMU has ended for good
- * (vm_free at the latest); a no-op for a VM that holds no entry. */
-void bootcache_release(const struct vm *vm);
+ * VM's QEMU runs, since that QEMU maps the entry's RAM file: the lock is
+ * vm->cache_hold, which vm.c closes when that QEMU ends. */

@@ -111,6 +111,7 @@ struct vm *vm_new(const char *name, const char *profile)
     vm->qmp.fd = -1;
     vm->chan.fd = -1;
     vm->kmsg_fd = -1;
+    vm->cache_hold = -1;
     return vm;
 }
 
@@ -125,6 +126,9 @@ static void stop_qemu(struct vm *vm, int grace_ms)
                               "vm_name", vm->name, "duration_ns",
                               (json_int_t)(now_ns() - vm->boot_ns)));
     vm->announced = false;
+    if (vm->cache_hold >= 0) /* no QEMU maps the entry's RAM any more */
+        close(vm->cache_hold);
+    vm->cache_hold = -1;
     if (vm->pid <= 0)
         return;
     if (grace_ms > 0) {

@@ -49,6 +49,7 @@ struct vm {
     uint32_t cid;
     char *exit_reason; /* why the VM is dead */
     int kmsg_fd;       /* kmsg.log, the guest's kernel log as the agent streams it */
+    int cache_hold;    /* a boot-cache entry this QEMU maps, locked in use (bootcache.c), or -1 */
     uint64_t kmsg_written;                /* since the last bound check */
     uint64_t log_dropped[3];              /* per enum vm_log: bytes rotated away (vm_log.c) */
     uint32_t log_gen;                     /* bumped when a fresh boot starts new logs */

@@ -163,10 +163,12 @@ test("a finalizer never switches where a request goes", function(t)
     -- middle of other calls (GC on every allocation here). Each request
     -- names its target, so the VM's own requests still run as root.
     local w = vm:spawn_worker { uid = 1000 }
+    local env = {}
+    for i = 1, 200 do env["V" .. i] = ("x"):rep(i) end -- allocations inside the call
     collectgarbage("incremental", 1, 1000)
     for _ = 1, 30 do
-        for _ = 1, 5 do w:syscall_async(sys.getpid) end
-        t:assert_eq(vm:run("id -u").stdout, "0\n")
+        for _ = 1, 20 do w:syscall_async(sys.getpid) end
+        t:assert_eq(vm:run("id -u", { env = env }).stdout, "0\n")
     end
     collectgarbage("incremental", 200, 100)
     t:assert_eq(w:run("id -u").stdout, "1000\n")

@@ -207,17 +207,25 @@ static int l_fixture(lua_State *L)
     return 2;
 }
 
-/* _provium_c.cache_touch(snap) / cache_discard(snap) */
+/* _provium_c.cache_touch(snap) */
 static int l_cache_touch(lua_State *L)
 {
     cache_touch(luaL_checkstring(L, 1));
     return 0;
 }
 
-static int l_cache_discard(lua_State *L)
+/* _provium_c.cache_discard_damaged(snap) -> why it was dropped, or nil when
+ * its bytes are sound: a restore that failed for another reason (the claim,
+ * the host's memory) keeps a good entry */
+static int l_cache_discard_damaged(lua_State *L)
 {
-    cache_discard(luaL_checkstring(L, 1));
-    return 0;
+    const char *entry = luaL_checkstring(L, 1);
+    struct pv_err why = {0};
+    if (cache_check(entry, &why) != -EBADMSG)
+        return 0;
+    cache_discard(entry);
+    lua_pushstring(L, why.msg);
+    return 1;
 }
 
 /* _provium_c.parse_duration(s) -> seconds or nil */
@@ -320,7 +328,7 @@ lua_State *l_newstate(void)
         {"host_dir", l_host_dir},
         {"fixture", l_fixture},
         {"cache_touch", l_cache_touch},
-        {"cache_discard", l_cache_discard},
+        {"cache_discard_damaged", l_cache_discard_damaged},
         {"kill_all", l_kill_all},
         {"deadline_passed", l_deadline_passed},
         {NULL, NULL},
