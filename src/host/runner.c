@@ -178,6 +178,7 @@ struct job {
     int pidfd;
     int outfd, resfd, evfd; /* captured output, outcome JSON, event lines */
     struct buf out, res, ev;
+    bool ev_skip; /* the rest of an event line too long to keep is dropped */
     int64_t start_ns, deadline_ns;
     bool timed_out, term_sent, interrupted;
     int64_t kill_at_ns;
@@ -311,14 +312,34 @@ static void drain(int *fd, struct buf *b, size_t cap)
     *fd = -1;
 }
 
+/* The longest event line a file may send; a longer one is dropped. */
+#define EVENT_LINE_MAX (16u << 20)
+
+/* Forward each whole line as it is read, so the buffer holds at most one
+ * line of at most EVENT_LINE_MAX (a file that floods its events cannot
+ * grow the main process). */
 static void forward_events(struct job *j)
 {
-    drain(&j->evfd, &j->ev, SIZE_MAX);
-    char *nl;
-    while (j->ev.len && (nl = memchr(j->ev.data, '\n', j->ev.len))) {
-        size_t len = (size_t)(nl - j->ev.data);
-        events_forward(j->ev.data, len);
-        buf_consume(&j->ev, len + 1);
+    char tmp[65536];
+    ssize_t n = 1;
+    while (j->evfd >= 0 && (n = read(j->evfd, tmp, sizeof(tmp))) > 0) {
+        buf_add(&j->ev, tmp, (size_t)n);
+        char *nl;
+        while (j->ev.len && (nl = memchr(j->ev.data, '\n', j->ev.len))) {
+            size_t len = (size_t)(nl - j->ev.data);
+            if (!j->ev_skip)
+                events_forward(j->ev.data, len);
+            j->ev_skip = false;
+            buf_consume(&j->ev, len + 1);
+        }
+        if (j->ev.len > EVENT_LINE_MAX) { /* drop it, up to its end */
+            buf_consume(&j->ev, j->ev.len);
+            j->ev_skip = true;
+        }
+    }
+    if (j->evfd >= 0 && (n == 0 || (n < 0 && errno != EAGAIN && errno != EINTR))) {
+        close(j->evfd);
+        j->evfd = -1;
     }
 }
 

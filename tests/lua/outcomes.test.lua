@@ -149,3 +149,20 @@ test("a NUL in a message or an event loses neither the file's results nor the ev
     local _, status = meta.json_run({ cases .. "nul.lua" })
     t:assert_eq(status, 1)
 end)
+
+test("an event line over 16 MiB is dropped; the main process does not keep it, the next arrives", function(t)
+    local d = meta.tmpdir()
+    local out, code = meta.provium({ "--save-events", d .. "/ev.bin", cases .. "bigevent.lua" })
+    t:assert_eq(code, 0, out)
+    local p = io.popen("/usr/bin/python3 " .. meta.quote(meta.tests .. "/lib/events_dump.py")
+        .. " " .. meta.quote(d .. "/ev.bin"))
+    local notes = {}
+    for line in p:lines() do
+        local e = json.decode(line)
+        if e.kind == "test_note" then notes[#notes + 1] = e.payload.text end
+    end
+    p:close()
+    t:assert_eq(#notes, 1, "only the small note")
+    t:assert_eq(notes[1], "small")
+    meta.rmdir(d)
+end)
