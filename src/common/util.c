@@ -1,5 +1,8 @@
 #include "util.h"
 
+#include <poll.h>
+#include <sys/file.h>
+
 #include <fcntl.h>
 #include <ftw.h>
 #include <math.h>
@@ -502,5 +505,18 @@ int parse_duration(const char *s, double *ret_seconds)
     if (v > PV_DURATION_MAX)
         return -ERANGE;
     *ret_seconds = v;
+    return 0;
+}
+
+int flock_wait(int fd, int op, int timeout_ms)
+{
+    int64_t deadline = now_ms() + timeout_ms;
+    while (flock(fd, op | LOCK_NB) < 0) {
+        if (errno != EWOULDBLOCK && errno != EINTR)
+            return -errno;
+        if (now_ms() >= deadline)
+            return -ETIMEDOUT;
+        poll(NULL, 0, 20);
+    }
     return 0;
 }

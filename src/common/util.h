@@ -121,6 +121,8 @@ int user_home_dir(char **ret, struct pv_err *err);
 enum { USER_DIR_MAKE = 1 << 0 };
 int user_cache_dir(unsigned flags, char **ret, struct pv_err *err);
 int rm_rf(const char *path);
+/* flock(fd, op) that waits at most timeout_ms: 0, -ETIMEDOUT, or -errno. */
+int flock_wait(int fd, int op, int timeout_ms);
 /* Monotonic clock in nanoseconds / milliseconds. */
 int64_t now_ns(void);
 int64_t now_ms(void);

@@ -349,14 +349,12 @@ static int run_build(const struct profile *p, struct pv_err *err)
     _cleanup_close_ int lock = open(lockpath, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
     if (lock < 0)
         return pv_err_set(err, errno, "%s: %s", lockpath, strerror(errno));
-    while (flock(lock, LOCK_EX | LOCK_NB) < 0) {
-        if (errno != EWOULDBLOCK && errno != EINTR)
-            return pv_err_set(err, errno, "%s: %s", lockpath, strerror(errno));
-        if (now_ms() >= deadline)
-            return pv_err_set(err, ETIMEDOUT,
-                              "profile `%s`: another file's build did not end in time", p->name);
-        poll(NULL, 0, 50);
-    }
+    int r = flock_wait(lock, LOCK_EX, (int)MAX(deadline - now_ms(), 0));
+    if (r == -ETIMEDOUT)
+        return pv_err_set(err, ETIMEDOUT,
+                          "profile `%s`: another file's build did not end in time", p->name);
+    if (r < 0)
+        return pv_err_set(err, -r, "%s: %s", lockpath, strerror(-r));
     if (access(done, F_OK) == 0)
         return 0;
     _cleanup_free_ char *out = out_dir(p);
@@ -370,7 +368,7 @@ static int run_build(const struct profile *p, struct pv_err *err)
     argv[argc] = NULL;
     struct buf log = BUF_INIT;
     int status = 0;
-    int r = spawn_run((const char *const *)argv, p->dir, &log, 64 << 10,
+    r = spawn_run((const char *const *)argv, p->dir, &log, 64 << 10,
                       (int)MAX(deadline - now_ms(), 1), &status, err);
     if (r == 0 && status != 0) {
         char how[64];

@@ -1,6 +1,7 @@
 #include "fixture.h"
 
 #include <fcntl.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdio.h>
 #include <sys/file.h>
@@ -324,14 +325,27 @@ static int build(const char *path, const char *name, const char *cache, const ch
         _exit(code);
     }
     close(p[1]);
+    /* the build ends with the asking test's deadline (600 s outside a
+     * test): then it is killed, and its QEMUs with it (PR_SET_PDEATHSIG) */
+    int64_t deadline = now_ms() + vm_wait_ms(-1);
     struct buf output = BUF_INIT;
     char tmp[4096];
-    ssize_t n;
-    while ((n = read(p[0], tmp, sizeof(tmp))) != 0) {
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n < 0)
+    bool late = false;
+    for (;;) {
+        struct pollfd pfd = {p[0], POLLIN, 0};
+        int64_t left = deadline - now_ms();
+        if (left <= 0) {
+            late = true;
+            kill(pid, SIGKILL);
             break;
+        }
+        if (poll(&pfd, 1, (int)MIN(left, INT32_MAX)) <= 0)
+            continue;
+        ssize_t n = read(p[0], tmp, sizeof(tmp));
+        if (n == 0 || (n < 0 && errno != EINTR))
+            break;
+        if (n < 0)
+            continue;
         buf_add(&output, tmp, (size_t)n);
         if (output.len > 16384) /* the end is what explains */
             buf_consume(&output, output.len - 8192);
@@ -341,7 +355,10 @@ static int build(const char *path, const char *name, const char *cache, const ch
     while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
         ;
     int r = 0;
-    if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
+    if (late) {
+        r = pv_err_set(err, ETIMEDOUT, "fixture `%s`: its build did not end in time (killed):\n%s",
+                       name, output.data ? output.data : "");
+    } else if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
         char how[64];
         spawn_describe_status(status, how, sizeof(how));
         while (output.len && output.data[output.len - 1] == '\n')
@@ -457,9 +474,12 @@ int fixture_get(const struct config *cfg, const char *name, const char *from_dir
         holder[n > 0 ? n : 0] = 0;
         events_emit("fixture_build_waiting",
                     json_pack("{s:s, s:s}", "path", name, "held_by_file", holder));
-        /* a crashed holder's lock goes with it: then it is ours */
-        while (flock(lock, LOCK_EX) < 0 && errno == EINTR)
-            ;
+        /* a crashed holder's lock goes with it: then it is ours; a holder
+         * that never ends costs the test's deadline, not forever */
+        int w = flock_wait(lock, LOCK_EX, vm_wait_ms(-1));
+        if (w < 0)
+            return pv_err_set(err, -w, "fixture `%s`: waiting for %s's build: %s", name,
+                              holder[0] ? holder : "another file", strerror(-w));
     }
     if (ftruncate(lock, 0) == 0)
         (void)!pwrite(lock, display, strlen(display), 0);

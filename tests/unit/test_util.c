@@ -5,6 +5,10 @@
 #include <stddef.h>
 
 #include <cmocka.h>
+#include <sys/wait.h>
+#include <sys/file.h>
+#include <signal.h>
+#include <fcntl.h>
 
 #include "util.h"
 
@@ -111,6 +115,37 @@ static void test_escape_output_is_inert(void **state)
     buf_release(&b);
 }
 
+/* A lock another process holds costs the timeout, not forever. */
+static void test_flock_wait(void **state)
+{
+    (void)state;
+    char path[] = "/tmp/provium-test-flock-XXXXXX";
+    int fd = mkstemp(path);
+    assert_true(fd >= 0);
+    int go[2];
+    assert_int_equal(pipe(go), 0);
+    pid_t pid = fork();
+    if (pid == 0) {
+        int own = open(path, O_RDWR);
+        flock(own, LOCK_EX);
+        (void)!write(go[1], "x", 1);
+        pause();
+        _exit(0);
+    }
+    char c;
+    assert_int_equal(read(go[0], &c, 1), 1);
+    int other = open(path, O_RDWR | O_CLOEXEC);
+    assert_int_equal(flock_wait(other, LOCK_EX, 100), -ETIMEDOUT);
+    kill(pid, SIGKILL);
+    waitpid(pid, NULL, 0);
+    assert_int_equal(flock_wait(other, LOCK_EX, 1000), 0);
+    close(other);
+    close(fd);
+    close(go[0]);
+    close(go[1]);
+    unlink(path);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -119,6 +154,7 @@ int main(void)
         cmocka_unit_test(test_escape_controls),
         cmocka_unit_test(test_escape_utf8),
         cmocka_unit_test(test_escape_output_is_inert),
+        cmocka_unit_test(test_flock_wait),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
