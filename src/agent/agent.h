@@ -19,6 +19,7 @@ struct agent_opts {
                          garbage, wait for the next Hello instead of quitting */
     bool worker;      /* a worker (worker.c): no handshake, no workers of its own */
     const char *worker_exe; /* the binary workers run (NULL: /proc/self/exe) */
+    bool test_hostile; /* serve PV_TEST_MISBEHAVE (provium.test_hostile=1; hostile.c) */
 };
 
 struct run;
@@ -52,6 +53,12 @@ void agent_send_ok(struct agent *a, uint32_t id, const struct buf *payload);
 void agent_send_err(struct agent *a, uint32_t id, int errnum, const char *fmt, ...)
     PV_PRINTF(4, 5);
 void agent_send_chunk(struct agent *a, uint32_t id, uint8_t stream, const void *p, size_t n);
+/* Raw bytes, frame or not (hostile.c breaks the protocol on purpose):
+ * queued after what is pending, then written out, waiting up to
+ * deadline_ms (a now_ms() value) for the host to read. 0, -ETIMEDOUT when
+ * bytes are left queued at the deadline, or -errno when the transport
+ * failed. */
+int agent_send_raw(struct agent *a, const void *p, size_t n, int64_t deadline_ms);
 /* PV_OK carrying one field. */
 void agent_reply_u32(struct agent *a, uint32_t id, uint32_t v);
 void agent_reply_u64(struct agent *a, uint32_t id, uint64_t v);
@@ -93,6 +100,7 @@ int agent_op_write_mem(struct agent *a, uint32_t id, struct pv_rd *r);
 int agent_op_worker(struct agent *a, uint32_t id, struct pv_rd *r);
 int agent_op_via(struct agent *a, uint32_t id, struct pv_rd *r);
 int agent_op_worker_end(struct agent *a, uint32_t id, struct pv_rd *r);
+int agent_op_test_misbehave(struct agent *a, uint32_t id, struct pv_rd *r);
 
 /* sys.c: syscall threads reply themselves; they wake the loop through an
  * eventfd it polls when output is left to send. */

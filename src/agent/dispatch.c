@@ -72,6 +72,7 @@ static const struct {
     {PV_VIA, agent_op_via},
     {PV_WORKER_END, agent_op_worker_end},
     {PV_FRESHEN, agent_op_freshen},
+    {PV_TEST_MISBEHAVE, agent_op_test_misbehave}, /* test only: hostile.c */
 };
 
 /* The output queue is shared with the syscall threads (sys.c), which send
@@ -147,6 +148,27 @@ static int flush_locked(struct agent *a, bool block)
     pthread_mutex_lock(&out_lock);
     int r = flush_out(a, block);
     pthread_mutex_unlock(&out_lock);
+    return r;
+}
+
+int agent_send_raw(struct agent *a, const void *p, size_t n, int64_t deadline_ms)
+{
+    int r = 0;
+    pthread_mutex_lock(&out_lock);
+    buf_add(&a->out, p, n);
+    while (r == 0 && a->out.len) {
+        if ((r = flush_out(a, false)) < 0 || !a->out.len)
+            break;
+        int left = (int)MAX(deadline_ms - now_ms(), 0);
+        struct pollfd pf = {a->fd, POLLOUT, 0};
+        if (left == 0 || (poll(&pf, 1, left) == 0))
+            r = -ETIMEDOUT;
+        else if (pf.revents & (POLLERR | POLLHUP | POLLNVAL))
+            r = -EPIPE;
+    }
+    pthread_mutex_unlock(&out_lock);
+    if (r < 0 && r != -ETIMEDOUT)
+        a->quit = true;
     return r;
 }
 

@@ -12,6 +12,7 @@
  *   provium.vsock_port=N                    (default 5123)
  *   provium.init=/path                      (the profile's `init` key)
  *   provium.root=/dev/vda provium.rootfstype=ext4  (rootfs profiles)
+ *   provium.test_hostile=1                  (serve PV_TEST_MISBEHAVE: tests only)
  *
  * Run by hand (not PID 1) it serves a socket on fd 0 (socat, tests); with
  * --worker, without the handshake, as a worker of another agent. */
@@ -193,9 +194,17 @@ static int open_vport(void)
     }
 }
 
+/* tests/vm/hostile.test.lua's VMs: the agent breaks the protocol on command. */
+static bool test_hostile(void)
+{
+    char v[8];
+    return !strcmp(param("provium.test_hostile", v, sizeof(v), "0"), "1");
+}
+
 static void agent_virtio_serial(void)
 {
-    struct agent_opts o = {.allow_power = true, .resync = true, .follow_kmsg = true};
+    struct agent_opts o = {.allow_power = true, .resync = true, .follow_kmsg = true,
+                           .test_hostile = test_hostile()};
     for (;;) {
         int fd = open_vport();
         int r = agent_serve(fd, &o);
@@ -216,7 +225,8 @@ static void agent_vsock(unsigned port)
         poll(NULL, 0, 200);
         s = socket(AF_VSOCK, SOCK_STREAM | SOCK_CLOEXEC, 0);
     }
-    struct agent_opts o = {.allow_power = true, .resync = false, .follow_kmsg = true};
+    struct agent_opts o = {.allow_power = true, .resync = false, .follow_kmsg = true,
+                           .test_hostile = test_hostile()};
     for (;;) {
         int c = accept4(s, NULL, NULL, SOCK_CLOEXEC);
         if (c < 0) {

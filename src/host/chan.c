@@ -412,6 +412,45 @@ int chan_pump(struct chan *c, int64_t deadline_ns, struct pv_err *err)
     }
 }
 
+/* How long part of a frame may sit in c->in, once a wait's deadline has
+ * passed, without another byte before the agent counts as stopped part way
+ * through it. The agent writes whole frames, so a frame begun is finished
+ * at the transport's pace (megabytes a second even under TCG); the false
+ * alarm, a guest descheduled this long mid-frame, costs only that VM. */
+#define CHAN_STALL_NS (3 * 1000000000LL)
+
+/* At a deadline: a partial frame that gets no byte in CHAN_STALL_NS breaks
+ * the channel, or the next request's reply would be read as the rest of it
+ * (and that request would wait its whole deadline). 0 when bytes came (and
+ * were dispatched) or nothing is pending; -errno when broken. */
+static int check_stall(struct chan *c, struct pv_err *err)
+{
+    if (c->in_hello || c->broken || c->in.len == 0)
+        return 0;
+    size_t had = c->in.len;
+    int64_t until = now_ns() + CHAN_STALL_NS;
+    while (c->in.len == had) {
+        int r = pump(c, 0, until, err);
+        if (r < 0)
+            return r;
+        if (r > 0)
+            continue;
+        struct pv_hdr h = {0};
+        const char *why;
+        bool whole = had >= PV_HDR_SIZE &&
+                     pv_hdr_decode((const uint8_t *)c->in.data, &h, &why) == 0;
+        return broken(c, err, ETIMEDOUT,
+                      "the agent stopped part way through a frame (%zu of %s%llu bytes came, "
+                      "then nothing for %lld s)",
+                      had, whole ? "" : "at least ",
+                      whole ? (unsigned long long)PV_HDR_SIZE + h.len
+                            : (unsigned long long)PV_HDR_SIZE,
+                      CHAN_STALL_NS / 1000000000LL);
+    }
+    int r = dispatch_ready(c, err);
+    return r < 0 ? r : 0;
+}
+
 int chan_wait(struct chan *c, uint32_t id, int64_t deadline_ns, struct buf *ret,
               struct pv_err *err)
 {
@@ -429,10 +468,10 @@ int chan_wait(struct chan *c, uint32_t id, int64_t deadline_ns, struct buf *ret,
             return r;
         }
         int r = chan_pump(c, deadline_ns, err);
+        if (r == 0 && (r = check_stall(c, err)) == 0 && !q->done)
+            return pv_err_set(err, ETIMEDOUT, "%s timed out", pv_type_name(q->type));
         if (r < 0)
             return r;
-        if (r == 0)
-            return pv_err_set(err, ETIMEDOUT, "%s timed out", pv_type_name(q->type));
     }
 }
 

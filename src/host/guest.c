@@ -59,6 +59,19 @@ int guest_ping(const struct target *t, struct pv_err *err)
     return call(t, "ping", PV_PING, NULL, GUEST_SHORT_S, NULL, NULL, NULL, err);
 }
 
+int guest_test_misbehave(const struct target *t, uint32_t mode, uint64_t amount, uint32_t ms,
+                         double timeout_s, struct pv_err *err)
+{
+    struct buf b = BUF_INIT;
+    struct pv_wr w = {&b};
+    pv_put_u32(&w, mode);
+    pv_put_u64(&w, amount);
+    pv_put_u32(&w, ms);
+    int r = call(t, "test_misbehave", PV_TEST_MISBEHAVE, &b, timeout_s, NULL, NULL, NULL, err);
+    buf_release(&b);
+    return r;
+}
+
 /* ---- processes ---- */
 
 void guest_run_result_release(struct guest_run_result *r)

@@ -265,6 +265,15 @@ uint32_t guest_tail(const struct target *t, const struct guest_tail_req *req, ch
 
 int guest_ping(const struct target *t, struct pv_err *err);
 
+/* ---- test only ---- */
+
+/* PV_TEST_MISBEHAVE: the agent of a VM booted with provium.test_hostile=1
+ * breaks the protocol as mode (enum pv_misbehave) says; amount and ms as
+ * in wire.h (0: the mode's defaults). Waits timeout_s (scaled as every
+ * operation's deadline). For tests/vm/hostile.test.lua only. */
+int guest_test_misbehave(const struct target *t, uint32_t mode, uint64_t amount, uint32_t ms,
+                         double timeout_s, struct pv_err *err);
+
 /* ---- requests in flight (vm:batch, streams, pending calls) ---- */
 
 /* Send one request without waiting: its id, or 0 with err set. */

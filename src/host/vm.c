@@ -564,7 +564,8 @@ static int64_t op_deadline(double seconds)
     return test_bound(deadline_after(seconds * vm_globals.timeout_scale));
 }
 
-/* A guest op failed: a dead QEMU turns into the full story. */
+/* A guest op failed: a dead QEMU turns into the full story; any other
+ * failure of the connection (garbage from the guest) names the VM. */
 static int op_failed(struct vm *vm, int r, struct pv_err *err)
 {
     if (r == -EPIPE) {
@@ -572,6 +573,8 @@ static int op_failed(struct vm *vm, int r, struct pv_err *err)
         snprintf(what, sizeof(what), "%.900s", err ? err->msg : "connection lost");
         return vm_died(vm, err, what);
     }
+    if (r < 0 && vm->chan.broken)
+        return pv_err_wrap(err, "vm `%s`", vm->name);
     return r;
 }
 

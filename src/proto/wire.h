@@ -75,6 +75,14 @@ enum pv_type {
                           RNG reseeded, the boot's files written) -> nothing */
     PV_REQ_MAX,
 
+    /* Test only, far from the requests above: served only by an agent whose
+     * kernel command line holds provium.test_hostile=1 (any other answers
+     * ENOSYS, as for an unknown type). u32 mode (enum pv_misbehave), u64
+     * amount (bytes; 0: the mode's default), u32 ms (how long a flood may
+     * last; 0: the default). The agent then breaks the protocol on purpose,
+     * so that tests/vm/hostile.test.lua can check what provium does. */
+    PV_TEST_MISBEHAVE = 0x7f01,
+
     /* replies, agent -> host; id echoes the request */
     PV_OK = 0x8001,
     PV_ERR = 0x8002,
@@ -84,6 +92,17 @@ enum pv_type {
     /* events, agent -> host; id names the request they belong to (or 0) */
     PV_EV_CHUNK = 0x9001,
     PV_EV_KMSG = 0x9002, /* id 0: records of the kernel log, as /dev/kmsg gives them */
+};
+
+/* PV_TEST_MISBEHAVE modes (docs/architecture.md, "A misbehaving agent") */
+enum pv_misbehave {
+    PV_MB_GARBAGE = 1,         /* bytes that are not a frame */
+    PV_MB_WRONG_ID = 2,        /* Ok frames for ids never asked (amount bytes), no answer */
+    PV_MB_HUGE_LEN = 3,        /* a header announcing a length far over the cap */
+    PV_MB_MID_FRAME = 4,       /* a header and part of its payload, then silence */
+    PV_MB_FLOOD_SENDING = 5,   /* Ok, then Chunks for this id while the host sends */
+    PV_MB_FLOOD_CONSOLE = 6,   /* amount bytes to /dev/console, then Ok: u64 written */
+    PV_MB_DIE_MID_REPLY = 7,   /* part of a reply frame, then the agent exits */
 };
 
 /* PV_RUN flags */

@@ -853,6 +853,26 @@ static int l_vm_console_tail(lua_State *L)
     return l_push_buf(L, b);
 }
 
+/* _provium_c.test_misbehave(vm, mode, timeout_s, amount?, ms?): tests only
+ * (tests/vm/hostile.test.lua); the VM must be booted with
+ * provium.test_hostile=1. mode: a name of enum pv_misbehave. */
+static int l_test_misbehave(lua_State *L)
+{
+    static const char *const modes[] = {"garbage",  "wrong_id",            "huge_len",
+                                        "mid_frame", "flood_while_sending", "flood_console",
+                                        "die_mid_reply", NULL};
+    struct target t = l_checktarget(L, 1);
+    uint32_t mode = (uint32_t)luaL_checkoption(L, 2, NULL, modes) + PV_MB_GARBAGE;
+    double timeout = luaL_checknumber(L, 3);
+    lua_Integer amount = luaL_optinteger(L, 4, 0), ms = luaL_optinteger(L, 5, 0);
+    if (!(timeout > 0) || amount < 0 || ms < 0 || ms > UINT32_MAX)
+        return luaL_error(L, "test_misbehave: timeout must be > 0, amount and ms >= 0");
+    struct pv_err err = {0};
+    if (guest_test_misbehave(&t, mode, (uint64_t)amount, (uint32_t)ms, timeout, &err) < 0)
+        return l_raise_guest(L, &t, "test_misbehave", NULL, &err);
+    return 0;
+}
+
 static const luaL_Reg vm_methods[] = {
     {"boot", l_vm_boot},
     {"shutdown", l_vm_shutdown},
@@ -906,7 +926,8 @@ int luaopen_provium_vm(lua_State *L)
     static const luaL_Reg prims[] = {
         {"vm_new", l_vm_new},   {"run", l_vm_run_raw}, {"kmod_order", l_kmod_order},
         {"snapshot", l_vm_snapshot}, {"restore", l_vm_restore}, {"log_read", l_log_read},
-        {"log_generation", l_log_generation}, {NULL, NULL},
+        {"log_generation", l_log_generation}, {"test_misbehave", l_test_misbehave},
+        {NULL, NULL},
     };
     luaL_newlib(L, prims);
     return 1;
