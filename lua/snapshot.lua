@@ -165,7 +165,14 @@ function P.Lab:restore(snap)
     if not f then error(("lab:restore: %s holds no lab.json: not a lab snapshot"):format(path), 2) end
     local ok, index = pcall(json.decode, f:read("a"))
     f:close()
-    if not ok or type(index) ~= "table" or type(index.vms) ~= "table" then
+    local function valid(e)
+        return type(e) == "table" and type(e.name) == "string"
+            and (e.snap == nil or (type(e.snap) == "string" and not e.snap:find("/", 1, true)))
+            and (e.profile == nil or type(e.profile) == "string")
+    end
+    local good = ok and type(index) == "table" and type(index.vms) == "table"
+    for _, e in ipairs(good and index.vms or {}) do good = good and valid(e) end
+    if not good then
         error(("lab:restore: %s/lab.json is not a lab snapshot's index"):format(path), 2)
     end
     for _, e in ipairs(index.vms) do

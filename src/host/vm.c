@@ -702,14 +702,27 @@ int vm_power_button(struct vm *vm, struct pv_err *err)
 }
 
 /* A dead QEMU turns a failed request into the full story. */
+/* chan_wait until d, a second at a time: between, the logs are bounded,
+ * since QEMU writes the consoles while a long call waits. */
+static int wait_reply(struct vm *vm, uint32_t id, int64_t d, struct buf *reply,
+                      struct pv_err *err)
+{
+    for (;;) {
+        int64_t slice = now_ns() + 1000000000LL;
+        int r = chan_wait(&vm->chan, id, MIN(d, slice), reply, err);
+        if (r != -ETIMEDOUT || now_ns() >= d || vm->chan.broken)
+            return r;
+        vm_logs_bound(vm);
+    }
+}
+
 int vm_call(struct vm *vm, uint64_t route, const char *op, uint16_t type, const struct buf *req,
             double timeout_s, chan_chunk_fn fn, void *ctx, struct buf *reply, struct pv_err *err)
 {
     uint32_t id = vm_start(vm, route, op, type, req, fn, ctx, err);
     if (!id)
         return err ? -err->code : -EIO;
-    int64_t d = op_deadline(timeout_s);
-    int r = chan_wait(&vm->chan, id, d, reply, err);
+    int r = wait_reply(vm, id, op_deadline(timeout_s), reply, err);
     if (r < 0)
         chan_drop(&vm->chan, id);
     if (r == -ETIMEDOUT)
@@ -735,8 +748,8 @@ uint32_t vm_start(struct vm *vm, uint64_t route, const char *op, uint16_t type,
 int vm_finish(struct vm *vm, uint32_t id, double timeout_s, struct buf *reply, struct pv_err *err)
 {
     /* the caller's own time, not scaled */
-    int r = chan_wait(&vm->chan, id, test_bound(deadline_after(timeout_s)), reply, err);
-    return r == -ETIMEDOUT ? r : op_failed(vm, r, err);
+    int r = wait_reply(vm, id, test_bound(deadline_after(timeout_s)), reply, err);
+    return r == -ETIMEDOUT && !vm->chan.broken ? r : op_failed(vm, r, err);
 }
 
 int vm_pump(struct vm *vm, double timeout_s, struct pv_err *err)

@@ -194,6 +194,7 @@ const char *pv_type_name(uint16_t type)
     case PV_STAT: return "Stat";
     case PV_POWEROFF: return "PowerOff";
     case PV_CANCEL: return "Cancel";
+    case PV_TEST_MISBEHAVE: return "TestMisbehave";
     case PV_SYSCALL: return "Syscall";
     case PV_READ_MEM: return "ReadMem";
     case PV_WRITE_MEM: return "WriteMem";
