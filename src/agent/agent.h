@@ -13,13 +13,13 @@
 #include "proto/wire.h"
 
 struct agent_opts {
-    bool follow_kmsg; /* stream the kernel log to the host (PV_EV_KMSG) */
-    bool allow_power; /* PV_POWEROFF may power the machine off (false on the host) */
-    bool resync;      /* a byte stream that outlives the peer (virtio-serial): on
-                         garbage, wait for the next Hello instead of quitting */
-    bool worker;      /* a worker (worker.c): no handshake, no workers of its own */
+    bool follow_kmsg;       /* stream the kernel log to the host (PV_EV_KMSG) */
+    bool allow_power;       /* PV_POWEROFF may power the machine off (false on the host) */
+    bool resync;            /* a byte stream that outlives the peer (virtio-serial): on
+                               garbage, wait for the next Hello instead of quitting */
+    bool worker;            /* a worker (worker.c): no handshake, no workers of its own */
     const char *worker_exe; /* the binary workers run (NULL: /proc/self/exe) */
-    bool test_hostile; /* serve PV_TEST_MISBEHAVE (provium.test_hostile=1; hostile.c) */
+    bool test_hostile;      /* serve PV_TEST_MISBEHAVE (provium.test_hostile=1; hostile.c) */
 };
 
 struct run;
@@ -50,8 +50,7 @@ int agent_serve(int fd, const struct agent_opts *opts);
  * and may block (polling the transport) while the queue is over its limit. */
 void agent_send(struct agent *a, uint16_t type, uint32_t id, const void *payload, size_t len);
 void agent_send_ok(struct agent *a, uint32_t id, const struct buf *payload);
-void agent_send_err(struct agent *a, uint32_t id, int errnum, const char *fmt, ...)
-    PV_PRINTF(4, 5);
+void agent_send_err(struct agent *a, uint32_t id, int errnum, const char *fmt, ...) PV_PRINTF(4, 5);
 void agent_send_chunk(struct agent *a, uint32_t id, uint8_t stream, const void *p, size_t n);
 /* Raw bytes, frame or not (hostile.c breaks the protocol on purpose):
  * queued after what is pending, then written out, waiting up to
@@ -119,8 +118,7 @@ void proc_reap(struct agent *a);
 void proc_timeouts(struct agent *a);
 void proc_kill_all(struct agent *a);
 void proc_sweep(struct agent *a);
-bool proc_backlog(struct agent *a, uint64_t handle, int stream, const struct buf **out,
-                  bool *open);
+bool proc_backlog(struct agent *a, uint64_t handle, int stream, const struct buf **out, bool *open);
 
 /* worker.c: the workers' sockets, polled by the loop. */
 int worker_pollfds(struct agent *a, struct pollfd *fds, int max, int64_t *deadline_ms);

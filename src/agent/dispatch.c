@@ -297,8 +297,8 @@ static void dispatch(struct agent *a, const struct pv_hdr *h, const uint8_t *pay
             continue;
         int ret = handlers[i].fn(a, h->id, &r);
         if (ret == -EBADMSG)
-            agent_send_err(a, h->id, EBADMSG, "malformed %s request: %s",
-                           pv_type_name(h->type), r.why ? r.why : "bad fields");
+            agent_send_err(a, h->id, EBADMSG, "malformed %s request: %s", pv_type_name(h->type),
+                           r.why ? r.why : "bad fields");
         else if (ret < 0)
             agent_send_err(a, h->id, -ret, "%s", strerror(-ret));
         return;

@@ -135,7 +135,7 @@ static void set_handle(int fd, bool on)
     if (on)
         handles[fd / 8] |= (uint8_t)(1u << (fd % 8));
     else
-        handles[fd / 8] &= (uint8_t)~(1u << (fd % 8));
+        handles[fd / 8] &= (uint8_t) ~(1u << (fd % 8));
 }
 
 int agent_op_open(struct agent *a, uint32_t id, struct pv_rd *r)
@@ -223,7 +223,8 @@ int agent_op_seek(struct agent *a, uint32_t id, struct pv_rd *r)
         return -EBADF;
     if (whence > PV_SEEK_END)
         return -EINVAL;
-    static const int w[] = {[PV_SEEK_SET] = SEEK_SET, [PV_SEEK_CUR] = SEEK_CUR, [PV_SEEK_END] = SEEK_END};
+    static const int w[] = {
+        [PV_SEEK_SET] = SEEK_SET, [PV_SEEK_CUR] = SEEK_CUR, [PV_SEEK_END] = SEEK_END};
     off_t pos = lseek((int)h, (off_t)off, w[whence]);
     if (pos < 0)
         return -errno;

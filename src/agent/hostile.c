@@ -64,8 +64,10 @@ static void flood(struct agent *a, uint16_t type, uint32_t id, bool next_id, uin
             break;
         if (next_id) { /* the id field is at offset 12 */
             id++;
-            memcpy(f.data + 12, (uint8_t[4]){(uint8_t)id, (uint8_t)(id >> 8),
-                                             (uint8_t)(id >> 16), (uint8_t)(id >> 24)}, 4);
+            memcpy(f.data + 12,
+                   (uint8_t[4]){(uint8_t)id, (uint8_t)(id >> 8), (uint8_t)(id >> 16),
+                                (uint8_t)(id >> 24)},
+                   4);
         }
     }
     buf_release(&f);
@@ -142,9 +144,7 @@ int agent_op_test_misbehave(struct agent *a, uint32_t id, struct pv_rd *r)
         agent_send_raw(a, raw, sizeof(raw), now_ms() + 10000);
         return 0;
     }
-    case PV_MB_MID_FRAME:
-        partial_frame(a, id);
-        return 0; /* the agent goes on serving, silently */
+    case PV_MB_MID_FRAME: partial_frame(a, id); return 0; /* the agent goes on serving, silently */
     case PV_MB_FLOOD_SENDING: {
         agent_send_ok(a, id, NULL);
         /* Flood once the host's next request starts to arrive: the host is
@@ -158,10 +158,7 @@ int agent_op_test_misbehave(struct agent *a, uint32_t id, struct pv_rd *r)
     case PV_MB_FLOOD_CONSOLE:
         agent_reply_u64(a, id, flood_console(amount ? amount : FLOOD_CONSOLE_BYTES, end));
         return 0;
-    case PV_MB_DIE_MID_REPLY:
-        partial_frame(a, id);
-        _exit(3);
-    default:
-        return -EINVAL;
+    case PV_MB_DIE_MID_REPLY: partial_frame(a, id); _exit(3);
+    default: return -EINVAL;
     }
 }

@@ -203,8 +203,8 @@ static bool test_hostile(void)
 
 static void agent_virtio_serial(void)
 {
-    struct agent_opts o = {.allow_power = true, .resync = true, .follow_kmsg = true,
-                           .test_hostile = test_hostile()};
+    struct agent_opts o = {
+        .allow_power = true, .resync = true, .follow_kmsg = true, .test_hostile = test_hostile()};
     for (;;) {
         int fd = open_vport();
         int r = agent_serve(fd, &o);
@@ -225,8 +225,8 @@ static void agent_vsock(unsigned port)
         poll(NULL, 0, 200);
         s = socket(AF_VSOCK, SOCK_STREAM | SOCK_CLOEXEC, 0);
     }
-    struct agent_opts o = {.allow_power = true, .resync = false, .follow_kmsg = true,
-                           .test_hostile = test_hostile()};
+    struct agent_opts o = {
+        .allow_power = true, .resync = false, .follow_kmsg = true, .test_hostile = test_hostile()};
     for (;;) {
         int c = accept4(s, NULL, NULL, SOCK_CLOEXEC);
         if (c < 0) {

@@ -358,8 +358,7 @@ int agent_op_stdin(struct agent *a, uint32_t id, struct pv_rd *r)
 
 /* The output a PV_SPAWN process captured so far, for a new PV_TAIL; false
  * when no such process. *open says whether more may come. */
-bool proc_backlog(struct agent *a, uint64_t handle, int stream, const struct buf **out,
-                  bool *open)
+bool proc_backlog(struct agent *a, uint64_t handle, int stream, const struct buf **out, bool *open)
 {
     struct run *p = by_handle(a, handle);
     if (!p || stream < 1 || stream > 2)

@@ -18,11 +18,11 @@
 struct tail {
     struct tail *next;
     uint32_t id;
-    int fd;             /* -1 for a process stream */
-    bool regular;       /* followed with pread from pos, every TAIL_POLL_MS */
+    int fd;       /* -1 for a process stream */
+    bool regular; /* followed with pread from pos, every TAIL_POLL_MS */
     uint64_t pos;
     int64_t next_ms;
-    uint64_t handle;    /* process streams: the process, and which of its pipes */
+    uint64_t handle; /* process streams: the process, and which of its pipes */
     int which;
 };
 

@@ -11,11 +11,10 @@
  *
  * Each call runs on a worker thread, so a call that blocks (a read on a
  * pipe, a futex wait) never stalls the agent's loop; the thread sends the
- * reply itself (one wake-up of the loop less per call). Workers wait for the next call when done (up to
- * POOL_IDLE of them), because creating a thread costs more than the call;
- * a call that finds no idle worker gets a new one, so a blocked call never
- * holds up the next. The agent is one process: a file descriptor one call
- * opens is valid in the next. */
+ * reply itself (one wake-up of the loop less per call). Workers wait for the next call when done
+ * (up to POOL_IDLE of them), because creating a thread costs more than the call; a call that finds
+ * no idle worker gets a new one, so a blocked call never holds up the next. The agent is one
+ * process: a file descriptor one call opens is valid in the next. */
 #include <fcntl.h>
 #include <linux/random.h>
 #include <pthread.h>
@@ -65,8 +64,8 @@ static void job_free(struct sys_job *j)
 static void job_run(struct sys_job *j)
 {
     errno = 0;
-    long ret = syscall(j->nr, j->args[0], j->args[1], j->args[2], j->args[3], j->args[4],
-                       j->args[5]);
+    long ret =
+        syscall(j->nr, j->args[0], j->args[1], j->args[2], j->args[3], j->args[4], j->args[5]);
     int err = ret == -1 ? errno : 0;
     struct buf b = BUF_INIT;
     struct pv_wr w = {&b};
@@ -318,8 +317,8 @@ static int put_boot_file(const char *path, uint32_t mode, const void *data, size
         if (ret < 0)
             return ret;
     }
-    _cleanup_close_ int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOCTTY,
-                                  (mode_t)(mode & 07777));
+    _cleanup_close_ int fd =
+        open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOCTTY, (mode_t)(mode & 07777));
     if (fd < 0)
         return -errno;
     int ret = write_all(fd, data, len);

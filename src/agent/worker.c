@@ -37,11 +37,11 @@ struct worker {
     struct buf in, out;
     uint32_t *pending; /* ids of the requests it has not answered */
     size_t npending, cap;
-    uint32_t ender;   /* the PV_WORKER_END answered once it is reaped */
-    int64_t kill_at;  /* after PV_WORKER_END: SIGKILL then */
+    uint32_t ender;  /* the PV_WORKER_END answered once it is reaped */
+    int64_t kill_at; /* after PV_WORKER_END: SIGKILL then */
     bool reaped;
     int wstatus;
-    char why[96];     /* "exited with status 3": the answer for what it left */
+    char why[96]; /* "exited with status 3": the answer for what it left */
 };
 
 static struct worker *find(struct agent *a, uint64_t handle)
@@ -181,8 +181,8 @@ __attribute__((noreturn)) static void child(const struct creds *c, int sock, int
 }
 
 /* Returns 0 with *ret, or -errno with msg saying which step failed. */
-static int start(struct agent *a, const struct creds *c, char **env, struct worker **ret,
-                 char *msg, size_t msglen)
+static int start(struct agent *a, const struct creds *c, char **env, struct worker **ret, char *msg,
+                 size_t msglen)
 {
     /* The agent's own binary, opened while we still may: after a change of
      * uid, /proc/self/exe is out of reach. */
@@ -441,8 +441,8 @@ bool worker_reaped(struct agent *a, pid_t pid, int status)
         ;
     hang_up(w);
     for (size_t i = 0; i < w->npending; i++)
-        agent_send_err(a, w->pending[i], ECHILD, "worker %llu %s",
-                       (unsigned long long)w->handle, w->why);
+        agent_send_err(a, w->pending[i], ECHILD, "worker %llu %s", (unsigned long long)w->handle,
+                       w->why);
     w->npending = 0;
     if (w->ender) {
         agent_reply_u32(a, w->ender, (uint32_t)status);

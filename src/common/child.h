@@ -58,11 +58,11 @@ struct child_report {
 };
 
 struct child_opts {
-    pid_t parent;     /* getpid() before the fork, for the getppid() check */
-    unsigned flags;   /* CHILD_PGRP or CHILD_SESSION (a session is a group too) */
-    const char *cwd;  /* NULL or "": the parent's */
-    int stdio[3];     /* dup2'ed onto 0, 1, 2 (without FD_CLOEXEC); -1: left as is */
-    int report_fd;    /* the report pipe's write end; moved above 2 if it was below */
+    pid_t parent;    /* getpid() before the fork, for the getppid() check */
+    unsigned flags;  /* CHILD_PGRP or CHILD_SESSION (a session is a group too) */
+    const char *cwd; /* NULL or "": the parent's */
+    int stdio[3];    /* dup2'ed onto 0, 1, 2 (without FD_CLOEXEC); -1: left as is */
+    int report_fd;   /* the report pipe's write end; moved above 2 if it was below */
 };
 
 /* fork() with every signal blocked across it. In the parent the mask is

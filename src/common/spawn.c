@@ -107,8 +107,7 @@ static int spawn_failed(const char *name, const char *cwd, const struct child_re
         return pv_err_set(err, e, "cannot run %s: %s", name, strerror(e));
     if (f->step == CHILD_CHDIR)
         return pv_err_set(err, e, "cannot run %s: chdir %s: %s", name, cwd, strerror(e));
-    return pv_err_set(err, e, "cannot run %s: %s: %s", name, child_step_name(f->step),
-                      strerror(e));
+    return pv_err_set(err, e, "cannot run %s: %s: %s", name, child_step_name(f->step), strerror(e));
 }
 
 /* Read one chunk from fd into out (while below limit; the rest is dropped).
@@ -137,8 +136,8 @@ static int spawn_read(int fd, struct buf *out, size_t *kept, size_t limit)
  * zombie) or the timeout (the group killed, -ETIMEDOUT). *out_r is closed
  * when its pipe ends. */
 static int wait_exit(const char *name, pid_t pid, pid_t guard, int *out_r, int pidfd,
-                     struct buf *out, size_t *kept, size_t max_out, int timeout_ms,
-                     int *ret_status, struct pv_err *err)
+                     struct buf *out, size_t *kept, size_t max_out, int timeout_ms, int *ret_status,
+                     struct pv_err *err)
 {
     int64_t deadline = timeout_ms > 0 ? now_ms() + timeout_ms : -1;
     for (;;) {

@@ -299,10 +299,11 @@ static int user_dir_parent_check(const char *dir, struct pv_err *err)
                           "in it; set XDG_CACHE_HOME or HOME to a directory of yours",
                           dir, (unsigned)st.st_uid, (unsigned)getuid());
     if ((st.st_mode & 022) && !(st.st_mode & S_ISVTX))
-        return pv_err_set(err, EPERM,
-                          "%s is writable by group or others (mode %04o): refusing to keep a cache in "
-                          "it; set XDG_CACHE_HOME or HOME to a directory of yours",
-                          dir, (unsigned)(st.st_mode & 07777));
+        return pv_err_set(
+            err, EPERM,
+            "%s is writable by group or others (mode %04o): refusing to keep a cache in "
+            "it; set XDG_CACHE_HOME or HOME to a directory of yours",
+            dir, (unsigned)(st.st_mode & 07777));
     return 0;
 }
 
@@ -324,8 +325,10 @@ static int user_dir_make(const char *dir, struct pv_err *err)
     _cleanup_close_ int fd = open(dir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
     struct stat st;
     if (fd < 0 && (errno == ELOOP || errno == ENOTDIR))
-        return pv_err_set(err, EPERM, "%s is a symlink or not a directory: refusing it as "
-                                      "provium's cache; remove it", dir);
+        return pv_err_set(err, EPERM,
+                          "%s is a symlink or not a directory: refusing it as "
+                          "provium's cache; remove it",
+                          dir);
     if (fd < 0 || fstat(fd, &st) < 0)
         return pv_err_set(err, errno, "%s: %s", dir, strerror(errno));
     if (st.st_uid != getuid())
@@ -434,7 +437,7 @@ void buf_add_escaped(struct buf *b, const void *p, size_t n)
     for (size_t i = 0; i < n;) {
         size_t len = utf8_seq_len(s + i, n - i);
         unsigned char c = s[i];
-        bool control = len == 1 ? (c < 0x20 && c != '\n' && c != '\t') || c == 0x7f
+        bool control = len == 1   ? (c < 0x20 && c != '\n' && c != '\t') || c == 0x7f
                        : len == 2 ? c == 0xc2 && s[i + 1] < 0xa0
                        : len == 3 ? c == 0xef && s[i + 1] == 0xbf && s[i + 2] >= 0xbe
                                   : false;
@@ -464,10 +467,26 @@ int parse_size(const char *s, uint64_t *ret)
         return -EINVAL;
     double mult = 1;
     switch (*end) {
-    case 'k': case 'K': mult = 1024.0; end++; break;
-    case 'm': case 'M': mult = 1024.0 * 1024; end++; break;
-    case 'g': case 'G': mult = 1024.0 * 1024 * 1024; end++; break;
-    case 't': case 'T': mult = 1024.0 * 1024 * 1024 * 1024; end++; break;
+    case 'k':
+    case 'K':
+        mult = 1024.0;
+        end++;
+        break;
+    case 'm':
+    case 'M':
+        mult = 1024.0 * 1024;
+        end++;
+        break;
+    case 'g':
+    case 'G':
+        mult = 1024.0 * 1024 * 1024;
+        end++;
+        break;
+    case 't':
+    case 'T':
+        mult = 1024.0 * 1024 * 1024 * 1024;
+        end++;
+        break;
     default: break;
     }
     if (mult > 1 && *end == 'i')

@@ -20,7 +20,10 @@
 #define PV_STR_(x) #x
 #define PV_STR(x) PV_STR_(x)
 
-static inline void freep(void *p) { free(*(void **)p); }
+static inline void freep(void *p)
+{
+    free(*(void **)p);
+}
 static inline void closep(int *fd)
 {
     if (*fd >= 0) {
@@ -60,7 +63,7 @@ char *xasprintf(const char *fmt, ...) PV_PRINTF(1, 2);
  * via pv_err_wrap() on the way up. */
 struct pv_err {
     int code;
-    bool guest; /* code is the guest's answer (the agent's errno), not a host failure */
+    bool guest;     /* code is the guest's answer (the agent's errno), not a host failure */
     char msg[8192]; /* room for a 40-line console tail */
 };
 
@@ -76,7 +79,10 @@ struct buf {
     char *data;
     size_t len, cap;
 };
-#define BUF_INIT {NULL, 0, 0}
+#define BUF_INIT                                                                                   \
+    {                                                                                              \
+        NULL, 0, 0                                                                                 \
+    }
 void buf_reserve(struct buf *b, size_t extra);
 void buf_add(struct buf *b, const void *p, size_t n);
 void buf_adds(struct buf *b, const char *s);

@@ -43,10 +43,25 @@ static bool probe_kvm(const char *kernel)
         return false;
     _cleanup_free_ char *log = xasprintf("%s/serial.log", dir);
     _cleanup_free_ char *serial = xasprintf("file:%s", log);
-    const char *argv[] = {"qemu-system-x86_64", "-nodefaults", "-no-user-config", "-display", "none",
-                    "-machine", "pc,accel=kvm", "-cpu", "host", "-m", "128", "-no-reboot",
-                    "-serial", serial, "-kernel", kernel, "-append",
-                    "console=ttyS0 panic=-1 rdinit=/provium-probe-no-init", NULL};
+    const char *argv[] = {"qemu-system-x86_64",
+                          "-nodefaults",
+                          "-no-user-config",
+                          "-display",
+                          "none",
+                          "-machine",
+                          "pc,accel=kvm",
+                          "-cpu",
+                          "host",
+                          "-m",
+                          "128",
+                          "-no-reboot",
+                          "-serial",
+                          serial,
+                          "-kernel",
+                          kernel,
+                          "-append",
+                          "console=ttyS0 panic=-1 rdinit=/provium-probe-no-init",
+                          NULL};
     pid_t pid;
     int pidfd;
     bool ok = false;

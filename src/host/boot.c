@@ -115,8 +115,7 @@ static int add_modules(struct cpio *c, const char *modules_dir, const char *cons
  * and their load order in .provium/modules and .provium/modules.late. */
 static int add_overlay(struct cpio *c, const char *modules_dir, bool rootfs, struct pv_err *err)
 {
-    cpio_add_file(c, AGENT_PATH + 1, 0755, pv_agent_bin,
-                  (size_t)(pv_agent_bin_end - pv_agent_bin));
+    cpio_add_file(c, AGENT_PATH + 1, 0755, pv_agent_bin, (size_t)(pv_agent_bin_end - pv_agent_bin));
     cpio_add_dir(c, ".provium", 0755);
     if (!modules_dir)
         return 0;
@@ -162,8 +161,8 @@ static int add_busybox(struct cpio *c, struct pv_err *err)
         r = pv_err_set(err, EINVAL, "%s --list-full failed (is it busybox-static?)", bb);
     if (r < 0)
         goto out;
-    static const char *dirs[] = {"bin", "sbin", "usr", "usr/bin", "usr/sbin", "etc", "root",
-                                 "proc", "sys", "dev", "run", "tmp", "var", "mnt"};
+    static const char *dirs[] = {"bin",  "sbin", "usr", "usr/bin", "usr/sbin", "etc", "root",
+                                 "proc", "sys",  "dev", "run",     "tmp",      "var", "mnt"};
     for (size_t i = 0; i < ARRAY_SIZE(dirs); i++)
         cpio_add_dir(c, dirs[i], !strcmp(dirs[i], "tmp") ? 01777 : 0755);
     cpio_add_file(c, "bin/busybox", 0755, bin.data, bin.len);
@@ -264,8 +263,7 @@ static int merged_initrd(const char *initrd, const char *overlay, const char *mo
 }
 
 /* boot_opts.files: one more archive after the rest, per VM. */
-static int with_files(const char *initrd, const struct boot_opts *o, char **ret,
-                      struct pv_err *err)
+static int with_files(const char *initrd, const struct boot_opts *o, char **ret, struct pv_err *err)
 {
     struct buf img = BUF_INIT;
     int r = initrd ? read_file(initrd, 2u << 30, &img) : 0;
@@ -351,8 +349,8 @@ static int run_build(const struct profile *p, struct pv_err *err)
         return pv_err_set(err, errno, "%s: %s", lockpath, strerror(errno));
     int r = flock_wait(lock, LOCK_EX, (int)MAX(deadline - now_ms(), 0));
     if (r == -ETIMEDOUT)
-        return pv_err_set(err, ETIMEDOUT,
-                          "profile `%s`: another file's build did not end in time", p->name);
+        return pv_err_set(err, ETIMEDOUT, "profile `%s`: another file's build did not end in time",
+                          p->name);
     if (r < 0)
         return pv_err_set(err, -r, "%s: %s", lockpath, strerror(-r));
     if (access(done, F_OK) == 0)
@@ -369,7 +367,7 @@ static int run_build(const struct profile *p, struct pv_err *err)
     struct buf log = BUF_INIT;
     int status = 0;
     r = spawn_run((const char *const *)argv, p->dir, &log, 64 << 10,
-                      (int)MAX(deadline - now_ms(), 1), &status, err);
+                  (int)MAX(deadline - now_ms(), 1), &status, err);
     if (r == 0 && status != 0) {
         char how[64];
         spawn_describe_status(status, how, sizeof(how));
@@ -560,7 +558,7 @@ int boot_plan(const struct config *cfg, const char *name, const struct boot_opts
         b->modules_dir = xstrdup(p ? p->modules : rs.k.modules_dir);
     b->memory = o->memory ? o->memory : 512ull << 20;
     b->cpus = o->cpus ? o->cpus : 1;
-    b->agent_timeout = o->agent_timeout > 0 ? o->agent_timeout
+    b->agent_timeout = o->agent_timeout > 0             ? o->agent_timeout
                        : p && p->agent_boot_timeout > 0 ? p->agent_boot_timeout
                                                         : 30 * vm_globals.timeout_scale;
     b->has_rng_seed = o->has_rng_seed;

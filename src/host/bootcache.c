@@ -40,7 +40,6 @@ static void unsaved(struct vm *vm, const char *why)
     unwritable = true;
 }
 
-
 /* The entry's files are the guest's memory: its owner's alone. vm.c writes
  * the RAM file 0644 (umask applied); the rest 0600. */
 static void make_private(const char *dir)

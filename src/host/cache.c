@@ -164,7 +164,6 @@ void cache_touch(const char *entry)
 
 /* ---- the verdict on a failed restore ---- */
 
-
 /* The part of a snapshot's header a field of the environment must match. */
 static int check_field(const char *path, json_t *h, const char *field, const char *now,
                        struct pv_err *err)
@@ -264,7 +263,8 @@ static int check_lab(const char *entry, struct pv_err *err)
         r = pv_err_set(err, EBADMSG, "%s: not a lab snapshot's index", index);
     size_t i;
     json_t *v;
-    json_array_foreach(vms, i, v) {
+    json_array_foreach(vms, i, v)
+    {
         const char *snap = json_string_value(json_object_get(v, "snap"));
         if (r < 0 || !snap)
             continue;

@@ -34,7 +34,10 @@ struct cache_work {
     char *path;
     int lock;
 };
-#define CACHE_WORK_INIT {NULL, -1}
+#define CACHE_WORK_INIT                                                                            \
+    {                                                                                              \
+        NULL, -1                                                                                   \
+    }
 /* Make one in cache dir (dir/tmp made 0700 if need be), after a sweep. */
 int cache_work_open(const char *dir, struct cache_work *w, struct pv_err *err);
 /* Remove it and everything in it, then drop its lock. Fine on a

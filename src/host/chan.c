@@ -51,9 +51,8 @@ static int pump(struct chan *c, short extra, int64_t deadline_ns, struct pv_err 
 {
     /* A full buffer is not read further: a guest cannot grow it. */
     short in = c->in.len < CHAN_IN_MAX - 65536 ? POLLIN : 0;
-    struct pollfd p[3] = {{c->fd, (short)(in | extra), 0},
-                          {c->watch_fd, POLLIN, 0},
-                          {c->gone_fd, POLLIN, 0}};
+    struct pollfd p[3] = {
+        {c->fd, (short)(in | extra), 0}, {c->watch_fd, POLLIN, 0}, {c->gone_fd, POLLIN, 0}};
     int n = poll(p, 3, wait_ms(deadline_ns));
     if (n < 0)
         return errno == EINTR ? 1 : -errno;
@@ -212,8 +211,7 @@ int chan_hello(struct chan *c, int64_t deadline_ns, struct pv_err *err)
                 }
                 if (h.type == PV_HELLO_OK && h.version == PV_PROTO_VERSION) {
                     pv_get_u32(&r);
-                    const char *av = pv_get_str(&r), *os = pv_get_str(&r),
-                               *rel = pv_get_str(&r);
+                    const char *av = pv_get_str(&r), *os = pv_get_str(&r), *rel = pv_get_str(&r);
                     uint64_t feat = pv_get_u64(&r);
                     uint32_t pid = pv_get_u32(&r);
                     if (pv_rd_done(&r) < 0) {
@@ -437,8 +435,8 @@ static int check_stall(struct chan *c, struct pv_err *err)
             continue;
         struct pv_hdr h = {0};
         const char *why;
-        bool whole = had >= PV_HDR_SIZE &&
-                     pv_hdr_decode((const uint8_t *)c->in.data, &h, &why) == 0;
+        bool whole =
+            had >= PV_HDR_SIZE && pv_hdr_decode((const uint8_t *)c->in.data, &h, &why) == 0;
         return broken(c, err, ETIMEDOUT,
                       "the agent stopped part way through a frame (%zu of %s%llu bytes came, "
                       "then nothing for %lld s)",
@@ -451,8 +449,7 @@ static int check_stall(struct chan *c, struct pv_err *err)
     return r < 0 ? r : 0;
 }
 
-int chan_wait(struct chan *c, uint32_t id, int64_t deadline_ns, struct buf *ret,
-              struct pv_err *err)
+int chan_wait(struct chan *c, uint32_t id, int64_t deadline_ns, struct buf *ret, struct pv_err *err)
 {
     for (;;) {
         struct chan_req *q = chan_find(c, id);
@@ -475,8 +472,8 @@ int chan_wait(struct chan *c, uint32_t id, int64_t deadline_ns, struct buf *ret,
     }
 }
 
-int chan_call(struct chan *c, uint64_t route, uint16_t type, const struct buf *req, int64_t deadline_ns,
-              chan_chunk_fn fn, void *ctx, struct buf *ret, struct pv_err *err)
+int chan_call(struct chan *c, uint64_t route, uint16_t type, const struct buf *req,
+              int64_t deadline_ns, chan_chunk_fn fn, void *ctx, struct buf *ret, struct pv_err *err)
 {
     uint32_t id = chan_start(c, route, type, req, deadline_ns, fn, ctx, err);
     if (!id)

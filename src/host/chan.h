@@ -98,5 +98,6 @@ int chan_inflight(const struct chan *c);
  * message), or -errno when the call itself failed: -ETIMEDOUT at the
  * deadline (the request is cancelled in the guest), -EPIPE when the peer
  * went away, -EBADMSG when it sent garbage. */
-int chan_call(struct chan *c, uint64_t route, uint16_t type, const struct buf *req, int64_t deadline_ns,
-              chan_chunk_fn fn, void *ctx, struct buf *ret, struct pv_err *err);
+int chan_call(struct chan *c, uint64_t route, uint16_t type, const struct buf *req,
+              int64_t deadline_ns, chan_chunk_fn fn, void *ctx, struct buf *ret,
+              struct pv_err *err);

@@ -85,8 +85,9 @@ void ci_tap_file(FILE *out, size_t n, const struct file_result *f, bool failed)
     const char *why = chunk ? chunk : f->reason;
     if (why) {
         fprintf(out, "    not ok %zu - %s\n", ++k,
-                chunk ? "(loading the file)" : f->kind == FILE_TIMED_OUT ? "(file timed out)"
-                                                                          : "(the file)");
+                chunk                       ? "(loading the file)"
+                : f->kind == FILE_TIMED_OUT ? "(file timed out)"
+                                            : "(the file)");
         tap_yaml(out, "    ", "message", why);
     }
     fprintf(out, "    1..%zu\n", k);
@@ -132,8 +133,7 @@ static void first_line(struct buf *b, const char *name, const char *msg)
     attr(b, name, line);
 }
 
-static void testcase(struct buf *b, const char *path, json_t *t, size_t *failures,
-                     size_t *skipped)
+static void testcase(struct buf *b, const char *path, json_t *t, size_t *failures, size_t *skipped)
 {
     const char *st = str(t, "status"), *msg = str(t, "message");
     const char *name = str(t, "name");
@@ -178,8 +178,7 @@ int ci_junit_write(const char *path, json_t *entries, double seconds, struct pv_
         size_t n = json_array_size(json_object_get(e, "tests")), f = 0, s = 0, k;
         struct buf cases = BUF_INIT;
         json_t *t;
-        json_array_foreach(json_object_get(e, "tests"), k, t)
-            testcase(&cases, p, t, &f, &s);
+        json_array_foreach(json_object_get(e, "tests"), k, t) testcase(&cases, p, t, &f, &s);
         if (why) {
             n++;
             buf_adds(&cases, "    <testcase");
@@ -194,16 +193,18 @@ int ci_junit_write(const char *path, json_t *entries, double seconds, struct pv_
         }
         buf_adds(&suites, "  <testsuite");
         attr(&suites, "name", p);
-        buf_addf(&suites, " tests=\"%zu\" failures=\"%zu\" errors=\"%d\" skipped=\"%zu\" "
-                          "time=\"%.3f\">\n",
+        buf_addf(&suites,
+                 " tests=\"%zu\" failures=\"%zu\" errors=\"%d\" skipped=\"%zu\" "
+                 "time=\"%.3f\">\n",
                  n, f, why ? 1 : 0, s, json_number_value(json_object_get(e, "seconds")));
         buf_add(&suites, cases.data, cases.len);
         buf_adds(&suites, "  </testsuite>\n");
         buf_release(&cases);
         total += n, failures += f, skipped += s, errors += why ? 1 : 0;
     }
-    buf_addf(&b, "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<testsuites name=\"provium\" "
-                 "tests=\"%zu\" failures=\"%zu\" errors=\"%zu\" skipped=\"%zu\" time=\"%.3f\">\n",
+    buf_addf(&b,
+             "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<testsuites name=\"provium\" "
+             "tests=\"%zu\" failures=\"%zu\" errors=\"%zu\" skipped=\"%zu\" time=\"%.3f\">\n",
              total, failures, errors, skipped, seconds);
     buf_add(&b, suites.data, suites.len);
     buf_adds(&b, "</testsuites>\n");

@@ -104,7 +104,6 @@ static char *config_default_cache_dir(void)
 
 /* ---- typed getters ---- */
 
-
 static int config_wrong_type(const struct config_ctx *x, const char *key,
                              const struct toml_value *v, const char *expected)
 {

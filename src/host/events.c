@@ -37,16 +37,16 @@ static int clear_socket_path(const struct sockaddr_un *a, struct pv_err *err)
                    ? 0
                    : pv_err_set(err, errno, "--events-socket %s: %s", path, strerror(errno));
     if (!S_ISSOCK(st.st_mode))
-        return pv_err_set(err, EEXIST, "--events-socket %s: exists and is not a socket; not "
-                                       "replacing it",
+        return pv_err_set(err, EEXIST,
+                          "--events-socket %s: exists and is not a socket; not "
+                          "replacing it",
                           path);
     _cleanup_close_ int c = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
     if (c < 0)
         return pv_err_set(err, errno, "--events-socket %s: socket: %s", path, strerror(errno));
     if (connect(c, (const struct sockaddr *)a, sizeof(*a)) == 0)
         return pv_err_set(err, EADDRINUSE,
-                          "--events-socket %s: another process listens on it (another run?)",
-                          path);
+                          "--events-socket %s: another process listens on it (another run?)", path);
     if (errno != ECONNREFUSED)
         return pv_err_set(err, errno, "--events-socket %s: %s", path, strerror(errno));
     if (unlink(path) < 0 && errno != ENOENT)
@@ -89,8 +89,7 @@ static int listen_socket(const char *path, struct pv_err *err)
     return steal_fd(&fd);
 }
 
-int events_open(const char *save_path, bool to_stdout, const char *socket_path,
-                struct pv_err *err)
+int events_open(const char *save_path, bool to_stdout, const char *socket_path, struct pv_err *err)
 {
     if (save_path) {
         ev.file = open(save_path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
@@ -267,8 +266,8 @@ void events_emit(const char *kind, json_t *payload)
         json_decref(payload);
         return;
     }
-    json_t *e = json_pack("{s:I, s:s, s:o}", "ts", (json_int_t)wall_ns(), "kind", kind,
-                          "payload", payload ? payload : json_object());
+    json_t *e = json_pack("{s:I, s:s, s:o}", "ts", (json_int_t)wall_ns(), "kind", kind, "payload",
+                          payload ? payload : json_object());
     if (ev.up >= 0) {
         char *s = json_dumps(e, JSON_COMPACT);
         if (s) {

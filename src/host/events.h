@@ -11,8 +11,7 @@
 #include "util.h"
 
 /* The runner's outputs; any may be off. 0, or -errno with err. */
-int events_open(const char *save_path, bool to_stdout, const char *socket_path,
-                struct pv_err *err);
+int events_open(const char *save_path, bool to_stdout, const char *socket_path, struct pv_err *err);
 /* In a file's process: events go up fd (-1: nowhere). */
 void events_child(int fd);
 bool events_enabled(void);

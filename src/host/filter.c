@@ -122,8 +122,8 @@ json_t *rerun_parse(const char *text, size_t len)
 static json_t *rerun_load(const char *path)
 {
     struct buf text = BUF_INIT;
-    json_t *failed = read_file(path, 64u << 20, &text) == 0 ? rerun_parse(text.data, text.len)
-                                                             : NULL;
+    json_t *failed =
+        read_file(path, 64u << 20, &text) == 0 ? rerun_parse(text.data, text.len) : NULL;
     buf_release(&text);
     return failed;
 }
@@ -160,10 +160,9 @@ int filters_apply(const struct filters *f, char **files, size_t *nfiles, char **
         }
         struct stat st;
         if (keep && f->since)
-            keep = stat(files[i], &st) == 0 &&
-                   (st.st_mtim.tv_sec > ref.st_mtim.tv_sec ||
-                    (st.st_mtim.tv_sec == ref.st_mtim.tv_sec &&
-                     st.st_mtim.tv_nsec > ref.st_mtim.tv_nsec));
+            keep = stat(files[i], &st) == 0 && (st.st_mtim.tv_sec > ref.st_mtim.tv_sec ||
+                                                (st.st_mtim.tv_sec == ref.st_mtim.tv_sec &&
+                                                 st.st_mtim.tv_nsec > ref.st_mtim.tv_nsec));
         if (keep && f->shard_n)
             keep = shard_of(files[i], f->shard_n) == f->shard_k;
         if (keep)
@@ -174,8 +173,8 @@ int filters_apply(const struct filters *f, char **files, size_t *nfiles, char **
     *nfiles = w;
     json_decref(failed);
     if (f->rerun_failed && !failed)
-        *note = xasprintf("provium: --rerun-failed: no failures recorded in %s; nothing to run",
-                          state);
+        *note =
+            xasprintf("provium: --rerun-failed: no failures recorded in %s; nothing to run", state);
     else if (w < n) {
         struct buf b = BUF_INIT;
         buf_addf(&b, "provium: %zu of %zu file(s) selected (", w, n);
@@ -194,8 +193,8 @@ int filters_apply(const struct filters *f, char **files, size_t *nfiles, char **
     return 0;
 }
 
-int rerun_state_update(char *const *failed, size_t nfailed, char *const *passed,
-                       size_t npassed, struct pv_err *err)
+int rerun_state_update(char *const *failed, size_t nfailed, char *const *passed, size_t npassed,
+                       struct pv_err *err)
 {
     _cleanup_free_ char *path = NULL;
     int r = rerun_state_path(&path, err);

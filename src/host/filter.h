@@ -12,7 +12,7 @@ struct filters {
     char **substr; /* --filter: each may hold `a|b` alternatives */
     size_t nsubstr;
     bool rerun_failed;
-    const char *since; /* --since PATH */
+    const char *since;         /* --since PATH */
     unsigned shard_k, shard_n; /* --shard K/N; 0/0 = none */
     /* per test, as PROVIUM_TEST_FILTER */
     json_t *tests; /* {"tag": [..], "no_tag": [..], "tag_meta": {k: [v..]}, "no_tag_meta": ..} */
@@ -41,5 +41,5 @@ int rerun_state_path(char **ret, struct pv_err *err);
  * target. */
 json_t *rerun_parse(const char *text, size_t len);
 /* After a run: failed files join the state, passed ones leave it. */
-int rerun_state_update(char *const *failed, size_t nfailed, char *const *passed,
-                       size_t npassed, struct pv_err *err);
+int rerun_state_update(char *const *failed, size_t nfailed, char *const *passed, size_t npassed,
+                       struct pv_err *err);

@@ -53,7 +53,7 @@ static char *find_module(const struct config *cfg, const char *mod, const char *
 struct keying {
     const struct config *cfg;
     char base[65]; /* the base key of the fixture asked for (depth 1) */
-    char **seen; /* files already in the key, and fixtures being keyed (cycles) */
+    char **seen;   /* files already in the key, and fixtures being keyed (cycles) */
     size_t nseen;
     int depth;
 };
@@ -378,8 +378,7 @@ static char *entry_path(const struct config *cfg, const char *k, bool lab)
 
 /* After a build: the profiles it booted (the build wrote them into work)
  * become the fixture's record, and so part of its key from now on. */
-static int record(const struct config *cfg, const char *base, const char *work,
-                  struct pv_err *err)
+static int record(const struct config *cfg, const char *base, const char *work, struct pv_err *err)
 {
     _cleanup_free_ char *from = xasprintf("%s/profiles", work);
     _cleanup_free_ char *to = record_path(cfg, base);
@@ -400,7 +399,7 @@ static void keep_in_use(int fd)
         dev_t dev;
         ino_t ino;
         int fd;
-    } *held;
+    } * held;
     static size_t nheld;
     struct stat st;
     if (fstat(fd, &st) < 0) {
@@ -463,8 +462,8 @@ int fixture_get(const struct config *cfg, const char *name, const char *from_dir
     }
     free(entry);
     /* one lock per fixture source: its key is only known after a build */
-    _cleanup_free_ char *lockp = xasprintf("%s/%s.%s.lock", cfg->cache_dir, base,
-                                           lab ? "lab" : "snap");
+    _cleanup_free_ char *lockp =
+        xasprintf("%s/%s.%s.lock", cfg->cache_dir, base, lab ? "lab" : "snap");
     _cleanup_close_ int lock = open(lockp, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
     if (lock < 0)
         return pv_err_set(err, errno, "%s: %s", lockp, strerror(errno));

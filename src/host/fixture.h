@@ -18,8 +18,8 @@ char *fixture_find(const struct config *cfg, const char *name, const char *from_
 int fixture_key(const struct config *cfg, const char *path, char key[65], struct pv_err *err);
 
 struct fixture_result {
-    char *snap;  /* the cached snapshot to restore */
-    bool built;  /* built now (else a cache hit) */
+    char *snap; /* the cached snapshot to restore */
+    bool built; /* built now (else a cache hit) */
 };
 
 /* The snapshot of fixture `name` (a lab fixture's directory when lab),

@@ -120,13 +120,11 @@ static void get_status(struct pv_rd *rd, int *status, int *code, int *sig, uint6
     *errb = pv_get_u64(rd);
 }
 
-int guest_decode_status(const struct buf *reply, struct guest_run_result *res,
-                        struct pv_err *err)
+int guest_decode_status(const struct buf *reply, struct guest_run_result *res, struct pv_err *err)
 {
     struct pv_rd rd;
     pv_rd_init(&rd, reply->data, reply->len);
-    get_status(&rd, &res->status, &res->exit_code, &res->signal, &res->out_total,
-               &res->err_total);
+    get_status(&rd, &res->status, &res->exit_code, &res->signal, &res->out_total, &res->err_total);
     if (pv_rd_done(&rd) < 0 || res->status < PV_EXITED || res->status > PV_TIMED_OUT)
         return pv_err_set(err, EBADMSG, "malformed exit status from the agent");
     return 0;
@@ -147,8 +145,8 @@ static int run_call(const struct target *t, const char *op, uint16_t type, const
     return r;
 }
 
-int guest_run(const struct target *t, const struct guest_run_req *req,
-              struct guest_run_result *res, struct pv_err *err)
+int guest_run(const struct target *t, const struct guest_run_req *req, struct guest_run_result *res,
+              struct pv_err *err)
 {
     struct buf b = BUF_INIT;
     guest_encode_run(&b, req);
@@ -247,8 +245,8 @@ static int get_u64_reply(const struct target *t, const char *op, const struct bu
     return pv_rd_done(&rd) < 0 ? bad_reply(t, op, err) : 0;
 }
 
-int guest_stdin(const struct target *t, uint64_t handle, const void *data, size_t len,
-                bool close, uint32_t *ret_accepted, struct pv_err *err)
+int guest_stdin(const struct target *t, uint64_t handle, const void *data, size_t len, bool close,
+                uint32_t *ret_accepted, struct pv_err *err)
 {
     struct buf b = BUF_INIT, reply = BUF_INIT;
     struct pv_wr w = {&b};
@@ -491,8 +489,7 @@ int guest_decode_listdir(const struct buf *reply,
     return 0;
 }
 
-int guest_listdir(const struct target *t, const char *path, struct buf *reply,
-                  struct pv_err *err)
+int guest_listdir(const struct target *t, const char *path, struct buf *reply, struct pv_err *err)
 {
     struct buf b = BUF_INIT;
     guest_encode_path(&b, path);
@@ -576,8 +573,7 @@ void guest_encode_syscall(struct buf *b, const struct guest_syscall_req *req)
     }
 }
 
-int guest_decode_syscall(const struct buf *reply, struct guest_syscall_res *res,
-                         struct pv_err *err)
+int guest_decode_syscall(const struct buf *reply, struct guest_syscall_res *res, struct pv_err *err)
 {
     struct pv_rd rd;
     pv_rd_init(&rd, reply->data, reply->len);
@@ -684,8 +680,8 @@ int guest_freshen(const struct target *t, const struct guest_freshen *f, struct 
 
 /* ---- workers ---- */
 
-int guest_worker(const struct target *t, const struct guest_worker_req *req,
-                 uint64_t *ret_handle, uint32_t *ret_pid, struct pv_err *err)
+int guest_worker(const struct target *t, const struct guest_worker_req *req, uint64_t *ret_handle,
+                 uint32_t *ret_pid, struct pv_err *err)
 {
     struct buf b = BUF_INIT, reply = BUF_INIT;
     struct pv_wr w = {&b};
@@ -714,8 +710,7 @@ int guest_worker(const struct target *t, const struct guest_worker_req *req,
     return r;
 }
 
-int guest_worker_end(const struct target *t, uint64_t worker, int *ret_status,
-                     struct pv_err *err)
+int guest_worker_end(const struct target *t, uint64_t worker, int *ret_status, struct pv_err *err)
 {
     struct buf b = BUF_INIT, reply = BUF_INIT;
     struct pv_wr w = {&b};

@@ -64,11 +64,10 @@ void guest_run_result_release(struct guest_run_result *r);
 /* A Run's or a Wait's chunks into a guest_run_result (ctx). */
 void guest_run_chunk(void *ctx, uint8_t stream, const void *p, size_t n);
 void guest_encode_run(struct buf *b, const struct guest_run_req *req);
-int guest_decode_status(const struct buf *reply, struct guest_run_result *res,
-                        struct pv_err *err);
+int guest_decode_status(const struct buf *reply, struct guest_run_result *res, struct pv_err *err);
 
-int guest_run(const struct target *t, const struct guest_run_req *req,
-              struct guest_run_result *res, struct pv_err *err);
+int guest_run(const struct target *t, const struct guest_run_req *req, struct guest_run_result *res,
+              struct pv_err *err);
 /* vm:run_async: the agent keeps the output until guest_wait (timeout_ms 0:
  * none; at it the agent SIGKILLs the process: status timed out). */
 int guest_spawn(const struct target *t, const struct guest_run_req *req, uint64_t *ret_handle,
@@ -89,8 +88,8 @@ int guest_decode_proc_status(const struct buf *reply, struct guest_proc_status *
                              struct pv_err *err);
 int guest_proc_status(const struct target *t, uint64_t handle, struct guest_proc_status *st,
                       struct pv_err *err);
-int guest_stdin(const struct target *t, uint64_t handle, const void *data, size_t len,
-                bool close, uint32_t *ret_accepted, struct pv_err *err);
+int guest_stdin(const struct target *t, uint64_t handle, const void *data, size_t len, bool close,
+                uint32_t *ret_accepted, struct pv_err *err);
 
 /* ---- files: ReadFile, WriteFile, Stat, Open..Close, ListDir, MkDir, Unlink, Rename ---- */
 
@@ -149,11 +148,11 @@ struct guest_dirent {
 };
 /* Calls fn for each entry of a ListDir reply, in order; -EBADMSG when the
  * reply is malformed (fn may have been called for the entries before). */
-int guest_decode_listdir(const struct buf *reply, void (*fn)(void *ctx, const struct guest_dirent *e),
-                         void *ctx, struct pv_err *err);
+int guest_decode_listdir(const struct buf *reply,
+                         void (*fn)(void *ctx, const struct guest_dirent *e), void *ctx,
+                         struct pv_err *err);
 void guest_encode_path(struct buf *b, const char *path); /* ListDir, Unlink */
-int guest_listdir(const struct target *t, const char *path, struct buf *reply,
-                  struct pv_err *err);
+int guest_listdir(const struct target *t, const char *path, struct buf *reply, struct pv_err *err);
 void guest_encode_mkdir(struct buf *b, const char *path, uint32_t perm, bool parents);
 int guest_mkdir(const struct target *t, const char *path, uint32_t perm, bool parents,
                 struct pv_err *err);
@@ -241,11 +240,10 @@ struct guest_worker_req {
     const char *const *env; /* KEY=VALUE */
     size_t nenv;
 };
-int guest_worker(const struct target *t, const struct guest_worker_req *req,
-                 uint64_t *ret_handle, uint32_t *ret_pid, struct pv_err *err);
+int guest_worker(const struct target *t, const struct guest_worker_req *req, uint64_t *ret_handle,
+                 uint32_t *ret_pid, struct pv_err *err);
 /* The agent hangs up on the worker; *ret_status is its wait status. */
-int guest_worker_end(const struct target *t, uint64_t worker, int *ret_status,
-                     struct pv_err *err);
+int guest_worker_end(const struct target *t, uint64_t worker, int *ret_status, struct pv_err *err);
 
 /* ---- streams: Tail ---- */
 

@@ -419,8 +419,8 @@ static char *kernel_basename_dup(const char *path)
 static char *modules_for(const char *vmlinuz, const char *version)
 {
     const char *slash = strrchr(vmlinuz, '/');
-    char *beside = modules_tree(
-        xasprintf("%.*s/lib/modules/%s", (int)(slash - vmlinuz), vmlinuz, version));
+    char *beside =
+        modules_tree(xasprintf("%.*s/lib/modules/%s", (int)(slash - vmlinuz), vmlinuz, version));
     return beside ? beside : modules_tree(xasprintf("/lib/modules/%s", version));
 }
 

@@ -112,8 +112,7 @@ static int make_rundir(void)
     sweep_stale_rundirs(tmp);
     char *p = xasprintf("%s/provium-%d-XXXXXX", tmp, (int)getpid());
     if (!mkdtemp(p)) {
-        fprintf(stderr, "provium: cannot create a run directory in %s: %s\n", tmp,
-                strerror(errno));
+        fprintf(stderr, "provium: cannot create a run directory in %s: %s\n", tmp, strerror(errno));
         free(p);
         return -1;
     }
@@ -227,8 +226,7 @@ static uint64_t tree_signature(const struct config *cfg, char **paths, size_t np
 
 /* --watch: poll every 500 ms until the tree changes (true) or Ctrl-C
  * (false). */
-static bool wait_for_change(const struct config *cfg, char **paths, size_t npaths,
-                            uint64_t *seen)
+static bool wait_for_change(const struct config *cfg, char **paths, size_t npaths, uint64_t *seen)
 {
     sigset_t old;
     int sfd = runner_signalfd(&old);
@@ -448,10 +446,37 @@ struct setup {
 };
 
 enum {
-    O_CONFIG = 256, O_ACCEL, O_TRANSPORT, O_TIMEOUT, O_JSON, O_SLOW, O_FAILFAST, O_HELP,
-    O_VERSION, O_NOPREFLIGHT, O_MEM, O_CPUS, O_OVERCOMMIT, O_NOKSM, O_FILTER, O_TAG,
-    O_NOTAG, O_TAGMETA, O_NOTAGMETA, O_RERUN, O_SINCE, O_SHARD, O_TAP, O_JUNIT,
-    O_SAVE_EVENTS, O_EVENTS_STDOUT, O_EVENTS_SOCKET, O_WATCH, O_NAME, O_FIXTURE, O_NOBOOTCACHE,
+    O_CONFIG = 256,
+    O_ACCEL,
+    O_TRANSPORT,
+    O_TIMEOUT,
+    O_JSON,
+    O_SLOW,
+    O_FAILFAST,
+    O_HELP,
+    O_VERSION,
+    O_NOPREFLIGHT,
+    O_MEM,
+    O_CPUS,
+    O_OVERCOMMIT,
+    O_NOKSM,
+    O_FILTER,
+    O_TAG,
+    O_NOTAG,
+    O_TAGMETA,
+    O_NOTAGMETA,
+    O_RERUN,
+    O_SINCE,
+    O_SHARD,
+    O_TAP,
+    O_JUNIT,
+    O_SAVE_EVENTS,
+    O_EVENTS_STDOUT,
+    O_EVENTS_SOCKET,
+    O_WATCH,
+    O_NAME,
+    O_FIXTURE,
+    O_NOBOOTCACHE,
 };
 
 static const struct option longopts[] = {
@@ -523,8 +548,8 @@ static int parse_number(struct args *a, int c, const char *v)
     default: /* O_OVERCOMMIT */
         a->overcommit = strtod(v, &end);
         if (*end || !(a->overcommit > 0) || !isfinite(a->overcommit)) {
-            fprintf(stderr,
-                    "provium: --cpu-overcommit: expected a number such as 1.5, got `%s`\n", v);
+            fprintf(stderr, "provium: --cpu-overcommit: expected a number such as 1.5, got `%s`\n",
+                    v);
             return 2;
         }
         a->overcommit = MIN(MAX(a->overcommit, 0.5), 8.0);
@@ -566,11 +591,19 @@ static int parse_option(struct args *a, int c, char *v)
     case O_TRANSPORT:
         a->transport = (enum transport)parse_choice("--transport", v, transports, 3);
         break;
-    case O_TIMEOUT: case 'j': case O_MEM: case O_CPUS: case O_OVERCOMMIT:
-        return parse_number(a, c, v) ? 2 : -1;
-    case O_FILTER: case O_TAG: case O_NOTAG: case O_TAGMETA: case O_NOTAGMETA: case O_RERUN:
-    case O_SINCE: case O_SHARD:
-        return parse_filter(a, c, v) ? 2 : -1;
+    case O_TIMEOUT:
+    case 'j':
+    case O_MEM:
+    case O_CPUS:
+    case O_OVERCOMMIT: return parse_number(a, c, v) ? 2 : -1;
+    case O_FILTER:
+    case O_TAG:
+    case O_NOTAG:
+    case O_TAGMETA:
+    case O_NOTAGMETA:
+    case O_RERUN:
+    case O_SINCE:
+    case O_SHARD: return parse_filter(a, c, v) ? 2 : -1;
     case O_JSON: a->o.json = true; break;
     case O_SLOW: a->o.include_slow = true; break;
     case O_FAILFAST: a->o.fail_fast = true; break;
@@ -599,8 +632,12 @@ static int parse_option(struct args *a, int c, char *v)
 static int collect_args(int argc, char **argv, struct args *a)
 {
     *a = (struct args){
-        .repl_name = "repl", .accel = ACCEL_AUTO, .transport = TRANSPORT_AUTO,
-        .preflight = true, .boot_cache = true, .overcommit = 1.0,
+        .repl_name = "repl",
+        .accel = ACCEL_AUTO,
+        .transport = TRANSPORT_AUTO,
+        .preflight = true,
+        .boot_cache = true,
+        .overcommit = 1.0,
         .o = {.file_timeout = 300, .ksm = true},
     };
     filters_init(&a->flt);

@@ -90,8 +90,8 @@ static int parse_call(struct lscan *s, const char *path, struct amount *claim, s
                 goto bad;
         } else {
             return pv_err_set(err, EINVAL,
-                              "%s:%d: provium:claim: unknown key `%.*s` (memory, cpus)", path,
-                              line, (int)klen, k);
+                              "%s:%d: provium:claim: unknown key `%.*s` (memory, cpus)", path, line,
+                              (int)klen, k);
         }
         if (!lscan_eat(s, ',') && !lscan_eat(s, ';') && !lscan_eat(s, '}'))
             goto bad;

@@ -16,8 +16,7 @@ struct amount {
 #define POOL_VM_OVERHEAD (64ull << 20)
 /* A file with no provium:claim may run one VM of the default size. */
 #define POOL_DEFAULT_VM_MEMORY (512ull << 20)
-#define POOL_DEFAULT_CLAIM                                                                         \
-    ((struct amount){POOL_DEFAULT_VM_MEMORY + POOL_VM_OVERHEAD, 1})
+#define POOL_DEFAULT_CLAIM ((struct amount){POOL_DEFAULT_VM_MEMORY + POOL_VM_OVERHEAD, 1})
 /* New files wait while the CPU's some-pressure over 10 s is above this
  * (percent); $PROVIUM_PSI_THRESHOLD overrides it, `off` turns it off. */
 #define POOL_PSI_THRESHOLD 50.0
@@ -46,8 +45,7 @@ int pool_scan_claim(const char *path, struct amount *claim, bool *found, struct 
 int pool_scan_claim_text(const char *text, size_t len, const char *path, struct amount *claim,
                          bool *found, struct pv_err *err);
 /* The same check on values already parsed (memory as text or NULL). */
-int pool_parse_claim(const char *memory, long long cpus, struct amount *claim,
-                     struct pv_err *err);
+int pool_parse_claim(const char *memory, long long cpus, struct amount *claim, struct pv_err *err);
 
 /* CPU some-pressure averaged over 10 s, in percent; -1 where the kernel has
  * no PSI. */

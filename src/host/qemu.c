@@ -184,8 +184,8 @@ char *qemu_which(const char *name)
 
 /* QEMU itself, in a process group of its own (child.h has the rules). */
 __attribute__((noreturn)) static void qemu_child(const char *exe, const char *const *argv,
-                                                 char **env, int nullfd, int logfd,
-                                                 int report_fd, pid_t parent)
+                                                 char **env, int nullfd, int logfd, int report_fd,
+                                                 pid_t parent)
 {
     struct child_opts o = {
         .parent = parent,
@@ -201,7 +201,8 @@ __attribute__((noreturn)) static void qemu_child(const char *exe, const char *co
     child_fail(o.report_fd, step);
 }
 
-int qemu_start(const char *const *argv, const char *dir, pid_t *ret_pid, int *ret_pidfd, struct pv_err *err)
+int qemu_start(const char *const *argv, const char *dir, pid_t *ret_pid, int *ret_pidfd,
+               struct pv_err *err)
 {
     _cleanup_free_ char *exe = qemu_which(argv[0]);
     if (!exe)
@@ -248,8 +249,8 @@ int qemu_start(const char *const *argv, const char *dir, pid_t *ret_pid, int *re
             return pv_err_set(err, -r, "cannot exec `%s`: %s", exe, strerror(-r));
         if (f.step == CHILD_EXEC)
             return pv_err_set(err, f.errnum, "cannot exec `%s`: %s", exe, strerror(f.errnum));
-        return pv_err_set(err, f.errnum, "cannot exec `%s`: %s: %s", exe,
-                          child_step_name(f.step), strerror(f.errnum));
+        return pv_err_set(err, f.errnum, "cannot exec `%s`: %s: %s", exe, child_step_name(f.step),
+                          strerror(f.errnum));
     }
     int pidfd = (int)syscall(SYS_pidfd_open, pid, 0);
     if (pidfd < 0) {

@@ -12,15 +12,15 @@ enum transport { TRANSPORT_AUTO, TRANSPORT_VIRTIO_SERIAL, TRANSPORT_VSOCK };
 #define PV_VSOCK_PORT 5123
 
 struct qemu_config {
-    const char *binary; /* NULL: qemu-system-x86_64 from PATH */
+    const char *binary;  /* NULL: qemu-system-x86_64 from PATH */
     const char *machine; /* "pc" */
     enum accel accel;    /* KVM or TCG, never AUTO here */
     enum transport transport;
     uint64_t memory;
     int cpus;
     const char *kernel, *initrd, *cmdline;
-    const char *dir; /* the VM's private run directory: sockets and logs */
-    uint32_t cid;    /* vsock guest CID */
+    const char *dir;   /* the VM's private run directory: sockets and logs */
+    uint32_t cid;      /* vsock guest CID */
     bool has_rng_seed; /* else the guest's entropy is the host's */
     uint64_t rng_seed;
     const char *const *disks; /* profile disks, NULL-terminated; /dev/vda first */
@@ -43,7 +43,8 @@ void qemu_argv_free(char **argv);
  * group, PR_SET_PDEATHSIG(SIGKILL), stdin /dev/null, stdout+stderr to
  * <dir>/qemu.log, every other fd closed. Returns 0 with *ret_pid and
  * *ret_pidfd (O_CLOEXEC; readable once QEMU exits), or -errno. */
-int qemu_start(const char *const *argv, const char *dir, pid_t *ret_pid, int *ret_pidfd, struct pv_err *err);
+int qemu_start(const char *const *argv, const char *dir, pid_t *ret_pid, int *ret_pidfd,
+               struct pv_err *err);
 
 /* Find an executable in PATH; returns a malloc'd path or NULL. */
 char *qemu_which(const char *name);

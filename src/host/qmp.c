@@ -170,7 +170,9 @@ static int send_line(struct qmp *q, const char *cmd, const struct buf *line, int
                 char buf[CMSG_SPACE(sizeof(int))];
                 struct cmsghdr align;
             } u = {0};
-            struct msghdr m = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = u.buf,
+            struct msghdr m = {.msg_iov = &iov,
+                               .msg_iovlen = 1,
+                               .msg_control = u.buf,
                                .msg_controllen = sizeof(u.buf)};
             struct cmsghdr *c = CMSG_FIRSTHDR(&m);
             c->cmsg_level = SOL_SOCKET;

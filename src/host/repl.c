@@ -160,8 +160,7 @@ static void prompt_loop(lua_State *L, int base)
         write_history(hist);
 }
 
-int repl_run(const struct config *cfg, const char *profile, const char *name,
-             const char *fixture)
+int repl_run(const struct config *cfg, const char *profile, const char *name, const char *fixture)
 {
     signal(SIGINT, on_signal);
     signal(SIGTERM, on_signal);
@@ -212,8 +211,9 @@ int repl_run(const struct config *cfg, const char *profile, const char *name,
     lua_setglobal(L, "vm");
     lua_pushvalue(L, -3);
     lua_setglobal(L, name);
-    fprintf(stderr, "provium repl: `vm` (also `%s`) is booted; Lua 5.4 with the provium API. "
-                    "Ctrl-D ends (and stops the VM).\n",
+    fprintf(stderr,
+            "provium repl: `vm` (also `%s`) is booted; Lua 5.4 with the provium API. "
+            "Ctrl-D ends (and stops the VM).\n",
             name);
     int base = lua_gettop(L); /* what stays on the stack: the VM and its name */
 

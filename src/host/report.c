@@ -26,7 +26,9 @@ static void puts_text(FILE *f, const char *s)
 void report_init(struct report *r, enum verbosity v, bool json, bool tap, bool junit,
                  bool events_stdout)
 {
-    *r = (struct report){.verbosity = v, .json = json, .tap = tap,
+    *r = (struct report){.verbosity = v,
+                         .json = json,
+                         .tap = tap,
                          .junit = junit ? json_array() : NULL,
                          .human = json || tap || events_stdout ? stderr : stdout,
                          .progress = v >= NORMAL && isatty(STDERR_FILENO)};
@@ -203,9 +205,10 @@ int report_file(struct report *r, const struct file_result *f)
     puts_text(out, f->display);
     fprintf(out, " (%ld passed, %ld failed, %ld skipped)\n", passed, failed, skipped);
     if (f->reason) {
-        fprintf(out, "    %s\n", f->kind == FILE_TIMED_OUT ? "TIME (file)"
-                                  : f->kind == FILE_NOT_RUN ? "NOT RUN (file)"
-                                                            : "CRASH (file)");
+        fprintf(out, "    %s\n",
+                f->kind == FILE_TIMED_OUT ? "TIME (file)"
+                : f->kind == FILE_NOT_RUN ? "NOT RUN (file)"
+                                          : "CRASH (file)");
         indented(out, 8, f->reason);
     }
     if (chunk) {

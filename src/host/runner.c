@@ -170,9 +170,9 @@ int runner_file_child(const struct config *cfg, const char *path, const char *di
 struct job {
     char *file, *display;
     struct amount claim, reservation;
-    bool claimed; /* the file has a provium:claim */
-    char *cannot;  /* why it cannot run (a bad claim, too big for the pool), or NULL */
-    bool blocked_said; /* a file_blocked event went out for the current reason */
+    bool claimed;       /* the file has a provium:claim */
+    char *cannot;       /* why it cannot run (a bad claim, too big for the pool), or NULL */
+    bool blocked_said;  /* a file_blocked event went out for the current reason */
     const char *status; /* file_completed's status, once it ended */
     pid_t pid;
     int pidfd;
@@ -396,7 +396,8 @@ static int finish_job(struct job *j, int status, const struct run_opts *o, struc
     buf_release(&j->ev);
     if (j->pidfd >= 0)
         close(j->pidfd);
-    struct file_result fr = {.display = j->display, .output = j->out.data,
+    struct file_result fr = {.display = j->display,
+                             .output = j->out.data,
                              .output_len = j->out.len,
                              .seconds = (double)(now_ns() - j->start_ns) / 1e9};
     if (j->timed_out) {
@@ -422,11 +423,11 @@ static int finish_job(struct job *j, int status, const struct run_opts *o, struc
     if (!j->timed_out && !fr.outcome)
         fr.kind = j->interrupted ? FILE_INTERRUPTED : FILE_CRASHED;
     int verdict = report_file(rep, &fr);
-    j->status = j->timed_out ? "timed_out"
-                : verdict < 0 ? "interrupted"
+    j->status = j->timed_out              ? "timed_out"
+                : verdict < 0             ? "interrupted"
                 : fr.kind == FILE_CRASHED ? "crashed"
-                : verdict ? "failed"
-                          : "passed";
+                : verdict                 ? "failed"
+                                          : "passed";
     json_decref(fr.outcome);
     free(fr.reason);
     buf_release(&j->out);
@@ -481,8 +482,8 @@ static void file_completed(const struct job *j, const char *status, int64_t ns)
 static void pool_state(const struct pool *p)
 {
     struct amount avail = {p->total.memory - p->used.memory, p->total.cpus - p->used.cpus};
-    events_emit("pool_state", json_pack("{s:o, s:o}", "used", amount_of(p->used), "available",
-                                        amount_of(avail)));
+    events_emit("pool_state",
+                json_pack("{s:o, s:o}", "used", amount_of(p->used), "available", amount_of(avail)));
 }
 
 static void show_progress(struct report *rep, size_t done, int active, size_t queued,
@@ -548,8 +549,8 @@ static void run_dispatch(struct run *r)
         }
         /* the host is short of CPU: start nothing new unless idle */
         const char *reason = !pool_fits(&r->pool, j->reservation) ? "pool_full"
-                             : r->active > 0 && pool_cpu_busy() ? "psi_pressure"
-                                                                 : NULL;
+                             : r->active > 0 && pool_cpu_busy()   ? "psi_pressure"
+                                                                  : NULL;
         if (reason) {
             r->blocked = reason;
             if (!j->blocked_said)
@@ -570,8 +571,8 @@ static void run_dispatch(struct run *r)
         r->slots[slot] = j;
         pool_take(&r->pool, j->reservation);
         r->active++;
-        events_emit("file_dispatched", json_pack("{s:s, s:o}", "path", j->display,
-                                                 "reservation", amount_of(j->reservation)));
+        events_emit("file_dispatched", json_pack("{s:s, s:o}", "path", j->display, "reservation",
+                                                 amount_of(j->reservation)));
         events_emit("claim_acquired", json_pack("{s:s, s:o}", "path", j->display, "amount",
                                                 amount_of(j->reservation)));
     }
@@ -715,8 +716,7 @@ static int run_end(struct run *r)
     pool_state(&r->pool);
     struct pv_err err = {0};
     if (rerun_state_update(r->failed, r->nfailed, r->passed, r->npassed, &err) < 0)
-        fprintf(stderr, "provium: cannot record the results for --rerun-failed: %s\n",
-                err.msg);
+        fprintf(stderr, "provium: cannot record the results for --rerun-failed: %s\n", err.msg);
     for (size_t i = 0; i < r->nfiles; i++) {
         free(r->plans[i].display);
         free(r->plans[i].cannot);

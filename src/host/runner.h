@@ -16,11 +16,11 @@ struct run_opts {
     enum verbosity verbosity;
     double file_timeout; /* seconds; 0 = none */
     bool json, tap;
-    const char *junit; /* --junit FILE, or NULL */
+    const char *junit;  /* --junit FILE, or NULL */
     bool events_stdout; /* msgpack events take stdout */
     bool include_slow;
     bool fail_fast;
-    int jobs; /* files at once at most; 0 = as many as the pool holds */
+    int jobs;           /* files at once at most; 0 = as many as the pool holds */
     struct amount pool; /* the pool's size (docs/running.md) */
     bool ksm;           /* tune KSM for the run */
     const char *header; /* printed before the results (human mode), or NULL */

@@ -42,8 +42,7 @@ static int wait_migration(struct vm *vm, const char *what, struct pv_err *err)
         }
         if (st && (!strcmp(st, "failed") || !strcmp(st, "cancelled"))) {
             const char *why = json_string_value(json_object_get(ret, "error-desc"));
-            r = pv_err_set(err, EIO, "vm `%s`: %s failed: %s", vm->name, what,
-                           why ? why : st);
+            r = pv_err_set(err, EIO, "vm `%s`: %s failed: %s", vm->name, what, why ? why : st);
             json_decref(ret);
             return r;
         }
@@ -60,14 +59,15 @@ static json_t *snap_header(struct vm *vm, const char *version)
     const struct vm_boot *b = &vm->plan;
     json_t *disks = json_array();
     for (size_t i = 0; b->disks && b->disks[i]; i++)
-        json_array_append_new(disks, json_pack("{s:s, s:b}", "path", b->disks[i], "ro",
-                                               b->disk_ro && b->disk_ro[i]));
+        json_array_append_new(
+            disks, json_pack("{s:s, s:b}", "path", b->disks[i], "ro", b->disk_ro && b->disk_ro[i]));
     json_t *h = json_pack("{s:s, s:s, s:s, s:s, s:I, s:i, s:s, s:s, s:o}", "qemu", version,
                           "machine", vm_globals.machine, "accel", accel_name(vm_globals.accel),
-                          "profile", vm->profile, "memory", (json_int_t)b->memory, "cpus",
-                          b->cpus, "kernel", b->kernel, "cmdline", b->cmdline, "disks", disks);
+                          "profile", vm->profile, "memory", (json_int_t)b->memory, "cpus", b->cpus,
+                          "kernel", b->kernel, "cmdline", b->cmdline, "disks", disks);
     json_object_set_new(h, "initrd", b->initrd ? json_string(b->initrd) : json_null());
-    json_object_set_new(h, "modules_dir", b->modules_dir ? json_string(b->modules_dir) : json_null());
+    json_object_set_new(h, "modules_dir",
+                        b->modules_dir ? json_string(b->modules_dir) : json_null());
     json_object_set_new(h, "agent_timeout", json_real(b->agent_timeout));
     if (b->has_rng_seed)
         json_object_set_new(h, "rng_seed", json_integer((json_int_t)b->rng_seed));
@@ -80,17 +80,16 @@ static json_t *snap_header(struct vm *vm, const char *version)
  * resumes); QEMU keeps a capability from one migration to the next, so
  * each sets it. An outgoing stream is not throttled: QEMU's default of 128
  * MiB/s made a snapshot of a fresh 512 MiB guest take 0.7 s, not 0.4. */
-static int migration_setup(struct vm *vm, bool outgoing, bool ignore_shared,
-                           struct pv_err *err)
+static int migration_setup(struct vm *vm, bool outgoing, bool ignore_shared, struct pv_err *err)
 {
     int r = outgoing ? vm_qmp(vm, "migrate-set-parameters",
-                                  json_pack("{s:I}", "max-bandwidth", (json_int_t)1 << 40), err)
+                              json_pack("{s:I}", "max-bandwidth", (json_int_t)1 << 40), err)
                      : 0;
     return r < 0 ? r
                  : vm_qmp(vm, "migrate-set-capabilities",
-                              json_pack("{s:[{s:s, s:b}]}", "capabilities", "capability",
-                                        "x-ignore-shared", "state", ignore_shared),
-                              err);
+                          json_pack("{s:[{s:s, s:b}]}", "capabilities", "capability",
+                                    "x-ignore-shared", "state", ignore_shared),
+                          err);
 }
 
 /* Stop the machine and write its snapshot to path. ram: the name, beside
@@ -101,8 +100,7 @@ static int save_machine(struct vm *vm, const char *path, const char *ram, struct
     const char *version = qemu_version();
     _cleanup_close_ int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
     if (fd < 0)
-        return pv_err_set(err, errno, "vm `%s`: snapshot: %s: %s", vm->name, path,
-                          strerror(errno));
+        return pv_err_set(err, errno, "vm `%s`: snapshot: %s: %s", vm->name, path, strerror(errno));
     json_t *h = snap_header(vm, version ? version : "?");
     json_object_set_new(h, "compression", json_string("zstd"));
     if (ram)
@@ -192,14 +190,13 @@ static int snap_open(struct vm *vm, const char *path, json_t **header, int *ret_
 {
     _cleanup_close_ int fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0)
-        return pv_err_set(err, errno, "vm `%s`: restore: %s: %s", vm->name, path,
-                          strerror(errno));
+        return pv_err_set(err, errno, "vm `%s`: restore: %s: %s", vm->name, path, strerror(errno));
     _cleanup_free_ char *buf = xmalloc(VM_SNAP_HEADER_MAX);
     ssize_t n = pread(fd, buf, VM_SNAP_HEADER_MAX, 0);
     size_t len;
     if (n < 0 || vm_snapshot_parse_header(buf, (size_t)n, header, &len) < 0)
-        return pv_err_set(err, EINVAL, "vm `%s`: restore: %s is not a provium snapshot",
-                          vm->name, path);
+        return pv_err_set(err, EINVAL, "vm `%s`: restore: %s is not a provium snapshot", vm->name,
+                          path);
     lseek(fd, (off_t)len, SEEK_SET);
     *ret_fd = steal_fd(&fd);
     return 0;
@@ -208,9 +205,8 @@ static int snap_open(struct vm *vm, const char *path, json_t **header, int *ret_
 static int snap_mismatch(struct vm *vm, const char *path, const char *what, const char *was,
                          const char *is, struct pv_err *err)
 {
-    return pv_err_set(err, EINVAL,
-                      "vm `%s`: restore: %s was taken with %s %s, this is %s %s", vm->name,
-                      path, what, was ? was : "?", what, is ? is : "?");
+    return pv_err_set(err, EINVAL, "vm `%s`: restore: %s was taken with %s %s, this is %s %s",
+                      vm->name, path, what, was ? was : "?", what, is ? is : "?");
 }
 
 /* The boot plan a snapshot's header records. */
@@ -269,16 +265,16 @@ static int check_header(struct vm *vm, const char *path, json_t *h, const struct
         plan = own;
         if (own->initrd && access(own->initrd, R_OK) < 0)
             return pv_err_set(err, ENOENT,
-                              "vm `%s`: restore: %s needs the initrd %s, which is gone",
-                              vm->name, path, own->initrd);
+                              "vm `%s`: restore: %s needs the initrd %s, which is gone", vm->name,
+                              path, own->initrd);
     }
     *ret_plan = plan;
     /* RAM kept in a file beside the snapshot: mapped copy-on-write */
     if (!(v = json_string_value(json_object_get(h, "ram"))))
         return 0;
     if (strchr(v, '/')) /* a name beside it, nothing else */
-        return pv_err_set(err, EINVAL, "vm `%s`: restore: %s is not a provium snapshot",
-                          vm->name, path);
+        return pv_err_set(err, EINVAL, "vm `%s`: restore: %s is not a provium snapshot", vm->name,
+                          path);
     _cleanup_free_ char *dir = xstrdup(path);
     _cleanup_free_ char *ram = xasprintf("%s/%s", dirname(dir), v);
     struct stat st;
@@ -319,8 +315,7 @@ static int stream_in(struct vm *vm, const char *path, int fd, bool zstd, bool ra
     if (r == 0)
         r = migration_setup(vm, false, ram, err);
     if (r == 0)
-        r = qmp_exec_fd(&vm->qmp, "getfd", json_pack("{s:s}", "fdname", "snap"), qfd, d, NULL,
-                        err);
+        r = qmp_exec_fd(&vm->qmp, "getfd", json_pack("{s:s}", "fdname", "snap"), qfd, d, NULL, err);
     if (zstd)
         close(p[0]);
     if (r == 0)
@@ -419,7 +414,7 @@ static int copy_nonzero(int fd, const char *path, uint64_t size, struct pv_err *
         if (n <= 0)
             return pv_err_set(err, n < 0 ? errno : EIO, "reading the guest's RAM: %s",
                               n < 0 ? strerror(errno) : "cut short");
-        for (ssize_t i = 0, j; i < n; i = j > i ? j : i + PAGE) {
+        for (ssize_t i = 0, j; i<n; i = j> i ? j : i + PAGE) {
             for (j = i; j < n && memcmp(buf + j, zero, (size_t)MIN(PAGE, n - j));)
                 j += MIN(PAGE, n - j); /* the non-zero pages from i, written at once */
             ssize_t w = j > i ? pwrite(out, buf + i, (size_t)(j - i), at + i) : 0;
@@ -444,7 +439,7 @@ int vm_save_boot(struct vm *vm, const struct vm_boot *b, const char *dir, struct
     }
     _cleanup_free_ char *memfd = xasprintf("/proc/%d/fd/%d", (int)getpid(), mfd);
     int r = vm_boot_as(vm, b, &(struct start){.fresh = true, .ram_file = memfd, .ram_shared = true},
-                 err);
+                       err);
     if (r < 0)
         return r;
     _cleanup_free_ char *snap = xasprintf("%s/vm.snap", dir);

@@ -129,18 +129,12 @@ static const char *toml_describe(const struct parser *P, const char *at, char *b
 const char *toml_type_a(enum toml_type t)
 {
     switch (t) {
-    case TOML_STRING:
-        return "a string";
-    case TOML_INT:
-        return "an integer";
-    case TOML_FLOAT:
-        return "a float";
-    case TOML_BOOL:
-        return "a boolean";
-    case TOML_ARRAY:
-        return "an array";
-    case TOML_TABLE:
-        return "a table";
+    case TOML_STRING: return "a string";
+    case TOML_INT: return "an integer";
+    case TOML_FLOAT: return "a float";
+    case TOML_BOOL: return "a boolean";
+    case TOML_ARRAY: return "an array";
+    case TOML_TABLE: return "a table";
     }
     return "a value";
 }
@@ -148,18 +142,12 @@ const char *toml_type_a(enum toml_type t)
 const char *toml_type_name(enum toml_type t)
 {
     switch (t) {
-    case TOML_STRING:
-        return "string";
-    case TOML_INT:
-        return "integer";
-    case TOML_FLOAT:
-        return "float";
-    case TOML_BOOL:
-        return "boolean";
-    case TOML_ARRAY:
-        return "array";
-    case TOML_TABLE:
-        return "table";
+    case TOML_STRING: return "string";
+    case TOML_INT: return "integer";
+    case TOML_FLOAT: return "float";
+    case TOML_BOOL: return "boolean";
+    case TOML_ARRAY: return "array";
+    case TOML_TABLE: return "table";
     }
     return "unknown";
 }
@@ -188,24 +176,22 @@ static void value_free(struct toml_value *v)
     if (!v)
         return;
     switch (v->type) {
-    case TOML_STRING:
-        free(v->u.s);
-        break;
+    case TOML_STRING: free(v->u.s); break;
     case TOML_ARRAY:
         for (size_t i = 0; i < v->u.arr.n; i++)
             value_free(v->u.arr.items[i]);
         free(v->u.arr.items);
         break;
-    case TOML_TABLE:
-        table_free(v->u.tab);
-        break;
-    default:
-        break;
+    case TOML_TABLE: table_free(v->u.tab); break;
+    default: break;
     }
     free(v);
 }
 
-void toml_free(struct toml_table *t) { table_free(t); }
+void toml_free(struct toml_table *t)
+{
+    table_free(t);
+}
 
 static struct toml_value *value_new(enum toml_type type, int line, int col)
 {
@@ -384,7 +370,10 @@ static char *keypath_str(const struct keypath *k, size_t upto)
 
 /* ---- cursor ---- */
 
-static int peek(const struct parser *P) { return P->p < P->end ? (unsigned char)*P->p : -1; }
+static int peek(const struct parser *P)
+{
+    return P->p < P->end ? (unsigned char)*P->p : -1;
+}
 
 static int peek_at(const struct parser *P, size_t k)
 {
@@ -516,30 +505,15 @@ static int parse_escape(struct parser *P, struct buf *out)
     const char *simple = NULL;
     char buf[16];
     switch (c) {
-    case 'b':
-        simple = "\b";
-        break;
-    case 't':
-        simple = "\t";
-        break;
-    case 'n':
-        simple = "\n";
-        break;
-    case 'f':
-        simple = "\f";
-        break;
-    case 'r':
-        simple = "\r";
-        break;
-    case '"':
-        simple = "\"";
-        break;
-    case '\\':
-        simple = "\\";
-        break;
+    case 'b': simple = "\b"; break;
+    case 't': simple = "\t"; break;
+    case 'n': simple = "\n"; break;
+    case 'f': simple = "\f"; break;
+    case 'r': simple = "\r"; break;
+    case '"': simple = "\""; break;
+    case '\\': simple = "\\"; break;
     case 'u':
-    case 'U':
-        break;
+    case 'U': break;
     default:
         if (c > 0x20 && c < 0x7f)
             return toml_fail(P, bs, "invalid escape `\\%c`", c);
@@ -726,14 +700,10 @@ static int parse_key(struct parser *P, struct keypath *k)
 static bool is_digit_base(int c, int base)
 {
     switch (base) {
-    case 2:
-        return c == '0' || c == '1';
-    case 8:
-        return c >= '0' && c <= '7';
-    case 16:
-        return hex_digit(c) >= 0;
-    default:
-        return c >= '0' && c <= '9';
+    case 2: return c == '0' || c == '1';
+    case 8: return c >= '0' && c <= '7';
+    case 16: return hex_digit(c) >= 0;
+    default: return c >= '0' && c <= '9';
     }
 }
 

@@ -18,8 +18,10 @@
 #include <sys/wait.h>
 #include <linux/vm_sockets.h>
 
-struct vm_globals vm_globals = {.accel = ACCEL_TCG, .transport = TRANSPORT_VIRTIO_SERIAL,
-                                .machine = "pc", .timeout_scale = 1.0};
+struct vm_globals vm_globals = {.accel = ACCEL_TCG,
+                                .transport = TRANSPORT_VIRTIO_SERIAL,
+                                .machine = "pc",
+                                .timeout_scale = 1.0};
 
 /* QEMU pids to kill from a signal handler; plain stores only. */
 static volatile pid_t live_pids[256];
@@ -79,7 +81,6 @@ void vm_boot_release(struct vm_boot *b)
     free(b->disk_ro);
     memset(b, 0, sizeof(*b));
 }
-
 
 void vm_kill_everything(const char *why)
 {
@@ -308,7 +309,8 @@ static int check_claim(struct vm *vm, uint64_t cost, struct pv_err *err)
         "e.g. provium:claim{memory = \"%.0fM\", cpus = 2} (docs/running.md)",
         vm->name, (double)(vm_globals.memory_in_use + cost) / mib, POOL_VM_OVERHEAD / mib,
         (double)vm_globals.claim_memory / mib,
-        vm_globals.claim_declared ? "of its provium:claim" : "a file without a provium:claim may use",
+        vm_globals.claim_declared ? "of its provium:claim"
+                                  : "a file without a provium:claim may use",
         (double)(vm_globals.memory_in_use + cost) / mib);
 }
 
@@ -351,7 +353,7 @@ int vm_make_dir(struct vm *vm, struct pv_err *err)
  * *agent_l, the socket to accept the agent's channel on (-1 under vsock),
  * or -errno (the VM dead if QEMU had started). */
 int vm_launch(struct vm *vm, const struct vm_boot *b, const struct start *st, int *agent_lp,
-                  struct pv_err *err)
+              struct pv_err *err)
 {
     *agent_lp = -1;
     uint64_t cost = (b->memory ? b->memory : POOL_DEFAULT_VM_MEMORY) + POOL_VM_OVERHEAD;
@@ -444,7 +446,7 @@ int vm_launch(struct vm *vm, const struct vm_boot *b, const struct start *st, in
 /* Connect to the agent (accepting on agent_l, which is closed) and shake
  * hands; the VM is dead on failure. */
 int vm_handshake(struct vm *vm, int agent_l, double agent_timeout, const char *since,
-                     struct pv_err *err)
+                 struct pv_err *err)
 {
     uint32_t next_id = vm->chan.next_id;
     int64_t deadline = now_ns() + (int64_t)(agent_timeout * 1e9);
@@ -484,12 +486,11 @@ int vm_handshake(struct vm *vm, int agent_l, double agent_timeout, const char *s
     watch_agent(vm, true);
     vm->announced = !vm->quiet;
     if (vm->announced)
-        events_emit("vm_spawned",
-                    json_pack("{s:s, s:s, s:s, s:I, s:i, s:b}", "file",
-                              vm_globals.file ? vm_globals.file : "", "vm_name", vm->name,
-                              "profile", vm->profile, "memory_bytes",
-                              (json_int_t)(vm->charged - POOL_VM_OVERHEAD), "cid", (int)vm->cid,
-                              "boot_cache", vm->from_boot_cache));
+        events_emit("vm_spawned", json_pack("{s:s, s:s, s:s, s:I, s:i, s:b}", "file",
+                                            vm_globals.file ? vm_globals.file : "", "vm_name",
+                                            vm->name, "profile", vm->profile, "memory_bytes",
+                                            (json_int_t)(vm->charged - POOL_VM_OVERHEAD), "cid",
+                                            (int)vm->cid, "boot_cache", vm->from_boot_cache));
     return 0;
 }
 
@@ -501,8 +502,7 @@ int vm_need_stopped(struct vm *vm, const char *op, struct pv_err *err)
                       vm->name, op, vm_state_name(vm->state));
 }
 
-int vm_boot_as(struct vm *vm, const struct vm_boot *b, const struct start *st,
-                struct pv_err *err)
+int vm_boot_as(struct vm *vm, const struct vm_boot *b, const struct start *st, struct pv_err *err)
 {
     int r = vm_need_stopped(vm, "boot", err);
     if (r < 0)
@@ -528,7 +528,6 @@ int vm_need_state(struct vm *vm, const char *op, enum vm_state want, struct pv_e
     return pv_err_set(err, EINVAL, "vm `%s`: %s() needs a %s VM, but it is %s", vm->name, op,
                       vm_state_name(want), vm_state_name(vm->state));
 }
-
 
 /* now + seconds (0: none). Beyond a year is as good as none: a huge
  * duration must not wrap into a deadline in the past. */
@@ -704,8 +703,7 @@ int vm_power_button(struct vm *vm, struct pv_err *err)
 /* A dead QEMU turns a failed request into the full story. */
 /* chan_wait until d, a second at a time: between, the logs are bounded,
  * since QEMU writes the consoles while a long call waits. */
-static int wait_reply(struct vm *vm, uint32_t id, int64_t d, struct buf *reply,
-                      struct pv_err *err)
+static int wait_reply(struct vm *vm, uint32_t id, int64_t d, struct buf *reply, struct pv_err *err)
 {
     for (;;) {
         int64_t slice = now_ns() + 1000000000LL;
@@ -736,8 +734,7 @@ uint32_t vm_start(struct vm *vm, uint64_t route, const char *op, uint16_t type,
     if (vm_need_state(vm, op, VM_BOOTED, err) < 0)
         return 0;
     vm_logs_bound(vm);
-    uint32_t id =
-        chan_start(&vm->chan, route, type, req, op_deadline(GUEST_SHORT_S), fn, ctx, err);
+    uint32_t id = chan_start(&vm->chan, route, type, req, op_deadline(GUEST_SHORT_S), fn, ctx, err);
     if (!id && vm->chan.broken)
         op_failed(vm, -EPIPE, err);
     else if (!id)
@@ -760,4 +757,3 @@ int vm_pump(struct vm *vm, double timeout_s, struct pv_err *err)
     int r = chan_pump(&vm->chan, deadline_after(timeout_s), err);
     return r < 0 ? op_failed(vm, r, err) : r;
 }
-

@@ -18,7 +18,7 @@ enum vm_state { VM_CREATED, VM_BOOTED, VM_PAUSED, VM_SHUTDOWN, VM_DEAD };
 /* Everything a boot needs, resolved from the profile and boot opts. */
 struct vm_boot {
     char *kernel, *initrd, *cmdline;
-    char **disks; /* NULL-terminated, may be NULL */
+    char **disks;  /* NULL-terminated, may be NULL */
     bool *disk_ro; /* per disk: attach read-only (else a writable, discarded snapshot) */
     uint64_t memory;
     int cpus;
@@ -39,22 +39,22 @@ struct vm {
     bool hvc_primary; /* the guest's console is hvc0 (else ttyS0) */
     struct qmp qmp;
     struct chan chan;
-    int64_t boot_ns;   /* when QEMU started */
-    int64_t ready_ns;  /* when the agent answered */
-    uint32_t agent_gen; /* bumped at each handshake: a worker of an older agent is gone */
-    uint64_t charged;   /* counted in vm_globals.memory_in_use while QEMU runs */
-    bool announced;     /* vm_spawned went out: vm_shutdown follows when QEMU stops */
+    int64_t boot_ns;      /* when QEMU started */
+    int64_t ready_ns;     /* when the agent answered */
+    uint32_t agent_gen;   /* bumped at each handshake: a worker of an older agent is gone */
+    uint64_t charged;     /* counted in vm_globals.memory_in_use while QEMU runs */
+    bool announced;       /* vm_spawned went out: vm_shutdown follows when QEMU stops */
     bool from_boot_cache; /* the last boot resumed a cached one (vm_resume_boot) */
     bool quiet;           /* the next boot is not announced (the boot cache's saving boot) */
     uint32_t cid;
     char *exit_reason; /* why the VM is dead */
     int kmsg_fd;       /* kmsg.log, the guest's kernel log as the agent streams it */
     int cache_hold;    /* a boot-cache entry this QEMU maps, locked in use (bootcache.c), or -1 */
-    uint64_t kmsg_written;                /* since the last bound check */
-    uint64_t log_dropped[3];              /* per enum vm_log: bytes rotated away (vm_log.c) */
-    uint32_t log_gen;                     /* bumped when a fresh boot starts new logs */
-    char *modules_dir; /* from the boot: where vm:modprobe finds modules */
-    struct vm_boot plan; /* what it was booted (or restored) with, for snapshots */
+    uint64_t kmsg_written;   /* since the last bound check */
+    uint64_t log_dropped[3]; /* per enum vm_log: bytes rotated away (vm_log.c) */
+    uint32_t log_gen;        /* bumped when a fresh boot starts new logs */
+    char *modules_dir;       /* from the boot: where vm:modprobe finds modules */
+    struct vm_boot plan;     /* what it was booted (or restored) with, for snapshots */
     struct vm *next_live;
 };
 
@@ -64,7 +64,7 @@ struct vm_globals {
     enum accel accel;         /* resolved: KVM or TCG */
     enum transport transport; /* resolved */
     const char *machine;
-    double timeout_scale; /* 1 under KVM, larger under TCG */
+    double timeout_scale;   /* 1 under KVM, larger under TCG */
     int64_t op_deadline_ns; /* the running test's deadline, 0 = none */
     /* This file's claim (docs/running.md): the memory its VMs may use at
      * once, QEMU's share counted; 0 = no limit. */
@@ -72,7 +72,7 @@ struct vm_globals {
     uint32_t claim_cpus;
     bool claim_declared; /* from provium:claim (else the default for files without) */
     uint64_t memory_in_use;
-    const char *file; /* the test file, as displayed (for events) */
+    const char *file;         /* the test file, as displayed (for events) */
     const char *snapshot_dir; /* where vm:snapshot() with no path writes (NULL: rundir) */
 };
 extern struct vm_globals vm_globals;

@@ -108,10 +108,10 @@ static int read_whole(struct vm *vm, enum vm_log which, struct buf *out)
     if (vm->log_dropped[which]) {
         _cleanup_free_ char *old = log_path(vm, which, true);
         read_file(old, VM_LOG_KEEP, out);
-        buf_addf(out, "\n[provium: %llu earlier bytes of %s dropped: the log keeps %llu MiB]\n",
-                 (unsigned long long)(vm->log_dropped[which] - MIN(vm->log_dropped[which],
-                                                                   VM_LOG_KEEP)),
-                 log_names[which], (unsigned long long)((VM_LOG_CAP + VM_LOG_KEEP) >> 20));
+        buf_addf(
+            out, "\n[provium: %llu earlier bytes of %s dropped: the log keeps %llu MiB]\n",
+            (unsigned long long)(vm->log_dropped[which] - MIN(vm->log_dropped[which], VM_LOG_KEEP)),
+            log_names[which], (unsigned long long)((VM_LOG_CAP + VM_LOG_KEEP) >> 20));
     }
     _cleanup_free_ char *p = log_path(vm, which, false);
     struct buf cur = BUF_INIT;

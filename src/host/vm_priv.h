@@ -23,8 +23,7 @@ int vm_launch(struct vm *vm, const struct vm_boot *b, const struct start *st, in
 int vm_handshake(struct vm *vm, int agent_l, double agent_timeout, const char *since,
                  struct pv_err *err);
 /* vm_launch + vm_handshake for a created or stopped VM. */
-int vm_boot_as(struct vm *vm, const struct vm_boot *b, const struct start *st,
-               struct pv_err *err);
+int vm_boot_as(struct vm *vm, const struct vm_boot *b, const struct start *st, struct pv_err *err);
 /* Mark the VM dead and describe why in err, with the console tail: -EPIPE. */
 int vm_died(struct vm *vm, struct pv_err *err, const char *what);
 int vm_need_state(struct vm *vm, const char *op, enum vm_state want, struct pv_err *err);

@@ -60,8 +60,8 @@ static int copy_compress(struct zpipe *z)
     for (bool last = false; !last && r == 0;) {
         int w = ready(z, z->in, POLLIN);
         if (w < 0) {
-            r = fail(z, w, "%s", w == -ETIMEDOUT ? "the stream stalled past its deadline"
-                                                 : strerror(-w));
+            r = fail(z, w, "%s",
+                     w == -ETIMEDOUT ? "the stream stalled past its deadline" : strerror(-w));
             break;
         }
         ssize_t n = read(z->in, ibuf, inlen);
@@ -103,8 +103,8 @@ static int copy_decompress(struct zpipe *z)
     for (;;) {
         int w = ready(z, z->in, POLLIN);
         if (w < 0) {
-            r = fail(z, w, "%s", w == -ETIMEDOUT ? "the stream stalled past its deadline"
-                                                 : strerror(-w));
+            r = fail(z, w, "%s",
+                     w == -ETIMEDOUT ? "the stream stalled past its deadline" : strerror(-w));
             break;
         }
         ssize_t n = read(z->in, ibuf, inlen);

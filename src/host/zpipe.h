@@ -12,7 +12,7 @@ struct zpipe {
     int in, out; /* owned: closed when the copy ends */
     bool compress;
     int64_t deadline_ns; /* the copy gives up then (-ETIMEDOUT): a join never hangs */
-    int result; /* 0, or -errno (-EBADMSG: not a valid zstd stream) */
+    int result;          /* 0, or -errno (-EBADMSG: not a valid zstd stream) */
     char why[128];
     uint64_t bytes_in, bytes_out;
 };

@@ -40,39 +40,39 @@ enum pv_type {
     PV_STAT = 6,
     PV_POWEROFF = 7,
     PV_CANCEL = 8,
-    PV_SYSCALL = 9,   /* u64 nr, args, bufs, ptrs, nested: see sys.c */
-    PV_READ_MEM = 10, /* u64 addr, u32 len -> bytes */
-    PV_WRITE_MEM = 11, /* u64 addr, bytes -> u32 written */
-    PV_OPEN = 12,      /* str path, u32 OpenMode bits, u32 perm -> u64 handle (the guest fd) */
-    PV_FREAD = 13,     /* u64 handle, u32 max -> bytes ("" at end of file) */
-    PV_FWRITE = 14,    /* u64 handle, bytes -> u32 written */
-    PV_SEEK = 15,      /* u64 handle, i64 offset, u32 whence (0 set, 1 cur, 2 end) -> u64 pos */
-    PV_CLOSE = 16,     /* u64 handle */
-    PV_LISTDIR = 17,   /* str path -> u32 n, n x {str name, u32 type} */
-    PV_MKDIR = 18,     /* str path, u32 perm, u32 flags (1: parents) */
-    PV_UNLINK = 19,    /* str path: a file, or an empty directory */
-    PV_RENAME = 20,    /* str from, str to */
-    PV_CLOCK = 21,     /* u32 op (0 get, 1 set, 2 advance), i64 ns -> i64 realtime ns after */
-    PV_SPAWN = 22,     /* as PV_RUN (timeout 0) -> u64 handle, u32 pid; output is captured */
-    PV_WAIT = 23,      /* u64 handle, u32 timeout_ms (0: none; at it, SIGKILL) -> as PV_RUN,
-                          the captured output first as chunks; the handle is gone after */
-    PV_SIGNAL = 24,    /* u64 handle, u32 signal: to the process group; exited is no error */
+    PV_SYSCALL = 9,      /* u64 nr, args, bufs, ptrs, nested: see sys.c */
+    PV_READ_MEM = 10,    /* u64 addr, u32 len -> bytes */
+    PV_WRITE_MEM = 11,   /* u64 addr, bytes -> u32 written */
+    PV_OPEN = 12,        /* str path, u32 OpenMode bits, u32 perm -> u64 handle (the guest fd) */
+    PV_FREAD = 13,       /* u64 handle, u32 max -> bytes ("" at end of file) */
+    PV_FWRITE = 14,      /* u64 handle, bytes -> u32 written */
+    PV_SEEK = 15,        /* u64 handle, i64 offset, u32 whence (0 set, 1 cur, 2 end) -> u64 pos */
+    PV_CLOSE = 16,       /* u64 handle */
+    PV_LISTDIR = 17,     /* str path -> u32 n, n x {str name, u32 type} */
+    PV_MKDIR = 18,       /* str path, u32 perm, u32 flags (1: parents) */
+    PV_UNLINK = 19,      /* str path: a file, or an empty directory */
+    PV_RENAME = 20,      /* str from, str to */
+    PV_CLOCK = 21,       /* u32 op (0 get, 1 set, 2 advance), i64 ns -> i64 realtime ns after */
+    PV_SPAWN = 22,       /* as PV_RUN (timeout 0) -> u64 handle, u32 pid; output is captured */
+    PV_WAIT = 23,        /* u64 handle, u32 timeout_ms (0: none; at it, SIGKILL) -> as PV_RUN,
+                            the captured output first as chunks; the handle is gone after */
+    PV_SIGNAL = 24,      /* u64 handle, u32 signal: to the process group; exited is no error */
     PV_PROC_STATUS = 25, /* u64 handle -> u32 running, u32 pid, u32 status, u32 exit_code,
                             u32 signal, u64 stdout bytes, u64 stderr bytes */
-    PV_STDIN = 26,     /* u64 handle, bytes, u32 close -> u32 accepted */
-    PV_TAIL = 27,      /* u32 kind, then per kind (enum pv_tail): chunks (PV_DATA) as bytes
-                          come, PV_OK at the end of the source; runs until cancelled */
-    PV_WORKER = 28,    /* u32 flags (enum pv_worker), u32 uid, u32 gid, u32 n + n x u32
-                          groups, u64 caps (bit per capability), str cwd, u32 n + n x str
-                          env -> u64 worker, u32 pid: another agent process, see worker.c */
-    PV_VIA = 29,       /* u64 worker, u32 type, bytes payload: the request (type, payload)
-                          with this frame's id, served by that worker; its replies come
-                          back as if the agent had served it */
-    PV_WORKER_END = 30, /* u64 worker: hang up on it (it kills its processes and exits;
-                           SIGKILL after 2 s) -> u32 wait status */
-    PV_FRESHEN = 31,   /* i64 realtime ns, bytes seed, u32 n + n x {str path, u32 mode, bytes
-                          content}: a boot resumed from the boot cache made fresh (clock set,
-                          RNG reseeded, the boot's files written) -> nothing */
+    PV_STDIN = 26,       /* u64 handle, bytes, u32 close -> u32 accepted */
+    PV_TAIL = 27,        /* u32 kind, then per kind (enum pv_tail): chunks (PV_DATA) as bytes
+                            come, PV_OK at the end of the source; runs until cancelled */
+    PV_WORKER = 28,      /* u32 flags (enum pv_worker), u32 uid, u32 gid, u32 n + n x u32
+                            groups, u64 caps (bit per capability), str cwd, u32 n + n x str
+                            env -> u64 worker, u32 pid: another agent process, see worker.c */
+    PV_VIA = 29,         /* u64 worker, u32 type, bytes payload: the request (type, payload)
+                            with this frame's id, served by that worker; its replies come
+                            back as if the agent had served it */
+    PV_WORKER_END = 30,  /* u64 worker: hang up on it (it kills its processes and exits;
+                            SIGKILL after 2 s) -> u32 wait status */
+    PV_FRESHEN = 31,     /* i64 realtime ns, bytes seed, u32 n + n x {str path, u32 mode, bytes
+                            content}: a boot resumed from the boot cache made fresh (clock set,
+                            RNG reseeded, the boot's files written) -> nothing */
     PV_REQ_MAX,
 
     /* Test only, far from the requests above: served only by an agent whose
@@ -96,13 +96,13 @@ enum pv_type {
 
 /* PV_TEST_MISBEHAVE modes (docs/architecture.md, "A misbehaving agent") */
 enum pv_misbehave {
-    PV_MB_GARBAGE = 1,         /* bytes that are not a frame */
-    PV_MB_WRONG_ID = 2,        /* Ok frames for ids never asked (amount bytes), no answer */
-    PV_MB_HUGE_LEN = 3,        /* a header announcing a length far over the cap */
-    PV_MB_MID_FRAME = 4,       /* a header and part of its payload, then silence */
-    PV_MB_FLOOD_SENDING = 5,   /* Ok, then Chunks for this id while the host sends */
-    PV_MB_FLOOD_CONSOLE = 6,   /* amount bytes to /dev/console, then Ok: u64 written */
-    PV_MB_DIE_MID_REPLY = 7,   /* part of a reply frame, then the agent exits */
+    PV_MB_GARBAGE = 1,       /* bytes that are not a frame */
+    PV_MB_WRONG_ID = 2,      /* Ok frames for ids never asked (amount bytes), no answer */
+    PV_MB_HUGE_LEN = 3,      /* a header announcing a length far over the cap */
+    PV_MB_MID_FRAME = 4,     /* a header and part of its payload, then silence */
+    PV_MB_FLOOD_SENDING = 5, /* Ok, then Chunks for this id while the host sends */
+    PV_MB_FLOOD_CONSOLE = 6, /* amount bytes to /dev/console, then Ok: u64 written */
+    PV_MB_DIE_MID_REPLY = 7, /* part of a reply frame, then the agent exits */
 };
 
 /* PV_RUN flags */

@@ -42,12 +42,11 @@ static void mutate(const uint8_t *p, size_t n)
             for (int k = 0; k < 1 + (int)(next() % 4) && len; k++)
                 m[next() % len] ^= (uint8_t)(1u << (next() % 8));
             break;
-        case 1: /* truncate */
-            len = len ? next() % len : 0;
-            break;
+        case 1: /* truncate */ len = len ? next() % len : 0; break;
         case 2: /* interesting bytes */
             if (len)
-                m[next() % len] = (uint8_t[]){0, 0xff, 0x7f, 0x80, '"', '[', '{', '\\', '\n'}[next() % 9];
+                m[next() % len] =
+                    (uint8_t[]){0, 0xff, 0x7f, 0x80, '"', '[', '{', '\\', '\n'}[next() % 9];
             break;
         default: /* duplicate a slice at the end */
             if (len) {

@@ -24,9 +24,8 @@
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 static const uint16_t types[] = {
-    PV_PING,   PV_STAT,   PV_LISTDIR,     PV_PROC_STATUS, PV_WAIT,
-    PV_SIGNAL, PV_STDIN,  PV_CANCEL,      PV_VIA,         PV_WORKER_END,
-    PV_POWEROFF, PV_HELLO, PV_TEST_MISBEHAVE, 0x7777,
+    PV_PING,   PV_STAT, PV_LISTDIR,    PV_PROC_STATUS, PV_WAIT,  PV_SIGNAL,         PV_STDIN,
+    PV_CANCEL, PV_VIA,  PV_WORKER_END, PV_POWEROFF,    PV_HELLO, PV_TEST_MISBEHAVE, 0x7777,
 };
 
 #define REQ_ID 2

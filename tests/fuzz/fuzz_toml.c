@@ -16,18 +16,13 @@ static size_t fuzz_toml_walk_value(const struct toml_value *v)
     if (v->line < 1 || v->col < 1)
         abort();
     switch (v->type) {
-    case TOML_STRING:
-        n += v->u.s[0] != 0;
-        break;
+    case TOML_STRING: n += v->u.s[0] != 0; break;
     case TOML_ARRAY:
         for (size_t i = 0; i < v->u.arr.n; i++)
             n += fuzz_toml_walk_value(v->u.arr.items[i]);
         break;
-    case TOML_TABLE:
-        n += fuzz_toml_walk_table(v->u.tab);
-        break;
-    default:
-        break;
+    case TOML_TABLE: n += fuzz_toml_walk_table(v->u.tab); break;
+    default: break;
     }
     return n;
 }

@@ -245,7 +245,8 @@ static void test_agent_hello_after_noise(void **state)
     struct pv_err err = {0};
     assert_int_equal(chan_hello(&f->c, deadline(10), &err), 0);
     assert_string_equal(f->c.guest_os, "linux");
-    assert_int_equal(chan_call(&f->c, f->route, PV_PING, NULL, deadline(10), NULL, NULL, NULL, &err), 0);
+    assert_int_equal(
+        chan_call(&f->c, f->route, PV_PING, NULL, deadline(10), NULL, NULL, NULL, &err), 0);
     buf_release(&out);
     buf_release(&req);
     buf_release(&reply);
@@ -260,7 +261,8 @@ static void test_agent_hello_twice(void **state)
     assert_int_equal(chan_hello(&f->c, deadline(10), &err), 0);
     assert_string_equal(f->c.guest_os, "linux");
     assert_int_equal(f->c.agent_pid, f->pid);
-    assert_int_equal(chan_call(&f->c, f->route, PV_PING, NULL, deadline(10), NULL, NULL, NULL, &err), 0);
+    assert_int_equal(
+        chan_call(&f->c, f->route, PV_PING, NULL, deadline(10), NULL, NULL, NULL, &err), 0);
 }
 
 static void test_agent_ping(void **state)
@@ -512,8 +514,8 @@ static void test_agent_run_missing_program(void **state)
 static void test_agent_run_output_cap(void **state)
 {
     struct fx *f = *state;
-    const char *argv[] = {"/bin/sh", "-c",
-                          "head -c 100000 /dev/zero; head -c 5000 /dev/zero >&2", NULL};
+    const char *argv[] = {"/bin/sh", "-c", "head -c 100000 /dev/zero; head -c 5000 /dev/zero >&2",
+                          NULL};
     struct run_res res = {0};
     assert_int_equal(run(f, &(struct run_req){.argv = argv, .cap = 1000}, &res), 0);
     assert_int_equal(res.exit_code, 0);
@@ -573,7 +575,8 @@ static void test_agent_run_cancel(void **state)
     pv_put_u64(&w, 4096);
     struct pid_catch pc = {BUF_INIT};
     struct pv_err err = {0};
-    int r = chan_call(&f->c, f->route, PV_RUN, &b, now_ns() + SEC / 2, catch_chunk, &pc, NULL, &err);
+    int r =
+        chan_call(&f->c, f->route, PV_RUN, &b, now_ns() + SEC / 2, catch_chunk, &pc, NULL, &err);
     assert_int_equal(r, -ETIMEDOUT);
     assert_int_equal(err.code, ETIMEDOUT);
     assert_false(f->c.broken);
@@ -581,7 +584,8 @@ static void test_agent_run_cancel(void **state)
     assert_in_range(pid, 2, INT_MAX);
 
     struct buf reply = BUF_INIT;
-    assert_int_equal(chan_call(&f->c, f->route, PV_PING, NULL, deadline(10), NULL, NULL, &reply, &err), 0);
+    assert_int_equal(
+        chan_call(&f->c, f->route, PV_PING, NULL, deadline(10), NULL, NULL, &reply, &err), 0);
     assert_int_equal(reply.len, 0);
     /* killed and reaped by the agent: the pid disappears */
     bool gone = false;
@@ -613,7 +617,8 @@ static int read_file_req(struct fx *f, const char *path, struct run_res *res, ui
     struct buf b = BUF_INIT, reply = BUF_INIT;
     struct pv_wr w = {&b};
     pv_put_str(&w, path);
-    int r = chan_call(&f->c, f->route, PV_READ_FILE, &b, deadline(10), data_chunk, res, &reply, &res->err);
+    int r = chan_call(&f->c, f->route, PV_READ_FILE, &b, deadline(10), data_chunk, res, &reply,
+                      &res->err);
     if (r == 0) {
         struct pv_rd rd;
         pv_rd_init(&rd, reply.data, reply.len);
@@ -705,7 +710,8 @@ static void test_agent_fifo_does_not_block(void **state)
     r = chan_call(&f->c, f->route, PV_WRITE_FILE, &b, deadline(3), NULL, NULL, NULL, &err);
     assert_in_range(r, 1, 4095);
 
-    assert_int_equal(chan_call(&f->c, f->route, PV_PING, NULL, deadline(3), NULL, NULL, NULL, &err), 0);
+    assert_int_equal(chan_call(&f->c, f->route, PV_PING, NULL, deadline(3), NULL, NULL, NULL, &err),
+                     0);
     buf_release(&b);
 }
 
@@ -774,8 +780,7 @@ static void test_agent_write_file(void **state)
     /* create without trunc: open() applies the umask */
     _cleanup_free_ char *appended = tmp_path("appended");
     unlink(appended);
-    assert_int_equal(
-        write_file_req(f, appended, 0666, PV_WR_CREATE | PV_WR_APPEND, "a", &err), 0);
+    assert_int_equal(write_file_req(f, appended, 0666, PV_WR_CREATE | PV_WR_APPEND, "a", &err), 0);
     assert_file(appended, "a", 0644);
 
     _cleanup_free_ char *nodir = tmp_path("no-such-dir/file");
@@ -880,11 +885,12 @@ static void test_agent_poweroff_refused(void **state)
     struct pv_wr w = {&b};
     pv_put_u32(&w, PV_POWER_OFF);
     struct pv_err err = {0};
-    assert_int_equal(chan_call(&f->c, f->route, PV_POWEROFF, &b, deadline(10), NULL, NULL, NULL, &err),
-                     EPERM);
+    assert_int_equal(
+        chan_call(&f->c, f->route, PV_POWEROFF, &b, deadline(10), NULL, NULL, NULL, &err), EPERM);
     assert_int_equal(err.code, EPERM);
     assert_string_equal(err.msg, strerror(EPERM));
-    assert_int_equal(chan_call(&f->c, f->route, PV_PING, NULL, deadline(10), NULL, NULL, NULL, &err), 0);
+    assert_int_equal(
+        chan_call(&f->c, f->route, PV_PING, NULL, deadline(10), NULL, NULL, NULL, &err), 0);
     buf_release(&b);
 }
 
@@ -892,12 +898,15 @@ static void test_agent_unknown_type(void **state)
 {
     struct fx *f = *state;
     struct pv_err err = {0};
-    assert_int_equal(chan_call(&f->c, f->route, 0x77, NULL, deadline(10), NULL, NULL, NULL, &err), ENOSYS);
+    assert_int_equal(chan_call(&f->c, f->route, 0x77, NULL, deadline(10), NULL, NULL, NULL, &err),
+                     ENOSYS);
     assert_int_equal(err.code, ENOSYS);
     assert_string_equal(err.msg, "unknown request type 119");
     /* a reply type is not a request either */
-    assert_int_equal(chan_call(&f->c, f->route, PV_OK, NULL, deadline(10), NULL, NULL, NULL, &err), ENOSYS);
-    assert_int_equal(chan_call(&f->c, f->route, PV_PING, NULL, deadline(10), NULL, NULL, NULL, &err), 0);
+    assert_int_equal(chan_call(&f->c, f->route, PV_OK, NULL, deadline(10), NULL, NULL, NULL, &err),
+                     ENOSYS);
+    assert_int_equal(
+        chan_call(&f->c, f->route, PV_PING, NULL, deadline(10), NULL, NULL, NULL, &err), 0);
 }
 
 static void expect_ebadmsg(struct fx *f, uint16_t type, const void *p, size_t n, const char *what)
@@ -911,7 +920,8 @@ static void expect_ebadmsg(struct fx *f, uint16_t type, const void *p, size_t n,
     assert_non_null(strstr(err.msg, what));
     /* the connection is still good */
     assert_false(f->c.broken);
-    assert_int_equal(chan_call(&f->c, f->route, PV_PING, NULL, deadline(10), NULL, NULL, NULL, &err), 0);
+    assert_int_equal(
+        chan_call(&f->c, f->route, PV_PING, NULL, deadline(10), NULL, NULL, NULL, &err), 0);
     buf_release(&b);
 }
 
@@ -943,7 +953,8 @@ static void test_agent_syscall(void **state)
     struct buf b = BUF_INIT, reply = BUF_INIT;
     /* getpid answers with the agent's own pid */
     sys_req(&b, SYS_getpid, NULL, 0, NULL, NULL, 0, NULL, 0, NULL, 0);
-    assert_int_equal(chan_call(&f->c, f->route, PV_SYSCALL, &b, deadline(10), NULL, NULL, &reply, &err), 0);
+    assert_int_equal(
+        chan_call(&f->c, f->route, PV_SYSCALL, &b, deadline(10), NULL, NULL, &reply, &err), 0);
     struct pv_rd rd;
     pv_rd_init(&rd, reply.data, reply.len);
     assert_int_equal(pv_get_i64(&rd), f->pid);
@@ -964,7 +975,8 @@ static void test_agent_syscall(void **state)
     int64_t oargs[] = {0, 0};
     uint32_t optr[] = {0, 0};
     sys_req(&b, SYS_open, oargs, 2, bufs, lens, 1, optr, 1, NULL, 0);
-    assert_int_equal(chan_call(&f->c, f->route, PV_SYSCALL, &b, deadline(10), NULL, NULL, &reply, &err), 0);
+    assert_int_equal(
+        chan_call(&f->c, f->route, PV_SYSCALL, &b, deadline(10), NULL, NULL, &reply, &err), 0);
     pv_rd_init(&rd, reply.data, reply.len);
     int64_t fd = pv_get_i64(&rd);
     assert_true(fd >= 0);
@@ -973,7 +985,8 @@ static void test_agent_syscall(void **state)
     int64_t rargs[] = {fd, 0, 3};
     uint32_t rptr[] = {0, 1};
     sys_req(&b, SYS_read, rargs, 3, &bufs[1], &lens[1], 1, rptr, 1, NULL, 0);
-    assert_int_equal(chan_call(&f->c, f->route, PV_SYSCALL, &b, deadline(10), NULL, NULL, &reply, &err), 0);
+    assert_int_equal(
+        chan_call(&f->c, f->route, PV_SYSCALL, &b, deadline(10), NULL, NULL, &reply, &err), 0);
     pv_rd_init(&rd, reply.data, reply.len);
     assert_int_equal(pv_get_i64(&rd), 3);
     assert_int_equal(pv_get_u32(&rd), 0);
@@ -987,7 +1000,8 @@ static void test_agent_syscall(void **state)
     assert_int_equal(write(p[1], "abc", 3), 3); /* so read() gets as far as the copy */
     int64_t wargs[] = {fd, 0x10, 3};
     sys_req(&b, SYS_read, wargs, 3, NULL, NULL, 0, NULL, 0, NULL, 0);
-    assert_int_equal(chan_call(&f->c, f->route, PV_SYSCALL, &b, deadline(10), NULL, NULL, &reply, &err), 0);
+    assert_int_equal(
+        chan_call(&f->c, f->route, PV_SYSCALL, &b, deadline(10), NULL, NULL, &reply, &err), 0);
     pv_rd_init(&rd, reply.data, reply.len);
     assert_int_equal(pv_get_i64(&rd), -1);
     assert_int_equal(pv_get_u32(&rd), EFAULT);
@@ -1028,15 +1042,17 @@ static void test_agent_mem(void **state)
     struct pv_wr w = {&b};
     pv_put_u64(&w, 0);
     pv_put_u32(&w, 8);
-    assert_int_equal(chan_call(&f->c, f->route, PV_READ_MEM, &b, deadline(10), NULL, NULL, &reply, &err),
-                     EFAULT);
+    assert_int_equal(
+        chan_call(&f->c, f->route, PV_READ_MEM, &b, deadline(10), NULL, NULL, &reply, &err),
+        EFAULT);
     buf_consume(&b, b.len);
     pv_put_u64(&w, 8);
     pv_put_bytes(&w, "x", 1);
-    assert_int_equal(chan_call(&f->c, f->route, PV_WRITE_MEM, &b, deadline(10), NULL, NULL, NULL, &err),
-                     EFAULT);
+    assert_int_equal(
+        chan_call(&f->c, f->route, PV_WRITE_MEM, &b, deadline(10), NULL, NULL, NULL, &err), EFAULT);
     /* the agent is unharmed */
-    assert_int_equal(chan_call(&f->c, f->route, PV_PING, NULL, deadline(10), NULL, NULL, NULL, &err), 0);
+    assert_int_equal(
+        chan_call(&f->c, f->route, PV_PING, NULL, deadline(10), NULL, NULL, NULL, &err), 0);
     buf_release(&b);
     buf_release(&reply);
 }
@@ -1046,20 +1062,29 @@ static void test_agent_malformed_request(void **state)
     struct fx *f = *state;
     expect_ebadmsg(f, PV_PING, "x", 1,
                    "malformed Ping request: trailing bytes after the last field");
-    expect_ebadmsg(f, PV_STAT, "\x03\x00\x00\x00" "abc\0\0\0\0", 11,
-                   "malformed Stat request: malformed string field");
-    expect_ebadmsg(f, PV_READ_FILE, "\x10\x00\x00\x00" "/etc", 8,
-                   "malformed ReadFile request: byte field longer than the frame");
+    expect_ebadmsg(f, PV_STAT,
+                   "\x03\x00\x00\x00"
+                   "abc\0\0\0\0",
+                   11, "malformed Stat request: malformed string field");
+    expect_ebadmsg(f, PV_READ_FILE,
+                   "\x10\x00\x00\x00"
+                   "/etc",
+                   8, "malformed ReadFile request: byte field longer than the frame");
     /* argc of a million in a 12-byte payload: refused before allocating */
-    expect_ebadmsg(f, PV_RUN, "\x00\x00\x00\x00" "\x40\x42\x0f\x00" "abcd", 12,
-                   "malformed Run request: item count larger than the frame");
-    expect_ebadmsg(f, PV_POWEROFF, "\x00\x00", 2,
-                   "malformed PowerOff request: truncated u32");
+    expect_ebadmsg(f, PV_RUN,
+                   "\x00\x00\x00\x00"
+                   "\x40\x42\x0f\x00"
+                   "abcd",
+                   12, "malformed Run request: item count larger than the frame");
+    expect_ebadmsg(f, PV_POWEROFF, "\x00\x00", 2, "malformed PowerOff request: truncated u32");
     expect_ebadmsg(f, PV_CANCEL, "", 0, "malformed Cancel request: truncated u32");
     /* Freshen: refused whole, before the clock or any file is touched */
     expect_ebadmsg(f, PV_FRESHEN, "\0\0\0\0", 4, "malformed Freshen request: truncated u64");
-    expect_ebadmsg(f, PV_FRESHEN, "\0\0\0\0\0\0\0\0" "\0\0\0\0" "\xff\xff\xff\x7f", 16,
-                   "malformed Freshen request: item count larger than the frame");
+    expect_ebadmsg(f, PV_FRESHEN,
+                   "\0\0\0\0\0\0\0\0"
+                   "\0\0\0\0"
+                   "\xff\xff\xff\x7f",
+                   16, "malformed Freshen request: item count larger than the frame");
     struct buf b = BUF_INIT;
     struct pv_wr w = {&b};
     pv_put_i64(&w, 0);
@@ -1069,8 +1094,8 @@ static void test_agent_malformed_request(void **state)
     pv_put_u32(&w, 0644);
     pv_put_bytes(&w, "x", 1);
     struct pv_err err = {0};
-    assert_int_equal(chan_call(&f->c, f->route, PV_FRESHEN, &b, deadline(10), NULL, NULL, NULL, &err),
-                     EINVAL);
+    assert_int_equal(
+        chan_call(&f->c, f->route, PV_FRESHEN, &b, deadline(10), NULL, NULL, NULL, &err), EINVAL);
     pv_put_u32(&w, 0); /* trailing bytes */
     expect_ebadmsg(f, PV_FRESHEN, b.data, b.len,
                    "malformed Freshen request: trailing bytes after the last field");
@@ -1101,8 +1126,8 @@ static void test_agent_garbage_ends_session(void **state)
         assert_string_equal(err.msg, "write to the agent: Broken pipe");
 
     /* and stays broken */
-    assert_int_equal(chan_call(&f->c, f->route, PV_PING, NULL, deadline(10), NULL, NULL, NULL, &err),
-                     -EPIPE);
+    assert_int_equal(
+        chan_call(&f->c, f->route, PV_PING, NULL, deadline(10), NULL, NULL, NULL, &err), -EPIPE);
 }
 
 /* Spawn argv (no stdin); returns the handle. */
@@ -1123,7 +1148,8 @@ static uint64_t spawn(struct fx *f, const char *const *argv)
     pv_put_u32(&w, 0);
     pv_put_u64(&w, 1 << 20);
     struct pv_err err = {0};
-    assert_int_equal(chan_call(&f->c, f->route, PV_SPAWN, &b, deadline(10), NULL, NULL, &reply, &err), 0);
+    assert_int_equal(
+        chan_call(&f->c, f->route, PV_SPAWN, &b, deadline(10), NULL, NULL, &reply, &err), 0);
     struct pv_rd rd;
     pv_rd_init(&rd, reply.data, reply.len);
     uint64_t h = pv_get_u64(&rd);
@@ -1166,19 +1192,22 @@ static void test_agent_spawn_stdin_tail_wait(void **state)
     pv_put_bytes(&w, "hi\n", 3);
     pv_put_u32(&w, 1); /* close stdin after */
     struct buf reply = BUF_INIT;
-    assert_int_equal(chan_call(&f->c, f->route, PV_STDIN, &b, deadline(10), NULL, NULL, &reply, &err), 0);
+    assert_int_equal(
+        chan_call(&f->c, f->route, PV_STDIN, &b, deadline(10), NULL, NULL, &reply, &err), 0);
     buf_release(&b);
     buf_release(&reply);
     /* the tail ends (Ok) when cat's stdout closes; Pings go through meanwhile */
     while (!chan_find(&f->c, tid)->done)
-        assert_int_equal(chan_call(&f->c, f->route, PV_PING, NULL, deadline(10), NULL, NULL, NULL, &err), 0);
+        assert_int_equal(
+            chan_call(&f->c, f->route, PV_PING, NULL, deadline(10), NULL, NULL, NULL, &err), 0);
     assert_int_equal(chan_wait(&f->c, tid, deadline(10), NULL, &err), 0);
     assert_int_equal(tail.out.len, 3);
     assert_int_equal(tail.bad_chunks, 0);
 
     struct run_res res = {0};
     b = handle_req(h, 0);
-    assert_int_equal(chan_call(&f->c, f->route, PV_WAIT, &b, deadline(10), run_chunk, &res, &reply, &err), 0);
+    assert_int_equal(
+        chan_call(&f->c, f->route, PV_WAIT, &b, deadline(10), run_chunk, &res, &reply, &err), 0);
     assert_int_equal(res.out.len, 3);
     assert_memory_equal(res.out.data, "hi\n", 3);
     struct pv_rd rd;
@@ -1187,7 +1216,8 @@ static void test_agent_spawn_stdin_tail_wait(void **state)
     assert_int_equal(pv_get_u32(&rd), 0);
     buf_release(&reply);
     /* the handle is gone after a Wait */
-    assert_int_equal(chan_call(&f->c, f->route, PV_WAIT, &b, deadline(10), NULL, NULL, NULL, &err), ESRCH);
+    assert_int_equal(chan_call(&f->c, f->route, PV_WAIT, &b, deadline(10), NULL, NULL, NULL, &err),
+                     ESRCH);
     buf_release(&b);
     run_res_release(&res);
     run_res_release(&tail);
@@ -1200,10 +1230,12 @@ static void test_agent_spawn_signal_and_timeout(void **state)
     struct pv_err err = {0};
     uint64_t h = spawn(f, (const char *const[]){"sleep", "30", NULL});
     struct buf b = handle_req(h, SIGTERM), reply = BUF_INIT;
-    assert_int_equal(chan_call(&f->c, f->route, PV_SIGNAL, &b, deadline(10), NULL, NULL, NULL, &err), 0);
+    assert_int_equal(
+        chan_call(&f->c, f->route, PV_SIGNAL, &b, deadline(10), NULL, NULL, NULL, &err), 0);
     buf_release(&b);
     b = handle_req(h, 0);
-    assert_int_equal(chan_call(&f->c, f->route, PV_WAIT, &b, deadline(10), NULL, NULL, &reply, &err), 0);
+    assert_int_equal(
+        chan_call(&f->c, f->route, PV_WAIT, &b, deadline(10), NULL, NULL, &reply, &err), 0);
     struct pv_rd rd;
     pv_rd_init(&rd, reply.data, reply.len);
     assert_int_equal(pv_get_u32(&rd), PV_SIGNALLED);
@@ -1214,14 +1246,16 @@ static void test_agent_spawn_signal_and_timeout(void **state)
 
     h = spawn(f, (const char *const[]){"sleep", "30", NULL});
     b = handle_req(h, 100);
-    assert_int_equal(chan_call(&f->c, f->route, PV_WAIT, &b, deadline(10), NULL, NULL, &reply, &err), 0);
+    assert_int_equal(
+        chan_call(&f->c, f->route, PV_WAIT, &b, deadline(10), NULL, NULL, &reply, &err), 0);
     pv_rd_init(&rd, reply.data, reply.len);
     assert_int_equal(pv_get_u32(&rd), PV_TIMED_OUT);
     buf_release(&b);
     buf_release(&reply);
     /* an unknown handle */
     b = handle_req(9999, SIGTERM);
-    assert_int_equal(chan_call(&f->c, f->route, PV_SIGNAL, &b, deadline(10), NULL, NULL, NULL, &err), ESRCH);
+    assert_int_equal(
+        chan_call(&f->c, f->route, PV_SIGNAL, &b, deadline(10), NULL, NULL, NULL, &err), ESRCH);
     buf_release(&b);
 }
 
@@ -1244,7 +1278,8 @@ static void test_agent_tail_file(void **state)
     uint32_t id = chan_start(&f->c, f->route, PV_TAIL, &b, deadline(10), data_chunk, &got, &err);
     assert_true(id > 0);
     /* the agent has started the tail once a later Ping is answered */
-    assert_int_equal(chan_call(&f->c, f->route, PV_PING, NULL, deadline(10), NULL, NULL, NULL, &err), 0);
+    assert_int_equal(
+        chan_call(&f->c, f->route, PV_PING, NULL, deadline(10), NULL, NULL, NULL, &err), 0);
     fputs("new\n", fp);
     fclose(fp);
     while (got.out.len < 4)
@@ -1252,14 +1287,16 @@ static void test_agent_tail_file(void **state)
     assert_memory_equal(got.out.data, "new\n", 4);
     chan_drop(&f->c, id); /* sends Cancel */
     assert_null(chan_find(&f->c, id));
-    assert_int_equal(chan_call(&f->c, f->route, PV_PING, NULL, deadline(10), NULL, NULL, NULL, &err), 0);
+    assert_int_equal(
+        chan_call(&f->c, f->route, PV_PING, NULL, deadline(10), NULL, NULL, NULL, &err), 0);
     /* a missing file is an error at once */
     buf_consume(&b, b.len);
     pv_put_u32(&w, PV_TAIL_PATH);
     pv_put_str(&w, "/nonexistent");
     pv_put_i64(&w, 0);
     pv_put_u32(&w, 0);
-    assert_int_equal(chan_call(&f->c, f->route, PV_TAIL, &b, deadline(10), NULL, NULL, NULL, &err), ENOENT);
+    assert_int_equal(chan_call(&f->c, f->route, PV_TAIL, &b, deadline(10), NULL, NULL, NULL, &err),
+                     ENOENT);
     buf_release(&b);
     run_res_release(&got);
 }
@@ -1268,8 +1305,8 @@ static void test_agent_tail_file(void **state)
 
 /* Start a worker; flags/uid/gid as PV_WORKER takes them. Returns the
  * chan_call result, with the handle in *handle. */
-static int worker_start(struct fx *f, uint32_t flags, uint32_t uid, uint64_t caps,
-                        const char *cwd, uint64_t *handle, struct pv_err *err)
+static int worker_start(struct fx *f, uint32_t flags, uint32_t uid, uint64_t caps, const char *cwd,
+                        uint64_t *handle, struct pv_err *err)
 {
     struct buf b = BUF_INIT, reply = BUF_INIT;
     struct pv_wr w = {&b};
@@ -1301,8 +1338,8 @@ static int worker_end(struct fx *f, uint64_t handle)
     struct pv_wr w = {&b};
     pv_put_u64(&w, handle);
     struct pv_err err = {0};
-    assert_int_equal(chan_call(&f->c, f->route, PV_WORKER_END, &b, deadline(10), NULL, NULL, &reply, &err),
-                     0);
+    assert_int_equal(
+        chan_call(&f->c, f->route, PV_WORKER_END, &b, deadline(10), NULL, NULL, &reply, &err), 0);
     struct pv_rd rd;
     pv_rd_init(&rd, reply.data, reply.len);
     int status = (int)pv_get_u32(&rd);
@@ -1320,8 +1357,8 @@ static void test_agent_worker(void **state)
     struct pv_err err = {0};
     bool root = geteuid() == 0;
     uint64_t h = 0;
-    uint32_t flags = root ? PV_WK_UID | PV_WK_GID | PV_WK_GROUPS | PV_WK_NO_NEW_PRIVS
-                          : PV_WK_NO_NEW_PRIVS;
+    uint32_t flags =
+        root ? PV_WK_UID | PV_WK_GID | PV_WK_GROUPS | PV_WK_NO_NEW_PRIVS : PV_WK_NO_NEW_PRIVS;
     _cleanup_free_ char *cwd = tmp_path("worker-cwd");
     assert_int_equal(mkdir(cwd, 0755), 0);
     assert_int_equal(chmod(tmpdir, 0711), 0); /* nobody may pass */
@@ -1332,12 +1369,12 @@ static void test_agent_worker(void **state)
     struct run_res res = {0};
     const char *script = "echo $(id -u) $(id -g) $(id -G) $PV_WORKER_ENV $(pwd);"
                          "grep NoNewPrivs /proc/self/status";
-    assert_int_equal(run(f, &(struct run_req){(const char *const[]){"sh", "-c", script, NULL},
-                                              .cwd = ""},
-                         &res),
-                     0);
+    assert_int_equal(
+        run(f, &(struct run_req){(const char *const[]){"sh", "-c", script, NULL}, .cwd = ""}, &res),
+        0);
     if (root) {
-        _cleanup_free_ char *want = xasprintf("65534 65534 65534 4242 yes %s\nNoNewPrivs:\t1\n", cwd);
+        _cleanup_free_ char *want =
+            xasprintf("65534 65534 65534 4242 yes %s\nNoNewPrivs:\t1\n", cwd);
         assert_string_equal(res.out.data, want);
     } else {
         assert_non_null(strstr(res.out.data, "yes"));
@@ -1348,19 +1385,23 @@ static void test_agent_worker(void **state)
     /* a process of the worker, and the agent answering meanwhile */
     uint64_t p = spawn(f, (const char *const[]){"sleep", "30", NULL});
     f->route = 0;
-    assert_int_equal(chan_call(&f->c, f->route, PV_PING, NULL, deadline(10), NULL, NULL, NULL, &err), 0);
+    assert_int_equal(
+        chan_call(&f->c, f->route, PV_PING, NULL, deadline(10), NULL, NULL, NULL, &err), 0);
     /* its handles live in the worker, not in the agent */
     struct buf b = handle_req(p, 0);
-    assert_int_equal(chan_call(&f->c, f->route, PV_SIGNAL, &b, deadline(10), NULL, NULL, NULL, &err), ESRCH);
+    assert_int_equal(
+        chan_call(&f->c, f->route, PV_SIGNAL, &b, deadline(10), NULL, NULL, NULL, &err), ESRCH);
     f->route = h;
     /* handle 0: every process of the worker */
     buf_release(&b);
     b = handle_req(0, SIGTERM);
-    assert_int_equal(chan_call(&f->c, f->route, PV_SIGNAL, &b, deadline(10), NULL, NULL, NULL, &err), 0);
+    assert_int_equal(
+        chan_call(&f->c, f->route, PV_SIGNAL, &b, deadline(10), NULL, NULL, NULL, &err), 0);
     buf_release(&b);
     b = handle_req(p, 0);
     struct buf reply = BUF_INIT;
-    assert_int_equal(chan_call(&f->c, f->route, PV_WAIT, &b, deadline(10), NULL, NULL, &reply, &err), 0);
+    assert_int_equal(
+        chan_call(&f->c, f->route, PV_WAIT, &b, deadline(10), NULL, NULL, &reply, &err), 0);
     struct pv_rd rd;
     pv_rd_init(&rd, reply.data, reply.len);
     assert_int_equal(pv_get_u32(&rd), PV_SIGNALLED);
@@ -1374,7 +1415,8 @@ static void test_agent_worker(void **state)
     assert_true(WIFEXITED(status) && WEXITSTATUS(status) == 0);
     /* gone: the agent says so */
     f->route = h;
-    assert_int_equal(chan_call(&f->c, f->route, PV_PING, NULL, deadline(10), NULL, NULL, NULL, &err), ESRCH);
+    assert_int_equal(
+        chan_call(&f->c, f->route, PV_PING, NULL, deadline(10), NULL, NULL, NULL, &err), ESRCH);
     f->route = 0;
 }
 
@@ -1412,14 +1454,15 @@ static unsigned long long status_field(const char *status, const char *name, int
 static void check_clean_child(struct fx *f)
 {
     struct run_res st = {0}, fds = {0};
-    assert_int_equal(run(f, &(struct run_req){(const char *const[]){"cat", "/proc/self/status", NULL},
-                                              .cwd = ""},
-                         &st),
-                     0);
-    assert_int_equal(run(f, &(struct run_req){(const char *const[]){"ls", "/proc/self/fd", NULL},
-                                              .cwd = ""},
-                         &fds),
-                     0);
+    assert_int_equal(
+        run(f,
+            &(struct run_req){(const char *const[]){"cat", "/proc/self/status", NULL}, .cwd = ""},
+            &st),
+        0);
+    assert_int_equal(
+        run(f, &(struct run_req){(const char *const[]){"ls", "/proc/self/fd", NULL}, .cwd = ""},
+            &fds),
+        0);
     unsigned long long blocked = status_field(st.out.data, "SigBlk", 16);
     unsigned long long ignored = status_field(st.out.data, "SigIgn", 16);
     unsigned long long sid = status_field(st.out.data, "NSsid", 10);
@@ -1468,14 +1511,15 @@ static void test_agent_worker_dies(void **state)
     struct buf b = handle_req(p, 0), reply = BUF_INIT;
     id = chan_start(&f->c, f->route, PV_WAIT, &b, deadline(10), NULL, NULL, &err);
     buf_release(&b);
-    assert_int_equal(run(f, &(struct run_req){(const char *const[]){"sh", "-c", "kill -9 $PPID",
-                                                                     NULL},
-                                              .cwd = ""},
-                         &res),
-                     ECHILD);
+    assert_int_equal(
+        run(f,
+            &(struct run_req){(const char *const[]){"sh", "-c", "kill -9 $PPID", NULL}, .cwd = ""},
+            &res),
+        ECHILD);
     assert_int_equal(chan_wait(&f->c, id, deadline(10), &reply, &err), ECHILD);
     assert_non_null(strstr(err.msg, "killed by signal 9"));
-    assert_int_equal(chan_call(&f->c, f->route, PV_PING, NULL, deadline(10), NULL, NULL, NULL, &err), ECHILD);
+    assert_int_equal(
+        chan_call(&f->c, f->route, PV_PING, NULL, deadline(10), NULL, NULL, NULL, &err), ECHILD);
     run_res_release(&res);
     f->route = 0;
     int status = worker_end(f, h);
@@ -1490,12 +1534,13 @@ static void test_agent_worker_dies(void **state)
     int64_t wargs[] = {0, 0, (int64_t)junk_len[0]};
     uint32_t wptr[] = {0, 1};
     sys_req(&b, SYS_write, wargs, 3, junk, junk_len, 1, wptr, 1, NULL, 0);
-    assert_int_equal(chan_call(&f->c, f->route, PV_SYSCALL, &b, deadline(10), NULL, NULL, NULL, &err),
-                     ECHILD);
+    assert_int_equal(
+        chan_call(&f->c, f->route, PV_SYSCALL, &b, deadline(10), NULL, NULL, NULL, &err), ECHILD);
     buf_release(&b);
     f->route = 0;
     assert_false(f->c.broken);
-    assert_int_equal(chan_call(&f->c, f->route, PV_PING, NULL, deadline(10), NULL, NULL, NULL, &err), 0);
+    assert_int_equal(
+        chan_call(&f->c, f->route, PV_PING, NULL, deadline(10), NULL, NULL, NULL, &err), 0);
     status = worker_end(f, h);
     assert_true(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL);
     buf_release(&reply);

@@ -445,8 +445,11 @@ static void test_failed_resume_keeps_an_intact_entry(void **state)
     _cleanup_free_ char *rundir = new_dir();
     _cleanup_free_ char *kernel = xasprintf("%s/no-such-bzImage", rundir);
     vm_globals.rundir = rundir;
-    struct vm_boot b = {.kernel = kernel, .cmdline = (char *)"console=ttyS0", .memory = 1 << 20,
-                        .cpus = 1, .agent_timeout = 10};
+    struct vm_boot b = {.kernel = kernel,
+                        .cmdline = (char *)"console=ttyS0",
+                        .memory = 1 << 20,
+                        .cpus = 1,
+                        .agent_timeout = 10};
     char key[65];
     bootcache_key(&b, key);
     _cleanup_free_ char *entry = xasprintf("%s/%s.boot", dir, key);

@@ -256,12 +256,10 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_home_from_env_else_passwd, setup, teardown),
         cmocka_unit_test_setup_teardown(test_cache_dir_made_private, setup, teardown),
         cmocka_unit_test_setup_teardown(test_cache_dir_readable_is_tightened, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_cache_dir_writable_by_others_refused, setup,
-                                        teardown),
+        cmocka_unit_test_setup_teardown(test_cache_dir_writable_by_others_refused, setup, teardown),
         cmocka_unit_test_setup_teardown(test_cache_dir_symlink_refused, setup, teardown),
         cmocka_unit_test_setup_teardown(test_cache_dir_of_someone_else_refused, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_write_atomic_refuses_planted_symlink, setup,
-                                        teardown),
+        cmocka_unit_test_setup_teardown(test_write_atomic_refuses_planted_symlink, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -15,9 +15,15 @@
 static char tmp_root[] = "/tmp/test_kmod.XXXXXX";
 static int tree_seq;
 
-static int group_setup(void **state) { return mkdtemp(tmp_root) ? 0 : -1; }
+static int group_setup(void **state)
+{
+    return mkdtemp(tmp_root) ? 0 : -1;
+}
 
-static int group_teardown(void **state) { return rm_rf(tmp_root); }
+static int group_teardown(void **state)
+{
+    return rm_rf(tmp_root);
+}
 
 /* A fresh lib/modules/<version>-like directory holding these files
  * (builtin NULL: no modules.builtin at all). Caller frees. */

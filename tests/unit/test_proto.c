@@ -54,8 +54,8 @@ static void test_proto_little_endian_bytes(void **state)
     pv_put_u32(&w, 0x04030201u);
     pv_put_u64(&w, 0x0c0b0a0908070605ull);
     pv_put_i64(&w, -2);
-    static const uint8_t want[] = {1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12,
-                                   0xfe, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff};
+    static const uint8_t want[] = {1,  2,  3,    4,    5,    6,    7,    8,    9,    10,
+                                   11, 12, 0xfe, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff};
     assert_int_equal(b.len, sizeof(want));
     assert_memory_equal(b.data, want, sizeof(want));
     buf_release(&b);
@@ -102,7 +102,7 @@ static void test_proto_header_encode_decode(void **state)
     uint8_t raw[PV_HDR_SIZE];
     pv_hdr_encode(&h, raw);
     static const uint8_t want[PV_HDR_SIZE] = {
-        'P', 'R', 'V', 'M',     1,    0,    3,    0,    0x44, 0x33,
+        'P',  'R',  'V',  'M',  1,    0,    3,    0,    0x44, 0x33,
         0x22, 0x11, 0xd4, 0xc3, 0xb2, 0xa1, 0xd2, 0x04, 0,    0,
     };
     assert_memory_equal(raw, want, PV_HDR_SIZE);
@@ -202,20 +202,23 @@ static void test_proto_bytes_longer_than_frame(void **state)
 {
     struct pv_rd r;
     size_t n = 7;
-    RD(&r, "\x0a\x00\x00\x00" "abc");
+    RD(&r, "\x0a\x00\x00\x00"
+           "abc");
     const void *p = pv_get_bytes(&r, &n);
     assert_non_null(p);
     assert_int_equal(n, 0);
     expect_bad(&r, "byte field longer than the frame");
 
     /* a length that would wrap a 32-bit offset */
-    RD(&r, "\xff\xff\xff\xff" "abcd");
+    RD(&r, "\xff\xff\xff\xff"
+           "abcd");
     n = 7;
     pv_get_bytes(&r, &n);
     assert_int_equal(n, 0);
     expect_bad(&r, "byte field longer than the frame");
 
-    RD(&r, "\x04\x00\x00\x00" "ab\0");
+    RD(&r, "\x04\x00\x00\x00"
+           "ab\0");
     assert_string_equal(pv_get_str(&r), "");
     expect_bad(&r, "byte field longer than the frame");
 }
@@ -224,11 +227,13 @@ static void test_proto_malformed_strings(void **state)
 {
     struct pv_rd r;
 
-    RD(&r, "\x03\x00\x00\x00" "abc"); /* no NUL */
+    RD(&r, "\x03\x00\x00\x00"
+           "abc"); /* no NUL */
     assert_string_equal(pv_get_str(&r), "");
     expect_bad(&r, "malformed string field");
 
-    RD(&r, "\x04\x00\x00\x00" "a\0b\0"); /* NUL inside */
+    RD(&r, "\x04\x00\x00\x00"
+           "a\0b\0"); /* NUL inside */
     assert_string_equal(pv_get_str(&r), "");
     expect_bad(&r, "malformed string field");
 
@@ -236,13 +241,15 @@ static void test_proto_malformed_strings(void **state)
     assert_string_equal(pv_get_str(&r), "");
     expect_bad(&r, "malformed string field");
 
-    RD(&r, "\x02\x00\x00\x00" "\0\0");
+    RD(&r, "\x02\x00\x00\x00"
+           "\0\0");
     assert_string_equal(pv_get_str(&r), "");
     expect_bad(&r, "malformed string field");
 
     /* the same bytes are a fine bytes field */
     size_t n;
-    RD(&r, "\x04\x00\x00\x00" "a\0b\0");
+    RD(&r, "\x04\x00\x00\x00"
+           "a\0b\0");
     assert_memory_equal(pv_get_bytes(&r, &n), "a\0b\0", 4);
     assert_int_equal(n, 4);
     assert_int_equal(pv_rd_done(&r), 0);
@@ -251,7 +258,8 @@ static void test_proto_malformed_strings(void **state)
 static void test_proto_trailing_bytes(void **state)
 {
     struct pv_rd r;
-    RD(&r, "\x01\x00\x00\x00" "x");
+    RD(&r, "\x01\x00\x00\x00"
+           "x");
     assert_int_equal(pv_get_u32(&r), 1);
     assert_false(r.bad);
     assert_int_equal(pv_rd_done(&r), -EBADMSG);
@@ -267,7 +275,8 @@ static void test_proto_trailing_bytes(void **state)
 static void test_proto_failure_is_sticky(void **state)
 {
     struct pv_rd r;
-    RD(&r, "\x20\x00\x00\x00" "ab"
+    RD(&r, "\x20\x00\x00\x00"
+           "ab"
            "\x07\x00\x00\x00\x00\x00\x00\x00");
     size_t n = 9;
     pv_get_bytes(&r, &n);
@@ -286,17 +295,20 @@ static void test_proto_count(void **state)
 {
     struct pv_rd r;
     /* 1000 items of at least 5 bytes cannot fit in 10 bytes */
-    RD(&r, "\xe8\x03\x00\x00" "0123456789");
+    RD(&r, "\xe8\x03\x00\x00"
+           "0123456789");
     assert_int_equal(pv_get_count(&r, 5), 0);
     expect_bad(&r, "item count larger than the frame");
 
     /* 2 items of 5 bytes fit exactly */
-    RD(&r, "\x02\x00\x00\x00" "0123456789");
+    RD(&r, "\x02\x00\x00\x00"
+           "0123456789");
     assert_int_equal(pv_get_count(&r, 5), 2);
     assert_false(r.bad);
 
     /* 3 do not */
-    RD(&r, "\x03\x00\x00\x00" "0123456789");
+    RD(&r, "\x03\x00\x00\x00"
+           "0123456789");
     assert_int_equal(pv_get_count(&r, 5), 0);
     expect_bad(&r, "item count larger than the frame");
 

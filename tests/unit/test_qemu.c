@@ -26,10 +26,16 @@ static int find_sub(char **argv, const char *s)
 
 static struct qemu_config base(void)
 {
-    return (struct qemu_config){.machine = "pc", .accel = ACCEL_TCG,
-                                .transport = TRANSPORT_VIRTIO_SERIAL, .memory = 512ull << 20,
-                                .cpus = 2, .kernel = "/k/vmlinuz", .initrd = "/k/initrd",
-                                .cmdline = "console=ttyS0", .dir = "/run/p,x", .cid = 42};
+    return (struct qemu_config){.machine = "pc",
+                                .accel = ACCEL_TCG,
+                                .transport = TRANSPORT_VIRTIO_SERIAL,
+                                .memory = 512ull << 20,
+                                .cpus = 2,
+                                .kernel = "/k/vmlinuz",
+                                .initrd = "/k/initrd",
+                                .cmdline = "console=ttyS0",
+                                .dir = "/run/p,x",
+                                .cid = 42};
 }
 
 static void test_argv_virtio_serial(void **state)
@@ -131,10 +137,8 @@ static void test_cid_allocation(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_argv_virtio_serial),
-        cmocka_unit_test(test_argv_vsock_kvm),
-        cmocka_unit_test(test_argv_ram_file),
-        cmocka_unit_test(test_argv_disks),
+        cmocka_unit_test(test_argv_virtio_serial), cmocka_unit_test(test_argv_vsock_kvm),
+        cmocka_unit_test(test_argv_ram_file),      cmocka_unit_test(test_argv_disks),
         cmocka_unit_test(test_cid_allocation),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -248,7 +248,12 @@ static void test_qmp_parse(void **state)
     assert_false(m.has_id); /* ours are integers: a string id is nobody's */
     qmp_msg_release(&m);
 
-    const char *bad[] = {"", "[1]", "{\"event\": 3}", "{\"error\": 1}", "{}", "{\"x\"",
+    const char *bad[] = {"",
+                         "[1]",
+                         "{\"event\": 3}",
+                         "{\"error\": 1}",
+                         "{}",
+                         "{\"x\"",
                          "{\"return\": {}, \"id\": -1}"};
     for (size_t i = 0; i < ARRAY_SIZE(bad); i++) {
         int r = qmp_parse(bad[i], strlen(bad[i]), &m);

@@ -40,8 +40,8 @@ static void test_parse_duration_limit(void **state)
     double v = -1;
     assert_int_equal(parse_duration("1e9", &v), 0);
     assert_true(v == PV_DURATION_MAX);
-    const char *huge[] = {"1e300h", "1e300", "1.0000001e9", "277778h", "16666667m", "1e305h",
-                          "1e13ms"};
+    const char *huge[] = {"1e300h",    "1e300",  "1.0000001e9", "277778h",
+                          "16666667m", "1e305h", "1e13ms"};
     for (size_t i = 0; i < ARRAY_SIZE(huge); i++) {
         v = -1;
         assert_int_equal(parse_duration(huge[i], &v), -ERANGE);
@@ -74,8 +74,12 @@ static void test_escape_controls(void **state)
     ESC("shown\rhidden", "shown\\rhidden");
     ESC("line\r\nnext\r", "line\r\nnext\\r");
     /* C1 controls as UTF-8 (U+009B is CSI), and raw */
-    ESC("\xc2\x9b" "31m", "\\xc2\\x9b31m");
-    ESC("\x9b" "31m", "\\x9b31m");
+    ESC("\xc2\x9b"
+        "31m",
+        "\\xc2\\x9b31m");
+    ESC("\x9b"
+        "31m",
+        "\\x9b31m");
     ESC("\xc2\xa0nbsp", "\xc2\xa0nbsp");
 }
 
@@ -83,12 +87,12 @@ static void test_escape_utf8(void **state)
 {
     ESC("caf\xc3\xa9 \xe2\x9c\x93 \xf0\x9f\x90\xa7", "caf\xc3\xa9 \xe2\x9c\x93 \xf0\x9f\x90\xa7");
     ESC("\xff\xfe", "\\xff\\xfe");
-    ESC("\xc3", "\\xc3");                                 /* cut short */
-    ESC("\xc3(", "\\xc3(");                               /* not a continuation */
-    ESC("\xc0\xaf", "\\xc0\\xaf");                        /* overlong '/' */
-    ESC("\xe0\x80\xaf", "\\xe0\\x80\\xaf");               /* overlong, 3 bytes */
-    ESC("\xed\xa0\x80", "\\xed\\xa0\\x80");               /* a surrogate */
-    ESC("\xf4\x90\x80\x80", "\\xf4\\x90\\x80\\x80");      /* past U+10FFFF */
+    ESC("\xc3", "\\xc3");                                           /* cut short */
+    ESC("\xc3(", "\\xc3(");                                         /* not a continuation */
+    ESC("\xc0\xaf", "\\xc0\\xaf");                                  /* overlong '/' */
+    ESC("\xe0\x80\xaf", "\\xe0\\x80\\xaf");                         /* overlong, 3 bytes */
+    ESC("\xed\xa0\x80", "\\xed\\xa0\\x80");                         /* a surrogate */
+    ESC("\xf4\x90\x80\x80", "\\xf4\\x90\\x80\\x80");                /* past U+10FFFF */
     ESC("\xef\xbf\xbe\xef\xbf\xbd", "\\xef\\xbf\\xbe\xef\xbf\xbd"); /* U+FFFE, U+FFFD */
     ESC("\xf4\x8f\xbf\xbd", "\xf4\x8f\xbf\xbd");
     assert_int_equal(utf8_seq_len("\xe2\x9c\x93", 2), 0);
@@ -149,12 +153,9 @@ static void test_flock_wait(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_parse_duration_forms),
-        cmocka_unit_test(test_parse_duration_limit),
-        cmocka_unit_test(test_escape_controls),
-        cmocka_unit_test(test_escape_utf8),
-        cmocka_unit_test(test_escape_output_is_inert),
-        cmocka_unit_test(test_flock_wait),
+        cmocka_unit_test(test_parse_duration_forms),   cmocka_unit_test(test_parse_duration_limit),
+        cmocka_unit_test(test_escape_controls),        cmocka_unit_test(test_escape_utf8),
+        cmocka_unit_test(test_escape_output_is_inert), cmocka_unit_test(test_flock_wait),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -201,8 +201,8 @@ static void send_all(const struct target *t, struct op **ops, size_t n)
     for (size_t i = 0; i < n; i++) {
         struct op *o = ops[i];
         for (uint32_t k = 0; k < o->npieces; k++) {
-            o->id[k] = guest_start(t, o->row->name, o->row->type, &o->req[k],
-                                   guest_run_chunk, &o->res, &err);
+            o->id[k] = guest_start(t, o->row->name, o->row->type, &o->req[k], guest_run_chunk,
+                                   &o->res, &err);
             if (!o->id[k]) {
                 o->r = -err.code;
                 o->msg = xstrdup(err.msg);

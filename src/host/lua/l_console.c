@@ -118,8 +118,8 @@ int luaopen_provium_console(lua_State *L)
     }
     lua_pop(L, 1);
     static const luaL_Reg fns[] = {
-        {"connect", l_connect}, {"recv", l_recv}, {"send", l_send}, {"close", conn_close},
-        {NULL, NULL},
+        {"connect", l_connect}, {"recv", l_recv}, {"send", l_send},
+        {"close", conn_close},  {NULL, NULL},
     };
     luaL_newlib(L, fns);
     return 1;

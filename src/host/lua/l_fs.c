@@ -26,8 +26,8 @@ static int l_read(lua_State *L)
         return luaL_argerror(L, 3, "must not be negative");
     struct buf *out = l_newbuf(L);
     struct pv_err err = {0};
-    if (guest_fread(&t, (uint64_t)h, (uint32_t)MIN(max, (lua_Integer)GUEST_FREAD_MAX), out,
-                    &err) < 0)
+    if (guest_fread(&t, (uint64_t)h, (uint32_t)MIN(max, (lua_Integer)GUEST_FREAD_MAX), out, &err) <
+        0)
         return l_raise_guest(L, &t, "file:read", "read", &err);
     return l_push_buf(L, out);
 }
@@ -158,8 +158,7 @@ static int l_write_chunk(lua_State *L)
     lua_Integer mode = luaL_optinteger(L, 5, -1);
     struct pv_err err = {0};
     if (guest_write_file(&t, path, data, len,
-                         mode < 0 ? GUEST_DEFAULT_MODE : (uint32_t)mode & 07777, append,
-                         &err) < 0)
+                         mode < 0 ? GUEST_DEFAULT_MODE : (uint32_t)mode & 07777, append, &err) < 0)
         return l_raise_guest(L, &t, "push_file", path, &err);
     return 0;
 }
@@ -167,17 +166,19 @@ static int l_write_chunk(lua_State *L)
 int luaopen_provium_fs(lua_State *L)
 {
     static const luaL_Reg fns[] = {
-        {"open", l_open},         {"read", l_read},         {"write", l_write},
-        {"seek", l_seek},         {"close", l_close},       {"listdir", l_listdir},
-        {"mkdir", l_mkdir},       {"unlink", l_unlink},     {"rename", l_rename},
-        {"write_chunk", l_write_chunk}, {NULL, NULL},
+        {"open", l_open},     {"read", l_read},
+        {"write", l_write},   {"seek", l_seek},
+        {"close", l_close},   {"listdir", l_listdir},
+        {"mkdir", l_mkdir},   {"unlink", l_unlink},
+        {"rename", l_rename}, {"write_chunk", l_write_chunk},
+        {NULL, NULL},
     };
     luaL_newlib(L, fns);
     /* The wire's constants, so that lua/file.lua never retypes them. */
     static const struct l_const open_bits[] = {
-        {"read", PV_OPEN_READ},         {"write", PV_OPEN_WRITE},
-        {"create", PV_OPEN_CREATE},     {"truncate", PV_OPEN_TRUNCATE},
-        {"append", PV_OPEN_APPEND},     {"exclusive", PV_OPEN_EXCLUSIVE},
+        {"read", PV_OPEN_READ},     {"write", PV_OPEN_WRITE},
+        {"create", PV_OPEN_CREATE}, {"truncate", PV_OPEN_TRUNCATE},
+        {"append", PV_OPEN_APPEND}, {"exclusive", PV_OPEN_EXCLUSIVE},
     };
     l_set_consts(L, "open_bits", open_bits, ARRAY_SIZE(open_bits));
     static const struct l_const whence[] = {

@@ -23,8 +23,8 @@ struct l_ctx l_ctx;
 extern const char *const pv_prelude_index[];
 
 static const char *const prelude_order[] = {
-    "util",    "result", "sys",    "file", "clock",    "module", "console",
-    "process", "batch",  "worker", "lab",  "snapshot", "fixture", "splat",  "framework",
+    "util",  "result", "sys", "file",     "clock",   "module", "console",   "process",
+    "batch", "worker", "lab", "snapshot", "fixture", "splat",  "framework",
 };
 
 static int64_t deadline_ns;
@@ -104,9 +104,8 @@ static int l_boot_cache(lua_State *L)
  * that differs, is an error. */
 static int l_claim(lua_State *L)
 {
-    const char *mem = lua_type(L, 1) == LUA_TNUMBER || lua_type(L, 1) == LUA_TSTRING
-                          ? lua_tostring(L, 1)
-                          : NULL;
+    const char *mem =
+        lua_type(L, 1) == LUA_TNUMBER || lua_type(L, 1) == LUA_TSTRING ? lua_tostring(L, 1) : NULL;
     lua_Integer cpus = luaL_optinteger(L, 2, 1);
     struct amount want;
     struct pv_err err = {0};
@@ -301,7 +300,8 @@ lua_State *l_newstate(void)
 
     luaopen_provium_vm(L);
     luaopen_provium_sys(L);
-    for (const char *f = "syscall\0syscall_start\0syscall_await\0clock\0clock_ops\0sys\0errno\0"; *f; f += strlen(f) + 1) {
+    for (const char *f = "syscall\0syscall_start\0syscall_await\0clock\0clock_ops\0sys\0errno\0";
+         *f; f += strlen(f) + 1) {
         lua_getfield(L, -1, f);
         lua_setfield(L, -3, f);
     }

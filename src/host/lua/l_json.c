@@ -47,8 +47,14 @@ struct json_dec {
 };
 
 /* ASCII only: ctype.h would follow the locale, which a script can change. */
-static bool isdigit_c(char c) { return c >= '0' && c <= '9'; }
-static bool isalpha_c(char c) { return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z'); }
+static bool isdigit_c(char c)
+{
+    return c >= '0' && c <= '9';
+}
+static bool isalpha_c(char c)
+{
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z');
+}
 
 /* Raise "json.encode: <fmt ...> at value<path>", the path being the first nsteps steps. */
 static int enc_error(lua_State *L, const struct json_enc *e, int nsteps, const char *fmt, ...)
@@ -159,8 +165,7 @@ static int real_precision(double v)
 static bool reals_read_back(json_t *j, int precision)
 {
     switch (json_typeof(j)) {
-    case JSON_REAL:
-        return real_reads_back(json_real_value(j), precision);
+    case JSON_REAL: return real_reads_back(json_real_value(j), precision);
     case JSON_ARRAY:
         for (size_t i = 0; i < json_array_size(j); i++) {
             if (!reals_read_back(json_array_get(j, i), precision))
@@ -173,8 +178,7 @@ static bool reals_read_back(json_t *j, int precision)
                 return false;
         }
         return true;
-    default:
-        return true;
+    default: return true;
     }
 }
 
@@ -233,8 +237,7 @@ static const char *push_key(lua_State *L, struct json_enc *e, int idx, size_t *r
             snprintf(buf, sizeof(buf), "%.*g", real_precision(v), v);
         lua_pushstring(L, buf);
         break;
-    default:
-        enc_error(L, e, e->depth, "cannot use a %s as an object key", luaL_typename(L, idx));
+    default: enc_error(L, e, e->depth, "cannot use a %s as an object key", luaL_typename(L, idx));
     }
     return lua_tolstring(L, -1, ret_len);
 }
@@ -334,12 +337,8 @@ static void encode_value(lua_State *L, struct json_enc *e, int idx, json_t *pare
     double v;
 
     switch (lua_type(L, idx)) {
-    case LUA_TNIL:
-        attach(L, e, parent, json_null());
-        return;
-    case LUA_TBOOLEAN:
-        attach(L, e, parent, json_boolean(lua_toboolean(L, idx)));
-        return;
+    case LUA_TNIL: attach(L, e, parent, json_null()); return;
+    case LUA_TBOOLEAN: attach(L, e, parent, json_boolean(lua_toboolean(L, idx))); return;
     case LUA_TNUMBER:
         if (lua_isinteger(L, idx)) {
             attach(L, e, parent, json_integer(lua_tointeger(L, idx)));
@@ -374,11 +373,8 @@ static void encode_value(lua_State *L, struct json_enc *e, int idx, json_t *pare
             enc_error(L, e, e->depth, "string is not valid UTF-8 (byte %d)", (int)bad + 1);
         attach(L, e, parent, json_stringn_nocheck(s, len));
         return;
-    case LUA_TTABLE:
-        encode_table(L, e, idx, parent);
-        return;
-    default:
-        enc_error(L, e, e->depth, "cannot encode a %s", luaL_typename(L, idx));
+    case LUA_TTABLE: encode_table(L, e, idx, parent); return;
+    default: enc_error(L, e, e->depth, "cannot encode a %s", luaL_typename(L, idx));
     }
 }
 
@@ -448,22 +444,12 @@ static void decode_value(lua_State *L, json_t *j, int depth)
         lua_pushvalue(L, 2);
         lua_setmetatable(L, -2);
         return;
-    case JSON_STRING:
-        lua_pushlstring(L, json_string_value(j), json_string_length(j));
-        return;
-    case JSON_INTEGER:
-        lua_pushinteger(L, (lua_Integer)json_integer_value(j));
-        return;
-    case JSON_REAL:
-        lua_pushnumber(L, json_real_value(j));
-        return;
+    case JSON_STRING: lua_pushlstring(L, json_string_value(j), json_string_length(j)); return;
+    case JSON_INTEGER: lua_pushinteger(L, (lua_Integer)json_integer_value(j)); return;
+    case JSON_REAL: lua_pushnumber(L, json_real_value(j)); return;
     case JSON_TRUE:
-    case JSON_FALSE:
-        lua_pushboolean(L, json_is_true(j));
-        return;
-    case JSON_NULL:
-        lua_pushnil(L);
-        return;
+    case JSON_FALSE: lua_pushboolean(L, json_is_true(j)); return;
+    case JSON_NULL: lua_pushnil(L); return;
     }
 }
 

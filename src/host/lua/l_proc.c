@@ -230,8 +230,8 @@ int luaopen_provium_proc(lua_State *L)
     }
     lua_pop(L, 1);
     static const luaL_Reg fns[] = {
-        {"spawn", l_spawn}, {"wait", l_wait}, {"signal", l_signal}, {"status", l_status},
-        {"stdin", l_stdin}, {"tail", l_tail}, {"recv", l_recv},     {"close", tail_close},
+        {"spawn", l_spawn},       {"wait", l_wait}, {"signal", l_signal}, {"status", l_status},
+        {"stdin", l_stdin},       {"tail", l_tail}, {"recv", l_recv},     {"close", tail_close},
         {"inflight", l_inflight}, {NULL, NULL},
     };
     luaL_newlib(L, fns);

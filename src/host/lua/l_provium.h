@@ -16,8 +16,8 @@
 /* What a file's state needs from the process that runs it. */
 struct l_ctx {
     const struct config *config;
-    const char *file;       /* the test file, as given */
-    const char *display;    /* its name in output */
+    const char *file;    /* the test file, as given */
+    const char *display; /* its name in output */
 };
 extern struct l_ctx l_ctx;
 

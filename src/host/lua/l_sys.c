@@ -96,8 +96,7 @@ static struct sys_call *check_call(lua_State *L)
             luaL_error(L,
                        "syscall: nested[%d].offset must leave 8 bytes inside buffer %d (%d "
                        "bytes), got %s",
-                       (int)i, (int)parent + 1, (int)q->lens[parent],
-                       luaL_tolstring(L, -1, NULL));
+                       (int)i, (int)parent + 1, (int)q->lens[parent], luaL_tolstring(L, -1, NULL));
         c->nested[i - 1].offset = (uint32_t)off;
         lua_pop(L, 2);
     }
@@ -250,7 +249,9 @@ static int l_vm_clock(lua_State *L)
 int luaopen_provium_sys(lua_State *L)
 {
     static const luaL_Reg methods[] = {
-        {"read_mem", l_vm_read_mem}, {"write_mem", l_vm_write_mem}, {NULL, NULL},
+        {"read_mem", l_vm_read_mem},
+        {"write_mem", l_vm_write_mem},
+        {NULL, NULL},
     };
     luaL_getmetatable(L, PV_VM_MT);
     lua_getfield(L, -1, "__index");
@@ -258,8 +259,11 @@ int luaopen_provium_sys(lua_State *L)
     lua_pop(L, 2);
 
     static const luaL_Reg prims[] = {
-        {"syscall", l_vm_syscall}, {"syscall_start", l_vm_syscall_start},
-        {"syscall_await", l_vm_syscall_await}, {"clock", l_vm_clock}, {NULL, NULL},
+        {"syscall", l_vm_syscall},
+        {"syscall_start", l_vm_syscall_start},
+        {"syscall_await", l_vm_syscall_await},
+        {"clock", l_vm_clock},
+        {NULL, NULL},
     };
     luaL_newlib(L, prims);
     lua_createtable(L, 0, (int)ARRAY_SIZE(sysnames));

@@ -234,9 +234,10 @@ static void parse_opts(lua_State *L, int idx, struct boot_opts *o)
                 luaL_error(L, "boot opts: cold must be a boolean, got %s", luaL_typename(L, -1));
             o->cold = lua_toboolean(L, -1);
         } else {
-            luaL_error(L, "boot opts: unknown option `%s` (known: memory, cpus, kernel_cmdline, "
-                          "kernel_cmdline_append, agent_timeout, files, initial_time, rng_seed, "
-                          "cold)",
+            luaL_error(L,
+                       "boot opts: unknown option `%s` (known: memory, cpus, kernel_cmdline, "
+                       "kernel_cmdline_append, agent_timeout, files, initial_time, rng_seed, "
+                       "cold)",
                        k);
         }
         lua_pop(L, 1);
@@ -343,8 +344,7 @@ static int l_vm_boot(lua_State *L)
                           "the boot itself reads needs boot{cold = true}: docs/boot-cache.md)",
                           u->vm->name, strerrorname_np(err.code) ?: "E?", err.msg);
     if (r < 0)
-        return l_raise_guest(L, &(struct target){u->vm, 0}, "boot", "setting initial_time",
-                             &err);
+        return l_raise_guest(L, &(struct target){u->vm, 0}, "boot", "setting initial_time", &err);
     lua_settop(L, 1);
     return 1;
 }
@@ -481,12 +481,12 @@ static int l_vm_snapshot(lua_State *L)
 {
     struct l_vm *u = l_checkvm(L, 1);
     static unsigned seq;
-    const char *path = lua_isnoneornil(L, 2)
-                           ? lua_pushfstring(L, "%s/%s-%d-%d.snap",
-                                             vm_globals.snapshot_dir ? vm_globals.snapshot_dir
-                                                                     : vm_globals.rundir,
-                                             u->vm->name, (int)getpid(), (int)seq++)
-                           : luaL_checkstring(L, 2);
+    const char *path =
+        lua_isnoneornil(L, 2)
+            ? lua_pushfstring(L, "%s/%s-%d-%d.snap",
+                              vm_globals.snapshot_dir ? vm_globals.snapshot_dir : vm_globals.rundir,
+                              u->vm->name, (int)getpid(), (int)seq++)
+            : luaL_checkstring(L, 2);
     struct pv_err err = {0};
     if (vm_snapshot(u->vm, path, &err) < 0)
         return luaL_error(L, "%s", err.msg);
@@ -649,8 +649,7 @@ static int run_result_gc(lua_State *L)
 
 struct guest_run_result *l_new_run_result(lua_State *L)
 {
-    return l_newudata(L, sizeof(struct guest_run_result), "provium.run_result_buf",
-                      run_result_gc);
+    return l_newudata(L, sizeof(struct guest_run_result), "provium.run_result_buf", run_result_gc);
 }
 
 /* _provium_c.run(vm, argv_table, opts_table) -> RunResult. The Lua wrapper
@@ -677,8 +676,8 @@ static uint64_t opt_max_size(lua_State *L, int i, const char *what)
     if (lua_isinteger(L, -1) && lua_tointeger(L, -1) >= 0)
         v = (uint64_t)lua_tointeger(L, -1);
     else if (!lua_isnil(L, -1))
-        luaL_error(L, "%s: max_size must be a non-negative integer number of bytes, got %s",
-                   what, luaL_tolstring(L, -1, NULL));
+        luaL_error(L, "%s: max_size must be a non-negative integer number of bytes, got %s", what,
+                   luaL_tolstring(L, -1, NULL));
     lua_pop(L, 1);
     return v;
 }
@@ -707,8 +706,8 @@ static int l_vm_write_file(lua_State *L)
     if (mode < -1 || mode > 07777)
         return luaL_argerror(L, 4, "mode must be permission bits (0..0xfff)");
     struct pv_err err = {0};
-    if (guest_write_file(&t, path, data, len, mode < 0 ? GUEST_DEFAULT_MODE : (uint32_t)mode,
-                         false, &err) < 0)
+    if (guest_write_file(&t, path, data, len, mode < 0 ? GUEST_DEFAULT_MODE : (uint32_t)mode, false,
+                         &err) < 0)
         return l_raise_guest(L, &t, "write_file", path, &err);
     return 0;
 }
@@ -820,8 +819,8 @@ static int l_log_read(lua_State *L)
     luaL_argcheck(L, max >= 0 && max <= (64 << 20), 4, "must be 0..64 MiB");
     struct buf *b = l_newbuf(L);
     uint64_t next;
-    vm_log_read(u->vm, which == 0 ? VM_LOG_KMSG : VM_LOG_CONSOLE, (uint64_t)off, (size_t)max,
-                b, &next);
+    vm_log_read(u->vm, which == 0 ? VM_LOG_KMSG : VM_LOG_CONSOLE, (uint64_t)off, (size_t)max, b,
+                &next);
     l_push_buf(L, b);
     lua_pushinteger(L, (lua_Integer)next);
     return 2;
@@ -858,9 +857,9 @@ static int l_vm_console_tail(lua_State *L)
  * provium.test_hostile=1. mode: a name of enum pv_misbehave. */
 static int l_test_misbehave(lua_State *L)
 {
-    static const char *const modes[] = {"garbage",  "wrong_id",            "huge_len",
-                                        "mid_frame", "flood_while_sending", "flood_console",
-                                        "die_mid_reply", NULL};
+    static const char *const modes[] = {
+        "garbage",       "wrong_id",      "huge_len", "mid_frame", "flood_while_sending",
+        "flood_console", "die_mid_reply", NULL};
     struct target t = l_checktarget(L, 1);
     uint32_t mode = (uint32_t)luaL_checkoption(L, 2, NULL, modes) + PV_MB_GARBAGE;
     double timeout = luaL_checknumber(L, 3);
@@ -924,9 +923,14 @@ int luaopen_provium_vm(lua_State *L)
     luaL_newmetatable(L, PV_RUNRESULT_MT);
     lua_pop(L, 1);
     static const luaL_Reg prims[] = {
-        {"vm_new", l_vm_new},   {"run", l_vm_run_raw}, {"kmod_order", l_kmod_order},
-        {"snapshot", l_vm_snapshot}, {"restore", l_vm_restore}, {"log_read", l_log_read},
-        {"log_generation", l_log_generation}, {"test_misbehave", l_test_misbehave},
+        {"vm_new", l_vm_new},
+        {"run", l_vm_run_raw},
+        {"kmod_order", l_kmod_order},
+        {"snapshot", l_vm_snapshot},
+        {"restore", l_vm_restore},
+        {"log_read", l_log_read},
+        {"log_generation", l_log_generation},
+        {"test_misbehave", l_test_misbehave},
         {NULL, NULL},
     };
     luaL_newlib(L, prims);

@@ -59,8 +59,7 @@ bool l_worker_target(lua_State *L, int i, bool raise, struct target *ret)
 }
 
 /* The strings of the array at i, anchored in it (at most max). */
-static const char **check_strings(lua_State *L, int i, size_t max, size_t *ret_n,
-                                  const char *what)
+static const char **check_strings(lua_State *L, int i, size_t max, size_t *ret_n, const char *what)
 {
     size_t n = l_checkcount(L, i, max, what);
     const char **v = lua_newuserdatauv(L, (n + 1) * sizeof(*v), 0);
@@ -147,7 +146,7 @@ static int l_state(lua_State *L)
         lua_pushstring(L, "exited");
     else
         lua_pushstring(L, guest_ping(&(struct target){vm, w->handle}, NULL) == 0 ? "running"
-                                                                               : "exited");
+                                                                                 : "exited");
     return 1;
 }
 
@@ -188,9 +187,12 @@ int luaopen_provium_worker(lua_State *L)
     }
     lua_setfield(L, -2, "caps");
     static const struct l_const flags[] = {
-        {"uid", PV_WK_UID},   {"gid", PV_WK_GID},
-        {"groups", PV_WK_GROUPS}, {"caps", PV_WK_CAPS},
-        {"no_new_privs", PV_WK_NO_NEW_PRIVS}, {"env_clear", PV_WK_ENV_CLEAR},
+        {"uid", PV_WK_UID},
+        {"gid", PV_WK_GID},
+        {"groups", PV_WK_GROUPS},
+        {"caps", PV_WK_CAPS},
+        {"no_new_privs", PV_WK_NO_NEW_PRIVS},
+        {"env_clear", PV_WK_ENV_CLEAR},
     };
     l_set_consts(L, "flags", flags, ARRAY_SIZE(flags));
     return 1;
