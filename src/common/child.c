@@ -40,13 +40,19 @@ int child_pdeathsig(pid_t parent)
  * not the parent's handler, once the mask is emptied. */
 static int reset_signals(void)
 {
-    struct sigaction sa = {.sa_handler = SIG_DFL};
-    sigemptyset(&sa.sa_mask);
-    for (int s = 1; s < NSIG; s++)
-        (void)sigaction(s, &sa, NULL); /* EINVAL for SIGKILL, SIGSTOP, libc's own */
-    /* The raw call: libc's sigprocmask leaves its own internal signals
-     * (32 and 33 under glibc) as they were, and a sanitizer or libc that
-     * blocked them around the fork would pass them on to the program. */
+    /* The raw calls: libc's sigaction and sigprocmask refuse to touch its
+     * own internal signals (32 and 33 under glibc), yet a program inherits
+     * them as the real-time signals they are; a parent that had them
+     * ignored or blocked (seen under make) would pass that on. The
+     * kernel's struct: handler, flags, restorer, mask. */
+    struct {
+        void (*handler)(int);
+        unsigned long flags;
+        void (*restorer)(void);
+        uint64_t mask;
+    } dfl = {SIG_DFL, 0, NULL, 0};
+    for (int s = 1; s <= 64; s++)
+        (void)syscall(SYS_rt_sigaction, s, &dfl, NULL, sizeof(dfl.mask)); /* EINVAL: KILL, STOP */
     uint64_t none = 0;
     return (int)syscall(SYS_rt_sigprocmask, SIG_SETMASK, &none, NULL, sizeof(none));
 }
