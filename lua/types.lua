@@ -75,8 +75,9 @@ local File = {}
 ---@param n integer
 ---@return string
 function File:read(n) end
+---@param opts {max_size: integer?}?
 ---@return string
-function File:read_all() end
+function File:read_all(opts) end
 ---@param data string
 ---@return integer
 function File:write(data) end
@@ -112,8 +113,9 @@ function GuestOps:run(cmd, opts) end
 ---@return Process
 function GuestOps:run_async(cmd, opts) end
 ---@param path string
+---@param opts {max_size: integer?}?
 ---@return string
-function GuestOps:read_file(path) end
+function GuestOps:read_file(path, opts) end
 ---@param path string
 ---@param data string
 ---@param mode integer?
@@ -123,7 +125,8 @@ function GuestOps:write_file(path, data, mode) end
 function GuestOps:push_file(host, guest) end
 ---@param guest string
 ---@param host string
-function GuestOps:pull_file(guest, host) end
+---@param opts {max_size: integer?}?
+function GuestOps:pull_file(guest, host, opts) end
 ---@param path string
 ---@return {size: integer, mtime: number, mtime_ns: integer, perm: integer, entry_type: string, uid: integer, gid: integer}
 function GuestOps:stat(path) end

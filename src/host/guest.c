@@ -287,16 +287,11 @@ void guest_encode_path(struct buf *b, const char *path)
     pv_put_str(&w, path);
 }
 
-void guest_encode_read_file(struct buf *b, const char *path)
-{
-    guest_encode_path(b, path);
-}
-
 int guest_read_file(const struct target *t, const char *path, uint64_t max, struct buf *out,
                     struct pv_err *err)
 {
     struct buf b = BUF_INIT;
-    guest_encode_read_file(&b, path);
+    guest_encode_path(&b, path);
     struct read_ctx rc = {out, max, false};
     int r = call(t, "read_file", PV_READ_FILE, &b, GUEST_FILE_S, data_chunk, &rc, NULL, err);
     buf_release(&b);

@@ -99,7 +99,6 @@ int guest_stdin(const struct target *t, uint64_t handle, const void *data, size_
  * (docs/files.md): a guest cannot make provium hold more unasked. */
 #define GUEST_READ_MAX_DEFAULT (1ull << 30)
 
-void guest_encode_read_file(struct buf *b, const char *path);
 /* The file's bytes into out, at most max of them: a larger file is -EFBIG
  * with a message naming the limit. */
 int guest_read_file(const struct target *t, const char *path, uint64_t max, struct buf *out,
@@ -151,7 +150,7 @@ struct guest_dirent {
 int guest_decode_listdir(const struct buf *reply,
                          void (*fn)(void *ctx, const struct guest_dirent *e), void *ctx,
                          struct pv_err *err);
-void guest_encode_path(struct buf *b, const char *path); /* ListDir, Unlink */
+void guest_encode_path(struct buf *b, const char *path); /* ReadFile, ListDir, Unlink */
 int guest_listdir(const struct target *t, const char *path, struct buf *reply, struct pv_err *err);
 void guest_encode_mkdir(struct buf *b, const char *path, uint32_t perm, bool parents);
 int guest_mkdir(const struct target *t, const char *path, uint32_t perm, bool parents,
