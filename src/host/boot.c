@@ -115,7 +115,7 @@ static int add_modules(struct cpio *c, const char *modules_dir, const char *cons
  * and their load order in .provium/modules and .provium/modules.late. */
 static int add_overlay(struct cpio *c, const char *modules_dir, bool rootfs, struct pv_err *err)
 {
-    cpio_add_file(c, AGENT_PATH + 1, 0755, pv_agent_bin, (size_t)(pv_agent_bin_end - pv_agent_bin));
+    cpio_add_file(c, &AGENT_PATH[1], 0755, pv_agent_bin, (size_t)(pv_agent_bin_end - pv_agent_bin));
     cpio_add_dir(c, ".provium", 0755);
     if (!modules_dir)
         return 0;
