@@ -131,9 +131,6 @@ static int check_size(const struct buf *req, uint64_t route, struct pv_err *err)
 static int send_req(struct chan *c, uint32_t id, uint64_t route, uint16_t type,
                     const struct buf *req, int64_t deadline, struct pv_err *err)
 {
-    int r = check_size(req, route, err);
-    if (r < 0)
-        return r;
     struct buf frame = BUF_INIT;
     if (route) {
         struct buf via = BUF_INIT;
@@ -146,7 +143,7 @@ static int send_req(struct chan *c, uint32_t id, uint64_t route, uint16_t type,
     } else {
         pv_frame(&frame, type, id, req ? req->data : NULL, req ? req->len : 0);
     }
-    r = send_all(c, &frame, deadline, err);
+    int r = send_all(c, &frame, deadline, err);
     buf_release(&frame);
     return r;
 }

@@ -13,6 +13,15 @@ function M.quote(s)
     return "'" .. tostring(s):gsub("'", "'\\''") .. "'"
 end
 
+-- Run a shell command line; returns its output (stdout+stderr) and exit code.
+function M.sh(cmd)
+    local p = io.popen(cmd .. " 2>&1; echo \"@@EXIT=$?\"")
+    local out = p:read("a")
+    p:close()
+    local code = tonumber(out:match("@@EXIT=(%d+)%s*$"))
+    return out:gsub("@@EXIT=%d+%s*$", ""), code
+end
+
 -- Run provium with args (a list) in opts.cwd, with opts.env added to its
 -- environment; returns output (stdout+stderr) and the exit code.
 function M.provium(args, opts)
@@ -21,12 +30,7 @@ function M.provium(args, opts)
     for _, a in ipairs(args) do parts[#parts + 1] = M.quote(a) end
     local cmd = table.concat(parts, " ")
     for k, v in pairs(opts.env or {}) do cmd = k .. "=" .. M.quote(v) .. " " .. cmd end
-    cmd = "cd " .. M.quote(opts.cwd or M.tests) .. " && " .. cmd
-    local p = io.popen(cmd .. " 2>&1; echo \"@@EXIT=$?\"")
-    local out = p:read("a")
-    p:close()
-    local code = tonumber(out:match("@@EXIT=(%d+)%s*$"))
-    return out:gsub("@@EXIT=%d+%s*$", ""), code
+    return M.sh("cd " .. M.quote(opts.cwd or M.tests) .. " && " .. cmd)
 end
 
 -- Each case {args, text}: provium refuses args with exit 2, saying text.

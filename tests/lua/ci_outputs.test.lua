@@ -2,12 +2,7 @@
 -- schema (xmllint, tests/lua/data/junit.xsd) and with prove.
 local meta = require("lib.meta")
 
-local function sh(cmd)
-    local p = io.popen(cmd .. " 2>&1; echo \"@@EXIT=$?\"")
-    local out = p:read("a")
-    p:close()
-    return out:gsub("@@EXIT=%d+%s*$", ""), tonumber(out:match("@@EXIT=(%d+)%s*$"))
-end
+local sh = meta.sh
 
 local function suite(d)
     meta.write(d .. "/good.test.lua", [[

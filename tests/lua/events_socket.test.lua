@@ -3,12 +3,7 @@
 -- any umask and is removed at the end only if it is still ours.
 local meta = require("lib.meta")
 
-local function sh(cmd)
-    local p = io.popen(cmd .. " 2>&1; echo \"@@EXIT=$?\"")
-    local out = p:read("a")
-    p:close()
-    return out:gsub("@@EXIT=%d+%s*$", ""), tonumber(out:match("@@EXIT=(%d+)%s*$"))
-end
+local sh = meta.sh
 
 -- provium with umask 000, so that only provium's own care makes the socket 0600
 local function run(sock, case)

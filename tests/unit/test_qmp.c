@@ -127,20 +127,28 @@ static void *silent_server(void *arg)
     return NULL; /* and never reads again */
 }
 
+/* A QMP client q on sv[0], negotiated with silent_server on sv[1], which
+ * then reads nothing more. */
+static void connect_silent(struct qmp *q, int sv[2])
+{
+    assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
+    pthread_t th;
+    assert_int_equal(pthread_create(&th, NULL, silent_server, &sv[1]), 0);
+    struct pv_err err = {0};
+    qmp_init(q, sv[0], -1);
+    assert_int_equal(qmp_negotiate(q, now_ns() + 5000 * MS, &err), 0);
+    pthread_join(th, NULL);
+}
+
 /* A command that the socket does not take by the deadline ends there, and
  * the stream, now cut mid-line, takes no more commands. */
 static void test_qmp_full_socket_honours_the_deadline(void **state)
 {
     alarm(30); /* before the fix, the send retried forever */
     int sv[2];
-    assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
-    pthread_t th;
-    assert_int_equal(pthread_create(&th, NULL, silent_server, &sv[1]), 0);
     struct qmp q;
     struct pv_err err = {0};
-    qmp_init(&q, sv[0], -1);
-    assert_int_equal(qmp_negotiate(&q, now_ns() + 5000 * MS, &err), 0);
-    pthread_join(th, NULL);
+    connect_silent(&q, sv);
 
     size_t big = 8u << 20; /* far more than a socket buffer */
     char *s = xmalloc(big + 1);
@@ -167,14 +175,9 @@ static void test_qmp_unsent_command_keeps_the_stream(void **state)
 {
     alarm(30);
     int sv[2];
-    assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
-    pthread_t th;
-    assert_int_equal(pthread_create(&th, NULL, silent_server, &sv[1]), 0);
     struct qmp q;
     struct pv_err err = {0};
-    qmp_init(&q, sv[0], -1);
-    assert_int_equal(qmp_negotiate(&q, now_ns() + 5000 * MS, &err), 0);
-    pthread_join(th, NULL);
+    connect_silent(&q, sv);
     /* fill the socket until it takes no more */
     char fill[4096] = {' '};
     memset(fill, ' ', sizeof(fill));

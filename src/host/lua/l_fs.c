@@ -72,7 +72,7 @@ static int l_close(lua_State *L)
     return 0;
 }
 
-static const char *ftype_name(int t)
+const char *l_ftype_name(int t)
 {
     static const char *names[] = {"other",  "file",         "directory",   "symlink", "fifo",
                                   "socket", "block_device", "char_device", "other"};
@@ -85,7 +85,7 @@ static void push_dirent(void *ctx, const struct guest_dirent *e)
     lua_createtable(L, 0, 2);
     lua_pushstring(L, e->name);
     lua_setfield(L, -2, "name");
-    lua_pushstring(L, ftype_name(e->type));
+    lua_pushstring(L, l_ftype_name(e->type));
     lua_setfield(L, -2, "entry_type");
     lua_seti(L, -2, (lua_Integer)lua_rawlen(L, -2) + 1);
 }

@@ -80,6 +80,8 @@ struct guest_run_result *l_new_run_result(lua_State *L);
 int l_push_run_result(lua_State *L, const struct target *t, const char *op, int r,
                       struct guest_run_result *res, const struct pv_err *err);
 
+/* The Lua name of an enum pv_ftype ("file", "directory", ...; "other"). */
+const char *l_ftype_name(int t);
 /* Shared by the single operations and vm:batch. */
 void l_push_stat(lua_State *L, const struct guest_stat *st);
 /* The entries of a ListDir reply as {{name=, entry_type=}, ...}, or false

@@ -712,13 +712,6 @@ static int l_vm_write_file(lua_State *L)
     return 0;
 }
 
-static const char *ftype_name(int t)
-{
-    static const char *names[] = {"other",  "file",         "directory",   "symlink", "fifo",
-                                  "socket", "block_device", "char_device", "other"};
-    return t >= 0 && t <= PV_FT_OTHER ? names[t] : "other";
-}
-
 /* vm:stat(path) -> {size, mtime, mtime_ns, perm, entry_type, uid, gid} */
 static int l_vm_stat(lua_State *L)
 {
@@ -743,7 +736,7 @@ void l_push_stat(lua_State *L, const struct guest_stat *st)
     lua_setfield(L, -2, "mtime_ns");
     lua_pushinteger(L, st->perm);
     lua_setfield(L, -2, "perm");
-    lua_pushstring(L, ftype_name(st->type));
+    lua_pushstring(L, l_ftype_name(st->type));
     lua_setfield(L, -2, "entry_type");
     lua_pushinteger(L, st->uid);
     lua_setfield(L, -2, "uid");
