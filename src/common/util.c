@@ -82,22 +82,30 @@ int pv_err_set(struct pv_err *err, int code, const char *fmt, ...)
         va_end(ap);
         err->code = code;
         err->guest = false;
+        err->story = NULL;
     }
     return -code;
+}
+
+const char *pv_err_story(const struct pv_err *err)
+{
+    return err && err->story ? err->story : "";
 }
 
 int pv_err_wrap(struct pv_err *err, const char *fmt, ...)
 {
     if (!err)
         return -EIO;
-    char prefix[512];
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(prefix, sizeof(prefix), fmt, ap);
+    char *prefix;
+    if (vasprintf(&prefix, fmt, ap) < 0)
+        oom();
     va_end(ap);
-    char old[sizeof(err->msg)];
-    memcpy(old, err->msg, sizeof(old));
-    snprintf(err->msg, sizeof(err->msg), "%.511s: %.7600s", prefix, old);
+    /* cut to msg's size like pv_err_set; the story, if any, still follows */
+    _cleanup_free_ char *both = xasprintf("%s: %s", prefix, err->msg);
+    free(prefix);
+    snprintf(err->msg, sizeof(err->msg), "%s", both);
     if (err->code <= 0)
         err->code = EIO;
     return -err->code;

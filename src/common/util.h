@@ -63,8 +63,12 @@ char *xasprintf(const char *fmt, ...) PV_PRINTF(1, 2);
  * via pv_err_wrap() on the way up. */
 struct pv_err {
     int code;
-    bool guest;     /* code is the guest's answer (the agent's errno), not a host failure */
-    char msg[8192]; /* room for a 40-line console tail */
+    bool guest;    /* code is the guest's answer (the agent's errno), not a host failure */
+    char msg[768]; /* what failed, in a sentence or two (longer is cut) */
+    /* A dead VM's story (QEMU's words, the last console lines), lines that
+     * follow msg. Borrowed from the VM (vm->story), which outlives any report
+     * of its death; NULL for every other error. */
+    const char *story;
 };
 
 /* Set err (which may be NULL) and return -code, so `return pv_err_set(...)`
@@ -72,6 +76,9 @@ struct pv_err {
 int pv_err_set(struct pv_err *err, int code, const char *fmt, ...) PV_PRINTF(3, 4);
 /* Prefix the existing message: "<context>: <old message>". Returns -code. */
 int pv_err_wrap(struct pv_err *err, const char *fmt, ...) PV_PRINTF(2, 3);
+/* The lines that follow msg when the error is shown in full: "" or
+ * "\n" + the story. */
+const char *pv_err_story(const struct pv_err *err);
 
 /* A growable byte buffer. data is always NUL-terminated (not counted in len)
  * so text can be used as a C string. */

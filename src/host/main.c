@@ -129,7 +129,7 @@ static int cmd_kernel(int argc, char **argv)
     _cleanup_free_ char *root = NULL;
     struct pv_err err = {0};
     if (kernel_cache_dir(&root, &err) < 0) {
-        fprintf(stderr, "provium: %s\n", err.msg);
+        fprintf(stderr, "provium: %s%s\n", err.msg, pv_err_story(&err));
         return 2;
     }
     if (!strcmp(sub, "fetch") || !strcmp(sub, "ensure")) {
@@ -140,7 +140,7 @@ static int cmd_kernel(int argc, char **argv)
         }
         fprintf(stderr, "provium: fetching Debian's cloud kernel...\n");
         if (kernel_fetch(root, &k, &err) < 0) {
-            fprintf(stderr, "provium: kernel fetch: %s\n", err.msg);
+            fprintf(stderr, "provium: kernel fetch: %s%s\n", err.msg, pv_err_story(&err));
             return 2;
         }
         printf("kernel %s\n  vmlinuz %s\n  modules %s\n", k.version, k.vmlinuz,
@@ -151,7 +151,7 @@ static int cmd_kernel(int argc, char **argv)
     if (!strcmp(sub, "path")) {
         struct kernel_info k = {0};
         if (kernel_find_default(root, &k, &err) < 0) {
-            fprintf(stderr, "provium: %s\n", err.msg);
+            fprintf(stderr, "provium: %s%s\n", err.msg, pv_err_story(&err));
             return 2;
         }
         printf("%s\n%s\n", k.vmlinuz, k.modules_dir ? k.modules_dir : "");
@@ -162,7 +162,7 @@ static int cmd_kernel(int argc, char **argv)
         struct kernel_info *ks = NULL;
         size_t n = 0;
         if (kernel_list(root, &ks, &n, &err) < 0) {
-            fprintf(stderr, "provium: kernel list: %s\n", err.msg);
+            fprintf(stderr, "provium: kernel list: %s%s\n", err.msg, pv_err_story(&err));
             return 2;
         }
         if (n == 0)
@@ -189,7 +189,7 @@ static struct config *load_config(const char *path)
         return config_empty(getcwd(cwd, sizeof(cwd)) ? cwd : ".");
     }
     if (config_load(path, &cfg, &err) < 0) {
-        fprintf(stderr, "provium: %s\n", err.msg);
+        fprintf(stderr, "provium: %s%s\n", err.msg, pv_err_story(&err));
         return NULL;
     }
     return cfg;
@@ -320,7 +320,7 @@ static int cmd_fixture(const struct config *cfg, char **args, size_t nargs)
         size_t n = 0, stale = 0;
         struct pv_err err = {0};
         if (runner_discover(cfg, NULL, 0, ".fixture.lua", &files, &n, &err) < 0) {
-            fprintf(stderr, "provium: %s\n", err.msg);
+            fprintf(stderr, "provium: %s%s\n", err.msg, pv_err_story(&err));
             return 2;
         }
         for (size_t i = 0; i < n; i++) {
@@ -353,7 +353,7 @@ static int cmd_fixture(const struct config *cfg, char **args, size_t nargs)
         }
         struct fixture_result res;
         if (fixture_get(cfg, name, ".", false, "provium fixture", &res, &err) < 0) {
-            fprintf(stderr, "provium: %s\n", err.msg);
+            fprintf(stderr, "provium: %s%s\n", err.msg, pv_err_story(&err));
             return 1;
         }
         printf(res.built ? "built: %s\n  %s\n" : "already built: %s\n  %s\n", name, res.snap);
@@ -395,7 +395,7 @@ static int cmd_list(int argc, char **argv)
     int code = 2;
     if (runner_discover(cfg, argv + optind, (size_t)(argc - optind),
                         fixtures ? ".fixture.lua" : ".test.lua", &files, &n, &err) < 0) {
-        fprintf(stderr, "provium: %s\n", err.msg);
+        fprintf(stderr, "provium: %s%s\n", err.msg, pv_err_story(&err));
     } else if (fixtures) {
         for (size_t i = 0; i < n; i++)
             printf("%s\n", files[i]);
@@ -574,7 +574,7 @@ static int parse_filter(struct args *a, int c, char *v)
     default: r = filters_add_test(&a->flt, kinds[c - O_TAG], v, &err); break;
     }
     if (r < 0) {
-        fprintf(stderr, "provium: %s\n", err.msg);
+        fprintf(stderr, "provium: %s%s\n", err.msg, pv_err_story(&err));
         return 2;
     }
     return 0;
@@ -675,7 +675,7 @@ static int check_caches(const struct config *cfg)
     if (r == 0 && in_mine)
         r = user_cache_dir(USER_DIR_MAKE, &checked, &err);
     if (r < 0) {
-        fprintf(stderr, "provium: %s\n", err.msg);
+        fprintf(stderr, "provium: %s%s\n", err.msg, pv_err_story(&err));
         return -1;
     }
     return 0;
@@ -700,12 +700,12 @@ static int preflight(const struct args *a, const struct config *cfg, struct setu
     } else if (cfg->nprofiles) {
         probe_kernel = cfg->profiles[0].kernel;
     } else if (a->preflight) {
-        fprintf(stderr, "provium: %s\n", err.msg);
+        fprintf(stderr, "provium: %s%s\n", err.msg, pv_err_story(&err));
         return -1;
     }
     vm_globals.accel = accel_resolve(a->accel, probe_kernel, &s->accel_note, &err);
     if (vm_globals.accel == ACCEL_AUTO) {
-        fprintf(stderr, "provium: %s\n", err.msg);
+        fprintf(stderr, "provium: %s%s\n", err.msg, pv_err_story(&err));
         return -1;
     }
     vm_globals.transport = transport_resolve(a->transport, vm_globals.accel, &s->transport_note);
@@ -732,7 +732,7 @@ static int setup_run(struct args *a, const struct config *cfg)
         return -1;
     cache_evict(cfg); /* before anything runs: the cache fits in cache_max_size */
     if (events_open(a->save_events, a->o.events_stdout, a->events_socket, &err) < 0) {
-        fprintf(stderr, "provium: %s\n", err.msg);
+        fprintf(stderr, "provium: %s%s\n", err.msg, pv_err_story(&err));
         return -1;
     }
     signal(SIGPIPE, SIG_IGN);
@@ -772,7 +772,7 @@ static int run_files(struct args *a, const struct config *cfg, const struct setu
     int code = 2;
     if (runner_discover(cfg, a->paths, a->npaths, ".test.lua", &files, &nfiles, &err) < 0 ||
         filters_apply(&a->flt, files, &nfiles, &selected, &err) < 0) {
-        fprintf(stderr, "provium: %s\n", err.msg);
+        fprintf(stderr, "provium: %s%s\n", err.msg, pv_err_story(&err));
     } else {
         struct buf header = BUF_INIT;
         run_header(&header, a, s, nfiles, selected);

@@ -167,6 +167,7 @@ void vm_free(struct vm *vm)
     free(vm->name);
     free(vm->profile);
     free(vm->exit_reason);
+    free(vm->story);
     free(vm->modules_dir);
     vm_boot_release(&vm->plan);
     free(vm);
@@ -261,6 +262,7 @@ int vm_died(struct vm *vm, struct pv_err *err, const char *what)
     stop_qemu(vm, 0);
     vm->state = VM_DEAD;
     struct buf tail = BUF_INIT;
+    buf_adds(&tail, "\n");
     _cleanup_free_ char *qlog = xasprintf("%s/qemu.log", vm->dir);
     struct buf ql = BUF_INIT;
     if (read_file(qlog, 8192, &ql) == 0 && ql.len) {
@@ -275,8 +277,11 @@ int vm_died(struct vm *vm, struct pv_err *err, const char *what)
     vm_console_tail(vm, 40, &tail);
     free(vm->exit_reason);
     vm->exit_reason = xasprintf("%s%s", what, how);
-    pv_err_set(err, EPIPE, "vm `%s`: %s%s\n%s", vm->name, what, how, tail.data);
-    buf_release(&tail);
+    free(vm->story);
+    vm->story = buf_steal(&tail);
+    pv_err_set(err, EPIPE, "vm `%s`: %s%s", vm->name, what, how);
+    if (err)
+        err->story = vm->story;
     return -EPIPE;
 }
 
@@ -478,7 +483,7 @@ int vm_handshake(struct vm *vm, int agent_l, double agent_timeout, const char *s
     if (r == -ETIMEDOUT)
         return vm_died(vm, err, what);
     if (r < 0) {
-        snprintf(what, sizeof(what), "%.900s", err->msg);
+        snprintf(what, sizeof(what), "%s", err->msg);
         return vm_died(vm, err, what);
     }
     vm->ready_ns = now_ns();
@@ -569,7 +574,7 @@ static int op_failed(struct vm *vm, int r, struct pv_err *err)
 {
     if (r == -EPIPE) {
         char what[sizeof(err->msg)];
-        snprintf(what, sizeof(what), "%.900s", err ? err->msg : "connection lost");
+        snprintf(what, sizeof(what), "%s", err ? err->msg : "connection lost");
         return vm_died(vm, err, what);
     }
     if (r < 0 && vm->chan.broken)
@@ -653,8 +658,7 @@ int vm_reset(struct vm *vm, struct pv_err *err)
     }
     r = chan_hello(&vm->chan, deadline, err);
     if (r < 0) {
-        char what[sizeof(err->msg)];
-        snprintf(what, sizeof(what), "no agent after reset: %.900s", err->msg);
+        _cleanup_free_ char *what = xasprintf("no agent after reset: %s", err->msg);
         return vm_died(vm, err, what);
     }
     vm->agent_gen++;

@@ -48,6 +48,7 @@ struct vm {
     bool quiet;           /* the next boot is not announced (the boot cache's saving boot) */
     uint32_t cid;
     char *exit_reason; /* why the VM is dead */
+    char *story;       /* its last death in full, for pv_err.story (kept until the next one) */
     int kmsg_fd;       /* kmsg.log, the guest's kernel log as the agent streams it */
     int cache_hold;    /* a boot-cache entry this QEMU maps, locked in use (bootcache.c), or -1 */
     uint64_t kmsg_written;   /* since the last bound check */

@@ -150,12 +150,34 @@ static void test_flock_wait(void **state)
     unlink(path);
 }
 
+/* An error is small enough to live on every stack; a long message is cut,
+ * and wrapping it keeps the dead VM's story that follows it. */
+static void test_err_bounded(void **state)
+{
+    (void)state;
+    assert_true(sizeof(struct pv_err) <= 1024);
+    struct pv_err err = {0};
+    char big[4000];
+    memset(big, 'x', sizeof(big) - 1);
+    big[sizeof(big) - 1] = 0;
+    assert_int_equal(pv_err_set(&err, EPIPE, "vm `a`: %s", big), -EPIPE);
+    assert_int_equal(strlen(err.msg), sizeof(err.msg) - 1);
+    assert_string_equal(pv_err_story(&err), "");
+    err.story = "\n  last console lines:\n  Kernel panic";
+    assert_int_equal(pv_err_wrap(&err, "boot"), -EPIPE);
+    assert_memory_equal(err.msg, "boot: vm `a`: xxx", 17);
+    assert_string_equal(pv_err_story(&err), "\n  last console lines:\n  Kernel panic");
+    pv_err_set(&err, ENOENT, "gone");
+    assert_null(err.story);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_parse_duration_forms),   cmocka_unit_test(test_parse_duration_limit),
         cmocka_unit_test(test_escape_controls),        cmocka_unit_test(test_escape_utf8),
         cmocka_unit_test(test_escape_output_is_inert), cmocka_unit_test(test_flock_wait),
+        cmocka_unit_test(test_err_bounded),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

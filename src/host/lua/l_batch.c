@@ -205,7 +205,7 @@ static void send_all(const struct target *t, struct op **ops, size_t n)
                                    &o->res, &err);
             if (!o->id[k]) {
                 o->r = -err.code;
-                o->msg = xstrdup(err.msg);
+                o->msg = xasprintf("%s%s", err.msg, pv_err_story(&err));
                 break;
             }
         }
@@ -219,7 +219,7 @@ static void send_all(const struct target *t, struct op **ops, size_t n)
                 guest_drop(t, o->id[k]);
             if (r < 0 && o->r == 0) {
                 o->r = r;
-                o->msg = xstrdup(err.msg);
+                o->msg = xasprintf("%s%s", err.msg, pv_err_story(&err));
             }
         }
     }

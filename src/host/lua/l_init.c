@@ -199,7 +199,7 @@ static int l_fixture(lua_State *L)
     struct pv_err err = {0};
     if (fixture_get(l_ctx.config, name, from, lab, l_ctx.display ? l_ctx.display : "?", &res,
                     &err) < 0)
-        return luaL_error(L, "%s", err.msg);
+        return l_raise(L, &err);
     lua_pushstring(L, res.snap);
     lua_pushboolean(L, res.built);
     free(res.snap);

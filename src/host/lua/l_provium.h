@@ -47,7 +47,9 @@ struct vm *l_tovm(lua_State *L, int i);
 int l_raise_guest(lua_State *L, const struct target *t, const char *op, const char *what,
                   const struct pv_err *err);
 
-/* Raise a Lua error from a pv_err ("<what>: <message>"). */
+/* Raise err as a Lua error in full: its message and a dead VM's story,
+ * after "<what>: " for l_raise_err. */
+int l_raise(lua_State *L, const struct pv_err *err);
 int l_raise_err(lua_State *L, const char *what, const struct pv_err *err);
 
 /* A zeroed userdata of size bytes (pushed) whose metatable mt has gc as

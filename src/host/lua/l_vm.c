@@ -61,16 +61,21 @@ bool l_usertarget(lua_State *L, int i, struct target *ret)
     return ok;
 }
 
+int l_raise(lua_State *L, const struct pv_err *err)
+{
+    return luaL_error(L, "%s%s", err->msg, pv_err_story(err));
+}
+
 int l_raise_err(lua_State *L, const char *what, const struct pv_err *err)
 {
-    return luaL_error(L, "%s: %s", what, err->msg);
+    return luaL_error(L, "%s: %s%s", what, err->msg, pv_err_story(err));
 }
 
 int l_raise_guest(lua_State *L, const struct target *t, const char *op, const char *what,
                   const struct pv_err *err)
 {
     if (!err->guest)
-        return luaL_error(L, "%s", err->msg);
+        return l_raise(L, err);
     char who[128];
     guest_who(t, who, sizeof(who));
     const char *name = strerrorname_np(err->code);
@@ -335,7 +340,7 @@ static int l_vm_boot(lua_State *L)
     vm_boot_release(&b);
     vm_boot_release(&plan);
     if (r < 0)
-        return luaL_error(L, "%s", err.msg);
+        return l_raise(L, &err);
     fixture_note_boot(u->vm->profile);
     r = freshen(u->vm, o, cached, &err);
     if (r < 0 && err.guest && cached)
@@ -362,7 +367,7 @@ static int l_vm_boot_cached(lua_State *L)
         struct l_vm *u = l_checkvm(L, 1);                                                          \
         struct pv_err err = {0};                                                                   \
         if (call(u->vm, &err) < 0)                                                                 \
-            return luaL_error(L, "%s", err.msg);                                                   \
+            return l_raise(L, &err);                                                               \
         return 0;                                                                                  \
     }
 /* vm:shutdown() */
@@ -489,7 +494,7 @@ static int l_vm_snapshot(lua_State *L)
             : luaL_checkstring(L, 2);
     struct pv_err err = {0};
     if (vm_snapshot(u->vm, path, &err) < 0)
-        return luaL_error(L, "%s", err.msg);
+        return l_raise(L, &err);
     lua_pushstring(L, path);
     return 1;
 }
@@ -500,7 +505,7 @@ static int l_vm_restore(lua_State *L)
     struct l_vm *u = l_checkvm(L, 1);
     struct pv_err err = {0};
     if (vm_restore(u->vm, luaL_checkstring(L, 2), &err) < 0)
-        return luaL_error(L, "%s", err.msg);
+        return l_raise(L, &err);
     return 0;
 }
 
@@ -781,7 +786,7 @@ static int l_kmod_order(lua_State *L)
     char **paths = NULL;
     struct pv_err err = {0};
     if (kmod_order(dir, &name, 1, &paths, &err) < 0)
-        return luaL_error(L, "%s", err.msg);
+        return l_raise(L, &err);
     lua_newtable(L);
     for (size_t i = 0; paths[i]; i++) {
         lua_pushstring(L, paths[i]);
