@@ -11,9 +11,9 @@ local function caller_dir()
     return file:match("^(.*)/[^/]*$") or "."
 end
 
--- The VM name and profile a snapshot recorded.
+-- The VM name and profile a snapshot recorded (in its header, `machine`).
 local function recorded(path)
-    local f = io.open(path, "rb")
+    local f = io.open(path .. "/machine", "rb")
     if not f then return nil end
     f:read("l")
     local ok, h = pcall(json.decode, f:read("l") or "")

@@ -9,17 +9,12 @@ P.Snapshot = Snapshot
 
 function Snapshot:path() return self._path end
 
--- bytes on disk; 0 when the file is gone
-function Snapshot:size()
-    local f = io.open(self._path, "rb")
-    if not f then return 0 end
-    local n = f:seek("end")
-    f:close()
-    return n
-end
+-- the disk space of its files (the RAM file too, which it may share with
+-- the snapshot or boot it came from); 0 when it is gone
+function Snapshot:size() return C.disk_usage(self._path) end
 
 -- best effort, idempotent
-function Snapshot:delete() os.remove(self._path) end
+function Snapshot:delete() C.remove_tree(self._path) end
 
 Snapshot.__tostring = function(s) return ("Snapshot(%s)"):format(s._path) end
 
@@ -102,27 +97,15 @@ function P.restore_baseline(base)
     end
 end
 
--- LabSnapshot: a directory of lab.json and <vm>.snap files.
+-- LabSnapshot: a directory of lab.json and a <vm>.snap snapshot per VM.
 local LabSnapshot = {}
 LabSnapshot.__index = LabSnapshot
 P.LabSnapshot = LabSnapshot
 
 function LabSnapshot:path() return self._path end
 
--- the sizes of the files in it
-function LabSnapshot:size()
-    local n = 0
-    for _, name in ipairs(C.host_dir(self._path) or {}) do
-        n = n + setmetatable({ _path = self._path .. "/" .. name }, Snapshot):size()
-    end
-    return n
-end
-
--- best effort, idempotent
-function LabSnapshot:delete()
-    for _, name in ipairs(C.host_dir(self._path) or {}) do os.remove(self._path .. "/" .. name) end
-    os.remove(self._path)
-end
+LabSnapshot.size = Snapshot.size
+LabSnapshot.delete = Snapshot.delete
 
 LabSnapshot.__tostring = function(s) return ("LabSnapshot(%s)"):format(s._path) end
 

@@ -4,6 +4,7 @@
 #include <sys/file.h>
 
 #include <fcntl.h>
+#include <dirent.h>
 #include <ftw.h>
 #include <math.h>
 #include <pwd.h>
@@ -394,6 +395,54 @@ int rm_rf(const char *path)
     if (nftw(path, rm_one, 32, FTW_DEPTH | FTW_PHYS) < 0 && errno != ENOENT)
         return -errno;
     return 0;
+}
+
+static bool inode_seen(struct inode_set *s, const struct stat *st)
+{
+    if (!s)
+        return false;
+    for (size_t i = 0; i < s->n; i++)
+        if (s->v[i].dev == st->st_dev && s->v[i].ino == st->st_ino)
+            return true;
+    s->v = xrealloc(s->v, (s->n + 1) * sizeof(*s->v));
+    s->v[s->n++] = (struct inode_id){st->st_dev, st->st_ino};
+    return false;
+}
+
+static uint64_t usage_at(int at, const char *name, struct inode_set *seen, int depth)
+{
+    struct stat st;
+    if (fstatat(at, name, &st, AT_SYMLINK_NOFOLLOW) < 0)
+        return 0;
+    if (S_ISREG(st.st_mode))
+        return inode_seen(seen, &st) ? 0 : (uint64_t)st.st_blocks * 512;
+    if (!S_ISDIR(st.st_mode) || depth == 0)
+        return 0;
+    int fd = openat(at, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    DIR *d = fd < 0 ? NULL : fdopendir(fd);
+    if (!d) {
+        if (fd >= 0)
+            close(fd);
+        return 0;
+    }
+    uint64_t total = 0;
+    struct dirent *e;
+    while ((e = readdir(d)))
+        if (strcmp(e->d_name, ".") && strcmp(e->d_name, ".."))
+            total += usage_at(dirfd(d), e->d_name, seen, depth - 1);
+    closedir(d);
+    return total;
+}
+
+uint64_t disk_usage(const char *path, struct inode_set *seen)
+{
+    return usage_at(AT_FDCWD, path, seen, 8);
+}
+
+void inode_set_release(struct inode_set *s)
+{
+    free(s->v);
+    *s = (struct inode_set){0};
 }
 
 int64_t now_ns(void)

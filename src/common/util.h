@@ -8,6 +8,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/types.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -134,6 +135,21 @@ int user_home_dir(char **ret, struct pv_err *err);
 enum { USER_DIR_MAKE = 1 << 0 };
 int user_cache_dir(unsigned flags, char **ret, struct pv_err *err);
 int rm_rf(const char *path);
+
+/* Files already counted by disk_usage, by device and inode. */
+struct inode_set {
+    size_t n;
+    struct inode_id {
+        dev_t dev;
+        ino_t ino;
+    } * v;
+};
+/* The disk space path takes (a file, or a directory's files, recursively),
+ * counting a file that is already in seen (a hard link to it) as nothing
+ * and adding the others; seen may be NULL. Entries that vanish meanwhile
+ * count as nothing. */
+uint64_t disk_usage(const char *path, struct inode_set *seen);
+void inode_set_release(struct inode_set *s);
 /* flock(fd, op) that waits at most timeout_ms: 0, -ETIMEDOUT, or -errno. */
 int flock_wait(int fd, int op, int timeout_ms);
 /* Monotonic clock in nanoseconds / milliseconds. */

@@ -18,7 +18,7 @@ bool bootcache_eligible(const struct vm_boot *b)
 void bootcache_key(const struct vm_boot *b, char key[65])
 {
     struct sha256 *h = sha256_new();
-    sha256_update_str(h, "provium boot cache 2");
+    sha256_update_str(h, "provium boot cache 3");
     sha256_update_str(h, cache_env_digest());
     cache_hash_file(h, b->kernel);
     cache_hash_file(h, b->initrd);

@@ -12,7 +12,6 @@
 #include "hash.h"
 #include "qemu.h"
 #include "vm.h"
-#include "zpipe.h"
 
 extern const char pv_agent_bin[], pv_agent_bin_end[];
 
@@ -174,26 +173,19 @@ static int check_field(const char *path, json_t *h, const char *field, const cha
     return 0;
 }
 
-/* The snapshot file at path: its header lines (returned in *ret_h), the
- * environment they name, and its zstd stream decoded to the end. own_plan:
- * a restore boots what the header records (a fixture's; a boot's resume
- * brings its own plan), so the initrd it names must still be there. */
-static int check_snap(const char *path, bool own_plan, json_t **ret_h, struct pv_err *err)
+/* The snapshot directory at path, read whole (vm_snapshot_check, deep),
+ * and the environment its header names. own_plan: a restore boots what the
+ * header records (a fixture's; a boot's resume brings its own plan), so the
+ * initrd it names must still be there. */
+static int check_snap(const char *path, bool own_plan, struct pv_err *err)
 {
-    _cleanup_close_ int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0 && errno == ENOENT)
-        return pv_err_set(err, EBADMSG, "%s is missing", path);
-    if (fd < 0)
-        return pv_err_set(err, errno, "%s: %s", path, strerror(errno));
-    _cleanup_free_ char *buf = xmalloc(VM_SNAP_HEADER_MAX);
-    ssize_t n = pread(fd, buf, VM_SNAP_HEADER_MAX, 0);
-    if (n < 0)
-        return pv_err_set(err, errno, "%s: %s", path, strerror(errno));
     json_t *h = NULL;
-    size_t head_len;
-    if (vm_snapshot_parse_header(buf, (size_t)n, &h, &head_len) < 0)
-        return pv_err_set(err, EBADMSG, "%s: not a provium snapshot", path);
-    int r = check_field(path, h, "qemu", qemu_version(), err);
+    int r = vm_snapshot_check(path, true, &h, err);
+    if (r == -ENOENT)
+        return pv_err_set(err, EBADMSG, "%s is missing", path);
+    if (r < 0)
+        return r;
+    r = check_field(path, h, "qemu", qemu_version(), err);
     if (r == 0)
         r = check_field(path, h, "machine", vm_globals.machine, err);
     if (r == 0)
@@ -201,53 +193,6 @@ static int check_snap(const char *path, bool own_plan, json_t **ret_h, struct pv
     const char *initrd = json_string_value(json_object_get(h, "initrd"));
     if (r == 0 && own_plan && initrd && access(initrd, R_OK) < 0)
         r = pv_err_set(err, EBADMSG, "%s needs the initrd %s, which is gone", path, initrd);
-    bool zstd = !strcmp(json_string_value(json_object_get(h, "compression")) ?: "", "zstd");
-    if (r == 0 && zstd) {
-        /* the stream's checksum is zstd's: decoding it to nowhere checks it */
-        int in = fcntl(fd, F_DUPFD_CLOEXEC, 3), out = open("/dev/null", O_WRONLY | O_CLOEXEC);
-        struct zpipe z;
-        struct pv_err zerr = {0};
-        if (in < 0 || out < 0 || lseek(in, (off_t)head_len, SEEK_SET) < 0) {
-            r = pv_err_set(err, errno, "%s: %s", path, strerror(errno));
-            if (in >= 0)
-                close(in);
-            if (out >= 0)
-                close(out);
-        } else if ((r = zpipe_start(&z, in, out, false,
-                                    now_ns() + (int64_t)(600e9 * vm_globals.timeout_scale),
-                                    &zerr)) == 0 &&
-                   (r = zpipe_join(&z, "decompressing", &zerr)) < 0) {
-            r = pv_err_set(err, -r, "%s: %s", path, zerr.msg);
-        } else if (r < 0) {
-            r = pv_err_set(err, -r, "%s: %s", path, zerr.msg);
-        }
-    }
-    if (r == 0 && ret_h)
-        *ret_h = json_incref(h);
-    json_decref(h);
-    return r;
-}
-
-/* A boot's entry: vm.snap, and the RAM file its header names, as long as
- * the guest's memory. */
-static int check_boot(const char *entry, struct pv_err *err)
-{
-    _cleanup_free_ char *snap = xasprintf("%s/vm.snap", entry);
-    json_t *h = NULL;
-    int r = check_snap(snap, false, &h, err);
-    if (r < 0)
-        return r;
-    const char *name = json_string_value(json_object_get(h, "ram"));
-    uint64_t memory = (uint64_t)json_integer_value(json_object_get(h, "memory"));
-    _cleanup_free_ char *ram = name ? xasprintf("%s/%s", entry, name) : NULL;
-    struct stat st;
-    if (!name || strchr(name, '/') || !*name)
-        r = pv_err_set(err, EBADMSG, "%s names no RAM file beside it", snap);
-    else if (stat(ram, &st) < 0 || !S_ISREG(st.st_mode))
-        r = pv_err_set(err, EBADMSG, "%s is missing", ram);
-    else if ((uint64_t)st.st_size != memory)
-        r = pv_err_set(err, EBADMSG, "%s is %llu bytes long, the guest's memory %llu", ram,
-                       (unsigned long long)st.st_size, (unsigned long long)memory);
     json_decref(h);
     return r;
 }
@@ -272,7 +217,7 @@ static int check_lab(const char *entry, struct pv_err *err)
         if (strchr(snap, '/'))
             r = pv_err_set(err, EBADMSG, "%s: names %s, not a file beside it", index, snap);
         else
-            r = check_snap(p, true, NULL, err);
+            r = check_snap(p, true, err);
     }
     json_decref(lab);
     return r;
@@ -284,11 +229,10 @@ int cache_check(const char *entry, struct pv_err *err)
     if (stat(entry, &st) < 0)
         return pv_err_set(err, errno, "%s: %s", entry, strerror(errno));
     const char *dot = strrchr(entry, '.');
-    if (S_ISDIR(st.st_mode) && dot && !strcmp(dot, ".boot"))
-        return check_boot(entry, err);
-    if (S_ISDIR(st.st_mode))
+    if (dot && !strcmp(dot, ".lab"))
         return check_lab(entry, err);
-    return check_snap(entry, true, NULL, err);
+    /* a boot's resume brings its own plan */
+    return check_snap(entry, !dot || strcmp(dot, ".boot"), err);
 }
 
 int cache_discard(const char *entry)
@@ -308,28 +252,6 @@ int cache_discard(const char *entry)
 }
 
 /* The disk space a file takes (a boot's RAM file is sparse). */
-static uint64_t disk_bytes(const struct stat *st)
-{
-    return (uint64_t)st->st_blocks * 512;
-}
-
-/* The disk space of the files directly in dir (a lab's or a boot's entry). */
-static uint64_t dir_size(const char *dir)
-{
-    DIR *d = opendir(dir);
-    if (!d)
-        return 0;
-    uint64_t total = 0;
-    struct dirent *e;
-    while ((e = readdir(d))) {
-        _cleanup_free_ char *p = xasprintf("%s/%s", dir, e->d_name);
-        struct stat st;
-        if (e->d_name[0] != '.' && stat(p, &st) == 0 && S_ISREG(st.st_mode))
-            total += disk_bytes(&st);
-    }
-    closedir(d);
-    return total;
-}
 
 /* The kind of entry a name in the cache is ("vm", "lab", "boot"), or NULL
  * for locks, records and work files. */
@@ -357,6 +279,8 @@ static struct entry *entries(const char *dir, size_t *ret_n)
     struct entry *v = NULL;
     size_t n = 0;
     struct dirent *e;
+    /* a RAM file a fixture shares with its boot's entry counts once */
+    struct inode_set seen = {0};
     while (d && (e = readdir(d))) {
         const char *kind = entry_kind(e->d_name);
         if (!kind)
@@ -368,12 +292,13 @@ static struct entry *entries(const char *dir, size_t *ret_n)
             continue;
         }
         /* a directory's atime is its own: a restore touches the directory */
-        uint64_t size = S_ISDIR(st.st_mode) ? dir_size(p) : disk_bytes(&st);
+        uint64_t size = disk_usage(p, &seen);
         v = xrealloc(v, (n + 1) * sizeof(*v));
         v[n++] = (struct entry){p, kind, size, st.st_atim};
     }
     if (d)
         closedir(d);
+    inode_set_release(&seen);
     *ret_n = n;
     return v;
 }

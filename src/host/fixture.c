@@ -416,13 +416,14 @@ static void keep_in_use(int fd)
 }
 
 /* Whether the cache has entry (a directory for a lab), now in use. */
-static bool use_entry(const char *entry, bool lab)
+static bool use_entry(const char *entry)
 {
     int fd = cache_use(entry);
     struct stat st;
     if (fd < 0)
         return false;
-    if (fstat(fd, &st) < 0 || S_ISDIR(st.st_mode) != lab) {
+    /* every entry is a directory (a snapshot, or a lab's) */
+    if (fstat(fd, &st) < 0 || !S_ISDIR(st.st_mode)) {
         close(fd);
         return false;
     }
@@ -456,7 +457,7 @@ int fixture_get(const struct config *cfg, const char *name, const char *from_dir
     if ((r = mkdir_p(cfg->cache_dir, 0700)) < 0)
         return pv_err_set(err, -r, "fixture cache %s: %s", cfg->cache_dir, strerror(-r));
     char *entry = entry_path(cfg, key, lab);
-    if (use_entry(entry, lab)) {
+    if (use_entry(entry)) {
         res->snap = entry;
         return 0;
     }
@@ -484,7 +485,7 @@ int fixture_get(const struct config *cfg, const char *name, const char *from_dir
         (void)!pwrite(lock, display, strlen(display), 0);
     full_key(cfg, base, key); /* a peer's build may have recorded its profiles */
     entry = entry_path(cfg, key, lab);
-    if (use_entry(entry, lab)) { /* and built it meanwhile */
+    if (use_entry(entry)) { /* and built it meanwhile */
         res->snap = entry;
         return 0;
     }
@@ -505,6 +506,7 @@ int fixture_get(const struct config *cfg, const char *name, const char *from_dir
     struct stat st;
     if (r == 0 && stat(tmp, &st) < 0)
         r = pv_err_set(err, errno, "fixture `%s`: installing %s: %s", name, entry, strerror(errno));
+    uint64_t bytes = r == 0 ? disk_usage(tmp, NULL) : 0;
     if (r == 0)
         r = install(name, tmp, entry, err);
     if (r < 0) {
@@ -513,7 +515,7 @@ int fixture_get(const struct config *cfg, const char *name, const char *from_dir
     }
     events_emit("fixture_build_done",
                 json_pack("{s:s, s:I, s:I}", "path", name, "duration_ns",
-                          (json_int_t)(now_ns() - t0), "snapshot_bytes", (json_int_t)st.st_size));
+                          (json_int_t)(now_ns() - t0), "snapshot_bytes", (json_int_t)bytes));
     res->snap = entry;
     res->built = true;
     return 0;

@@ -62,7 +62,7 @@ char **qemu_argv(const struct qemu_config *qc)
     add(&a, "-display");
     add(&a, "none");
     add(&a, "-machine");
-    addf(&a, "%s,accel=%s%s", qc->machine ? qc->machine : "pc",
+    addf(&a, "%s,accel=%s,suppress-vmdesc=on%s", qc->machine ? qc->machine : "pc",
          qc->accel == ACCEL_KVM ? "kvm" : "tcg", qc->ram_file ? ",memory-backend=pc.ram" : "");
     /* The backend takes the name of the machine's own RAM, so a migration
      * stream of either kind of RAM restores into the other. */
@@ -149,7 +149,12 @@ char **qemu_argv(const struct qemu_config *qc)
         addf(&a, "file=%s,if=virtio,format=raw,%s", d,
              qc->disk_ro && qc->disk_ro[i] ? "readonly=on" : "snapshot=on");
     }
-    /* a restore: the machine's state arrives by migrate-incoming */
+    /* A snapshot's device state (xen-save-devices-state) has neither the
+     * configuration section nor the description that a migration's loader
+     * otherwise demands. */
+    add(&a, "-global");
+    add(&a, "migration.send-configuration=off");
+    /* a restore: the state arrives by migrate-incoming, RAM aside */
     if (qc->incoming) {
         add(&a, "-incoming");
         add(&a, "defer");

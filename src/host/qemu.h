@@ -25,10 +25,10 @@ struct qemu_config {
     uint64_t rng_seed;
     const char *const *disks; /* profile disks, NULL-terminated; /dev/vda first */
     const bool *disk_ro;      /* per disk: read-only; else snapshot=on (writes discarded) */
-    bool incoming;            /* wait for a migration stream (-incoming defer) */
+    bool incoming;            /* a restore: the state arrives as a migration (-incoming defer) */
     /* Guest RAM in this file (else anonymous memory): shared, the file is
-     * the RAM (a boot the boot cache saves); private, the guest starts
-     * from the file's pages and its writes stay its own (a resume). */
+     * the RAM (a cold boot's memfd); private, the guest starts from the
+     * file's pages and its writes stay its own (a restore). */
     const char *ram_file;
     bool ram_shared;
 };

@@ -1,25 +1,43 @@
-/* Saved machines (docs/snapshots.md, docs/boot-cache.md): a snapshot is a
- * header saying what the VM was booted with, then QEMU's migration stream,
- * zstd-compressed on the way by a thread (zpipe.c); a restore streams it
- * back into a new QEMU. The boot cache's saving boot runs with its RAM in a
- * memfd, so that its snapshot holds only the devices and its RAM becomes a
- * sparse file that resumes map copy-on-write. */
+/* Saved machines (docs/snapshots.md, docs/boot-cache.md). A snapshot is a
+ * directory: the guest's RAM as a sparse file that a restore maps
+ * copy-on-write (nothing is loaded: the guest faults in what it touches),
+ * the pages the guest changed since that file was made, and QEMU's state of
+ * the CPUs and devices without the RAM (xen-save-devices-state, which any
+ * QEMU build has). Every kind of saved machine (boot-cache entries,
+ * fixtures, reset_between_tests baselines, vm:snapshot) is one of these,
+ * and every restore takes the one path in restore().
+ *
+ *   machine  "PROVIUM-SNAPSHOT 2\n", then a JSON line: what the VM was
+ *            booted with, and what the other three files must be
+ *   ram      the RAM when the VM's memory was last a file of its own: a
+ *            hard link to the file its QEMU mapped (shared with the boot
+ *            cache's entry or the snapshot it was restored from), or a new
+ *            sparse file holding the non-zero pages of a VM booted cold
+ *   pages    the pages that differ from ram: records of an 8-byte page
+ *            number (little-endian) and the 4096-byte page
+ *   devices  QEMU's device state */
 #include <fcntl.h>
 #include <libgen.h>
 #include <poll.h>
 #include <stdio.h>
-#include <sys/mman.h>
 #include <sys/stat.h>
+#include <sys/sysmacros.h>
+#include <sys/uio.h>
 
 #include "accel.h"
 #include "guest.h"
+#include "hash.h"
 #include "vm.h"
 #include "vm_priv.h"
-#include "zpipe.h"
 
-#define SNAP_MAGIC "PROVIUM-SNAPSHOT 1\n"
+#define SNAP_MAGIC "PROVIUM-SNAPSHOT 2\n"
+enum {
+    PAGE = 4096,
+    RECORD = 8 + PAGE, /* a page number, then the page */
+    BATCH = 64,        /* pages per process_vm_readv/writev */
+};
 
-/* How long a migration may take, compression included. */
+/* How long loading a snapshot's device state may take. */
 static int64_t migration_deadline(void)
 {
     return now_ns() + (int64_t)(120e9 * vm_globals.timeout_scale);
@@ -75,98 +93,6 @@ static json_t *snap_header(struct vm *vm, const char *version)
     return h;
 }
 
-/* Before a migration. x-ignore-shared: the stream leaves out guest RAM
- * that lives in a shared file (a boot the boot cache saves, and its
- * resumes); QEMU keeps a capability from one migration to the next, so
- * each sets it. An outgoing stream is not throttled: QEMU's default of 128
- * MiB/s made a snapshot of a fresh 512 MiB guest take 0.7 s, not 0.4. */
-static int migration_setup(struct vm *vm, bool outgoing, bool ignore_shared, struct pv_err *err)
-{
-    int r = outgoing ? vm_qmp(vm, "migrate-set-parameters",
-                              json_pack("{s:I}", "max-bandwidth", (json_int_t)1 << 40), err)
-                     : 0;
-    return r < 0 ? r
-                 : vm_qmp(vm, "migrate-set-capabilities",
-                          json_pack("{s:[{s:s, s:b}]}", "capabilities", "capability",
-                                    "x-ignore-shared", "state", ignore_shared),
-                          err);
-}
-
-/* Stop the machine and write its snapshot to path. ram: the name, beside
- * path, of the shared file the VM's RAM lives in, which the stream then
- * leaves out; NULL: the stream carries the RAM. The VM stays stopped. */
-static int save_machine(struct vm *vm, const char *path, const char *ram, struct pv_err *err)
-{
-    const char *version = qemu_version();
-    _cleanup_close_ int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-    if (fd < 0)
-        return pv_err_set(err, errno, "vm `%s`: snapshot: %s: %s", vm->name, path, strerror(errno));
-    json_t *h = snap_header(vm, version ? version : "?");
-    json_object_set_new(h, "compression", json_string("zstd"));
-    if (ram)
-        json_object_set_new(h, "ram", json_string(ram));
-    char *text = json_dumps(h, JSON_COMPACT | JSON_SORT_KEYS);
-    json_decref(h);
-    struct buf head = BUF_INIT;
-    buf_adds(&head, SNAP_MAGIC);
-    buf_adds(&head, text);
-    buf_adds(&head, "\n");
-    free(text);
-    int r = write_all(fd, head.data, head.len);
-    buf_release(&head);
-    if (r < 0)
-        return pv_err_set(err, -r, "vm `%s`: snapshot: %s: %s", vm->name, path, strerror(-r));
-    /* QEMU writes the stream into a pipe; a thread compresses it into the file */
-    int p[2];
-    if (pipe2(p, O_CLOEXEC) < 0)
-        return pv_err_set(err, errno, "vm `%s`: snapshot: %s", vm->name, strerror(errno));
-    struct zpipe z;
-    int zfd = fcntl(fd, F_DUPFD_CLOEXEC, 3);
-    if (zfd < 0) {
-        r = pv_err_set(err, errno, "vm `%s`: snapshot: %s", vm->name, strerror(errno));
-        close(p[0]);
-        close(p[1]);
-        return r;
-    }
-    if ((r = zpipe_start(&z, p[0], zfd, true, migration_deadline(), err)) < 0) {
-        close(p[1]);
-        return r;
-    }
-    /* stopped, the state is consistent and the copy one pass */
-    r = vm_qmp(vm, "stop", NULL, err);
-    if (r == 0)
-        r = migration_setup(vm, true, ram != NULL, err);
-    int64_t d = now_ns() + (int64_t)(10e9 * vm_globals.timeout_scale);
-    if (r == 0)
-        r = qmp_exec_fd(&vm->qmp, "getfd", json_pack("{s:s}", "fdname", "snap"), p[1], d, NULL,
-                        err);
-    close(p[1]); /* QEMU holds its own copy now: EOF comes when it closes it */
-    if (r == 0)
-        r = qmp_exec(&vm->qmp, "migrate", json_pack("{s:s}", "uri", "fd:snap"), d, NULL, err);
-    if (r == 0)
-        r = wait_migration(vm, "snapshot", err);
-    if (r < 0 && vm->state == VM_BOOTED)
-        qmp_exec(&vm->qmp, "closefd", json_pack("{s:s}", "fdname", "snap"), d, NULL, NULL);
-    struct pv_err zerr = {0};
-    int zr = zpipe_join(&z, "compressing", &zerr);
-    if (r == 0 && zr < 0)
-        r = pv_err_set(err, -zr, "vm `%s`: snapshot to %s: %s", vm->name, path, zerr.msg);
-    if (r < 0)
-        unlink(path);
-    return r;
-}
-
-int vm_snapshot(struct vm *vm, const char *path, struct pv_err *err)
-{
-    int r = vm_need_state(vm, "snapshot", VM_BOOTED, err);
-    if (r < 0)
-        return r;
-    r = save_machine(vm, path, NULL, err);
-    struct pv_err cerr = {0}; /* a failed snapshot's story is its own */
-    int c = vm->state == VM_BOOTED ? vm_qmp(vm, "cont", NULL, r < 0 ? &cerr : err) : 0;
-    return r < 0 ? r : c;
-}
-
 int vm_snapshot_parse_header(const char *buf, size_t n, json_t **ret_header, size_t *ret_len)
 {
     size_t m = strlen(SNAP_MAGIC);
@@ -184,22 +110,279 @@ int vm_snapshot_parse_header(const char *buf, size_t n, json_t **ret_header, siz
     return 0;
 }
 
-/* Read and check a snapshot's header; *fd is left at the migration stream. */
-static int snap_open(struct vm *vm, const char *path, json_t **header, int *ret_fd,
-                     struct pv_err *err)
+static int damaged(struct pv_err *err, const char *fmt, const char *dir, const char *what)
 {
-    _cleanup_close_ int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0)
-        return pv_err_set(err, errno, "vm `%s`: restore: %s: %s", vm->name, path, strerror(errno));
-    _cleanup_free_ char *buf = xmalloc(VM_SNAP_HEADER_MAX);
-    ssize_t n = pread(fd, buf, VM_SNAP_HEADER_MAX, 0);
+    return pv_err_set(err, EBADMSG, fmt, dir, what);
+}
+
+int vm_snapshot_check(const char *dir, bool deep, json_t **ret_h, struct pv_err *err)
+{
+    struct stat st;
+    if (stat(dir, &st) < 0)
+        return pv_err_set(err, errno, "%s: %s", dir, strerror(errno));
+    if (!S_ISDIR(st.st_mode))
+        return pv_err_set(err, EBADMSG,
+                          "%s is not a provium snapshot (a snapshot is a directory; a single "
+                          "file is one of an older provium: take it again)",
+                          dir);
+    _cleanup_free_ char *machine = xasprintf("%s/machine", dir);
+    struct buf text = BUF_INIT;
+    json_t *h = NULL;
     size_t len;
-    if (n < 0 || vm_snapshot_parse_header(buf, (size_t)n, header, &len) < 0)
-        return pv_err_set(err, EINVAL, "vm `%s`: restore: %s is not a provium snapshot", vm->name,
-                          path);
-    lseek(fd, (off_t)len, SEEK_SET);
-    *ret_fd = steal_fd(&fd);
+    int r = read_file(machine, VM_SNAP_HEADER_MAX, &text);
+    if (r == -ENOENT)
+        r = pv_err_set(err, ENOENT, "%s holds no snapshot (no `machine` file)", dir);
+    else if (r < 0 || vm_snapshot_parse_header(text.data, text.len, &h, &len) < 0)
+        r = damaged(err, "%s: %s is not a provium snapshot header", dir, "machine");
+    buf_release(&text);
+    if (r < 0)
+        return r;
+    json_t *ram = json_object_get(h, "ram"), *dev = json_object_get(h, "devices"),
+           *pg = json_object_get(h, "pages");
+    _cleanup_free_ char *rp = xasprintf("%s/ram", dir);
+    _cleanup_free_ char *dp = xasprintf("%s/devices", dir);
+    _cleanup_free_ char *pp = xasprintf("%s/pages", dir);
+    uint64_t count = (uint64_t)json_integer_value(json_object_get(pg, "count"));
+    char hex[65];
+    /* the RAM file is as long as it was and was not written since: what a
+     * restore can check without reading it (docs/snapshots.md) */
+    if (stat(rp, &st) < 0)
+        r = damaged(err, "%s: its guest RAM (%s) is gone", dir, "ram");
+    else if (st.st_size != json_integer_value(json_object_get(ram, "size")) ||
+             st.st_mtim.tv_sec * 1000000000ll + st.st_mtim.tv_nsec !=
+                 json_integer_value(json_object_get(ram, "mtime_ns")))
+        r = damaged(err, "%s: its guest RAM (%s) was changed or cut after the snapshot", dir,
+                    "ram");
+    else if (sha256_file_hex(dp, hex) < 0 ||
+             strcmp(hex, json_string_value(json_object_get(dev, "sha256")) ?: ""))
+        r = damaged(err, "%s: %s does not match its hash in the snapshot", dir, "devices");
+    else if (count && (stat(pp, &st) < 0 || (uint64_t)st.st_size != count * RECORD))
+        r = damaged(err, "%s: %s is not as long as its page count says", dir, "pages");
+    else if (count && deep &&
+             (sha256_file_hex(pp, hex) < 0 ||
+              strcmp(hex, json_string_value(json_object_get(pg, "sha256")) ?: "")))
+        r = damaged(err, "%s: %s does not match its hash in the snapshot", dir, "pages");
+    if (r < 0 || !ret_h)
+        json_decref(h);
+    else
+        *ret_h = h;
+    return r;
+}
+
+/* Where QEMU (pid) maps the file st, size bytes long: the guest's RAM. */
+static int ram_mapping(pid_t pid, const struct stat *st, uint64_t size, uintptr_t *addr,
+                       struct pv_err *err)
+{
+    _cleanup_free_ char *path = xasprintf("/proc/%d/maps", (int)pid);
+    FILE *f = fopen(path, "re");
+    if (!f)
+        return pv_err_set(err, errno, "%s: %s", path, strerror(errno));
+    char line[512];
+    int r = -ENOENT;
+    while (r < 0 && fgets(line, sizeof(line), f)) {
+        unsigned long lo, hi, off, ino;
+        unsigned maj, mnr;
+        if (sscanf(line, "%lx-%lx %*s %lx %x:%x %lu", &lo, &hi, &off, &maj, &mnr, &ino) == 6 &&
+            ino == st->st_ino && maj == major(st->st_dev) && mnr == minor(st->st_dev) && off == 0 &&
+            hi - lo == size) {
+            *addr = lo;
+            r = 0;
+        }
+    }
+    fclose(f);
+    return r < 0 ? pv_err_set(err, ENOENT, "QEMU (pid %d) does not map the guest's RAM file",
+                              (int)pid)
+                 : 0;
+}
+
+/* Write to fd the pages of QEMU's mapping of vm->ram_base that the guest
+ * changed: those the mapping holds privately now (copy-on-write made them
+ * anonymous), found in /proc/<pid>/pagemap and read across with
+ * process_vm_readv. Untouched pages stay in the file and cost nothing. */
+static int save_pages(struct vm *vm, int fd, uint64_t *ret_count, char hex[65], struct pv_err *err)
+{
+    struct stat st;
+    uintptr_t addr;
+    if (fstat(vm->ram_fd, &st) < 0)
+        return pv_err_set(err, errno, "%s: %s", vm->ram_base, strerror(errno));
+    int r = ram_mapping(vm->pid, &st, vm->plan.memory, &addr, err);
+    if (r < 0)
+        return r;
+    _cleanup_free_ char *pm_path = xasprintf("/proc/%d/pagemap", (int)vm->pid);
+    _cleanup_close_ int pm = open(pm_path, O_RDONLY | O_CLOEXEC);
+    if (pm < 0)
+        return pv_err_set(err, errno, "%s: %s", pm_path, strerror(errno));
+    uint64_t npages = vm->plan.memory / PAGE, count = 0;
+    _cleanup_free_ uint64_t *map = xmalloc(512 * sizeof(uint64_t));
+    _cleanup_free_ char *rec = xmalloc((size_t)BATCH * RECORD);
+    struct iovec local[BATCH], remote[BATCH];
+    struct sha256 *h = sha256_new();
+    size_t n = 0;
+    for (uint64_t at = 0; at < npages && r == 0; at += 512) {
+        size_t want = (size_t)MIN(512, npages - at) * sizeof(uint64_t);
+        off_t off = (off_t)((addr / PAGE + at) * sizeof(uint64_t));
+        if (pread(pm, map, want, off) != (ssize_t)want) {
+            r = pv_err_set(err, errno ? errno : EIO, "%s: %s", pm_path, strerror(errno ?: EIO));
+            break;
+        }
+        for (size_t i = 0; i < want / sizeof(uint64_t) && r == 0; i++) {
+            /* present and not the file's page (bit 61), or swapped out */
+            bool changed = (map[i] >> 63 & 1 && !(map[i] >> 61 & 1)) || map[i] >> 62 & 1;
+            if (changed) {
+                uint64_t pno = at + i;
+                for (int b = 0; b < 8; b++)
+                    rec[n * RECORD + (size_t)b] = (char)(pno >> (8 * b));
+                local[n] = (struct iovec){rec + n * RECORD + 8, PAGE};
+                remote[n] = (struct iovec){(void *)(addr + pno * PAGE), PAGE};
+                n++;
+            }
+            bool last = at + i + 1 == npages;
+            if (n == BATCH || (last && n)) {
+                ssize_t got = process_vm_readv(vm->pid, local, n, remote, n, 0);
+                if (got != (ssize_t)(n * PAGE))
+                    r = pv_err_set(err, got < 0 ? errno : EIO,
+                                   "reading the guest's RAM from QEMU (pid %d): %s", (int)vm->pid,
+                                   got < 0 ? strerror(errno) : "cut short");
+                else if ((r = write_all(fd, rec, n * RECORD)) < 0)
+                    pv_err_set(err, -r, "writing the guest's pages: %s", strerror(-r));
+                sha256_update(h, rec, n * RECORD);
+                count += n;
+                n = 0;
+            }
+        }
+    }
+    sha256_final_hex(h, hex);
+    *ret_count = count;
+    return r;
+}
+
+/* Copy the pages of the file fd that are not all zeros into a new sparse
+ * file at path, as long as fd's (size). */
+static int copy_nonzero(int fd, const char *path, uint64_t size, struct pv_err *err)
+{
+    _cleanup_close_ int out = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    if (out < 0 || ftruncate(out, (off_t)size) < 0)
+        return pv_err_set(err, errno, "%s: %s", path, strerror(errno));
+    enum { CHUNK = 256 * PAGE };
+    static const char zero[PAGE];
+    _cleanup_free_ char *buf = xmalloc(CHUNK);
+    for (off_t at = 0; (at = lseek(fd, at, SEEK_DATA)) >= 0;) {
+        ssize_t n = pread(fd, buf, CHUNK, at);
+        if (n <= 0)
+            return pv_err_set(err, n < 0 ? errno : EIO, "reading the guest's RAM: %s",
+                              n < 0 ? strerror(errno) : "cut short");
+        for (ssize_t i = 0, j; i<n; i = j> i ? j : i + PAGE) {
+            for (j = i; j < n && memcmp(buf + j, zero, (size_t)MIN(PAGE, n - j));)
+                j += MIN(PAGE, n - j); /* the non-zero pages from i, written at once */
+            ssize_t w = j > i ? pwrite(out, buf + i, (size_t)(j - i), at + i) : 0;
+            if (w != j - i)
+                return pv_err_set(err, w < 0 ? errno : ENOSPC, "%s: %s", path,
+                                  w < 0 ? strerror(errno) : "short write");
+        }
+        at += n;
+    }
     return 0;
+}
+
+/* Hard-link to: the file at path, if it is still the one open as fd. */
+static bool same_file(const char *path, int fd, const char *to)
+{
+    struct stat a, b;
+    if (link(path, to) < 0)
+        return false;
+    if (stat(to, &a) == 0 && fstat(fd, &b) == 0 && a.st_dev == b.st_dev && a.st_ino == b.st_ino)
+        return true;
+    unlink(to);
+    return false;
+}
+
+/* The guest's RAM into dir: ram and pages, and what the header says of them. */
+static int save_ram(struct vm *vm, const char *dir, json_t *head, struct pv_err *err)
+{
+    _cleanup_free_ char *ram = xasprintf("%s/ram", dir);
+    _cleanup_free_ char *pages = xasprintf("%s/pages", dir);
+    uint64_t count = 0;
+    char hex[65] = "";
+    int r;
+    if (!vm->ram_base) {
+        /* booted cold: its RAM is provium's memfd, which becomes the file */
+        r = copy_nonzero(vm->ram_fd, ram, vm->plan.memory, err);
+    } else {
+        /* the file it was restored from, shared (copied if its path went
+         * or names another file now); then what the guest changed */
+        if (!same_file(vm->ram_base, vm->ram_fd, ram) &&
+            (r = copy_nonzero(vm->ram_fd, ram, vm->plan.memory, err)) < 0)
+            return r;
+        _cleanup_close_ int fd = open(pages, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+        if (fd < 0)
+            return pv_err_set(err, errno, "%s: %s", pages, strerror(errno));
+        r = save_pages(vm, fd, &count, hex, err);
+    }
+    struct stat st;
+    if (r == 0 && stat(ram, &st) < 0)
+        r = pv_err_set(err, errno, "%s: %s", ram, strerror(errno));
+    if (r < 0)
+        return r;
+    json_object_set_new(
+        head, "ram",
+        json_pack("{s:I, s:I}", "size", (json_int_t)st.st_size, "mtime_ns",
+                  (json_int_t)(st.st_mtim.tv_sec * 1000000000ll + st.st_mtim.tv_nsec)));
+    json_object_set_new(
+        head, "pages",
+        json_pack("{s:I, s:s}", "count", (json_int_t)count, "sha256", count ? hex : ""));
+    return 0;
+}
+
+/* Save the stopped machine into the directory dir, which exists and is empty. */
+static int save_machine(struct vm *vm, const char *dir, struct pv_err *err)
+{
+    const char *version = qemu_version();
+    json_t *head = snap_header(vm, version ? version : "?");
+    _cleanup_free_ char *devices = xasprintf("%s/devices", dir);
+    char hex[65];
+    struct stat st;
+    int r = save_ram(vm, dir, head, err);
+    if (r == 0)
+        r = vm_qmp(vm, "xen-save-devices-state",
+                   json_pack("{s:s, s:b}", "filename", devices, "live", false), err);
+    if (r == 0 && (chmod(devices, 0600) < 0 || stat(devices, &st) < 0 ||
+                   (r = sha256_file_hex(devices, hex)) < 0))
+        r = pv_err_set(err, r < 0 ? -r : errno, "%s: %s", devices, strerror(r < 0 ? -r : errno));
+    if (r == 0) {
+        json_object_set_new(head, "devices",
+                            json_pack("{s:I, s:s}", "size", (json_int_t)st.st_size, "sha256", hex));
+        _cleanup_free_ char *text = json_dumps(head, JSON_COMPACT | JSON_SORT_KEYS);
+        _cleanup_free_ char *all = xasprintf("%s%s\n", SNAP_MAGIC, text);
+        _cleanup_free_ char *machine = xasprintf("%s/machine", dir);
+        if ((r = write_file_atomic(machine, all, strlen(all), 0600)) < 0)
+            pv_err_set(err, -r, "%s: %s", machine, strerror(-r));
+    }
+    json_decref(head);
+    return r < 0 ? pv_err_wrap(err, "vm `%s`: snapshot", vm->name) : 0;
+}
+
+int vm_snapshot(struct vm *vm, const char *path, struct pv_err *err)
+{
+    int r = vm_need_state(vm, "snapshot", VM_BOOTED, err);
+    if (r < 0)
+        return r;
+    /* made beside path and renamed over it: no half snapshot at path */
+    _cleanup_free_ char *tmp = xasprintf("%s.tmp-XXXXXX", path);
+    if (!mkdtemp(tmp))
+        return pv_err_set(err, errno, "vm `%s`: snapshot: %s: %s", vm->name, tmp, strerror(errno));
+    r = vm_qmp(vm, "stop", NULL, err);
+    if (r == 0)
+        r = save_machine(vm, tmp, err);
+    struct pv_err cerr = {0}; /* a failed snapshot's story is its own */
+    int c = vm->state == VM_BOOTED ? vm_qmp(vm, "cont", NULL, r < 0 ? &cerr : err) : 0;
+    struct stat st;
+    if (r == 0 && lstat(path, &st) == 0 && (r = rm_rf(path)) < 0)
+        pv_err_set(err, -r, "vm `%s`: snapshot: replacing %s: %s", vm->name, path, strerror(-r));
+    if (r == 0 && rename(tmp, path) < 0)
+        r = pv_err_set(err, errno, "vm `%s`: snapshot: %s: %s", vm->name, path, strerror(errno));
+    if (r < 0)
+        rm_rf(tmp);
+    return r < 0 ? r : c;
 }
 
 static int snap_mismatch(struct vm *vm, const char *path, const char *what, const char *was,
@@ -241,136 +424,158 @@ static void header_plan(json_t *h, struct vm_boot *b)
         b->agent_timeout = 60 * vm_globals.timeout_scale;
 }
 
-/* Check a snapshot's header h against this run (profile unless plan,
- * machine, accelerator, QEMU) and find what the restore needs: *ret_plan
- * (plan, or the header's own in *own) and *ret_ram, the RAM file beside
- * it when the stream leaves the RAM out. */
-static int check_header(struct vm *vm, const char *path, json_t *h, const struct vm_boot *plan,
-                        struct vm_boot *own, const struct vm_boot **ret_plan, char **ret_ram,
-                        struct pv_err *err)
+/* Read dir/machine and check it against this run (profile unless plan,
+ * machine, accelerator, QEMU) and the files beside it (ram's size and time,
+ * devices' hash): *ret_plan is plan, or the header's own in *own. */
+static int check_machine(struct vm *vm, const char *dir, json_t **ret_h, const struct vm_boot *plan,
+                         struct vm_boot *own, const struct vm_boot **ret_plan, struct pv_err *err)
 {
+    json_t *h;
+    struct pv_err cerr = {0};
+    if (vm_snapshot_check(dir, false, &h, &cerr) < 0)
+        return pv_err_set(err, cerr.code, "vm `%s`: restore: %s", vm->name, cerr.msg);
+    *ret_h = h;
     const char *v;
     const char *qemu = qemu_version() ? qemu_version() : "?";
     if (!plan && strcmp((v = json_string_value(json_object_get(h, "profile"))) ?: "", vm->profile))
-        return snap_mismatch(vm, path, "profile", v, vm->profile, err);
+        return snap_mismatch(vm, dir, "profile", v, vm->profile, err);
     if (strcmp((v = json_string_value(json_object_get(h, "machine"))) ?: "", vm_globals.machine))
-        return snap_mismatch(vm, path, "machine", v, vm_globals.machine, err);
+        return snap_mismatch(vm, dir, "machine", v, vm_globals.machine, err);
     if (strcmp((v = json_string_value(json_object_get(h, "accel"))) ?: "",
                accel_name(vm_globals.accel)))
-        return snap_mismatch(vm, path, "accelerator", v, accel_name(vm_globals.accel), err);
+        return snap_mismatch(vm, dir, "accelerator", v, accel_name(vm_globals.accel), err);
     if (strcmp((v = json_string_value(json_object_get(h, "qemu"))) ?: "", qemu))
-        return snap_mismatch(vm, path, "QEMU", v, qemu_version(), err);
+        return snap_mismatch(vm, dir, "QEMU", v, qemu_version(), err);
     if (!plan) {
         header_plan(h, own);
         plan = own;
         if (own->initrd && access(own->initrd, R_OK) < 0)
             return pv_err_set(err, ENOENT,
                               "vm `%s`: restore: %s needs the initrd %s, which is gone", vm->name,
-                              path, own->initrd);
+                              dir, own->initrd);
     }
     *ret_plan = plan;
-    /* RAM kept in a file beside the snapshot: mapped copy-on-write */
-    if (!(v = json_string_value(json_object_get(h, "ram"))))
-        return 0;
-    if (strchr(v, '/')) /* a name beside it, nothing else */
-        return pv_err_set(err, EINVAL, "vm `%s`: restore: %s is not a provium snapshot", vm->name,
-                          path);
-    _cleanup_free_ char *dir = xstrdup(path);
-    _cleanup_free_ char *ram = xasprintf("%s/%s", dirname(dir), v);
-    struct stat st;
-    bool gone = stat(ram, &st) < 0;
-    if (gone || (uint64_t)st.st_size != plan->memory)
-        return pv_err_set(err, EINVAL,
-                          "vm `%s`: restore: %s needs its guest RAM in %s (%llu MiB), which is %s",
-                          vm->name, path, ram, (unsigned long long)(plan->memory >> 20),
-                          gone ? "gone" : "cut short");
-    *ret_ram = steal_pointer(&ram);
+    if ((uint64_t)json_integer_value(json_object_get(json_object_get(h, "ram"), "size")) !=
+        plan->memory)
+        return pv_err_set(err, EINVAL, "vm `%s`: restore: %s holds %llu MiB of RAM, not %llu",
+                          vm->name, dir,
+                          (unsigned long long)json_integer_value(
+                              json_object_get(json_object_get(h, "ram"), "size")) >>
+                              20,
+                          (unsigned long long)(plan->memory >> 20));
     return 0;
 }
 
-/* Stream the migration at fd (zstd: decompressed on the way, through a
- * pipe) into the QEMU that waits for it, and let the guest run. On failure
- * the VM is dead: a damaged snapshot never leaves it half started. */
-static int stream_in(struct vm *vm, const char *path, int fd, bool zstd, bool ram,
-                     struct pv_err *err)
+/* Write the snapshot's changed pages into the RAM QEMU maps, before the
+ * devices load (virtio reads its rings from guest memory then). Their hash
+ * is checked as they go; a mismatch kills the VM before it ever runs. */
+static int load_pages(struct vm *vm, const char *dir, json_t *h, struct pv_err *err)
 {
-    int r = 0, qfd = fd, p[2] = {-1, -1};
-    struct zpipe z;
-    if (zstd) {
-        int zfd = -1;
-        if (pipe2(p, O_CLOEXEC) < 0 || (zfd = fcntl(fd, F_DUPFD_CLOEXEC, 3)) < 0) {
-            r = pv_err_set(err, errno, "vm `%s`: restore: %s", vm->name, strerror(errno));
-            if (p[0] >= 0) {
-                close(p[0]);
-                close(p[1]);
-            }
-        } else if ((r = zpipe_start(&z, zfd, p[1], false, migration_deadline(), err)) < 0) {
-            close(p[0]);
-        } else {
-            qfd = p[0];
+    json_t *pg = json_object_get(h, "pages");
+    uint64_t count = (uint64_t)json_integer_value(json_object_get(pg, "count"));
+    if (!count)
+        return 0;
+    _cleanup_free_ char *ram = xasprintf("%s/ram", dir);
+    _cleanup_free_ char *path = xasprintf("%s/pages", dir);
+    struct stat st;
+    uintptr_t addr;
+    if (stat(ram, &st) < 0)
+        return pv_err_set(err, errno, "%s: %s", ram, strerror(errno));
+    int r = ram_mapping(vm->pid, &st, vm->plan.memory, &addr, err);
+    _cleanup_close_ int fd = r < 0 ? -1 : open(path, O_RDONLY | O_CLOEXEC);
+    if (r == 0 && fd < 0)
+        r = pv_err_set(err, errno, "%s: %s", path, strerror(errno));
+    _cleanup_free_ char *rec = xmalloc((size_t)BATCH * RECORD);
+    struct iovec local[BATCH], remote[BATCH];
+    struct sha256 *hash = sha256_new();
+    uint64_t npages = vm->plan.memory / PAGE;
+    for (uint64_t done = 0; r == 0 && done < count;) {
+        size_t n = (size_t)MIN(BATCH, count - done);
+        ssize_t got = read(fd, rec, n * RECORD);
+        if (got != (ssize_t)(n * RECORD)) {
+            r = pv_err_set(err, EBADMSG, "%s is cut short", path);
+            break;
         }
-        zstd = r == 0;
+        sha256_update(hash, rec, n * RECORD);
+        for (size_t i = 0; i < n && r == 0; i++) {
+            uint64_t pno = 0;
+            for (int b = 7; b >= 0; b--)
+                pno = pno << 8 | (unsigned char)rec[i * RECORD + (size_t)b];
+            if (pno >= npages)
+                r = pv_err_set(err, EBADMSG, "%s names page %llu of %llu", path,
+                               (unsigned long long)pno, (unsigned long long)npages);
+            local[i] = (struct iovec){rec + i * RECORD + 8, PAGE};
+            remote[i] = (struct iovec){(void *)(addr + pno * PAGE), PAGE};
+        }
+        ssize_t put = r < 0 ? 0 : process_vm_writev(vm->pid, local, n, remote, n, 0);
+        if (r == 0 && put != (ssize_t)(n * PAGE))
+            r = pv_err_set(err, put < 0 ? errno : EIO,
+                           "writing the guest's RAM into QEMU (pid %d): %s", (int)vm->pid,
+                           put < 0 ? strerror(errno) : "cut short");
+        done += n;
     }
-    int64_t d = now_ns() + (int64_t)(10e9 * vm_globals.timeout_scale);
-    if (r == 0)
-        r = migration_setup(vm, false, ram, err);
-    if (r == 0)
-        r = qmp_exec_fd(&vm->qmp, "getfd", json_pack("{s:s}", "fdname", "snap"), qfd, d, NULL, err);
-    if (zstd)
-        close(p[0]);
+    char hex[65];
+    sha256_final_hex(hash, hex);
+    if (r == 0 && (read(fd, rec, 1) != 0 ||
+                   strcmp(hex, json_string_value(json_object_get(pg, "sha256")) ?: "")))
+        r = pv_err_set(err, EBADMSG, "%s does not match its hash in the snapshot", path);
+    return r;
+}
+
+/* Load the device state into the QEMU that waits for it (-incoming): an
+ * incoming migration of a stream without RAM. (xen-load-devices-state would
+ * do it too, but QEMU 7.2 aborts in it when Xen is not in use.) */
+static int load_devices(struct vm *vm, const char *path, struct pv_err *err)
+{
+    _cleanup_close_ int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return pv_err_set(err, errno, "%s: %s", path, strerror(errno));
+    int64_t d = migration_deadline();
+    int r = qmp_exec_fd(&vm->qmp, "getfd", json_pack("{s:s}", "fdname", "snap"), fd, d, NULL, err);
     if (r == 0)
         r = qmp_exec(&vm->qmp, "migrate-incoming", json_pack("{s:s}", "uri", "fd:snap"), d, NULL,
                      err);
     if (r == 0)
         r = wait_migration(vm, "restore", err);
     if (r < 0 && vm->state == VM_BOOTED) {
-        /* before the join: the thread may be blocked writing to QEMU */
-        char what[sizeof(err->msg)];
-        snprintf(what, sizeof(what), "restore from %s failed (%.300s)", path, err->msg);
+        _cleanup_free_ char *what = xasprintf("restore from %s failed (%s)", path, err->msg);
         vm_died(vm, err, what);
-    }
-    if (zstd) {
-        struct pv_err zerr = {0};
-        int zr = zpipe_join(&z, "decompressing", &zerr);
-        if (r == 0 && zr < 0)
-            r = pv_err_set(err, -zr, "vm `%s`: restore from %s: %s", vm->name, path, zerr.msg);
-    }
-    if (r == 0)
-        r = vm_qmp(vm, "cont", NULL, err);
-    if (r < 0 && vm->state == VM_BOOTED) {
-        vm_kill(vm);
-        vm->state = VM_DEAD;
     }
     return r;
 }
 
-/* Start vm from the snapshot at path: with the plan its header records,
- * or (plan) with that one, which the caller vouches is the same machine.
- * fresh: the logs start empty (else they go on). since: what the agent's
- * deadline counts from, for the error. */
-static int restore(struct vm *vm, const char *path, const struct vm_boot *plan, bool fresh,
+/* Start vm from the snapshot directory dir: with the plan its header
+ * records, or (plan) with that one, which the caller vouches is the same
+ * machine. fresh: the logs start empty (else they go on). since: what the
+ * agent's deadline counts from, for the error. On failure the VM is dead:
+ * a damaged snapshot never leaves a half-started guest. */
+static int restore(struct vm *vm, const char *dir, const struct vm_boot *plan, bool fresh,
                    const char *since, struct pv_err *err)
 {
     json_t *h = NULL;
-    _cleanup_close_ int fd = -1;
-    int r = snap_open(vm, path, &h, &fd, err);
-    if (r < 0)
-        return r;
-    bool zstd = !strcmp(json_string_value(json_object_get(h, "compression")) ?: "", "zstd");
     struct vm_boot own = {0};
-    _cleanup_free_ char *ram = NULL;
-    r = check_header(vm, path, h, plan, &own, &plan, &ram, err);
-    json_decref(h);
+    _cleanup_free_ char *ram = xasprintf("%s/ram", dir);
+    _cleanup_free_ char *devices = xasprintf("%s/devices", dir);
     int agent_l = -1;
+    int r = check_machine(vm, dir, &h, plan, &own, &plan, err);
     if (r == 0)
         r = vm_launch(vm, plan, &(struct start){.incoming = true, .fresh = fresh, .ram_file = ram},
                       &agent_l, err);
     vm_boot_release(&own);
+    if (r == 0 && (r = load_pages(vm, dir, h, err)) < 0)
+        pv_err_wrap(err, "vm `%s`: restore", vm->name);
+    json_decref(h);
     if (r == 0)
-        r = stream_in(vm, path, fd, zstd, ram != NULL, err);
+        r = load_devices(vm, devices, err);
+    if (r == 0)
+        r = vm_qmp(vm, "cont", NULL, err);
     if (r < 0) {
         if (agent_l >= 0)
             close(agent_l);
+        if (vm->state == VM_BOOTED) {
+            vm_kill(vm);
+            vm->state = VM_DEAD;
+        }
         return r;
     }
     return vm_handshake(vm, agent_l, vm->plan.agent_timeout, since, err);
@@ -395,62 +600,21 @@ int vm_resume_boot(struct vm *vm, const char *entry, const struct vm_boot *b, st
     vm_drop_logs(vm);
     vm_copy_logs(entry, vm->dir, NULL); /* a log it lacks stays empty */
     vm->from_boot_cache = true;
-    _cleanup_free_ char *snap = xasprintf("%s/vm.snap", entry);
-    return restore(vm, snap, b, false, "the resume from the boot cache", err);
-}
-
-/* Copy the pages of the file fd that are not all zeros into a new sparse
- * file at path, as long as fd's (size). */
-static int copy_nonzero(int fd, const char *path, uint64_t size, struct pv_err *err)
-{
-    _cleanup_close_ int out = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-    if (out < 0 || ftruncate(out, (off_t)size) < 0)
-        return pv_err_set(err, errno, "%s: %s", path, strerror(errno));
-    enum { PAGE = 4096, CHUNK = 256 * PAGE };
-    static const char zero[PAGE];
-    _cleanup_free_ char *buf = xmalloc(CHUNK);
-    for (off_t at = 0; (at = lseek(fd, at, SEEK_DATA)) >= 0;) {
-        ssize_t n = pread(fd, buf, CHUNK, at);
-        if (n <= 0)
-            return pv_err_set(err, n < 0 ? errno : EIO, "reading the guest's RAM: %s",
-                              n < 0 ? strerror(errno) : "cut short");
-        for (ssize_t i = 0, j; i<n; i = j> i ? j : i + PAGE) {
-            for (j = i; j < n && memcmp(buf + j, zero, (size_t)MIN(PAGE, n - j));)
-                j += MIN(PAGE, n - j); /* the non-zero pages from i, written at once */
-            ssize_t w = j > i ? pwrite(out, buf + i, (size_t)(j - i), at + i) : 0;
-            if (w != j - i)
-                return pv_err_set(err, w < 0 ? errno : ENOSPC, "%s: %s", path,
-                                  w < 0 ? strerror(errno) : "short write");
-        }
-        at += n;
-    }
-    return 0;
+    return restore(vm, entry, b, false, "the resume from the boot cache", err);
 }
 
 int vm_save_boot(struct vm *vm, const struct vm_boot *b, const char *dir, struct pv_err *err)
 {
-    /* While it boots, the guest's RAM is a memfd that QEMU opens through
-     * /proc: as fast as anonymous memory (a file on disk costs the boot
-     * 0.7 s in page faults), and nothing is left behind if provium dies. */
-    _cleanup_close_ int mfd = memfd_create("provium-ram", MFD_CLOEXEC);
-    if (mfd < 0 || ftruncate(mfd, (off_t)b->memory) < 0) {
-        pv_err_set(err, errno, "a memfd for the guest's RAM: %s", strerror(errno));
-        return 1;
-    }
-    _cleanup_free_ char *memfd = xasprintf("/proc/%d/fd/%d", (int)getpid(), mfd);
-    int r = vm_boot_as(vm, b, &(struct start){.fresh = true, .ram_file = memfd, .ram_shared = true},
-                       err);
+    int r = vm_boot_as(vm, b, &(struct start){.fresh = true}, err);
     if (r < 0)
         return r;
-    _cleanup_free_ char *snap = xasprintf("%s/vm.snap", dir);
-    _cleanup_free_ char *ram = xasprintf("%s/ram", dir);
     r = guest_ping(&(struct target){vm, 0}, err); /* the kernel log so far has arrived */
     if (r == 0)
-        r = save_machine(vm, snap, "ram", err);
+        r = vm_qmp(vm, "stop", NULL, err);
+    if (r == 0)
+        r = save_machine(vm, dir, err);
     if (r == 0)
         r = vm_copy_logs(vm->dir, dir, err);
-    vm_kill(vm); /* stopped: the memfd holds the RAM as the snapshot left it */
-    if (r == 0)
-        r = copy_nonzero(mfd, ram, b->memory, err);
+    vm_kill(vm);
     return r < 0 ? 1 : 0;
 }

@@ -113,7 +113,18 @@ struct vm *vm_new(const char *name, const char *profile)
     vm->chan.fd = -1;
     vm->kmsg_fd = -1;
     vm->cache_hold = -1;
+    vm->ram_fd = -1;
     return vm;
+}
+
+/* The guest's RAM, once no QEMU maps it (vm_launch). */
+static void release_ram(struct vm *vm)
+{
+    if (vm->ram_fd >= 0)
+        close(vm->ram_fd);
+    vm->ram_fd = -1;
+    free(vm->ram_base);
+    vm->ram_base = NULL;
 }
 
 /* Reap QEMU; SIGKILL first unless it already exited. */
@@ -130,8 +141,10 @@ static void stop_qemu(struct vm *vm, int grace_ms)
     if (vm->cache_hold >= 0) /* no QEMU maps the entry's RAM any more */
         close(vm->cache_hold);
     vm->cache_hold = -1;
-    if (vm->pid <= 0)
+    if (vm->pid <= 0) {
+        release_ram(vm);
         return;
+    }
     if (grace_ms > 0) {
         struct pollfd p = {vm->pidfd, POLLIN, 0};
         poll(&p, 1, grace_ms);
@@ -146,6 +159,7 @@ static void stop_qemu(struct vm *vm, int grace_ms)
     vm->pidfd = -1;
     qmp_release(&vm->qmp);
     chan_release(&vm->chan);
+    release_ram(vm);
 }
 
 void vm_free(struct vm *vm)
@@ -398,6 +412,29 @@ int vm_launch(struct vm *vm, const struct vm_boot *b, const struct start *st, in
         if (agent_l < 0)
             return agent_l;
     }
+    /* The guest's RAM (docs/snapshots.md): a restore maps its snapshot's
+     * file copy-on-write; a cold boot runs in a memfd of provium's that
+     * QEMU shares, as fast as anonymous memory and readable by a snapshot. */
+    _cleanup_free_ char *ram = NULL;
+    if (st->ram_file) {
+        vm->ram_base = xstrdup(st->ram_file);
+        ram = xstrdup(st->ram_file);
+        /* held: a snapshot of this VM needs it even once its path is gone */
+        if ((vm->ram_fd = open(ram, O_RDONLY | O_CLOEXEC)) < 0)
+            r = pv_err_set(err, errno, "vm `%s`: %s: %s", vm->name, ram, strerror(errno));
+    } else if ((vm->ram_fd = memfd_create("provium-ram", MFD_CLOEXEC)) < 0 ||
+               ftruncate(vm->ram_fd, (off_t)b->memory) < 0) {
+        r = pv_err_set(err, errno, "vm `%s`: a memfd for the guest's RAM: %s", vm->name,
+                       strerror(errno));
+    } else {
+        ram = xasprintf("/proc/%d/fd/%d", (int)getpid(), vm->ram_fd);
+    }
+    if (r < 0) {
+        release_ram(vm);
+        if (agent_l >= 0)
+            close(agent_l);
+        return r;
+    }
     vm->cid = qemu_next_cid();
     struct qemu_config qc = {
         .machine = vm_globals.machine,
@@ -415,8 +452,8 @@ int vm_launch(struct vm *vm, const struct vm_boot *b, const struct start *st, in
         .disks = (const char *const *)b->disks,
         .disk_ro = b->disk_ro,
         .incoming = st->incoming,
-        .ram_file = st->ram_file,
-        .ram_shared = st->ram_shared,
+        .ram_file = ram,
+        .ram_shared = !st->ram_file,
     };
     char **argv = qemu_argv(&qc);
     vm->boot_ns = now_ns();
@@ -627,6 +664,13 @@ int vm_reset(struct vm *vm, struct pv_err *err)
     int r = vm_need_state(vm, "reset", VM_BOOTED, err);
     if (r < 0)
         return r;
+    /* A restored QEMU has no firmware to reboot into: a snapshot holds no
+     * ROMs, and QEMU waiting for one skips loading them. The reboot takes a
+     * new QEMU instead (docs/snapshots.md). */
+    if (vm->ram_base) {
+        vm_kill(vm);
+        return vm_boot_as(vm, &vm->plan, &(struct start){0}, err);
+    }
     /* -no-reboot turns every reset into an exit (so a panic ends the VM);
      * let this one through. */
     r = vm_qmp(vm, "set-action", json_pack("{s:s}", "reboot", "reset"), err);

@@ -49,8 +49,13 @@ struct vm {
     uint32_t cid;
     char *exit_reason; /* why the VM is dead */
     char *story;       /* its last death in full, for pv_err.story (kept until the next one) */
-    int kmsg_fd;       /* kmsg.log, the guest's kernel log as the agent streams it */
-    int cache_hold;    /* a boot-cache entry this QEMU maps, locked in use (bootcache.c), or -1 */
+    /* The guest's RAM while QEMU runs (snapshot.c reads it): booted cold,
+     * a memfd QEMU shares; restored (ram_base set), the file QEMU maps
+     * copy-on-write, open read-only. -1 when no QEMU runs. */
+    int ram_fd;
+    char *ram_base;
+    int kmsg_fd;    /* kmsg.log, the guest's kernel log as the agent streams it */
+    int cache_hold; /* a boot-cache entry this QEMU maps, locked in use (bootcache.c), or -1 */
     uint64_t kmsg_written;   /* since the last bound check */
     uint64_t log_dropped[3]; /* per enum vm_log: bytes rotated away (vm_log.c) */
     uint32_t log_gen;        /* bumped when a fresh boot starts new logs */
@@ -94,22 +99,26 @@ int vm_reset(struct vm *vm, struct pv_err *err);
 int vm_pause(struct vm *vm, struct pv_err *err);
 int vm_resume(struct vm *vm, struct pv_err *err);
 int vm_power_button(struct vm *vm, struct pv_err *err);
-/* Save the running machine to path (docs/snapshots.md): a header saying
- * what it was booted with, then QEMU's migration stream. The VM goes on. */
+/* Save the running machine into the directory path (docs/snapshots.md),
+ * replacing what is there. The VM goes on. */
 int vm_snapshot(struct vm *vm, const char *path, struct pv_err *err);
-/* A snapshot's header is in its first this many bytes (docs/snapshots.md). */
+/* A snapshot's header (its `machine` file) is at most this long. */
 #define VM_SNAP_HEADER_MAX (64u << 10)
-/* Parse the header at the start of a snapshot file's n bytes at buf: 0
- * with the header object and its length (the stream follows), or -EINVAL.
- * The bytes may be anything (a damaged or forged file). */
+/* Parse the header in the n bytes at buf: 0 with the header object and its
+ * length, or -EINVAL. The bytes may be anything (a damaged or forged file). */
 int vm_snapshot_parse_header(const char *buf, size_t n, json_t **ret_header, size_t *ret_len);
+/* Check the snapshot directory dir without reading its RAM: its header, the
+ * RAM file's length and time, the device state's hash, the pages' length
+ * (and hash, if deep). 0 with *ret_h (may be NULL) the header; -EBADMSG
+ * when its bytes are damaged, -ENOENT when it is not there. */
+int vm_snapshot_check(const char *dir, bool deep, json_t **ret_h, struct pv_err *err);
 /* Start a created or shut-down VM from a snapshot of the same profile,
  * machine, accelerator and QEMU; the agent picks up where it was. */
 int vm_restore(struct vm *vm, const char *path, struct pv_err *err);
 /* The boot cache's halves (src/host/bootcache.c). vm_save_boot boots a
  * created or shut-down VM cold with plan b and saves it into the directory
- * dir, stopping it: its RAM as the sparse file dir/ram, the rest as the
- * snapshot dir/vm.snap, and the boot's logs. Returns 0 when saved, 1 when
+ * dir, stopping it: a snapshot directory (its RAM the sparse file dir/ram)
+ * and the boot's logs. Returns 0 when saved, 1 when
  * it booted but could not be saved (err says why), -errno when the boot
  * failed.
  * vm_resume_boot boots a VM with plan b by resuming such a directory, its

@@ -7,10 +7,11 @@
 
 /* How vm_launch starts QEMU, beyond the plan. */
 struct start {
-    bool incoming;        /* wait for a migration stream */
-    bool fresh;           /* a new boot: the logs start empty (a restore continues them) */
-    const char *ram_file; /* guest RAM in this file (struct qemu_config) */
-    bool ram_shared;
+    bool incoming; /* a restore: the saved state comes as a migration (-incoming) */
+    bool fresh;    /* a new boot: the logs start empty (a restore continues them) */
+    /* A restore's RAM: this file, mapped copy-on-write. NULL (a cold boot):
+     * a memfd of provium's that QEMU shares, so a snapshot can read it. */
+    const char *ram_file;
 };
 
 /* Start QEMU for plan b as st says and negotiate QMP. Returns 0 with

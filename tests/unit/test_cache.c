@@ -16,7 +16,7 @@
 #include <sys/file.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
-#include <zstd.h>
+#include "hash.h"
 
 #include "accel.h"
 #include "bootcache.h"
@@ -310,29 +310,37 @@ static void test_sweep_removes_a_killed_deleters_trash(void **state)
 
 /* ---- the verdict on a failed restore ---- */
 
-/* A snapshot as vm.c writes one: the magic line, a header, a zstd frame
- * with a checksum. extra: more header fields ("" for none). */
-static void put_snap(const char *path, const char *extra, const char *qemu)
+/* A snapshot directory as snapshot.c writes one: a sparse RAM file of 1
+ * MiB, device state, one changed page, and the header that vouches for
+ * them. extra: more header fields ("" for none). */
+static void put_snap(const char *dir, const char *extra, const char *qemu)
 {
-    struct buf b = BUF_INIT;
-    buf_addf(&b,
-             "PROVIUM-SNAPSHOT 1\n{\"accel\":\"%s\",\"compression\":\"zstd\",\"machine\":\"%s\","
-             "\"qemu\":\"%s\"%s}\n",
-             accel_name(vm_globals.accel), vm_globals.machine, qemu, extra);
-    char stream[8192];
-    for (size_t i = 0; i < sizeof(stream); i++)
-        stream[i] = (char)(i * 7 % 251);
-    ZSTD_CCtx *c = ZSTD_createCCtx();
-    ZSTD_CCtx_setParameter(c, ZSTD_c_checksumFlag, 1);
-    size_t cap = ZSTD_compressBound(sizeof(stream));
-    char *z = xmalloc(cap);
-    size_t n = ZSTD_compress2(c, z, cap, stream, sizeof(stream));
-    assert_false(ZSTD_isError(n));
-    buf_add(&b, z, n);
-    put(path, b.data, b.len);
-    ZSTD_freeCCtx(c);
-    free(z);
-    buf_release(&b);
+    rm_rf(dir);
+    assert_int_equal(mkdir(dir, 0700), 0);
+    _cleanup_free_ char *ram = xasprintf("%s/ram", dir);
+    _cleanup_free_ char *devices = xasprintf("%s/devices", dir);
+    _cleanup_free_ char *pages = xasprintf("%s/pages", dir);
+    _cleanup_free_ char *machine = xasprintf("%s/machine", dir);
+    put(ram, "", 0);
+    assert_int_equal(truncate(ram, 1 << 20), 0);
+    char dev[3000], rec[8 + 4096] = {3}; /* page 3 */
+    for (size_t i = 0; i < sizeof(dev); i++)
+        dev[i] = (char)(i * 7 % 251);
+    memset(rec + 8, 'p', 4096);
+    put(devices, dev, sizeof(dev));
+    put(pages, rec, sizeof(rec));
+    char dh[65], ph[65];
+    sha256_hex(dev, sizeof(dev), dh);
+    sha256_hex(rec, sizeof(rec), ph);
+    struct stat st;
+    assert_int_equal(stat(ram, &st), 0);
+    _cleanup_free_ char *head = xasprintf(
+        "PROVIUM-SNAPSHOT 2\n{\"accel\":\"%s\",\"devices\":{\"sha256\":\"%s\",\"size\":%zu},"
+        "\"machine\":\"%s\",\"memory\":1048576,\"pages\":{\"count\":1,\"sha256\":\"%s\"},"
+        "\"qemu\":\"%s\",\"ram\":{\"mtime_ns\":%lld,\"size\":1048576}%s}\n",
+        accel_name(vm_globals.accel), dh, sizeof(dev), vm_globals.machine, ph, qemu,
+        (long long)st.st_mtim.tv_sec * 1000000000ll + st.st_mtim.tv_nsec, extra);
+    put(machine, head, strlen(head));
 }
 
 static int check(const char *entry, const char *expect_in_msg)
@@ -344,28 +352,44 @@ static int check(const char *entry, const char *expect_in_msg)
     return r;
 }
 
+/* Change one byte of the file at path, in place. */
+static void poke(const char *dir, const char *name, off_t at)
+{
+    _cleanup_free_ char *path = xasprintf("%s/%s", dir, name);
+    int fd = open(path, O_RDWR | O_CLOEXEC);
+    assert_true(fd >= 0);
+    assert_int_equal(pwrite(fd, "\xff", 1, at), 1);
+    close(fd);
+}
+
 static void test_check_snapshot(void **state)
 {
     (void)state;
     _cleanup_free_ char *dir = new_dir();
     _cleanup_free_ char *snap = entry_name(dir, 'f', ".snap");
+    _cleanup_free_ char *ram = xasprintf("%s/ram", snap);
+    _cleanup_free_ char *pages = xasprintf("%s/pages", snap);
     put_snap(snap, "", qemu_version());
     assert_int_equal(check(snap, NULL), 0);
-    struct stat st;
-    assert_int_equal(stat(snap, &st), 0);
-    /* cut short */
-    assert_int_equal(truncate(snap, st.st_size - 10), 0);
-    assert_int_equal(check(snap, "cut short"), -EBADMSG);
-    /* zeros after the frame */
+    /* the device state or a page changed in place, or the pages cut short */
+    poke(snap, "devices", 10);
+    assert_int_equal(check(snap, "devices does not match its hash"), -EBADMSG);
     put_snap(snap, "", qemu_version());
-    assert_int_equal(truncate(snap, 1 << 20), 0);
-    assert_int_equal(check(snap, snap), -EBADMSG);
-    /* a byte changed inside the frame: zstd's checksum, or its decoder */
+    poke(snap, "pages", 100);
+    assert_int_equal(check(snap, "pages does not match its hash"), -EBADMSG);
     put_snap(snap, "", qemu_version());
-    int fd = open(snap, O_RDWR | O_CLOEXEC);
-    assert_int_equal(pwrite(fd, "\xff", 1, st.st_size - 20), 1);
-    close(fd);
-    assert_int_equal(check(snap, snap), -EBADMSG);
+    assert_int_equal(truncate(pages, 4096), 0);
+    assert_int_equal(check(snap, "pages is not as long as its page count says"), -EBADMSG);
+    /* the RAM file cut, or written after the snapshot (its time moves) */
+    put_snap(snap, "", qemu_version());
+    assert_int_equal(truncate(ram, 4096), 0);
+    assert_int_equal(check(snap, "was changed or cut after the snapshot"), -EBADMSG);
+    put_snap(snap, "", qemu_version());
+    usleep(10000);
+    poke(snap, "ram", 5);
+    assert_int_equal(check(snap, "was changed or cut after the snapshot"), -EBADMSG);
+    assert_int_equal(unlink(ram), 0);
+    assert_int_equal(check(snap, "its guest RAM (ram) is gone"), -EBADMSG);
     /* taken with another QEMU than the key says */
     put_snap(snap, "", "0.0.1");
     assert_int_equal(check(snap, "taken with qemu 0.0.1"), -EBADMSG);
@@ -376,25 +400,23 @@ static void test_check_snapshot(void **state)
     assert_int_equal(check(snap, "initrd.cpio, which is gone"), -EBADMSG);
     put(initrd, "070701", 6);
     assert_int_equal(check(snap, NULL), 0);
-    put(snap, "PROVIUM-SNAPSHOT 1\n{not json\n", 29);
-    assert_int_equal(check(snap, "not a provium snapshot"), -EBADMSG);
+    _cleanup_free_ char *machine = xasprintf("%s/machine", snap);
+    put(machine, "PROVIUM-SNAPSHOT 2\n{not json\n", 29);
+    assert_int_equal(check(snap, "not a provium snapshot header"), -EBADMSG);
+    /* a snapshot of an older provium: one file */
+    rm_rf(snap);
+    put(snap, "PROVIUM-SNAPSHOT 1\n{}\n", 22);
+    assert_int_equal(check(snap, "a single file is one of an older provium"), -EBADMSG);
     assert_int_equal(unlink(snap), 0);
     assert_int_equal(check(snap, NULL), -ENOENT);
     rm_rf(dir);
 }
 
-/* A boot cache entry as vm_save_boot makes one: vm.snap naming its RAM
- * file, memory bytes long. */
+/* A boot cache entry as vm_save_boot makes one: a snapshot directory. */
 static void put_boot(const char *entry, uint64_t memory)
 {
-    assert_int_equal(mkdir(entry, 0700), 0);
-    _cleanup_free_ char *snap = xasprintf("%s/vm.snap", entry);
-    _cleanup_free_ char *ram = xasprintf("%s/ram", entry);
-    _cleanup_free_ char *extra =
-        xasprintf(",\"memory\":%llu,\"ram\":\"ram\"", (unsigned long long)memory);
-    put_snap(snap, extra, qemu_version());
-    put(ram, "", 0);
-    assert_int_equal(truncate(ram, (off_t)memory), 0);
+    assert_int_equal(memory, 1 << 20);
+    put_snap(entry, "", qemu_version());
 }
 
 static void test_check_boot_and_lab(void **state)
@@ -405,18 +427,11 @@ static void test_check_boot_and_lab(void **state)
     put_boot(boot, 1 << 20);
     assert_int_equal(check(boot, NULL), 0);
     /* its header's initrd (a run's files image, long gone) is not what a resume uses */
-    _cleanup_free_ char *bsnap = xasprintf("%s/vm.snap", boot);
-    put_snap(bsnap, ",\"initrd\":\"/nonexistent/files-1-0.img\",\"memory\":1048576,\"ram\":\"ram\"",
-             qemu_version());
+    put_snap(boot, ",\"initrd\":\"/nonexistent/files-1-0.img\"", qemu_version());
     assert_int_equal(check(boot, NULL), 0);
-    _cleanup_free_ char *ram = xasprintf("%s/ram", boot);
-    assert_int_equal(truncate(ram, 4096), 0);
-    assert_int_equal(check(boot, "is 4096 bytes long, the guest's memory 1048576"), -EBADMSG);
-    assert_int_equal(unlink(ram), 0);
-    assert_int_equal(check(boot, "ram is missing"), -EBADMSG);
-    _cleanup_free_ char *snap = xasprintf("%s/vm.snap", boot);
-    assert_int_equal(unlink(snap), 0);
-    assert_int_equal(check(boot, "vm.snap is missing"), -EBADMSG);
+    _cleanup_free_ char *machine = xasprintf("%s/machine", boot);
+    assert_int_equal(unlink(machine), 0);
+    assert_int_equal(check(boot, "is missing"), -EBADMSG);
 
     _cleanup_free_ char *lab = entry_name(dir, '2', ".lab");
     assert_int_equal(mkdir(lab, 0700), 0);
@@ -426,7 +441,7 @@ static void test_check_boot_and_lab(void **state)
     put(index, json, strlen(json));
     put_snap(a, "", qemu_version());
     assert_int_equal(check(lab, NULL), 0);
-    assert_int_equal(truncate(a, 40), 0);
+    poke(a, "devices", 0);
     assert_int_equal(check(lab, a), -EBADMSG);
     put(index, "[]", 2);
     assert_int_equal(check(lab, "not a lab snapshot's index"), -EBADMSG);

@@ -174,9 +174,12 @@ static void test_err_bounded(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_parse_duration_forms),   cmocka_unit_test(test_parse_duration_limit),
-        cmocka_unit_test(test_escape_controls),        cmocka_unit_test(test_escape_utf8),
-        cmocka_unit_test(test_escape_output_is_inert), cmocka_unit_test(test_flock_wait),
+        cmocka_unit_test(test_parse_duration_forms),
+        cmocka_unit_test(test_parse_duration_limit),
+        cmocka_unit_test(test_escape_controls),
+        cmocka_unit_test(test_escape_utf8),
+        cmocka_unit_test(test_escape_output_is_inert),
+        cmocka_unit_test(test_flock_wait),
         cmocka_unit_test(test_err_bounded),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

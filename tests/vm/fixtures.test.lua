@@ -59,8 +59,11 @@ test("two files, one build; then only cache hits; an edit rebuilds", function(t)
     t:assert_eq(marks[2], "v1\n")
     local function mode(p) return io.popen("stat -c %a " .. meta.quote(p)):read("l") end
     t:assert_eq(mode(d .. "/cache"), "700", "the cache is its owner's alone")
-    local snap = io.popen("ls " .. meta.quote(d) .. "/cache/*.snap"):read("l")
-    t:assert_eq(mode(snap), "600")
+    local snap = io.popen("ls -d " .. meta.quote(d) .. "/cache/*.snap"):read("l")
+    t:assert_eq(mode(snap), "700")
+    for _, f in ipairs({ "machine", "devices", "pages", "ram" }) do
+        t:assert_eq(mode(snap .. "/" .. f), "600", f)
+    end
     c, marks, code = run(d)
     t:assert_eq(code, 0)
     t:assert_eq(c.fixture_build_started, nil, "nothing to build the second time")
@@ -143,9 +146,9 @@ test("a damaged entry is dropped with a warning and built again", function(t)
     os.remove(d .. "/b.test.lua")
     local c, marks, code = run(d)
     t:assert_eq(c.fixture_build_started, 1)
-    -- cut the cached snapshot in half
+    -- cut the cached snapshot's device state in half
     local name = io.popen("ls " .. meta.quote(d .. "/cache") .. " | grep '\\.snap$'"):read("l")
-    local path = d .. "/cache/" .. name
+    local path = d .. "/cache/" .. name .. "/devices"
     local f = io.open(path, "rb")
     local data = f:read("a")
     f:close()

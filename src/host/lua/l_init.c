@@ -142,6 +142,24 @@ static int l_event(lua_State *L)
     return 0;
 }
 
+/* _provium_c.disk_usage(path) -> the disk space of a file or a directory's
+ * files (a snapshot's), each file once; 0 when it is gone */
+static int l_disk_usage(lua_State *L)
+{
+    struct inode_set seen = {0};
+    lua_pushinteger(L, (lua_Integer)disk_usage(luaL_checkstring(L, 1), &seen));
+    inode_set_release(&seen);
+    return 1;
+}
+
+/* _provium_c.remove_tree(path): a file or a directory with all in it, if
+ * there (a snapshot's delete: best effort) */
+static int l_remove_tree(lua_State *L)
+{
+    rm_rf(luaL_checkstring(L, 1));
+    return 0;
+}
+
 /* _provium_c.tempdir() -> a new private directory in the run directory
  * (gone at the end of the run) */
 static int l_tempdir(lua_State *L)
@@ -325,6 +343,8 @@ lua_State *l_newstate(void)
         {"claim", l_claim},
         {"event", l_event},
         {"tempdir", l_tempdir},
+        {"disk_usage", l_disk_usage},
+        {"remove_tree", l_remove_tree},
         {"host_dir", l_host_dir},
         {"fixture", l_fixture},
         {"cache_touch", l_cache_touch},

@@ -480,7 +480,7 @@ static int l_vm_console_socket_path(lua_State *L)
     return 1;
 }
 
-/* _provium_c.snapshot(vm, path?) -> path: the default is a new file in the
+/* _provium_c.snapshot(vm, path?) -> path: the default is a new snapshot in the
  * run directory (gone at the end of the run) */
 static int l_vm_snapshot(lua_State *L)
 {
