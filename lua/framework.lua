@@ -227,8 +227,9 @@ local function run_test(t)
         C.set_deadline(secs, timed_out_msg)
     end
     -- what the file's VMs logged before this test is not this test's doing
-    for _, vm in ipairs(P.root:_all_vms()) do P.splat.skip_to_now(vm) end
-    P.test_splats = {}
+    for _, vm in ipairs(P.root:_all_vms()) do P.splat.collect(vm) end
+    local splats = {}
+    P.splat.sink = splats
     local started = C.now()
     rawset(_G, "provium", scope)
     local ok, err = xpcall(t.fn, function(e)
@@ -247,18 +248,14 @@ local function run_test(t)
         rec.status, rec.message = "failed", "an assertion failed (caught by pcall)"
     end
     -- kernel splats while the test ran fail it, unless it expects them
-    for _, vm in ipairs(P.root:_all_vms(scope:_all_vms())) do
-        for _, sp in ipairs(P.splat.collect(vm)) do P.test_splats[#P.test_splats + 1] = sp end
-    end
-    if #P.test_splats > 0 then
-        rec.splats = P.test_splats
+    for _, vm in ipairs(P.root:_all_vms(scope:_all_vms())) do P.splat.collect(vm) end
+    P.splat.sink = nil
+    if #splats > 0 then
+        rec.splats = P.splat.public(splats)
         if not t.meta.allow_kernel_warnings and rec.status ~= "skipped" then
-            local what = P.splat.describe(P.test_splats)
-            rec.message = rec.status == "failed" and (rec.message .. "\n" .. what) or what
-            rec.status = "failed"
+            rec.status, rec.message = P.splat.judge(splats, rec.status, rec.message)
         end
     end
-    P.test_splats = nil
     if rec.status == "failed" then rec.console_excerpt = excerpt(scope) end
     if timed_out then
         -- whether it hit the deadline in Lua or inside a guest operation
@@ -317,20 +314,22 @@ function _provium_run_file(path)
         out.chunk_error = lerr
         return out
     end
+    local setup_splats = {}
+    P.splat.sink = setup_splats
     local ok, err = xpcall(chunk, function(e) return debug.traceback(clean(e), 2) end)
     if not ok then
+        P.splat.sink = nil
         out.chunk_error = err
         out.console_excerpt = excerpt()
         P.root:_close()
         return out
     end
-    local setup_splats = {}
-    for _, vm in ipairs(P.root:_all_vms()) do
-        for _, sp in ipairs(P.splat.collect(vm)) do setup_splats[#setup_splats + 1] = sp end
-    end
-    if #setup_splats > 0 and not provium.allow_kernel_warnings then
+    for _, vm in ipairs(P.root:_all_vms()) do P.splat.collect(vm) end
+    P.splat.sink = nil
+    local _, blamed = P.splat.judge(setup_splats, "passed")
+    if blamed and not provium.allow_kernel_warnings then
         out.chunk_error = "kernel splat while the file's top-level code ran " ..
-            "(set provium.allow_kernel_warnings = true to allow it)\n" .. P.splat.describe(setup_splats)
+            "(set provium.allow_kernel_warnings = true to allow it)\n" .. blamed
         out.console_excerpt = excerpt()
         P.root:_close()
         return out

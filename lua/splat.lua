@@ -7,48 +7,334 @@ local P = _provium
 local S = {}
 P.splat = S
 
--- Where a splat starts: a pattern for the line (timestamp stripped) and a
--- function giving its one-line title.
-local starts = {
-    -- titles leave out offsets and addresses, so they are stable across builds
-    { "^BUG: KASAN: (.-) in ([%w_%.]+)", function(kind, fn) return "KASAN: " .. kind .. " in " .. fn end },
-    { "^BUG: KFENCE: (.-) in ([%w_%.]+)", function(kind, fn) return "KFENCE: " .. kind .. " in " .. fn end },
-    { "^BUG: (kmalloc%-%S+)", function(c) return "BUG: " .. c end },
-    { "^BUG: ([^,]+)", function(what) return "BUG: " .. what end },
-    { "^kernel BUG at (%S+)", function(at) return "kernel BUG at " .. at:gsub("!$", "") end },
-    { "^WARNING: CPU: %d+ PID: %d+ at %S+ ([%w_%.]+)", function(fn) return "WARNING in " .. fn end },
-    { "^UBSAN: (.-) in (%S+)", function(kind, at) return "UBSAN: " .. kind .. " in " .. at end },
-    { "^general protection fault", function() return "general protection fault" end },
-    { "^Oops: ", function() return "Oops" end },
-    { "^Unable to handle kernel ([^,]+)", function(w) return "Unable to handle kernel " .. w end },
-    { "^stack segment: ", function() return "stack segment fault" end },
-    { "^PANIC: double fault", function() return "PANIC: double fault" end },
-    { "^divide error: ", function() return "divide error" end },
-    { "^invalid opcode: ", function() return "invalid opcode" end },
-    { "^Kernel panic %- not syncing: ([^\n]*)", function(why) return "Kernel panic: " .. why end },
-    { "^rcu: INFO: (%S+) self%-detected stall", function(r) return "RCU stall (" .. r .. ")" end },
-    { "^rcu: INFO: (%S+) detected stalls", function(r) return "RCU stall (" .. r .. ")" end },
-    { "^INFO: task (%S+) blocked for more than", function(t) return "hung task: " .. t end },
-    { "^unregister_netdevice: waiting for (%S+)", function(d) return "unregister_netdevice: waiting for " .. d end },
-    { "^VFS: Busy inodes after unmount", function() return "VFS: Busy inodes after unmount" end },
+-- A console line without its printk prefix: the timestamp `[  334.239022]`
+-- and the caller id of CONFIG_PRINTK_CALLER kernels (`[T12837]`, `[C1]`).
+local function strip(line)
+    line = line:gsub("^%[%s*[%d.]+%]", "", 1)
+    line = line:gsub("^%[%s*[TC]%d+%]", "", 1)
+    return (line:gsub("^%s+", ""))
+end
+S.strip = strip
+
+-- Frames that are never the culprit: the reporting machinery (stack dumps,
+-- the WARN and BUG paths, panic), the sanitizers' own code, lockdep, the list,
+-- string and refcount helpers that only noticed the damage, allocator
+-- internals, the scheduler and locks a hung task waits in, and the interrupt
+-- and timer paths an RCU stall is reported from. The title names the first
+-- frame that is none of these (docs/splats.md#titles).
+local generic = {
+    "^dump_stack", "^show_stack", "^show_regs", "^show_trace", "^print_address_description",
+    "^print_report", "^print_circular_bug", "^print_usage_bug", "^print_bad_", "^printk",
+    "^vprintk", "^console_", "^warn_slowpath", "^warn_", "^report_bug", "^handle_bug", "^exc_",
+    "^asm_exc_", "^do_error_trap", "^do_trap", "^do_invalid_op", "^die$", "^oops_", "^panic$",
+    "^nmi_", "^bug_handler", "^fixup_bug", "^kasan_", "^asan_", "^check_memory_region",
+    "^check_region_inline", "^kmsan_", "^kcsan_", "^ubsan_", "^kfence_", "^debug_object",
+    "^debug_print_object", "^debug_check_no_", "^lockdep_", "^lock_acquire", "^lock_release",
+    "^lock_acquired", "^lock_contended", "^mark_lock", "^mark_usage", "^validate_chain",
+    "^check_prev_add", "^check_prevs_add", "^check_noncircular", "^check_deadlock",
+    "^mark_held_locks", "^lock_is_held", "^print_lock", "^debug_locks_", "^do_raw_", "^spin_bug",
+    "^spin_dump", "^queued_spin_lock", "^native_queued_spin", "^mutex_lock", "^mutex_unlock",
+    "^down$", "^down_", "^up_read", "^up_write", "^rwsem_", "^rt_mutex", "^schedule$",
+    "^schedule_", "^io_schedule", "^preempt_schedule", "^wait_for_completion", "^wait_for_common",
+    "^do_wait_for_common", "^might_fault", "^list_add", "^list_del", "^refcount_", "^memcpy",
+    "^memmove", "^memset", "^memcmp", "^memchr", "^str[a-z]*cpy$", "^strn?len$", "^strn?cmp$",
+    "^strn?cat$", "^strr?chr$", "^strstr$", "^copy_to_user", "^copy_from_user", "^kmalloc",
+    "^kmem_cache_", "^kfree", "^kzalloc", "^kcalloc", "^krealloc", "^kvmalloc", "^kvfree",
+    "^kvzalloc", "^kmemdup", "^kstrdup", "^slab_", "^kmemleak_", "^alloc_pages", "^should_fail",
+    "^fail_dump", "^vmalloc", "^rcu_", "^update_process_times", "^tick_", "^hrtimer_", "^sysvec_",
+    "^asm_sysvec_", "^irq_exit", "^handle_softirqs", "^do_softirq", "^scheduler_tick",
+    "^watchdog_timer_fn", "^sched_show_task", "^hung_task", "^check_hung", "^watchdog$",
+    "^warn$", "^raw_", "^might_", "^copy_user", "^get_free_pages", "^do_kmalloc", "^tsan_",
+    "^msan_", "^page_fault_oops", "^die_addr", "^folio_wait_", "^wait_on_", "^bit_wait",
+    "^out_of_line_wait",
 }
 
-local function strip(line)
-    return (line:gsub("^%[%s*[%d.]+%]%s?", ""))
+local function is_generic(fn)
+    fn = fn:gsub("^_+", "") -- `__kasan_slab_free`, `____kasan_slab_free`: the same family
+    for _, p in ipairs(generic) do
+        if fn:find(p) then return true end
+    end
+    return false
 end
 
--- The title if line starts a splat, else nil.
-local function start_of(body)
-    for _, s in ipairs(starts) do
-        local caps = { body:match(s[1]) }
-        if #caps > 0 then return s[2](table.unpack(caps)) end
+-- A function name as the kernel prints it, without the compiler's suffixes
+-- (`.cold`, `.isra.0`, `.constprop.0`, `.part.0`), which change with the build.
+local function bare(fn)
+    return (fn:gsub("%..*$", ""))
+end
+
+-- The function of a stack line, "" for a frame marked unreliable (`? f+...`),
+-- nil for a line that is no frame.
+local function frame_of(body)
+    body = body:gsub("^%[<%x+>%]%s*", "", 1)
+    if body:match("^%?") then return "" end
+    return body:match("^([%w_%.]+)%+0x%x+/0x%x+")
+end
+
+-- The first function in lines[from..] that is no generic frame: the
+-- instruction pointer (x86 `RIP: 0010:f+`, arm64 `pc : f+`) when `ip` says
+-- so, then the call trace. Falls back to `dflt`.
+local function guilty(lines, from, dflt, ip)
+    if dflt and not is_generic(bare(dflt)) then return bare(dflt) end
+    if ip then
+        for k = from, #lines do
+            local fn = lines[k]:match("^RIP: %x+:([%w_%.]+)%+") or lines[k]:match("^pc : ([%w_%.]+)%+")
+            if fn and not is_generic(bare(fn)) then return bare(fn) end
+        end
+    end
+    for k = from, #lines do
+        local fn = frame_of(lines[k])
+        if fn and fn ~= "" and not is_generic(bare(fn)) then return bare(fn) end
+    end
+    return dflt and bare(dflt) or nil
+end
+
+-- " in f", or "" when no frame is known.
+local function in_(fn)
+    return fn and (" in " .. fn) or ""
+end
+
+-- The function of the first `..., at: f+0x12/0x40` (lockdep's lock lines),
+-- or of the frame on the line after a bare `at:`.
+local function at_fn(lines, from)
+    for k = from, #lines do
+        local fn = lines[k]:match(", at: ([%w_%.]+)%+")
+        if fn then return bare(fn) end
+        if lines[k]:match(" at:$") and lines[k + 1] then
+            fn = frame_of(lines[k + 1])
+            if fn and fn ~= "" then return bare(fn) end
+        end
+    end
+end
+
+-- Free text from a report, without what differs between two runs of the same
+-- bug: addresses, CPU and task numbers, offsets.
+local function tidy(s)
+    s = s:gsub("%s*%[%s*%d+%s*%]", ""):gsub("%s*CPU#%d+", ""):gsub("0x%x+", "ADDR")
+    s = s:gsub("%f[%x]%x%x%x%x%x%x%x%x+%f[^%x]", "ADDR"):gsub("%+ADDR/ADDR", "")
+    s = s:gsub("%s+at ADDR", ""):gsub(",? address: ADDR", ""):gsub("[%s,:]+$", "")
+    return s
+end
+S.tidy = tidy
+
+-- KASAN's access type: "Read" or "Write" from the line after its header.
+local function access(lines)
+    for k = 2, math.min(4, #lines) do
+        local a = lines[k]:match("^(%a+) of size %d+")
+        if a == "Read" or a == "Write" then return " " .. a end
+    end
+    return ""
+end
+
+-- Why a panic follows another report: such a panic belongs to that report
+-- (an oops that killed the task, panic_on_warn, hung_task_panic ...).
+local consequences = {
+    "^Fatal exception", "^Attempted to kill init", "^Attempted to kill the idle task",
+    "^Aiee, killing interrupt handler", "panic_on_warn set", "^hung_task: blocked tasks",
+    "^softlockup: hung tasks", "^RCU Stall", "^Hard LOCKUP", "^kasan%.fault=panic", "^panic_on_oops",
+    "^Oops", "^Fatal machine check", "^BUG: ", "^kernel BUG",
+}
+
+local function is_consequence(why)
+    for _, p in ipairs(consequences) do
+        if why:find(p) then return true end
+    end
+    return false
+end
+
+local function lockdep(title)
+    return function(_, lines) return title .. in_(at_fn(lines, 2) or guilty(lines, 2)) end
+end
+
+-- Where a splat starts. key: a word the line must hold (a quick filter);
+-- pat: where the report starts in the line (text may come before it: a
+-- `watchdog: ` prefix, a login prompt, `** N printk messages dropped **`);
+-- title(captures, lines): its one-line title, from lines (the excerpt,
+-- stripped; lines[1] the header). trace: counts only with a call trace
+-- after it. follow: inside another report, it continues that report.
+local rules = {
+    { key = "KASAN", pat = "BUG: KASAN: (.-) in ([%w_%.]+)", title = function(c, lines)
+        return "KASAN: " .. c[1] .. access(lines) .. in_(guilty(lines, 2, c[2]))
+    end },
+    { key = "KFENCE", pat = "BUG: KFENCE: (.-) in ([%w_%.]+)", title = function(c, lines)
+        return "KFENCE: " .. c[1] .. in_(guilty(lines, 2, c[2]))
+    end },
+    { key = "KMSAN", pat = "BUG: KMSAN: (.-) in ([%w_%.]+)", title = function(c, lines)
+        return "KMSAN: " .. c[1] .. in_(guilty(lines, 2, c[2]))
+    end },
+    { key = "KCSAN", pat = "BUG: KCSAN: (.-) in ([%w_%.]+) / ([%w_%.]+)", title = function(c)
+        return ("KCSAN: %s in %s / %s"):format(c[1], bare(c[2]), bare(c[3]))
+    end },
+    { key = "KCSAN", pat = "BUG: KCSAN: (.-) in ([%w_%.]+)", title = function(c, lines)
+        return "KCSAN: " .. c[1] .. in_(guilty(lines, 2, c[2]))
+    end },
+    { key = "soft lockup", pat = "BUG: soft lockup", title = function(_, lines)
+        return "BUG: soft lockup" .. in_(guilty(lines, 2, nil, true))
+    end },
+    { key = "NULL pointer", pat = "BUG: kernel NULL pointer dereference", title = function(_, lines)
+        return "BUG: unable to handle kernel NULL pointer dereference" .. in_(guilty(lines, 2, nil, true))
+    end },
+    { key = "NULL pointer", pat = "BUG: unable to handle kernel NULL pointer dereference", title = function(_, lines)
+        return "BUG: unable to handle kernel NULL pointer dereference" .. in_(guilty(lines, 2, nil, true))
+    end },
+    { key = "Unable to handle kernel NULL", pat = "Unable to handle kernel NULL pointer dereference", title = function(_, lines)
+        return "BUG: unable to handle kernel NULL pointer dereference" .. in_(guilty(lines, 2, nil, true))
+    end },
+    { key = "unable to handle", pat = "BUG: unable to handle ", title = function(_, lines)
+        return "BUG: unable to handle kernel paging request" .. in_(guilty(lines, 2, nil, true))
+    end },
+    { key = "Unable to handle kernel", pat = "Unable to handle kernel paging request", title = function(_, lines)
+        return "BUG: unable to handle kernel paging request" .. in_(guilty(lines, 2, nil, true))
+    end },
+    { key = "sleeping function", pat = "BUG: sleeping function called from invalid context", title = function(_, lines)
+        return "BUG: sleeping function called from invalid context" .. in_(guilty(lines, 2))
+    end },
+    { key = "scheduling while atomic", pat = "BUG: scheduling while atomic", title = function(_, lines)
+        return "BUG: scheduling while atomic" .. in_(guilty(lines, 2))
+    end },
+    { key = "workqueue lockup", pat = "BUG: workqueue lockup", title = function()
+        return "BUG: workqueue lockup"
+    end },
+    -- before BUG: (arm64 says `Internal error: Oops - BUG: ...`)
+    { key = "Oops", follow = true, pat = "^Oops: ", title = function(_, lines)
+        return "Oops" .. in_(guilty(lines, 2, nil, true))
+    end },
+    { key = "Oops", follow = true, pat = "^Internal error: Oops", title = function(_, lines)
+        return "Oops" .. in_(guilty(lines, 2, nil, true))
+    end },
+    { key = "BUG", pat = "^BUG ([%w_%-]+) %(.-%): (.+)", title = function(c)
+        return ("BUG: %s (slab %s)"):format(tidy(c[2]), tidy(c[1]))
+    end },
+    { key = "BUG: ", pat = "BUG: ([^,]+)", title = function(c, lines)
+        return "BUG: " .. tidy(c[1])
+    end },
+    { key = "kernel BUG at", pat = "kernel BUG at ([^!]+)!", title = function(c, lines)
+        local fn = guilty(lines, 2, nil, true)
+        if c[1]:find("lib/list_debug.c", 1, true) then return "BUG: corrupted list" .. in_(fn) end
+        return "kernel BUG" .. in_(fn)
+    end },
+    -- lockdep: its own WARNING lines, with no `CPU:` after the word
+    { key = "circular locking", pat = "WARNING: possible circular locking dependency detected", title = lockdep("possible deadlock") },
+    { key = "recursive locking", pat = "WARNING: possible recursive locking detected", title = lockdep("possible deadlock") },
+    { key = "lock inversion", pat = "WARNING: possible irq lock inversion dependency detected", title = lockdep("possible deadlock") },
+    { key = "lock order detected", pat = "WARNING: %S+%-safe %-> %S+%-unsafe lock order detected", title = lockdep("possible deadlock") },
+    { key = "inconsistent lock state", pat = "WARNING: inconsistent lock state", title = lockdep("inconsistent lock state") },
+    { key = "bad unlock balance", pat = "WARNING: bad unlock balance detected", title = lockdep("WARNING: bad unlock balance") },
+    { key = "held lock freed", pat = "WARNING: held lock freed", title = lockdep("WARNING: held lock freed") },
+    { key = "lock held when returning", pat = "WARNING: lock held when returning to user space", title = lockdep("WARNING: lock held when returning to user space") },
+    { key = "suspicious RCU usage", pat = "WARNING: suspicious RCU usage", title = function(_, lines)
+        return "WARNING: suspicious RCU usage" .. in_(guilty(lines, 2))
+    end },
+    { key = "WARNING", trace = true, pat = "WARNING: CPU: %d+ PID: %d+ at (%S+) ([%w_%.]+)%+", title = function(c, lines, before)
+        return S.warning_title(c[1], c[2], lines, before)
+    end },
+    { key = "WARNING", trace = true, pat = "WARNING: (%S+) at ([%w_%.]+)%+0x%x+/0x%x+, CPU#", title = function(c, lines, before)
+        return S.warning_title(c[1], c[2], lines, before)
+    end },
+    { key = "UBSAN", pat = "UBSAN: (.-) in (%S+)", title = function(c, lines)
+        return "UBSAN: " .. c[1] .. " in " .. (guilty(lines, 2) or c[2]:gsub(":%d+:?%d*$", ""))
+    end },
+    { key = "general protection", pat = "general protection fault", title = function(_, lines)
+        return "general protection fault" .. in_(guilty(lines, 2, nil, true))
+    end },
+    { key = "stack segment", pat = "stack segment: ", title = function(_, lines)
+        return "stack segment fault" .. in_(guilty(lines, 2, nil, true))
+    end },
+    { key = "double fault", pat = "PANIC: double fault", title = function(_, lines)
+        return "PANIC: double fault" .. in_(guilty(lines, 2, nil, true))
+    end },
+    { key = "divide error", pat = "^divide error: ", title = function(_, lines)
+        return "divide error" .. in_(guilty(lines, 2, nil, true))
+    end },
+    { key = "invalid opcode", follow = true, pat = "^invalid opcode: ", title = function(_, lines)
+        return "invalid opcode" .. in_(guilty(lines, 2, nil, true))
+    end },
+    { key = "Kernel panic", pat = "Kernel panic %- not syncing: ?([^\n]*)", title = function(c)
+        return "kernel panic: " .. tidy(c[1])
+    end },
+    { key = "stall", pat = "INFO: rcu_%w+ self%-detected stall", title = function(_, lines)
+        return "INFO: rcu detected stall" .. in_(guilty(lines, 2, nil, true))
+    end },
+    { key = "stall", pat = "INFO: rcu_%w+ detected .-stall", title = function(_, lines)
+        return "INFO: rcu detected stall" .. in_(guilty(lines, 2, nil, true))
+    end },
+    { key = "INFO: task", pat = "INFO: task .- can't die for more than %d+ seconds", title = function(_, lines)
+        return "INFO: task can't die" .. in_(guilty(lines, 2))
+    end },
+    { key = "INFO: task", pat = "INFO: task .- blocked .-for more than %d+ seconds", title = function(_, lines)
+        return "INFO: task hung" .. in_(guilty(lines, 2))
+    end },
+    { key = "unreferenced object", pat = "^unreferenced object 0x%x+ %(size %d+%)", title = function(_, lines)
+        return "memory leak" .. in_(guilty(lines, 2))
+    end },
+    { key = "unregister_netdevice", pat = "unregister_netdevice: waiting for %S+ to become free", title = function()
+        return "unregister_netdevice: waiting for DEV to become free"
+    end },
+    { key = "Busy inodes", pat = "VFS: Busy inodes after unmount", title = function()
+        return "VFS: Busy inodes after unmount"
+    end },
+}
+
+-- A WARNING's title: a refcount or list helper that warned is named as the
+-- kind of bug, in the first frame that is not generic.
+function S.warning_title(file, fn, lines, before)
+    local who = guilty(lines, 2, fn)
+    if (before or ""):find("refcount_t: ", 1, true) or bare(fn):find("^refcount_") then
+        return "WARNING: refcount bug" .. in_(who)
+    end
+    if file:find("lib/list_debug.c", 1, true) then return "BUG: corrupted list" .. in_(who) end
+    if (before or ""):find("ODEBUG: ", 1, true) then return "WARNING: ODEBUG bug" .. in_(who) end
+    return "WARNING" .. in_(who)
+end
+
+local keys = {}
+for _, r in ipairs(rules) do keys[r.key] = true end
+
+-- The rule and captures of the report that starts in line body, or nil.
+-- Before the report's start only a separator may come (the start of the
+-- line, a space, `:`, `]`, `*`, `>`), never a letter: `foo_BUG: x` is no
+-- report. The end marker of a panic quotes the panic: it starts none.
+local function header_of(body)
+    if body:find("^%-%-%-%[ end ") then return nil end
+    local hit
+    for k in pairs(keys) do
+        if body:find(k, 1, true) then
+            hit = hit or {}
+            hit[k] = true
+        end
+    end
+    if not hit then return nil end
+    for _, r in ipairs(rules) do
+        if hit[r.key] then
+            local init = 1
+            while true do
+                local caps = { body:find(r.pat, init) }
+                local s = caps[1]
+                if not s then break end
+                local prev = s > 1 and body:sub(s - 1, s - 1) or ""
+                if prev == "" or prev:find("[%s:%]%*>]") then
+                    return r, { table.unpack(caps, 3) }
+                end
+                if r.pat:sub(1, 1) == "^" then break end
+                init = s + 1
+            end
+        end
     end
 end
 
 local MAX_LINES = 80
 
+-- Is a stripped line a call trace's heading? (x86 `Call Trace:`, arm64 `Call trace:`)
+local function is_trace(b)
+    return b:find("^Call [Tt]race:") ~= nil
+end
+
 -- Splats in text (a kernel log or console): a list of {title=, excerpt=, at=},
--- at the byte offset in text where the splat's first line starts.
+-- at the byte offset in text where the splat's first line starts. A panic
+-- that follows a report as its consequence (`Fatal exception`) is folded
+-- into it: that report gets fatal = true. A panic that nothing before it in
+-- text explains stands alone, with consequence = true when its reason says
+-- it follows another report (docs/splats.md#one-crash-one-splat).
 function S.scan(text)
     local lines, offs = {}, {}
     for pos, l in text:gmatch("()([^\n]*)\n?") do
@@ -58,28 +344,49 @@ function S.scan(text)
     end
     local out, i = {}, 1
     while i <= #lines do
-        local title = start_of(strip(lines[i]))
-        -- a WARNING counts only with its call trace (the bare word is common)
-        if title and title:match("^WARNING") then
+        local body = strip(lines[i])
+        local rule, caps = header_of(body)
+        if rule and rule.trace then
+            -- a WARNING counts only with its call trace (the bare word is common)
             local traced = false
             for k = i + 1, math.min(i + MAX_LINES, #lines) do
-                if strip(lines[k]):match("^Call Trace:") then traced = true break end
+                if is_trace(strip(lines[k])) then traced = true break end
             end
-            if not traced then title = nil end
+            if not traced then rule = nil end
         end
-        if title then
-            -- up to the end marker, or the line before another splat starts
-            -- (an Oops inside a BUG report belongs to it)
+        local panic = rule and rule.key == "Kernel panic"
+        if panic and #out > 0 and is_consequence(caps[1]) then
+            -- the end of the crash just reported, not another one
+            out[#out].fatal = true
+            i = i + 1
+        elseif rule then
+            -- up to the end marker, or the line before another report starts
+            -- (an Oops, an invalid opcode or the panic that ends this one
+            -- belong to it)
             local last = math.min(i + MAX_LINES, #lines)
+            local fatal = false
             for k = i + 1, last do
                 local b = strip(lines[k])
                 if b:match("^%-%-%-%[ end ") or b:match("^=========") then last = k break end
-                local other = start_of(b)
-                if other and other ~= "Oops" then last = k - 1 break end
+                local other, ocaps = header_of(b)
+                if other and other.key == "Kernel panic" and is_consequence(ocaps[1]) then
+                    fatal = true
+                elseif other and not other.follow then
+                    last = k - 1
+                    break
+                end
             end
-            local ex = {}
-            for k = i, last do ex[#ex + 1] = lines[k] end
-            out[#out + 1] = { title = title, excerpt = table.concat(ex, "\n"), at = offs[i] }
+            local ex, bodies = {}, {}
+            for k = i, last do
+                ex[#ex + 1] = lines[k]
+                bodies[#bodies + 1] = strip(lines[k])
+            end
+            local before = i > 1 and strip(lines[i - 1]) or ""
+            out[#out + 1] = {
+                title = rule.title(caps, bodies, before), excerpt = table.concat(ex, "\n"),
+                at = offs[i], fatal = fatal or nil,
+                consequence = panic and is_consequence(caps[1]) or nil,
+            }
             i = last + 1
         else
             i = i + 1
@@ -88,13 +395,14 @@ function S.scan(text)
     return out, offs
 end
 
--- Per VM: how far each log has been read, and the splats seen so far.
+-- Per VM: how far each log has been read, the splats seen so far, and what
+-- this boot of it has reported (titles, for the console's copy of the crash).
 local seen = setmetatable({}, { __mode = "k" })
 
 local function state_of(vm)
     local s = seen[vm]
     if not s then
-        s = { kmsg = 0, console = 0, list = {} }
+        s = { kmsg = 0, console = 0, list = {}, titles = {}, count = 0 }
         seen[vm] = s
     end
     return s
@@ -104,10 +412,10 @@ end
 -- so a guest that floods it costs a bounded amount per look (docs/splats.md).
 local PIECE = 1024 * 1024
 
--- The splats in what log `which` of vm gained since offset s[which]; keep(sp)
--- filters them. A piece ends at a line's end; when more follows, the last
--- MAX_LINES lines wait for the next piece, so an excerpt is never cut short.
-local function scan_log(vm, s, which, keep, out)
+-- The splats in what log `which` of vm gained since offset s[which]. A
+-- piece ends at a line's end; when more follows, the last MAX_LINES lines
+-- wait for the next piece, so an excerpt is never cut short.
+local function scan_log(vm, s, which, out)
     for _ = 1, 64 do -- at most 64 MiB a look; the rest waits for the next one
         local text, nxt = C.log_read(vm, which, s[which], PIECE)
         if #text == 0 then return end
@@ -121,7 +429,7 @@ local function scan_log(vm, s, which, keep, out)
         if more and #offs > MAX_LINES then stop = offs[#offs - MAX_LINES] end
         if stop <= 0 then stop = upto end
         for _, sp in ipairs(found) do
-            if sp.at < stop and keep(sp) then out[#out + 1] = sp end
+            if sp.at < stop then out[#out + 1] = sp end
         end
         s[which] = nxt - #text + stop
         if not more then
@@ -131,7 +439,21 @@ local function scan_log(vm, s, which, keep, out)
     end
 end
 
+-- Where a running test's splats go (the framework sets it): every splat a
+-- look finds lands there, whoever looked.
+S.sink = nil
+
 -- Read what vm logged since the last look; returns its new splats.
+--
+-- The kernel log has every report. The console is read for the crash that
+-- stopped the agent before it could forward it: a report there counts when a
+-- panic ended it and the kernel log did not have it. A panic that only
+-- follows a report of this boot (`Fatal exception`) is part of that report.
+--
+-- An operation that raised because this boot of vm died (the error carries
+-- the console tail) took this boot's splats with it: they are marked
+-- reported, and only fail a test whose body let that error out
+-- (docs/splats.md#once-per-failure).
 function S.collect(vm)
     local s = state_of(vm)
     local st = vm:state()
@@ -139,38 +461,60 @@ function S.collect(vm)
     if st == "booted" then pcall(vm.ping, vm) end -- every record logged before it has arrived
     local gen = C.log_generation(vm)
     if s.gen ~= gen then -- a fresh boot: its logs start over
-        s.gen, s.kmsg, s.console = gen, 0, 0
+        s.gen, s.kmsg, s.console, s.titles, s.count = gen, 0, 0, {}, 0
     end
-    local new = {}
-    scan_log(vm, s, "kmsg", function() return true end, new)
-    -- a panic stops the agent before it can forward it: read the console
-    scan_log(vm, s, "console", function(sp) return sp.title:match("^Kernel panic") end, new)
-    for _, sp in ipairs(new) do
-        sp.vm = vm:name()
-        sp.at = nil
-        s.list[#s.list + 1] = sp
+    local found, new = {}, {}
+    scan_log(vm, s, "kmsg", found)
+    local from_console = {}
+    scan_log(vm, s, "console", from_console)
+    for _, sp in ipairs(found) do s.titles[sp.title] = true end
+    for _, sp in ipairs(from_console) do
+        if (sp.fatal or sp.title:find("^kernel panic")) and not s.titles[sp.title] then
+            found[#found + 1] = sp
+            s.titles[sp.title] = true
+        end
+    end
+    for _, sp in ipairs(found) do
+        if not (sp.consequence and s.count > 0) then
+            s.count = s.count + 1
+            new[#new + 1] = { title = sp.title, excerpt = sp.excerpt, vm = vm:name(), gen = gen }
+        end
+    end
+    for _, sp in ipairs(new) do s.list[#s.list + 1] = sp end
+    if C.death_reported(vm) then
+        for _, sp in ipairs(s.list) do
+            if sp.gen == gen then sp.reported = true end
+        end
+    end
+    if S.sink then
+        for _, sp in ipairs(new) do S.sink[#S.sink + 1] = sp end
     end
     return new
 end
 
--- Mark everything logged so far as seen (a test starts here).
-function S.skip_to_now(vm)
-    S.collect(vm)
-end
-
 local V = C.vm_mt.__index
 
--- vm:splats() -> every splat seen on this VM so far: {{title=, excerpt=}, ...}
-function V:splats()
-    local new = S.collect(self)
-    if P.test_splats then
-        for _, sp in ipairs(new) do P.test_splats[#P.test_splats + 1] = sp end
-    end
+-- A fresh boot starts new logs: what the last boot logged is read first, so
+-- its splats are not lost with them.
+local boot = V.boot
+function V:boot(...)
+    if self:state() ~= "created" then S.collect(self) end
+    return boot(self, ...)
+end
+
+-- The splats as vm:splats() and the outcome (--json) show them.
+function S.public(list)
     local out = {}
-    for _, sp in ipairs(state_of(self).list) do
-        out[#out + 1] = { title = sp.title, excerpt = sp.excerpt, vm = sp.vm }
+    for _, sp in ipairs(list) do
+        out[#out + 1] = { title = sp.title, excerpt = sp.excerpt, vm = sp.vm, reported = sp.reported or false }
     end
     return out
+end
+
+-- vm:splats() -> every splat seen on this VM so far: {{title=, excerpt=, vm=, reported=}, ...}
+function V:splats()
+    S.collect(self)
+    return S.public(state_of(self).list)
 end
 
 -- The message a splat adds to a failed test.
@@ -180,4 +524,18 @@ function S.describe(list)
         parts[#parts + 1] = ("kernel splat on vm `%s`: %s\n%s"):format(sp.vm, sp.title, sp.excerpt)
     end
     return table.concat(parts, "\n")
+end
+
+-- The outcome of code that saw splats (a test body, a file's top level):
+-- status ("passed" or "failed") and message given. Code that failed lists
+-- them all after its own message; code that passed fails with those no
+-- error it caught had carried (docs/splats.md#once-per-failure).
+function S.judge(list, status, message)
+    if status == "failed" then return status, message .. "\n" .. S.describe(list) end
+    local blame = {}
+    for _, sp in ipairs(list) do
+        if not sp.reported then blame[#blame + 1] = sp end
+    end
+    if #blame == 0 then return status, message end
+    return "failed", S.describe(blame)
 end

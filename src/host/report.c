@@ -128,6 +128,10 @@ static json_t *json_line(const struct file_result *f, long failed)
         json_object_set_new(o, "message", copy_or(json_object_get(t, "message"), json_null()));
         json_t *log = json_object_get(t, "log");
         json_object_set_new(o, "log", json_is_array(log) ? json_incref(log) : json_array());
+        /* the kernel's reports, those a caught error carried included (docs/splats.md) */
+        json_t *splats = json_object_get(t, "splats");
+        if (json_is_array(splats))
+            json_object_set(o, "splats", splats);
         json_array_append_new(tests, o);
     }
     const char *chunk = f->outcome ? str(f->outcome, "chunk_error") : f->reason;

@@ -28,7 +28,7 @@ test("a kernel panic ends the VM at once", { allow_kernel_warnings = true }, fun
     local err = t:assert_raises(function() vm:boot() end)
     t:assert_contains(err, "vm `panic`")
     t:assert_contains(err, "Kernel panic")
-    t:assert_eq(vm:splats()[1].title, "Kernel panic: Requested init /nonexistent failed (error -2).")
+    t:assert_eq(vm:splats()[1].title, "kernel panic: Requested init /nonexistent failed (error -2).")
     t:assert(os.time() - t0 < 100, "did not wait for the agent timeout")
 end)
 

@@ -831,6 +831,18 @@ static int l_log_generation(lua_State *L)
     return 1;
 }
 
+/* _provium_c.death_reported(vm) -> why this boot of vm ended, when an operation raised for
+ * it (its error told the death with the console tail), else nil (docs/splats.md) */
+static int l_death_reported(lua_State *L)
+{
+    struct vm *vm = l_checkvm(L, 1)->vm;
+    if (vm->state == VM_DEAD && vm->exit_reason)
+        lua_pushstring(L, vm->exit_reason);
+    else
+        lua_pushnil(L);
+    return 1;
+}
+
 /* vm:console_log() -> everything the guest's console printed since power-on */
 static int l_vm_console_log(lua_State *L)
 {
@@ -928,6 +940,7 @@ int luaopen_provium_vm(lua_State *L)
         {"restore", l_vm_restore},
         {"log_read", l_log_read},
         {"log_generation", l_log_generation},
+        {"death_reported", l_death_reported},
         {"test_misbehave", l_test_misbehave},
         {NULL, NULL},
     };
