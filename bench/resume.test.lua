@@ -1,62 +1,70 @@
--- Run by bench/boot: issue 6's figures. Cold boots of the default profile
--- to the first agent reply, interleaved with restores of a snapshot of the
--- same VM (what a fixture resume does once the cache has the entry) and
--- with boots from the boot cache (a resume made fresh: clock, RNG); the
--- snapshot's size and the time it takes; the cost of one reset_between_tests
--- step (kill, restore).
+-- Run by bench/boot: every kind of restore against a cold boot, to the
+-- first agent reply, interleaved: a boot from the boot cache, a fixture
+-- (provium:vm_fixture), vm:restore of a snapshot taken in this run, one
+-- reset_between_tests step (kill, restore). For each, the page faults
+-- QEMU took by then (from /proc/<pid>/stat): a restore maps the saved RAM,
+-- so it faults in only what the guest touches. Then what a snapshot costs
+-- to take and on disk. docs/boot-cache.md holds the figures.
 local N = tonumber(os.getenv("BENCH_N") or "7")
 
+local C = _provium_c
 local stats = require("stats")
 local median = stats.median
-local timed = stats.timed
 
-test("resume against a cold boot", function(t)
-    local base = provium:vm("base", "default"):boot { cold = true }
+-- seconds from start to the first reply, and QEMU's minor faults by then
+local function first_reply(vm, start)
+    local t0 = C.now()
+    start()
+    vm:ping()
+    local s = C.now() - t0
+    return s, (C.qemu_faults(vm))
+end
+
+test("every restore against a cold boot", function(t)
+    local src = provium:vm("src", "default"):boot()
+    src:run("mkdir -p /opt/app && dd if=/dev/urandom of=/opt/app/data bs=1M count=8 2>/dev/null")
+        :assert_ok()
     local snap
     local saves = {}
-    for i = 1, 3 do saves[i] = timed(function() snap = base:snapshot() end) end
-    base:shutdown()
-    provium:vm("warm", "default"):boot():shutdown() -- the boot cache has the entry
-    local boots, restores, resets, cached = {}, {}, {}, {}
+    for i = 1, 3 do saves[i] = stats.timed(function() snap = src:snapshot() end) end
+    src:shutdown()
+    provium:vm_fixture("fixtures/prepared"):kill() -- built now if the cache lacks it
+    local kinds = { "cold boot", "boot cache", "fixture", "vm:restore", "reset step" }
+    local secs, faults = {}, {}
+    for _, k in ipairs(kinds) do secs[k], faults[k] = {}, {} end
+    local function record(kind, s, f)
+        secs[kind][#secs[kind] + 1] = s
+        faults[kind][#faults[kind] + 1] = f
+    end
     for i = 1, N do
-        boots[i] = timed(function()
-            local vm = provium:vm("c" .. i, "default"):boot { cold = true }
-            vm:ping()
-            vm:shutdown()
-        end)
-        cached[i] = timed(function()
-            local vm = provium:vm("bc" .. i, "default"):boot()
-            vm:ping()
-            vm:shutdown()
-        end)
-        local vm = provium:vm("r" .. i, "default")
-        restores[i] = timed(function()
-            vm:restore(snap)
-            vm:ping()
-        end)
-        resets[i] = timed(function()
+        local vm = provium:vm("c" .. i, "default")
+        record("cold boot", first_reply(vm, function() vm:boot { cold = true } end))
+        vm:kill()
+        vm = provium:vm("bc" .. i, "default")
+        record("boot cache", first_reply(vm, function() vm:boot() end))
+        vm:kill()
+        local fx
+        local s = C.now()
+        fx = provium:vm_fixture("fixtures/prepared")
+        fx:ping()
+        record("fixture", C.now() - s, (C.qemu_faults(fx)))
+        fx:kill()
+        vm = provium:vm("r" .. i, "default")
+        record("vm:restore", first_reply(vm, function() vm:restore(snap) end))
+        record("reset step", first_reply(vm, function()
             vm:kill()
             vm:restore(snap)
-            vm:ping()
-        end)
-        vm:shutdown()
+        end))
+        vm:kill()
     end
-    -- the boots include the shutdown, the restores do not: take it out of the boots
-    local down, cdown = {}, {}
-    for i = 1, 3 do
-        local vm = provium:vm("d" .. i, "default"):boot { cold = true }
-        down[i] = timed(function() vm:shutdown() end)
-        vm = provium:vm("cd" .. i, "default"):boot()
-        cdown[i] = timed(function() vm:shutdown() end)
+    local cold = median(secs["cold boot"])
+    for _, k in ipairs(kinds) do
+        local m = median(secs[k])
+        print(("%-11s to first reply: median %.3f s  %5.1fx faster than a cold boot; QEMU minor faults %d (%d runs, interleaved)")
+            :format(k, m, cold / m, math.floor(median(faults[k])), N))
     end
-    local b, r, k = median(boots) - median(down), median(restores), median(resets)
-    local c = median(cached) - median(cdown)
-    print(("cold boot to first agent reply: median %.3f s  (%d runs)"):format(b, N))
-    print(("restore to first agent reply:   median %.3f s  (%d runs, interleaved)"):format(r, N))
-    print(("boot-cache boot to first reply: median %.3f s  (%d runs, interleaved; resume + freshen)"):format(c, N))
-    print(("ratio boot/restore:             %.1f   (target >= 10)"):format(b / r))
-    print(("ratio boot/boot-cache boot:     %.1f"):format(b / c))
-    print(("snapshot on disk:               %.1f MiB (zstd; a 512 MiB guest)"):format(snap:size() / 1048576))
-    print(("vm:snapshot:                    median %.3f s  (3 runs)"):format(median(saves)))
-    print(("reset_between_tests step:       median %.3f s  (kill + restore + first reply)"):format(k))
+    local pages = C.disk_usage(snap:path() .. "/pages")
+    local devices = C.disk_usage(snap:path() .. "/devices")
+    print(("vm:snapshot after 8 MiB written: median %.3f s (3 runs); on disk %.1f MiB of pages, %.0f KiB of devices, the RAM file shared"):format(
+        median(saves), pages / 1048576, devices / 1024))
 end)

@@ -1,8 +1,8 @@
 /* The cache of snapshots that fixtures (fixture.c) and the boot cache
  * (bootcache.c) share: one directory, cache_dir (made 0700), holding
- *   <key>.snap      a VM fixture
- *   <key>.lab/      a lab fixture (lab.json and one .snap per VM)
- *   <key>.boot/     a cached boot (vm.snap, ram and the boot's logs)
+ *   <key>.snap/     a VM fixture: a snapshot directory (docs/snapshots.md)
+ *   <key>.lab/      a lab fixture (lab.json and one .snap/ per VM)
+ *   <key>.boot/     a cached boot: a snapshot directory and the boot's logs
  *   *.lock          per-key build locks
  *   tmp/XXXXXX/     a process's work: what it builds, or what it deletes
  * Entries appear whole (a rename into place) and go whole (a rename into a
@@ -60,11 +60,11 @@ int cache_install(const char *tmp, const char *entry, struct pv_err *err);
 void cache_touch(const char *entry);
 
 /* The verdict on an entry after a restore of it failed: are its own bytes
- * at fault? 0: they are intact (the header reads and matches this QEMU,
- * machine and accelerator; the zstd stream decodes to its end, checksum
- * included; a boot's RAM file is as long as its memory; a fixture's
- * initrd is still there; a lab's index and every snapshot it names
- * likewise), so the failure was something else's
+ * at fault? 0: they are intact (vm_snapshot_check, deep: the header reads
+ * and matches this QEMU, machine and accelerator, the RAM file has its
+ * recorded length and time, the device state and the pages their hashes;
+ * a fixture's initrd is still there; a lab's index and every snapshot it
+ * names likewise), so the failure was something else's
  * (the claim, the host's memory, the kernel, QEMU) and the entry must stay.
  * -EBADMSG: damaged, err says how; the entry should go. -ENOENT: there is
  * no entry. Another -errno: it could not be read; keep it. */

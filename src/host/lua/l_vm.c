@@ -843,6 +843,26 @@ static int l_death_reported(lua_State *L)
     return 1;
 }
 
+/* _provium_c.qemu_faults(vm) -> the page faults QEMU has taken, minor and
+ * major (from /proc/<pid>/stat; make bench), or nil when no QEMU runs */
+static int l_qemu_faults(lua_State *L)
+{
+    struct vm *vm = l_checkvm(L, 1)->vm;
+    _cleanup_free_ char *path = xasprintf("/proc/%d/stat", (int)vm->pid);
+    struct buf b = BUF_INIT;
+    unsigned long long minflt, majflt;
+    /* the fields after the command's closing parenthesis: state is the 3rd */
+    const char *p = vm->pid > 0 && read_file(path, 4096, &b) == 0 ? strrchr(b.data, ')') : NULL;
+    bool ok =
+        p && sscanf(p + 1, " %*c %*d %*d %*d %*d %*d %*u %llu %*u %llu", &minflt, &majflt) == 2;
+    buf_release(&b);
+    if (!ok)
+        return 0;
+    lua_pushinteger(L, (lua_Integer)minflt);
+    lua_pushinteger(L, (lua_Integer)majflt);
+    return 2;
+}
+
 /* vm:console_log() -> everything the guest's console printed since power-on */
 static int l_vm_console_log(lua_State *L)
 {
@@ -941,6 +961,7 @@ int luaopen_provium_vm(lua_State *L)
         {"log_read", l_log_read},
         {"log_generation", l_log_generation},
         {"death_reported", l_death_reported},
+        {"qemu_faults", l_qemu_faults},
         {"test_misbehave", l_test_misbehave},
         {NULL, NULL},
     };
