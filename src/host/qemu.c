@@ -69,8 +69,8 @@ char **qemu_argv(const struct qemu_config *qc)
     if (qc->ram_file) {
         _cleanup_free_ char *f = qesc(qc->ram_file);
         add(&a, "-object");
-        addf(&a, "memory-backend-file,id=pc.ram,size=%llum,mem-path=%s,share=%s",
-             (unsigned long long)(qc->memory >> 20), f, qc->ram_shared ? "on" : "off");
+        addf(&a, "memory-backend-file,id=pc.ram,size=%llum,mem-path=%s,share=off",
+             (unsigned long long)(qc->memory >> 20), f);
     }
     /* Under TCG, `max` (qemu64 boots faster only because the guest finds
      * no local APIC and runs in PIC mode with one CPU). */
@@ -81,14 +81,18 @@ char **qemu_argv(const struct qemu_config *qc)
     add(&a, "-smp");
     addf(&a, "%d", qc->cpus);
     add(&a, "-no-reboot");
-    add(&a, "-kernel");
-    add(&a, qc->kernel);
-    if (qc->initrd) {
-        add(&a, "-initrd");
-        add(&a, qc->initrd);
+    /* A restore's guest booted long ago: QEMU need not read the kernel
+     * and initrd into memory (10 MiB of page faults, 30 ms here). */
+    if (!qc->incoming) {
+        add(&a, "-kernel");
+        add(&a, qc->kernel);
+        if (qc->initrd) {
+            add(&a, "-initrd");
+            add(&a, qc->initrd);
+        }
+        add(&a, "-append");
+        add(&a, qc->cmdline);
     }
-    add(&a, "-append");
-    add(&a, qc->cmdline);
 
     /* Control: QMP; provium listens, QEMU connects at start-up. */
     add(&a, "-chardev");
@@ -226,17 +230,24 @@ int qemu_start(const char *const *argv, const char *dir, pid_t *ret_pid, int *re
     if (pipe2(p, O_CLOEXEC) < 0)
         return pv_err_set(err, errno, "cannot exec `%s`: pipe: %s", exe, strerror(errno));
     _cleanup_close_ int rep_r = p[0], rep_w = p[1];
-    /* QEMU's temporary files (snapshot=on overlays) live in the run dir. */
+    /* QEMU's temporary files (snapshot=on overlays) live in the run dir.
+     * Its heap comes in transparent huge pages where the host allows them
+     * (glibc 2.35's tunable; ignored elsewhere): QEMU's start-up takes 40 %
+     * fewer page faults, 15 ms here (docs/boot-cache.md). */
     size_t n = 0;
     while (environ[n])
         n++;
-    _cleanup_free_ char **env = xcalloc(n + 2, sizeof(char *));
+    _cleanup_free_ char **env = xcalloc(n + 3, sizeof(char *));
     _cleanup_free_ char *tmpdir = xasprintf("TMPDIR=%s", dir);
+    const char *tun = getenv("GLIBC_TUNABLES");
+    _cleanup_free_ char *tunables = xasprintf("GLIBC_TUNABLES=%s%sglibc.malloc.hugetlb=1",
+                                              tun ? tun : "", tun && *tun ? ":" : "");
     size_t k = 0;
     for (size_t i = 0; i < n; i++)
-        if (strncmp(environ[i], "TMPDIR=", 7))
+        if (strncmp(environ[i], "TMPDIR=", 7) && strncmp(environ[i], "GLIBC_TUNABLES=", 15))
             env[k++] = environ[i];
     env[k++] = tmpdir;
+    env[k++] = tunables;
     pid_t parent = getpid();
     pid_t pid = child_fork(NULL);
     if (pid < 0)

@@ -26,11 +26,9 @@ struct qemu_config {
     const char *const *disks; /* profile disks, NULL-terminated; /dev/vda first */
     const bool *disk_ro;      /* per disk: read-only; else snapshot=on (writes discarded) */
     bool incoming;            /* a restore: the state arrives as a migration (-incoming defer) */
-    /* Guest RAM in this file (else anonymous memory): shared, the file is
-     * the RAM (a cold boot's memfd); private, the guest starts from the
-     * file's pages and its writes stay its own (a restore). */
+    /* Guest RAM in this file, mapped private (else anonymous memory): the
+     * guest starts from the file's pages and its writes stay its own. */
     const char *ram_file;
-    bool ram_shared;
 };
 
 /* The argv (NULL-terminated, caller frees with qemu_argv_free). Paths of the

@@ -169,7 +169,8 @@ int vm_snapshot_check(const char *dir, bool deep, json_t **ret_h, struct pv_err 
     return r;
 }
 
-/* Where QEMU (pid) maps the file st, size bytes long: the guest's RAM. */
+/* Where QEMU (pid) maps the guest's RAM, size bytes: its mapping of the
+ * file st, or (st NULL) its one anonymous private mapping that long. */
 static int ram_mapping(pid_t pid, const struct stat *st, uint64_t size, uintptr_t *addr,
                        struct pv_err *err)
 {
@@ -177,58 +178,56 @@ static int ram_mapping(pid_t pid, const struct stat *st, uint64_t size, uintptr_
     FILE *f = fopen(path, "re");
     if (!f)
         return pv_err_set(err, errno, "%s: %s", path, strerror(errno));
-    char line[512];
-    int r = -ENOENT;
-    while (r < 0 && fgets(line, sizeof(line), f)) {
+    char line[512], perms[8];
+    int found = 0;
+    while (fgets(line, sizeof(line), f)) {
         unsigned long lo, hi, off, ino;
         unsigned maj, mnr;
-        if (sscanf(line, "%lx-%lx %*s %lx %x:%x %lu", &lo, &hi, &off, &maj, &mnr, &ino) == 6 &&
-            ino == st->st_ino && maj == major(st->st_dev) && mnr == minor(st->st_dev) && off == 0 &&
-            hi - lo == size) {
+        int name = 0;
+        if (sscanf(line, "%lx-%lx %7s %lx %x:%x %lu %n", &lo, &hi, perms, &off, &maj, &mnr, &ino,
+                   &name) < 7 ||
+            hi - lo != size || off != 0)
+            continue;
+        bool anon = ino == 0 && !line[name] && !strcmp(perms, "rw-p"); /* no name */
+        if (st ? ino == st->st_ino && maj == major(st->st_dev) && mnr == minor(st->st_dev) : anon) {
             *addr = lo;
-            r = 0;
+            found++;
         }
     }
     fclose(f);
-    return r < 0 ? pv_err_set(err, ENOENT, "QEMU (pid %d) does not map the guest's RAM file",
-                              (int)pid)
-                 : 0;
+    if (found != 1)
+        return pv_err_set(err, ENOENT, "QEMU (pid %d) has %s mapping of the guest's RAM", (int)pid,
+                          found ? "more than one candidate" : "no");
+    return 0;
 }
 
-/* Write to fd the pages of QEMU's mapping of vm->ram_base that the guest
- * changed: those the mapping holds privately now (copy-on-write made them
- * anonymous), found in /proc/<pid>/pagemap and read across with
- * process_vm_readv. Untouched pages stay in the file and cost nothing. */
-static int save_pages(struct vm *vm, int fd, uint64_t *ret_count, char hex[65], struct pv_err *err)
+/* Pass to fn, in batches of up to BATCH records (a page number, then the
+ * page), the guest's pages that QEMU holds privately: with a file mapped
+ * copy-on-write, the pages the guest changed; with anonymous RAM, every page
+ * it touched. They are found in /proc/<pid>/pagemap (present and not the
+ * file's page, or swapped out) and read across with process_vm_readv;
+ * untouched pages cost nothing. */
+static int private_pages(struct vm *vm, uintptr_t addr,
+                         int (*fn)(void *ctx, const char *rec, size_t n, struct pv_err *err),
+                         void *ctx, struct pv_err *err)
 {
-    struct stat st;
-    uintptr_t addr;
-    if (fstat(vm->ram_fd, &st) < 0)
-        return pv_err_set(err, errno, "%s: %s", vm->ram_base, strerror(errno));
-    int r = ram_mapping(vm->pid, &st, vm->plan.memory, &addr, err);
-    if (r < 0)
-        return r;
     _cleanup_free_ char *pm_path = xasprintf("/proc/%d/pagemap", (int)vm->pid);
     _cleanup_close_ int pm = open(pm_path, O_RDONLY | O_CLOEXEC);
     if (pm < 0)
         return pv_err_set(err, errno, "%s: %s", pm_path, strerror(errno));
-    uint64_t npages = vm->plan.memory / PAGE, count = 0;
+    uint64_t npages = vm->plan.memory / PAGE;
     _cleanup_free_ uint64_t *map = xmalloc(512 * sizeof(uint64_t));
     _cleanup_free_ char *rec = xmalloc((size_t)BATCH * RECORD);
     struct iovec local[BATCH], remote[BATCH];
-    struct sha256 *h = sha256_new();
     size_t n = 0;
+    int r = 0;
     for (uint64_t at = 0; at < npages && r == 0; at += 512) {
         size_t want = (size_t)MIN(512, npages - at) * sizeof(uint64_t);
         off_t off = (off_t)((addr / PAGE + at) * sizeof(uint64_t));
-        if (pread(pm, map, want, off) != (ssize_t)want) {
-            r = pv_err_set(err, errno ? errno : EIO, "%s: %s", pm_path, strerror(errno ?: EIO));
-            break;
-        }
+        if (pread(pm, map, want, off) != (ssize_t)want)
+            return pv_err_set(err, errno ? errno : EIO, "%s: %s", pm_path, strerror(errno ?: EIO));
         for (size_t i = 0; i < want / sizeof(uint64_t) && r == 0; i++) {
-            /* present and not the file's page (bit 61), or swapped out */
-            bool changed = (map[i] >> 63 & 1 && !(map[i] >> 61 & 1)) || map[i] >> 62 & 1;
-            if (changed) {
+            if ((map[i] >> 63 & 1 && !(map[i] >> 61 & 1)) || map[i] >> 62 & 1) {
                 uint64_t pno = at + i;
                 for (int b = 0; b < 8; b++)
                     rec[n * RECORD + (size_t)b] = (char)(pno >> (8 * b));
@@ -236,24 +235,54 @@ static int save_pages(struct vm *vm, int fd, uint64_t *ret_count, char hex[65], 
                 remote[n] = (struct iovec){(void *)(addr + pno * PAGE), PAGE};
                 n++;
             }
-            bool last = at + i + 1 == npages;
-            if (n == BATCH || (last && n)) {
+            if (n == BATCH || (n && at + i + 1 == npages)) {
                 ssize_t got = process_vm_readv(vm->pid, local, n, remote, n, 0);
-                if (got != (ssize_t)(n * PAGE))
-                    r = pv_err_set(err, got < 0 ? errno : EIO,
-                                   "reading the guest's RAM from QEMU (pid %d): %s", (int)vm->pid,
-                                   got < 0 ? strerror(errno) : "cut short");
-                else if ((r = write_all(fd, rec, n * RECORD)) < 0)
-                    pv_err_set(err, -r, "writing the guest's pages: %s", strerror(-r));
-                sha256_update(h, rec, n * RECORD);
-                count += n;
+                r = got == (ssize_t)(n * PAGE)
+                        ? fn(ctx, rec, n, err)
+                        : pv_err_set(err, got < 0 ? errno : EIO,
+                                     "reading the guest's RAM from QEMU "
+                                     "(pid %d): %s",
+                                     (int)vm->pid, got < 0 ? strerror(errno) : "cut short");
                 n = 0;
             }
         }
     }
-    sha256_final_hex(h, hex);
-    *ret_count = count;
     return r;
+}
+
+/* The pages file: records as they come, hashed and counted. */
+struct records {
+    int fd;
+    struct sha256 *hash;
+    uint64_t count;
+};
+
+static int put_records(void *ctx, const char *rec, size_t n, struct pv_err *err)
+{
+    struct records *o = ctx;
+    int r = write_all(o->fd, rec, n * RECORD);
+    if (r < 0)
+        return pv_err_set(err, -r, "writing the guest's pages: %s", strerror(-r));
+    sha256_update(o->hash, rec, n * RECORD);
+    o->count += n;
+    return 0;
+}
+
+/* A new RAM file: each page at its place, the zero ones left as holes. */
+static int put_sparse(void *ctx, const char *rec, size_t n, struct pv_err *err)
+{
+    static const char zero[PAGE];
+    int fd = *(int *)ctx;
+    for (size_t i = 0; i < n; i++) {
+        const char *page = rec + i * RECORD + 8;
+        uint64_t pno = 0;
+        for (int b = 7; b >= 0; b--)
+            pno = pno << 8 | (unsigned char)rec[i * RECORD + (size_t)b];
+        if (memcmp(page, zero, PAGE) && pwrite(fd, page, PAGE, (off_t)(pno * PAGE)) != PAGE)
+            return pv_err_set(err, errno ? errno : ENOSPC, "writing the guest's RAM: %s",
+                              strerror(errno ? errno : ENOSPC));
+    }
+    return 0;
 }
 
 /* Copy the pages of the file fd that are not all zeros into a new sparse
@@ -301,24 +330,36 @@ static int save_ram(struct vm *vm, const char *dir, json_t *head, struct pv_err 
 {
     _cleanup_free_ char *ram = xasprintf("%s/ram", dir);
     _cleanup_free_ char *pages = xasprintf("%s/pages", dir);
-    uint64_t count = 0;
-    char hex[65] = "";
-    int r;
+    struct records rc = {.fd = -1};
+    struct stat st;
+    uintptr_t addr;
+    if (vm->ram_base && fstat(vm->ram_fd, &st) < 0)
+        return pv_err_set(err, errno, "%s: %s", vm->ram_base, strerror(errno));
+    int r = ram_mapping(vm->pid, vm->ram_base ? &st : NULL, vm->plan.memory, &addr, err);
+    if (r < 0)
+        return r;
     if (!vm->ram_base) {
-        /* booted cold: its RAM is provium's memfd, which becomes the file */
-        r = copy_nonzero(vm->ram_fd, ram, vm->plan.memory, err);
+        /* booted cold: every page it touched goes into a new RAM file */
+        _cleanup_close_ int fd = open(ram, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+        if (fd < 0 || ftruncate(fd, (off_t)vm->plan.memory) < 0)
+            return pv_err_set(err, errno, "%s: %s", ram, strerror(errno));
+        r = private_pages(vm, addr, put_sparse, &fd, err);
     } else {
         /* the file it was restored from, shared (copied if its path went
          * or names another file now); then what the guest changed */
         if (!same_file(vm->ram_base, vm->ram_fd, ram) &&
             (r = copy_nonzero(vm->ram_fd, ram, vm->plan.memory, err)) < 0)
             return r;
-        _cleanup_close_ int fd = open(pages, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
-        if (fd < 0)
+        rc.fd = open(pages, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+        if (rc.fd < 0)
             return pv_err_set(err, errno, "%s: %s", pages, strerror(errno));
-        r = save_pages(vm, fd, &count, hex, err);
+        rc.hash = sha256_new();
+        r = private_pages(vm, addr, put_records, &rc, err);
+        close(rc.fd);
     }
-    struct stat st;
+    char hex[65] = "";
+    if (rc.hash)
+        sha256_final_hex(rc.hash, hex);
     if (r == 0 && stat(ram, &st) < 0)
         r = pv_err_set(err, errno, "%s: %s", ram, strerror(errno));
     if (r < 0)
@@ -329,7 +370,7 @@ static int save_ram(struct vm *vm, const char *dir, json_t *head, struct pv_err 
                   (json_int_t)(st.st_mtim.tv_sec * 1000000000ll + st.st_mtim.tv_nsec)));
     json_object_set_new(
         head, "pages",
-        json_pack("{s:I, s:s}", "count", (json_int_t)count, "sha256", count ? hex : ""));
+        json_pack("{s:I, s:s}", "count", (json_int_t)rc.count, "sha256", rc.count ? hex : ""));
     return 0;
 }
 

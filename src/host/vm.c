@@ -413,21 +413,13 @@ int vm_launch(struct vm *vm, const struct vm_boot *b, const struct start *st, in
             return agent_l;
     }
     /* The guest's RAM (docs/snapshots.md): a restore maps its snapshot's
-     * file copy-on-write; a cold boot runs in a memfd of provium's that
-     * QEMU shares, as fast as anonymous memory and readable by a snapshot. */
-    _cleanup_free_ char *ram = NULL;
+     * file copy-on-write, held open: a snapshot of this VM needs it even
+     * once its path is gone. A cold boot runs in QEMU's anonymous memory,
+     * in transparent huge pages where the host allows them. */
     if (st->ram_file) {
         vm->ram_base = xstrdup(st->ram_file);
-        ram = xstrdup(st->ram_file);
-        /* held: a snapshot of this VM needs it even once its path is gone */
-        if ((vm->ram_fd = open(ram, O_RDONLY | O_CLOEXEC)) < 0)
-            r = pv_err_set(err, errno, "vm `%s`: %s: %s", vm->name, ram, strerror(errno));
-    } else if ((vm->ram_fd = memfd_create("provium-ram", MFD_CLOEXEC)) < 0 ||
-               ftruncate(vm->ram_fd, (off_t)b->memory) < 0) {
-        r = pv_err_set(err, errno, "vm `%s`: a memfd for the guest's RAM: %s", vm->name,
-                       strerror(errno));
-    } else {
-        ram = xasprintf("/proc/%d/fd/%d", (int)getpid(), vm->ram_fd);
+        if ((vm->ram_fd = open(st->ram_file, O_RDONLY | O_CLOEXEC)) < 0)
+            r = pv_err_set(err, errno, "vm `%s`: %s: %s", vm->name, st->ram_file, strerror(errno));
     }
     if (r < 0) {
         release_ram(vm);
@@ -452,8 +444,7 @@ int vm_launch(struct vm *vm, const struct vm_boot *b, const struct start *st, in
         .disks = (const char *const *)b->disks,
         .disk_ro = b->disk_ro,
         .incoming = st->incoming,
-        .ram_file = ram,
-        .ram_shared = !st->ram_file,
+        .ram_file = st->ram_file,
     };
     char **argv = qemu_argv(&qc);
     vm->boot_ns = now_ns();

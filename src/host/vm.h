@@ -49,9 +49,9 @@ struct vm {
     uint32_t cid;
     char *exit_reason; /* why the VM is dead */
     char *story;       /* its last death in full, for pv_err.story (kept until the next one) */
-    /* The guest's RAM while QEMU runs (snapshot.c reads it): booted cold,
-     * a memfd QEMU shares; restored (ram_base set), the file QEMU maps
-     * copy-on-write, open read-only. -1 when no QEMU runs. */
+    /* A restored VM's RAM while QEMU runs (snapshot.c reads it): the file
+     * QEMU maps copy-on-write, open read-only, and its path; -1 and NULL
+     * when booted cold (QEMU's anonymous memory) or not running. */
     int ram_fd;
     char *ram_base;
     int kmsg_fd;    /* kmsg.log, the guest's kernel log as the agent streams it */

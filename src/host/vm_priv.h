@@ -10,7 +10,7 @@ struct start {
     bool incoming; /* a restore: the saved state comes as a migration (-incoming) */
     bool fresh;    /* a new boot: the logs start empty (a restore continues them) */
     /* A restore's RAM: this file, mapped copy-on-write. NULL (a cold boot):
-     * a memfd of provium's that QEMU shares, so a snapshot can read it. */
+     * QEMU's anonymous memory. */
     const char *ram_file;
 };
 
