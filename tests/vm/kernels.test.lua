@@ -11,7 +11,8 @@ test("PROVIUM_KERNEL finds its modules beside it; a kernel without them says so"
     local kernel, modules = out:match("^([^\n]*)\n([^\n]*)\n")
     if not modules or modules == "" then t:skip("the default kernel has no modules directory") end
     local code
-    out, code = kernel_path({ PROVIUM_KERNEL = kernel })
+    -- PROVIUM_MODULES empty: the run's own (bench/suite sets it) must not answer
+    out, code = kernel_path({ PROVIUM_KERNEL = kernel, PROVIUM_MODULES = "" })
     t:assert_eq(code, 0, out)
     t:assert_eq(out, kernel .. "\n" .. modules .. "\n", "found beside the bzImage")
     -- a copy elsewhere: nothing beside it, and the host has no such /lib/modules
@@ -22,7 +23,7 @@ test("PROVIUM_KERNEL finds its modules beside it; a kernel without them says so"
     local d = meta.tmpdir()
     os.execute(("cp %s %s/vmlinuz"):format(meta.quote(kernel), meta.quote(d)))
     -- a cache of its own: the initrd without modules is no other test's
-    local env = { PROVIUM_KERNEL = d .. "/vmlinuz", PROVIUM_CACHE = d .. "/cache" }
+    local env = { PROVIUM_KERNEL = d .. "/vmlinuz", PROVIUM_MODULES = "", PROVIUM_CACHE = d .. "/cache" }
     out, code = kernel_path(env)
     t:assert_eq(out, d .. "/vmlinuz\n\n")
     meta.write(d .. "/k.test.lua",
