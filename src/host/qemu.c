@@ -54,6 +54,7 @@ char **qemu_argv(const struct qemu_config *qc)
 {
     struct argv a = {0};
     _cleanup_free_ char *dir = qesc(qc->dir);
+    _cleanup_free_ char *sock = qesc(qc->sockdir ? qc->sockdir : qc->dir);
     add(&a, qc->binary ? qc->binary : "qemu-system-x86_64");
     add(&a, "-name");
     add(&a, "provium");
@@ -96,7 +97,7 @@ char **qemu_argv(const struct qemu_config *qc)
 
     /* Control: QMP; provium listens, QEMU connects at start-up. */
     add(&a, "-chardev");
-    addf(&a, "socket,id=qmp,path=%s/qmp.sock", dir);
+    addf(&a, "socket,id=qmp,path=%s/qmp.sock", sock);
     add(&a, "-mon");
     add(&a, "chardev=qmp,mode=control");
 
@@ -106,7 +107,7 @@ char **qemu_argv(const struct qemu_config *qc)
     addf(&a,
          "socket,id=ser0,path=%s/serial.sock,server=on,wait=off,logfile=%s/serial.log,"
          "logappend=on",
-         dir, dir);
+         sock, dir);
     add(&a, "-serial");
     add(&a, "chardev:ser0");
     add(&a, "-device");
@@ -115,7 +116,7 @@ char **qemu_argv(const struct qemu_config *qc)
     add(&a, "virtio-serial-pci,id=vser0,addr=0x3.0,multifunction=on");
     add(&a, "-chardev");
     addf(&a, "socket,id=hvc0,path=%s/hvc.sock,server=on,wait=off,logfile=%s/hvc.log,logappend=on",
-         dir, dir);
+         sock, dir);
     add(&a, "-device");
     add(&a, "virtconsole,bus=vser0.0,chardev=hvc0,nr=0");
 
@@ -125,7 +126,7 @@ char **qemu_argv(const struct qemu_config *qc)
         addf(&a, "vhost-vsock-pci,guest-cid=%u", qc->cid);
     } else {
         add(&a, "-chardev");
-        addf(&a, "socket,id=agent,path=%s/agent.sock", dir);
+        addf(&a, "socket,id=agent,path=%s/agent.sock", sock);
         add(&a, "-device");
         add(&a, "virtserialport,bus=vser0.0,chardev=agent,name=org.provium.agent,nr=1,"
                 "id=agentport");

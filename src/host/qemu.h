@@ -19,7 +19,8 @@ struct qemu_config {
     uint64_t memory;
     int cpus;
     const char *kernel, *initrd, *cmdline;
-    const char *dir;   /* the VM's private run directory: sockets and logs */
+    const char *dir;     /* the VM's private run directory: sockets and logs */
+    const char *sockdir; /* the sockets there instead (a standby QEMU's, vm.c), or NULL */
     uint32_t cid;      /* vsock guest CID */
     bool has_rng_seed; /* else the guest's entropy is the host's */
     uint64_t rng_seed;

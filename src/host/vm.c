@@ -173,6 +173,7 @@ void vm_free(struct vm *vm)
         }
     }
     stop_qemu(vm, 0);
+    vm_standby_drop(vm);
     if (vm->kmsg_fd >= 0)
         close(vm->kmsg_fd);
     if (vm->dir)
@@ -206,10 +207,10 @@ static int listen_unix(const char *path, struct pv_err *err)
 }
 
 /* Accept QEMU's connection, watching for QEMU's death. */
-static int accept_qemu(struct vm *vm, int lfd, int64_t deadline_ns, struct pv_err *err)
+int vm_accept_qemu(int pidfd, int lfd, int64_t deadline_ns, struct pv_err *err)
 {
     for (;;) {
-        struct pollfd p[2] = {{lfd, POLLIN, 0}, {vm->pidfd, POLLIN, 0}};
+        struct pollfd p[2] = {{lfd, POLLIN, 0}, {pidfd, POLLIN, 0}};
         int64_t left = (deadline_ns - now_ns()) / 1000000;
         if (left <= 0)
             return pv_err_set(err, ETIMEDOUT, "QEMU did not connect");
@@ -368,6 +369,18 @@ int vm_make_dir(struct vm *vm, struct pv_err *err)
     return 0;
 }
 
+/* A standby QEMU becomes the VM's: its consoles' sockets and its log move
+ * to where the VM's are looked for. */
+static void adopt_files(struct vm *vm, const char *from)
+{
+    static const char *const names[] = {"serial.sock", "hvc.sock", "qemu.log"};
+    for (size_t i = 0; i < ARRAY_SIZE(names); i++) {
+        _cleanup_free_ char *a = xasprintf("%s/%s", from, names[i]);
+        _cleanup_free_ char *b = xasprintf("%s/%s", vm->dir, names[i]);
+        rename(a, b);
+    }
+}
+
 /* Start QEMU for plan b as st says and negotiate QMP. Returns 0 with
  * *agent_l, the socket to accept the agent's channel on (-1 under vsock),
  * or -errno (the VM dead if QEMU had started). */
@@ -401,33 +414,69 @@ int vm_launch(struct vm *vm, const struct vm_boot *b, const struct start *st, in
     _cleanup_free_ char *kpath = xasprintf("%s/kmsg.log", vm->dir);
     vm->kmsg_fd = open(kpath, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
 
-    _cleanup_free_ char *qmp_path = xasprintf("%s/qmp.sock", vm->dir);
-    _cleanup_free_ char *agent_path = xasprintf("%s/agent.sock", vm->dir);
-    _cleanup_close_ int qmp_l = listen_unix(qmp_path, err);
-    if (qmp_l < 0)
-        return qmp_l;
-    int agent_l = -1;
-    if (vm_globals.transport != TRANSPORT_VSOCK) {
-        agent_l = listen_unix(agent_path, err);
-        if (agent_l < 0)
-            return agent_l;
+    struct qemu_proc p;
+    if (st->adopt) {
+        p = *st->adopt;
+        *st->adopt = (struct qemu_proc)QEMU_PROC_INIT;
+        adopt_files(vm, p.sockdir);
+    } else if ((r = vm_spawn(vm, b, st, vm->dir, &p, err)) < 0) {
+        return pv_err_wrap(err, "vm `%s`", vm->name);
     }
+    vm->pid = p.pid;
+    vm->pidfd = p.pidfd;
+    vm->ram_fd = p.ram_fd;
+    vm->ram_base = p.ram_base;
+    vm->cid = p.cid;
+    vm->boot_ns = st->adopt ? now_ns() : p.start_ns;
+    vm->state = VM_BOOTED;
+    vm->charged = cost;
+    vm_globals.memory_in_use += cost;
+    _cleanup_close_ int qmp_l = p.qmp_l;
+    if (p.qmp.fd >= 0) { /* a standby's: negotiated already */
+        vm->qmp = p.qmp;
+    } else {
+        int64_t qdeadline = now_ns() + (int64_t)(20e9 * vm_globals.timeout_scale);
+        int fd = vm_accept_qemu(vm->pidfd, qmp_l, qdeadline, err);
+        if (fd < 0)
+            r = vm_died(vm, err, "QEMU failed to start");
+        else {
+            qmp_init(&vm->qmp, fd, vm->pidfd);
+            if (qmp_negotiate(&vm->qmp, qdeadline, err) < 0)
+                r = vm_died(vm, err, "QMP negotiation failed");
+        }
+    }
+    free(p.sockdir);
+    if (r < 0 && p.agent_l >= 0)
+        close(p.agent_l);
+    if (r == 0)
+        *agent_lp = p.agent_l;
+    return r;
+}
+
+int vm_spawn(struct vm *vm, const struct vm_boot *b, const struct start *st, const char *sockdir,
+             struct qemu_proc *p, struct pv_err *err)
+{
+    *p = (struct qemu_proc)QEMU_PROC_INIT;
+    p->sockdir = xstrdup(sockdir);
+    _cleanup_free_ char *qmp_path = xasprintf("%s/qmp.sock", sockdir);
+    _cleanup_free_ char *agent_path = xasprintf("%s/agent.sock", sockdir);
+    int r = p->qmp_l = listen_unix(qmp_path, err);
+    if (r >= 0 && vm_globals.transport != TRANSPORT_VSOCK)
+        r = p->agent_l = listen_unix(agent_path, err);
     /* The guest's RAM (docs/snapshots.md): a restore maps its snapshot's
      * file copy-on-write, held open: a snapshot of this VM needs it even
      * once its path is gone. A cold boot runs in QEMU's anonymous memory,
      * in transparent huge pages where the host allows them. */
-    if (st->ram_file) {
-        vm->ram_base = xstrdup(st->ram_file);
-        if ((vm->ram_fd = open(st->ram_file, O_RDONLY | O_CLOEXEC)) < 0)
-            r = pv_err_set(err, errno, "vm `%s`: %s: %s", vm->name, st->ram_file, strerror(errno));
+    if (r >= 0 && st->ram_file) {
+        p->ram_base = xstrdup(st->ram_file);
+        if ((p->ram_fd = open(st->ram_file, O_RDONLY | O_CLOEXEC)) < 0)
+            r = pv_err_set(err, errno, "%s: %s", st->ram_file, strerror(errno));
     }
     if (r < 0) {
-        release_ram(vm);
-        if (agent_l >= 0)
-            close(agent_l);
+        vm_proc_release(p);
         return r;
     }
-    vm->cid = qemu_next_cid();
+    p->cid = qemu_next_cid();
     struct qemu_config qc = {
         .machine = vm_globals.machine,
         .accel = vm_globals.accel,
@@ -438,7 +487,8 @@ int vm_launch(struct vm *vm, const struct vm_boot *b, const struct start *st, in
         .initrd = b->initrd,
         .cmdline = b->cmdline,
         .dir = vm->dir,
-        .cid = vm->cid,
+        .sockdir = sockdir,
+        .cid = p->cid,
         .has_rng_seed = b->has_rng_seed,
         .rng_seed = b->rng_seed,
         .disks = (const char *const *)b->disks,
@@ -447,34 +497,35 @@ int vm_launch(struct vm *vm, const struct vm_boot *b, const struct start *st, in
         .ram_file = st->ram_file,
     };
     char **argv = qemu_argv(&qc);
-    vm->boot_ns = now_ns();
-    r = qemu_start((const char *const *)argv, vm->dir, &vm->pid, &vm->pidfd, err);
+    p->start_ns = now_ns();
+    r = qemu_start((const char *const *)argv, sockdir, &p->pid, &p->pidfd, err);
     qemu_argv_free(argv);
     if (r < 0) {
-        if (agent_l >= 0)
-            close(agent_l);
-        return pv_err_wrap(err, "vm `%s`", vm->name);
+        vm_proc_release(p);
+        return r;
     }
-    track(vm->pid);
-    vm->state = VM_BOOTED;
-    vm->charged = cost;
-    vm_globals.memory_in_use += cost;
-
-    int64_t qdeadline = now_ns() + (int64_t)(20e9 * vm_globals.timeout_scale);
-    int fd = accept_qemu(vm, qmp_l, qdeadline, err);
-    if (fd < 0)
-        r = vm_died(vm, err, "QEMU failed to start");
-    else {
-        qmp_init(&vm->qmp, fd, vm->pidfd);
-        if (qmp_negotiate(&vm->qmp, qdeadline, err) < 0)
-            r = vm_died(vm, err, "QMP negotiation failed");
-    }
-    if (r < 0 && agent_l >= 0)
-        close(agent_l);
-    if (r == 0)
-        *agent_lp = agent_l;
-    return r;
+    track(p->pid);
+    return 0;
 }
+
+void vm_proc_release(struct qemu_proc *p)
+{
+    if (p->pid > 0) {
+        kill(-p->pid, SIGKILL);
+        kill(p->pid, SIGKILL);
+        waitpid(p->pid, NULL, 0);
+        untrack(p->pid);
+    }
+    int *fds[] = {&p->pidfd, &p->qmp_l, &p->agent_l, &p->ram_fd};
+    for (size_t i = 0; i < ARRAY_SIZE(fds); i++)
+        if (*fds[i] >= 0)
+            close(*fds[i]);
+    qmp_release(&p->qmp);
+    free(p->ram_base);
+    free(p->sockdir);
+    *p = (struct qemu_proc)QEMU_PROC_INIT;
+}
+
 
 /* Connect to the agent (accepting on agent_l, which is closed) and shake
  * hands; the VM is dead on failure. */
@@ -487,7 +538,7 @@ int vm_handshake(struct vm *vm, int agent_l, double agent_timeout, const char *s
     if (vm_globals.transport == TRANSPORT_VSOCK)
         fd = connect_vsock(vm, deadline, err);
     else
-        fd = accept_qemu(vm, agent_l, deadline, err);
+        fd = vm_accept_qemu(vm->pidfd, agent_l, deadline, err);
     if (agent_l >= 0)
         close(agent_l);
     char what[sizeof(err->msg)];

@@ -54,6 +54,7 @@ struct vm {
      * when booted cold (QEMU's anonymous memory) or not running. */
     int ram_fd;
     char *ram_base;
+    struct standby *standby; /* a QEMU waiting to restore a snapshot (snapshot.c), or NULL */
     int kmsg_fd;    /* kmsg.log, the guest's kernel log as the agent streams it */
     int cache_hold; /* a boot-cache entry this QEMU maps, locked in use (bootcache.c), or -1 */
     uint64_t kmsg_written;   /* since the last bound check */
@@ -115,6 +116,11 @@ int vm_snapshot_check(const char *dir, bool deep, json_t **ret_h, struct pv_err 
 /* Start a created or shut-down VM from a snapshot of the same profile,
  * machine, accelerator and QEMU; the agent picks up where it was. */
 int vm_restore(struct vm *vm, const char *path, struct pv_err *err);
+/* Start, in the background, the QEMU that the next vm_restore of the
+ * snapshot directory path will take (vm booted, from that snapshot): its
+ * pid, or -errno. One per VM; it goes with the VM or at the next call. */
+int vm_standby(struct vm *vm, const char *path, struct pv_err *err);
+void vm_standby_drop(struct vm *vm);
 /* The boot cache's halves (src/host/bootcache.c). vm_save_boot boots a
  * created or shut-down VM cold with plan b and saves it into the directory
  * dir, stopping it: a snapshot directory (its RAM the sparse file dir/ram)

@@ -5,6 +5,19 @@
 
 #include "vm.h"
 
+/* A QEMU process and what provium holds of it before it is a VM's: the
+ * listening sockets its QMP and agent connect to, its RAM file. */
+struct qemu_proc {
+    pid_t pid;
+    int pidfd, qmp_l, agent_l, ram_fd;
+    char *ram_base; /* its RAM file (a restore's), or NULL */
+    char *sockdir;  /* where its sockets and qemu.log are */
+    uint32_t cid;
+    int64_t start_ns;
+    struct qmp qmp; /* negotiated already (a standby's), or fd -1 */
+};
+#define QEMU_PROC_INIT {.pidfd = -1, .qmp_l = -1, .agent_l = -1, .ram_fd = -1, .qmp = {.fd = -1}}
+
 /* How vm_launch starts QEMU, beyond the plan. */
 struct start {
     bool incoming; /* a restore: the saved state comes as a migration (-incoming) */
@@ -12,7 +25,19 @@ struct start {
     /* A restore's RAM: this file, mapped copy-on-write. NULL (a cold boot):
      * QEMU's anonymous memory. */
     const char *ram_file;
+    /* A QEMU started ahead for this (vm_standby), taken instead of a new
+     * one; left empty. */
+    struct qemu_proc *adopt;
 };
+
+/* Start QEMU for plan b as st says, its sockets and qemu.log in sockdir,
+ * its console logs in the VM's directory; nothing of vm changes. */
+int vm_spawn(struct vm *vm, const struct vm_boot *b, const struct start *st, const char *sockdir,
+             struct qemu_proc *p, struct pv_err *err);
+/* Kill a QEMU that never became a VM's, and release what it held. */
+void vm_proc_release(struct qemu_proc *p);
+/* Accept QEMU's connection on the listening socket lfd, unless QEMU (pidfd) ends first. */
+int vm_accept_qemu(int pidfd, int lfd, int64_t deadline_ns, struct pv_err *err);
 
 /* Start QEMU for plan b as st says and negotiate QMP. Returns 0 with
  * *agent_l, the socket to accept the agent's channel on (-1 under vsock),

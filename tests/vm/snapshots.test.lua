@@ -93,7 +93,7 @@ test("restore refuses what it cannot use", function(t)
             "devices does not match its hash in the snapshot" },
         { function() meta.sh("rm " .. meta.quote(forged .. "/machine")) end, "holds no snapshot" },
         -- a page changed in place: found as the pages load, before the guest runs
-        { function() edit("pages", function(s) return s:sub(1, 100) .. "!" .. s:sub(102) end) end,
+        { function() edit("pages", function(s) return s:sub(1, 100) .. string.char(s:byte(101) ~ 0xff) .. s:sub(102) end) end,
             "pages does not match its hash in the snapshot" },
     }
     for _, c in ipairs(cases) do
@@ -156,4 +156,38 @@ test("lab:snapshot and lab:restore: every VM of a lab at once", function(t)
     setmetatable({ _path = dir }, _provium.LabSnapshot):delete()
     t:assert_contains(t:assert_raises(function() lab:restore(dir) end), "holds no lab.json")
     lab:shutdown()
+end)
+
+test("a standby QEMU serves the next restore of its snapshot, never a replaced one", function(t)
+    local C = _provium_c
+    local path = C.tempdir() .. "/s.snap"
+    vm:write_file("/tmp/which", "first\n")
+    vm:snapshot(path)
+    local w = provium:vm("sb", "default")
+    w:restore(path)
+    local pid, why = C.standby(w, path)
+    t:assert(pid, why)
+    w:run("true")
+    w:kill()
+    w:restore(path)
+    t:assert_eq(C.qemu_pid(w), pid, "the restore took the standby")
+    t:assert_eq(w:read_file("/tmp/which"), "first\n")
+    -- the snapshot replaced after the standby started: a new QEMU restores it
+    pid, why = C.standby(w, path)
+    t:assert(pid, why)
+    vm:write_file("/tmp/which", "second\n")
+    vm:snapshot(path)
+    w:kill()
+    w:restore(path)
+    t:assert(C.qemu_pid(w) ~= pid, "not the standby of the old snapshot")
+    t:assert_eq(w:read_file("/tmp/which"), "second\n")
+    -- one that died is not taken either
+    pid, why = C.standby(w, path)
+    t:assert(pid, why)
+    os.execute("kill -9 " .. pid)
+    w:kill()
+    w:restore(path)
+    t:assert(C.qemu_pid(w) ~= pid)
+    t:assert_eq(w:run("echo up").stdout, "up\n")
+    w:kill()
 end)

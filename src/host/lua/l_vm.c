@@ -805,6 +805,32 @@ static int l_vm_kernel_log(lua_State *L)
     return l_push_buf(L, b);
 }
 
+/* _provium_c.standby(vm, path) -> its QEMU's pid, or nil and why: a QEMU
+ * started now for the next vm:restore(path) (reset_between_tests; best effort) */
+static int l_standby(lua_State *L)
+{
+    struct l_vm *u = l_checkvm(L, 1);
+    struct pv_err err = {0};
+    int pid = vm_standby(u->vm, luaL_checkstring(L, 2), &err);
+    if (pid < 0) {
+        lua_pushnil(L);
+        lua_pushstring(L, err.msg);
+        return 2;
+    }
+    lua_pushinteger(L, pid);
+    return 1;
+}
+
+/* _provium_c.qemu_pid(vm) -> the pid of the VM's QEMU, or nil (tests) */
+static int l_qemu_pid(lua_State *L)
+{
+    struct vm *vm = l_checkvm(L, 1)->vm;
+    if (vm->pid <= 0)
+        return 0;
+    lua_pushinteger(L, vm->pid);
+    return 1;
+}
+
 /* _provium_c.log_read(vm, "kmsg"|"console", offset, max) -> text, next
  * offset: a piece of a log from a logical offset (docs/vms.md#logs) */
 static int l_log_read(lua_State *L)
@@ -958,6 +984,8 @@ int luaopen_provium_vm(lua_State *L)
         {"kmod_order", l_kmod_order},
         {"snapshot", l_vm_snapshot},
         {"restore", l_vm_restore},
+        {"standby", l_standby},
+        {"qemu_pid", l_qemu_pid},
         {"log_read", l_log_read},
         {"log_generation", l_log_generation},
         {"death_reported", l_death_reported},
