@@ -49,12 +49,17 @@ local generic = {
     "^out_of_line_wait",
 }
 
-local function is_generic(fn)
-    fn = fn:gsub("^_+", "") -- `__kasan_slab_free`, `____kasan_slab_free`: the same family
-    for _, p in ipairs(generic) do
-        if fn:find(p) then return true end
+-- Whether s matches one of the patterns.
+local function matches_any(patterns, s)
+    for _, p in ipairs(patterns) do
+        if s:find(p) then return true end
     end
     return false
+end
+
+local function is_generic(fn)
+    -- `__kasan_slab_free`, `____kasan_slab_free`: the same family
+    return matches_any(generic, (fn:gsub("^_+", "")))
 end
 
 -- A function name as the kernel prints it, without the compiler's suffixes
@@ -92,6 +97,12 @@ end
 -- " in f", or "" when no frame is known.
 local function in_(fn)
     return fn and (" in " .. fn) or ""
+end
+
+-- The title `text in f`, f the guilty function from the report's second
+-- line on (ip: the instruction pointer's function first).
+local function titled(text, ip)
+    return function(_, lines) return text .. in_(guilty(lines, 2, nil, ip)) end
 end
 
 -- The function of the first `..., at: f+0x12/0x40` (lockdep's lock lines),
@@ -136,10 +147,7 @@ local consequences = {
 }
 
 local function is_consequence(why)
-    for _, p in ipairs(consequences) do
-        if why:find(p) then return true end
-    end
-    return false
+    return matches_any(consequences, why)
 end
 
 local function lockdep(title)
@@ -168,40 +176,18 @@ local rules = {
     { key = "KCSAN", pat = "BUG: KCSAN: (.-) in ([%w_%.]+)", title = function(c, lines)
         return "KCSAN: " .. c[1] .. in_(guilty(lines, 2, c[2]))
     end },
-    { key = "soft lockup", pat = "BUG: soft lockup", title = function(_, lines)
-        return "BUG: soft lockup" .. in_(guilty(lines, 2, nil, true))
-    end },
-    { key = "NULL pointer", pat = "BUG: kernel NULL pointer dereference", title = function(_, lines)
-        return "BUG: unable to handle kernel NULL pointer dereference" .. in_(guilty(lines, 2, nil, true))
-    end },
-    { key = "NULL pointer", pat = "BUG: unable to handle kernel NULL pointer dereference", title = function(_, lines)
-        return "BUG: unable to handle kernel NULL pointer dereference" .. in_(guilty(lines, 2, nil, true))
-    end },
-    { key = "Unable to handle kernel NULL", pat = "Unable to handle kernel NULL pointer dereference", title = function(_, lines)
-        return "BUG: unable to handle kernel NULL pointer dereference" .. in_(guilty(lines, 2, nil, true))
-    end },
-    { key = "unable to handle", pat = "BUG: unable to handle ", title = function(_, lines)
-        return "BUG: unable to handle kernel paging request" .. in_(guilty(lines, 2, nil, true))
-    end },
-    { key = "Unable to handle kernel", pat = "Unable to handle kernel paging request", title = function(_, lines)
-        return "BUG: unable to handle kernel paging request" .. in_(guilty(lines, 2, nil, true))
-    end },
-    { key = "sleeping function", pat = "BUG: sleeping function called from invalid context", title = function(_, lines)
-        return "BUG: sleeping function called from invalid context" .. in_(guilty(lines, 2))
-    end },
-    { key = "scheduling while atomic", pat = "BUG: scheduling while atomic", title = function(_, lines)
-        return "BUG: scheduling while atomic" .. in_(guilty(lines, 2))
-    end },
-    { key = "workqueue lockup", pat = "BUG: workqueue lockup", title = function()
-        return "BUG: workqueue lockup"
-    end },
+    { key = "soft lockup", pat = "BUG: soft lockup", title = titled("BUG: soft lockup", true) },
+    { key = "NULL pointer", pat = "BUG: kernel NULL pointer dereference", title = titled("BUG: unable to handle kernel NULL pointer dereference", true) },
+    { key = "NULL pointer", pat = "BUG: unable to handle kernel NULL pointer dereference", title = titled("BUG: unable to handle kernel NULL pointer dereference", true) },
+    { key = "Unable to handle kernel NULL", pat = "Unable to handle kernel NULL pointer dereference", title = titled("BUG: unable to handle kernel NULL pointer dereference", true) },
+    { key = "unable to handle", pat = "BUG: unable to handle ", title = titled("BUG: unable to handle kernel paging request", true) },
+    { key = "Unable to handle kernel", pat = "Unable to handle kernel paging request", title = titled("BUG: unable to handle kernel paging request", true) },
+    { key = "sleeping function", pat = "BUG: sleeping function called from invalid context", title = titled("BUG: sleeping function called from invalid context") },
+    { key = "scheduling while atomic", pat = "BUG: scheduling while atomic", title = titled("BUG: scheduling while atomic") },
+    { key = "workqueue lockup", pat = "BUG: workqueue lockup", title = function() return "BUG: workqueue lockup" end },
     -- before BUG: (arm64 says `Internal error: Oops - BUG: ...`)
-    { key = "Oops", follow = true, pat = "^Oops: ", title = function(_, lines)
-        return "Oops" .. in_(guilty(lines, 2, nil, true))
-    end },
-    { key = "Oops", follow = true, pat = "^Internal error: Oops", title = function(_, lines)
-        return "Oops" .. in_(guilty(lines, 2, nil, true))
-    end },
+    { key = "Oops", follow = true, pat = "^Oops: ", title = titled("Oops", true) },
+    { key = "Oops", follow = true, pat = "^Internal error: Oops", title = titled("Oops", true) },
     { key = "BUG", pat = "^BUG ([%w_%-]+) %(.-%): (.+)", title = function(c)
         return ("BUG: %s (slab %s)"):format(tidy(c[2]), tidy(c[1]))
     end },
@@ -222,9 +208,7 @@ local rules = {
     { key = "bad unlock balance", pat = "WARNING: bad unlock balance detected", title = lockdep("WARNING: bad unlock balance") },
     { key = "held lock freed", pat = "WARNING: held lock freed", title = lockdep("WARNING: held lock freed") },
     { key = "lock held when returning", pat = "WARNING: lock held when returning to user space", title = lockdep("WARNING: lock held when returning to user space") },
-    { key = "suspicious RCU usage", pat = "WARNING: suspicious RCU usage", title = function(_, lines)
-        return "WARNING: suspicious RCU usage" .. in_(guilty(lines, 2))
-    end },
+    { key = "suspicious RCU usage", pat = "WARNING: suspicious RCU usage", title = titled("WARNING: suspicious RCU usage") },
     { key = "WARNING", trace = true, pat = "WARNING: CPU: %d+ PID: %d+ at (%S+) ([%w_%.]+)%+", title = function(c, lines, before)
         return S.warning_title(c[1], c[2], lines, before)
     end },
@@ -234,45 +218,21 @@ local rules = {
     { key = "UBSAN", pat = "UBSAN: (.-) in (%S+)", title = function(c, lines)
         return "UBSAN: " .. c[1] .. " in " .. (guilty(lines, 2) or c[2]:gsub(":%d+:?%d*$", ""))
     end },
-    { key = "general protection", pat = "general protection fault", title = function(_, lines)
-        return "general protection fault" .. in_(guilty(lines, 2, nil, true))
-    end },
-    { key = "stack segment", pat = "stack segment: ", title = function(_, lines)
-        return "stack segment fault" .. in_(guilty(lines, 2, nil, true))
-    end },
-    { key = "double fault", pat = "PANIC: double fault", title = function(_, lines)
-        return "PANIC: double fault" .. in_(guilty(lines, 2, nil, true))
-    end },
-    { key = "divide error", pat = "^divide error: ", title = function(_, lines)
-        return "divide error" .. in_(guilty(lines, 2, nil, true))
-    end },
-    { key = "invalid opcode", follow = true, pat = "^invalid opcode: ", title = function(_, lines)
-        return "invalid opcode" .. in_(guilty(lines, 2, nil, true))
-    end },
+    { key = "general protection", pat = "general protection fault", title = titled("general protection fault", true) },
+    { key = "stack segment", pat = "stack segment: ", title = titled("stack segment fault", true) },
+    { key = "double fault", pat = "PANIC: double fault", title = titled("PANIC: double fault", true) },
+    { key = "divide error", pat = "^divide error: ", title = titled("divide error", true) },
+    { key = "invalid opcode", follow = true, pat = "^invalid opcode: ", title = titled("invalid opcode", true) },
     { key = "Kernel panic", pat = "Kernel panic %- not syncing: ?([^\n]*)", title = function(c)
         return "kernel panic: " .. tidy(c[1])
     end },
-    { key = "stall", pat = "INFO: rcu_%w+ self%-detected stall", title = function(_, lines)
-        return "INFO: rcu detected stall" .. in_(guilty(lines, 2, nil, true))
-    end },
-    { key = "stall", pat = "INFO: rcu_%w+ detected .-stall", title = function(_, lines)
-        return "INFO: rcu detected stall" .. in_(guilty(lines, 2, nil, true))
-    end },
-    { key = "INFO: task", pat = "INFO: task .- can't die for more than %d+ seconds", title = function(_, lines)
-        return "INFO: task can't die" .. in_(guilty(lines, 2))
-    end },
-    { key = "INFO: task", pat = "INFO: task .- blocked .-for more than %d+ seconds", title = function(_, lines)
-        return "INFO: task hung" .. in_(guilty(lines, 2))
-    end },
-    { key = "unreferenced object", pat = "^unreferenced object 0x%x+ %(size %d+%)", title = function(_, lines)
-        return "memory leak" .. in_(guilty(lines, 2))
-    end },
-    { key = "unregister_netdevice", pat = "unregister_netdevice: waiting for %S+ to become free", title = function()
-        return "unregister_netdevice: waiting for DEV to become free"
-    end },
-    { key = "Busy inodes", pat = "VFS: Busy inodes after unmount", title = function()
-        return "VFS: Busy inodes after unmount"
-    end },
+    { key = "stall", pat = "INFO: rcu_%w+ self%-detected stall", title = titled("INFO: rcu detected stall", true) },
+    { key = "stall", pat = "INFO: rcu_%w+ detected .-stall", title = titled("INFO: rcu detected stall", true) },
+    { key = "INFO: task", pat = "INFO: task .- can't die for more than %d+ seconds", title = titled("INFO: task can't die") },
+    { key = "INFO: task", pat = "INFO: task .- blocked .-for more than %d+ seconds", title = titled("INFO: task hung") },
+    { key = "unreferenced object", pat = "^unreferenced object 0x%x+ %(size %d+%)", title = titled("memory leak") },
+    { key = "unregister_netdevice", pat = "unregister_netdevice: waiting for %S+ to become free", title = function() return "unregister_netdevice: waiting for DEV to become free" end },
+    { key = "Busy inodes", pat = "VFS: Busy inodes after unmount", title = function() return "VFS: Busy inodes after unmount" end },
 }
 
 -- A WARNING's title: a refcount or list helper that warned is named as the

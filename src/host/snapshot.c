@@ -37,6 +37,21 @@ enum {
     BATCH = 64,        /* pages per process_vm_readv/writev */
 };
 
+/* The page number at the head of record i (little-endian), and setting it. */
+static uint64_t record_page(const char *rec, size_t i)
+{
+    uint64_t pno = 0;
+    for (int b = 7; b >= 0; b--)
+        pno = pno << 8 | (unsigned char)rec[i * RECORD + (size_t)b];
+    return pno;
+}
+
+static void set_record_page(char *rec, size_t i, uint64_t pno)
+{
+    for (int b = 0; b < 8; b++)
+        rec[i * RECORD + (size_t)b] = (char)(pno >> (8 * b));
+}
+
 /* How long loading a snapshot's device state may take. */
 static int64_t migration_deadline(void)
 {
@@ -47,7 +62,7 @@ static int64_t migration_deadline(void)
 static int wait_migration(struct vm *vm, const char *what, struct pv_err *err)
 {
     int64_t deadline = migration_deadline();
-    /* a boot cache's stream ends within milliseconds: ask often at first */
+    /* a device state loads within milliseconds: ask often at first */
     for (int ms = 1;; ms = MIN(ms * 2, 20)) {
         json_t *ret = NULL;
         int r = qmp_exec(&vm->qmp, "query-migrate", NULL, deadline, &ret, err);
@@ -229,8 +244,7 @@ static int private_pages(struct vm *vm, uintptr_t addr,
         for (size_t i = 0; i < want / sizeof(uint64_t) && r == 0; i++) {
             if ((map[i] >> 63 & 1 && !(map[i] >> 61 & 1)) || map[i] >> 62 & 1) {
                 uint64_t pno = at + i;
-                for (int b = 0; b < 8; b++)
-                    rec[n * RECORD + (size_t)b] = (char)(pno >> (8 * b));
+                set_record_page(rec, n, pno);
                 local[n] = (struct iovec){rec + n * RECORD + 8, PAGE};
                 remote[n] = (struct iovec){(void *)(addr + pno * PAGE), PAGE};
                 n++;
@@ -275,9 +289,7 @@ static int put_sparse(void *ctx, const char *rec, size_t n, struct pv_err *err)
     int fd = *(int *)ctx;
     for (size_t i = 0; i < n; i++) {
         const char *page = rec + i * RECORD + 8;
-        uint64_t pno = 0;
-        for (int b = 7; b >= 0; b--)
-            pno = pno << 8 | (unsigned char)rec[i * RECORD + (size_t)b];
+        uint64_t pno = record_page(rec, i);
         if (memcmp(page, zero, PAGE) && pwrite(fd, page, PAGE, (off_t)(pno * PAGE)) != PAGE)
             return pv_err_set(err, errno ? errno : ENOSPC, "writing the guest's RAM: %s",
                               strerror(errno ? errno : ENOSPC));
@@ -539,9 +551,7 @@ static int load_pages(struct vm *vm, const char *dir, json_t *h, struct pv_err *
         }
         sha256_update(hash, rec, n * RECORD);
         for (size_t i = 0; i < n && r == 0; i++) {
-            uint64_t pno = 0;
-            for (int b = 7; b >= 0; b--)
-                pno = pno << 8 | (unsigned char)rec[i * RECORD + (size_t)b];
+            uint64_t pno = record_page(rec, i);
             if (pno >= npages)
                 r = pv_err_set(err, EBADMSG, "%s names page %llu of %llu", path,
                                (unsigned long long)pno, (unsigned long long)npages);
