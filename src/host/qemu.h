@@ -21,8 +21,8 @@ struct qemu_config {
     const char *kernel, *initrd, *cmdline;
     const char *dir;     /* the VM's private run directory: sockets and logs */
     const char *sockdir; /* the sockets there instead (a standby QEMU's, vm.c), or NULL */
-    uint32_t cid;      /* vsock guest CID */
-    bool has_rng_seed; /* else the guest's entropy is the host's */
+    uint32_t cid;        /* vsock guest CID */
+    bool has_rng_seed;   /* else the guest's entropy is the host's */
     uint64_t rng_seed;
     const char *const *disks; /* profile disks, NULL-terminated; /dev/vda first */
     const bool *disk_ro;      /* per disk: read-only; else snapshot=on (writes discarded) */

@@ -631,8 +631,8 @@ int vm_standby(struct vm *vm, const char *dir, struct pv_err *err)
                           strerror(errno));
     }
     /* QEMU starts on its own; nothing here waits for it */
-    r = vm_spawn(vm, &vm->plan, &(struct start){.incoming = true, .ram_file = ram}, sockdir,
-                 &s->p, err);
+    r = vm_spawn(vm, &vm->plan, &(struct start){.incoming = true, .ram_file = ram}, sockdir, &s->p,
+                 err);
     if (r < 0) {
         free(s);
         return pv_err_wrap(err, "vm `%s`: standby for %s", vm->name, dir);
@@ -683,10 +683,10 @@ static int restore(struct vm *vm, const char *dir, const struct vm_boot *plan, b
     int r = check_machine(vm, dir, &h, plan, &own, &plan, err);
     struct qemu_proc *standby = r == 0 ? standby_for(vm, dir) : NULL;
     if (r == 0)
-        r = vm_launch(vm, plan,
-                      &(struct start){.incoming = true, .fresh = fresh, .ram_file = ram,
-                                      .adopt = standby},
-                      &agent_l, err);
+        r = vm_launch(
+            vm, plan,
+            &(struct start){.incoming = true, .fresh = fresh, .ram_file = ram, .adopt = standby},
+            &agent_l, err);
     if (standby)
         vm_standby_drop(vm); /* taken, or not usable */
     vm_boot_release(&own);

@@ -117,7 +117,7 @@ struct vm *vm_new(const char *name, const char *profile)
     return vm;
 }
 
-/* The guest's RAM, once no QEMU maps it (vm_launch). */
+/* The guest's RAM file, once no QEMU maps it (vm_spawn opened it). */
 static void release_ram(struct vm *vm)
 {
     if (vm->ram_fd >= 0)
@@ -431,19 +431,16 @@ int vm_launch(struct vm *vm, const struct vm_boot *b, const struct start *st, in
     vm->state = VM_BOOTED;
     vm->charged = cost;
     vm_globals.memory_in_use += cost;
+    /* a standby connected long ago: its QMP waits in the backlog */
     _cleanup_close_ int qmp_l = p.qmp_l;
-    if (p.qmp.fd >= 0) { /* a standby's: negotiated already */
-        vm->qmp = p.qmp;
-    } else {
-        int64_t qdeadline = now_ns() + (int64_t)(20e9 * vm_globals.timeout_scale);
-        int fd = vm_accept_qemu(vm->pidfd, qmp_l, qdeadline, err);
-        if (fd < 0)
-            r = vm_died(vm, err, "QEMU failed to start");
-        else {
-            qmp_init(&vm->qmp, fd, vm->pidfd);
-            if (qmp_negotiate(&vm->qmp, qdeadline, err) < 0)
-                r = vm_died(vm, err, "QMP negotiation failed");
-        }
+    int64_t qdeadline = now_ns() + (int64_t)(20e9 * vm_globals.timeout_scale);
+    int fd = vm_accept_qemu(vm->pidfd, qmp_l, qdeadline, err);
+    if (fd < 0)
+        r = vm_died(vm, err, "QEMU failed to start");
+    else {
+        qmp_init(&vm->qmp, fd, vm->pidfd);
+        if (qmp_negotiate(&vm->qmp, qdeadline, err) < 0)
+            r = vm_died(vm, err, "QMP negotiation failed");
     }
     free(p.sockdir);
     if (r < 0 && p.agent_l >= 0)
@@ -520,12 +517,10 @@ void vm_proc_release(struct qemu_proc *p)
     for (size_t i = 0; i < ARRAY_SIZE(fds); i++)
         if (*fds[i] >= 0)
             close(*fds[i]);
-    qmp_release(&p->qmp);
     free(p->ram_base);
     free(p->sockdir);
     *p = (struct qemu_proc)QEMU_PROC_INIT;
 }
-
 
 /* Connect to the agent (accepting on agent_l, which is closed) and shake
  * hands; the VM is dead on failure. */

@@ -55,7 +55,7 @@ struct vm {
     int ram_fd;
     char *ram_base;
     struct standby *standby; /* a QEMU waiting to restore a snapshot (snapshot.c), or NULL */
-    int kmsg_fd;    /* kmsg.log, the guest's kernel log as the agent streams it */
+    int kmsg_fd;             /* kmsg.log, the guest's kernel log as the agent streams it */
     int cache_hold; /* a boot-cache entry this QEMU maps, locked in use (bootcache.c), or -1 */
     uint64_t kmsg_written;   /* since the last bound check */
     uint64_t log_dropped[3]; /* per enum vm_log: bytes rotated away (vm_log.c) */

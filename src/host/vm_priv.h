@@ -14,9 +14,11 @@ struct qemu_proc {
     char *sockdir;  /* where its sockets and qemu.log are */
     uint32_t cid;
     int64_t start_ns;
-    struct qmp qmp; /* negotiated already (a standby's), or fd -1 */
 };
-#define QEMU_PROC_INIT {.pidfd = -1, .qmp_l = -1, .agent_l = -1, .ram_fd = -1, .qmp = {.fd = -1}}
+#define QEMU_PROC_INIT                                                                             \
+    {                                                                                              \
+        .pidfd = -1, .qmp_l = -1, .agent_l = -1, .ram_fd = -1                                      \
+    }
 
 /* How vm_launch starts QEMU, beyond the plan. */
 struct start {
