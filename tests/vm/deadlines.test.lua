@@ -107,7 +107,7 @@ end)
 -- fix, which bounded the wait outside a test (600 s: too long to test here).
 test("vm:syscall, blocked in the guest, ends at the test's deadline", function(t)
     local by, out = vm_results()
-    check(t, by.syscall, out, "syscall", "Syscall timed out")
+    check(t, by.syscall, out, "syscall", "vm `a`: syscall: Syscall timed out")
 end)
 
 test("proc:wait() without a timeout ends at the test's deadline, naming the VM", function(t)
