@@ -373,6 +373,9 @@ static int run_build(const struct profile *p, struct pv_err *err)
         spawn_describe_status(status, how, sizeof(how));
         r = pv_err_set(err, EINVAL, "profile `%s`: build `%s` %s:\n%s", p->name, p->build, how,
                        log.data ? log.data : "");
+    } else if (r == -ETIMEDOUT) { /* spawn_run names only the program */
+        r = pv_err_set(err, ETIMEDOUT, "profile `%s`: build `%s` did not end in time (killed)",
+                       p->name, p->build);
     }
     buf_release(&log);
     if (r == 0)

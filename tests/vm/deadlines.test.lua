@@ -156,7 +156,7 @@ end
 
 test("a profile build that never ends is killed at the test's deadline", function(t)
     local by, out = build_results()
-    check(t, by.profile, out, "profile", "vm `b`: sleep timed out")
+    check(t, by.profile, out, "profile", "profile `slow`: build `sleep 40` did not end in time (killed)")
 end)
 
 test("a fixture build that never ends is killed at the asking test's deadline", function(t)
