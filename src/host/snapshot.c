@@ -216,6 +216,18 @@ static int ram_mapping(pid_t pid, const struct stat *st, uint64_t size, uintptr_
     return 0;
 }
 
+/* process_vm_readv/writev on QEMU moved only done bytes (-1: errno says
+ * why). They need the ptrace access a parent has over its child. */
+static int qemu_memory_failed(struct vm *vm, const char *what, ssize_t done, struct pv_err *err)
+{
+    int e = done < 0 ? errno : EIO;
+    return pv_err_set(err, e, "%s the guest's RAM in QEMU (pid %d): %s%s", what, (int)vm->pid,
+                      done < 0 ? strerror(e) : "cut short",
+                      e == EPERM ? " (provium needs ptrace access to its QEMU: Yama's "
+                                   "kernel.yama.ptrace_scope 0 or 1, docs/snapshots.md)"
+                                 : "");
+}
+
 /* Pass to fn, in batches of up to BATCH records (a page number, then the
  * page), the guest's pages that QEMU holds privately: with a file mapped
  * copy-on-write, the pages the guest changed; with anonymous RAM, every page
@@ -251,12 +263,8 @@ static int private_pages(struct vm *vm, uintptr_t addr,
             }
             if (n == BATCH || (n && at + i + 1 == npages)) {
                 ssize_t got = process_vm_readv(vm->pid, local, n, remote, n, 0);
-                r = got == (ssize_t)(n * PAGE)
-                        ? fn(ctx, rec, n, err)
-                        : pv_err_set(err, got < 0 ? errno : EIO,
-                                     "reading the guest's RAM from QEMU "
-                                     "(pid %d): %s",
-                                     (int)vm->pid, got < 0 ? strerror(errno) : "cut short");
+                r = got == (ssize_t)(n * PAGE) ? fn(ctx, rec, n, err)
+                                               : qemu_memory_failed(vm, "reading", got, err);
                 n = 0;
             }
         }
@@ -560,9 +568,7 @@ static int load_pages(struct vm *vm, const char *dir, json_t *h, struct pv_err *
         }
         ssize_t put = r < 0 ? 0 : process_vm_writev(vm->pid, local, n, remote, n, 0);
         if (r == 0 && put != (ssize_t)(n * PAGE))
-            r = pv_err_set(err, put < 0 ? errno : EIO,
-                           "writing the guest's RAM into QEMU (pid %d): %s", (int)vm->pid,
-                           put < 0 ? strerror(errno) : "cut short");
+            r = qemu_memory_failed(vm, "writing", put, err);
         done += n;
     }
     char hex[65];
