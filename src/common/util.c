@@ -397,6 +397,13 @@ int rm_rf(const char *path)
     return 0;
 }
 
+bool fd_at_path(int fd, const char *path)
+{
+    struct stat a, b;
+    return fstat(fd, &a) == 0 && a.st_nlink > 0 && stat(path, &b) == 0 && a.st_dev == b.st_dev &&
+           a.st_ino == b.st_ino;
+}
+
 static bool inode_seen(struct inode_set *s, const struct stat *st)
 {
     if (!s)

@@ -135,6 +135,9 @@ int user_home_dir(char **ret, struct pv_err *err);
 enum { USER_DIR_MAKE = 1 << 0 };
 int user_cache_dir(unsigned flags, char **ret, struct pv_err *err);
 int rm_rf(const char *path);
+/* Whether fd is still the file or directory at path: not removed, nor
+ * renamed away and replaced, since it was opened. */
+bool fd_at_path(int fd, const char *path);
 
 /* Files already counted by disk_usage, by device and inode. */
 struct inode_set {

@@ -50,15 +50,6 @@ const char *cache_env_digest(void)
     return digest;
 }
 
-/* Whether fd is still the file or directory at path: not removed, nor
- * renamed away and replaced, since it was opened. */
-static bool still_at(int fd, const char *path)
-{
-    struct stat a, b;
-    return fstat(fd, &a) == 0 && a.st_nlink > 0 && stat(path, &b) == 0 && a.st_dev == b.st_dev &&
-           a.st_ino == b.st_ino;
-}
-
 void cache_sweep(const char *dir)
 {
     _cleanup_free_ char *tmpdir = xasprintf("%s/tmp", dir);
@@ -71,7 +62,7 @@ void cache_sweep(const char *dir)
         _cleanup_close_ int fd = open(p, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
         /* held: its owner lives, whatever its PID says here. Taking the lock
          * first means no two sweeps remove one directory at once. */
-        if (fd >= 0 && flock(fd, LOCK_EX | LOCK_NB) == 0 && still_at(fd, p))
+        if (fd >= 0 && flock(fd, LOCK_EX | LOCK_NB) == 0 && fd_at_path(fd, p))
             rm_rf(p);
     }
     if (d)
@@ -96,7 +87,7 @@ int cache_work_open(const char *dir, struct cache_work *w, struct pv_err *err)
             return pv_err_set(err, e, "%s: %s", tmpdir, strerror(e));
         }
         int fd = open(p, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-        if (fd >= 0 && flock(fd, LOCK_EX | LOCK_NB) == 0 && still_at(fd, p)) {
+        if (fd >= 0 && flock(fd, LOCK_EX | LOCK_NB) == 0 && fd_at_path(fd, p)) {
             w->path = p;
             w->lock = fd;
             return 0;
@@ -132,7 +123,7 @@ int cache_use(const char *entry)
             return -e;
         }
     }
-    if (!still_at(fd, entry)) {
+    if (!fd_at_path(fd, entry)) {
         close(fd);
         return -ENOENT;
     }
@@ -320,7 +311,7 @@ static int evict(const char *path)
         return -errno;
     if (flock(fd, LOCK_EX | LOCK_NB) < 0)
         return -errno;
-    if (!still_at(fd, path)) /* discarded meanwhile, maybe replaced: not ours to judge */
+    if (!fd_at_path(fd, path)) /* discarded meanwhile, maybe replaced: not ours to judge */
         return -ENOENT;
     return cache_discard(path);
 }

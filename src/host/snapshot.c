@@ -125,6 +125,12 @@ int vm_snapshot_parse_header(const char *buf, size_t n, json_t **ret_header, siz
     return 0;
 }
 
+/* A file's modification time in ns: what a snapshot records of its RAM file. */
+static int64_t mtime_ns(const struct stat *st)
+{
+    return st->st_mtim.tv_sec * 1000000000ll + st->st_mtim.tv_nsec;
+}
+
 static int damaged(struct pv_err *err, const char *fmt, const char *dir, const char *what)
 {
     return pv_err_set(err, EBADMSG, fmt, dir, what);
@@ -164,8 +170,7 @@ int vm_snapshot_check(const char *dir, bool deep, json_t **ret_h, struct pv_err 
     if (stat(rp, &st) < 0)
         r = damaged(err, "%s: its guest RAM (%s) is gone", dir, "ram");
     else if (st.st_size != json_integer_value(json_object_get(ram, "size")) ||
-             st.st_mtim.tv_sec * 1000000000ll + st.st_mtim.tv_nsec !=
-                 json_integer_value(json_object_get(ram, "mtime_ns")))
+             mtime_ns(&st) != json_integer_value(json_object_get(ram, "mtime_ns")))
         r = damaged(err, "%s: its guest RAM (%s) was changed or cut after the snapshot", dir,
                     "ram");
     else if (sha256_file_hex(dp, hex) < 0 ||
@@ -336,10 +341,9 @@ static int copy_nonzero(int fd, const char *path, uint64_t size, struct pv_err *
 /* Hard-link to: the file at path, if it is still the one open as fd. */
 static bool same_file(const char *path, int fd, const char *to)
 {
-    struct stat a, b;
     if (link(path, to) < 0)
         return false;
-    if (stat(to, &a) == 0 && fstat(fd, &b) == 0 && a.st_dev == b.st_dev && a.st_ino == b.st_ino)
+    if (fd_at_path(fd, to))
         return true;
     unlink(to);
     return false;
@@ -384,10 +388,9 @@ static int save_ram(struct vm *vm, const char *dir, json_t *head, struct pv_err 
         r = pv_err_set(err, errno, "%s: %s", ram, strerror(errno));
     if (r < 0)
         return r;
-    json_object_set_new(
-        head, "ram",
-        json_pack("{s:I, s:I}", "size", (json_int_t)st.st_size, "mtime_ns",
-                  (json_int_t)(st.st_mtim.tv_sec * 1000000000ll + st.st_mtim.tv_nsec)));
+    json_object_set_new(head, "ram",
+                        json_pack("{s:I, s:I}", "size", (json_int_t)st.st_size, "mtime_ns",
+                                  (json_int_t)mtime_ns(&st)));
     json_object_set_new(
         head, "pages",
         json_pack("{s:I, s:s}", "count", (json_int_t)rc.count, "sha256", rc.count ? hex : ""));

@@ -103,8 +103,6 @@ test("vm:run without a timeout ends at the test's deadline, naming the VM", func
     check(t, by.run, out, "run", "vm `a`: run: ")
 end)
 
--- Its message does not name the VM yet: `Syscall timed out`, as before the
--- fix, which bounded the wait outside a test (600 s: too long to test here).
 test("vm:syscall, blocked in the guest, ends at the test's deadline", function(t)
     local by, out = vm_results()
     check(t, by.syscall, out, "syscall", "vm `a`: syscall: Syscall timed out")
