@@ -5,6 +5,7 @@ local P = _provium
 
 local Lab = {}
 P.Lab = Lab
+P.home = setmetatable({}, { __mode = "k" }) -- VM -> the lab that declared it
 
 local reserved = { pack = true, unpack = true, vm_fixture = true, lab_fixture = true }
 
@@ -32,7 +33,7 @@ Lab.__index = function(self, k)
     if m ~= nil then return m end
     if sugar[k] then return sugar[k] end
     if type(k) ~= "string" then return nil end
-    return lookup(self, "vms", k) or lookup(self, "labs", k)
+    return lookup(self, "vms", k) or lookup(self, "bridges", k) or lookup(self, "labs", k)
 end
 
 Lab.__newindex = function(self, k, v)
@@ -44,7 +45,7 @@ Lab.__tostring = function(self)
 end
 
 function P.new_lab(name, parent)
-    return setmetatable({ _name = name, _parent = parent, _vms = {}, _labs = {},
+    return setmetatable({ _name = name, _parent = parent, _vms = {}, _labs = {}, _bridges = {},
         _order = {}, _resources = {} }, Lab)
 end
 
@@ -55,7 +56,7 @@ local function check_name(self, name, what)
     if reserved[name] then
         error(("%s: `%s` is a reserved name (pack, unpack, vm_fixture and lab_fixture are)"):format(what, name), 3)
     end
-    if rawget(self, "_vms")[name] or rawget(self, "_labs")[name] then
+    if rawget(self, "_vms")[name] or rawget(self, "_labs")[name] or rawget(self, "_bridges")[name] then
         error(("%s: `%s` already exists in lab `%s`"):format(what, name, rawget(self, "_name")), 3)
     end
     local parent = rawget(self, "_parent")
@@ -116,6 +117,7 @@ function Lab:vm(name, profile, opts)
     end
     check_name(self, name, "provium:vm")
     local vm = C.vm_new(name, profile, opts)
+    P.home[vm] = self
     rawget(self, "_vms")[name] = vm
     local order = rawget(self, "_order")
     order[#order + 1] = { kind = "vm", name = name }
@@ -142,10 +144,11 @@ end
 
 function Lab:name() return rawget(self, "_name") end
 
+local tables = { vm = "_vms", bridge = "_bridges", sub_lab = "_labs" }
 local function names(self, kind)
     local out = {}
     for _, m in ipairs(rawget(self, "_order")) do
-        if m.kind == kind and (rawget(self, kind == "vm" and "_vms" or "_labs")[m.name]) then
+        if m.kind == kind and rawget(self, tables[kind])[m.name] then
             out[#out + 1] = m.name
         end
     end
@@ -153,10 +156,12 @@ local function names(self, kind)
 end
 function Lab:vm_names() return names(self, "vm") end
 function Lab:sub_lab_names() return names(self, "sub_lab") end
-function Lab:bridge_names() return {} end
+function Lab:bridge_names() return names(self, "bridge") end
 function Lab:members()
     local out = {}
-    for _, m in ipairs(rawget(self, "_order")) do out[#out + 1] = { kind = m.kind, name = m.name } end
+    for _, m in ipairs(rawget(self, "_order")) do
+        if rawget(self, tables[m.kind])[m.name] then out[#out + 1] = { kind = m.kind, name = m.name } end
+    end
     return out
 end
 
@@ -166,6 +171,17 @@ function Lab:remove(x)
     for n, v in pairs(vms) do
         if n == x or v == x then
             vms[n] = nil
+            local res = rawget(self, "_resources")
+            for i = #res, 1, -1 do
+                if res[i].obj == v then table.remove(res, i) end
+            end
+            return
+        end
+    end
+    local bridges = rawget(self, "_bridges")
+    for n, v in pairs(bridges) do
+        if n == x or v == x then
+            bridges[n] = nil
             local res = rawget(self, "_resources")
             for i = #res, 1, -1 do
                 if res[i].obj == v then table.remove(res, i) end

@@ -22,7 +22,8 @@ Snapshot.__tostring = function(s) return ("Snapshot(%s)"):format(s._path) end
 local function live_streams(vm)
     local out = {}
     for obj, owner in pairs(P.live) do
-        if obj.kind and P.vm_of(owner) == vm then
+        local bridge = getmetatable(owner) == P.Bridge
+        if obj.kind and (bridge and owner:_carries(vm) or not bridge and P.vm_of(owner) == vm) then
             local detail = obj.detail
             if type(detail) == "string" then detail = ("%q"):format(detail)
             elseif detail ~= nil then detail = "handle=" .. tostring(detail) end

@@ -65,7 +65,7 @@ static bool probe_kvm(const char *kernel)
     pid_t pid;
     int pidfd;
     bool ok = false;
-    if (qemu_start(argv, dir, &pid, &pidfd, NULL) == 0) {
+    if (qemu_start(argv, dir, NULL, 0, &pid, &pidfd, NULL) == 0) {
         /* Done as soon as the kernel's banner shows, or QEMU exits. */
         int64_t deadline = now_ms() + PROBE_MS;
         for (bool exited = false; !ok && !exited && now_ms() < deadline;) {

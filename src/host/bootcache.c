@@ -27,6 +27,13 @@ void bootcache_key(const struct vm_boot *b, char key[65])
     snprintf(shape, sizeof(shape), "%llu/%d/%s%llu", (unsigned long long)b->memory, b->cpus,
              b->has_rng_seed ? "seed " : "", (unsigned long long)b->rng_seed);
     sha256_update_str(h, shape);
+    /* NICs are devices of the machine saved: its MACs, in their slots */
+    for (size_t i = 0; i < b->nnics; i++) {
+        const uint8_t *m = b->nics[i].mac;
+        snprintf(shape, sizeof(shape), "nic %02x:%02x:%02x:%02x:%02x:%02x", m[0], m[1], m[2], m[3],
+                 m[4], m[5]);
+        sha256_update_str(h, shape);
+    }
     sha256_final_hex(h, key);
 }
 

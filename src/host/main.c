@@ -7,6 +7,8 @@
 #include <poll.h>
 #include <signal.h>
 #include <stdio.h>
+#include <inttypes.h>
+#include <sys/random.h>
 #include <sys/stat.h>
 
 #include "accel.h"
@@ -18,6 +20,7 @@
 #include "fixture.h"
 #include "kernel.h"
 #include "lua/l_provium.h"
+#include "net/switch.h"
 #include "repl.h"
 #include "runner.h"
 #include "version.h"
@@ -46,6 +49,7 @@ static const char usage[] =
     "  --cpu-overcommit F   vCPUs per host CPU, 0.5 to 8 (default 1)\n"
     "  --no-ksm             leave KSM (merging of identical guest pages) as it is\n"
     "  --no-boot-cache      boot every VM cold, not by resuming a cached boot\n"
+    "  --seed N             the seed of the networks' packet loss (default: random; in the header)\n"
     "  --include-slow       run tests whose meta.slow is set\n"
     "  --filter STR         files whose path contains STR (a|b: either); repeatable\n"
     "  --tag T, --no-tag T  tests tagged T (any of them) / not tagged T; repeatable\n"
@@ -432,6 +436,8 @@ struct args {
     uint64_t pool_mem; /* 0: the default */
     long pool_cpus;    /* 0: the online CPUs */
     double overcommit;
+    uint64_t seed;
+    bool has_seed;
     const char *save_events, *events_socket;
     struct filters flt;
     struct run_opts o;
@@ -468,6 +474,7 @@ enum {
     O_RERUN,
     O_SINCE,
     O_SHARD,
+    O_SEED,
     O_TAP,
     O_JUNIT,
     O_SAVE_EVENTS,
@@ -504,6 +511,7 @@ static const struct option longopts[] = {
     {"rerun-failed", no_argument, NULL, O_RERUN},
     {"since", required_argument, NULL, O_SINCE},
     {"shard", required_argument, NULL, O_SHARD},
+    {"seed", required_argument, NULL, O_SEED},
     {"tap", no_argument, NULL, O_TAP},
     {"junit", required_argument, NULL, O_JUNIT},
     {"save-events", required_argument, NULL, O_SAVE_EVENTS},
@@ -544,6 +552,14 @@ static int parse_number(struct args *a, int c, const char *v)
         if (!*end && a->pool_cpus >= 1 && a->pool_cpus <= 4096)
             return 0;
         fprintf(stderr, "provium: --cpus: expected a positive integer, got `%s`\n", v);
+        return 2;
+    case O_SEED:
+        errno = 0;
+        a->seed = strtoull(v, &end, 0);
+        a->has_seed = true;
+        if (*v && *v != '-' && !*end && errno == 0)
+            return 0;
+        fprintf(stderr, "provium: --seed: expected a whole number from 0 to 2^64-1, got `%s`\n", v);
         return 2;
     default: /* O_OVERCOMMIT */
         a->overcommit = strtod(v, &end);
@@ -595,7 +611,8 @@ static int parse_option(struct args *a, int c, char *v)
     case 'j':
     case O_MEM:
     case O_CPUS:
-    case O_OVERCOMMIT: return parse_number(a, c, v) ? 2 : -1;
+    case O_OVERCOMMIT:
+    case O_SEED: return parse_number(a, c, v) ? 2 : -1;
     case O_FILTER:
     case O_TAG:
     case O_NOTAG:
@@ -739,6 +756,11 @@ static int setup_run(struct args *a, const struct config *cfg)
     a->o.pool.memory = a->pool_mem ? a->pool_mem : pool_default_memory();
     long cpus = a->pool_cpus ? a->pool_cpus : sysconf(_SC_NPROCESSORS_ONLN);
     a->o.pool.cpus = (uint32_t)MAX(1.0, floor((double)cpus * a->overcommit));
+    /* the networks' loss decisions (docs/networks.md): every file's switch
+     * is forked with it */
+    if (!a->has_seed && getrandom(&a->seed, sizeof(a->seed), 0) != sizeof(a->seed))
+        a->seed = (uint64_t)now_ns() ^ ((uint64_t)getpid() << 32);
+    switch_seed(a->seed);
     a->o.paths = a->paths;
     a->o.npaths = a->npaths;
     return 0;
@@ -759,8 +781,8 @@ static void run_header(struct buf *h, const struct args *a, const struct setup *
         buf_addf(h, "\nprovium: %s", s->transport_note);
     if (selected)
         buf_addf(h, "\n%s", selected);
-    buf_addf(h, "\nprovium: pool %.1f GiB, %u vCPUs", (double)a->o.pool.memory / (1 << 30),
-             a->o.pool.cpus);
+    buf_addf(h, "\nprovium: pool %.1f GiB, %u vCPUs, seed %" PRIu64,
+             (double)a->o.pool.memory / (1 << 30), a->o.pool.cpus, a->seed);
 }
 
 /* Find the files, filter them, run them: the exit code. */

@@ -154,6 +154,16 @@ char **qemu_argv(const struct qemu_config *qc)
         addf(&a, "file=%s,if=virtio,format=raw,%s", d,
              qc->disk_ro && qc->disk_ro[i] ? "readonly=on" : "snapshot=on");
     }
+    /* NICs (docs/networks.md): the switch's socketpair ends, inherited. */
+    for (size_t i = 0; i < qc->nnics; i++) {
+        const struct qemu_nic *n = &qc->nics[i];
+        add(&a, "-netdev");
+        addf(&a, "dgram,id=net%u,local.type=fd,local.str=%d", n->slot, n->fd);
+        add(&a, "-device");
+        addf(&a, "virtio-net-pci,netdev=net%u,id=nic%u,addr=0x%x,mac=%02x:%02x:%02x:%02x:%02x:%02x",
+             n->slot, n->slot, n->slot, n->mac[0], n->mac[1], n->mac[2], n->mac[3], n->mac[4],
+             n->mac[5]);
+    }
     /* A snapshot's device state (xen-save-devices-state) has neither the
      * configuration section nor the description that a migration's loader
      * otherwise demands. */
@@ -195,7 +205,7 @@ char *qemu_which(const char *name)
 /* QEMU itself, in a process group of its own (child.h has the rules). */
 __attribute__((noreturn)) static void qemu_child(const char *exe, const char *const *argv,
                                                  char **env, int nullfd, int logfd, int report_fd,
-                                                 pid_t parent)
+                                                 const int *keep, size_t nkeep, pid_t parent)
 {
     struct child_opts o = {
         .parent = parent,
@@ -204,6 +214,9 @@ __attribute__((noreturn)) static void qemu_child(const char *exe, const char *co
         .report_fd = report_fd,
     };
     int step = child_setup(&o);
+    for (size_t i = 0; !step && i < nkeep; i++)
+        if (fcntl(keep[i], F_SETFD, 0) < 0)
+            step = CHILD_STDIO;
     if (!step) {
         execve(exe, (char *const *)argv, env);
         step = CHILD_EXEC;
@@ -211,8 +224,8 @@ __attribute__((noreturn)) static void qemu_child(const char *exe, const char *co
     child_fail(o.report_fd, step);
 }
 
-int qemu_start(const char *const *argv, const char *dir, pid_t *ret_pid, int *ret_pidfd,
-               struct pv_err *err)
+int qemu_start(const char *const *argv, const char *dir, const int *keep, size_t nkeep,
+               pid_t *ret_pid, int *ret_pidfd, struct pv_err *err)
 {
     _cleanup_free_ char *exe = qemu_which(argv[0]);
     if (!exe)
@@ -254,7 +267,7 @@ int qemu_start(const char *const *argv, const char *dir, pid_t *ret_pid, int *re
     if (pid < 0)
         return pv_err_set(err, errno, "fork: %s", strerror(errno));
     if (pid == 0)
-        qemu_child(exe, argv, env, nullfd, logfd, rep_w, parent);
+        qemu_child(exe, argv, env, nullfd, logfd, rep_w, keep, nkeep, parent);
     setpgid(pid, pid);
     close(steal_fd(&rep_w));
     struct child_report f;

@@ -11,6 +11,15 @@ enum transport { TRANSPORT_AUTO, TRANSPORT_VIRTIO_SERIAL, TRANSPORT_VSOCK };
 
 #define PV_VSOCK_PORT 5123
 
+/* A NIC: virtio-net in PCI slot `slot`, its frames one datagram each on the
+ * socket fd, which QEMU inherits (the switch holds the other end). The slot
+ * names its netdev and device: net<slot>, nic<slot>. */
+struct qemu_nic {
+    unsigned slot;
+    uint8_t mac[6];
+    int fd;
+};
+
 struct qemu_config {
     const char *binary;  /* NULL: qemu-system-x86_64 from PATH */
     const char *machine; /* "pc" */
@@ -30,6 +39,8 @@ struct qemu_config {
     /* Guest RAM in this file, mapped private (else anonymous memory): the
      * guest starts from the file's pages and its writes stay its own. */
     const char *ram_file;
+    const struct qemu_nic *nics;
+    size_t nnics;
 };
 
 /* The argv (NULL-terminated, caller frees with qemu_argv_free). Paths of the
@@ -40,10 +51,11 @@ void qemu_argv_free(char **argv);
 
 /* Start QEMU with execve (PATH searched by hand, no shell): its own process
  * group, PR_SET_PDEATHSIG(SIGKILL), stdin /dev/null, stdout+stderr to
- * <dir>/qemu.log, every other fd closed. Returns 0 with *ret_pid and
- * *ret_pidfd (O_CLOEXEC; readable once QEMU exits), or -errno. */
-int qemu_start(const char *const *argv, const char *dir, pid_t *ret_pid, int *ret_pidfd,
-               struct pv_err *err);
+ * <dir>/qemu.log, every other fd closed but the nkeep fds in keep (above 2;
+ * the argv names them by number). Returns 0 with *ret_pid and *ret_pidfd
+ * (O_CLOEXEC; readable once QEMU exits), or -errno. */
+int qemu_start(const char *const *argv, const char *dir, const int *keep, size_t nkeep,
+               pid_t *ret_pid, int *ret_pidfd, struct pv_err *err);
 
 /* Find an executable in PATH; returns a malloc'd path or NULL. */
 char *qemu_which(const char *name);

@@ -86,6 +86,14 @@ static int wait_migration(struct vm *vm, const char *what, struct pv_err *err)
     }
 }
 
+/* aa:bb:cc:dd:ee:ff, in a static buffer */
+static const char *mac_text(const uint8_t m[6])
+{
+    static char s[18];
+    snprintf(s, sizeof(s), "%02x:%02x:%02x:%02x:%02x:%02x", m[0], m[1], m[2], m[3], m[4], m[5]);
+    return s;
+}
+
 /* The header: what a restore needs to start the same machine. */
 static json_t *snap_header(struct vm *vm, const char *version)
 {
@@ -105,6 +113,11 @@ static json_t *snap_header(struct vm *vm, const char *version)
     if (b->has_rng_seed)
         json_object_set_new(h, "rng_seed", json_integer((json_int_t)b->rng_seed));
     json_object_set_new(h, "vm", json_string(vm->name));
+    json_t *nics = json_array();
+    for (size_t i = 0; i < b->nnics; i++)
+        json_array_append_new(nics, json_pack("{s:s, s:s}", "bridge", b->nics[i].bridge_name,
+                                              "mac", mac_text(b->nics[i].mac)));
+    json_object_set_new(h, "nics", nics);
     return h;
 }
 
@@ -512,6 +525,20 @@ static int check_machine(struct vm *vm, const char *dir, json_t **ret_h, const s
         return snap_mismatch(vm, dir, "QEMU", v, qemu_version(), err);
     if (!plan) {
         header_plan(h, own);
+        /* NICs: the VM's own, which the caller set to the snapshot's
+         * (lua/net.lua), each on a bridge of this run */
+        json_t *nics = json_object_get(h, "nics");
+        bool same = json_array_size(nics) == vm->nnics;
+        for (size_t i = 0; same && i < vm->nnics; i++)
+            same = !strcmp(json_string_value(json_object_get(json_array_get(nics, i), "mac")) ?: "",
+                           mac_text(vm->nics[i].mac));
+        if (!same)
+            return pv_err_set(err, EINVAL,
+                              "vm `%s`: restore: %s has %zu NIC(s), the VM %zu that differ: "
+                              "attach it to the snapshot's bridges first",
+                              vm->name, dir, json_array_size(nics), vm->nnics);
+        memcpy(own->nics, vm->nics, sizeof(own->nics));
+        own->nnics = vm->nnics;
         plan = own;
         if (own->initrd && access(own->initrd, R_OK) < 0)
             return pv_err_set(err, ENOENT,

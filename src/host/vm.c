@@ -2,6 +2,7 @@
 
 #include "accel.h"
 #include "guest.h"
+#include "net/nic.h"
 #include "vm_priv.h"
 #include "events.h"
 #include "pool.h"
@@ -130,6 +131,7 @@ static void release_ram(struct vm *vm)
 /* Reap QEMU; SIGKILL first unless it already exited. */
 static void stop_qemu(struct vm *vm, int grace_ms)
 {
+    nic_ports_close(vm->ports, &vm->nports);
     vm_globals.memory_in_use -= MIN(vm->charged, vm_globals.memory_in_use);
     vm->charged = 0;
     if (vm->announced)
@@ -424,6 +426,8 @@ int vm_launch(struct vm *vm, const struct vm_boot *b, const struct start *st, in
     }
     vm->pid = p.pid;
     vm->pidfd = p.pidfd;
+    memcpy(vm->ports, p.ports, sizeof(vm->ports));
+    vm->nports = p.nports;
     vm->ram_fd = p.ram_fd;
     vm->ram_base = p.ram_base;
     vm->cid = p.cid;
@@ -473,6 +477,15 @@ int vm_spawn(struct vm *vm, const struct vm_boot *b, const struct start *st, con
         vm_proc_release(p);
         return r;
     }
+    struct qemu_nic qn[VM_MAX_NICS];
+    if (nic_ports_open(b, vm->name, p->ports, qn, err) < 0) {
+        vm_proc_release(p);
+        return pv_err_wrap(err, "vm `%s`", vm->name);
+    }
+    p->nports = b->nnics;
+    int keep[VM_MAX_NICS];
+    for (size_t i = 0; i < b->nnics; i++)
+        keep[i] = qn[i].fd;
     p->cid = qemu_next_cid();
     struct qemu_config qc = {
         .machine = vm_globals.machine,
@@ -492,11 +505,15 @@ int vm_spawn(struct vm *vm, const struct vm_boot *b, const struct start *st, con
         .disk_ro = b->disk_ro,
         .incoming = st->incoming,
         .ram_file = st->ram_file,
+        .nics = qn,
+        .nnics = b->nnics,
     };
     char **argv = qemu_argv(&qc);
     p->start_ns = now_ns();
-    r = qemu_start((const char *const *)argv, sockdir, &p->pid, &p->pidfd, err);
+    r = qemu_start((const char *const *)argv, sockdir, keep, b->nnics, &p->pid, &p->pidfd, err);
     qemu_argv_free(argv);
+    for (size_t i = 0; i < b->nnics; i++)
+        close(keep[i]);
     if (r < 0) {
         vm_proc_release(p);
         return r;
@@ -513,6 +530,7 @@ void vm_proc_release(struct qemu_proc *p)
         waitpid(p->pid, NULL, 0);
         untrack(p->pid);
     }
+    nic_ports_close(p->ports, &p->nports);
     int *fds[] = {&p->pidfd, &p->qmp_l, &p->agent_l, &p->ram_fd};
     for (size_t i = 0; i < ARRAY_SIZE(fds); i++)
         if (*fds[i] >= 0)

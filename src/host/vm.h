@@ -15,6 +15,16 @@
 
 enum vm_state { VM_CREATED, VM_BOOTED, VM_PAUSED, VM_SHUTDOWN, VM_DEAD };
 
+/* A NIC of the VM, on a bridge (docs/networks.md). NICs are never
+ * unplugged: a detach takes the link down. */
+#define VM_MAX_NICS 16
+#define VM_NIC_SLOT0 0x10 /* the PCI slot of the first NIC; the next ones follow */
+struct vm_nic {
+    int bridge; /* the switch's handle of the bridge (net/switch.h) */
+    char bridge_name[64];
+    uint8_t mac[6];
+};
+
 /* Everything a boot needs, resolved from the profile and boot opts. */
 struct vm_boot {
     char *kernel, *initrd, *cmdline;
@@ -26,6 +36,8 @@ struct vm_boot {
     bool has_rng_seed;
     uint64_t rng_seed;
     char *modules_dir; /* the profile's lib/modules/<version> tree, or NULL */
+    struct vm_nic nics[VM_MAX_NICS]; /* NIC i is in PCI slot VM_NIC_SLOT0 + i */
+    size_t nnics;
 };
 void vm_boot_release(struct vm_boot *b);
 void vm_boot_copy(struct vm_boot *dst, const struct vm_boot *src);
@@ -62,6 +74,12 @@ struct vm {
     uint32_t log_gen;        /* bumped when a fresh boot starts new logs */
     char *modules_dir;       /* from the boot: where vm:modprobe finds modules */
     struct vm_boot plan;     /* what it was booted (or restored) with, for snapshots */
+    /* The NICs its next boot gets (bridge:attach); a running VM's are in
+     * plan too, and each has a switch port while QEMU runs. */
+    struct vm_nic nics[VM_MAX_NICS];
+    size_t nnics;
+    int ports[VM_MAX_NICS];
+    size_t nports;
     struct vm *next_live;
 };
 

@@ -14,6 +14,8 @@ struct qemu_proc {
     char *sockdir;  /* where its sockets and qemu.log are */
     uint32_t cid;
     int64_t start_ns;
+    int ports[VM_MAX_NICS]; /* the switch ports of its NICs (net/nic.c) */
+    size_t nports;
 };
 #define QEMU_PROC_INIT                                                                             \
     {                                                                                              \

@@ -370,7 +370,7 @@ static void test_qemu_start_child(void **state)
     pid_t pid = 0;
     int pidfd = -1, status = -1;
     struct pv_err err = {0};
-    int r = qemu_start(cat, dir, &pid, &pidfd, &err);
+    int r = qemu_start(cat, dir, NULL, 0, &pid, &pidfd, &err);
     sigprocmask(SIG_SETMASK, &old, NULL);
     signal(SIGUSR2, SIG_DFL);
     assert_int_equal(r, 0);
@@ -391,7 +391,7 @@ static void test_qemu_start_child(void **state)
 
     /* a directory passes qemu_which's access(X_OK), and execve refuses it */
     const char *notexe[] = {dir, NULL};
-    r = qemu_start(notexe, dir, &pid, &pidfd, &err);
+    r = qemu_start(notexe, dir, NULL, 0, &pid, &pidfd, &err);
     assert_int_equal(r, -EACCES);
     assert_non_null(strstr(err.msg, "cannot exec"));
     assert_non_null(strstr(err.msg, dir));

@@ -24,7 +24,7 @@ extern const char *const pv_prelude_index[];
 
 static const char *const prelude_order[] = {
     "util",  "result", "sys", "file",     "clock",   "module", "console",   "process",
-    "batch", "worker", "lab", "snapshot", "fixture", "splat",  "framework",
+    "batch", "worker", "lab", "snapshot", "net", "fixture", "splat", "framework",
 };
 
 static int64_t deadline_ns;
@@ -262,6 +262,14 @@ static int l_kill_all(lua_State *L)
     return 0;
 }
 
+/* _provium_c.timeout_scale() -> how much longer than under KVM guest
+ * operations may take (docs/vms.md) */
+static int l_timeout_scale(lua_State *L)
+{
+    lua_pushnumber(L, vm_globals.timeout_scale > 0 ? vm_globals.timeout_scale : 1);
+    return 1;
+}
+
 /* _provium_c.deadline_passed() -> true once the running test's deadline is past */
 static int l_deadline_passed(lua_State *L)
 {
@@ -334,6 +342,8 @@ lua_State *l_newstate(void)
     lua_setfield(L, -2, "batch");
     luaopen_provium_worker(L);
     lua_setfield(L, -2, "worker");
+    luaopen_provium_net(L);
+    lua_setfield(L, -2, "net");
     static const luaL_Reg prims[] = {
         {"set_deadline", l_set_deadline},
         {"sleep", l_sleep},
@@ -351,6 +361,7 @@ lua_State *l_newstate(void)
         {"cache_discard_damaged", l_cache_discard_damaged},
         {"kill_all", l_kill_all},
         {"deadline_passed", l_deadline_passed},
+        {"timeout_scale", l_timeout_scale},
         {NULL, NULL},
     };
     luaL_setfuncs(L, prims, 0);

@@ -105,3 +105,5 @@ int luaopen_provium_fs(lua_State *L);
 /* Adds vm:read_mem/write_mem; returns {syscall=, sys=, errno=}. */
 int luaopen_provium_sys(lua_State *L);
 int luaopen_provium_json(lua_State *L);
+/* _provium_c.net: the primitives behind lua/net.lua (bridges, NICs). */
+int luaopen_provium_net(lua_State *L);

@@ -329,6 +329,8 @@ static int l_vm_boot(lua_State *L)
     struct vm_boot b, plan;
     if (boot_plan(l_ctx.config, u->vm->profile, o, &b, &err) < 0)
         return luaL_error(L, "vm `%s`: %s", u->vm->name, err.msg);
+    memcpy(b.nics, u->vm->nics, sizeof(b.nics));
+    b.nnics = u->vm->nnics;
     bool cached = from_cache(o, &b);
     /* QEMU gets the files in its initrd either way: a reset boots with them */
     vm_boot_copy(&plan, &b);
