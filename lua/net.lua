@@ -149,13 +149,34 @@ function Bridge:_update_hosts()
     end
 end
 
--- The guest side of a member's NIC: address, link, once its VM runs.
+local function subnet(self) return ("10.66.%d.0"):format(self._num) end
+local function gateway(self) return ("10.66.%d.254"):format(self._num) end
+
+-- The routes a member of self needs: to each routed bridge through the
+-- router, and the default one through the uplink.
+local function add_routes(self, name)
+    local vm = self._vm[name]
+    if not is_vm(vm) or vm:state() ~= "booted" then return end
+    for _, r in pairs(self._routes) do
+        if r.router ~= name then
+            C.net_route(vm, subnet(r.bridge), 24, ip_of(self, r.router))
+        end
+    end
+    if self._uplink then
+        C.net_route(vm, "0.0.0.0", 0, gateway(self))
+        vm:mkdir("/etc", { parents = true })
+        vm:write_file("/etc/resolv.conf", ("nameserver 10.66.%d.253\n"):format(self._num))
+    end
+end
+
+-- The guest side of a member's NIC: address, link, routes, once its VM runs.
 local function configure(self, name)
     local vm = self._vm[name]
     if not is_vm(vm) or vm:state() ~= "booted" then return end
     local wait = 20 * C.timeout_scale()
     self._ifname[name] = C.net_config(vm, mac_of(self, name), ip_of(self, name), 24,
         not self._down[name], wait)
+    add_routes(self, name)
 end
 
 local function check_member(self, x, what, level)
@@ -407,6 +428,74 @@ function Bridge:is_isolated(x)
     return self._isolated[vm_name(x)] == true
 end
 
+-- bridge:route(other | {other, ...}): traffic between the two bridges'
+-- subnets flows through a VM that is on both (the first by name), which
+-- forwards; every member gets a route through it
+function Bridge:route(x)
+    check_open(self, "route")
+    local list = getmetatable(x) == Bridge and { x } or x
+    if type(list) ~= "table" then error("bridge:route: expected a bridge or an array of bridges", 2) end
+    for i, o in ipairs(list) do
+        if getmetatable(o) ~= Bridge then
+            error(("bridge:route: item %d: expected a bridge, got %s"):format(i, type(o)), 2)
+        end
+    end
+    for _, o in ipairs(list) do
+        local routers = {}
+        for _, m in ipairs(self._members) do
+            if is_member(o, m) and is_vm(self._vm[m]) and self._vm[m] == o._vm[m] then
+                routers[#routers + 1] = m
+            end
+        end
+        table.sort(routers)
+        if #routers == 0 then
+            error(("bridge:route: no VM is on both `%s` and `%s` to route between them: attach one to both (it forwards)")
+                :format(self._name, o._name), 2)
+        end
+        local router = routers[1]
+        local ok, err = pcall(function()
+            local vm = self._vm[router]
+            self._routes[o._name] = { bridge = o, router = router }
+            o._routes[self._name] = { bridge = self, router = router }
+            if vm:state() == "booted" then vm:write_file("/proc/sys/net/ipv4/ip_forward", "1\n") end
+            for _, b in ipairs({ self, o }) do
+                for _, m in ipairs(b._members) do add_routes(b, m) end
+            end
+        end)
+        if not ok then P.rethrow(err, 2) end
+    end
+end
+
+-- bridge:routes() -> the names of the bridges routed to
+function Bridge:routes()
+    local out = {}
+    for n in pairs(self._routes) do out[#out + 1] = n end
+    table.sort(out)
+    return out
+end
+
+-- bridge:enable_uplink(): the members reach the outside through QEMU's user
+-- networking (NAT in an unprivileged process), their default route at .254
+-- and their DNS at .253; the host's own services are at .254 too
+function Bridge:enable_uplink()
+    check_open(self, "enable_uplink")
+    if self._uplink then return end
+    local ok, u = pcall(net.uplink, self._sw, self._name, self._num)
+    if not ok then P.rethrow("bridge:enable_uplink: " .. tostring(u), 2) end
+    self._uplink = u
+    for _, m in ipairs(self._members) do
+        local rok, err = pcall(add_routes, self, m)
+        if not rok then P.rethrow(err, 2) end
+    end
+end
+
+-- bridge:disable_uplink(): the way out is gone (the routes stay, leading nowhere)
+function Bridge:disable_uplink()
+    if not self._uplink then return end
+    net.uplink_close(self._uplink)
+    self._uplink = nil
+end
+
 -- bridge:nic(vm) -> the Nic of vm on this bridge
 function Bridge:nic(x)
     check_member(self, x, "nic", 2)
@@ -419,6 +508,7 @@ end
 
 function Bridge:close()
     if self._closed then return end
+    self:disable_uplink()
     self._closed = true
     net.close(self._sw)
     for vm in pairs(self._vm) do

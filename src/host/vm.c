@@ -29,7 +29,7 @@ static volatile pid_t live_pids[256];
 /* Every struct vm of this process, for vm_kill_everything(). */
 static struct vm *all_vms;
 
-static void track(pid_t pid)
+void vm_track(pid_t pid)
 {
     for (size_t i = 0; i < ARRAY_SIZE(live_pids); i++) {
         if (!live_pids[i]) {
@@ -39,7 +39,7 @@ static void track(pid_t pid)
     }
 }
 
-static void untrack(pid_t pid)
+void vm_untrack(pid_t pid)
 {
     for (size_t i = 0; i < ARRAY_SIZE(live_pids); i++)
         if (live_pids[i] == pid)
@@ -154,7 +154,7 @@ static void stop_qemu(struct vm *vm, int grace_ms)
     kill(-vm->pid, SIGKILL);
     kill(vm->pid, SIGKILL);
     waitpid(vm->pid, NULL, 0);
-    untrack(vm->pid);
+    vm_untrack(vm->pid);
     vm->pid = 0;
     if (vm->pidfd >= 0)
         close(vm->pidfd);
@@ -269,7 +269,7 @@ int vm_died(struct vm *vm, struct pv_err *err, const char *what)
         poll(&p, 1, 1000);
     }
     if (vm->pid > 0 && waitpid(vm->pid, &status, WNOHANG) == vm->pid) {
-        untrack(vm->pid);
+        vm_untrack(vm->pid);
         vm->pid = 0;
         if (WIFEXITED(status))
             snprintf(how, sizeof(how), " (QEMU exited with status %d)", WEXITSTATUS(status));
@@ -518,7 +518,7 @@ int vm_spawn(struct vm *vm, const struct vm_boot *b, const struct start *st, con
         vm_proc_release(p);
         return r;
     }
-    track(p->pid);
+    vm_track(p->pid);
     return 0;
 }
 
@@ -528,7 +528,7 @@ void vm_proc_release(struct qemu_proc *p)
         kill(-p->pid, SIGKILL);
         kill(p->pid, SIGKILL);
         waitpid(p->pid, NULL, 0);
-        untrack(p->pid);
+        vm_untrack(p->pid);
     }
     nic_ports_close(p->ports, &p->nports);
     int *fds[] = {&p->pidfd, &p->qmp_l, &p->agent_l, &p->ram_fd};

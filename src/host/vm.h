@@ -102,6 +102,11 @@ struct vm_globals {
 };
 extern struct vm_globals vm_globals;
 
+/* A QEMU of this process that a signal handler's vm_kill_all() must kill
+ * (every VM's is; a bridge's uplink too). */
+void vm_track(pid_t pid);
+void vm_untrack(pid_t pid);
+
 struct vm *vm_new(const char *name, const char *profile);
 /* Kill QEMU if it runs and free everything. NULL is fine. */
 void vm_free(struct vm *vm);

@@ -7,9 +7,11 @@
 #include "l_provium.h"
 #include "net/nic.h"
 #include "net/switch.h"
+#include "net/uplink.h"
 
 #define PV_BRIDGE_MT "provium.switch_bridge"
 #define PV_CAPTURE_MT "provium.capture_conn"
+#define PV_UPLINK_MT "provium.uplink"
 
 struct l_bridge {
     int handle; /* -1 once closed */
@@ -287,6 +289,28 @@ static int l_capture_lost(lua_State *L)
     return 1;
 }
 
+static int uplink_close(lua_State *L)
+{
+    uplink_stop(luaL_checkudata(L, 1, PV_UPLINK_MT));
+    return 0;
+}
+
+/* net.uplink(bridge, name, num) -> the bridge's uplink, running */
+static int l_uplink(lua_State *L)
+{
+    struct l_bridge *b = checkbridge(L, 1);
+    const char *name = luaL_checkstring(L, 2);
+    lua_Integer num = luaL_checkinteger(L, 3);
+    luaL_argcheck(L, num >= 1 && num <= 250, 3, "bridge number out of range");
+    struct uplink *u = lua_newuserdatauv(L, sizeof(*u), 0);
+    *u = (struct uplink)UPLINK_INIT;
+    luaL_setmetatable(L, PV_UPLINK_MT);
+    struct pv_err err = {0};
+    if (uplink_start(u, b->handle, name, (unsigned)num, &err) < 0)
+        return l_raise(L, &err);
+    return 1;
+}
+
 int luaopen_provium_net(lua_State *L)
 {
     static const luaL_Reg closers[] = {{"__gc", bridge_close}, {"__close", bridge_close}, {0}};
@@ -297,8 +321,14 @@ int luaopen_provium_net(lua_State *L)
     luaL_newmetatable(L, PV_CAPTURE_MT);
     luaL_setfuncs(L, cclosers, 0);
     lua_pop(L, 1);
+    static const luaL_Reg uclosers[] = {{"__gc", uplink_close}, {"__close", uplink_close}, {0}};
+    luaL_newmetatable(L, PV_UPLINK_MT);
+    luaL_setfuncs(L, uclosers, 0);
+    lua_pop(L, 1);
     static const luaL_Reg fns[] = {
         {"bridge", l_bridge_new},
+        {"uplink", l_uplink},
+        {"uplink_close", uplink_close},
         {"close", bridge_close},
         {"attach", l_attach},
         {"port", l_port},

@@ -6,6 +6,18 @@
 #include "switch.h"
 #include "vm_priv.h"
 
+int nic_inheritable_fd(int fd)
+{
+    /* stdio is dup'ed onto 0-2 in QEMU's child: an inherited fd must not be there */
+    if (fd >= 3)
+        return fd;
+    int hi = fcntl(fd, F_DUPFD_CLOEXEC, 3);
+    int e = errno;
+    close(fd);
+    errno = e;
+    return hi;
+}
+
 int nic_ports_open(const struct vm_boot *b, const char *vm, int ports[], struct qemu_nic qn[],
                    struct pv_err *err)
 {
@@ -16,16 +28,11 @@ int nic_ports_open(const struct vm_boot *b, const char *vm, int ports[], struct 
         int port = r = switch_port_add(b->nics[n].bridge, vm, &fd, err);
         if (port < 0)
             goto fail;
-        /* stdio is dup'ed onto 0-2 in QEMU's child: an inherited fd must not be there */
-        if (fd < 3) {
-            int hi = fcntl(fd, F_DUPFD_CLOEXEC, 3);
-            close(fd);
-            if ((fd = hi) < 0) {
-                switch_port_del(port);
-                r = pv_err_set(err, errno, "vm `%s`: NIC on bridge `%s`: %s", vm,
+        if ((fd = nic_inheritable_fd(fd)) < 0) {
+            switch_port_del(port);
+            r = pv_err_set(err, errno, "vm `%s`: NIC on bridge `%s`: %s", vm,
                            b->nics[n].bridge_name, strerror(errno));
-                goto fail;
-            }
+            goto fail;
         }
         ports[n] = port;
         qn[n] = (struct qemu_nic){VM_NIC_SLOT0 + (unsigned)n, {0}, fd};

@@ -14,6 +14,10 @@ int nic_ports_open(const struct vm_boot *b, const char *vm, int ports[], struct 
                    struct pv_err *err);
 void nic_ports_close(int ports[], size_t *n);
 
+/* fd, or a copy of it above 2 (fd closed): what a child that gets stdio
+ * on 0-2 can inherit. -1 with errno on failure. */
+int nic_inheritable_fd(int fd);
+
 /* Give vm a NIC on bridge (handle and name) with this MAC: for its next
  * boot, and at once if it runs (QMP netdev_add + device_add). */
 int nic_add(struct vm *vm, int bridge, const char *name, const uint8_t mac[6], struct pv_err *err);
