@@ -25,6 +25,7 @@ struct agent_opts {
 struct run;
 struct tail;
 struct worker;
+struct net_wait;
 
 struct agent {
     int fd;
@@ -40,7 +41,8 @@ struct agent {
     uint64_t next_handle; /* the last PV_SPAWN handle given out */
     struct tail *tails;
     struct worker *workers;
-    uint64_t next_worker; /* the last PV_WORKER handle given out */
+    uint64_t next_worker;       /* the last PV_WORKER handle given out */
+    struct net_wait *net_waits; /* PV_NET_CONFIG requests waiting for their NIC */
 };
 
 /* Serve fd until the peer hangs up (returns 0) or a fatal error (-errno). */
@@ -69,7 +71,7 @@ bool agent_congested(struct agent *a);
  * true when bytes are left for the loop to send (wake it). */
 bool agent_send_from_thread(struct agent *a, uint32_t id, const struct buf *payload);
 
-/* Handlers: fs.c and proc.c. */
+/* Handlers: fs.c, proc.c, sys.c, worker.c, net.c. */
 typedef int (*agent_handler)(struct agent *a, uint32_t id, struct pv_rd *r);
 int agent_op_read_file(struct agent *a, uint32_t id, struct pv_rd *r);
 int agent_op_write_file(struct agent *a, uint32_t id, struct pv_rd *r);
@@ -99,6 +101,7 @@ int agent_op_write_mem(struct agent *a, uint32_t id, struct pv_rd *r);
 int agent_op_worker(struct agent *a, uint32_t id, struct pv_rd *r);
 int agent_op_via(struct agent *a, uint32_t id, struct pv_rd *r);
 int agent_op_worker_end(struct agent *a, uint32_t id, struct pv_rd *r);
+int agent_op_net_config(struct agent *a, uint32_t id, struct pv_rd *r);
 int agent_op_test_misbehave(struct agent *a, uint32_t id, struct pv_rd *r);
 
 /* sys.c: syscall threads reply themselves; they wake the loop through an
@@ -126,6 +129,32 @@ void worker_events(struct agent *a, struct pollfd *fds, int n);
 /* A child was reaped: true when it was a worker (its requests are answered). */
 bool worker_reaped(struct agent *a, pid_t pid, int status);
 void worker_kill_all(struct agent *a);
+
+/* net.c: PV_NET_CONFIG requests wait in the loop for their interface to
+ * appear. net_deadline lowers *deadline_ms to the next check (0: none is
+ * waiting); net_checks answers those whose NIC came or whose time is up;
+ * net_cancel forgets one without an answer (PV_CANCEL); net_forget_all
+ * at the end of the session. */
+void net_deadline(struct agent *a, int64_t *deadline_ms);
+void net_checks(struct agent *a);
+void net_cancel(struct agent *a, uint32_t id);
+void net_forget_all(struct agent *a);
+/* A PV_NET_CONFIG request's fields, checked (0), or -EBADMSG / -EINVAL
+ * with the reason in why (net.c; the fuzz target calls it directly, as the
+ * handler would configure the machine it runs on). */
+struct net_config_req {
+    uint8_t mac[6];
+    uint32_t ipv4; /* network order; 0: none */
+    uint32_t prefix;
+    uint32_t flags; /* enum pv_net_flags */
+    uint32_t wait_ms;
+};
+int net_config_decode(struct pv_rd *r, struct net_config_req *req, char *why, size_t whylen);
+
+/* modules.c: load the modules a list file of the overlay names (one path a
+ * line, dependencies first). 0, or -errno when the list cannot be read;
+ * each module that fails adds a line to why. */
+int modules_load(const char *listfile, struct buf *why);
 
 /* stream.c: PV_TAIL sources, polled by the loop; process streams are fed
  * by proc.c. */

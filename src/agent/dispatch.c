@@ -72,6 +72,7 @@ static const struct {
     {PV_VIA, agent_op_via},
     {PV_WORKER_END, agent_op_worker_end},
     {PV_FRESHEN, agent_op_freshen},
+    {PV_NET_CONFIG, agent_op_net_config},
     {PV_TEST_MISBEHAVE, agent_op_test_misbehave}, /* test only: hostile.c */
 };
 
@@ -395,6 +396,7 @@ int agent_serve(int fd, const struct agent_opts *opts)
             nworker = worker_pollfds(&a, fds + n, (int)ARRAY_SIZE(fds) - n, &deadline);
             n += nworker;
         }
+        net_deadline(&a, &deadline);
         int timeout = -1;
         if (deadline) {
             int64_t left = deadline - now_ms();
@@ -420,6 +422,7 @@ int agent_serve(int fd, const struct agent_opts *opts)
         proc_timeouts(&a);
         stream_events(&a, fds + 4 + nproc, nstream);
         worker_events(&a, fds + 4 + nproc + nstream, nworker);
+        net_checks(&a);
         if (fds[0].revents & POLLOUT && flush_locked(&a, false) < 0)
             break;
         int r = fds[0].revents & (POLLIN | POLLHUP | POLLERR) ? read_input(&a) : 1;
@@ -442,6 +445,7 @@ int agent_serve(int fd, const struct agent_opts *opts)
     worker_kill_all(&a);
     proc_kill_all(&a);
     stream_close_all(&a);
+    net_forget_all(&a);
     if (a.kmsg >= 0)
         close(a.kmsg);
     close(a.sigfd);

@@ -28,7 +28,6 @@
 #include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
-#include <sys/syscall.h>
 #include <sys/wait.h>
 
 #include "agent.h"
@@ -94,33 +93,19 @@ static void mount_pseudo(void)
     mount_one("tmpfs", "/run", "tmpfs", MS_NOSUID | MS_NODEV, "mode=0755");
 }
 
-/* Load the modules listed (one path per line, dependencies first) in a
- * file of the overlay. */
+/* Load the modules a list of the overlay names (modules.c), each failure
+ * into the kernel log. */
 static void load_modules(const char *listfile)
 {
-    struct buf list = BUF_INIT;
-    if (read_file(listfile, 1 << 20, &list) < 0)
-        return;
-    for (char *line = list.data, *next; line && *line; line = next) {
+    struct buf why = BUF_INIT;
+    modules_load(listfile, &why);
+    for (char *line = why.data, *next; line && *line; line = next) {
         next = strchr(line, '\n');
         if (next)
             *next++ = 0;
-        if (!*line)
-            continue;
-        int fd = open(line, O_RDONLY | O_CLOEXEC);
-        if (fd < 0) {
-            klog("module %s: %s", line, strerror(errno));
-            continue;
-        }
-        int flags = 0;
-        size_t l = strlen(line);
-        if (l > 3 && strcmp(line + l - 3, ".ko"))
-            flags |= 4; /* MODULE_INIT_COMPRESSED_FILE */
-        if (syscall(SYS_finit_module, fd, "", flags) < 0 && errno != EEXIST)
-            klog("load %s: %s", line, strerror(errno));
-        close(fd);
+        klog("%s", line);
     }
-    buf_release(&list);
+    buf_release(&why);
 }
 
 /* rootfs profiles: mount the root disk and make it /, as switch_root does.

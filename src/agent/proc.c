@@ -384,6 +384,7 @@ int agent_op_cancel(struct agent *a, uint32_t id, struct pv_rd *r)
         }
     }
     stream_cancel(a, target);
+    net_cancel(a, target);
     agent_send_ok(a, id, NULL);
     return 0;
 }

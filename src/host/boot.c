@@ -22,6 +22,11 @@
 const char *const boot_transport_modules[] = {"virtio_pci", "virtio_console", NULL};
 static const char *const button_modules[] = {"button", "evdev", NULL};
 static const char *const late_modules[] = {"virtio-rng", NULL};
+/* A NIC's, loaded by the agent when asked to configure one (src/agent/net.c),
+ * never at boot: a VM without NICs boots as fast as before. Optional: a
+ * kernel without them (or with them built in) adds nothing, and the agent's
+ * wait for the NIC says what is missing. */
+static const char *const net_modules[] = {"virtio_net", "ipv6", NULL};
 
 void boot_opts_release(struct boot_opts *o)
 {
@@ -112,7 +117,8 @@ static int add_modules(struct cpio *c, const char *modules_dir, const char *cons
 }
 
 /* The overlay: the agent at /provium-agent, the modules under .provium/m/,
- * and their load order in .provium/modules and .provium/modules.late. */
+ * and their load order in .provium/modules, .provium/modules.late and
+ * .provium/modules.net. */
 static int add_overlay(struct cpio *c, const char *modules_dir, bool rootfs, struct pv_err *err)
 {
     cpio_add_file(c, &AGENT_PATH[1], 0755, pv_agent_bin, (size_t)(pv_agent_bin_end - pv_agent_bin));
@@ -126,7 +132,7 @@ static int add_overlay(struct cpio *c, const char *modules_dir, bool rootfs, str
     if (rootfs)
         extra[n++] = "virtio_blk";
     cpio_add_dir(c, ".provium/m", 0755);
-    struct buf early = BUF_INIT, late = BUF_INIT, seen = BUF_INIT;
+    struct buf early = BUF_INIT, late = BUF_INIT, net = BUF_INIT, seen = BUF_INIT;
     int r = add_modules(c, modules_dir, boot_transport_modules, false, &early, &seen, err);
     if (r == 0)
         r = add_modules(c, modules_dir, extra, false, &early, &seen, err);
@@ -134,12 +140,16 @@ static int add_overlay(struct cpio *c, const char *modules_dir, bool rootfs, str
         r = add_modules(c, modules_dir, button_modules, true, &early, &seen, err);
     if (r == 0)
         r = add_modules(c, modules_dir, late_modules, true, &late, &seen, err);
+    if (r == 0)
+        r = add_modules(c, modules_dir, net_modules, true, &net, &seen, err);
     if (r == 0) {
         cpio_add_file(c, ".provium/modules", 0644, early.data, early.len);
         cpio_add_file(c, ".provium/modules.late", 0644, late.data, late.len);
+        cpio_add_file(c, ".provium/modules.net", 0644, net.data, net.len);
     }
     buf_release(&early);
     buf_release(&late);
+    buf_release(&net);
     buf_release(&seen);
     return r;
 }

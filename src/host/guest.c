@@ -4,6 +4,7 @@
 #include "guest.h"
 
 #include <stdio.h>
+#include <string.h>
 
 #include "vm.h"
 
@@ -672,6 +673,57 @@ int guest_freshen(const struct target *t, const struct guest_freshen *f, struct 
     }
     int r = call(t, "boot", PV_FRESHEN, &b, GUEST_SHORT_S, NULL, NULL, NULL, err);
     buf_release(&b);
+    return r;
+}
+
+/* ---- network interfaces ---- */
+
+void guest_encode_net_config(struct buf *b, const struct guest_net_config *c)
+{
+    struct pv_wr w = {b};
+    pv_put_bytes(&w, c->mac, sizeof(c->mac));
+    pv_put_u32(&w, c->ipv4);
+    pv_put_u32(&w, c->prefix);
+    pv_put_u32(&w, c->up ? PV_NET_UP : 0);
+    pv_put_u32(&w, c->wait_ms);
+}
+
+int guest_decode_net_config(const struct buf *reply, char ifname[GUEST_IFNAME_MAX],
+                            struct pv_err *err)
+{
+    struct pv_rd rd;
+    pv_rd_init(&rd, reply->data, reply->len);
+    const char *name = pv_get_str(&rd);
+    size_t n = name ? strlen(name) : 0;
+    bool ok = pv_rd_done(&rd) == 0 && n > 0 && n < GUEST_IFNAME_MAX;
+    for (size_t i = 0; ok && i < n; i++)
+        ok = (unsigned char)name[i] > ' ' && name[i] != 0x7f && name[i] != '/' && name[i] != ':';
+    if (!ok)
+        return pv_err_set(err, EBADMSG, "malformed NetConfig reply from the agent");
+    memcpy(ifname, name, n + 1);
+    return 0;
+}
+
+int guest_net_config(const struct target *t, const struct guest_net_config *c,
+                     char ifname[GUEST_IFNAME_MAX], struct pv_err *err)
+{
+    struct buf b = BUF_INIT, reply = BUF_INIT;
+    guest_encode_net_config(&b, c);
+    /* the agent gives up at wait_ms; the host waits a little longer */
+    int r = call(t, "net_config", PV_NET_CONFIG, &b, c->wait_ms / 1000.0 + GUEST_SHORT_S, NULL,
+                 NULL, &reply, err);
+    if (r == 0 && guest_decode_net_config(&reply, ifname, err) < 0)
+        r = bad_reply(t, "net_config", err);
+    if (r == -ETIMEDOUT && err && err->guest) {
+        /* the agent's "no network interface with MAC ... appeared in N ms" */
+        char who[128];
+        guest_who(t, who, sizeof(who));
+        _cleanup_free_ char *msg = xstrdup(err->msg);
+        r = pv_err_set(err, ETIMEDOUT, "%s: %s (is virtio_net in the kernel or in the modules?)",
+                       who, msg);
+    }
+    buf_release(&b);
+    buf_release(&reply);
     return r;
 }
 

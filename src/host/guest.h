@@ -227,6 +227,31 @@ struct guest_freshen {
 };
 int guest_freshen(const struct target *t, const struct guest_freshen *f, struct pv_err *err);
 
+/* ---- network interfaces: NetConfig ---- */
+
+struct guest_net_config {
+    uint8_t mac[6];   /* the NIC's, as QEMU was given it */
+    uint32_t ipv4;    /* network byte order; 0: none (removes the one set before) */
+    uint32_t prefix;  /* 0..32 */
+    bool up;          /* link up, else down */
+    uint32_t wait_ms; /* for the NIC to appear (a hot-plugged one is probed asynchronously) */
+};
+/* An interface name: at most 15 bytes and the NUL (the kernel's IFNAMSIZ). */
+#define GUEST_IFNAME_MAX 16
+void guest_encode_net_config(struct buf *b, const struct guest_net_config *c);
+/* The reply's interface name into ifname: 1..15 bytes, none of them a
+ * blank, a control character, '/' or ':' (what the kernel refuses), else
+ * -EBADMSG. */
+int guest_decode_net_config(const struct buf *reply, char ifname[GUEST_IFNAME_MAX],
+                            struct pv_err *err);
+/* Configure the NIC whose MAC is c->mac (the agent's net.c): its name into
+ * ifname. When no such NIC appeared within c->wait_ms the error is
+ * -ETIMEDOUT with a message naming the VM, the MAC and the wait, and asking
+ * whether the kernel has virtio_net (err->guest is not set: the message is
+ * whole). */
+int guest_net_config(const struct target *t, const struct guest_net_config *c,
+                     char ifname[GUEST_IFNAME_MAX], struct pv_err *err);
+
 /* ---- workers ---- */
 
 struct guest_worker_req {

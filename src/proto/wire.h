@@ -73,6 +73,9 @@ enum pv_type {
     PV_FRESHEN = 31,     /* i64 realtime ns, bytes seed, u32 n + n x {str path, u32 mode, bytes
                             content}: a boot resumed from the boot cache made fresh (clock set,
                             RNG reseeded, the boot's files written) -> nothing */
+    PV_NET_CONFIG = 32,  /* bytes mac (6), u32 ipv4 (network order; 0: none), u32 prefix (0..32),
+                            u32 flags (enum pv_net_flags), u32 wait_ms (for the NIC to appear)
+                            -> str ifname: see net.c */
     PV_REQ_MAX,
 
     /* Test only, far from the requests above: served only by an agent whose
@@ -160,6 +163,10 @@ enum pv_worker {
     PV_WK_CAPS = 1 << 3, /* exactly these capabilities, whatever the uid */
     PV_WK_NO_NEW_PRIVS = 1 << 4,
     PV_WK_ENV_CLEAR = 1 << 5,
+};
+/* PV_NET_CONFIG flags: the link goes up with PV_NET_UP, else down */
+enum pv_net_flags {
+    PV_NET_UP = 1 << 0,
 };
 /* PV_SIGNAL to handle 0: every process the agent runs (a worker's kill). */
 /* PV_RUN reply status */

@@ -13,7 +13,9 @@
  * Clock, Syscall, WriteMem, the file handles (guest fds: here, the
  * fuzzer's own), Tail, Worker and Freshen would run, change or read what
  * their fields name on the host; their decoders are checked by
- * tests/unit/test_agent.c instead. */
+ * tests/unit/test_agent.c instead. NetConfig would configure one of this
+ * machine's NICs: its decoder (net_config_decode, all the handler reads)
+ * is called directly. */
 #include <stdint.h>
 #include <stdlib.h>
 #include <sys/socket.h>
@@ -24,9 +26,27 @@
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 static const uint16_t types[] = {
-    PV_PING,   PV_STAT, PV_LISTDIR,    PV_PROC_STATUS, PV_WAIT,  PV_SIGNAL,         PV_STDIN,
-    PV_CANCEL, PV_VIA,  PV_WORKER_END, PV_POWEROFF,    PV_HELLO, PV_TEST_MISBEHAVE, 0x7777,
+    PV_PING,           PV_STAT,   PV_LISTDIR,    PV_PROC_STATUS, PV_WAIT,     PV_SIGNAL,
+    PV_STDIN,          PV_CANCEL, PV_VIA,        PV_WORKER_END,  PV_POWEROFF, PV_HELLO,
+    PV_TEST_MISBEHAVE, 0x7777,    PV_NET_CONFIG, /* decoded only, see above */
 };
+
+/* A NetConfig payload: decoded, or refused with a reason; what it accepts
+ * is in range. */
+static void net_config(const uint8_t *data, size_t size)
+{
+    struct pv_rd r;
+    pv_rd_init(&r, data, size);
+    struct net_config_req req;
+    char why[128] = "";
+    int e = net_config_decode(&r, &req, why, sizeof(why));
+    if (e == 0 && (req.prefix > 32 || req.flags & ~(uint32_t)PV_NET_UP))
+        abort();
+    if (e != 0 && e != -EBADMSG && !(e == -EINVAL && why[0]))
+        abort();
+    if (e == -EBADMSG && !r.why)
+        abort();
+}
 
 #define REQ_ID 2
 
@@ -61,6 +81,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (size < 1 || size - 1 > PV_MAX_PAYLOAD)
         return 0;
     uint16_t type = types[data[0] % ARRAY_SIZE(types)];
+    if (type == PV_NET_CONFIG) {
+        net_config(data + 1, size - 1);
+        return 0;
+    }
     struct buf msg = BUF_INIT, hello = BUF_INIT;
     struct pv_wr w = {&hello};
     pv_put_u32(&w, PV_PROTO_VERSION);

@@ -1,5 +1,6 @@
 /* libFuzzer target for the decoders of the agent's replies (guest.h): the
- * first byte picks one (status, stat, syscall, listdir, proc_status), the
+ * first byte picks one (status, stat, syscall, listdir, proc_status,
+ * net_config), the
  * rest is the reply payload, as the guest sent it. A decoder either fills
  * its result with values in their documented ranges or fails with EBADMSG,
  * owning nothing after a failure; never reads past the payload (ASan). */
@@ -34,7 +35,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     buf_add(&reply, data + 1, size - 1);
     struct pv_err err = {0};
     int r;
-    switch (data[0] % 5) {
+    switch (data[0] % 6) {
     case 0: {
         struct guest_run_result res = {0};
         r = guest_decode_status(&reply, &res, &err);
@@ -77,6 +78,16 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             check_failed(r, &err);
         if (n > reply.len)
             abort();
+        break;
+    }
+    case 5: {
+        char ifname[GUEST_IFNAME_MAX];
+        memset(ifname, 0x55, sizeof(ifname));
+        r = guest_decode_net_config(&reply, ifname, &err);
+        if (r == 0 && (!memchr(ifname, 0, sizeof(ifname)) || !ifname[0] || strchr(ifname, '/')))
+            abort();
+        if (r < 0)
+            check_failed(r, &err);
         break;
     }
     default: {

@@ -11,6 +11,7 @@
 #include "agent/agent.h"
 #include "chan.h"
 
+#include <arpa/inet.h>
 #include <fcntl.h>
 #include <limits.h>
 #include <poll.h>
@@ -1102,6 +1103,75 @@ static void test_agent_malformed_request(void **state)
     buf_release(&b);
 }
 
+/* ---- NetConfig ---- */
+
+static void net_req(struct buf *b, const void *mac, size_t maclen, uint32_t ipv4, uint32_t prefix,
+                    uint32_t flags, uint32_t wait_ms)
+{
+    struct pv_wr w = {b};
+    pv_put_bytes(&w, mac, maclen);
+    pv_put_u32(&w, ipv4);
+    pv_put_u32(&w, prefix);
+    pv_put_u32(&w, flags);
+    pv_put_u32(&w, wait_ms);
+}
+
+/* No NIC of this host has the (locally administered) MAC used here, so
+ * nothing of the host's network is touched: the request waits and gives
+ * up, and the agent serves other requests meanwhile. */
+static void test_agent_net_config(void **state)
+{
+    struct fx *f = *state;
+    static const uint8_t mac[6] = {0x02, 0x70, 0x76, 0x00, 0x00, 0x01};
+    struct pv_err err = {0};
+    struct buf b = BUF_INIT;
+    /* fields checked before anything is looked up */
+    net_req(&b, mac, 5, 0, 0, PV_NET_UP, 0);
+    assert_int_equal(
+        chan_call(&f->c, f->route, PV_NET_CONFIG, &b, deadline(10), NULL, NULL, NULL, &err),
+        EINVAL);
+    assert_string_equal(err.msg, "the MAC is 5 bytes, not 6");
+    buf_release(&b);
+    net_req(&b, mac, 6, htonl(0x0a000001), 33, PV_NET_UP, 0);
+    assert_int_equal(
+        chan_call(&f->c, f->route, PV_NET_CONFIG, &b, deadline(10), NULL, NULL, NULL, &err),
+        EINVAL);
+    assert_string_equal(err.msg, "prefix 33 is over 32");
+    buf_release(&b);
+    net_req(&b, mac, 6, 0, 0, 1 << 1, 0);
+    assert_int_equal(
+        chan_call(&f->c, f->route, PV_NET_CONFIG, &b, deadline(10), NULL, NULL, NULL, &err),
+        EINVAL);
+    assert_string_equal(err.msg, "unknown flags 0x2");
+    buf_release(&b);
+    expect_ebadmsg(f, PV_NET_CONFIG, "\x06\0\0\0\x02\x70\x76\0\0\x01\0\0\0\0", 14,
+                   "malformed NetConfig request: truncated u32");
+
+    /* a MAC no interface has: ETIMEDOUT after wait_ms, the loop serving meanwhile */
+    net_req(&b, mac, 6, htonl(0x0a000001), 24, PV_NET_UP, 300);
+    int64_t t0 = now_ms();
+    uint32_t id = chan_start(&f->c, f->route, PV_NET_CONFIG, &b, deadline(10), NULL, NULL, &err);
+    assert_true(id != 0);
+    assert_int_equal(
+        chan_call(&f->c, f->route, PV_PING, NULL, deadline(10), NULL, NULL, NULL, &err), 0);
+    assert_true(now_ms() - t0 < 300);
+    assert_int_equal(chan_wait(&f->c, id, deadline(10), NULL, &err), ETIMEDOUT);
+    assert_true(now_ms() - t0 >= 300);
+    assert_non_null(strstr(err.msg, "no network interface with MAC 02:70:76:00:00:01 appeared in "
+                                    "300 ms"));
+    buf_release(&b);
+
+    /* a cancelled wait is forgotten: no answer comes for it */
+    net_req(&b, mac, 6, 0, 0, 0, 200);
+    id = chan_start(&f->c, f->route, PV_NET_CONFIG, &b, deadline(10), NULL, NULL, &err);
+    chan_drop(&f->c, id);
+    poll(NULL, 0, 300);
+    assert_int_equal(
+        chan_call(&f->c, f->route, PV_PING, NULL, deadline(10), NULL, NULL, NULL, &err), 0);
+    assert_false(f->c.broken);
+    buf_release(&b);
+}
+
 /* After the handshake, a non-resync agent treats garbage as fatal: the
  * serve loop ends with -EBADMSG and the host sees the peer gone. */
 static void test_agent_garbage_ends_session(void **state)
@@ -1614,6 +1684,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_agent_run_clean_child, setup_dirty, teardown),
         T(test_agent_mem),
         T(test_agent_malformed_request),
+        T(test_agent_net_config),
         T(test_agent_garbage_ends_session),
         T(test_agent_hangup_ends_session),
     };
