@@ -164,6 +164,42 @@ static void test_learning(void **state)
     net_free(&n);
 }
 
+/* 3000 source addresses on one port: the table keeps the first 1024 and
+ * learns nothing more (nothing has aged), so frames to a newer address
+ * flood, and the ones it holds still go to their port alone. */
+static void test_learning_table_full(void **state)
+{
+    struct net n = net_make("macfull", 3);
+    unsigned char f[64] = {0};
+    memset(f, 0xff, 6);
+    f[6] = 0x02;
+    for (uint32_t i = 0; i < 3000; i++) {
+        memcpy(f + 8, &i, 4);
+        assert_int_equal(send(n.fd[0], f, sizeof(f), 0), (ssize_t)sizeof(f));
+        if (i % 100 == 99) {
+            settle_tx(n.port[0], i + 1);
+            while (recvf(n.fd[1], 0, NULL) >= 0 || recvf(n.fd[2], 0, NULL) >= 0) {
+            }
+        }
+    }
+    /* To the 6th address, learned on port 1: there alone. */
+    uint32_t five = 5, late = 2999;
+    memset(f, 0, sizeof(f));
+    f[0] = 0x02;
+    memcpy(f + 2, &five, 4);
+    mac_of(2, f + 6);
+    assert_int_equal(send(n.fd[1], f, sizeof(f), 0), (ssize_t)sizeof(f));
+    assert_int_equal(recvf(n.fd[0], 1000, NULL), 64);
+    settle_tx(n.port[1], 1);
+    assert_true(nothing(n.fd[2]));
+    /* To the last one, not learned: flooded. */
+    memcpy(f + 2, &late, 4);
+    assert_int_equal(send(n.fd[1], f, sizeof(f), 0), (ssize_t)sizeof(f));
+    assert_int_equal(recvf(n.fd[0], 1000, NULL), 64);
+    assert_int_equal(recvf(n.fd[2], 1000, NULL), 64);
+    net_free(&n);
+}
+
 static void test_broadcast_multicast(void **state)
 {
     struct net n = net_make("flood", 4);
@@ -770,6 +806,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_learning),
+        cmocka_unit_test(test_learning_table_full),
         cmocka_unit_test(test_broadcast_multicast),
         cmocka_unit_test(test_down),
         cmocka_unit_test(test_isolated),
