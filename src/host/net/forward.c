@@ -108,7 +108,7 @@ static void forward(struct sw_state *s, struct sw_port *src, const unsigned char
         }
     }
     struct sw_port *dst;
-    TAILQ_FOREACH (dst, &b->ports, link)
+    for (dst = TAILQ_FIRST(&b->ports); dst; dst = TAILQ_NEXT(dst, link))
         if (dst != src)
             deliver(s, src, dst, data, len, now);
 }
@@ -136,8 +136,8 @@ static void timer_update(struct sw_state *s)
     int64_t next = 0;
     struct sw_bridge *b;
     struct sw_port *p;
-    TAILQ_FOREACH (b, &s->bridges, link)
-        TAILQ_FOREACH (p, &b->ports, link) {
+    for (b = TAILQ_FIRST(&s->bridges); b; b = TAILQ_NEXT(b, link))
+        for (p = TAILQ_FIRST(&b->ports); p; p = TAILQ_NEXT(p, link)) {
             struct sw_frame *f = TAILQ_FIRST(&p->queue);
             if (f && !p->want_out && (!next || f->release_ns < next))
                 next = f->release_ns;
@@ -178,12 +178,8 @@ static void event(struct sw_state *s, const struct epoll_event *ev)
     uint64_t v;
     int id = (int)(uint32_t)ev->data.u64;
     switch (ev->data.u64 >> 32) {
-    case SW_EV_PORT:
-        port_event(s, id, ev->events);
-        break;
-    case SW_EV_CAPTURE:
-        sw_capture_event(s, id, ev->events);
-        break;
+    case SW_EV_PORT: port_event(s, id, ev->events); break;
+    case SW_EV_CAPTURE: sw_capture_event(s, id, ev->events); break;
     case SW_EV_TIMER:
         if (read(s->timerfd, &v, sizeof(v)) < 0) {
             /* EAGAIN: rearmed since it fired */
@@ -205,8 +201,8 @@ static void release_due(struct sw_state *s)
     int64_t now = now_ns();
     struct sw_bridge *b;
     struct sw_port *p;
-    TAILQ_FOREACH (b, &s->bridges, link)
-        TAILQ_FOREACH (p, &b->ports, link)
+    for (b = TAILQ_FIRST(&s->bridges); b; b = TAILQ_NEXT(b, link))
+        for (p = TAILQ_FIRST(&b->ports); p; p = TAILQ_NEXT(p, link))
             if (!p->want_out && !TAILQ_EMPTY(&p->queue))
                 port_flush(s, p, now);
     timer_update(s);

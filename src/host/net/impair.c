@@ -55,7 +55,7 @@ struct sw_dir *sw_dir_get(struct sw_port *from, struct sw_port *to)
 void sw_dirs_drop_to(struct sw_bridge *br, struct sw_port *to)
 {
     struct sw_port *p;
-    TAILQ_FOREACH (p, &br->ports, link)
+    for (p = TAILQ_FIRST(&br->ports); p; p = TAILQ_NEXT(p, link))
         for (struct sw_dir **pd = &p->dirs; *pd;) {
             struct sw_dir *d = *pd;
             if (d->to == to) {

@@ -30,7 +30,7 @@ struct pcap_rec_hdr {
 static struct sw_capture *capture_find(struct sw_state *s, int id)
 {
     struct sw_capture *c;
-    TAILQ_FOREACH (c, &s->captures, link)
+    for (c = TAILQ_FIRST(&s->captures); c; c = TAILQ_NEXT(c, link))
         if (c->id == id)
             return c;
     return NULL;
@@ -137,8 +137,8 @@ static void capture_write(struct sw_state *s, struct sw_capture *c, int64_t ts,
         capture_keep(s, c, &h, data, (size_t)n);
 }
 
-void sw_capture_frame(struct sw_state *s, struct sw_port *p, enum sw_cap_dir dir,
-                      const void *data, uint32_t len)
+void sw_capture_frame(struct sw_state *s, struct sw_port *p, enum sw_cap_dir dir, const void *data,
+                      uint32_t len)
 {
     int64_t ts = 0;
     struct sw_capture *c, *next;
@@ -168,7 +168,7 @@ void sw_capture_event(struct sw_state *s, int id, uint32_t events)
 void sw_captures_end(struct sw_state *s, int bridge, int port)
 {
     struct sw_capture *c;
-    TAILQ_FOREACH (c, &s->captures, link)
+    for (c = TAILQ_FIRST(&s->captures); c; c = TAILQ_NEXT(c, link))
         if (c->fd >= 0 && (port >= 0 ? c->port == port : c->bridge == bridge))
             capture_end(s, c);
     captures_trim(s);
@@ -264,7 +264,7 @@ uint64_t switch_capture_lost(int fd)
         return 0;
     uint64_t lost = 0;
     struct sw_capture *c;
-    TAILQ_FOREACH (c, &s->captures, link)
+    for (c = TAILQ_FIRST(&s->captures); c; c = TAILQ_NEXT(c, link))
         if (c->ino == st.st_ino)
             lost = c->lost;
     sw_unlock(s);

@@ -147,7 +147,7 @@ int sw_handle_new(void)
 struct sw_bridge *sw_bridge_find(struct sw_state *s, int id)
 {
     struct sw_bridge *b;
-    TAILQ_FOREACH (b, &s->bridges, link)
+    for (b = TAILQ_FIRST(&s->bridges); b; b = TAILQ_NEXT(b, link))
         if (b->id == id)
             return b;
     return NULL;
@@ -157,8 +157,8 @@ struct sw_port *sw_port_find(struct sw_state *s, int id)
 {
     struct sw_bridge *b;
     struct sw_port *p;
-    TAILQ_FOREACH (b, &s->bridges, link)
-        TAILQ_FOREACH (p, &b->ports, link)
+    for (b = TAILQ_FIRST(&s->bridges); b; b = TAILQ_NEXT(b, link))
+        for (p = TAILQ_FIRST(&b->ports); p; p = TAILQ_NEXT(p, link))
             if (p->id == id)
                 return p;
     return NULL;
@@ -173,8 +173,8 @@ void switch_seed(uint64_t seed)
     /* Directions made before the seed start again from it. */
     struct sw_bridge *b;
     struct sw_port *p;
-    TAILQ_FOREACH (b, &s->bridges, link)
-        TAILQ_FOREACH (p, &b->ports, link)
+    for (b = TAILQ_FIRST(&s->bridges); b; b = TAILQ_NEXT(b, link))
+        for (p = TAILQ_FIRST(&b->ports); p; p = TAILQ_NEXT(p, link))
             for (struct sw_dir *d = p->dirs; d; d = d->next)
                 sw_dir_seed(d, p);
     sw_unlock(s);
@@ -188,7 +188,7 @@ int switch_bridge_add(const char *name, struct pv_err *err)
         return r;
     pthread_mutex_lock(&s->lock);
     struct sw_bridge *b;
-    TAILQ_FOREACH (b, &s->bridges, link)
+    for (b = TAILQ_FIRST(&s->bridges); b; b = TAILQ_NEXT(b, link))
         if (strcmp(b->name, name) == 0) {
             r = pv_err_set(err, EEXIST, "bridge %s exists already", name);
             goto out;
@@ -373,7 +373,7 @@ int switch_reset(int bridge)
     if (b) {
         memset(&b->im, 0, sizeof(b->im));
         struct sw_port *p;
-        TAILQ_FOREACH (p, &b->ports, link)
+        for (p = TAILQ_FIRST(&b->ports); p; p = TAILQ_NEXT(p, link))
             for (struct sw_dir *d = p->dirs; d; d = d->next) {
                 d->blocked = false;
                 memset(&d->im, 0, sizeof(d->im));

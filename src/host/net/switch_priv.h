@@ -165,8 +165,8 @@ void sw_mac_forget_port(struct sw_macs *t, const struct sw_port *p);
 enum sw_cap_dir { SW_CAP_IN, SW_CAP_OUT };
 /* Record a frame: IN when the switch reads it from port p (bridge and p's
  * captures), OUT when it delivers it to p (p's captures). */
-void sw_capture_frame(struct sw_state *s, struct sw_port *p, enum sw_cap_dir dir,
-                      const void *data, uint32_t len);
+void sw_capture_frame(struct sw_state *s, struct sw_port *p, enum sw_cap_dir dir, const void *data,
+                      uint32_t len);
 void sw_capture_event(struct sw_state *s, int id, uint32_t events);
 /* End the captures of a bridge (port -1: of the bridge and all its ports) or
  * of one port. */
