@@ -174,7 +174,7 @@ local function configure(self, name)
     local vm = self._vm[name]
     if not is_vm(vm) or vm:state() ~= "booted" then return end
     local wait = 20 * C.timeout_scale()
-    self._ifname[name] = C.net_config(vm, mac_of(self, name), ip_of(self, name), 24,
+    self._ifname[name] = net.config(vm, mac_of(self, name), ip_of(self, name), 24,
         not self._down[name], wait)
     add_routes(self, name)
 end

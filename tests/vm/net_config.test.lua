@@ -18,7 +18,7 @@ end)
 test("a hot-plugged NIC is found by its MAC, addressed and brought up", function(t)
     qmp("netdev_add", { type = "user", id = "n0" })
     qmp("device_add", { driver = "virtio-net-pci", netdev = "n0", mac = MAC, id = "nic0" })
-    local ifname = C.net_config(vm, MAC, "10.0.2.15", 24, true, 20)
+    local ifname = C.net.config(vm, MAC, "10.0.2.15", 24, true, 20)
     t:assert(ifname:match("^e[nt]"), "an Ethernet name: " .. ifname)
     t:assert_eq(vm:read_file("/sys/class/net/" .. ifname .. "/address"), MAC .. "\n")
     local v4 = vm:run({ "ip", "-4", "addr", "show", ifname }).stdout
@@ -37,22 +37,22 @@ test("a hot-plugged NIC is found by its MAC, addressed and brought up", function
 end)
 
 test("a second call replaces the address; down and up again", function(t)
-    local ifname = C.net_config(vm, MAC, "10.0.3.7", 16, true, 5)
+    local ifname = C.net.config(vm, MAC, "10.0.3.7", 16, true, 5)
     local v4 = vm:run({ "ip", "-4", "addr", "show", ifname }).stdout
     t:assert_contains(v4, "inet 10.0.3.7/16")
     t:assert(not v4:find("10.0.2.15", 1, true), "the old address is gone:\n" .. v4)
-    t:assert_eq(C.net_config(vm, MAC:upper(), nil, nil, false, 5), ifname)
+    t:assert_eq(C.net.config(vm, MAC:upper(), nil, nil, false, 5), ifname)
     local link = vm:run({ "ip", "link", "show", ifname }).stdout
     t:assert(not link:find(",UP", 1, true), "down:\n" .. link)
     t:assert_eq(vm:run({ "ip", "-4", "addr", "show", ifname }).stdout, "", "no address left")
-    C.net_config(vm, MAC, "10.0.2.15", 24, true, 5)
+    C.net.config(vm, MAC, "10.0.2.15", 24, true, 5)
     t:assert_contains(vm:run({ "ip", "-4", "addr", "show", ifname }).stdout, "inet 10.0.2.15/24")
 end)
 
 test("an unknown MAC fails after the wait, naming the MAC", function(t)
     local t0 = C.now()
     local err = t:assert_raises(function()
-        C.net_config(vm, "52:54:00:00:00:99", "10.0.9.9", 24, true, 0.5)
+        C.net.config(vm, "52:54:00:00:00:99", "10.0.9.9", 24, true, 0.5)
     end)
     t:assert_contains(err, "vm `n`: no network interface with MAC 52:54:00:00:00:99 appeared in "
         .. "500 ms (is virtio_net in the kernel or in the modules?)")
@@ -64,7 +64,7 @@ end)
 test("arguments are checked before anything is sent", function(t)
     local function raises(...)
         local args = table.pack(...)
-        return t:assert_raises(function() C.net_config(vm, table.unpack(args, 1, args.n)) end)
+        return t:assert_raises(function() C.net.config(vm, table.unpack(args, 1, args.n)) end)
     end
     t:assert_contains(raises("52:54:00:12:34", "10.0.0.1", 24, true, 1),
         "MAC must be six hex bytes like 52:54:00:12:34:56, got \"52:54:00:12:34\"")
@@ -99,7 +99,7 @@ test("no virtio_net", function(t)
     _provium_c.qmp(vm, '{"execute": "device_add", "arguments": {"driver": "virtio-net-pci", ' ..
         '"netdev": "n0", "mac": "52:54:00:12:34:57"}}')
     local err = t:assert_raises(function()
-        _provium_c.net_config(vm, "52:54:00:12:34:57", "10.0.2.15", 24, true, 1)
+        _provium_c.net.config(vm, "52:54:00:12:34:57", "10.0.2.15", 24, true, 1)
     end)
     t:assert_contains(err, "vm `a`: no network interface with MAC 52:54:00:12:34:57 appeared " ..
         "in 1000 ms (is virtio_net in the kernel or in the modules?)")

@@ -1,10 +1,12 @@
 /* Bridges and NICs: the primitives under _provium_c.net, over the switch
  * (net/switch.h) and a VM's NICs (net/nic.h). The Bridge and Nic types,
  * membership, addresses and the rules' bookkeeping are lua/net.lua's. */
+#include <arpa/inet.h>
 #include <poll.h>
 #include <stdio.h>
 
 #include "l_provium.h"
+#include "guest.h"
 #include "net/nic.h"
 #include "net/switch.h"
 #include "net/uplink.h"
@@ -49,15 +51,60 @@ static int l_bridge_new(lua_State *L)
     return 1;
 }
 
-static int parse_mac(const char *s, uint8_t mac[6])
+/* The MAC at i, "52:54:00:aa:bb:cc" (either case): six bytes of a unicast address. */
+static void check_mac(lua_State *L, int i, uint8_t mac[6])
 {
-    unsigned m[6];
-    char end;
-    if (sscanf(s, "%2x:%2x:%2x:%2x:%2x:%2x%c", &m[0], &m[1], &m[2], &m[3], &m[4], &m[5], &end) != 6)
-        return -1;
-    for (int i = 0; i < 6; i++)
-        mac[i] = (uint8_t)m[i];
-    return 0;
+    const char *s = luaL_checkstring(L, i);
+    unsigned v[6];
+    int end = 0;
+    if (strlen(s) != 17 ||
+        sscanf(s, "%2x:%2x:%2x:%2x:%2x:%2x%n", &v[0], &v[1], &v[2], &v[3], &v[4], &v[5], &end) !=
+            6 ||
+        end != 17 || strspn(s, "0123456789abcdefABCDEF:") != 17) {
+        luaL_argerror(
+            L, i,
+            lua_pushfstring(L, "MAC must be six hex bytes like 52:54:00:12:34:56, got \"%s\"", s));
+    }
+    for (int k = 0; k < 6; k++)
+        mac[k] = (uint8_t)v[k];
+    if (mac[0] & 1)
+        luaL_argerror(L, i, lua_pushfstring(L, "MAC %s is a multicast address, not a NIC's", s));
+}
+
+/* net.config(vm, mac, ipv4|nil, prefix|nil, up, wait_seconds) -> ifname: the
+ * guest's NIC with that MAC gets the address ("10.99.1.2", prefix 0..32; nil: none) and its
+ * link up or down, once it appears (docs/architecture.md, "Network interfaces") */
+static int l_net_config(lua_State *L)
+{
+    struct target t = {l_tovm(L, 1), 0};
+    struct guest_net_config c = {0};
+    check_mac(L, 2, c.mac);
+    if (!lua_isnoneornil(L, 3)) {
+        const char *ip = luaL_checkstring(L, 3);
+        struct in_addr in;
+        if (inet_pton(AF_INET, ip, &in) != 1)
+            luaL_argerror(
+                L, 3, lua_pushfstring(L, "IPv4 address must be like 10.99.1.2, got \"%s\"", ip));
+        if (in.s_addr == 0)
+            luaL_argerror(L, 3, "0.0.0.0 is no address (pass nil for none)");
+        c.ipv4 = in.s_addr;
+        lua_Integer prefix = luaL_checkinteger(L, 4);
+        luaL_argcheck(L, prefix >= 0 && prefix <= 32, 4, "prefix must be 0..32");
+        c.prefix = (uint32_t)prefix;
+    } else if (!lua_isnoneornil(L, 4)) {
+        luaL_argerror(L, 4, "a prefix without an address");
+    }
+    luaL_checktype(L, 5, LUA_TBOOLEAN);
+    c.up = lua_toboolean(L, 5);
+    double wait = luaL_checknumber(L, 6);
+    luaL_argcheck(L, wait >= 0 && wait <= 3600, 6, "wait must be 0..3600 seconds");
+    c.wait_ms = (uint32_t)(wait * 1000.0 + 0.5);
+    char ifname[GUEST_IFNAME_MAX];
+    struct pv_err err = {0};
+    if (guest_net_config(&t, &c, ifname, &err) < 0)
+        return l_raise_guest(L, &t, "net_config", NULL, &err);
+    lua_pushstring(L, ifname);
+    return 1;
 }
 
 /* net.attach(vm, bridge, name, mac): a NIC for vm on the bridge (plugged in
@@ -68,8 +115,7 @@ static int l_attach(lua_State *L)
     struct l_bridge *b = checkbridge(L, 2);
     const char *name = luaL_checkstring(L, 3);
     uint8_t mac[6];
-    if (parse_mac(luaL_checkstring(L, 4), mac) < 0)
-        return luaL_argerror(L, 4, "a MAC address aa:bb:cc:dd:ee:ff");
+    check_mac(L, 4, mac);
     struct pv_err err = {0};
     if (nic_add(vm, b->handle, name, mac, &err) < 0)
         return l_raise(L, &err);
@@ -116,8 +162,7 @@ static int l_set_nics(lua_State *L)
         lua_rawgeti(L, -3, 3);
         nics[i] = (struct vm_nic){.bridge = b->handle};
         snprintf(nics[i].bridge_name, sizeof(nics[i].bridge_name), "%s", luaL_checkstring(L, -2));
-        if (parse_mac(luaL_checkstring(L, -1), nics[i].mac) < 0)
-            return luaL_error(L, "net.set_nics: NIC %d: not a MAC address", (int)i + 1);
+        check_mac(L, lua_gettop(L), nics[i].mac);
         lua_pop(L, 4);
     }
     struct pv_err err = {0};
@@ -344,6 +389,7 @@ int luaopen_provium_net(lua_State *L)
         {"capture_lost", l_capture_lost},
         {"capture_close", capture_close},
         {"snapshot_nics", l_snapshot_nics},
+        {"config", l_net_config},
         {"set_nics", l_set_nics},
         {NULL, NULL},
     };

@@ -365,6 +365,7 @@ lua_State *l_newstate(void)
         {NULL, NULL},
     };
     luaL_setfuncs(L, prims, 0);
+    l_open_test_prims(L);
     luaL_getmetatable(L, PV_RUNRESULT_MT);
     lua_setfield(L, -2, "runresult_mt");
     luaL_getmetatable(L, PV_VM_MT);

@@ -105,5 +105,7 @@ int luaopen_provium_fs(lua_State *L);
 /* Adds vm:read_mem/write_mem; returns {syscall=, sys=, errno=}. */
 int luaopen_provium_sys(lua_State *L);
 int luaopen_provium_json(lua_State *L);
+/* The test-only primitives (l_test.c), set into the table at the top. */
+void l_open_test_prims(lua_State *L);
 /* _provium_c.net: the primitives behind lua/net.lua (bridges, NICs). */
 int luaopen_provium_net(lua_State *L);

@@ -911,116 +911,6 @@ static int l_vm_console_tail(lua_State *L)
     return l_push_buf(L, b);
 }
 
-/* _provium_c.test_misbehave(vm, mode, timeout_s, amount?, ms?): tests only
- * (tests/vm/hostile.test.lua); the VM must be booted with
- * provium.test_hostile=1. mode: a name of enum pv_misbehave. */
-static int l_test_misbehave(lua_State *L)
-{
-    static const char *const modes[] = {
-        "garbage",       "wrong_id",      "huge_len", "mid_frame", "flood_while_sending",
-        "flood_console", "die_mid_reply", NULL};
-    struct target t = l_checktarget(L, 1);
-    uint32_t mode = (uint32_t)luaL_checkoption(L, 2, NULL, modes) + PV_MB_GARBAGE;
-    double timeout = luaL_checknumber(L, 3);
-    lua_Integer amount = luaL_optinteger(L, 4, 0), ms = luaL_optinteger(L, 5, 0);
-    if (!(timeout > 0) || amount < 0 || ms < 0 || ms > UINT32_MAX)
-        return luaL_error(L, "test_misbehave: timeout must be > 0, amount and ms >= 0");
-    struct pv_err err = {0};
-    if (guest_test_misbehave(&t, mode, (uint64_t)amount, (uint32_t)ms, timeout, &err) < 0)
-        return l_raise_guest(L, &t, "test_misbehave", NULL, &err);
-    return 0;
-}
-
-/* The MAC at i, "52:54:00:aa:bb:cc" (either case): six bytes of a unicast address. */
-static void check_mac(lua_State *L, int i, uint8_t mac[6])
-{
-    const char *s = luaL_checkstring(L, i);
-    unsigned v[6];
-    int end = 0;
-    if (strlen(s) != 17 ||
-        sscanf(s, "%2x:%2x:%2x:%2x:%2x:%2x%n", &v[0], &v[1], &v[2], &v[3], &v[4], &v[5], &end) !=
-            6 ||
-        end != 17 || strspn(s, "0123456789abcdefABCDEF:") != 17) {
-        luaL_argerror(
-            L, i,
-            lua_pushfstring(L, "MAC must be six hex bytes like 52:54:00:12:34:56, got \"%s\"", s));
-    }
-    for (int k = 0; k < 6; k++)
-        mac[k] = (uint8_t)v[k];
-    if (mac[0] & 1)
-        luaL_argerror(L, i, lua_pushfstring(L, "MAC %s is a multicast address, not a NIC's", s));
-}
-
-/* _provium_c.net_config(vm, mac, ipv4|nil, prefix|nil, up, wait_seconds) -> ifname: the
- * guest's NIC with that MAC gets the address ("10.99.1.2", prefix 0..32; nil: none) and its
- * link up or down, once it appears (docs/architecture.md, "Network interfaces") */
-static int l_net_config(lua_State *L)
-{
-    struct target t = {l_checkvm(L, 1)->vm, 0};
-    struct guest_net_config c = {0};
-    check_mac(L, 2, c.mac);
-    if (!lua_isnoneornil(L, 3)) {
-        const char *ip = luaL_checkstring(L, 3);
-        struct in_addr in;
-        if (inet_pton(AF_INET, ip, &in) != 1)
-            luaL_argerror(
-                L, 3, lua_pushfstring(L, "IPv4 address must be like 10.99.1.2, got \"%s\"", ip));
-        if (in.s_addr == 0)
-            luaL_argerror(L, 3, "0.0.0.0 is no address (pass nil for none)");
-        c.ipv4 = in.s_addr;
-        lua_Integer prefix = luaL_checkinteger(L, 4);
-        luaL_argcheck(L, prefix >= 0 && prefix <= 32, 4, "prefix must be 0..32");
-        c.prefix = (uint32_t)prefix;
-    } else if (!lua_isnoneornil(L, 4)) {
-        luaL_argerror(L, 4, "a prefix without an address");
-    }
-    luaL_checktype(L, 5, LUA_TBOOLEAN);
-    c.up = lua_toboolean(L, 5);
-    double wait = luaL_checknumber(L, 6);
-    luaL_argcheck(L, wait >= 0 && wait <= 3600, 6, "wait must be 0..3600 seconds");
-    c.wait_ms = (uint32_t)(wait * 1000.0 + 0.5);
-    char ifname[GUEST_IFNAME_MAX];
-    struct pv_err err = {0};
-    if (guest_net_config(&t, &c, ifname, &err) < 0)
-        return l_raise_guest(L, &t, "net_config", NULL, &err);
-    lua_pushstring(L, ifname);
-    return 1;
-}
-
-/* _provium_c.qmp(vm, json) -> the command's "return" as JSON text. Tests only
- * (docs/architecture.md): a raw QMP command, {"execute": ..., "arguments": ...}, to the
- * QEMU of a booted VM, behind provium's back. */
-static int l_qmp(lua_State *L)
-{
-    struct vm *vm = l_checkvm(L, 1)->vm;
-    const char *text = luaL_checkstring(L, 2);
-    if (vm->state != VM_BOOTED)
-        return luaL_error(L, "vm `%s`: qmp: the VM is %s, not booted", vm->name,
-                          vm_state_name(vm->state));
-    json_error_t jerr;
-    json_t *msg = json_loads(text, 0, &jerr);
-    const char *cmd = msg ? json_string_value(json_object_get(msg, "execute")) : NULL;
-    json_t *args = msg ? json_object_get(msg, "arguments") : NULL;
-    if (!cmd || (args && !json_is_object(args))) {
-        json_decref(msg);
-        return luaL_argerror(L, 2,
-                             "must be a JSON object with \"execute\" and optional "
-                             "\"arguments\" (an object)");
-    }
-    json_t *ret = NULL;
-    struct pv_err err = {0};
-    int64_t deadline = now_ns() + (int64_t)(10e9 * vm_globals.timeout_scale);
-    int r = qmp_exec(&vm->qmp, cmd, json_incref(args), deadline, &ret, &err);
-    json_decref(msg);
-    char *out = r == 0 ? json_dumps(ret, JSON_COMPACT | JSON_ENCODE_ANY) : NULL;
-    json_decref(ret);
-    if (r < 0)
-        return luaL_error(L, "vm `%s`: qmp: %s", vm->name, err.msg);
-    lua_pushstring(L, out ? out : "null");
-    free(out);
-    return 1;
-}
-
 static const luaL_Reg vm_methods[] = {
     {"boot", l_vm_boot},
     {"shutdown", l_vm_shutdown},
@@ -1083,9 +973,6 @@ int luaopen_provium_vm(lua_State *L)
         {"log_generation", l_log_generation},
         {"death_reported", l_death_reported},
         {"qemu_faults", l_qemu_faults},
-        {"test_misbehave", l_test_misbehave},
-        {"net_config", l_net_config},
-        {"qmp", l_qmp},
         {NULL, NULL},
     };
     luaL_newlib(L, prims);
