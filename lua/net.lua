@@ -93,13 +93,13 @@ function Bridge:_apply()
         if not ports[vm] and self._vm[vm] and running(self._vm[vm]) then
             -- a detached VM keeps its NIC, its link down
             local p = net.port(self._vm[vm], self._sw)
-            if p then net.flags(p, net.flags.DOWN) end
+            if p then net.flags(p, net.port_flags.DOWN) end
         end
     end
     for n, p in pairs(ports) do
         local f = 0
-        if self._down[n] then f = f | net.flags.DOWN end
-        if self._isolated[n] then f = f | net.flags.ISOLATED end
+        if self._down[n] then f = f | net.port_flags.DOWN end
+        if self._isolated[n] then f = f | net.port_flags.ISOLATED end
         net.flags(p, f)
     end
     for k in pairs(self._block) do
@@ -700,7 +700,8 @@ end
 
 local boot = V.boot
 function V:boot(...)
-    local r = boot(self, ...)
+    local ok, r = pcall(boot, self, ...)
+    if not ok then P.rethrow(r, 2) end
     if on_bridges[self] then
         local ok, err = pcall(P.net_up, self)
         if not ok then P.rethrow(err, 2) end

@@ -399,6 +399,6 @@ int luaopen_provium_net(lua_State *L)
         {"ISOLATED", SWITCH_ISOLATED},
         {"MAX_NICS", VM_MAX_NICS},
     };
-    l_set_consts(L, "flags", flags, ARRAY_SIZE(flags));
+    l_set_consts(L, "port_flags", flags, ARRAY_SIZE(flags));
     return 1;
 }
