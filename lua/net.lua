@@ -660,6 +660,12 @@ local function join(vm, nics)
             if x._name == n.bridge and not x._closed then b = x end
         end
         b = b or (P.home[vm] or P.root):bridge(n.bridge)
+        for _, m in ipairs(b._members) do
+            if m ~= name and mac_of(b, m) == n.mac then
+                error(("vm `%s`: restore: bridge `%s` already has vm `%s` with the snapshot's MAC %s; shut it down or detach it first")
+                    :format(name, b._name, m, n.mac))
+            end
+        end
         number(b, name, tonumber(n.mac:sub(-2), 16))
         b._mac[name] = n.mac
         b._vm[name] = vm
@@ -707,6 +713,32 @@ function V:boot(...)
         if not ok then P.rethrow(err, 2) end
     end
     return r
+end
+
+-- The rules of a bridge, to put back (reset_between_tests).
+local RULES = { "_block", "_isolated", "_down", "_whole", "_dir" }
+local function copy(t)
+    local c = {}
+    for k, v in pairs(t) do c[k] = type(v) == "table" and copy(v) or v end
+    return c
+end
+function Bridge:_save()
+    local s = {}
+    for _, k in ipairs(RULES) do s[k] = copy(self[k]) end
+    return s
+end
+function Bridge:_load(s)
+    if self._closed then return end
+    for _, k in ipairs(RULES) do self[k] = copy(s[k]) end
+    self:_apply()
+end
+
+-- Every bridge of a lab and its sub-labs.
+function Lab:_all_bridges(out)
+    out = out or {}
+    for _, n in ipairs(self:bridge_names()) do out[#out + 1] = rawget(self, "_bridges")[n] end
+    for _, sub in pairs(rawget(self, "_labs")) do sub:_all_bridges(out) end
+    return out
 end
 
 -- Labs hold bridges too.

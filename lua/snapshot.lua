@@ -82,13 +82,14 @@ function P.baseline(root)
         error("provium.reset_between_tests would auto-snapshot a live stream opened at file scope:\n" ..
             table.concat(live, "\n") .. "\nClose it at the end of the top level, or open it in the tests.", 0)
     end
-    local base = {}
+    local base = { bridges = {} }
     for _, vm in ipairs(vms) do
         local snap = vm:state() == "booted" and vm:snapshot() or nil
         base[#base + 1] = { vm = vm, snap = snap }
         -- the QEMU of the next reset starts while the test runs
         if snap then C.standby(vm, snap:path()) end
     end
+    for _, b in ipairs(root:_all_bridges()) do base.bridges[b] = b:_save() end
     return base
 end
 
@@ -102,6 +103,7 @@ function P.restore_baseline(base)
             C.standby(b.vm, b.snap:path())
         end
     end
+    for bridge, rules in pairs(base.bridges) do bridge:_load(rules) end
 end
 
 -- LabSnapshot: a directory of lab.json and a <vm>.snap snapshot per VM.
