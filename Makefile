@@ -174,11 +174,16 @@ check: deps
 	@tests/check
 
 bench: deps
-	@$(MAKE) --no-print-directory provium
+	@$(MAKE) --no-print-directory provium $(B)/switch_rate
 	@./provium kernel ensure
+	@$(B)/switch_rate 2
 	@bench/boot
 	@bench/parallel
 	@bench/suite
+
+# The switch's forwarding rate, without VMs (make bench).
+$(B)/switch_rate: bench/switch_rate.c $(B)/libprovium.a
+	$(CC) $(HOST_CFLAGS) -o $@ $< $(B)/libprovium.a $(HOST_LIBS) $(SAN_LDFLAGS)
 
 # libFuzzer builds for longer runs: make fuzz FUZZ_SECONDS=60 [FUZZ_TARGETS="qmp chan"]
 fuzz:

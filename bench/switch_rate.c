@@ -2,12 +2,8 @@
  * one pair of ports with no impairment, for a few frame sizes. A sender
  * thread writes into one port's QEMU end as fast as the switch takes them,
  * the main thread reads the other; frames the switch had to drop (the
- * reader too slow, its queue full) are printed too. Not built by default:
+ * reader too slow, its queue full) are printed too. `make bench` runs it:
  *
- *   make build/libprovium.a
- *   cc -O2 -std=gnu11 -D_GNU_SOURCE -Isrc -Isrc/common -Isrc/host -o build/switch_rate \
- *       bench/switch_rate.c build/libprovium.a $(lua5.4 static lib) -ljansson -lmsgpackc \
- *       -ledit -lcrypto -lm -ldl -lpthread
  *   build/switch_rate [seconds per size]
  */
 #include <pthread.h>

@@ -1,9 +1,13 @@
-/* Primitives for provium's own tests, never for test authors
- * (docs/architecture.md): a misbehaving agent on command, raw QMP. They sit
- * in _provium_c beside the others. */
+/* Primitives for provium's own tests and benchmarks, never for test
+ * authors (docs/architecture.md): a misbehaving agent on command, raw QMP, a
+ * cable between two VMs. They sit in _provium_c beside the others. */
+#include <stdio.h>
+#include <sys/socket.h>
+
 #include "l_provium.h"
 #include "guest.h"
 #include "vm.h"
+#include "vm_priv.h"
 
 /* _provium_c.test_misbehave(vm, mode, timeout_s, amount?, ms?): tests only
  * (tests/vm/hostile.test.lua); the VM must be booted with
@@ -59,11 +63,53 @@ static int l_qmp(lua_State *L)
     return 1;
 }
 
+/* Plug into vm a virtio-net in PCI slot 0xf whose frames go to fd. */
+static int plug_cable(struct vm *vm, int fd, const char *mac, struct pv_err *err)
+{
+    int64_t d = now_ns() + (int64_t)(10e9 * vm_globals.timeout_scale);
+    int r = qmp_exec_fd(&vm->qmp, "getfd", json_pack("{s:s}", "fdname", "cable"), fd, d, NULL, err);
+    if (r == 0)
+        r = vm_qmp(vm, "netdev_add",
+                   json_pack("{s:s, s:s, s:{s:s, s:s}}", "type", "dgram", "id", "cable", "local",
+                             "type", "fd", "str", "cable"),
+                   err);
+    if (r == 0)
+        r = vm_qmp(vm, "device_add",
+                   json_pack("{s:s, s:s, s:s, s:s, s:s}", "driver", "virtio-net-pci", "netdev",
+                             "cable", "id", "cable", "addr", "0xf", "mac", mac),
+                   err);
+    return r;
+}
+
+/* _provium_c.direct_link(vm_a, mac_a, vm_b, mac_b): a NIC in each running
+ * VM, the two joined by one socketpair and nothing else: what bench/network
+ * measures the switch against. Once per VM; not in its snapshots. */
+static int l_direct_link(lua_State *L)
+{
+    struct vm *a = l_tovm(L, 1), *b = l_tovm(L, 3);
+    const char *mac_a = luaL_checkstring(L, 2), *mac_b = luaL_checkstring(L, 4);
+    if (a->state != VM_BOOTED || b->state != VM_BOOTED)
+        return luaL_error(L, "direct_link: both VMs must be booted");
+    int sp[2];
+    if (socketpair(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0, sp) < 0)
+        return luaL_error(L, "direct_link: socketpair: %s", strerror(errno));
+    struct pv_err err = {0};
+    int r = plug_cable(a, sp[0], mac_a, &err);
+    if (r == 0)
+        r = plug_cable(b, sp[1], mac_b, &err);
+    close(sp[0]);
+    close(sp[1]);
+    if (r < 0)
+        return l_raise(L, &err);
+    return 0;
+}
+
 void l_open_test_prims(lua_State *L)
 {
     static const luaL_Reg prims[] = {
         {"test_misbehave", l_test_misbehave},
         {"qmp", l_qmp},
+        {"direct_link", l_direct_link},
         {NULL, NULL},
     };
     luaL_setfuncs(L, prims, 0);
