@@ -690,8 +690,10 @@ end
 local restore = V.restore
 function V:restore(snap)
     local path = getmetatable(snap) == P.Snapshot and snap._path or snap
+    local st = self:state()
     local ok, nics = pcall(net.snapshot_nics, type(path) == "string" and path or "")
-    if ok then -- else the restore says what is wrong with the snapshot
+    -- else the restore says what is wrong with the snapshot, or with the VM
+    if ok and st ~= "booted" and st ~= "paused" then
         local jok, err = pcall(join, self, nics)
         if not jok then P.rethrow(err, 2) end
     end

@@ -145,7 +145,14 @@ int nic_set(struct vm *vm, const struct vm_nic *nics, size_t n, struct pv_err *e
     if (n > VM_MAX_NICS)
         return pv_err_set(err, ENOSPC, "vm `%s`: a VM has at most %d NICs", vm->name,
                           VM_MAX_NICS);
-    vm_standby_drop(vm);
+    bool same = n == vm->nnics;
+    for (size_t i = 0; same && i < n; i++)
+        same = vm->nics[i].bridge == nics[i].bridge &&
+               !strcmp(vm->nics[i].bridge_name, nics[i].bridge_name) &&
+               !memcmp(vm->nics[i].mac, nics[i].mac, 6);
+    if (same)
+        return 0;
+    vm_standby_drop(vm); /* it was started with the NICs of before */
     memcpy(vm->nics, nics, n * sizeof(*nics));
     vm->nnics = n;
     return 0;
