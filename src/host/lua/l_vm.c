@@ -12,6 +12,7 @@
 #include "hash.h"
 #include "kmod.h"
 #include "l_provium.h"
+#include "net/nic.h"
 #include "vm.h"
 
 struct l_vm {
@@ -330,6 +331,7 @@ static int l_vm_boot(lua_State *L)
     struct vm_boot b, plan;
     if (boot_plan(l_ctx.config, u->vm->profile, o, &b, &err) < 0)
         return luaL_error(L, "vm `%s`: %s", u->vm->name, err.msg);
+    nic_sort(u->vm);
     memcpy(b.nics, u->vm->nics, sizeof(b.nics));
     b.nnics = u->vm->nnics;
     bool cached = from_cache(o, &b);

@@ -137,6 +137,17 @@ int nic_add(struct vm *vm, int bridge, const char *name, const uint8_t mac[6], s
     return r;
 }
 
+static int by_bridge_name(const void *a, const void *b)
+{
+    return strcmp(((const struct vm_nic *)a)->bridge_name, ((const struct vm_nic *)b)->bridge_name);
+}
+
+void nic_sort(struct vm *vm)
+{
+    if (vm->state != VM_BOOTED && vm->state != VM_PAUSED)
+        qsort(vm->nics, vm->nnics, sizeof(vm->nics[0]), by_bridge_name);
+}
+
 int nic_set(struct vm *vm, const struct vm_nic *nics, size_t n, struct pv_err *err)
 {
     if (vm->state == VM_BOOTED || vm->state == VM_PAUSED)

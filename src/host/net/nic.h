@@ -21,6 +21,9 @@ int nic_inheritable_fd(int fd);
 /* Give vm a NIC on bridge (handle and name) with this MAC: for its next
  * boot, and at once if it runs (QMP netdev_add + device_add). */
 int nic_add(struct vm *vm, int bridge, const char *name, const uint8_t mac[6], struct pv_err *err);
+/* Order a stopped VM's NICs by bridge name, as its next boot plugs them
+ * (the first is eth0 in a guest without udev). */
+void nic_sort(struct vm *vm);
 /* Replace the NICs of a VM that does not run (a restore takes the
  * snapshot's). */
 int nic_set(struct vm *vm, const struct vm_nic *nics, size_t n, struct pv_err *err);
