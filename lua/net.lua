@@ -159,11 +159,11 @@ local function add_routes(self, name)
     if not is_vm(vm) or vm:state() ~= "booted" then return end
     for _, r in pairs(self._routes) do
         if r.router ~= name then
-            C.net_route(vm, subnet(r.bridge), 24, ip_of(self, r.router))
+            net.route(vm, subnet(r.bridge), 24, ip_of(self, r.router))
         end
     end
     if self._uplink then
-        C.net_route(vm, "0.0.0.0", 0, gateway(self))
+        net.route(vm, "0.0.0.0", 0, gateway(self))
         vm:mkdir("/etc", { parents = true })
         vm:write_file("/etc/resolv.conf", ("nameserver 10.66.%d.253\n"):format(self._num))
     end

@@ -102,6 +102,7 @@ int agent_op_worker(struct agent *a, uint32_t id, struct pv_rd *r);
 int agent_op_via(struct agent *a, uint32_t id, struct pv_rd *r);
 int agent_op_worker_end(struct agent *a, uint32_t id, struct pv_rd *r);
 int agent_op_net_config(struct agent *a, uint32_t id, struct pv_rd *r);
+int agent_op_net_route(struct agent *a, uint32_t id, struct pv_rd *r);
 int agent_op_test_misbehave(struct agent *a, uint32_t id, struct pv_rd *r);
 
 /* sys.c: syscall threads reply themselves; they wake the loop through an
@@ -150,6 +151,16 @@ struct net_config_req {
     uint32_t wait_ms;
 };
 int net_config_decode(struct pv_rd *r, struct net_config_req *req, char *why, size_t whylen);
+/* A PV_NET_ROUTE request's fields, checked (0), or -EBADMSG / -EINVAL with
+ * the reason in why (net.c; called directly by the fuzz target, as the
+ * handler would change the routes of the machine it runs on). */
+struct net_route_req {
+    uint32_t dst; /* network order, no bit set past the prefix */
+    uint32_t prefix;
+    uint32_t gateway; /* network order, nonzero */
+    uint32_t flags;   /* enum pv_route_flags */
+};
+int net_route_decode(struct pv_rd *r, struct net_route_req *req, char *why, size_t whylen);
 
 /* modules.c: load the modules a list file of the overlay names (one path a
  * line, dependencies first). 0, or -errno when the list cannot be read;

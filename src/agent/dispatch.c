@@ -73,6 +73,7 @@ static const struct {
     {PV_WORKER_END, agent_op_worker_end},
     {PV_FRESHEN, agent_op_freshen},
     {PV_NET_CONFIG, agent_op_net_config},
+    {PV_NET_ROUTE, agent_op_net_route},
     {PV_TEST_MISBEHAVE, agent_op_test_misbehave}, /* test only: hostile.c */
 };
 

@@ -1,4 +1,5 @@
-/* Network interfaces: PV_NET_CONFIG configures the NIC with a given MAC.
+/* Network interfaces: PV_NET_CONFIG configures the NIC with a given MAC;
+ * PV_NET_ROUTE adds, replaces or deletes an IPv4 route (at the end).
  *
  * request: bytes mac (6), u32 ipv4 (network order; 0: none), u32 prefix
  *          (0..32), u32 flags (PV_NET_UP: link up, else down), u32 wait_ms
@@ -21,6 +22,8 @@
  * docs/architecture.md, "Network interfaces". */
 #include <arpa/inet.h>
 #include <fcntl.h>
+#include <linux/netlink.h>
+#include <linux/rtnetlink.h>
 #include <net/if.h>
 #include <net/if_arp.h>
 #include <netinet/in.h>
@@ -67,6 +70,12 @@ int net_config_decode(struct pv_rd *r, struct net_config_req *req, char *why, si
         return -EINVAL;
     }
     return 0;
+}
+
+/* The netmask of a prefix (0..32), in network order. */
+static uint32_t prefix_mask(uint32_t prefix)
+{
+    return prefix ? htonl(~0u << (32 - prefix)) : 0;
 }
 
 static void mac_str(const uint8_t mac[6], char out[18])
@@ -140,8 +149,7 @@ static int set_ipv4(int s, const char *ifname, uint32_t addr, uint32_t prefix, c
         snprintf(why, whylen, "%s: set address %s: %s", ifname, text, strerror(-r));
         return r;
     }
-    uint32_t mask = prefix ? htonl(~0u << (32 - prefix)) : 0;
-    if (addr && (r = set_in_addr(s, SIOCSIFNETMASK, ifname, mask)) < 0)
+    if (addr && (r = set_in_addr(s, SIOCSIFNETMASK, ifname, prefix_mask(prefix))) < 0)
         snprintf(why, whylen, "%s: set netmask /%u on %s: %s", ifname, prefix, text, strerror(-r));
     return r;
 }
@@ -303,4 +311,156 @@ void net_forget_all(struct agent *a)
         a->net_waits = n->next;
         wait_free(n);
     }
+}
+
+/* ---- NetRoute ----
+ *
+ * request: u32 dst (network order), u32 prefix (0..32; 0.0.0.0/0 is the
+ *          default route), u32 gateway (network order), u32 flags
+ *          (PV_ROUTE_DELETE: delete, else add or replace)
+ * reply:   nothing
+ *
+ * One rtnetlink request on the main table. Added, RTM_NEWROUTE with
+ * NLM_F_CREATE | NLM_F_REPLACE: the route of that destination (and metric
+ * 0, the only one these requests make) takes the new gateway in one step,
+ * so calling it twice leaves one route, there is no moment without it, and
+ * a refused gateway leaves the old route in place (deleting first, as the
+ * SIOCADDRT ioctl would need, loses it). The kernel picks the interface
+ * whose subnet holds the gateway: ENETUNREACH when none that is up has it.
+ * Deleted, RTM_DELROUTE matches destination and gateway: ESRCH when no
+ * such route exists. See docs/architecture.md, "Network interfaces". */
+
+#define ROUTE_ACK_MS 2000 /* the kernel acks within the send; a bound all the same */
+
+int net_route_decode(struct pv_rd *r, struct net_route_req *req, char *why, size_t whylen)
+{
+    req->dst = pv_get_u32(r);
+    req->prefix = pv_get_u32(r);
+    req->gateway = pv_get_u32(r);
+    req->flags = pv_get_u32(r);
+    if (pv_rd_done(r) < 0)
+        return -EBADMSG;
+    if (req->prefix > 32) {
+        snprintf(why, whylen, "prefix %u is over 32", req->prefix);
+        return -EINVAL;
+    }
+    uint32_t net = req->dst & prefix_mask(req->prefix);
+    if (req->dst != net) {
+        char dst[INET_ADDRSTRLEN], netstr[INET_ADDRSTRLEN];
+        inet_ntop(AF_INET, &req->dst, dst, sizeof(dst));
+        inet_ntop(AF_INET, &net, netstr, sizeof(netstr));
+        snprintf(why, whylen,
+                 "destination %s/%u has bits set past the prefix (the network is %s/%u)", dst,
+                 req->prefix, netstr, req->prefix);
+        return -EINVAL;
+    }
+    if (!req->gateway) {
+        snprintf(why, whylen, "the gateway is 0.0.0.0");
+        return -EINVAL;
+    }
+    if (req->flags & ~(uint32_t)PV_ROUTE_DELETE) {
+        snprintf(why, whylen, "unknown flags %#x", req->flags & ~(uint32_t)PV_ROUTE_DELETE);
+        return -EINVAL;
+    }
+    return 0;
+}
+
+struct route_msg {
+    struct nlmsghdr nh;
+    struct rtmsg rt;
+    char attrs[2 * RTA_SPACE(sizeof(uint32_t))];
+};
+
+static void route_attr(struct route_msg *m, unsigned short type, uint32_t value)
+{
+    struct rtattr *a = (struct rtattr *)((char *)m + NLMSG_ALIGN(m->nh.nlmsg_len));
+    a->rta_type = type;
+    a->rta_len = RTA_LENGTH(sizeof(value));
+    memcpy(RTA_DATA(a), &value, sizeof(value));
+    m->nh.nlmsg_len = NLMSG_ALIGN(m->nh.nlmsg_len) + RTA_SPACE(sizeof(value));
+}
+
+/* The kernel's answer to the request of sequence seq: 0 or -errno. */
+static int route_ack(int s, uint32_t seq)
+{
+    union {
+        struct nlmsghdr nh;
+        char bytes[1024]; /* an error echoes the request (52 bytes) */
+    } in;
+    for (;;) {
+        ssize_t n = recv(s, &in, sizeof(in), 0);
+        if (n < 0)
+            return errno == EAGAIN ? -ETIMEDOUT : -errno;
+        for (struct nlmsghdr *h = &in.nh; NLMSG_OK(h, (size_t)n); h = NLMSG_NEXT(h, n)) {
+            if (h->nlmsg_seq != seq || h->nlmsg_type != NLMSG_ERROR)
+                continue;
+            if (h->nlmsg_len < NLMSG_LENGTH(sizeof(struct nlmsgerr)))
+                return -EPROTO;
+            return ((struct nlmsgerr *)NLMSG_DATA(h))->error;
+        }
+    }
+}
+
+/* Send the request and wait for its ack: 0 or -errno. */
+static int route_change(const struct net_route_req *req)
+{
+    bool del = req->flags & PV_ROUTE_DELETE;
+    struct route_msg m = {
+        .nh.nlmsg_len = NLMSG_LENGTH(sizeof(struct rtmsg)),
+        .nh.nlmsg_type = del ? RTM_DELROUTE : RTM_NEWROUTE,
+        .nh.nlmsg_flags = NLM_F_REQUEST | NLM_F_ACK | (del ? 0 : NLM_F_CREATE | NLM_F_REPLACE),
+        .nh.nlmsg_seq = 1,
+        .rt.rtm_family = AF_INET,
+        .rt.rtm_dst_len = (unsigned char)req->prefix,
+        .rt.rtm_table = RT_TABLE_MAIN,
+        /* deleting, protocol and type 0 and scope "nowhere" match any */
+        .rt.rtm_protocol = del ? 0 : RTPROT_BOOT,
+        .rt.rtm_scope = del ? RT_SCOPE_NOWHERE : RT_SCOPE_UNIVERSE,
+        .rt.rtm_type = del ? 0 : RTN_UNICAST,
+    };
+    if (req->prefix)
+        route_attr(&m, RTA_DST, req->dst);
+    route_attr(&m, RTA_GATEWAY, req->gateway);
+    _cleanup_close_ int s = socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC, NETLINK_ROUTE);
+    if (s < 0)
+        return -errno;
+    struct timeval tv = {.tv_sec = ROUTE_ACK_MS / 1000, .tv_usec = ROUTE_ACK_MS % 1000 * 1000};
+    struct sockaddr_nl kernel = {.nl_family = AF_NETLINK};
+    if (setsockopt(s, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv)) < 0 ||
+        sendto(s, &m, m.nh.nlmsg_len, 0, (struct sockaddr *)&kernel, sizeof(kernel)) < 0)
+        return -errno;
+    return route_ack(s, m.nh.nlmsg_seq);
+}
+
+int agent_op_net_route(struct agent *a, uint32_t id, struct pv_rd *r)
+{
+    struct net_route_req req;
+    char why[128];
+    int e = net_route_decode(r, &req, why, sizeof(why));
+    if (e == -EINVAL)
+        agent_send_err(a, id, EINVAL, "%s", why);
+    if (e < 0)
+        return e == -EINVAL ? 0 : e;
+    /* "route 10.99.0.0/16" or "default route", as the messages name it */
+    char what[32] = "default route", gw[INET_ADDRSTRLEN];
+    if (req.prefix) {
+        char dst[INET_ADDRSTRLEN];
+        inet_ntop(AF_INET, &req.dst, dst, sizeof(dst));
+        snprintf(what, sizeof(what), "route %s/%u", dst, req.prefix);
+    }
+    inet_ntop(AF_INET, &req.gateway, gw, sizeof(gw));
+    bool del = req.flags & PV_ROUTE_DELETE;
+    const char *op = del ? "delete" : "add";
+    e = route_change(&req);
+    if (e == -ESRCH && del)
+        agent_send_err(a, id, ESRCH, "%s %s via %s: no such route", op, what, gw);
+    else if (e == -ENETUNREACH)
+        agent_send_err(a, id, ENETUNREACH,
+                       "%s %s via %s: %s (no interface that is up has %s in its subnet)", op, what,
+                       gw, strerror(-e), gw);
+    else if (e < 0)
+        agent_send_err(a, id, -e, "%s %s via %s: %s", op, what, gw, strerror(-e));
+    else
+        agent_send_ok(a, id, NULL);
+    return 0;
 }

@@ -727,6 +727,34 @@ int guest_net_config(const struct target *t, const struct guest_net_config *c,
     return r;
 }
 
+void guest_encode_net_route(struct buf *b, const struct guest_net_route *rt)
+{
+    struct pv_wr w = {b};
+    pv_put_u32(&w, rt->dst);
+    pv_put_u32(&w, rt->prefix);
+    pv_put_u32(&w, rt->gateway);
+    pv_put_u32(&w, rt->del ? PV_ROUTE_DELETE : 0);
+}
+
+int guest_decode_net_route(const struct buf *reply, struct pv_err *err)
+{
+    if (reply->len)
+        return pv_err_set(err, EBADMSG, "malformed NetRoute reply from the agent");
+    return 0;
+}
+
+int guest_net_route(const struct target *t, const struct guest_net_route *rt, struct pv_err *err)
+{
+    struct buf b = BUF_INIT, reply = BUF_INIT;
+    guest_encode_net_route(&b, rt);
+    int r = call(t, "net_route", PV_NET_ROUTE, &b, GUEST_SHORT_S, NULL, NULL, &reply, err);
+    if (r == 0 && guest_decode_net_route(&reply, err) < 0)
+        r = bad_reply(t, "net_route", err);
+    buf_release(&b);
+    buf_release(&reply);
+    return r;
+}
+
 /* ---- workers ---- */
 
 int guest_worker(const struct target *t, const struct guest_worker_req *req, uint64_t *ret_handle,

@@ -252,6 +252,23 @@ int guest_decode_net_config(const struct buf *reply, char ifname[GUEST_IFNAME_MA
 int guest_net_config(const struct target *t, const struct guest_net_config *c,
                      char ifname[GUEST_IFNAME_MAX], struct pv_err *err);
 
+/* ---- network interfaces: NetRoute ---- */
+
+struct guest_net_route {
+    uint32_t dst;     /* network byte order, no bit set past the prefix */
+    uint32_t prefix;  /* 0..32; 0.0.0.0/0 is the default route */
+    uint32_t gateway; /* network byte order, nonzero */
+    bool del;         /* delete the route dst/prefix via gateway, else add or replace it */
+};
+void guest_encode_net_route(struct buf *b, const struct guest_net_route *rt);
+/* The reply carries nothing: 0 when it is empty, else -EBADMSG. */
+int guest_decode_net_route(const struct buf *reply, struct pv_err *err);
+/* Add or replace (one route per destination: the gateway changes) or
+ * delete the guest's IPv4 route (the agent's net.c). The guest picks the
+ * interface whose subnet holds the gateway: ENETUNREACH when none that is
+ * up has it; deleting a route that is not there: ESRCH. */
+int guest_net_route(const struct target *t, const struct guest_net_route *rt, struct pv_err *err);
+
 /* ---- workers ---- */
 
 struct guest_worker_req {

@@ -219,6 +219,7 @@ const char *pv_type_name(uint16_t type)
     case PV_WORKER_END: return "WorkerEnd";
     case PV_FRESHEN: return "Freshen";
     case PV_NET_CONFIG: return "NetConfig";
+    case PV_NET_ROUTE: return "NetRoute";
     case PV_OK: return "Ok";
     case PV_ERR: return "Err";
     case PV_HELLO_OK: return "HelloOk";

@@ -76,6 +76,9 @@ enum pv_type {
     PV_NET_CONFIG = 32,  /* bytes mac (6), u32 ipv4 (network order; 0: none), u32 prefix (0..32),
                             u32 flags (enum pv_net_flags), u32 wait_ms (for the NIC to appear)
                             -> str ifname: see net.c */
+    PV_NET_ROUTE = 33,   /* u32 dst (network order), u32 prefix (0..32; 0.0.0.0/0: default), u32
+                            gateway (network order, nonzero), u32 flags (enum pv_route_flags;
+                            none: add or replace) -> nothing: see net.c */
     PV_REQ_MAX,
 
     /* Test only, far from the requests above: served only by an agent whose
@@ -167,6 +170,10 @@ enum pv_worker {
 /* PV_NET_CONFIG flags: the link goes up with PV_NET_UP, else down */
 enum pv_net_flags {
     PV_NET_UP = 1 << 0,
+};
+/* PV_NET_ROUTE flags: without PV_ROUTE_DELETE the route is added or replaced */
+enum pv_route_flags {
+    PV_ROUTE_DELETE = 1 << 0,
 };
 /* PV_SIGNAL to handle 0: every process the agent runs (a worker's kill). */
 /* PV_RUN reply status */

@@ -14,8 +14,10 @@
  * fuzzer's own), Tail, Worker and Freshen would run, change or read what
  * their fields name on the host; their decoders are checked by
  * tests/unit/test_agent.c instead. NetConfig would configure one of this
- * machine's NICs: its decoder (net_config_decode, all the handler reads)
- * is called directly. */
+ * machine's NICs, NetRoute its routing table: their decoders
+ * (net_config_decode, net_route_decode: all the handlers read) are called
+ * directly. */
+#include <arpa/inet.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <sys/socket.h>
@@ -28,7 +30,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 static const uint16_t types[] = {
     PV_PING,           PV_STAT,   PV_LISTDIR,    PV_PROC_STATUS, PV_WAIT,     PV_SIGNAL,
     PV_STDIN,          PV_CANCEL, PV_VIA,        PV_WORKER_END,  PV_POWEROFF, PV_HELLO,
-    PV_TEST_MISBEHAVE, 0x7777,    PV_NET_CONFIG, /* decoded only, see above */
+    PV_TEST_MISBEHAVE, 0x7777,    PV_NET_CONFIG, PV_NET_ROUTE, /* these two decoded only */
 };
 
 /* A NetConfig payload: decoded, or refused with a reason; what it accepts
@@ -41,6 +43,24 @@ static void net_config(const uint8_t *data, size_t size)
     char why[128] = "";
     int e = net_config_decode(&r, &req, why, sizeof(why));
     if (e == 0 && (req.prefix > 32 || req.flags & ~(uint32_t)PV_NET_UP))
+        abort();
+    if (e != 0 && e != -EBADMSG && !(e == -EINVAL && why[0]))
+        abort();
+    if (e == -EBADMSG && !r.why)
+        abort();
+}
+
+/* A NetRoute payload: decoded, or refused with a reason; what it accepts
+ * is a network (no bit past the prefix) through a gateway. */
+static void net_route(const uint8_t *data, size_t size)
+{
+    struct pv_rd r;
+    pv_rd_init(&r, data, size);
+    struct net_route_req req;
+    char why[128] = "";
+    int e = net_route_decode(&r, &req, why, sizeof(why));
+    if (e == 0 && (req.prefix > 32 || req.flags & ~(uint32_t)PV_ROUTE_DELETE || !req.gateway ||
+                   (req.prefix < 32 && ntohl(req.dst) << req.prefix)))
         abort();
     if (e != 0 && e != -EBADMSG && !(e == -EINVAL && why[0]))
         abort();
@@ -83,6 +103,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     uint16_t type = types[data[0] % ARRAY_SIZE(types)];
     if (type == PV_NET_CONFIG) {
         net_config(data + 1, size - 1);
+        return 0;
+    }
+    if (type == PV_NET_ROUTE) {
+        net_route(data + 1, size - 1);
         return 0;
     }
     struct buf msg = BUF_INIT, hello = BUF_INIT;

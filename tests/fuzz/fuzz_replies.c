@@ -1,9 +1,9 @@
 /* libFuzzer target for the decoders of the agent's replies (guest.h): the
  * first byte picks one (status, stat, syscall, listdir, proc_status,
- * net_config), the
- * rest is the reply payload, as the guest sent it. A decoder either fills
- * its result with values in their documented ranges or fails with EBADMSG,
- * owning nothing after a failure; never reads past the payload (ASan). */
+ * net_config, net_route), the rest is the reply payload, as the guest sent
+ * it. A decoder either fills its result with values in their documented
+ * ranges or fails with EBADMSG, owning nothing after a failure; never reads
+ * past the payload (ASan). */
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -35,7 +35,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     buf_add(&reply, data + 1, size - 1);
     struct pv_err err = {0};
     int r;
-    switch (data[0] % 6) {
+    switch (data[0] % 7) {
     case 0: {
         struct guest_run_result res = {0};
         r = guest_decode_status(&reply, &res, &err);
@@ -90,6 +90,13 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             check_failed(r, &err);
         break;
     }
+    case 6:
+        r = guest_decode_net_route(&reply, &err);
+        if (r == 0 && reply.len) /* nothing is in a NetRoute reply */
+            abort();
+        if (r < 0)
+            check_failed(r, &err);
+        break;
     default: {
         struct guest_proc_status st;
         r = guest_decode_proc_status(&reply, &st, &err);

@@ -10,6 +10,7 @@
 
 #include "agent/agent.h"
 #include "chan.h"
+#include "guest.h"
 
 #include <arpa/inet.h>
 #include <fcntl.h>
@@ -1172,6 +1173,91 @@ static void test_agent_net_config(void **state)
     buf_release(&b);
 }
 
+/* ---- NetRoute ---- */
+
+static void route_req(struct buf *b, const char *dst, uint32_t prefix, const char *gw,
+                      uint32_t flags)
+{
+    struct in_addr d, g;
+    assert_int_equal(inet_pton(AF_INET, dst, &d), 1);
+    assert_int_equal(inet_pton(AF_INET, gw, &g), 1);
+    struct pv_wr w = {b};
+    pv_put_u32(&w, d.s_addr);
+    pv_put_u32(&w, prefix);
+    pv_put_u32(&w, g.s_addr);
+    pv_put_u32(&w, flags);
+}
+
+/* The decoder on its own: what it accepts, as the host's encoder writes it. */
+static void test_net_route_decode(void **state)
+{
+    (void)state;
+    struct buf b = BUF_INIT;
+    guest_encode_net_route(
+        &b, &(struct guest_net_route){htonl(0x0a630000), 16, htonl(0x0a000202), true});
+    struct pv_rd r;
+    pv_rd_init(&r, b.data, b.len);
+    struct net_route_req req;
+    char why[128] = "";
+    assert_int_equal(net_route_decode(&r, &req, why, sizeof(why)), 0);
+    assert_int_equal(req.dst, htonl(0x0a630000));
+    assert_int_equal(req.prefix, 16);
+    assert_int_equal(req.gateway, htonl(0x0a000202));
+    assert_int_equal(req.flags, PV_ROUTE_DELETE);
+    buf_release(&b);
+    /* the default route; a host route (/32) */
+    route_req(&b, "0.0.0.0", 0, "10.66.1.254", 0);
+    pv_rd_init(&r, b.data, b.len);
+    assert_int_equal(net_route_decode(&r, &req, why, sizeof(why)), 0);
+    assert_int_equal(req.dst, 0);
+    assert_int_equal(req.flags, 0);
+    buf_release(&b);
+    route_req(&b, "10.99.1.7", 32, "10.66.1.254", 0);
+    pv_rd_init(&r, b.data, b.len);
+    assert_int_equal(net_route_decode(&r, &req, why, sizeof(why)), 0);
+    buf_release(&b);
+    /* the reply carries nothing */
+    struct pv_err err = {0};
+    assert_int_equal(guest_decode_net_route(&b, &err), 0);
+    buf_add(&b, "x", 1);
+    assert_int_equal(guest_decode_net_route(&b, &err), -EBADMSG);
+    assert_string_equal(err.msg, "malformed NetRoute reply from the agent");
+    buf_release(&b);
+}
+
+static void expect_route_einval(struct fx *f, const char *dst, uint32_t prefix, const char *gw,
+                                uint32_t flags, const char *msg)
+{
+    struct buf b = BUF_INIT;
+    route_req(&b, dst, prefix, gw, flags);
+    struct pv_err err = {0};
+    assert_int_equal(
+        chan_call(&f->c, f->route, PV_NET_ROUTE, &b, deadline(10), NULL, NULL, NULL, &err), EINVAL);
+    assert_string_equal(err.msg, msg);
+    buf_release(&b);
+}
+
+/* Only requests the decoder refuses are sent: a valid one would change
+ * this machine's routes (the guest's are tests/vm/net_config.test.lua's). */
+static void test_agent_net_route(void **state)
+{
+    struct fx *f = *state;
+    expect_route_einval(f, "10.99.0.0", 33, "10.0.2.2", 0, "prefix 33 is over 32");
+    expect_route_einval(f, "10.99.1.0", 16, "10.0.2.2", 0,
+                        "destination 10.99.1.0/16 has bits set past the prefix (the network is "
+                        "10.99.0.0/16)");
+    expect_route_einval(f, "10.0.2.2", 0, "10.0.2.2", 0,
+                        "destination 10.0.2.2/0 has bits set past the prefix (the network is "
+                        "0.0.0.0/0)");
+    expect_route_einval(f, "10.99.0.0", 16, "0.0.0.0", PV_ROUTE_DELETE, "the gateway is 0.0.0.0");
+    expect_route_einval(f, "10.99.0.0", 16, "10.0.2.2", 1 << 1, "unknown flags 0x2");
+    expect_route_einval(f, "10.99.0.0", 16, "10.0.2.2", 0xffffffff, "unknown flags 0xfffffffe");
+    expect_ebadmsg(f, PV_NET_ROUTE, "\x0a\x63\0\0\x10\0\0\0\x0a\0\x02\x02", 12,
+                   "malformed NetRoute request: truncated u32");
+    expect_ebadmsg(f, PV_NET_ROUTE, "\x0a\x63\0\0\x10\0\0\0\x0a\0\x02\x02\0\0\0\0\0", 17,
+                   "malformed NetRoute request: trailing bytes after the last field");
+}
+
 /* After the handshake, a non-resync agent treats garbage as fatal: the
  * serve loop ends with -EBADMSG and the host sees the peer gone. */
 static void test_agent_garbage_ends_session(void **state)
@@ -1685,6 +1771,8 @@ int main(void)
         T(test_agent_mem),
         T(test_agent_malformed_request),
         T(test_agent_net_config),
+        cmocka_unit_test(test_net_route_decode),
+        T(test_agent_net_route),
         T(test_agent_garbage_ends_session),
         T(test_agent_hangup_ends_session),
     };

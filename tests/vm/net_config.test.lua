@@ -1,6 +1,7 @@
--- The agent's NetConfig operation (docs/architecture.md, "Network interfaces"), on one VM:
--- a NIC hot-plugged through QMP (the test-only _provium_c.qmp) is found by its MAC,
--- addressed and brought up; its driver loads from the overlay's modules.net on first use.
+-- The agent's NetConfig and NetRoute operations (docs/architecture.md, "Network interfaces"),
+-- on one VM: a NIC hot-plugged through QMP (the test-only _provium_c.qmp) is found by its MAC,
+-- addressed and brought up; its driver loads from the overlay's modules.net on first use;
+-- routes through a gateway of its subnet are added, replaced and deleted.
 local meta = require("lib.meta")
 local C = _provium_c
 local vm = provium:vm("n", "default"):boot()
@@ -47,6 +48,83 @@ test("a second call replaces the address; down and up again", function(t)
     t:assert_eq(vm:run({ "ip", "-4", "addr", "show", ifname }).stdout, "", "no address left")
     C.net.config(vm, MAC, "10.0.2.15", 24, true, 5)
     t:assert_contains(vm:run({ "ip", "-4", "addr", "show", ifname }).stdout, "inet 10.0.2.15/24")
+end)
+
+-- The guest's IPv4 routes through gateway gw ("default via 10.0.2.2 dev eth0 ..."), one a line.
+local function routes_via(gw)
+    local out = {}
+    for line in vm:run({ "ip", "-4", "route", "show" }).stdout:gmatch("[^\n]+") do
+        if line:find(" via " .. gw .. " ", 1, true) then out[#out + 1] = line end
+    end
+    return out
+end
+
+local function defaults()
+    local out = {}
+    for line in vm:run({ "ip", "-4", "route", "show" }).stdout:gmatch("[^\n]+") do
+        if line:match("^default ") then out[#out + 1] = line end
+    end
+    return out
+end
+
+test("routes through a gateway are added, replaced and deleted", function(t)
+    local ifname = C.net.config(vm, MAC, "10.0.2.15", 24, true, 5)
+    t:assert_eq(#defaults(), 0, "no default route yet")
+    C.net.route(vm, "0.0.0.0", 0, "10.0.2.2")
+    local d = defaults()
+    t:assert_eq(#d, 1, table.concat(d, "\n"))
+    t:assert_contains(d[1], "default via 10.0.2.2 dev " .. ifname)
+    -- again with another gateway: the route is replaced, not doubled
+    C.net.route(vm, "0.0.0.0", 0, "10.0.2.3")
+    d = defaults()
+    t:assert_eq(#d, 1, "exactly one default route:\n" .. table.concat(d, "\n"))
+    t:assert_contains(d[1], "default via 10.0.2.3 dev " .. ifname)
+    -- a subnet's route
+    C.net.route(vm, "10.99.0.0", 16, "10.0.2.2", false)
+    local r = routes_via("10.0.2.2")
+    t:assert_eq(#r, 1, table.concat(r, "\n"))
+    t:assert_contains(r[1], "10.99.0.0/16 via 10.0.2.2 dev " .. ifname)
+    t:assert_contains(vm:run({ "ip", "-4", "route", "get", "10.99.7.7" }).stdout, "via 10.0.2.2")
+    -- deleted; deleting it again, or through another gateway, is ESRCH
+    C.net.route(vm, "10.99.0.0", 16, "10.0.2.2", true)
+    t:assert_eq(#routes_via("10.0.2.2"), 0, "the route is gone")
+    local err = t:assert_raises(function() C.net.route(vm, "10.99.0.0", 16, "10.0.2.2", true) end)
+    t:assert_contains(err, "vm `n`: net_route: ESRCH: delete route 10.99.0.0/16 via 10.0.2.2: "
+        .. "no such route")
+    err = t:assert_raises(function() C.net.route(vm, "0.0.0.0", 0, "10.0.2.2", true) end)
+    t:assert_contains(err, "ESRCH: delete default route via 10.0.2.2: no such route")
+    t:assert_eq(#defaults(), 1, "the default route via 10.0.2.3 stays")
+    -- a gateway outside every subnet: refused, the default route left as it was
+    err = t:assert_raises(function() C.net.route(vm, "0.0.0.0", 0, "192.168.7.1") end)
+    t:assert_contains(err, "vm `n`: net_route: ENETUNREACH: add default route via 192.168.7.1: ")
+    t:assert_contains(err, "(no interface that is up has 192.168.7.1 in its subnet)")
+    d = defaults()
+    t:assert_eq(#d, 1, table.concat(d, "\n"))
+    t:assert_contains(d[1], "default via 10.0.2.3")
+    C.net.route(vm, "0.0.0.0", 0, "10.0.2.3", true)
+    t:assert_eq(#defaults(), 0, "the default route is gone")
+end)
+
+test("route arguments are checked before anything is sent", function(t)
+    local function raises(...)
+        local args = table.pack(...)
+        return t:assert_raises(function() C.net.route(vm, table.unpack(args, 1, args.n)) end)
+    end
+    t:assert_contains(raises("10.99.0", 16, "10.0.2.2"),
+        "destination must be like 10.99.2.0, got \"10.99.0\"")
+    t:assert_contains(raises("10.99.0.0", 33, "10.0.2.2"), "prefix must be 0..32")
+    t:assert_contains(raises("10.99.0.0", -1, "10.0.2.2"), "prefix must be 0..32")
+    t:assert_contains(raises("10.99.0.0", nil, "10.0.2.2"), "number expected")
+    t:assert_contains(raises("10.99.1.0", 16, "10.0.2.2"),
+        "10.99.1.0 has bits set past the prefix /16 (the network is 10.99.0.0)")
+    t:assert_contains(raises("10.0.2.2", 0, "10.0.2.2"),
+        "10.0.2.2 has bits set past the prefix /0 (the network is 0.0.0.0)")
+    t:assert_contains(raises("10.99.0.0", 16, "10.0.2.256"),
+        "gateway must be like 10.99.1.254, got \"10.0.2.256\"")
+    t:assert_contains(raises("10.99.0.0", 16, nil), "string expected")
+    t:assert_contains(raises("10.99.0.0", 16, "0.0.0.0"), "0.0.0.0 is no gateway")
+    t:assert_contains(raises("10.99.0.0", 16, "10.0.2.2", "yes"), "boolean expected")
+    t:assert_eq(#routes_via("10.0.2.2"), 0, "nothing was added")
 end)
 
 test("an unknown MAC fails after the wait, naming the MAC", function(t)

@@ -71,6 +71,18 @@ static void check_mac(lua_State *L, int i, uint8_t mac[6])
         luaL_argerror(L, i, lua_pushfstring(L, "MAC %s is a multicast address, not a NIC's", s));
 }
 
+/* The dotted IPv4 address at i, in network order; what and example name it
+ * in the error. */
+static uint32_t check_ipv4(lua_State *L, int i, const char *what, const char *example)
+{
+    const char *ip = luaL_checkstring(L, i);
+    struct in_addr in;
+    if (inet_pton(AF_INET, ip, &in) != 1)
+        luaL_argerror(L, i,
+                      lua_pushfstring(L, "%s must be like %s, got \"%s\"", what, example, ip));
+    return in.s_addr;
+}
+
 /* net.config(vm, mac, ipv4|nil, prefix|nil, up, wait_seconds) -> ifname: the
  * guest's NIC with that MAC gets the address ("10.99.1.2", prefix 0..32; nil: none) and its
  * link up or down, once it appears (docs/architecture.md, "Network interfaces") */
@@ -80,14 +92,9 @@ static int l_net_config(lua_State *L)
     struct guest_net_config c = {0};
     check_mac(L, 2, c.mac);
     if (!lua_isnoneornil(L, 3)) {
-        const char *ip = luaL_checkstring(L, 3);
-        struct in_addr in;
-        if (inet_pton(AF_INET, ip, &in) != 1)
-            luaL_argerror(
-                L, 3, lua_pushfstring(L, "IPv4 address must be like 10.99.1.2, got \"%s\"", ip));
-        if (in.s_addr == 0)
+        c.ipv4 = check_ipv4(L, 3, "IPv4 address", "10.99.1.2");
+        if (c.ipv4 == 0)
             luaL_argerror(L, 3, "0.0.0.0 is no address (pass nil for none)");
-        c.ipv4 = in.s_addr;
         lua_Integer prefix = luaL_checkinteger(L, 4);
         luaL_argcheck(L, prefix >= 0 && prefix <= 32, 4, "prefix must be 0..32");
         c.prefix = (uint32_t)prefix;
@@ -105,6 +112,38 @@ static int l_net_config(lua_State *L)
         return l_raise_guest(L, &t, "net_config", NULL, &err);
     lua_pushstring(L, ifname);
     return 1;
+}
+
+/* net.route(vm, dst, prefix, gateway, delete?): the guest's IPv4 route to
+ * dst/prefix ("10.99.2.0", 24; "0.0.0.0", 0: the default route) goes through
+ * gateway, replacing the one it had; with delete true it is removed
+ * (docs/architecture.md, "Network interfaces") */
+static int l_net_route(lua_State *L)
+{
+    struct target t = {l_tovm(L, 1), 0};
+    struct guest_net_route rt = {0};
+    rt.dst = check_ipv4(L, 2, "destination", "10.99.2.0");
+    lua_Integer prefix = luaL_checkinteger(L, 3);
+    luaL_argcheck(L, prefix >= 0 && prefix <= 32, 3, "prefix must be 0..32");
+    rt.prefix = (uint32_t)prefix;
+    uint32_t net = rt.prefix ? rt.dst & htonl(~0u << (32 - rt.prefix)) : 0;
+    if (net != rt.dst) {
+        char text[INET_ADDRSTRLEN];
+        inet_ntop(AF_INET, &net, text, sizeof(text));
+        luaL_argerror(L, 2,
+                      lua_pushfstring(L, "%s has bits set past the prefix /%d (the network is %s)",
+                                      lua_tostring(L, 2), (int)prefix, text));
+    }
+    rt.gateway = check_ipv4(L, 4, "gateway", "10.99.1.254");
+    if (rt.gateway == 0)
+        luaL_argerror(L, 4, "0.0.0.0 is no gateway");
+    if (!lua_isnoneornil(L, 5))
+        luaL_checktype(L, 5, LUA_TBOOLEAN);
+    rt.del = lua_toboolean(L, 5);
+    struct pv_err err = {0};
+    if (guest_net_route(&t, &rt, &err) < 0)
+        return l_raise_guest(L, &t, "net_route", NULL, &err);
+    return 0;
 }
 
 /* net.attach(vm, bridge, name, mac): a NIC for vm on the bridge (plugged in
@@ -390,6 +429,7 @@ int luaopen_provium_net(lua_State *L)
         {"capture_close", capture_close},
         {"snapshot_nics", l_snapshot_nics},
         {"config", l_net_config},
+        {"route", l_net_route},
         {"set_nics", l_set_nics},
         {NULL, NULL},
     };
