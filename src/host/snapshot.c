@@ -115,8 +115,8 @@ static json_t *snap_header(struct vm *vm, const char *version)
     json_object_set_new(h, "vm", json_string(vm->name));
     json_t *nics = json_array();
     for (size_t i = 0; i < b->nnics; i++)
-        json_array_append_new(nics, json_pack("{s:s, s:s}", "bridge", b->nics[i].bridge_name,
-                                              "mac", mac_text(b->nics[i].mac)));
+        json_array_append_new(nics, json_pack("{s:s, s:s}", "bridge", b->nics[i].bridge_name, "mac",
+                                              mac_text(b->nics[i].mac)));
     json_object_set_new(h, "nics", nics);
     return h;
 }

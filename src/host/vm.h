@@ -35,7 +35,7 @@ struct vm_boot {
     double agent_timeout; /* seconds */
     bool has_rng_seed;
     uint64_t rng_seed;
-    char *modules_dir; /* the profile's lib/modules/<version> tree, or NULL */
+    char *modules_dir;               /* the profile's lib/modules/<version> tree, or NULL */
     struct vm_nic nics[VM_MAX_NICS]; /* NIC i is in PCI slot VM_NIC_SLOT0 + i */
     size_t nnics;
 };

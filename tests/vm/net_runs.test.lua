@@ -21,7 +21,7 @@ test("lossy", function(t)
     lan:drop_rate({ from = a, to = b, p = 30 })
     local r = a:run("ping -c 60 -i 0.02 -W 2 10.66.1.2")
     local seqs = {}
-    for s in r.stdout:gmatch("icmp_seq=(%d+)") do seqs[#seqs + 1] = s end
+    for s in r.stdout:gmatch("seq=(%d+)") do seqs[#seqs + 1] = s end
     print("SEQS=" .. table.concat(seqs, ","))
 end)
 ]]

@@ -120,8 +120,8 @@ int nic_add(struct vm *vm, int bridge, const char *name, const uint8_t mac[6], s
         return pv_err_set(err, ENOSPC, "vm `%s`: bridge `%s`: a VM has at most %d NICs", vm->name,
                           name, VM_MAX_NICS);
     if (strlen(name) >= sizeof(vm->nics[0].bridge_name))
-        return pv_err_set(err, ENAMETOOLONG, "bridge `%s`: the name is longer than %zu bytes",
-                          name, sizeof(vm->nics[0].bridge_name) - 1);
+        return pv_err_set(err, ENAMETOOLONG, "bridge `%s`: the name is longer than %zu bytes", name,
+                          sizeof(vm->nics[0].bridge_name) - 1);
     struct vm_nic *nic = &vm->nics[vm->nnics];
     *nic = (struct vm_nic){.bridge = bridge};
     snprintf(nic->bridge_name, sizeof(nic->bridge_name), "%s", name);
@@ -154,8 +154,7 @@ int nic_set(struct vm *vm, const struct vm_nic *nics, size_t n, struct pv_err *e
         return pv_err_set(err, EBUSY, "vm `%s`: its NICs change only while it is stopped",
                           vm->name);
     if (n > VM_MAX_NICS)
-        return pv_err_set(err, ENOSPC, "vm `%s`: a VM has at most %d NICs", vm->name,
-                          VM_MAX_NICS);
+        return pv_err_set(err, ENOSPC, "vm `%s`: a VM has at most %d NICs", vm->name, VM_MAX_NICS);
     bool same = n == vm->nnics;
     for (size_t i = 0; same && i < n; i++)
         same = vm->nics[i].bridge == nics[i].bridge &&

@@ -34,17 +34,41 @@ int uplink_start(struct uplink *u, int bridge, const char *name, unsigned num, s
         return r;
     }
     char user[160], dgram[64];
-    snprintf(user, sizeof(user),
-             "user,id=u,net=10.66.%u.0/24,host=10.66.%u.254,dns=10.66.%u.253,dhcpstart=10.66.%u.251",
-             num, num, num, num);
+    snprintf(
+        user, sizeof(user),
+        "user,id=u,net=10.66.%u.0/24,host=10.66.%u.254,dns=10.66.%u.253,dhcpstart=10.66.%u.251",
+        num, num, num, num);
     snprintf(dgram, sizeof(dgram), "dgram,id=d,local.type=fd,local.str=%d", fd);
     /* the two netdevs joined by QEMU's hub; no machine, no guest */
-    const char *argv[] = {"qemu-system-x86_64", "-M", "none", "-nodefaults", "-display", "none",
-                          "-netdev", user, "-netdev", dgram,
-                          "-netdev", "hubport,id=h0,hubid=0,netdev=u",
-                          "-netdev", "hubport,id=h1,hubid=0,netdev=d", NULL};
+    /* -name: its run directory, as every QEMU of the run names it in its argv
+     * (what `pgrep -f` finds); QEMU reads ",," as a comma */
+    struct buf qname = BUF_INIT;
+    for (const char *c = u->dir; *c; c++) {
+        buf_add(&qname, c, 1);
+        if (*c == ',')
+            buf_add(&qname, ",", 1);
+    }
+    buf_add(&qname, "", 1);
+    const char *argv[] = {"qemu-system-x86_64",
+                          "-name",
+                          qname.data,
+                          "-M",
+                          "none",
+                          "-nodefaults",
+                          "-display",
+                          "none",
+                          "-netdev",
+                          user,
+                          "-netdev",
+                          dgram,
+                          "-netdev",
+                          "hubport,id=h0,hubid=0,netdev=u",
+                          "-netdev",
+                          "hubport,id=h1,hubid=0,netdev=d",
+                          NULL};
     r = qemu_start(argv, u->dir, &fd, 1, &u->pid, &u->pidfd, err);
     close(fd);
+    buf_release(&qname);
     if (r < 0) {
         uplink_stop(u);
         return pv_err_wrap(err, "bridge `%s`: uplink", name);

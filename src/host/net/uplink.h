@@ -14,7 +14,10 @@ struct uplink {
     int port; /* its port on the bridge */
     char *dir;
 };
-#define UPLINK_INIT {.pidfd = -1, .port = -1}
+#define UPLINK_INIT                                                                                \
+    {                                                                                              \
+        .pidfd = -1, .port = -1                                                                    \
+    }
 
 /* The uplink of the bridge (its handle and name) whose addresses are
  * 10.66.<num>.0/24: the gateway is .254, the DNS relay .253. */
