@@ -165,32 +165,21 @@ function Lab:members()
     return out
 end
 
--- Graph-only: the resource is forgotten by this lab, not shut down.
+-- Graph-only: the resource is forgotten by this lab, not shut down. A name
+-- is tried as a VM, then a bridge, then a sub-lab.
 function Lab:remove(x)
-    local vms, labs = rawget(self, "_vms"), rawget(self, "_labs")
-    for n, v in pairs(vms) do
-        if n == x or v == x then
-            vms[n] = nil
-            local res = rawget(self, "_resources")
-            for i = #res, 1, -1 do
-                if res[i].obj == v then table.remove(res, i) end
+    for _, key in ipairs({ "_vms", "_bridges", "_labs" }) do
+        local t = rawget(self, key)
+        for n, v in pairs(t) do
+            if n == x or v == x then
+                t[n] = nil
+                local res = rawget(self, "_resources")
+                for i = #res, 1, -1 do
+                    if res[i].obj == v then table.remove(res, i) end
+                end
+                return
             end
-            return
         end
-    end
-    local bridges = rawget(self, "_bridges")
-    for n, v in pairs(bridges) do
-        if n == x or v == x then
-            bridges[n] = nil
-            local res = rawget(self, "_resources")
-            for i = #res, 1, -1 do
-                if res[i].obj == v then table.remove(res, i) end
-            end
-            return
-        end
-    end
-    for n, v in pairs(labs) do
-        if n == x or v == x then labs[n] = nil; return end
     end
 end
 

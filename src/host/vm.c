@@ -46,6 +46,14 @@ void vm_untrack(pid_t pid)
             live_pids[i] = 0;
 }
 
+void vm_reap(pid_t pid)
+{
+    kill(-pid, SIGKILL);
+    kill(pid, SIGKILL);
+    waitpid(pid, NULL, 0);
+    vm_untrack(pid);
+}
+
 void vm_forget_all(void)
 {
     for (size_t i = 0; i < ARRAY_SIZE(live_pids); i++)
@@ -151,10 +159,7 @@ static void stop_qemu(struct vm *vm, int grace_ms)
         struct pollfd p = {vm->pidfd, POLLIN, 0};
         poll(&p, 1, grace_ms);
     }
-    kill(-vm->pid, SIGKILL);
-    kill(vm->pid, SIGKILL);
-    waitpid(vm->pid, NULL, 0);
-    vm_untrack(vm->pid);
+    vm_reap(vm->pid);
     vm->pid = 0;
     if (vm->pidfd >= 0)
         close(vm->pidfd);
@@ -524,12 +529,8 @@ int vm_spawn(struct vm *vm, const struct vm_boot *b, const struct start *st, con
 
 void vm_proc_release(struct qemu_proc *p)
 {
-    if (p->pid > 0) {
-        kill(-p->pid, SIGKILL);
-        kill(p->pid, SIGKILL);
-        waitpid(p->pid, NULL, 0);
-        vm_untrack(p->pid);
-    }
+    if (p->pid > 0)
+        vm_reap(p->pid);
     nic_ports_close(p->ports, &p->nports);
     int *fds[] = {&p->pidfd, &p->qmp_l, &p->agent_l, &p->ram_fd};
     for (size_t i = 0; i < ARRAY_SIZE(fds); i++)

@@ -106,6 +106,8 @@ extern struct vm_globals vm_globals;
  * (every VM's is; a bridge's uplink too). */
 void vm_track(pid_t pid);
 void vm_untrack(pid_t pid);
+/* SIGKILL a tracked QEMU and its process group, reap it, untrack it. */
+void vm_reap(pid_t pid);
 
 struct vm *vm_new(const char *name, const char *profile);
 /* Kill QEMU if it runs and free everything. NULL is fine. */

@@ -1,9 +1,7 @@
 #include "uplink.h"
 
-#include <signal.h>
 #include <stdio.h>
 #include <sys/stat.h>
-#include <sys/wait.h>
 
 #include "nic.h"
 #include "qemu.h"
@@ -79,12 +77,8 @@ int uplink_start(struct uplink *u, int bridge, const char *name, unsigned num, s
 
 void uplink_stop(struct uplink *u)
 {
-    if (u->pid > 0) {
-        kill(-u->pid, SIGKILL);
-        kill(u->pid, SIGKILL);
-        waitpid(u->pid, NULL, 0);
-        vm_untrack(u->pid);
-    }
+    if (u->pid > 0)
+        vm_reap(u->pid);
     u->pid = 0;
     if (u->pidfd >= 0)
         close(u->pidfd);
