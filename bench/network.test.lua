@@ -38,7 +38,7 @@ test("TCP throughput and round trip, switch against a direct cable", function(t)
         end
     end
     local sw, ca = median(mbps.switch), median(mbps.cable)
-    print(("network: TCP through the switch %.0f Mbit/s, direct cable %.0f Mbit/s: the cable is %.2fx the switch (median of %d, %d MiB each)")
+    print(("network: TCP through the switch %.0f Mbit/s, direct cable %.0f Mbit/s: switch overhead %.2fx (the transfer's time through the switch over its time on the cable; median of %d, %d MiB each)")
         :format(sw, ca, ca / sw, N, MIB))
     print(("network: ping round trip through the switch %.3f ms, direct cable %.3f ms (median of %d averages of 20)")
         :format(median(rtt.switch), median(rtt.cable), N))
