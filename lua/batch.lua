@@ -52,17 +52,13 @@ function Batch:rename(from, to)
     add(self, "rename", from, to)
 end
 
--- b:syscall(nr, a1, ..., a6): the integer form only
+-- b:syscall(nr, a1, ..., a6) | b:syscall(nr, {args=, bufs=, ptrs=, nested=}):
+-- the shapes of vm:syscall, through the same conversion; the row's value is
+-- what vm:syscall returns, out_bufs included
 function Batch:syscall(nr, ...)
-    if math.type(nr) ~= "integer" then error("b:syscall: the syscall number must be an integer", 2) end
-    local args = { ... }
-    for i = 1, select("#", ...) do
-        if math.type(args[i]) ~= "integer" then
-            error("b:syscall: only the integer form is batched (use vm:syscall for buffers)", 2)
-        end
-    end
-    if #args > 6 then error("b:syscall: at most 6 arguments", 2) end
-    add(self, "syscall", nr, args)
+    local ok, r = pcall(P.syscall_args, nr, ...)
+    if not ok then error((r:gsub("^vm:syscall:", "b:syscall:")), 2) end
+    add(self, "syscall", nr, r.args, r.bufs, r.ptrs, r.nested)
 end
 
 -- vm:batch(function(b) ... end) -> {{ok = value} | {err = message}, ...} in

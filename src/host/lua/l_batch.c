@@ -125,17 +125,12 @@ static void encode_rename(lua_State *L, struct op *o)
     guest_encode_rename(&o->req[0], luaL_checkstring(L, 2), luaL_checkstring(L, 3));
 }
 
-/* b:syscall(nr, {args}): the integer form */
+/* b:syscall: the shapes of vm:syscall (nr, args, bufs, ptrs, nested at 2..6),
+ * through the converter _provium_c.syscall uses */
 static void encode_syscall(lua_State *L, struct op *o)
 {
-    struct guest_syscall_req sq = {.nr = luaL_checkinteger(L, 2)};
-    sq.nargs = (uint32_t)l_checkcount(L, 3, PV_SYS_MAX_ARGS, "b:syscall: arguments");
-    for (uint32_t i = 0; i < sq.nargs; i++) {
-        lua_rawgeti(L, 3, i + 1);
-        sq.args[i] = luaL_checkinteger(L, -1);
-        lua_pop(L, 1);
-    }
-    guest_encode_syscall(&o->req[0], &sq);
+    guest_encode_syscall(&o->req[0], l_check_syscall(L));
+    lua_pop(L, 1);
 }
 
 static bool push_syscall(lua_State *L, struct op *o, struct pv_err *err)

@@ -89,6 +89,13 @@ void l_push_stat(lua_State *L, const struct guest_stat *st);
 /* The entries of a ListDir reply as {{name=, entry_type=}, ...}, or false
  * when the reply is malformed (err says why). */
 bool l_push_listdir(lua_State *L, const struct buf *reply, struct pv_err *err);
+/* The arguments (2: nr, 3: args, 4: bufs, 5: ptrs, 6: nested, as lua/sys.lua's
+ * P.syscall_args makes them) of _provium_c.syscall and of a vm:batch syscall
+ * row, as a request; raises on a bad shape. The request, and the arrays it
+ * points at, live in a userdata pushed at index 7; its strings stay anchored
+ * in the tables. */
+struct guest_syscall_req *l_check_syscall(lua_State *L);
+/* Push ret, errno and out_bufs (3 values). */
 void l_push_syscall_result(lua_State *L, const struct guest_syscall_res *res);
 
 int luaopen_provium_vm(lua_State *L);

@@ -105,6 +105,11 @@ static struct sys_call *check_call(lua_State *L)
     return c;
 }
 
+struct guest_syscall_req *l_check_syscall(lua_State *L)
+{
+    return &check_call(L)->req;
+}
+
 void l_push_syscall_result(lua_State *L, const struct guest_syscall_res *res)
 {
     lua_pushinteger(L, res->ret);
