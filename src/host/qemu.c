@@ -50,6 +50,56 @@ static char *qesc(const char *s)
     return buf_steal(&b);
 }
 
+/* The serial console, hvc0 and the agent's channel. */
+static void add_consoles(struct argv *a, const struct qemu_config *qc, const char *dir,
+                         const char *sock)
+{
+    /* Consoles: QEMU listens (console:read connects later) and logs every
+     * byte from power-on, whether or not anyone is connected. */
+    add(a, "-chardev");
+    addf(a,
+         "socket,id=ser0,path=%s/serial.sock,server=on,wait=off,logfile=%s/serial.log,"
+         "logappend=on",
+         sock, dir);
+    add(a, "-serial");
+    add(a, "chardev:ser0");
+    add(a, "-device");
+    /* Both virtio devices share slot 3 as two functions: one PCI
+     * interrupt link for the guest to route (ACPI AML is slow under TCG). */
+    add(a, "virtio-serial-pci,id=vser0,addr=0x3.0,multifunction=on");
+    add(a, "-chardev");
+    addf(a, "socket,id=hvc0,path=%s/hvc.sock,server=on,wait=off,logfile=%s/hvc.log,logappend=on",
+         sock, dir);
+    add(a, "-device");
+    add(a, "virtconsole,bus=vser0.0,chardev=hvc0,nr=0");
+
+    /* The agent's transport. */
+    if (qc->transport == TRANSPORT_VSOCK) {
+        add(a, "-device");
+        addf(a, "vhost-vsock-pci,guest-cid=%u", qc->cid);
+    } else {
+        add(a, "-chardev");
+        addf(a, "socket,id=agent,path=%s/agent.sock", sock);
+        add(a, "-device");
+        add(a, "virtserialport,bus=vser0.0,chardev=agent,name=org.provium.agent,nr=1,"
+               "id=agentport");
+    }
+}
+
+/* NICs (docs/networks.md): the switch's socketpair ends, inherited. */
+static void add_nics(struct argv *a, const struct qemu_config *qc)
+{
+    for (size_t i = 0; i < qc->nnics; i++) {
+        const struct qemu_nic *n = &qc->nics[i];
+        add(a, "-netdev");
+        addf(a, "dgram,id=net%u,local.type=fd,local.str=%d", n->slot, n->fd);
+        add(a, "-device");
+        addf(a, "virtio-net-pci,netdev=net%u,id=nic%u,addr=0x%x,mac=%02x:%02x:%02x:%02x:%02x:%02x",
+             n->slot, n->slot, n->slot, n->mac[0], n->mac[1], n->mac[2], n->mac[3], n->mac[4],
+             n->mac[5]);
+    }
+}
+
 char **qemu_argv(const struct qemu_config *qc)
 {
     struct argv a = {0};
@@ -101,36 +151,7 @@ char **qemu_argv(const struct qemu_config *qc)
     add(&a, "-mon");
     add(&a, "chardev=qmp,mode=control");
 
-    /* Consoles: QEMU listens (console:read connects later) and logs every
-     * byte from power-on, whether or not anyone is connected. */
-    add(&a, "-chardev");
-    addf(&a,
-         "socket,id=ser0,path=%s/serial.sock,server=on,wait=off,logfile=%s/serial.log,"
-         "logappend=on",
-         sock, dir);
-    add(&a, "-serial");
-    add(&a, "chardev:ser0");
-    add(&a, "-device");
-    /* Both virtio devices share slot 3 as two functions: one PCI
-     * interrupt link for the guest to route (ACPI AML is slow under TCG). */
-    add(&a, "virtio-serial-pci,id=vser0,addr=0x3.0,multifunction=on");
-    add(&a, "-chardev");
-    addf(&a, "socket,id=hvc0,path=%s/hvc.sock,server=on,wait=off,logfile=%s/hvc.log,logappend=on",
-         sock, dir);
-    add(&a, "-device");
-    add(&a, "virtconsole,bus=vser0.0,chardev=hvc0,nr=0");
-
-    /* The agent's transport. */
-    if (qc->transport == TRANSPORT_VSOCK) {
-        add(&a, "-device");
-        addf(&a, "vhost-vsock-pci,guest-cid=%u", qc->cid);
-    } else {
-        add(&a, "-chardev");
-        addf(&a, "socket,id=agent,path=%s/agent.sock", sock);
-        add(&a, "-device");
-        add(&a, "virtserialport,bus=vser0.0,chardev=agent,name=org.provium.agent,nr=1,"
-                "id=agentport");
-    }
+    add_consoles(&a, qc, dir, sock);
 
     /* -seed makes QEMU's guest-visible randomness (the built-in rng
      * backend, and RDRAND under TCG) a function of the seed. */
@@ -154,16 +175,7 @@ char **qemu_argv(const struct qemu_config *qc)
         addf(&a, "file=%s,if=virtio,format=raw,%s", d,
              qc->disk_ro && qc->disk_ro[i] ? "readonly=on" : "snapshot=on");
     }
-    /* NICs (docs/networks.md): the switch's socketpair ends, inherited. */
-    for (size_t i = 0; i < qc->nnics; i++) {
-        const struct qemu_nic *n = &qc->nics[i];
-        add(&a, "-netdev");
-        addf(&a, "dgram,id=net%u,local.type=fd,local.str=%d", n->slot, n->fd);
-        add(&a, "-device");
-        addf(&a, "virtio-net-pci,netdev=net%u,id=nic%u,addr=0x%x,mac=%02x:%02x:%02x:%02x:%02x:%02x",
-             n->slot, n->slot, n->slot, n->mac[0], n->mac[1], n->mac[2], n->mac[3], n->mac[4],
-             n->mac[5]);
-    }
+    add_nics(&a, qc);
     /* A snapshot's device state (xen-save-devices-state) has neither the
      * configuration section nor the description that a migration's loader
      * otherwise demands. */
