@@ -32,7 +32,7 @@ local function running(vm)
     return is_vm(vm) and (vm:state() == "booted" or vm:state() == "paused")
 end
 
-function P.new_bridge(lab, name)
+function P.new_bridge(name)
     if type(name) ~= "string" or name == "" or not name:match("^[%w_%-]+$") or #name > 63 then
         error(("provium:bridge: the name must be 1-63 letters, digits, `-` or `_` (got %s)")
             :format(type(name) == "string" and ("`" .. name .. "`") or type(name)), 3)
@@ -42,12 +42,11 @@ function P.new_bridge(lab, name)
     end
     bridges_made = bridges_made + 1
     return setmetatable({
-        _name = name, _lab = lab, _num = bridges_made, _sw = net.bridge(name),
+        _name = name, _num = bridges_made, _sw = net.bridge(name),
         _members = {},      -- names, in attach order
         _vm = {},           -- name -> VM userdata, or false (attached by name only)
         _host = {},         -- name -> H, for as long as the bridge lives
         _mac = {},          -- name -> its MAC when not made of B and H (a restored VM's)
-        _hosts = 0,
         _ifname = {},       -- name -> the guest's interface name, once configured
         _block = {},        -- "from\0to" -> true: directional partitions
         _isolated = {},     -- name -> true
@@ -89,10 +88,10 @@ function Bridge:_apply()
     net.impair(self._sw, nil, nil, w.latency, w.loss, w.bps)
     local ports = {}
     for _, n in ipairs(self._members) do ports[n] = port_of(self, n) end
-    for vm, _ in pairs(self._vm) do
-        if not ports[vm] and self._vm[vm] and running(self._vm[vm]) then
+    for n, vm in pairs(self._vm) do
+        if not ports[n] and running(vm) then
             -- a detached VM keeps its NIC, its link down
-            local p = net.port(self._vm[vm], self._sw)
+            local p = net.port(vm, self._sw)
             if p then net.flags(p, net.port_flags.DOWN) end
         end
     end
@@ -112,17 +111,29 @@ function Bridge:_apply()
     end
 end
 
+local function is_member(self, name)
+    for _, m in ipairs(self._members) do if m == name then return true end end
+    return false
+end
+
+-- The bridges vm is on, sorted by name (the guest's eth<N> order at boot).
+local function sorted_bridges(vm)
+    local list = {}
+    for b in pairs(on_bridges[vm] or {}) do
+        if not b._closed and b._vm[vm:name()] == vm and is_member(b, vm:name()) then
+            list[#list + 1] = b
+        end
+    end
+    table.sort(list, function(x, y) return x._name < y._name end)
+    return list
+end
+
 -- /etc/hosts of a running VM: every member of every bridge it is on, as
 -- <vm>.<bridge>, and as <vm> from the first bridge (by name) that has it.
 local function hosts_file(vm)
     local lines = { "127.0.0.1\tlocalhost", "::1\tlocalhost" }
     local bare = {}
-    local list = {}
-    for b in pairs(on_bridges[vm] or {}) do
-        if not b._closed and b._vm[vm:name()] == vm then list[#list + 1] = b end
-    end
-    table.sort(list, function(x, y) return x._name < y._name end)
-    for _, b in ipairs(list) do
+    for _, b in ipairs(sorted_bridges(vm)) do
         for _, m in ipairs(b._members) do
             local names = m .. "." .. b._name
             if not bare[m] then
@@ -136,7 +147,7 @@ local function hosts_file(vm)
 end
 
 local function write_hosts(vm)
-    if running(vm) and vm:state() == "booted" then
+    if vm:state() == "booted" then
         vm:mkdir("/etc", { parents = true })
         vm:write_file("/etc/hosts", hosts_file(vm))
     end
@@ -276,10 +287,6 @@ function Bridge:members()
     return out
 end
 
-local function is_member(self, name)
-    for _, m in ipairs(self._members) do if m == name then return true end end
-    return false
-end
 
 -- The two ends of a directional rule: attached and booted, or an error.
 local function ends(self, t, what, level)
@@ -601,16 +608,6 @@ function Nic:reconnect()
     b:_apply()
 end
 
--- The bridges vm is on, sorted by name (the guest's eth<N> order at boot).
-local function sorted_bridges(vm)
-    local list = {}
-    for b in pairs(on_bridges[vm] or {}) do
-        if not b._closed and is_member(b, vm:name()) then list[#list + 1] = b end
-    end
-    table.sort(list, function(x, y) return x._name < y._name end)
-    return list
-end
-
 -- vm:nic(bridge name | eth<N> | enp0s<N> | ens<N>)
 function V:nic(name)
     if type(name) ~= "string" then error("vm:nic: expected a bridge or interface name, got " .. type(name), 2) end
@@ -758,7 +755,7 @@ function Lab:bridge(name, opts)
     if rawget(self, "_vms")[name] or rawget(self, "_labs")[name] then
         error(("provium:bridge: `%s` already exists in lab `%s`"):format(tostring(name), rawget(self, "_name")), 2)
     end
-    local b = P.new_bridge(self, name)
+    local b = P.new_bridge(name)
     rawget(self, "_bridges")[name] = b
     local order = rawget(self, "_order")
     order[#order + 1] = { kind = "bridge", name = name }
