@@ -226,17 +226,30 @@ local function run_test(t)
         timed_out_msg = ("test timed out after %gs"):format(secs)
         C.set_deadline(secs, timed_out_msg)
     end
-    -- what the file's VMs logged before this test is not this test's doing
-    for _, vm in ipairs(P.root:_all_vms()) do P.splat.collect(vm) end
+    -- what the file's VMs logged, and their taint, before this test is not
+    -- this test's doing
+    local before = P.root:_all_vms()
+    for _, vm in ipairs(before) do P.splat.collect(vm) end
+    P.splat.taint_before(before)
+    local body, leak_check = t.fn, false
+    if P.kmemleak.wanted(t.meta) then
+        -- inside the body: a kernel without kmemleak fails the test, under its deadline
+        body = function(c)
+            for _, vm in ipairs(before) do P.kmemleak.start(vm) end
+            leak_check, P.kmemleak.active = true, true
+            return t.fn(c)
+        end
+    end
     local splats = {}
     P.splat.sink = splats
     local started = C.now()
     rawset(_G, "provium", scope)
-    local ok, err = xpcall(t.fn, function(e)
+    local ok, err = xpcall(body, function(e)
         if e == SKIP then return e end
         return clean(e)
     end, ctx)
     rawset(_G, "provium", P.root)
+    P.kmemleak.active = false
     local timed_out = timed_out_msg and not ok and C.deadline_passed()
     C.set_deadline(nil)
     rec.duration = C.now() - started
@@ -247,9 +260,21 @@ local function run_test(t)
     elseif rawget(ctx, "_failed") then
         rec.status, rec.message = "failed", "an assertion failed (caught by pcall)"
     end
-    -- kernel splats while the test ran fail it, unless it expects them
-    for _, vm in ipairs(P.root:_all_vms(scope:_all_vms())) do P.splat.collect(vm) end
+    -- kernel splats, taints and leaks while the test ran fail it, unless it
+    -- expects them
+    local vms = P.root:_all_vms(scope:_all_vms())
+    for _, vm in ipairs(vms) do P.splat.collect(vm) end
     P.splat.sink = nil
+    if rec.status ~= "skipped" and not timed_out then
+        for _, x in ipairs(P.splat.taint_after(vms, splats)) do splats[#splats + 1] = x end
+        for _, vm in ipairs(leak_check and vms or {}) do
+            local kok, leaks = pcall(P.kmemleak.finish, vm)
+            if not kok and rec.status == "passed" then
+                rec.status, rec.message = "failed", clean(leaks)
+            end
+            for _, x in ipairs(kok and leaks or {}) do splats[#splats + 1] = x end
+        end
+    end
     if #splats > 0 then
         rec.splats = P.splat.public(splats)
         if not t.meta.allow_kernel_warnings and rec.status ~= "skipped" then

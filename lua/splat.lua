@@ -462,11 +462,13 @@ function V:boot(...)
     return boot(self, ...)
 end
 
--- The splats as vm:splats() and the outcome (--json) show them.
+-- The splats as vm:splats() and the outcome (--json) show them; `kind` is
+-- "splat", or "taint" and "leak" for what S.taint_after and kmemleak add.
 function S.public(list)
     local out = {}
     for _, sp in ipairs(list) do
-        out[#out + 1] = { title = sp.title, excerpt = sp.excerpt, vm = sp.vm, reported = sp.reported or false }
+        out[#out + 1] = { title = sp.title, excerpt = sp.excerpt, vm = sp.vm,
+            reported = sp.reported or false, kind = sp.kind or "splat" }
     end
     return out
 end
@@ -477,11 +479,14 @@ function V:splats()
     return S.public(state_of(self).list)
 end
 
--- The message a splat adds to a failed test.
+-- The message a splat (a taint, a leak) adds to a failed test.
 function S.describe(list)
     local parts = {}
     for _, sp in ipairs(list) do
-        parts[#parts + 1] = ("kernel splat on vm `%s`: %s\n%s"):format(sp.vm, sp.title, sp.excerpt)
+        local head = "kernel splat on vm `%s`: %s\n%s"
+        if sp.kind == "taint" then head = "vm `%s`: %s\n%s" end
+        if sp.kind == "leak" then head = "kmemleak on vm `%s`: %s\n%s" end
+        parts[#parts + 1] = head:format(sp.vm, sp.title, sp.excerpt)
     end
     return table.concat(parts, "\n")
 end
@@ -498,4 +503,74 @@ function S.judge(list, status, message)
     end
     if #blame == 0 then return status, message end
     return "failed", S.describe(blame)
+end
+
+-- Taint (docs/splats.md#taint). The bits of /proc/sys/kernel/tainted, with
+-- the letters and meanings of the kernel's
+-- Documentation/admin-guide/tainted-kernels.rst.
+local TAINTS = {
+    [0] = { "P", "proprietary module" }, { "F", "module force loaded" },
+    { "S", "out-of-specification system" }, { "R", "module force unloaded" },
+    { "M", "machine check" }, { "B", "bad page" }, { "U", "requested by user space" },
+    { "D", "died recently" }, { "A", "ACPI table overridden" }, { "W", "warning" },
+    { "C", "staging driver" }, { "I", "firmware workaround" }, { "O", "out-of-tree module" },
+    { "E", "unsigned module" }, { "L", "soft lockup" }, { "K", "live patched" },
+    { "X", "distribution's auxiliary taint" }, { "T", "struct randomization" },
+    { "N", "in-kernel test run" }, { "J", "fwctl debug write" },
+}
+
+-- Taints no test is blamed for: O and E, which loading a module built out of
+-- the kernel's tree sets (tests/vm's module tests do so on purpose), and T,
+-- which a kernel built with struct randomization sets at boot.
+local EXPECTED = (1 << 12) | (1 << 13) | (1 << 17)
+
+-- "D (died recently), W (warning)" for the bits set in mask.
+function S.taint_decode(mask)
+    local parts = {}
+    for bit = 0, 63 do
+        if mask & (1 << bit) ~= 0 then
+            local t = TAINTS[bit]
+            parts[#parts + 1] = t and ("%s (%s)"):format(t[1], t[2]) or ("bit %d"):format(bit)
+        end
+    end
+    return table.concat(parts, ", ")
+end
+
+-- vm's /proc/sys/kernel/tainted, or nil when it cannot be read (a VM that is
+-- not booted, or died: its death is reported otherwise).
+local function taint_of(vm)
+    if vm:state() ~= "booted" then return nil end
+    local ok, text = pcall(vm.read_file, vm, "/proc/sys/kernel/tainted")
+    return ok and math.tointeger(tonumber(text:match("%d+"))) or nil
+end
+
+-- Before a test: each VM's taint, for S.taint_after to compare with.
+function S.taint_before(vms)
+    for _, vm in ipairs(vms) do
+        local s = state_of(vm)
+        s.taint, s.taint_gen = taint_of(vm), C.log_generation(vm)
+    end
+end
+
+-- After a test: a {kind = "taint", title =, excerpt =, vm =} for each VM that
+-- gained a taint not expected for the run. A VM booted during the test
+-- starts from none; a VM with a splat in `splats` is left out, the splat's
+-- failure says it (a WARNING sets W, an oops D).
+function S.taint_after(vms, splats)
+    local out, splatted = {}, {}
+    for _, sp in ipairs(splats) do splatted[sp.vm] = true end
+    for _, vm in ipairs(vms) do
+        local s, now = state_of(vm), taint_of(vm)
+        if now and not splatted[vm:name()] then
+            local before = s.taint_gen == C.log_generation(vm) and s.taint or 0
+            local new = now & ~before & ~EXPECTED
+            if new ~= 0 then
+                out[#out + 1] = {
+                    kind = "taint", vm = vm:name(), title = "kernel taint: " .. S.taint_decode(new),
+                    excerpt = ("  /proc/sys/kernel/tainted was %d before the test, %d after"):format(before, now),
+                }
+            end
+        end
+    end
+    return out
 end

@@ -52,6 +52,7 @@ static const char usage[] =
     "  --seed N             the seed of the networks' packet loss (default: random; in the "
     "header)\n"
     "  --include-slow       run tests whose meta.slow is set\n"
+    "  --kmemleak           scan for kernel memory leaks after each test (meta.kmemleak)\n"
     "  --filter STR         files whose path contains STR (a|b: either); repeatable\n"
     "  --tag T, --no-tag T  tests tagged T (any of them) / not tagged T; repeatable\n"
     "  --tag-meta K=V       tests whose meta.K is or contains V; --no-tag-meta K=V skips them\n"
@@ -433,7 +434,7 @@ struct args {
     const char *config_path;
     enum accel accel;
     enum transport transport;
-    bool preflight, boot_cache, watch;
+    bool preflight, boot_cache, watch, kmemleak;
     uint64_t pool_mem; /* 0: the default */
     long pool_cpus;    /* 0: the online CPUs */
     double overcommit;
@@ -485,6 +486,7 @@ enum {
     O_NAME,
     O_FIXTURE,
     O_NOBOOTCACHE,
+    O_KMEMLEAK,
 };
 
 static const struct option longopts[] = {
@@ -495,6 +497,7 @@ static const struct option longopts[] = {
     {"jobs", required_argument, NULL, 'j'},
     {"json", no_argument, NULL, O_JSON},
     {"include-slow", no_argument, NULL, O_SLOW},
+    {"kmemleak", no_argument, NULL, O_KMEMLEAK},
     {"fail-fast", no_argument, NULL, O_FAILFAST},
     {"verbose", no_argument, NULL, 'v'},
     {"quiet", no_argument, NULL, 'q'},
@@ -624,6 +627,7 @@ static int parse_option(struct args *a, int c, char *v)
     case O_SHARD: return parse_filter(a, c, v) ? 2 : -1;
     case O_JSON: a->o.json = true; break;
     case O_SLOW: a->o.include_slow = true; break;
+    case O_KMEMLEAK: a->kmemleak = true; break;
     case O_FAILFAST: a->o.fail_fast = true; break;
     case 'v': a->o.verbosity = VERBOSE; break;
     case 'q': a->o.verbosity = QUIET; break;
@@ -742,6 +746,9 @@ static int setup_run(struct args *a, const struct config *cfg)
         _cleanup_free_ char *j = json_dumps(a->flt.tests, JSON_COMPACT | JSON_SORT_KEYS);
         setenv("PROVIUM_TEST_FILTER", j, 1);
     }
+    /* the files' processes inherit it; lua/kmemleak.lua reads it (docs/splats.md#kmemleak) */
+    if (a->kmemleak)
+        setenv("PROVIUM_KMEMLEAK", "1", 1);
     if (a->watch && a->flt.rerun_failed) {
         fprintf(stderr, "provium: --rerun-failed is ignored under --watch\n");
         a->flt.rerun_failed = false;

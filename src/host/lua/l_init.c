@@ -23,8 +23,8 @@ struct l_ctx l_ctx;
 extern const char *const pv_prelude_index[];
 
 static const char *const prelude_order[] = {
-    "util",  "result", "sys", "file",     "clock", "module",  "console", "process",
-    "batch", "worker", "lab", "snapshot", "net",   "fixture", "splat",   "framework",
+    "util",   "result", "sys",      "file", "clock",   "module", "console",  "process",   "batch",
+    "worker", "lab",    "snapshot", "net",  "fixture", "splat",  "kmemleak", "framework",
 };
 
 static int64_t deadline_ns;
