@@ -286,6 +286,96 @@ function VM:snapshot(path) end
 ---@return VM
 function VM:restore(snap) end
 
+---@param name string a bridge's name, or eth<N> / enp0s<N> / ens<N>
+---@return Nic
+function VM:nic(name) end
+---@param bridge string|Bridge
+---@return string the VM's IPv4 address there
+function VM:ip(bridge) end
+
+---@alias Member VM|string
+---@alias Direction {from: Member, to: Member}
+
+---@class Bridge docs/networks.md
+local Bridge = {}
+---@param x Member|Member[]
+---@return Bridge
+function Bridge:attach(x) end
+---@param x Member
+function Bridge:detach(x) end
+---@return string[]
+function Bridge:members() end
+---@param a Member|Direction
+---@param b Member?
+function Bridge:partition(a, b) end
+---@param a Member|Direction
+---@param b Member?
+function Bridge:unpartition(a, b) end
+function Bridge:partition_all() end
+function Bridge:restore_all() end
+---@param a Member|Direction
+---@param b Member?
+---@return boolean
+function Bridge:is_partitioned(a, b) end
+---@param x number|{from: Member, to: Member, ms: number}
+function Bridge:add_latency(x) end
+---@param x number|{from: Member, to: Member, p: number}
+function Bridge:drop_rate(x) end
+---@param x integer|{from: Member, to: Member, bps: integer}
+function Bridge:bandwidth_limit(x) end
+---@param t {from: Member, to: Member, ms: number}
+function Bridge:add_directional_latency(t) end
+---@param t {from: Member, to: Member, p: number}
+function Bridge:directional_drop_rate(t) end
+function Bridge:reset() end
+---@return number
+function Bridge:latency_ms() end
+---@return number
+function Bridge:drop_rate_pct() end
+---@return integer
+function Bridge:bandwidth_bps() end
+---@param x Member
+function Bridge:isolate(x) end
+---@param x Member
+function Bridge:unisolate(x) end
+---@param x Member
+---@return boolean
+function Bridge:is_isolated(x) end
+---@param other Bridge|Bridge[]
+function Bridge:route(other) end
+---@return string[]
+function Bridge:routes() end
+function Bridge:enable_uplink() end
+function Bridge:disable_uplink() end
+---@param x Member
+---@return Nic
+function Bridge:nic(x) end
+---@return Capture
+function Bridge:capture() end
+---@return string
+function Bridge:name() end
+function Bridge:close() end
+
+---@class Nic docs/networks.md#nics
+local Nic = {}
+---@return {rx_packets: integer, rx_bytes: integer, tx_packets: integer, tx_bytes: integer, dropped: integer, errors: integer}
+function Nic:counters() end
+---@return Capture
+function Nic:capture() end
+function Nic:disconnect() end
+function Nic:reconnect() end
+---@return string
+function Nic:vm_name() end
+---@return string
+function Nic:bridge() end
+
+---@class Capture: Stream classic pcap bytes, written by the switch
+local Capture = {}
+---@param path string
+function Capture:save(path) end
+---@return integer records dropped because the capture was not read fast enough
+function Capture:lost() end
+
 ---@class Snapshot
 local Snapshot = {}
 ---@return string
@@ -323,6 +413,12 @@ function Lab:vm_fixture(name) end
 ---@param name string a lab fixture's path without .fixture.lua
 ---@return Lab
 function Lab:lab_fixture(name) end
+---@param name string
+---@param opts table?
+---@return Bridge
+function Lab:bridge(name, opts) end
+---@return string[]
+function Lab:bridge_names() end
 ---@param dir string?
 ---@return LabSnapshot|string
 function Lab:snapshot(dir) end
