@@ -63,42 +63,71 @@ static int l_qmp(lua_State *L)
     return 1;
 }
 
-/* Plug into vm a virtio-net in PCI slot 0xf whose frames go to fd. */
-static int plug_cable(struct vm *vm, int fd, const char *mac, struct pv_err *err)
+/* Plug into vm a virtio-net in PCI slot `addr` whose backend is `netdev`. */
+static int plug_cable(struct vm *vm, json_t *netdev, const char *addr, const char *mac,
+                      struct pv_err *err)
 {
-    int64_t d = now_ns() + (int64_t)(10e9 * vm_globals.timeout_scale);
-    int r = qmp_exec_fd(&vm->qmp, "getfd", json_pack("{s:s}", "fdname", "cable"), fd, d, NULL, err);
-    if (r == 0)
-        r = vm_qmp(vm, "netdev_add",
-                   json_pack("{s:s, s:s, s:{s:s, s:s}}", "type", "dgram", "id", "cable", "local",
-                             "type", "fd", "str", "cable"),
-                   err);
+    char id[32]; /* vm_qmp takes netdev */
+    snprintf(id, sizeof(id), "%s", json_string_value(json_object_get(netdev, "id")));
+    int r = vm_qmp(vm, "netdev_add", netdev, err);
     if (r == 0)
         r = vm_qmp(vm, "device_add",
-                   json_pack("{s:s, s:s, s:s, s:s, s:s}", "driver", "virtio-net-pci", "netdev",
-                             "cable", "id", "cable", "addr", "0xf", "mac", mac),
+                   json_pack("{s:s, s:s, s:s, s:s, s:s}", "driver", "virtio-net-pci", "netdev", id,
+                             "id", id, "addr", addr, "mac", mac),
                    err);
     return r;
 }
 
-/* _provium_c.direct_link(vm_a, mac_a, vm_b, mac_b): a NIC in each running
- * VM, the two joined by one socketpair and nothing else: what bench/network
- * measures the switch against. Once per VM; not in its snapshots. */
+/* _provium_c.direct_link(vm_a, mac_a, vm_b, mac_b, "dgram"|"stream"): a NIC
+ * in each running VM, the two joined with nothing between: what
+ * bench/network measures the switch, and the two transports, against.
+ * dgram: one socketpair, an end to each QEMU (getfd), as the switch's
+ * ports; stream: QEMU's 4-byte length before each frame, a listens on a
+ * Unix socket in the run directory and b connects. Once per kind and VM;
+ * not in its snapshots. */
 static int l_direct_link(lua_State *L)
 {
     struct vm *a = l_tovm(L, 1), *b = l_tovm(L, 3);
     const char *mac_a = luaL_checkstring(L, 2), *mac_b = luaL_checkstring(L, 4);
+    bool stream = luaL_checkoption(L, 5, "dgram", (const char *const[]){"dgram", "stream", NULL});
     if (a->state != VM_BOOTED || b->state != VM_BOOTED)
         return luaL_error(L, "direct_link: both VMs must be booted");
-    int sp[2];
-    if (socketpair(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0, sp) < 0)
-        return luaL_error(L, "direct_link: socketpair: %s", strerror(errno));
     struct pv_err err = {0};
-    int r = plug_cable(a, sp[0], mac_a, &err);
-    if (r == 0)
-        r = plug_cable(b, sp[1], mac_b, &err);
-    close(sp[0]);
-    close(sp[1]);
+    int r;
+    if (stream) {
+        char path[4096];
+        snprintf(path, sizeof(path), "%s/cable-%d.sock", vm_globals.rundir, (int)getpid());
+        r = plug_cable(a,
+                       json_pack("{s:s, s:s, s:b, s:{s:s, s:s}}", "type", "stream", "id",
+                                 "cable-stream", "server", 1, "addr", "type", "unix", "path", path),
+                       "0xe", mac_a, &err);
+        if (r == 0)
+            r = plug_cable(b,
+                           json_pack("{s:s, s:s, s:b, s:{s:s, s:s}}", "type", "stream", "id",
+                                     "cable-stream", "server", 0, "addr", "type", "unix", "path",
+                                     path),
+                           "0xe", mac_b, &err);
+    } else {
+        int sp[2];
+        if (socketpair(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0, sp) < 0)
+            return luaL_error(L, "direct_link: socketpair: %s", strerror(errno));
+        struct vm *v[2] = {a, b};
+        const char *mac[2] = {mac_a, mac_b};
+        r = 0;
+        for (int i = 0; i < 2 && r == 0; i++) {
+            int64_t d = now_ns() + (int64_t)(10e9 * vm_globals.timeout_scale);
+            r = qmp_exec_fd(&v[i]->qmp, "getfd", json_pack("{s:s}", "fdname", "cable-dgram"), sp[i],
+                            d, NULL, &err);
+            if (r == 0)
+                r = plug_cable(v[i],
+                               json_pack("{s:s, s:s, s:{s:s, s:s}}", "type", "dgram", "id",
+                                         "cable-dgram", "local", "type", "fd", "str",
+                                         "cable-dgram"),
+                               "0xf", mac[i], &err);
+        }
+        close(sp[0]);
+        close(sp[1]);
+    }
     if (r < 0)
         return l_raise(L, &err);
     return 0;
