@@ -154,6 +154,18 @@ char **qemu_argv(const struct qemu_config *qc)
         addf(&a, "file=%s,if=virtio,format=raw,%s", d,
              qc->disk_ro && qc->disk_ro[i] ? "readonly=on" : "snapshot=on");
     }
+    /* Attached disks (docs/disks.md): NBD on the disk server's socketpair
+     * ends, inherited; slots after the profile's disks, in attach order. */
+    for (size_t i = 0; i < qc->nvdisks; i++) {
+        const struct qemu_disk *d = &qc->vdisks[i];
+        _cleanup_free_ char *serial = qesc(d->serial);
+        add(&a, "-blockdev");
+        addf(&a, "driver=nbd,node-name=vd%u,server.type=fd,server.str=%d%s", d->slot, d->fd,
+             d->readonly ? ",read-only=on" : "");
+        add(&a, "-device");
+        addf(&a, "virtio-blk-pci,drive=vd%u,id=vdisk%u,addr=0x%x,serial=%s", d->slot, d->slot,
+             d->slot, serial);
+    }
     /* NICs (docs/networks.md): the switch's socketpair ends, inherited. */
     for (size_t i = 0; i < qc->nnics; i++) {
         const struct qemu_nic *n = &qc->nics[i];
