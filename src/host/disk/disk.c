@@ -25,6 +25,7 @@ const char *const disk_mode_names[DISK_NMODES] = {"eio_read", "eio_write", "eio_
 #define DK_OUT_MAX (64u << 20)
 /* Read from a socket at once, at most. */
 #define DK_READ_MAX (1u << 20)
+#define DK_SOCKBUF (2 << 20)
 /* An emptied output buffer larger than this is given back. */
 #define DK_OUT_KEEP (4u << 20)
 
@@ -683,6 +684,13 @@ int disk_connect(int disk, int *ret_qemu_fd, struct pv_err *err)
     if (r < 0)
         goto out;
     fcntl(sv[0], F_SETFL, fcntl(sv[0], F_GETFL) | O_NONBLOCK);
+    /* Room for a 1 MiB request or reply in flight each way (the kernel caps
+     * it at net.core.wmem_max): fewer wake-ups of both ends. Guest reads of
+     * 64 MiB by 1 MiB, warm, 1000-1350 MiB/s against 975-1175 without,
+     * under TCG here (noisy; docs/disks.md#throughput). */
+    int sz = DK_SOCKBUF;
+    setsockopt(sv[0], SOL_SOCKET, SO_SNDBUF, &sz, sizeof(sz));
+    setsockopt(sv[1], SOL_SOCKET, SO_SNDBUF, &sz, sizeof(sz));
     struct dk_conn *c = xcalloc(1, sizeof(*c));
     c->id = next_handle++;
     c->disk = d;
