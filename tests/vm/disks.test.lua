@@ -194,3 +194,23 @@ test("bad input gives the documented messages", function(t)
     t:assert_contains(err(function() vm:snapshot() end), "a VM with attached disks cannot be snapshotted")
     t:assert_eq(#vm:disks(), 4) -- nothing half-attached
 end)
+
+test("creation options attach disks; a VM that does not run detaches at once", function(t)
+    local b = provium:vm("b", "default", { disks = { { id = "x", size = "1M" } } })
+    local x = b:disk("x")
+    t:assert_eq(x:size(), 1024 * 1024)
+    t:assert_eq(x:device(), nil)
+    x:write_sectors(1, "kept in the image")
+    t:assert_eq(x:read_sectors(1, 1):sub(1, 17), "kept in the image")
+    x:detach()
+    t:assert_eq(#b:disks(), 0)
+end)
+
+test("the disks stay across a reboot, with their contents and names", function(t)
+    vm:shutdown()
+    vm:boot { disks = { { id = "data", size = "64M" } } } -- attached already: not again
+    t:assert_eq(#vm:disks(), 4)
+    t:assert_eq(data:device(), "/dev/vda")
+    t:assert_eq(sh("dd if=/dev/vda bs=512 skip=2048 count=1 2>/dev/null | head -c 14"), "from the host\n")
+    t:assert_eq(sh("readlink /dev/disk/by-id/virtio-fs"), "../../vdb\n")
+end)
