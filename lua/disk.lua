@@ -315,14 +315,15 @@ end
 -- closed. Idempotent.
 function Disk:detach()
     if self._detached then return end
-    self._detached = true
     local vm = self._vm
+    local ok, err = pcall(D.detach, vm, self._id)
+    if not ok and D.has(vm, self._id) then P.rethrow(err, 2) end -- nothing changed
+    self._detached = true
     local t = of(vm)
     t.by_id[self._id] = nil
     for i, d in ipairs(t.list) do
         if d == self then table.remove(t.list, i) break end
     end
-    local ok, err = pcall(D.detach, vm, self._id)
     D.close(self._h)
     if self._dev and vm:state() == "booted" then
         pcall(vm.run, vm, { "rm", "-f", "/dev/disk/by-id/virtio-" .. self._id })

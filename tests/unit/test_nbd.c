@@ -346,6 +346,23 @@ static void test_readonly_and_garbage(void **st)
     assert_int_equal(disk_connect(d, &fd, &err), -ENOENT);
 }
 
+/* A disk closed under its QEMU: the connection stays, every request fails
+ * with EIO (QEMU would take a closed connection as a cue to reconnect). */
+static void test_closed_disk_answers_eio(void **st)
+{
+    int d;
+    int fd = connect_disk(&d, false);
+    uint64_t size;
+    uint16_t flags;
+    handshake(fd, &size, &flags);
+    disk_close(d);
+    request(fd, NBD_CMD_READ, 0, 1, 0, 512, NULL);
+    assert_int_equal(reply(fd, 1), NBD_EIO);
+    request(fd, NBD_CMD_FLUSH, 0, 2, 0, 0, NULL);
+    assert_int_equal(reply(fd, 2), NBD_EIO);
+    close(fd);
+}
+
 /* A new image is sparse; an existing one keeps its size. */
 static void test_sparse_and_scratch(void **st)
 {
@@ -509,6 +526,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_oversized_write, setup, teardown),
         cmocka_unit_test_setup_teardown(test_faults, setup, teardown),
         cmocka_unit_test_setup_teardown(test_readonly_and_garbage, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_closed_disk_answers_eio, setup, teardown),
         cmocka_unit_test_setup_teardown(test_sparse_and_scratch, setup, teardown),
         cmocka_unit_test(test_decoder_options),
         cmocka_unit_test(test_decoder_split),

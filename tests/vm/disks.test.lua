@@ -192,6 +192,11 @@ test("bad input gives the documented messages", function(t)
     t:assert_contains(err(function() vm:attach_disk { id = "q", sizes = 1 } end), "unknown field `sizes`")
     t:assert_contains(err(function() vm:disk("nope") end), "vm:disk: vm `a` has no disk `nope` (disks: data, fs, big, attached-a)")
     t:assert_contains(err(function() vm:snapshot() end), "a VM with attached disks cannot be snapshotted")
+    vm:pause()
+    t:assert_contains(err(function() vm:attach_disk { id = "p", size = "1M" } end), "vm `a` is paused: resume it to plug disk `p` in")
+    t:assert_contains(err(function() fs:detach() end), "vm `a` is paused: resume it to unplug disk `fs`")
+    vm:resume()
+    t:assert(not fs:is_detached())
     t:assert_eq(#vm:disks(), 4) -- nothing half-attached
 end)
 

@@ -52,8 +52,8 @@ struct dk_disk {
 
 struct dk_conn {
     int id;
-    struct dk_disk *disk;
-    int fd; /* the server's end, O_NONBLOCK */
+    struct dk_disk *disk; /* NULL once the disk is closed */
+    int fd;               /* the server's end, O_NONBLOCK */
     struct nbd_conn nbd;
     struct dk_delays delayed; /* by release time */
     size_t delayed_bytes;
@@ -280,6 +280,10 @@ static void delay_add(struct dk_conn *c, const struct buf *reply, int64_t releas
 static void answer(struct dk_conn *c, const struct nbd_req *r)
 {
     struct dk_disk *d = c->disk;
+    if (!d) { /* the disk was closed under a QEMU that still has it */
+        nbd_reply(&c->nbd.out, r->handle, NBD_EIO, NULL, 0);
+        return;
+    }
     uint64_t len = r->type == NBD_CMD_FLUSH ? 0 : r->len;
     bool slow = applies(d, DISK_SLOW, r->offset, len);
     struct buf tmp = BUF_INIT;
@@ -647,12 +651,13 @@ void disk_close(int disk)
         return;
     struct dk_disk *d = disk_find(s, disk);
     if (d) {
-        struct dk_conn *c, *tmp;
-        for (c = TAILQ_FIRST(&s->conns); c; c = tmp) {
-            tmp = TAILQ_NEXT(c, link);
-            if (c->disk == d)
-                conn_free(s, c);
-        }
+        /* Its connections stay, answering EIO, until their QEMU lets go:
+         * QEMU's NBD client would take a connection that ends for a cue to
+         * reconnect, to a descriptor number it no longer owns. */
+        struct dk_conn *c;
+        TAILQ_FOREACH(c, &s->conns, link)
+        if (c->disk == d)
+            c->disk = NULL;
         TAILQ_REMOVE(&s->disks, d, link);
         close(d->fd);
         free(d);

@@ -54,14 +54,15 @@ struct disk_fault {
  * (> 0) or -errno. */
 int disk_open(const char *path, uint64_t size, bool readonly, struct pv_err *err);
 int disk_open_scratch(const char *dir, uint64_t size, struct pv_err *err);
-/* Ends its connections (their QEMU sees the peer go) and closes the image.
- * A stale handle is ignored. */
+/* Closes the image. Its connections answer every request with EIO from now
+ * on, and end when their QEMU closes them (never before: QEMU's NBD client
+ * would reconnect). A stale handle is ignored. */
 void disk_close(int disk);
 
 /* A new connection serving the disk: its handle (> 0), and in *ret_qemu_fd
  * the end QEMU gets (O_CLOEXEC; the caller hands it over and closes it).
- * The connection ends when QEMU closes its end (NBD_CMD_DISC, exit), at
- * disk_close, or when the peer breaks the protocol. */
+ * The connection ends when QEMU closes its end (NBD_CMD_DISC, exit), or
+ * when the peer breaks the protocol. */
 int disk_connect(int disk, int *ret_qemu_fd, struct pv_err *err);
 
 /* The image's size now (fstat), in bytes. */

@@ -104,6 +104,9 @@ int vdisk_attach(struct vm *vm, int disk, const char *id, bool readonly, struct 
 {
     if (vdisk_find(vm, id) >= 0)
         return pv_err_set(err, EEXIST, "vm `%s` has a disk `%s` already", vm->name, id);
+    if (vm->state == VM_PAUSED) /* the guest would see the device only at resume */
+        return pv_err_set(err, EBUSY, "vm `%s` is paused: resume it to plug disk `%s` in", vm->name,
+                          id);
     if (vm->ndisks == VM_MAX_DISKS)
         return pv_err_set(err, ENOSPC, "vm `%s`: disk `%s`: a VM has at most %d attached disks",
                           vm->name, id, VM_MAX_DISKS);
@@ -144,6 +147,9 @@ int vdisk_detach(struct vm *vm, const char *id, struct pv_err *err)
     int i = vdisk_find(vm, id);
     if (i < 0)
         return pv_err_set(err, ENOENT, "vm `%s` has no disk `%s`", vm->name, id);
+    if (vm->state == VM_PAUSED) /* a paused guest cannot let the device go */
+        return pv_err_set(err, EBUSY, "vm `%s` is paused: resume it to unplug disk `%s`", vm->name,
+                          id);
     vm_standby_drop(vm);
     uint8_t slot = vm->disks[i].slot;
     memmove(&vm->disks[i], &vm->disks[i + 1], (vm->ndisks - (size_t)i - 1) * sizeof(vm->disks[0]));

@@ -18,9 +18,12 @@ int vdisk_conns_open(const struct vm_boot *b, const char *vm, struct qemu_disk q
 int vdisk_find(const struct vm *vm, const char *id);
 /* Give vm the disk (a handle of disk.h) as `id`: for its next boots, and at
  * once if it runs (QMP getfd + blockdev-add + device_add). -EEXIST when
- * it has a disk of that id, -ENOSPC past VM_MAX_DISKS. */
+ * it has a disk of that id, -ENOSPC past VM_MAX_DISKS, -EBUSY while it is
+ * paused; then nothing changed. */
 int vdisk_attach(struct vm *vm, int disk, const char *id, bool readonly, struct pv_err *err);
 /* Take the disk `id` out of vm: from its next boots, and at once if it
  * runs (device_del, then blockdev-del once the guest let the device go).
- * -ENOENT when it has no such disk. */
+ * -ENOENT when it has no such disk, -EBUSY while it is paused: then nothing
+ * changed. Any other error comes from the unplug: the disk is out of the
+ * next boots all the same. */
 int vdisk_detach(struct vm *vm, const char *id, struct pv_err *err);

@@ -92,6 +92,13 @@ static int l_detach(lua_State *L)
     return 0;
 }
 
+/* disk.has(vm, id) -> whether vm has the disk `id` */
+static int l_has(lua_State *L)
+{
+    lua_pushboolean(L, vdisk_find(l_tovm(L, 1), luaL_checkstring(L, 2)) >= 0);
+    return 1;
+}
+
 /* disk.size(d) -> the image's size in bytes */
 static int l_size(lua_State *L)
 {
@@ -211,6 +218,7 @@ int luaopen_provium_disk(lua_State *L)
         {"close", l_close},
         {"attach", l_attach},
         {"detach", l_detach},
+        {"has", l_has},
         {"size", l_size},
         {"read_sectors", l_read_sectors},
         {"write_sectors", l_write_sectors},
