@@ -209,6 +209,9 @@ test("creation options attach disks; a VM that does not run detaches at once", f
     t:assert_eq(x:read_sectors(1, 1):sub(1, 17), "kept in the image")
     x:detach()
     t:assert_eq(#b:disks(), 0)
+    for i = 1, 8 do b:attach_disk { id = "d" .. i, size = "1M" } end
+    t:assert_contains(t:assert_raises(function() b:attach_disk { id = "d9", size = "1M" } end),
+        "vm `b`: disk `d9`: a VM has at most 8 attached disks")
 end)
 
 test("the disks stay across a reboot, with their contents and names", function(t)

@@ -107,7 +107,8 @@ int vdisk_attach(struct vm *vm, int disk, const char *id, bool readonly, struct 
     if (vm->state == VM_PAUSED) /* the guest would see the device only at resume */
         return pv_err_set(err, EBUSY, "vm `%s` is paused: resume it to plug disk `%s` in", vm->name,
                           id);
-    if (vm->ndisks == VM_MAX_DISKS)
+    /* a disk whose unplug failed is still in the running plan */
+    if (vm->ndisks == VM_MAX_DISKS || (running(vm) && vm->plan.nattached == VM_MAX_DISKS))
         return pv_err_set(err, ENOSPC, "vm `%s`: disk `%s`: a VM has at most %d attached disks",
                           vm->name, id, VM_MAX_DISKS);
     if (strlen(id) > VM_DISK_ID_MAX)
