@@ -1,7 +1,8 @@
-/* The disks' server: images and their faults, connections, the thread that
- * answers QEMU's NBD requests, and the host's own sector access
- * (docs/architecture.md#disks). */
-#include "disk/disk.h"
+/* The disks' server: its state and handles, images and their faults, the
+ * thread's start, connections made, the host's own sector access, and
+ * forgetting it all in a forked child (docs/architecture.md#disks). The
+ * thread itself is serve.c's. */
+#include "disk/disk_priv.h"
 
 #include <fcntl.h>
 #include <pthread.h>
@@ -14,62 +15,8 @@
 #include <sys/timerfd.h>
 #include <time.h>
 
-#include "disk/nbd.h"
-
 const char *const disk_mode_names[DISK_NMODES] = {"eio_read", "eio_write", "eio_flush", "slow",
                                                   "torn_write"};
-
-/* What a connection may have waiting to go to QEMU (sent or delayed)
- * before the server stops reading its requests: QEMU's client has at most
- * 16 requests in flight, of at most 32 MiB each. */
-#define DK_OUT_MAX (64u << 20)
-/* Read from a socket at once, at most. */
-#define DK_READ_MAX (1u << 20)
-#define DK_SOCKBUF (2 << 20)
-/* An emptied output buffer larger than this is given back. */
-#define DK_OUT_KEEP (4u << 20)
-
-enum dk_ev { DK_EV_CONN = 1, DK_EV_TIMER, DK_EV_WAKE };
-#define DK_EV(kind, id) (((uint64_t)(kind) << 32) | (uint32_t)(id))
-
-/* A reply held back by `slow`, its bytes encoded. */
-struct dk_delayed {
-    TAILQ_ENTRY(dk_delayed) link;
-    int64_t release_ns;
-    size_t len;
-    unsigned char data[];
-};
-TAILQ_HEAD(dk_delays, dk_delayed);
-
-struct dk_disk {
-    int id;
-    int fd;
-    bool readonly;
-    unsigned modes; /* 1 << enum disk_mode */
-    struct disk_fault faults[DISK_NMODES];
-    TAILQ_ENTRY(dk_disk) link;
-};
-
-struct dk_conn {
-    int id;
-    struct dk_disk *disk; /* NULL once the disk is closed */
-    int fd;               /* the server's end, O_NONBLOCK */
-    struct nbd_conn nbd;
-    struct dk_delays delayed; /* by release time */
-    size_t delayed_bytes;
-    uint32_t events; /* what epoll watches */
-    TAILQ_ENTRY(dk_conn) link;
-};
-
-struct dk_state {
-    pthread_mutex_t lock;
-    int epfd, timerfd, wakefd;
-    int64_t timer_ns; /* what timerfd is armed at; 0: disarmed, -1: unknown */
-    bool started;     /* its thread */
-    int thread_err;   /* the thread stopped on this errno */
-    TAILQ_HEAD(, dk_disk) disks;
-    TAILQ_HEAD(, dk_conn) conns;
-};
 
 static struct dk_state *state;
 static pthread_mutex_t state_lock = PTHREAD_MUTEX_INITIALIZER;
@@ -109,15 +56,6 @@ static struct dk_disk *disk_find(struct dk_state *s, int id)
     return NULL;
 }
 
-static struct dk_conn *conn_find(struct dk_state *s, int id)
-{
-    struct dk_conn *c;
-    TAILQ_FOREACH(c, &s->conns, link)
-    if (c->id == id)
-        return c;
-    return NULL;
-}
-
 static void wake(struct dk_state *s)
 {
     uint64_t one = 1;
@@ -130,7 +68,7 @@ static void wake(struct dk_state *s)
 
 /* Whether mode's fault applies to the byte range [off, off + len); a FLUSH
  * (len 0) meets every active mode. */
-static bool applies(const struct dk_disk *d, enum disk_mode mode, uint64_t off, uint64_t len)
+bool dk_applies(const struct dk_disk *d, enum disk_mode mode, uint64_t off, uint64_t len)
 {
     if (!(d->modes & (1u << mode)))
         return false;
@@ -143,7 +81,7 @@ static bool applies(const struct dk_disk *d, enum disk_mode mode, uint64_t off, 
 
 /* A torn write: how many of its bytes land, the first half of its sectors
  * (a one-sector write lands not at all, as a sector is atomic). */
-static size_t torn_len(uint64_t off, size_t len)
+size_t dk_torn_len(uint64_t off, size_t len)
 {
     uint64_t first = off / DISK_SECTOR, end = (off + len + DISK_SECTOR - 1) / DISK_SECTOR;
     uint64_t keep_end = (first + (end - first) / 2) * DISK_SECTOR;
@@ -152,7 +90,7 @@ static size_t torn_len(uint64_t off, size_t len)
 
 /* ---- image I/O ---- */
 
-static int pread_all(int fd, void *p, size_t len, uint64_t off)
+int dk_pread_all(int fd, void *p, size_t len, uint64_t off)
 {
     size_t done = 0;
     while (done < len) {
@@ -170,7 +108,7 @@ static int pread_all(int fd, void *p, size_t len, uint64_t off)
     return 0;
 }
 
-static int pwrite_all(int fd, const void *p, size_t len, uint64_t off)
+int dk_pwrite_all(int fd, const void *p, size_t len, uint64_t off)
 {
     size_t done = 0;
     while (done < len) {
@@ -185,7 +123,7 @@ static int pwrite_all(int fd, const void *p, size_t len, uint64_t off)
 }
 
 /* Zeroes over [off, off + len): a hole when allowed, else allocated zeroes. */
-static int zero_range(int fd, uint64_t off, uint64_t len, bool may_punch)
+int dk_zero_range(int fd, uint64_t off, uint64_t len, bool may_punch)
 {
     if (may_punch &&
         fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (off_t)off, (off_t)len) == 0)
@@ -195,288 +133,12 @@ static int zero_range(int fd, uint64_t off, uint64_t len, bool may_punch)
     static const unsigned char zeroes[65536];
     for (uint64_t done = 0; done < len;) {
         size_t n = (size_t)MIN(len - done, (uint64_t)sizeof(zeroes));
-        int r = pwrite_all(fd, zeroes, n, off + done);
+        int r = dk_pwrite_all(fd, zeroes, n, off + done);
         if (r < 0)
             return r;
         done += n;
     }
     return 0;
-}
-
-/* ---- serving a request ---- */
-
-/* Carry out r on c's disk; the reply goes into out (header first: a READ's
- * data is read straight into it). Returns the NBD error. */
-static uint32_t serve(struct dk_conn *c, const struct nbd_req *r, struct buf *out)
-{
-    struct dk_disk *d = c->disk;
-    int fd = d->fd;
-    bool fua = r->flags & NBD_CMD_FLAG_FUA;
-    size_t mark = out->len;
-    switch (r->type) {
-    case NBD_CMD_READ:
-        if (applies(d, DISK_EIO_READ, r->offset, r->len))
-            return NBD_EIO;
-        nbd_reply(out, r->handle, 0, NULL, 0);
-        buf_reserve(out, r->len);
-        if (pread_all(fd, out->data + out->len, r->len, r->offset) < 0) {
-            out->len = mark;
-            return NBD_EIO;
-        }
-        out->len += r->len;
-        out->data[out->len] = 0;
-        return 0;
-    case NBD_CMD_WRITE:
-        if (applies(d, DISK_EIO_WRITE, r->offset, r->len))
-            return NBD_EIO;
-        if (applies(d, DISK_TORN_WRITE, r->offset, r->len)) {
-            pwrite_all(fd, r->data, torn_len(r->offset, r->len), r->offset);
-            return NBD_EIO;
-        }
-        if (pwrite_all(fd, r->data, r->len, r->offset) < 0)
-            return NBD_EIO;
-        break;
-    case NBD_CMD_TRIM:
-        if (applies(d, DISK_EIO_WRITE, r->offset, r->len))
-            return NBD_EIO;
-        /* advisory: a file system that cannot punch holes keeps the data */
-        fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (off_t)r->offset, (off_t)r->len);
-        break;
-    case NBD_CMD_WRITE_ZEROES:
-        if (applies(d, DISK_EIO_WRITE, r->offset, r->len))
-            return NBD_EIO;
-        if (zero_range(fd, r->offset, r->len, !(r->flags & NBD_CMD_FLAG_NO_HOLE)) < 0)
-            return NBD_EIO;
-        break;
-    case NBD_CMD_FLUSH:
-        if (applies(d, DISK_EIO_FLUSH, 0, 0) || fdatasync(fd) < 0)
-            return NBD_EIO;
-        return 0;
-    default: return NBD_EINVAL;
-    }
-    /* a write that must be on stable storage before its reply */
-    if (fua && (applies(d, DISK_EIO_FLUSH, 0, 0) || fdatasync(fd) < 0))
-        return NBD_EIO;
-    return 0;
-}
-
-static void delay_add(struct dk_conn *c, const struct buf *reply, int64_t release_ns)
-{
-    struct dk_delayed *x = xmalloc(sizeof(*x) + reply->len);
-    x->release_ns = release_ns;
-    x->len = reply->len;
-    memcpy(x->data, reply->data, reply->len);
-    c->delayed_bytes += x->len;
-    struct dk_delayed *at;
-    TAILQ_FOREACH_REVERSE(at, &c->delayed, dk_delays, link)
-    if (at->release_ns <= release_ns)
-        break;
-    if (at)
-        TAILQ_INSERT_AFTER(&c->delayed, at, x, link);
-    else
-        TAILQ_INSERT_HEAD(&c->delayed, x, link);
-}
-
-static void answer(struct dk_conn *c, const struct nbd_req *r)
-{
-    struct dk_disk *d = c->disk;
-    if (!d) { /* the disk was closed under a QEMU that still has it */
-        nbd_reply(&c->nbd.out, r->handle, NBD_EIO, NULL, 0);
-        return;
-    }
-    uint64_t len = r->type == NBD_CMD_FLUSH ? 0 : r->len;
-    bool slow = applies(d, DISK_SLOW, r->offset, len);
-    struct buf tmp = BUF_INIT;
-    struct buf *out = slow ? &tmp : &c->nbd.out;
-    size_t mark = out->len;
-    uint32_t e = serve(c, r, out);
-    if (e) {
-        out->len = mark;
-        nbd_reply(out, r->handle, e, NULL, 0);
-    } else if (r->type != NBD_CMD_READ) {
-        nbd_reply(out, r->handle, 0, NULL, 0);
-    }
-    if (slow) {
-        delay_add(c, &tmp, now_ns() + (int64_t)d->faults[DISK_SLOW].ms * 1000000);
-        buf_release(&tmp);
-    }
-}
-
-/* ---- connections ---- */
-
-static void conn_watch(struct dk_state *s, struct dk_conn *c, uint32_t events)
-{
-    if (c->events == events)
-        return;
-    struct epoll_event ev = {.events = events, .data.u64 = DK_EV(DK_EV_CONN, c->id)};
-    epoll_ctl(s->epfd, EPOLL_CTL_MOD, c->fd, &ev);
-    c->events = events;
-}
-
-static void conn_free(struct dk_state *s, struct dk_conn *c)
-{
-    if (s->epfd >= 0)
-        epoll_ctl(s->epfd, EPOLL_CTL_DEL, c->fd, NULL);
-    close(c->fd);
-    nbd_release(&c->nbd);
-    struct dk_delayed *x;
-    while ((x = TAILQ_FIRST(&c->delayed))) {
-        TAILQ_REMOVE(&c->delayed, x, link);
-        free(x);
-    }
-    TAILQ_REMOVE(&s->conns, c, link);
-    free(c);
-}
-
-static size_t out_pending(const struct dk_conn *c)
-{
-    return c->nbd.out.len - c->nbd.out_off + c->delayed_bytes;
-}
-
-/* Send what is queued; 0, or -1 when the connection is gone. */
-static int conn_flush(struct dk_conn *c)
-{
-    struct buf *o = &c->nbd.out;
-    while (c->nbd.out_off < o->len) {
-        ssize_t n = send(c->fd, o->data + c->nbd.out_off, o->len - c->nbd.out_off,
-                         MSG_NOSIGNAL | MSG_DONTWAIT);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
-            return 0;
-        if (n <= 0)
-            return -1;
-        c->nbd.out_off += (size_t)n;
-    }
-    if (o->cap > DK_OUT_KEEP)
-        buf_release(o);
-    o->len = c->nbd.out_off = 0;
-    return 0;
-}
-
-/* What epoll should watch on c now: its requests unless too much waits to
- * go out, room in its socket while something does. */
-static void conn_rewatch(struct dk_state *s, struct dk_conn *c)
-{
-    uint32_t ev = 0;
-    if (out_pending(c) < DK_OUT_MAX && nbd_room(&c->nbd))
-        ev |= EPOLLIN;
-    if (c->nbd.out_off < c->nbd.out.len)
-        ev |= EPOLLOUT;
-    conn_watch(s, c, ev);
-}
-
-/* Requests from c's socket, answered; -1 when the connection is over. */
-static int conn_read(struct dk_conn *c)
-{
-    size_t room = MIN(nbd_room(&c->nbd), (size_t)DK_READ_MAX);
-    if (room) {
-        buf_reserve(&c->nbd.in, room);
-        ssize_t n = recv(c->fd, c->nbd.in.data + c->nbd.in.len, room, MSG_DONTWAIT);
-        if (n == 0)
-            return -1;
-        if (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)
-            return -1;
-        if (n > 0)
-            c->nbd.in.len += (size_t)n;
-    }
-    struct nbd_req r;
-    int k;
-    while ((k = nbd_next(&c->nbd, &r)) > 0)
-        answer(c, &r);
-    if (k < 0) {
-        conn_flush(c); /* the last answers (an abort's ACK) */
-        return -1;
-    }
-    return 0;
-}
-
-static void conn_event(struct dk_state *s, int id, uint32_t events)
-{
-    struct dk_conn *c = conn_find(s, id);
-    if (!c)
-        return;
-    bool over = false;
-    if (events & EPOLLIN)
-        over = conn_read(c) < 0;
-    else if (events & (EPOLLHUP | EPOLLERR))
-        over = true;
-    if (!over)
-        over = conn_flush(c) < 0;
-    if (over)
-        conn_free(s, c);
-    else
-        conn_rewatch(s, c);
-}
-
-/* Replies whose delay is over go out; the timer is armed for the next. */
-static void release_due(struct dk_state *s)
-{
-    int64_t now = now_ns(), next = 0;
-    struct dk_conn *c, *tmp;
-    for (c = TAILQ_FIRST(&s->conns); c; c = tmp) {
-        tmp = TAILQ_NEXT(c, link);
-        struct dk_delayed *x;
-        bool moved = false;
-        while ((x = TAILQ_FIRST(&c->delayed)) && x->release_ns <= now) {
-            TAILQ_REMOVE(&c->delayed, x, link);
-            c->delayed_bytes -= x->len;
-            buf_add(&c->nbd.out, x->data, x->len);
-            free(x);
-            moved = true;
-        }
-        if (x && (!next || x->release_ns < next))
-            next = x->release_ns;
-        if (moved && conn_flush(c) < 0)
-            conn_free(s, c);
-        else if (moved)
-            conn_rewatch(s, c);
-    }
-    if (next == s->timer_ns)
-        return;
-    struct itimerspec its = {0};
-    if (next) {
-        its.it_value.tv_sec = next / 1000000000LL;
-        its.it_value.tv_nsec = next % 1000000000LL;
-    }
-    timerfd_settime(s->timerfd, TFD_TIMER_ABSTIME, &its, NULL);
-    s->timer_ns = next;
-}
-
-static void *serve_thread(void *arg)
-{
-    struct dk_state *s = arg;
-    struct epoll_event evs[16];
-    for (;;) {
-        int n = epoll_wait(s->epfd, evs, ARRAY_SIZE(evs), -1);
-        if (n < 0 && errno == EINTR)
-            continue;
-        pthread_mutex_lock(&s->lock);
-        if (n < 0) {
-            s->thread_err = errno;
-            pthread_mutex_unlock(&s->lock);
-            return NULL;
-        }
-        for (int i = 0; i < n; i++) {
-            uint64_t u = evs[i].data.u64, drain;
-            switch ((enum dk_ev)(u >> 32)) {
-            case DK_EV_CONN: conn_event(s, (int)(uint32_t)u, evs[i].events); break;
-            case DK_EV_TIMER:
-                if (read(s->timerfd, &drain, sizeof(drain)) < 0) {
-                    /* EAGAIN: re-armed meanwhile */
-                }
-                s->timer_ns = -1; /* fired: arm it again whatever comes next */
-                break;
-            case DK_EV_WAKE:
-                if (read(s->wakefd, &drain, sizeof(drain)) < 0) {
-                    /* EAGAIN: another wake-up took it */
-                }
-                break;
-            }
-        }
-        release_due(s);
-        pthread_mutex_unlock(&s->lock);
-    }
 }
 
 /* ---- the state ---- */
@@ -539,7 +201,7 @@ static int state_get(bool with_thread, struct dk_state **ret, struct pv_err *err
         sigfillset(&all);
         pthread_sigmask(SIG_SETMASK, &all, &old);
         pthread_t t;
-        int e = pthread_create(&t, NULL, serve_thread, state);
+        int e = pthread_create(&t, NULL, dk_thread, state);
         pthread_sigmask(SIG_SETMASK, &old, NULL);
         if (e) {
             r = pv_err_set(err, e, "the disk server: starting its thread: %s", strerror(e));
@@ -801,7 +463,7 @@ static int host_view(int disk, uint64_t off, size_t len, struct host_view *v)
     if (r == 0) {
         *v = (struct host_view){.fd = d->fd, .readonly = d->readonly, .size = (uint64_t)st.st_size};
         for (int m = 0; m < DISK_NMODES; m++)
-            if (applies(d, (enum disk_mode)m, off, len))
+            if (dk_applies(d, (enum disk_mode)m, off, len))
                 v->hits |= 1u << m;
         v->slow_ms = d->faults[DISK_SLOW].ms;
     }
@@ -839,7 +501,7 @@ int disk_read(int disk, uint64_t off, void *p, size_t len, struct pv_err *err)
         return r;
     if (v.hits & (1u << DISK_EIO_READ))
         return pv_err_set(err, EIO, "EIO (fault_inject)");
-    if ((r = pread_all(v.fd, p, len, off)) < 0)
+    if ((r = dk_pread_all(v.fd, p, len, off)) < 0)
         return pv_err_set(err, -r, "%s", strerror(-r));
     return 0;
 }
@@ -855,10 +517,10 @@ int disk_write(int disk, uint64_t off, const void *p, size_t len, struct pv_err 
     if (v.hits & (1u << DISK_EIO_WRITE))
         return pv_err_set(err, EIO, "EIO (fault_inject)");
     if (v.hits & (1u << DISK_TORN_WRITE)) {
-        pwrite_all(v.fd, p, torn_len(off, len), off);
+        dk_pwrite_all(v.fd, p, dk_torn_len(off, len), off);
         return pv_err_set(err, EIO, "EIO (fault_inject: torn_write)");
     }
-    if ((r = pwrite_all(v.fd, p, len, off)) < 0)
+    if ((r = dk_pwrite_all(v.fd, p, len, off)) < 0)
         return pv_err_set(err, -r, "%s", strerror(-r));
     return 0;
 }
@@ -877,7 +539,7 @@ void disk_forget(void)
     s->epfd = -1;
     struct dk_conn *c;
     while ((c = TAILQ_FIRST(&s->conns)))
-        conn_free(s, c);
+        dk_conn_free(s, c);
     struct dk_disk *d;
     while ((d = TAILQ_FIRST(&s->disks))) {
         TAILQ_REMOVE(&s->disks, d, link);
