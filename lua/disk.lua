@@ -31,54 +31,55 @@ end
 
 local function running(vm) return vm:state() == "booted" or vm:state() == "paused" end
 
--- The guest has no udev: this script waits (up to 60 s) until a virtio
--- disk with each serial shows up in /sys/block, links
--- /dev/disk/by-id/virtio-<id> to it and prints "<id> <vdX>" per disk. Ids
--- are letters, digits, `.`, `-` and `_` only: nothing for the shell.
-local LINK_SCRIPT = [[
-mkdir -p /dev/disk/by-id
-i=0
-while :; do
-  out= missing=
-  for id in $IDS; do
-    dev=
-    for b in /sys/block/vd*; do
-      [ -r "$b/serial" ] && [ "$(cat "$b/serial")" = "$id" ] && dev=${b##*/}
-    done
-    if [ -n "$dev" ] && [ -b "/dev/$dev" ]; then
-      ln -sfn "../../$dev" "/dev/disk/by-id/virtio-$id"
-      out="$out$id $dev
-"
-    else
-      missing="$missing $id"
-    fi
-  done
-  if [ -z "$missing" ]; then printf '%s' "$out"; exit 0; fi
-  i=$((i+1))
-  if [ $i -ge 600 ]; then echo "no virtio disk with serial:$missing" >&2; exit 1; fi
-  sleep 0.1
-done
-]]
+-- The guest's virtio disks by serial: {serial = "vdX"}, read through the
+-- agent (no shell needed); only those whose /dev node exists.
+local function scan(vm)
+    local map = {}
+    local ok, entries = pcall(vm.listdir, vm, "/sys/block")
+    if not ok then return map end
+    for _, e in ipairs(entries) do
+        if e.name:match("^vd%a+$") then
+            local sok, serial = pcall(vm.read_file, vm, "/sys/block/" .. e.name .. "/serial")
+            if sok and vm:exists("/dev/" .. e.name) then map[(serial:gsub("%s+$", ""))] = e.name end
+        end
+    end
+    return map
+end
 
--- After a boot or a hot-plug: virtio_blk loaded, each disk's link made, its
--- guest device name noted.
+-- How long a guest may take to show a disk (PCI hot-plug goes through ACPI).
+local SEE_WITHIN = 60
+
+-- After a boot or a hot-plug: virtio_blk loaded, each disk's guest device
+-- found by its serial and noted, and, where the guest has a shell, linked as
+-- /dev/disk/by-id/virtio-<id> (it has no udev to do it). Ids are letters,
+-- digits, `.`, `-` and `_` only: nothing for the shell.
 local function link(vm, disks, level)
     if #disks == 0 or vm:state() ~= "booted" then return end
     if not vm:exists("/sys/module/virtio_blk") and vm:modules_dir() then
         local ok, err = pcall(vm.modprobe, vm, "virtio_blk")
         if not ok then P.rethrow(err, level + 1) end
     end
-    local ids = {}
-    for i, d in ipairs(disks) do ids[i] = d._id end
-    local ok, r = pcall(vm.run, vm, { "sh", "-c", LINK_SCRIPT }, { env = { IDS = table.concat(ids, " ") } })
-    if not ok then P.rethrow(r, level + 1) end
-    if r.exit_code ~= 0 then
-        error(("vm `%s`: disks: %s"):format(vm:name(), (r.stderr:gsub("%s+$", ""))), level + 1)
+    local deadline = C.now() + SEE_WITHIN * C.timeout_scale()
+    local map
+    while true do
+        map = scan(vm)
+        local missing = {}
+        for _, d in ipairs(disks) do
+            if not map[d._id] then missing[#missing + 1] = d._id end
+        end
+        if #missing == 0 then break end
+        if C.now() >= deadline then
+            error(("vm `%s`: no virtio disk with serial %s after %.0f s"):format(vm:name(),
+                table.concat(missing, ", "), SEE_WITHIN * C.timeout_scale()), level + 1)
+        end
+        C.sleep(0.05)
     end
-    for id, dev in r.stdout:gmatch("(%S+) (%S+)\n") do
-        local d = of(vm).by_id[id]
-        if d then d._dev = "/dev/" .. dev end
+    local cmd = { "mkdir -p /dev/disk/by-id" }
+    for _, d in ipairs(disks) do
+        d._dev = "/dev/" .. map[d._id]
+        cmd[#cmd + 1] = ("ln -sfn ../../%s /dev/disk/by-id/virtio-%s"):format(map[d._id], d._id)
     end
+    pcall(vm.run, vm, { "sh", "-c", table.concat(cmd, " && ") }) -- no shell: no links
 end
 
 local KNOWN = { id = true, size = true, image = true, path = true, format = true, readonly = true,

@@ -3,6 +3,7 @@
 -- hot-plug and unplug, sparse images, and the API's messages. One VM,
 -- booted with four disks, serves every test.
 provium:claim { memory = "700M", cpus = 1 }
+local meta = require("lib.meta")
 
 local function tmpfile(suffix)
     local p = os.tmpname()
@@ -223,4 +224,37 @@ test("the disks stay across a reboot, with their contents and names", function(t
     t:assert_eq(data:device(), "/dev/vda")
     t:assert_eq(sh("dd if=/dev/vda bs=512 skip=2048 count=1 2>/dev/null | head -c 14"), "from the host\n")
     t:assert_eq(sh("readlink /dev/disk/by-id/virtio-fs"), "../../vdb\n")
+end)
+
+-- A profile with a disk of its own and no shell in the guest (the agent
+-- only): the attached disk comes after the profile's, and is found by its
+-- serial through the agent.
+test("a profile's disk comes first; a guest without a shell still finds the disk", function(t)
+    local p = io.popen(meta.quote(meta.bin) .. " kernel path")
+    local kernel, modules = p:read("l"), p:read("l")
+    p:close()
+    local d = meta.tmpdir()
+    local img = assert(io.open(d .. "/profile.img", "wb"))
+    img:write(("p"):rep(1024 * 1024))
+    img:close()
+    meta.write(d .. "/provium.toml", ([[
+[profile.bare]
+kernel = "%s"
+modules = "%s"
+disks = [{ path = "profile.img", readonly = true }]
+]]):format(kernel, modules))
+    meta.write(d .. "/b.test.lua", [[
+test("order", function(t)
+    local vm = provium:vm("c", "bare", { memory = "256M" })
+    local x = vm:attach_disk { id = "extra", size = "1M" }
+    vm:boot()
+    t:assert_eq(x:device(), "/dev/vdb")
+    t:assert_eq(vm:read_file("/sys/block/vdb/serial"), "extra")
+    t:assert_eq(vm:read_file("/sys/block/vda/size"), "2048\n")
+    t:assert(not vm:exists("/dev/disk/by-id/virtio-extra"), "no shell, no link")
+end)
+]])
+    local out, code = meta.provium({ "b.test.lua" }, { cwd = d })
+    meta.rmdir(d)
+    t:assert_eq(code, 0, out)
 end)
