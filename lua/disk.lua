@@ -69,7 +69,7 @@ local function link(vm, disks, level)
         end
         if #missing == 0 then break end
         if C.now() >= deadline then
-            error(("vm `%s`: no virtio disk with serial %s after %.0f s"):format(vm:name(),
+            error(("vm `%s`: no virtio disk with serial %s after %.0f s (does its kernel have virtio_blk, and ACPI PCI hot-plug for a disk attached while it runs?)"):format(vm:name(),
                 table.concat(missing, ", "), SEE_WITHIN * C.timeout_scale()), level + 1)
         end
         C.sleep(0.05)
