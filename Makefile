@@ -40,7 +40,7 @@ AGENT_LDFLAGS := -static -Wl,--gc-sections -s
 COMMON_SRCS := $(wildcard src/common/*.c)
 PROTO_SRCS  := $(wildcard src/proto/*.c)
 AGENT_CORE  := $(filter-out src/agent/main.c,$(wildcard src/agent/*.c))
-HOST_SRCS   := $(filter-out src/host/main.c,$(wildcard src/host/*.c src/host/net/*.c src/host/lua/*.c))
+HOST_SRCS   := $(filter-out src/host/main.c,$(wildcard src/host/*.c src/host/net/*.c src/host/disk/*.c src/host/lua/*.c))
 LIB_SRCS    := $(COMMON_SRCS) $(PROTO_SRCS) $(AGENT_CORE) $(HOST_SRCS)
 LIB_OBJS    := $(patsubst %.c,$(B)/host/%.o,$(LIB_SRCS)) $(B)/host/embed.o
 AGENT_SRCS  := $(COMMON_SRCS) $(PROTO_SRCS) $(wildcard src/agent/*.c)
@@ -190,7 +190,7 @@ fuzz:
 	@tests/fuzz/run-libfuzzer $(or $(FUZZ_SECONDS),60) $(FUZZ_TARGETS)
 
 # The tree's format is .clang-format's (docs/architecture.md#format).
-FORMAT_SRCS = $(wildcard src/*/*.[ch] src/host/lua/*.[ch] src/host/net/*.[ch] tests/unit/*.[ch] tests/fuzz/*.[ch])
+FORMAT_SRCS = $(wildcard src/*/*.[ch] src/host/lua/*.[ch] src/host/net/*.[ch] src/host/disk/*.[ch] tests/unit/*.[ch] tests/fuzz/*.[ch])
 format:
 	clang-format -i $(FORMAT_SRCS)
 

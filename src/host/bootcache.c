@@ -12,7 +12,8 @@
 
 bool bootcache_eligible(const struct vm_boot *b)
 {
-    return !b->disks || !b->disks[0];
+    /* an attached disk's contents are not in the saved machine */
+    return (!b->disks || !b->disks[0]) && !b->nattached;
 }
 
 void bootcache_key(const struct vm_boot *b, char key[65])

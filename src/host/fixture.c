@@ -1,4 +1,5 @@
 #include "fixture.h"
+#include "disk/disk.h"
 #include "net/switch.h"
 
 #include <fcntl.h>
@@ -293,8 +294,9 @@ static int build(const char *path, const char *name, const char *cache, const ch
          * a handler that ran before would kill them. */
         if (child_pdeathsig(parent) < 0)
             _exit(3);
-        vm_forget_all(); /* the asking file's VMs are not ours, nor its switch */
+        vm_forget_all(); /* the asking file's VMs are not ours, nor its switch and disks */
         switch_forget();
+        disk_forget();
         pthread_sigmask(SIG_SETMASK, &mask, NULL);
         if (dup2(p[1], 1) < 0 || dup2(p[1], 2) < 0)
             _exit(3);

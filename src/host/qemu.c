@@ -86,6 +86,32 @@ static void add_consoles(struct argv *a, const struct qemu_config *qc, const cha
     }
 }
 
+/* The profile's disks, then the attached ones (docs/disks.md). */
+static void add_disks(struct argv *a, const struct qemu_config *qc)
+{
+    /* Profile disks: writable for the guest, never modified: writes go to
+     * a temporary overlay that QEMU creates in $TMPDIR (the VM's run
+     * directory, see qemu_start) and drops when it exits. */
+    for (size_t i = 0; qc->disks && qc->disks[i]; i++) {
+        _cleanup_free_ char *d = qesc(qc->disks[i]);
+        add(a, "-drive");
+        addf(a, "file=%s,if=virtio,format=raw,%s", d,
+             qc->disk_ro && qc->disk_ro[i] ? "readonly=on" : "snapshot=on");
+    }
+    /* Attached disks (docs/disks.md): NBD on the disk server's socketpair
+     * ends, inherited; slots after the profile's disks, in attach order. */
+    for (size_t i = 0; i < qc->nvdisks; i++) {
+        const struct qemu_disk *d = &qc->vdisks[i];
+        _cleanup_free_ char *serial = qesc(d->serial);
+        add(a, "-blockdev");
+        addf(a, "driver=nbd,node-name=vd%u,server.type=fd,server.str=%d%s", d->slot, d->fd,
+             d->readonly ? ",read-only=on" : "");
+        add(a, "-device");
+        addf(a, "virtio-blk-pci,drive=vd%u,id=vdisk%u,addr=0x%x,serial=%s", d->slot, d->slot,
+             d->slot, serial);
+    }
+}
+
 /* NICs (docs/networks.md): the switch's socketpair ends, inherited. */
 static void add_nics(struct argv *a, const struct qemu_config *qc)
 {
@@ -166,15 +192,7 @@ char **qemu_argv(const struct qemu_config *qc)
     add(&a, "-device");
     add(&a, "virtio-rng-pci,rng=rng0,addr=0x3.1");
 
-    /* Profile disks: writable for the guest, never modified: writes go to
-     * a temporary overlay that QEMU creates in $TMPDIR (the VM's run
-     * directory, see qemu_start) and drops when it exits. */
-    for (size_t i = 0; qc->disks && qc->disks[i]; i++) {
-        _cleanup_free_ char *d = qesc(qc->disks[i]);
-        add(&a, "-drive");
-        addf(&a, "file=%s,if=virtio,format=raw,%s", d,
-             qc->disk_ro && qc->disk_ro[i] ? "readonly=on" : "snapshot=on");
-    }
+    add_disks(&a, qc);
     add_nics(&a, qc);
     /* A snapshot's device state (xen-save-devices-state) has neither the
      * configuration section nor the description that a migration's loader

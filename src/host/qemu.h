@@ -20,6 +20,17 @@ struct qemu_nic {
     int fd;
 };
 
+/* An attached disk: virtio-blk in PCI slot `slot` with this serial, over
+ * NBD on the socket fd, which QEMU inherits (provium's disk server holds
+ * the other end). The slot names its node and device: vd<slot>,
+ * vdisk<slot>. */
+struct qemu_disk {
+    unsigned slot;
+    int fd;
+    const char *serial;
+    bool readonly;
+};
+
 struct qemu_config {
     const char *binary;  /* NULL: qemu-system-x86_64 from PATH */
     const char *machine; /* "pc" */
@@ -41,6 +52,8 @@ struct qemu_config {
     const char *ram_file;
     const struct qemu_nic *nics;
     size_t nnics;
+    const struct qemu_disk *vdisks; /* after the profile's disks */
+    size_t nvdisks;
 };
 
 /* The argv (NULL-terminated, caller frees with qemu_argv_free). Paths of the

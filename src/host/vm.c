@@ -1,6 +1,7 @@
 #include "vm.h"
 
 #include "accel.h"
+#include "disk/vdisk.h"
 #include "guest.h"
 #include "net/nic.h"
 #include "vm_priv.h"
@@ -488,9 +489,19 @@ int vm_spawn(struct vm *vm, const struct vm_boot *b, const struct start *st, con
         return pv_err_wrap(err, "vm `%s`", vm->name);
     }
     p->nports = b->nnics;
-    int keep[VM_MAX_NICS];
+    struct qemu_disk qd[VM_MAX_DISKS];
+    if ((r = vdisk_conns_open(b, vm->name, qd, err)) < 0) {
+        for (size_t i = 0; i < b->nnics; i++)
+            close(qn[i].fd);
+        vm_proc_release(p);
+        return r;
+    }
+    int keep[VM_MAX_NICS + VM_MAX_DISKS];
+    size_t nkeep = 0;
     for (size_t i = 0; i < b->nnics; i++)
-        keep[i] = qn[i].fd;
+        keep[nkeep++] = qn[i].fd;
+    for (size_t i = 0; i < b->nattached; i++)
+        keep[nkeep++] = qd[i].fd;
     p->cid = qemu_next_cid();
     struct qemu_config qc = {
         .machine = vm_globals.machine,
@@ -512,12 +523,14 @@ int vm_spawn(struct vm *vm, const struct vm_boot *b, const struct start *st, con
         .ram_file = st->ram_file,
         .nics = qn,
         .nnics = b->nnics,
+        .vdisks = qd,
+        .nvdisks = b->nattached,
     };
     char **argv = qemu_argv(&qc);
     p->start_ns = now_ns();
-    r = qemu_start((const char *const *)argv, sockdir, keep, b->nnics, &p->pid, &p->pidfd, err);
+    r = qemu_start((const char *const *)argv, sockdir, keep, nkeep, &p->pid, &p->pidfd, err);
     qemu_argv_free(argv);
-    for (size_t i = 0; i < b->nnics; i++)
+    for (size_t i = 0; i < nkeep; i++)
         close(keep[i]);
     if (r < 0) {
         vm_proc_release(p);

@@ -25,6 +25,19 @@ struct vm_nic {
     uint8_t mac[6];
 };
 
+/* A disk attached to the VM (docs/disks.md), served by provium's NBD
+ * server (disk/disk.h). Disks are plugged in after the profile's, each in
+ * its own PCI slot, VM_DISK_SLOT0 onwards. */
+#define VM_MAX_DISKS 8
+#define VM_DISK_SLOT0 0x8
+#define VM_DISK_ID_MAX 20 /* virtio-blk's serial holds 20 bytes */
+struct vm_disk {
+    int disk; /* the server's handle of the disk (disk/disk.h) */
+    char id[VM_DISK_ID_MAX + 1];
+    uint8_t slot;
+    bool readonly;
+};
+
 /* Everything a boot needs, resolved from the profile and boot opts. */
 struct vm_boot {
     char *kernel, *initrd, *cmdline;
@@ -38,6 +51,8 @@ struct vm_boot {
     char *modules_dir;               /* the profile's lib/modules/<version> tree, or NULL */
     struct vm_nic nics[VM_MAX_NICS]; /* NIC i is in PCI slot VM_NIC_SLOT0 + i */
     size_t nnics;
+    struct vm_disk attached[VM_MAX_DISKS]; /* after the profile's disks */
+    size_t nattached;
 };
 void vm_boot_release(struct vm_boot *b);
 void vm_boot_copy(struct vm_boot *dst, const struct vm_boot *src);
@@ -80,6 +95,10 @@ struct vm {
     size_t nnics;
     int ports[VM_MAX_NICS];
     size_t nports;
+    /* The disks its next boot gets (vm:attach_disk); a running VM's are in
+     * plan too. */
+    struct vm_disk disks[VM_MAX_DISKS];
+    size_t ndisks;
     struct vm *next_live;
 };
 

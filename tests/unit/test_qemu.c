@@ -123,6 +123,30 @@ static void test_argv_disks(void **state)
     qemu_argv_free(argv);
 }
 
+/* Attached disks: NBD nodes on inherited fds, after the profile's disks. */
+static void test_argv_attached_disks(void **state)
+{
+    (void)state;
+    struct qemu_config qc = base();
+    const char *disks[] = {"/img/root.ext4", NULL};
+    qc.disks = disks;
+    const struct qemu_disk vd[] = {{8, 7, "data", false}, {9, 11, "a,b", true}};
+    qc.vdisks = vd;
+    qc.nvdisks = 2;
+    char **argv = qemu_argv(&qc);
+    int profile = find_sub(argv, "if=virtio");
+    int first = find(argv, "driver=nbd,node-name=vd8,server.type=fd,server.str=7");
+    int second = find(argv, "driver=nbd,node-name=vd9,server.type=fd,server.str=11,read-only=on");
+    assert_true(profile > 0);
+    assert_true(first > profile);
+    assert_true(second > first);
+    assert_string_equal(argv[first - 1], "-blockdev");
+    assert_string_equal(argv[first + 2], "virtio-blk-pci,drive=vd8,id=vdisk8,addr=0x8,serial=data");
+    assert_string_equal(argv[second + 2],
+                        "virtio-blk-pci,drive=vd9,id=vdisk9,addr=0x9,serial=a,,b");
+    qemu_argv_free(argv);
+}
+
 static void test_cid_allocation(void **state)
 {
     (void)state;
@@ -139,9 +163,9 @@ static void test_cid_allocation(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_argv_virtio_serial), cmocka_unit_test(test_argv_vsock_kvm),
-        cmocka_unit_test(test_argv_ram_file),      cmocka_unit_test(test_argv_disks),
-        cmocka_unit_test(test_cid_allocation),
+        cmocka_unit_test(test_argv_virtio_serial),  cmocka_unit_test(test_argv_vsock_kvm),
+        cmocka_unit_test(test_argv_ram_file),       cmocka_unit_test(test_argv_disks),
+        cmocka_unit_test(test_argv_attached_disks), cmocka_unit_test(test_cid_allocation),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -23,8 +23,8 @@ struct l_ctx l_ctx;
 extern const char *const pv_prelude_index[];
 
 static const char *const prelude_order[] = {
-    "util",   "result", "sys",      "file", "clock",   "module", "console",  "process",   "batch",
-    "worker", "lab",    "snapshot", "net",  "fixture", "splat",  "kmemleak", "framework",
+    "util",   "result", "sys",      "file", "clock", "module",  "console", "process",  "batch",
+    "worker", "lab",    "snapshot", "net",  "disk",  "fixture", "splat",   "kmemleak", "framework",
 };
 
 static int64_t deadline_ns;
@@ -344,6 +344,8 @@ lua_State *l_newstate(void)
     lua_setfield(L, -2, "worker");
     luaopen_provium_net(L);
     lua_setfield(L, -2, "net");
+    luaopen_provium_disk(L);
+    lua_setfield(L, -2, "disk");
     static const luaL_Reg prims[] = {
         {"set_deadline", l_set_deadline},
         {"sleep", l_sleep},

@@ -116,3 +116,5 @@ int luaopen_provium_json(lua_State *L);
 void l_open_test_prims(lua_State *L);
 /* _provium_c.net: the primitives behind lua/net.lua (bridges, NICs). */
 int luaopen_provium_net(lua_State *L);
+/* _provium_c.disk: the primitives behind lua/disk.lua (attached disks). */
+int luaopen_provium_disk(lua_State *L);

@@ -236,6 +236,11 @@ static void parse_opts(lua_State *L, int idx, struct boot_opts *o)
                 f->mode = lua_isinteger(L, -1) ? (uint32_t)lua_tointeger(L, -1) & 07777 : 0644;
                 lua_pop(L, 4);
             }
+        } else if (!strcmp(k, "disks")) {
+            /* attached by lua/disk.lua before the boot (docs/disks.md) */
+            if (!lua_istable(L, -1))
+                luaL_error(L, "boot opts: disks must be an array of tables, got %s",
+                           luaL_typename(L, -1));
         } else if (!strcmp(k, "cold")) {
             if (!lua_isboolean(L, -1))
                 luaL_error(L, "boot opts: cold must be a boolean, got %s", luaL_typename(L, -1));
@@ -244,7 +249,7 @@ static void parse_opts(lua_State *L, int idx, struct boot_opts *o)
             luaL_error(L,
                        "boot opts: unknown option `%s` (known: memory, cpus, kernel_cmdline, "
                        "kernel_cmdline_append, agent_timeout, files, initial_time, rng_seed, "
-                       "cold)",
+                       "cold, disks)",
                        k);
         }
         lua_pop(L, 1);
@@ -334,6 +339,8 @@ static int l_vm_boot(lua_State *L)
     nic_sort(u->vm);
     memcpy(b.nics, u->vm->nics, sizeof(b.nics));
     b.nnics = u->vm->nnics;
+    memcpy(b.attached, u->vm->disks, sizeof(b.attached));
+    b.nattached = u->vm->ndisks;
     bool cached = from_cache(o, &b);
     /* QEMU gets the files in its initrd either way: a reset boots with them */
     vm_boot_copy(&plan, &b);

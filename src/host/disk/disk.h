@@ -1,0 +1,91 @@
+/* The disks of a file's process (docs/disks.md): each an image file that
+ * provium serves to QEMU over NBD, with the faults a test injects.
+ *
+ * A disk is an image file held open (O_CLOEXEC). QEMU reaches it through
+ * a connection: one end of a socketpair(AF_UNIX, SOCK_STREAM) that QEMU
+ * inherits or gets by QMP getfd (`-blockdev driver=nbd,server.type=fd`);
+ * provium keeps the other end and answers the NBD requests on it (nbd.h).
+ * Every guest read, write and flush therefore passes through the code
+ * below, which is where faults act: the guest sees them on its next
+ * request, and stops seeing them at disk_faults_clear.
+ *
+ * One thread serves every connection of the process (epoll over their
+ * sockets, a timerfd for slowed replies, an eventfd to wake it), like the
+ * switch (docs/architecture.md#disks). Disks and connections are small
+ * integer handles, never reused while the process lives: a stale handle is
+ * -ENOENT, not a use after free. Every function may be called from the
+ * Lua thread while the server runs; it waits at most for the request being
+ * served. */
+#pragma once
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "util.h"
+
+#define DISK_SECTOR 512u
+
+enum disk_mode {
+    DISK_EIO_READ,
+    DISK_EIO_WRITE,
+    DISK_EIO_FLUSH,
+    DISK_SLOW,
+    DISK_TORN_WRITE,
+    DISK_NMODES,
+};
+/* "eio_read", ...: the names the Lua API uses, by enum disk_mode. */
+extern const char *const disk_mode_names[DISK_NMODES];
+
+/* A fault: what a mode does to the requests it applies to
+ * (docs/disks.md#faults). A request applies when it overlaps sectors
+ * [first, first + count); count 0 means the whole disk. FLUSH has no range:
+ * a range never spares it. */
+struct disk_fault {
+    uint64_t first, count; /* sectors */
+    uint32_t ms;           /* DISK_SLOW: the delay of each reply */
+};
+#define DISK_SLOW_MS_DEFAULT 50u
+#define DISK_SLOW_MS_MAX 600000u
+
+/* Open the image at path (created sparse at size bytes when it does not
+ * exist; an existing one keeps its size); or a scratch image of size bytes
+ * in directory dir that no name reaches (O_TMPFILE, or unlinked at once:
+ * it goes with the disk). size must be a multiple of DISK_SECTOR. Returns the disk's handle
+ * (> 0) or -errno. */
+int disk_open(const char *path, uint64_t size, bool readonly, struct pv_err *err);
+int disk_open_scratch(const char *dir, uint64_t size, struct pv_err *err);
+/* Closes the image. Its connections answer every request with EIO from now
+ * on, and end when their QEMU closes them (never before: QEMU's NBD client
+ * would reconnect). A stale handle is ignored. */
+void disk_close(int disk);
+
+/* A new connection serving the disk: its handle (> 0), and in *ret_qemu_fd
+ * the end QEMU gets (O_CLOEXEC; the caller hands it over and closes it).
+ * The connection ends when QEMU closes its end (NBD_CMD_DISC, exit), or
+ * when the peer breaks the protocol. */
+int disk_connect(int disk, int *ret_qemu_fd, struct pv_err *err);
+
+/* The image's size now (fstat), in bytes. */
+int disk_size(int disk, uint64_t *ret);
+
+/* Set (replace) or clear one mode's fault; -EINVAL for a mode out of range
+ * or ms over DISK_SLOW_MS_MAX. Takes effect from the next request. */
+int disk_fault_set(int disk, enum disk_mode mode, const struct disk_fault *f);
+int disk_faults_clear(int disk);
+/* Bit (1 << mode) set for each active mode. */
+int disk_faults(int disk, unsigned *ret_modes);
+
+/* The host's own access to the image, bypassing QEMU, with the same faults
+ * as the guest's requests: `slow` sleeps in the caller, then the faults are
+ * looked at again (one injected meanwhile still applies), EIO for
+ * eio_read/eio_write; a torn write writes the first half of its sectors
+ * (docs/disks.md#faults). -EIO with the fault named in err, or the host's
+ * error. Offsets and lengths in bytes; the range must be inside the image
+ * (-ENOSPC / -EINVAL otherwise). */
+int disk_read(int disk, uint64_t off, void *p, size_t len, struct pv_err *err);
+int disk_write(int disk, uint64_t off, const void *p, size_t len, struct pv_err *err);
+
+/* In a child forked without exec (a fixture's build): forget the parent's
+ * disks, whose thread does not exist here, close its copies of their fds
+ * and free the memory. Call it before any other disk_* function there. */
+void disk_forget(void);

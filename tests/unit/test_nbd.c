@@ -1,0 +1,536 @@
+/* The disks' NBD server (src/host/disk/), driven through the end QEMU would
+ * get: a client written here from the protocol, real image files, the real
+ * serving thread. And the decoder alone (nbd.h), fed bytes. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+
+#include <cmocka.h>
+
+#include "disk/disk.h"
+#include "disk/nbd.h"
+
+#include <endian.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <stdio.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+
+#define REPLY_MAGIC 0x67446698u
+
+static char image[64];
+
+static int setup(void **st)
+{
+    snprintf(image, sizeof(image), "/tmp/test_nbd.%d.img", (int)getpid());
+    unlink(image);
+    return 0;
+}
+
+static int teardown(void **st)
+{
+    unlink(image);
+    return 0;
+}
+
+static void put16(unsigned char *p, uint16_t v)
+{
+    v = htobe16(v);
+    memcpy(p, &v, 2);
+}
+static void put32(unsigned char *p, uint32_t v)
+{
+    v = htobe32(v);
+    memcpy(p, &v, 4);
+}
+static void put64(unsigned char *p, uint64_t v)
+{
+    v = htobe64(v);
+    memcpy(p, &v, 8);
+}
+static uint32_t get32(const unsigned char *p)
+{
+    uint32_t v;
+    memcpy(&v, p, 4);
+    return be32toh(v);
+}
+static uint64_t get64(const unsigned char *p)
+{
+    uint64_t v;
+    memcpy(&v, p, 8);
+    return be64toh(v);
+}
+
+/* Exactly n bytes within 5 s, or fail. */
+static void readn(int fd, void *p, size_t n)
+{
+    size_t done = 0;
+    while (done < n) {
+        struct pollfd pf = {fd, POLLIN, 0};
+        assert_int_equal(poll(&pf, 1, 5000), 1);
+        ssize_t k = read(fd, (char *)p + done, n - done);
+        assert_true(k > 0);
+        done += (size_t)k;
+    }
+}
+
+static void writen(int fd, const void *p, size_t n)
+{
+    assert_int_equal(write(fd, p, n), (ssize_t)n);
+}
+
+/* The greeting, then fixed newstyle with no zeroes, then NBD_OPT_GO asking
+ * for the block sizes; returns the export's size and flags. */
+static void handshake(int fd, uint64_t *ret_size, uint16_t *ret_flags)
+{
+    unsigned char g[18];
+    readn(fd, g, sizeof(g));
+    assert_memory_equal(g, "NBDMAGIC", 8);
+    assert_memory_equal(g + 8, "IHAVEOPT", 8);
+    assert_int_equal(g[17] & 3, 3);
+    unsigned char cf[4];
+    put32(cf, 3);
+    writen(fd, cf, 4);
+    unsigned char opt[16 + 4 + 3 + 2 + 2];
+    memcpy(opt, "IHAVEOPT", 8);
+    put32(opt + 8, 7); /* GO */
+    put32(opt + 12, sizeof(opt) - 16);
+    put32(opt + 16, 3);
+    memcpy(opt + 20, "abc", 3);
+    put16(opt + 23, 1);
+    put16(opt + 25, 3); /* NBD_INFO_BLOCK_SIZE */
+    writen(fd, opt, sizeof(opt));
+    bool info = false, block = false;
+    for (;;) {
+        unsigned char h[20];
+        readn(fd, h, sizeof(h));
+        assert_int_equal(get64(h), 0x3e889045565a9ull);
+        assert_int_equal(get32(h + 8), 7);
+        uint32_t type = get32(h + 12), len = get32(h + 16);
+        unsigned char d[64];
+        assert_true(len <= sizeof(d));
+        readn(fd, d, len);
+        if (type == 1)
+            break;
+        assert_int_equal(type, 3);
+        if (d[1] == 0) {
+            assert_int_equal(len, 12);
+            *ret_size = get64(d + 2);
+            *ret_flags = (uint16_t)(d[10] << 8 | d[11]);
+            info = true;
+        } else {
+            assert_int_equal(d[1], 3);
+            assert_int_equal(get32(d + 10), NBD_MAX_REQUEST);
+            block = true;
+        }
+    }
+    assert_true(info && block);
+}
+
+static void request(int fd, uint16_t type, uint16_t flags, uint64_t handle, uint64_t off,
+                    uint32_t len, const void *data)
+{
+    unsigned char r[28];
+    put32(r, 0x25609513u);
+    put16(r + 4, flags);
+    put16(r + 6, type);
+    put64(r + 8, handle);
+    put64(r + 16, off);
+    put32(r + 24, len);
+    writen(fd, r, sizeof(r));
+    if (data)
+        writen(fd, data, len);
+}
+
+/* A simple reply's error (its handle checked). */
+static uint32_t reply(int fd, uint64_t handle)
+{
+    unsigned char h[16];
+    readn(fd, h, sizeof(h));
+    assert_int_equal(get32(h), REPLY_MAGIC);
+    assert_int_equal(get64(h + 8), handle);
+    return get32(h + 4);
+}
+
+/* A disk of 1 MiB at image, connected: the client's fd. */
+static int connect_disk(int *ret_disk, bool readonly)
+{
+    struct pv_err err = {0};
+    int d = disk_open(image, 1 << 20, readonly, &err);
+    assert_true(d > 0);
+    int fd = -1;
+    assert_true(disk_connect(d, &fd, &err) > 0);
+    *ret_disk = d;
+    return fd;
+}
+
+static void test_handshake_read_write_flush(void **st)
+{
+    int d;
+    int fd = connect_disk(&d, false);
+    uint64_t size = 0;
+    uint16_t flags = 0;
+    handshake(fd, &size, &flags);
+    assert_int_equal(size, 1 << 20);
+    assert_int_equal(flags & 3, 1); /* has flags, not read-only */
+    assert_true(flags & (1 << 2));  /* flush */
+
+    unsigned char w[4096], r[4096];
+    for (size_t i = 0; i < sizeof(w); i++)
+        w[i] = (unsigned char)(i * 7);
+    request(fd, NBD_CMD_WRITE, NBD_CMD_FLAG_FUA, 1, 8192, sizeof(w), w);
+    assert_int_equal(reply(fd, 1), 0);
+    request(fd, NBD_CMD_READ, 0, 2, 8192, sizeof(r), NULL);
+    assert_int_equal(reply(fd, 2), 0);
+    readn(fd, r, sizeof(r));
+    assert_memory_equal(w, r, sizeof(r));
+    request(fd, NBD_CMD_FLUSH, 0, 3, 0, 0, NULL);
+    assert_int_equal(reply(fd, 3), 0);
+    request(fd, NBD_CMD_WRITE_ZEROES, 0, 4, 8192, 512, NULL);
+    assert_int_equal(reply(fd, 4), 0);
+    request(fd, NBD_CMD_TRIM, 0, 5, 0, 4096, NULL);
+    assert_int_equal(reply(fd, 5), 0);
+
+    /* the host sees the guest's bytes, and the zeroes */
+    unsigned char h[1024];
+    struct pv_err err = {0};
+    assert_int_equal(disk_read(d, 8192, h, sizeof(h), &err), 0);
+    assert_true(h[0] == 0 && h[511] == 0);
+    assert_memory_equal(h + 512, w + 512, 512);
+
+    /* past the end, and a read over the bound */
+    request(fd, NBD_CMD_READ, 0, 6, (1 << 20) - 512, 1024, NULL);
+    assert_int_equal(reply(fd, 6), NBD_EINVAL);
+    request(fd, NBD_CMD_READ, 0, 7, 0, NBD_MAX_REQUEST + 1, NULL);
+    assert_int_equal(reply(fd, 7), NBD_EINVAL);
+    request(fd, 99, 0, 8, 0, 512, NULL);
+    assert_int_equal(reply(fd, 8), NBD_EINVAL);
+    request(fd, NBD_CMD_DISC, 0, 9, 0, 0, NULL);
+    char c;
+    struct pollfd pf = {fd, POLLIN, 0};
+    assert_int_equal(poll(&pf, 1, 5000), 1);
+    assert_int_equal(read(fd, &c, 1), 0); /* the server closed its end */
+    close(fd);
+    disk_close(d);
+}
+
+/* A WRITE over the bound: its payload is read and dropped, the connection
+ * goes on. */
+static void test_oversized_write(void **st)
+{
+    int d;
+    int fd = connect_disk(&d, false);
+    uint64_t size;
+    uint16_t flags;
+    handshake(fd, &size, &flags);
+    size_t n = NBD_MAX_REQUEST + 4096;
+    unsigned char *big = calloc(1, n);
+    pid_t pid = fork();
+    if (pid == 0) { /* the payload is larger than the socket's buffers */
+        request(fd, NBD_CMD_WRITE, 0, 1, 0, (uint32_t)n, big);
+        _exit(0);
+    }
+    assert_int_equal(reply(fd, 1), NBD_EINVAL);
+    int status;
+    waitpid(pid, &status, 0);
+    assert_int_equal(status, 0);
+    free(big);
+    request(fd, NBD_CMD_READ, 0, 2, 0, 512, NULL);
+    assert_int_equal(reply(fd, 2), 0);
+    unsigned char r[512];
+    readn(fd, r, sizeof(r));
+    close(fd);
+    disk_close(d);
+}
+
+static void test_faults(void **st)
+{
+    int d;
+    int fd = connect_disk(&d, false);
+    uint64_t size;
+    uint16_t flags;
+    handshake(fd, &size, &flags);
+    unsigned char buf[8192];
+    memset(buf, 0x5a, sizeof(buf));
+
+    /* eio_read on sectors 16..23 only */
+    struct disk_fault f = {.first = 16, .count = 8};
+    assert_int_equal(disk_fault_set(d, DISK_EIO_READ, &f), 0);
+    request(fd, NBD_CMD_READ, 0, 1, 16 * 512, 512, NULL);
+    assert_int_equal(reply(fd, 1), NBD_EIO);
+    request(fd, NBD_CMD_READ, 0, 2, 0, 512, NULL);
+    assert_int_equal(reply(fd, 2), 0);
+    readn(fd, buf, 512);
+    request(fd, NBD_CMD_READ, 0, 3, 15 * 512, 1024, NULL); /* overlaps by one sector */
+    assert_int_equal(reply(fd, 3), NBD_EIO);
+    unsigned modes = 0;
+    assert_int_equal(disk_faults(d, &modes), 0);
+    assert_int_equal(modes, 1u << DISK_EIO_READ);
+    struct pv_err err = {0};
+    assert_int_equal(disk_read(d, 16 * 512, buf, 512, &err), -EIO);
+    assert_string_equal(err.msg, "EIO (fault_inject)");
+
+    /* eio_write, eio_flush */
+    assert_int_equal(disk_fault_set(d, DISK_EIO_WRITE, &(struct disk_fault){0}), 0);
+    memset(buf, 0x5a, sizeof(buf));
+    request(fd, NBD_CMD_WRITE, 0, 4, 0, 512, buf);
+    assert_int_equal(reply(fd, 4), NBD_EIO);
+    assert_int_equal(disk_fault_set(d, DISK_EIO_FLUSH, &(struct disk_fault){0}), 0);
+    request(fd, NBD_CMD_FLUSH, 0, 5, 0, 0, NULL);
+    assert_int_equal(reply(fd, 5), NBD_EIO);
+    assert_int_equal(disk_faults_clear(d), 0);
+    request(fd, NBD_CMD_FLUSH, 0, 6, 0, 0, NULL);
+    assert_int_equal(reply(fd, 6), 0);
+
+    /* torn_write: 8 sectors, the first 4 land */
+    assert_int_equal(disk_fault_set(d, DISK_TORN_WRITE, &(struct disk_fault){0}), 0);
+    request(fd, NBD_CMD_WRITE, 0, 7, 65536, sizeof(buf), buf);
+    assert_int_equal(reply(fd, 7), NBD_EIO);
+    disk_faults_clear(d);
+    unsigned char back[8192];
+    assert_int_equal(disk_read(d, 65536, back, sizeof(back), &err), 0);
+    assert_memory_equal(back, buf, 4096);
+    assert_int_equal(back[4096], 0);
+    assert_int_equal(back[8191], 0);
+
+    /* slow: a reply 200 ms late; a request outside the range is not */
+    assert_int_equal(disk_fault_set(d, DISK_SLOW, &(struct disk_fault){0, 8, 200}), 0);
+    int64_t t0 = now_ns();
+    request(fd, NBD_CMD_READ, 0, 8, 0, 512, NULL);
+    request(fd, NBD_CMD_READ, 0, 9, 4096, 512, NULL);
+    assert_int_equal(reply(fd, 9), 0); /* the fast one overtakes */
+    readn(fd, buf, 512);
+    assert_true(now_ns() - t0 < 150 * 1000000LL);
+    assert_int_equal(reply(fd, 8), 0);
+    readn(fd, buf, 512);
+    int64_t took = now_ns() - t0;
+    assert_true(took >= 200 * 1000000LL);
+    t0 = now_ns();
+    assert_int_equal(disk_read(d, 0, buf, 512, &err), 0); /* the host's read sleeps too */
+    assert_true(now_ns() - t0 >= 200 * 1000000LL);
+    disk_faults_clear(d);
+    assert_int_equal(disk_fault_set(d, DISK_SLOW, &(struct disk_fault){.ms = 600001}), -EINVAL);
+    assert_int_equal(disk_fault_set(d, DISK_NMODES, &(struct disk_fault){0}), -EINVAL);
+    close(fd);
+    disk_close(d);
+}
+
+static void test_readonly_and_garbage(void **st)
+{
+    int d;
+    int fd = connect_disk(&d, true);
+    uint64_t size;
+    uint16_t flags;
+    handshake(fd, &size, &flags);
+    assert_true(flags & 2);
+    unsigned char buf[512] = {0};
+    request(fd, NBD_CMD_WRITE, 0, 1, 0, 512, buf);
+    assert_int_equal(reply(fd, 1), NBD_EPERM);
+    struct pv_err err = {0};
+    assert_int_equal(disk_write(d, 0, buf, 512, &err), -EROFS);
+    /* a request without its magic ends the connection */
+    writen(fd, "garbage garbage garbage garbage!", 32);
+    char c;
+    struct pollfd pf = {fd, POLLIN, 0};
+    assert_int_equal(poll(&pf, 1, 5000), 1);
+    assert_int_equal(read(fd, &c, 1), 0);
+    close(fd);
+    /* the disk outlives its connection; a closed one is stale */
+    uint64_t sz;
+    assert_int_equal(disk_size(d, &sz), 0);
+    assert_int_equal(sz, 1 << 20);
+    disk_close(d);
+    assert_int_equal(disk_size(d, &sz), -ENOENT);
+    assert_int_equal(disk_connect(d, &fd, &err), -ENOENT);
+}
+
+/* A disk closed under its QEMU: the connection stays, every request fails
+ * with EIO (QEMU would take a closed connection as a cue to reconnect). */
+static void test_closed_disk_answers_eio(void **st)
+{
+    int d;
+    int fd = connect_disk(&d, false);
+    uint64_t size;
+    uint16_t flags;
+    handshake(fd, &size, &flags);
+    disk_close(d);
+    request(fd, NBD_CMD_READ, 0, 1, 0, 512, NULL);
+    assert_int_equal(reply(fd, 1), NBD_EIO);
+    request(fd, NBD_CMD_FLUSH, 0, 2, 0, 0, NULL);
+    assert_int_equal(reply(fd, 2), NBD_EIO);
+    close(fd);
+}
+
+/* A new image is sparse; an existing one keeps its size. */
+static void test_sparse_and_scratch(void **st)
+{
+    struct pv_err err = {0};
+    int d = disk_open(image, 4ull << 30, false, &err);
+    assert_true(d > 0);
+    struct stat sb;
+    assert_int_equal(stat(image, &sb), 0);
+    assert_int_equal(sb.st_size, 4ll << 30);
+    assert_true(sb.st_blocks < 64);
+    assert_int_equal(disk_write(d, (4ull << 30) - 512, "x", 1, &err), 0);
+    assert_int_equal(disk_write(d, (4ull << 30) - 511, "xxxxxxxxxx", 512, &err), -EINVAL);
+    disk_close(d);
+    d = disk_open(image, 1 << 20, false, &err);
+    uint64_t sz;
+    assert_int_equal(disk_size(d, &sz), 0);
+    assert_int_equal(sz, 4ull << 30);
+    disk_close(d);
+    assert_true(disk_open(image, 1000, false, &err) == -EINVAL);
+    d = disk_open_scratch("/tmp", 1 << 20, &err);
+    assert_true(d > 0);
+    assert_int_equal(disk_write(d, 0, "hello", 5, &err), 0);
+    char back[5];
+    assert_int_equal(disk_read(d, 0, back, 5, &err), 0);
+    assert_memory_equal(back, "hello", 5);
+    disk_close(d);
+}
+
+/* The decoder alone: options it does not know are refused and the
+ * negotiation goes on; EXPORT_NAME answers with the size and 124 zeroes;
+ * NBD_OPT_ABORT ends it. */
+static void test_decoder_options(void **st)
+{
+    struct nbd_conn c;
+    nbd_init(&c, 1 << 20, false);
+    assert_int_equal(c.out.len, 18);
+    c.out.len = 0;
+    struct nbd_req r;
+    unsigned char b[64];
+    put32(b, 1); /* fixed newstyle, zeroes wanted */
+    buf_add(&c.in, b, 4);
+    memcpy(b, "IHAVEOPT", 8);
+    put32(b + 8, 8); /* structured replies: unsupported */
+    put32(b + 12, 0);
+    buf_add(&c.in, b, 16);
+    assert_int_equal(nbd_next(&c, &r), 0);
+    assert_int_equal(c.out.len, 20);
+    assert_int_equal(get32((unsigned char *)c.out.data + 12), (1u << 31) | 1);
+    c.out.len = 0;
+    put32(b + 8, 1); /* EXPORT_NAME "x" */
+    put32(b + 12, 1);
+    b[16] = 'x';
+    buf_add(&c.in, b, 17);
+    assert_int_equal(nbd_next(&c, &r), 0);
+    assert_int_equal(c.out.len, 8 + 2 + 124);
+    assert_int_equal(get64((unsigned char *)c.out.data), 1 << 20);
+    assert_int_equal(c.phase, NBD_TRANSMISSION);
+    nbd_release(&c);
+
+    nbd_init(&c, 4096, false);
+    put32(b, 1);
+    buf_add(&c.in, b, 4);
+    memcpy(b, "IHAVEOPT", 8);
+    put32(b + 8, 2);
+    put32(b + 12, 0);
+    buf_add(&c.in, b, 16);
+    assert_int_equal(nbd_next(&c, &r), -ECONNRESET);
+    nbd_release(&c);
+
+    /* a client without fixed newstyle, an option too long: the end */
+    nbd_init(&c, 4096, false);
+    put32(b, 0);
+    buf_add(&c.in, b, 4);
+    assert_int_equal(nbd_next(&c, &r), -EPROTO);
+    assert_non_null(c.error);
+    nbd_release(&c);
+    nbd_init(&c, 4096, false);
+    put32(b, 1);
+    memcpy(b + 4, "IHAVEOPT", 8);
+    put32(b + 12, 7);
+    put32(b + 16, NBD_MAX_OPTION + 1);
+    buf_add(&c.in, b, 20);
+    assert_int_equal(nbd_next(&c, &r), -EPROTO);
+    nbd_release(&c);
+}
+
+/* Requests split at every byte come out whole, once. */
+static void test_decoder_split(void **st)
+{
+    struct nbd_conn c;
+    nbd_init(&c, 1 << 20, false);
+    unsigned char b[28 + 1024 + 28];
+    put32(b, 3);
+    buf_add(&c.in, b, 4);
+    memcpy(b, "IHAVEOPT", 8);
+    put32(b + 8, 1);
+    put32(b + 12, 0);
+    buf_add(&c.in, b, 16);
+    struct nbd_req r;
+    assert_int_equal(nbd_next(&c, &r), 0);
+    assert_int_equal(c.phase, NBD_TRANSMISSION);
+    put32(b, 0x25609513u);
+    put16(b + 4, 0);
+    put16(b + 6, NBD_CMD_WRITE);
+    put64(b + 8, 42);
+    put64(b + 16, 512);
+    put32(b + 24, 1024);
+    memset(b + 28, 0x33, 1024);
+    memcpy(b + 28 + 1024, b, 28);
+    put16(b + 28 + 1024 + 6, NBD_CMD_FLUSH);
+    put32(b + 28 + 1024 + 24, 0);
+    put64(b + 28 + 1024 + 16, 0);
+    int got = 0;
+    for (size_t i = 0; i < sizeof(b); i++) {
+        buf_add(&c.in, b + i, 1);
+        int k;
+        while ((k = nbd_next(&c, &r)) > 0) {
+            got++;
+            if (got == 1) {
+                assert_int_equal(r.type, NBD_CMD_WRITE);
+                assert_int_equal(r.len, 1024);
+                assert_int_equal(r.handle, 42);
+                assert_int_equal(r.data[1023], 0x33);
+            } else {
+                assert_int_equal(r.type, NBD_CMD_FLUSH);
+            }
+        }
+        assert_int_equal(k, 0);
+    }
+    assert_int_equal(got, 2);
+    nbd_release(&c);
+}
+
+/* A forked child forgets the parent's disks; the parent's keep serving. */
+static void test_forget_in_child(void **st)
+{
+    int d;
+    int fd = connect_disk(&d, false);
+    pid_t pid = fork();
+    if (pid == 0) {
+        disk_forget();
+        uint64_t sz;
+        _exit(disk_size(d, &sz) == -ENOENT ? 0 : 1);
+    }
+    int status;
+    waitpid(pid, &status, 0);
+    assert_int_equal(status, 0);
+    uint64_t size;
+    uint16_t flags;
+    handshake(fd, &size, &flags);
+    request(fd, NBD_CMD_READ, 0, 1, 0, 512, NULL);
+    assert_int_equal(reply(fd, 1), 0);
+    close(fd);
+    disk_close(d);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_handshake_read_write_flush, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_oversized_write, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_faults, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_readonly_and_garbage, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_closed_disk_answers_eio, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_sparse_and_scratch, setup, teardown),
+        cmocka_unit_test(test_decoder_options),
+        cmocka_unit_test(test_decoder_split),
+        cmocka_unit_test_setup_teardown(test_forget_in_child, setup, teardown),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
