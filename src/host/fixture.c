@@ -269,6 +269,55 @@ int fixture_key(const struct config *cfg, const char *path, char key[65], struct
 
 /* Run the fixture in a child with its own Lua state; its snapshot lands
  * at out. The child's output is kept for the error. */
+/* The build's process: forked, no exec. Its output goes to wfd; it exits
+ * 0 when the fixture was built and saved into out. */
+__attribute__((noreturn)) static void build_child(const char *path, const char *name,
+                                                  const char *cache, const char *out, int wfd,
+                                                  pid_t parent, const sigset_t *mask)
+{
+    /* No exec: provium itself, with a fresh Lua state. It keeps the
+     * file process's group and handlers (a Ctrl-C or the runner's
+     * SIGTERM reaches it, and kills its own VMs), so of the child
+     * setup (child.h) only PR_SET_PDEATHSIG and the getppid() check.
+     * Signals stay blocked until the asking file's VMs are forgotten:
+     * a handler that ran before would kill them. */
+    if (child_pdeathsig(parent) < 0)
+        _exit(3);
+    vm_forget_all(); /* the asking file's VMs are not ours, nor its switch and disks */
+    switch_forget();
+    disk_forget();
+    pthread_sigmask(SIG_SETMASK, mask, NULL);
+    if (dup2(wfd, 1) < 0 || dup2(wfd, 2) < 0)
+        _exit(3);
+    vm_globals.snapshot_dir = cache;
+    _cleanup_free_ char *display = xasprintf("%s.fixture.lua", name);
+    l_ctx.file = path;
+    l_ctx.display = display;
+    vm_globals.file = display;
+    lua_State *L = l_newstate();
+    int code = 3;
+    if (L) {
+        lua_getglobal(L, "_provium_build_fixture");
+        lua_pushstring(L, path);
+        lua_pushstring(L, out);
+        if (lua_pcall(L, 2, 1, 0) == LUA_OK)
+            code = (int)lua_tointeger(L, -1);
+        else
+            fprintf(stderr, "%s\n", lua_tostring(L, -1));
+    }
+    struct buf names = BUF_INIT;
+    for (size_t i = 0; i < nbooted; i++)
+        buf_addf(&names, "%s\n", booted[i]);
+    _cleanup_free_ char *rec = xasprintf("%s/profiles", cache);
+    if (code == 0 && write_file_atomic(rec, names.data ? names.data : "", names.len, 0644) < 0)
+        code = 3;
+    buf_release(&names);
+    vm_kill_all();
+    fflush(stdout);
+    fflush(stderr);
+    _exit(code);
+}
+
 static int build(const char *path, const char *name, const char *cache, const char *out,
                  struct pv_err *err)
 {
@@ -285,49 +334,8 @@ static int build(const char *path, const char *name, const char *cache, const ch
         close(p[0]), close(p[1]);
         return pv_err_set(err, e, "fixture `%s`: fork: %s", name, strerror(e));
     }
-    if (pid == 0) {
-        /* No exec: provium itself, with a fresh Lua state. It keeps the
-         * file process's group and handlers (a Ctrl-C or the runner's
-         * SIGTERM reaches it, and kills its own VMs), so of the child
-         * setup (child.h) only PR_SET_PDEATHSIG and the getppid() check.
-         * Signals stay blocked until the asking file's VMs are forgotten:
-         * a handler that ran before would kill them. */
-        if (child_pdeathsig(parent) < 0)
-            _exit(3);
-        vm_forget_all(); /* the asking file's VMs are not ours, nor its switch and disks */
-        switch_forget();
-        disk_forget();
-        pthread_sigmask(SIG_SETMASK, &mask, NULL);
-        if (dup2(p[1], 1) < 0 || dup2(p[1], 2) < 0)
-            _exit(3);
-        vm_globals.snapshot_dir = cache;
-        _cleanup_free_ char *display = xasprintf("%s.fixture.lua", name);
-        l_ctx.file = path;
-        l_ctx.display = display;
-        vm_globals.file = display;
-        lua_State *L = l_newstate();
-        int code = 3;
-        if (L) {
-            lua_getglobal(L, "_provium_build_fixture");
-            lua_pushstring(L, path);
-            lua_pushstring(L, out);
-            if (lua_pcall(L, 2, 1, 0) == LUA_OK)
-                code = (int)lua_tointeger(L, -1);
-            else
-                fprintf(stderr, "%s\n", lua_tostring(L, -1));
-        }
-        struct buf names = BUF_INIT;
-        for (size_t i = 0; i < nbooted; i++)
-            buf_addf(&names, "%s\n", booted[i]);
-        _cleanup_free_ char *rec = xasprintf("%s/profiles", cache);
-        if (code == 0 && write_file_atomic(rec, names.data ? names.data : "", names.len, 0644) < 0)
-            code = 3;
-        buf_release(&names);
-        vm_kill_all();
-        fflush(stdout);
-        fflush(stderr);
-        _exit(code);
-    }
+    if (pid == 0)
+        build_child(path, name, cache, out, p[1], parent, &mask);
     close(p[1]);
     /* the build ends with the asking test's deadline (600 s outside a
      * test): then it is killed, and its QEMUs with it (PR_SET_PDEATHSIG) */
