@@ -376,6 +376,38 @@ function Capture:save(path) end
 ---@return integer records dropped because the capture was not read fast enough
 function Capture:lost() end
 
+---@param opts {id: string?, size: string|integer?, image: string?, format: string?, readonly: boolean?}
+---@return Disk
+function VM:attach_disk(opts) end
+---@param id string
+---@return Disk
+function VM:disk(id) end
+
+---@class Disk docs/disks.md
+local Disk = {}
+---@return string
+function Disk:id() end
+---@return integer bytes
+function Disk:size() end
+---@param offset integer sector (512 bytes)
+---@param n integer sectors
+---@return string
+function Disk:read_sectors(offset, n) end
+---@param offset integer sector (512 bytes)
+---@param data string
+function Disk:write_sectors(offset, data) end
+---@param mode "eio_read"|"eio_write"|"eio_flush"|"slow"|"torn_write"
+---@param opts {ms: integer?, sectors: integer[]?}?
+function Disk:fault_inject(mode, opts) end
+function Disk:clear_faults() end
+---@return string[]
+function Disk:active_faults() end
+function Disk:detach() end
+---@return boolean
+function Disk:is_detached() end
+---@return string? the guest's /dev/vdX
+function Disk:device() end
+
 ---@class Snapshot
 local Snapshot = {}
 ---@return string
