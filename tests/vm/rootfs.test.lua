@@ -10,6 +10,7 @@ test("rootfs profile: the disk becomes /, the profile's init is PID 1", function
     local d = meta.tmpdir()
     local script = ([[
 set -e
+PATH="$PATH:/usr/sbin:/sbin" # mkfs.ext4, for users whose PATH has no sbin
 cd %s
 mkdir -p root/bin root/sbin root/etc root/proc root/sys root/dev root/run root/tmp
 cp "$(command -v busybox)" root/bin/busybox
