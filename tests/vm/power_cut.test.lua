@@ -77,6 +77,15 @@ test("reorder: one seed keeps the same writes twice", function(t)
     t:assert_eq(guest_byte(64 + (s1:find("%a") - 1)), s1:match("%a")) -- the guest sees a survivor
 end)
 
+test("a shutdown commits what the disk holds", function(t)
+    put("C", 30, false)
+    t:assert(m:pending_writes().count >= 1)
+    vm:shutdown()
+    t:assert_eq(m:pending_writes().count, 0)
+    t:assert_eq(m:read_sectors(240, 8), ("C"):rep(4096))
+    vm:boot()
+end)
+
 test("bad options give the documented messages", function(t)
     t:assert_contains(t:assert_raises(function() m:power_cut { reorder = 1.5 } end),
         "disk:power_cut: reorder must be an integer seed, got 1.5")
