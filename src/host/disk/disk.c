@@ -453,8 +453,10 @@ int disk_mediate(int disk, uint64_t max_bytes)
     struct dk_disk *d = disk_find(s, disk);
     int r = -ENOENT;
     if (d) {
+        /* off only once nothing is held: reads would still lay it over */
         r = max_bytes ? 0 : dk_commit(d);
-        d->hold_max = max_bytes;
+        if (r == 0)
+            d->hold_max = max_bytes;
     }
     unlock_state(s);
     return r;

@@ -51,7 +51,7 @@ struct dk_disk {
     bool readonly;
     unsigned modes; /* 1 << enum disk_mode */
     struct disk_fault faults[DISK_NMODES];
-    uint64_t hold_max;   /* mediated when not 0: the most bytes held */
+    uint64_t hold_max;    /* mediated when not 0: the most bytes held */
     struct dk_helds held; /* in the guest's order */
     uint64_t held_count, held_bytes, overflows;
     TAILQ_ENTRY(dk_disk) link;

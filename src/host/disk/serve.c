@@ -29,8 +29,7 @@ static int land(struct dk_disk *d, const struct nbd_req *r, uint32_t len)
     case NBD_CMD_WRITE: return dk_pwrite_all(d->fd, r->data, len, r->offset);
     case NBD_CMD_TRIM:
         /* advisory: a file system that cannot punch holes keeps the data */
-        fallocate(d->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (off_t)r->offset,
-                  (off_t)len);
+        fallocate(d->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (off_t)r->offset, (off_t)len);
         return 0;
     default: return dk_zero_range(d->fd, r->offset, len, !(r->flags & NBD_CMD_FLAG_NO_HOLE));
     }
