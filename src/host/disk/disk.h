@@ -92,7 +92,8 @@ int disk_write(int disk, uint64_t off, const void *p, size_t len, struct pv_err 
  * host's disk_read and disk_write do not (they are the image: what was
  * committed). Past max_bytes held (or DISK_HOLD_MAX_COUNT writes), what is
  * held is committed as if flushed, and counted in overflows.
- * disk_mediate(disk, 0) turns it off after committing what is held. */
+ * disk_mediate(disk, 0) commits what is held, then turns it off (it stays
+ * on, and -errno is returned, when the commit fails). */
 #define DISK_HOLD_MAX_DEFAULT (256ull << 20)
 #define DISK_HOLD_MAX_COUNT (1u << 18)
 int disk_mediate(int disk, uint64_t max_bytes);
