@@ -700,6 +700,36 @@ static void test_power_cut_reorder(void **st)
     assert_true(differs);
 }
 
+/* Faults on a mediated disk: a torn write holds the half that landed; a
+ * FUA write under eio_flush is held, not committed, and fails. */
+static void test_mediated_faults(void **st)
+{
+    int d;
+    int fd = connect_mediated(&d, DISK_HOLD_MAX_DEFAULT);
+    unsigned char a[4096], r[4096];
+    memset(a, 'A', sizeof(a));
+    assert_int_equal(disk_fault_set(d, DISK_TORN_WRITE, &(struct disk_fault){0}), 0);
+    request(fd, NBD_CMD_WRITE, 0, 1, 0, sizeof(a), a);
+    assert_int_equal(reply(fd, 1), NBD_EIO);
+    disk_faults_clear(d);
+    assert_pending(d, 1, 2048);
+    nbd_read(fd, 2, 0, r, sizeof(r));
+    assert_memory_equal(r, a, 2048);
+    assert_int_equal(r[2048], 0);
+
+    assert_int_equal(disk_fault_set(d, DISK_EIO_FLUSH, &(struct disk_fault){0}), 0);
+    request(fd, NBD_CMD_WRITE, NBD_CMD_FLAG_FUA, 3, 8192, sizeof(a), a);
+    assert_int_equal(reply(fd, 3), NBD_EIO);
+    disk_faults_clear(d);
+    assert_pending(d, 2, 2048 + 4096);
+    unsigned char h[512];
+    struct pv_err err = {0};
+    assert_int_equal(disk_read(d, 8192, h, sizeof(h), &err), 0);
+    assert_int_equal(h[0], 0);
+    close(fd);
+    disk_close(d);
+}
+
 /* Past the bound, what is held is committed as if flushed, and counted. */
 static void test_mediated_bound(void **st)
 {
@@ -746,6 +776,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_power_cut_drops, setup, teardown),
         cmocka_unit_test_setup_teardown(test_power_cut_reorder, setup, teardown),
         cmocka_unit_test_setup_teardown(test_mediated_bound, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_mediated_faults, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
