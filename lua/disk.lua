@@ -92,7 +92,7 @@ local function check_spec(vm, spec, what, level)
     end
     for k in pairs(spec) do
         if not KNOWN[k] then
-            error(("%s: unknown field `%s` (known: id, size, image, path, format, readonly)"):format(what, tostring(k)), level + 1)
+            error(("%s: unknown field `%s` (known: id, size, image, path, format, readonly, mediated)"):format(what, tostring(k)), level + 1)
         end
     end
     local id = spec.id
@@ -115,36 +115,37 @@ local function check_spec(vm, spec, what, level)
     if spec.readonly ~= nil and type(spec.readonly) ~= "boolean" then
         error(("%s: disk `%s`: readonly must be a boolean, got %s"):format(what, id, type(spec.readonly)), level + 1)
     end
-    if spec.mediated then
-        error(("%s: disk `%s`: mediated disks are not built yet (docs/disks.md)"):format(what, id), level + 1)
+    if spec.mediated ~= nil and type(spec.mediated) ~= "boolean" then
+        error(("%s: disk `%s`: mediated must be a boolean, got %s"):format(what, id, type(spec.mediated)), level + 1)
     end
     local size = spec.size
     if size == nil then size = DEFAULT_SIZE end
-    return id, image, size, spec.readonly or false
+    return id, image, size, spec.readonly or false, spec.mediated or false
 end
 
 local function attach(vm, spec, what, level)
-    local id, image, size, readonly = check_spec(vm, spec, what, level + 1)
+    local id, image, size, readonly, mediated = check_spec(vm, spec, what, level + 1)
     local t = of(vm)
     if t.by_id[id] then
         error(("%s: vm `%s` has a disk `%s` already"):format(what, vm:name(), id), level + 1)
     end
     local ok, h = pcall(D.open, image, size, readonly, what)
     if not ok then P.rethrow(h, level + 1) end
+    if mediated then D.mediate(h, true) end
     local aok, err = pcall(D.attach, vm, h, id, readonly)
     if not aok then
         D.close(h)
         P.rethrow(err, level + 1)
     end
     local d = setmetatable({ _h = h, _id = id, _vm = vm, _vm_name = vm:name(), _image = image,
-        _readonly = readonly, _detached = false }, Disk)
+        _readonly = readonly, _mediated = mediated, _detached = false }, Disk)
     t.list[#t.list + 1] = d
     t.by_id[id] = d
     if running(vm) then link(vm, { d }, level + 1) end
     return d
 end
 
--- vm:attach_disk{id=, size=, image=, format=, readonly=} -> Disk
+-- vm:attach_disk{id=, size=, image=, format=, readonly=, mediated=} -> Disk
 function V:attach_disk(spec)
     return attach(self, spec, "vm:attach_disk", 2)
 end
@@ -310,6 +311,41 @@ end
 function Disk:active_faults()
     if self._detached then return {} end
     return call("active_faults", D.faults, self._h)
+end
+
+-- disk:pending_writes() -> {count =, bytes =, overflows =}: the guest's
+-- writes a mediated disk holds until a flush (all 0 on another disk)
+function Disk:pending_writes()
+    live(self, "pending_writes")
+    return call("pending_writes", D.pending, self._h)
+end
+
+-- disk:power_cut{reorder = seed}?: the VM loses power (killed: it reads
+-- `shutdown`) and every disk of it its unflushed writes, or with reorder a
+-- subset of them chosen by seed. -> {applied =, dropped =} for this disk.
+function Disk:power_cut(opts)
+    live(self, "power_cut")
+    if opts ~= nil and type(opts) ~= "table" then
+        error(("disk:power_cut: opts must be a table {reorder = seed}, got %s"):format(type(opts)), 2)
+    end
+    opts = opts or {}
+    for k in pairs(opts) do
+        if k ~= "reorder" then
+            error(("disk:power_cut: unknown option `%s` (known: reorder)"):format(tostring(k)), 2)
+        end
+    end
+    local seed = opts.reorder
+    if seed ~= nil and math.type(seed) ~= "integer" then
+        error(("disk:power_cut: reorder must be an integer seed, got %s"):format(tostring(seed)), 2)
+    end
+    -- The disks first: from this instant nothing the guest sends lands.
+    local r = call("power_cut", D.power_cut, self._h, seed)
+    for _, d in ipairs(of(self._vm).list) do
+        if d ~= self then call("power_cut", D.power_cut, d._h, seed) end
+    end
+    local ok, err = pcall(self._vm.kill, self._vm)
+    if not ok then P.rethrow(err, 2) end
+    return r
 end
 
 -- disk:detach(): out of its VM (unplugged at once if it runs), the image

@@ -519,6 +519,247 @@ static void test_forget_in_child(void **st)
     disk_close(d);
 }
 
+/* A READ of len bytes at off through the server: its bytes in p. */
+static void nbd_read(int fd, uint64_t handle, uint64_t off, void *p, uint32_t len)
+{
+    request(fd, NBD_CMD_READ, 0, handle, off, len, NULL);
+    assert_int_equal(reply(fd, handle), 0);
+    readn(fd, p, len);
+}
+
+/* A mediated disk of 1 MiB at image, connected and negotiated. */
+static int connect_mediated(int *ret_disk, uint64_t hold_max)
+{
+    int fd = connect_disk(ret_disk, false);
+    uint64_t size;
+    uint16_t flags;
+    handshake(fd, &size, &flags);
+    assert_int_equal(disk_mediate(*ret_disk, hold_max), 0);
+    return fd;
+}
+
+static void assert_pending(int d, uint64_t count, uint64_t bytes)
+{
+    struct disk_pending p;
+    assert_int_equal(disk_pending(d, &p), 0);
+    assert_int_equal(p.count, count);
+    assert_int_equal(p.bytes, bytes);
+}
+
+/* Held writes are invisible in the image until a FLUSH, visible to the
+ * guest's READs meanwhile, applied in order; a FUA write commits them. */
+static void test_mediated_flush_and_fua(void **st)
+{
+    int d;
+    int fd = connect_mediated(&d, DISK_HOLD_MAX_DEFAULT);
+    unsigned char a[4096], b[512], r[4096], h[4096];
+    memset(a, 'A', sizeof(a));
+    memset(b, 'B', sizeof(b));
+    request(fd, NBD_CMD_WRITE, 0, 1, 8192, sizeof(a), a);
+    assert_int_equal(reply(fd, 1), 0);
+    request(fd, NBD_CMD_WRITE, 0, 2, 8192 + 1024, sizeof(b), b); /* over A, later */
+    assert_int_equal(reply(fd, 2), 0);
+    request(fd, NBD_CMD_WRITE_ZEROES, 0, 3, 8192 + 3072, 512, NULL);
+    assert_int_equal(reply(fd, 3), 0);
+    assert_pending(d, 3, 4096 + 512 + 512);
+
+    /* the image: nothing yet */
+    struct pv_err err = {0};
+    static const unsigned char zero[4096];
+    assert_int_equal(disk_read(d, 8192, h, sizeof(h), &err), 0);
+    assert_memory_equal(h, zero, sizeof(h));
+    /* the guest: A, then B over it, then zeroes, in order */
+    unsigned char want[4096];
+    memcpy(want, a, sizeof(a));
+    memcpy(want + 1024, b, sizeof(b));
+    memset(want + 3072, 0, 512);
+    nbd_read(fd, 4, 8192 - 512, r, 1024); /* straddles the held range */
+    assert_memory_equal(r, zero, 512);
+    assert_memory_equal(r + 512, want, 512);
+    nbd_read(fd, 5, 8192, r, sizeof(r));
+    assert_memory_equal(r, want, sizeof(r));
+
+    request(fd, NBD_CMD_FLUSH, 0, 6, 0, 0, NULL);
+    assert_int_equal(reply(fd, 6), 0);
+    assert_pending(d, 0, 0);
+    assert_int_equal(disk_read(d, 8192, h, sizeof(h), &err), 0);
+    assert_memory_equal(h, want, sizeof(h));
+
+    /* a FUA write commits what is held before it, and itself */
+    request(fd, NBD_CMD_WRITE, 0, 7, 0, sizeof(b), b);
+    assert_int_equal(reply(fd, 7), 0);
+    request(fd, NBD_CMD_WRITE, NBD_CMD_FLAG_FUA, 8, 65536, sizeof(a), a);
+    assert_int_equal(reply(fd, 8), 0);
+    assert_pending(d, 0, 0);
+    assert_int_equal(disk_read(d, 0, h, 512, &err), 0);
+    assert_memory_equal(h, b, 512);
+    assert_int_equal(disk_read(d, 65536, h, sizeof(a), &err), 0);
+    assert_memory_equal(h, a, sizeof(a));
+
+    /* eio_flush: the flush fails and the writes stay held */
+    request(fd, NBD_CMD_WRITE, 0, 9, 4096, sizeof(b), b);
+    assert_int_equal(reply(fd, 9), 0);
+    assert_int_equal(disk_fault_set(d, DISK_EIO_FLUSH, &(struct disk_fault){0}), 0);
+    request(fd, NBD_CMD_FLUSH, 0, 10, 0, 0, NULL);
+    assert_int_equal(reply(fd, 10), NBD_EIO);
+    assert_pending(d, 1, 512);
+    disk_faults_clear(d);
+    close(fd);
+    disk_close(d);
+}
+
+/* A power cut drops what is held; the connection answers EIO from then
+ * on (its QEMU is being killed); a new one serves what was committed. */
+static void test_power_cut_drops(void **st)
+{
+    int d;
+    int fd = connect_mediated(&d, DISK_HOLD_MAX_DEFAULT);
+    unsigned char a[512], b[512], r[512];
+    memset(a, 'A', sizeof(a));
+    memset(b, 'B', sizeof(b));
+    request(fd, NBD_CMD_WRITE, 0, 1, 0, sizeof(a), a);
+    assert_int_equal(reply(fd, 1), 0);
+    request(fd, NBD_CMD_FLUSH, 0, 2, 0, 0, NULL);
+    assert_int_equal(reply(fd, 2), 0);
+    request(fd, NBD_CMD_WRITE, 0, 3, 512, sizeof(b), b);
+    assert_int_equal(reply(fd, 3), 0);
+    request(fd, NBD_CMD_TRIM, 0, 4, 0, 512, NULL); /* reads as zeroes while held */
+    assert_int_equal(reply(fd, 4), 0);
+    nbd_read(fd, 5, 0, r, sizeof(r));
+    assert_int_equal(r[0], 0);
+    struct disk_cut cut;
+    assert_int_equal(disk_power_cut(d, false, 0, &cut), 0);
+    assert_int_equal(cut.applied, 0);
+    assert_int_equal(cut.dropped, 2);
+    assert_pending(d, 0, 0);
+    request(fd, NBD_CMD_READ, 0, 6, 0, 512, NULL);
+    assert_int_equal(reply(fd, 6), NBD_EIO);
+    close(fd);
+
+    struct pv_err err = {0};
+    int fd2 = -1;
+    assert_true(disk_connect(d, &fd2, &err) > 0);
+    uint64_t size;
+    uint16_t flags;
+    handshake(fd2, &size, &flags);
+    nbd_read(fd2, 1, 0, r, sizeof(r));
+    assert_memory_equal(r, a, sizeof(r));
+    nbd_read(fd2, 2, 512, r, sizeof(r));
+    assert_int_equal(r[0], 0);
+    close(fd2);
+    disk_close(d);
+}
+
+/* 32 held one-sector writes, cut with reorder = seed: which survived, one
+ * bit per write (write i puts i + 1 in sector i). */
+static uint32_t cut_survivors(uint64_t seed, struct disk_cut *cut)
+{
+    unlink(image);
+    int d;
+    int fd = connect_mediated(&d, DISK_HOLD_MAX_DEFAULT);
+    unsigned char s[512];
+    for (int i = 0; i < 32; i++) {
+        memset(s, i + 1, sizeof(s));
+        request(fd, NBD_CMD_WRITE, 0, (uint64_t)i, (uint64_t)i * 512, sizeof(s), s);
+        assert_int_equal(reply(fd, (uint64_t)i), 0);
+    }
+    /* a 33rd write over sector 0: if both are kept, the later one wins */
+    memset(s, 0xee, sizeof(s));
+    request(fd, NBD_CMD_WRITE, 0, 99, 0, sizeof(s), s);
+    assert_int_equal(reply(fd, 99), 0);
+    assert_int_equal(disk_power_cut(d, true, seed, cut), 0);
+    assert_int_equal(cut->applied + cut->dropped, 33);
+    uint32_t mask = 0;
+    struct pv_err err = {0};
+    for (int i = 0; i < 32; i++) {
+        assert_int_equal(disk_read(d, (uint64_t)i * 512, s, sizeof(s), &err), 0);
+        if (i == 0 && s[0] == 0xee)
+            continue;
+        assert_true(s[0] == 0 || s[0] == i + 1);
+        if (s[0])
+            mask |= 1u << i;
+    }
+    close(fd);
+    disk_close(d);
+    return mask;
+}
+
+/* reorder: a seed gives the same survivors every time; another seed may
+ * differ; the kept writes land in order. */
+static void test_power_cut_reorder(void **st)
+{
+    struct disk_cut c1, c2;
+    uint32_t m1 = cut_survivors(42, &c1);
+    uint32_t m2 = cut_survivors(42, &c2);
+    assert_int_equal(m1, m2);
+    assert_int_equal(c1.applied, c2.applied);
+    assert_true(c1.applied > 0 && c1.dropped > 0); /* 2^-32 odds otherwise, and fixed */
+    bool differs = false;
+    for (uint64_t seed = 1; seed <= 8 && !differs; seed++)
+        differs = cut_survivors(seed, &c2) != m1;
+    assert_true(differs);
+}
+
+/* Faults on a mediated disk: a torn write holds the half that landed; a
+ * FUA write under eio_flush is held, not committed, and fails. */
+static void test_mediated_faults(void **st)
+{
+    int d;
+    int fd = connect_mediated(&d, DISK_HOLD_MAX_DEFAULT);
+    unsigned char a[4096], r[4096];
+    memset(a, 'A', sizeof(a));
+    assert_int_equal(disk_fault_set(d, DISK_TORN_WRITE, &(struct disk_fault){0}), 0);
+    request(fd, NBD_CMD_WRITE, 0, 1, 0, sizeof(a), a);
+    assert_int_equal(reply(fd, 1), NBD_EIO);
+    disk_faults_clear(d);
+    assert_pending(d, 1, 2048);
+    nbd_read(fd, 2, 0, r, sizeof(r));
+    assert_memory_equal(r, a, 2048);
+    assert_int_equal(r[2048], 0);
+
+    assert_int_equal(disk_fault_set(d, DISK_EIO_FLUSH, &(struct disk_fault){0}), 0);
+    request(fd, NBD_CMD_WRITE, NBD_CMD_FLAG_FUA, 3, 8192, sizeof(a), a);
+    assert_int_equal(reply(fd, 3), NBD_EIO);
+    disk_faults_clear(d);
+    assert_pending(d, 2, 2048 + 4096);
+    unsigned char h[512];
+    struct pv_err err = {0};
+    assert_int_equal(disk_read(d, 8192, h, sizeof(h), &err), 0);
+    assert_int_equal(h[0], 0);
+    close(fd);
+    disk_close(d);
+}
+
+/* Past the bound, what is held is committed as if flushed, and counted. */
+static void test_mediated_bound(void **st)
+{
+    int d;
+    int fd = connect_mediated(&d, 8192);
+    unsigned char a[4096];
+    memset(a, 'A', sizeof(a));
+    for (int i = 0; i < 3; i++) {
+        request(fd, NBD_CMD_WRITE, 0, (uint64_t)i, (uint64_t)i * 4096, sizeof(a), a);
+        assert_int_equal(reply(fd, (uint64_t)i), 0);
+    }
+    struct disk_pending p;
+    assert_int_equal(disk_pending(d, &p), 0);
+    assert_int_equal(p.count, 1); /* the third, held after the first two went out */
+    assert_int_equal(p.bytes, 4096);
+    assert_int_equal(p.overflows, 1);
+    unsigned char h[4096];
+    struct pv_err err = {0};
+    assert_int_equal(disk_read(d, 4096, h, sizeof(h), &err), 0);
+    assert_memory_equal(h, a, sizeof(h));
+    assert_int_equal(disk_read(d, 8192, h, sizeof(h), &err), 0);
+    assert_int_equal(h[0], 0);
+    /* turning it off commits the rest */
+    assert_int_equal(disk_mediate(d, 0), 0);
+    assert_int_equal(disk_read(d, 8192, h, sizeof(h), &err), 0);
+    assert_memory_equal(h, a, sizeof(h));
+    close(fd);
+    disk_close(d);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -531,6 +772,11 @@ int main(void)
         cmocka_unit_test(test_decoder_options),
         cmocka_unit_test(test_decoder_split),
         cmocka_unit_test_setup_teardown(test_forget_in_child, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_mediated_flush_and_fua, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_power_cut_drops, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_power_cut_reorder, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_mediated_bound, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_mediated_faults, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

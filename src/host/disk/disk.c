@@ -281,6 +281,7 @@ static int add_disk(int fd, bool readonly, struct pv_err *err)
     struct dk_disk *d = xcalloc(1, sizeof(*d));
     d->fd = fd;
     d->readonly = readonly;
+    TAILQ_INIT(&d->held);
     pthread_mutex_lock(&s->lock);
     d->id = next_handle++;
     TAILQ_INSERT_TAIL(&s->disks, d, link);
@@ -321,6 +322,7 @@ void disk_close(int disk)
         if (c->disk == d)
             c->disk = NULL;
         TAILQ_REMOVE(&s->disks, d, link);
+        dk_drop_held(d); /* unplugged: its volatile cache goes with it */
         close(d->fd);
         free(d);
         wake(s);
@@ -441,6 +443,58 @@ int disk_faults(int disk, unsigned *ret_modes)
     return d ? 0 : -ENOENT;
 }
 
+/* ---- mediated disks ---- */
+
+int disk_mediate(int disk, uint64_t max_bytes)
+{
+    struct dk_state *s = lock_state();
+    if (!s)
+        return -ENOENT;
+    struct dk_disk *d = disk_find(s, disk);
+    int r = -ENOENT;
+    if (d) {
+        /* off only once nothing is held: reads would still lay it over */
+        r = max_bytes ? 0 : dk_commit(d);
+        if (r == 0)
+            d->hold_max = max_bytes;
+    }
+    unlock_state(s);
+    return r;
+}
+
+int disk_pending(int disk, struct disk_pending *ret)
+{
+    struct dk_state *s = lock_state();
+    if (!s)
+        return -ENOENT;
+    struct dk_disk *d = disk_find(s, disk);
+    if (d)
+        *ret = (struct disk_pending){d->held_count, d->held_bytes, d->overflows};
+    unlock_state(s);
+    return d ? 0 : -ENOENT;
+}
+
+int disk_power_cut(int disk, bool reorder, uint64_t seed, struct disk_cut *ret)
+{
+    struct dk_state *s = lock_state();
+    if (!s)
+        return -ENOENT;
+    struct dk_disk *d = disk_find(s, disk);
+    if (!d) {
+        unlock_state(s);
+        return -ENOENT;
+    }
+    /* The power is off from here: nothing the dying QEMU still sends
+     * reaches the image. */
+    struct dk_conn *c;
+    TAILQ_FOREACH(c, &s->conns, link)
+    if (c->disk == d)
+        c->disk = NULL;
+    int r = dk_cut(d, reorder, seed, ret);
+    unlock_state(s);
+    return r;
+}
+
 /* What the host's access needs of the disk, looked up under the lock: the
  * fd (only the Lua thread closes it, and it is the caller) and the faults
  * that apply to [off, off + len). */
@@ -543,6 +597,7 @@ void disk_forget(void)
     struct dk_disk *d;
     while ((d = TAILQ_FIRST(&s->disks))) {
         TAILQ_REMOVE(&s->disks, d, link);
+        dk_drop_held(d);
         close(d->fd);
         free(d);
     }

@@ -85,6 +85,37 @@ int disk_faults(int disk, unsigned *ret_modes);
 int disk_read(int disk, uint64_t off, void *p, size_t len, struct pv_err *err);
 int disk_write(int disk, uint64_t off, const void *p, size_t len, struct pv_err *err);
 
+/* Mediated disks (docs/disks.md#mediated-disks-and-power-cuts): the
+ * server holds every guest WRITE, WRITE_ZEROES and TRIM in memory, in
+ * order, and applies them all to the image (then fdatasync) at the guest's
+ * next FLUSH or FUA write. The guest's reads see the held writes; the
+ * host's disk_read and disk_write do not (they are the image: what was
+ * committed). Past max_bytes held (or DISK_HOLD_MAX_COUNT writes), what is
+ * held is committed as if flushed, and counted in overflows.
+ * disk_mediate(disk, 0) commits what is held, then turns it off (it stays
+ * on, and -errno is returned, when the commit fails). */
+#define DISK_HOLD_MAX_DEFAULT (256ull << 20)
+#define DISK_HOLD_MAX_COUNT (1u << 18)
+int disk_mediate(int disk, uint64_t max_bytes);
+
+struct disk_pending {
+    uint64_t count, bytes; /* held writes, and the bytes they cover */
+    uint64_t overflows;    /* commits forced by the bound */
+};
+int disk_pending(int disk, struct disk_pending *ret);
+
+/* Power lost, at once: the disk's connections answer EIO from now on (the
+ * VM's QEMU is to be killed next; its next boot makes new ones), and the
+ * held writes are dropped, or with reorder, each kept or dropped by a PRNG
+ * seeded from seed and the kept ones applied in order (then fdatasync), so
+ * that a seed gives the same survivors every time. *ret tells how many
+ * were applied and dropped. -ENOENT for a stale handle; -errno of the
+ * image when applying failed (the rest are dropped all the same). */
+struct disk_cut {
+    uint64_t applied, dropped;
+};
+int disk_power_cut(int disk, bool reorder, uint64_t seed, struct disk_cut *ret);
+
 /* In a child forked without exec (a fixture's build): forget the parent's
  * disks, whose thread does not exist here, close its copies of their fds
  * and free the memory. Call it before any other disk_* function there. */

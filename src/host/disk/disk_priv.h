@@ -33,12 +33,27 @@ struct dk_delayed {
 };
 TAILQ_HEAD(dk_delays, dk_delayed);
 
+/* A guest write a mediated disk holds until a flush: a WRITE with its
+ * bytes, or a WRITE_ZEROES or TRIM (both zeroes when committed). */
+struct dk_held {
+    TAILQ_ENTRY(dk_held) link;
+    uint16_t type; /* enum nbd_cmd */
+    bool may_punch;
+    uint64_t off;
+    uint32_t len;
+    unsigned char data[]; /* WRITE: len bytes */
+};
+TAILQ_HEAD(dk_helds, dk_held);
+
 struct dk_disk {
     int id;
     int fd;
     bool readonly;
     unsigned modes; /* 1 << enum disk_mode */
     struct disk_fault faults[DISK_NMODES];
+    uint64_t hold_max;    /* mediated when not 0: the most bytes held */
+    struct dk_helds held; /* in the guest's order */
+    uint64_t held_count, held_bytes, overflows;
     TAILQ_ENTRY(dk_disk) link;
 };
 
@@ -73,6 +88,24 @@ int dk_pread_all(int fd, void *p, size_t len, uint64_t off);
 int dk_pwrite_all(int fd, const void *p, size_t len, uint64_t off);
 /* Zeroes over [off, off + len): a hole when allowed, else allocated zeroes. */
 int dk_zero_range(int fd, uint64_t off, uint64_t len, bool may_punch);
+
+/* mediate.c (docs/disks.md#mediated-disks-and-power-cuts) */
+/* Hold a write of r (WRITE, WRITE_ZEROES, TRIM) of len bytes (data for a
+ * WRITE), committing what is held first when the bound would be passed.
+ * 0 or -errno (of a forced commit). */
+int dk_hold(struct dk_disk *d, uint16_t type, uint16_t flags, uint64_t off, uint32_t len,
+            const void *data);
+/* Apply every held write to the image in order, then fdatasync. On an
+ * error the writes not applied stay held. */
+int dk_commit(struct dk_disk *d);
+/* Lay the held writes that overlap [off, off + len) over p, the image's
+ * bytes there: what the guest reads. */
+void dk_overlay(const struct dk_disk *d, uint64_t off, size_t len, unsigned char *p);
+/* Drop every held write. */
+void dk_drop_held(struct dk_disk *d);
+/* A power cut (disk_power_cut): the held writes dropped, or with reorder
+ * a seeded random subset of them applied, in order. */
+int dk_cut(struct dk_disk *d, bool reorder, uint64_t seed, struct disk_cut *ret);
 
 /* serve.c */
 /* The serving thread: epoll over the connections, the timer, the wake-up. */

@@ -19,12 +19,36 @@ static struct dk_conn *conn_find(struct dk_state *s, int id)
 
 /* ---- serving a request ---- */
 
+/* A write of r's first len bytes (a WRITE's, or zeroes for WRITE_ZEROES
+ * and TRIM): held on a mediated disk, onto the image otherwise. */
+static int land(struct dk_disk *d, const struct nbd_req *r, uint32_t len)
+{
+    if (d->hold_max)
+        return dk_hold(d, r->type, r->flags, r->offset, len, r->data);
+    switch (r->type) {
+    case NBD_CMD_WRITE: return dk_pwrite_all(d->fd, r->data, len, r->offset);
+    case NBD_CMD_TRIM:
+        /* advisory: a file system that cannot punch holes keeps the data */
+        fallocate(d->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (off_t)r->offset, (off_t)len);
+        return 0;
+    default: return dk_zero_range(d->fd, r->offset, len, !(r->flags & NBD_CMD_FLAG_NO_HOLE));
+    }
+}
+
+/* What a flush (or a FUA write) makes durable: the held writes of a
+ * mediated disk, then the image. */
+static int durable(struct dk_disk *d)
+{
+    if (d->hold_max)
+        return dk_commit(d);
+    return fdatasync(d->fd) < 0 ? -errno : 0;
+}
+
 /* Carry out r on c's disk; the reply goes into out (header first: a READ's
  * data is read straight into it). Returns the NBD error. */
 static uint32_t serve(struct dk_conn *c, const struct nbd_req *r, struct buf *out)
 {
     struct dk_disk *d = c->disk;
-    int fd = d->fd;
     bool fua = r->flags & NBD_CMD_FLAG_FUA;
     size_t mark = out->len;
     switch (r->type) {
@@ -33,43 +57,37 @@ static uint32_t serve(struct dk_conn *c, const struct nbd_req *r, struct buf *ou
             return NBD_EIO;
         nbd_reply(out, r->handle, 0, NULL, 0);
         buf_reserve(out, r->len);
-        if (dk_pread_all(fd, out->data + out->len, r->len, r->offset) < 0) {
+        unsigned char *p = (unsigned char *)out->data + out->len;
+        if (dk_pread_all(d->fd, p, r->len, r->offset) < 0) {
             out->len = mark;
             return NBD_EIO;
         }
+        dk_overlay(d, r->offset, r->len, p);
         out->len += r->len;
         out->data[out->len] = 0;
         return 0;
     case NBD_CMD_WRITE:
-        if (dk_applies(d, DISK_EIO_WRITE, r->offset, r->len))
-            return NBD_EIO;
-        if (dk_applies(d, DISK_TORN_WRITE, r->offset, r->len)) {
-            dk_pwrite_all(fd, r->data, dk_torn_len(r->offset, r->len), r->offset);
-            return NBD_EIO;
-        }
-        if (dk_pwrite_all(fd, r->data, r->len, r->offset) < 0)
-            return NBD_EIO;
-        break;
     case NBD_CMD_TRIM:
-        if (dk_applies(d, DISK_EIO_WRITE, r->offset, r->len))
-            return NBD_EIO;
-        /* advisory: a file system that cannot punch holes keeps the data */
-        fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (off_t)r->offset, (off_t)r->len);
-        break;
     case NBD_CMD_WRITE_ZEROES:
         if (dk_applies(d, DISK_EIO_WRITE, r->offset, r->len))
             return NBD_EIO;
-        if (dk_zero_range(fd, r->offset, r->len, !(r->flags & NBD_CMD_FLAG_NO_HOLE)) < 0)
+        if (r->type == NBD_CMD_WRITE && dk_applies(d, DISK_TORN_WRITE, r->offset, r->len)) {
+            size_t n = dk_torn_len(r->offset, r->len);
+            if (n)
+                land(d, r, (uint32_t)n);
+            return NBD_EIO;
+        }
+        if (land(d, r, r->len) < 0)
             return NBD_EIO;
         break;
     case NBD_CMD_FLUSH:
-        if (dk_applies(d, DISK_EIO_FLUSH, 0, 0) || fdatasync(fd) < 0)
+        if (dk_applies(d, DISK_EIO_FLUSH, 0, 0) || durable(d) < 0)
             return NBD_EIO;
         return 0;
     default: return NBD_EINVAL;
     }
     /* a write that must be on stable storage before its reply */
-    if (fua && (dk_applies(d, DISK_EIO_FLUSH, 0, 0) || fdatasync(fd) < 0))
+    if (fua && (dk_applies(d, DISK_EIO_FLUSH, 0, 0) || durable(d) < 0))
         return NBD_EIO;
     return 0;
 }

@@ -211,6 +211,54 @@ static int l_faults(lua_State *L)
     return 1;
 }
 
+/* disk.mediate(d, on): hold the guest's writes until it flushes (on), or
+ * commit them and stop (off) */
+static int l_mediate(lua_State *L)
+{
+    struct l_disk *d = checkdisk(L, 1, "vm:attach_disk");
+    int r = disk_mediate(d->handle, lua_toboolean(L, 2) ? DISK_HOLD_MAX_DEFAULT : 0);
+    if (r < 0)
+        return luaL_error(L, "vm:attach_disk: mediated: %s", strerror(-r));
+    return 0;
+}
+
+/* disk.pending(d) -> {count =, bytes =, overflows =}: the held writes */
+static int l_pending(lua_State *L)
+{
+    struct l_disk *d = checkdisk(L, 1, "disk:pending_writes");
+    struct disk_pending p;
+    int r = disk_pending(d->handle, &p);
+    if (r < 0)
+        return luaL_error(L, "disk:pending_writes: %s", strerror(-r));
+    lua_createtable(L, 0, 3);
+    lua_pushinteger(L, (lua_Integer)p.count);
+    lua_setfield(L, -2, "count");
+    lua_pushinteger(L, (lua_Integer)p.bytes);
+    lua_setfield(L, -2, "bytes");
+    lua_pushinteger(L, (lua_Integer)p.overflows);
+    lua_setfield(L, -2, "overflows");
+    return 1;
+}
+
+/* disk.power_cut(d, seed|nil) -> {applied =, dropped =}: the held writes
+ * dropped, or a subset chosen by seed applied (lua/disk.lua kills the VM) */
+static int l_power_cut(lua_State *L)
+{
+    struct l_disk *d = checkdisk(L, 1, "disk:power_cut");
+    bool reorder = !lua_isnoneornil(L, 2);
+    uint64_t seed = reorder ? (uint64_t)luaL_checkinteger(L, 2) : 0;
+    struct disk_cut cut;
+    int r = disk_power_cut(d->handle, reorder, seed, &cut);
+    if (r < 0)
+        return luaL_error(L, "disk:power_cut: applying the kept writes: %s", strerror(-r));
+    lua_createtable(L, 0, 2);
+    lua_pushinteger(L, (lua_Integer)cut.applied);
+    lua_setfield(L, -2, "applied");
+    lua_pushinteger(L, (lua_Integer)cut.dropped);
+    lua_setfield(L, -2, "dropped");
+    return 1;
+}
+
 int luaopen_provium_disk(lua_State *L)
 {
     static const luaL_Reg fns[] = {
@@ -225,6 +273,9 @@ int luaopen_provium_disk(lua_State *L)
         {"fault", l_fault},
         {"clear", l_clear},
         {"faults", l_faults},
+        {"mediate", l_mediate},
+        {"pending", l_pending},
+        {"power_cut", l_power_cut},
         {NULL, NULL},
     };
     luaL_newlib(L, fns);
@@ -237,7 +288,7 @@ int luaopen_provium_disk(lua_State *L)
     static const struct l_const c[] = {
         {"SECTOR", DISK_SECTOR},           {"MAX", VM_MAX_DISKS},
         {"ID_MAX", VM_DISK_ID_MAX},        {"SLOW_MS_DEFAULT", DISK_SLOW_MS_DEFAULT},
-        {"SLOW_MS_MAX", DISK_SLOW_MS_MAX},
+        {"SLOW_MS_MAX", DISK_SLOW_MS_MAX}, {"HOLD_MAX", DISK_HOLD_MAX_DEFAULT},
     };
     l_set_consts(L, "const", c, ARRAY_SIZE(c));
     return 1;
