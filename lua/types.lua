@@ -376,7 +376,7 @@ function Capture:save(path) end
 ---@return integer records dropped because the capture was not read fast enough
 function Capture:lost() end
 
----@param opts {id: string?, size: string|integer?, image: string?, format: string?, readonly: boolean?}
+---@param opts {id: string?, size: string|integer?, image: string?, format: string?, readonly: boolean?, mediated: boolean?}
 ---@return Disk
 function VM:attach_disk(opts) end
 ---@param id string
@@ -407,6 +407,11 @@ function Disk:detach() end
 function Disk:is_detached() end
 ---@return string? the guest's /dev/vdX
 function Disk:device() end
+---@return {count: integer, bytes: integer, overflows: integer} a mediated disk's unflushed writes
+function Disk:pending_writes() end
+---@param opts {reorder: integer?}?
+---@return {applied: integer, dropped: integer}
+function Disk:power_cut(opts) end
 
 ---@class Snapshot
 local Snapshot = {}
