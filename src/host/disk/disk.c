@@ -56,14 +56,6 @@ static struct dk_disk *disk_find(struct dk_state *s, int id)
     return NULL;
 }
 
-static void wake(struct dk_state *s)
-{
-    uint64_t one = 1;
-    if (write(s->wakefd, &one, sizeof(one)) < 0) {
-        /* EAGAIN: a wake-up is pending already */
-    }
-}
-
 /* ---- faults ---- */
 
 /* Whether mode's fault applies to the byte range [off, off + len); a FLUSH
@@ -143,36 +135,6 @@ int dk_zero_range(int fd, uint64_t off, uint64_t len, bool may_punch)
 
 /* ---- the state ---- */
 
-static void state_close_fds(struct dk_state *s)
-{
-    int *fds[] = {&s->epfd, &s->timerfd, &s->wakefd};
-    for (size_t i = 0; i < ARRAY_SIZE(fds); i++) {
-        if (*fds[i] >= 0)
-            close(*fds[i]);
-        *fds[i] = -1;
-    }
-}
-
-static int state_open(struct dk_state *s, struct pv_err *err)
-{
-    s->epfd = epoll_create1(EPOLL_CLOEXEC);
-    if (s->epfd < 0)
-        return pv_err_set(err, errno, "the disk server: epoll_create1: %m");
-    s->timerfd = timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC | TFD_NONBLOCK);
-    if (s->timerfd < 0)
-        return pv_err_set(err, errno, "the disk server: timerfd_create: %m");
-    s->wakefd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-    if (s->wakefd < 0)
-        return pv_err_set(err, errno, "the disk server: eventfd: %m");
-    struct epoll_event ev = {.events = EPOLLIN, .data.u64 = DK_EV(DK_EV_TIMER, 0)};
-    if (epoll_ctl(s->epfd, EPOLL_CTL_ADD, s->timerfd, &ev) < 0)
-        return pv_err_set(err, errno, "the disk server: epoll_ctl: %m");
-    ev.data.u64 = DK_EV(DK_EV_WAKE, 0);
-    if (epoll_ctl(s->epfd, EPOLL_CTL_ADD, s->wakefd, &ev) < 0)
-        return pv_err_set(err, errno, "the disk server: epoll_ctl: %m");
-    return 0;
-}
-
 /* The state, made at the first disk; its thread at the first connection.
  * Every signal is blocked in the thread: they are the Lua thread's. */
 static int state_get(bool with_thread, struct dk_state **ret, struct pv_err *err)
@@ -182,11 +144,10 @@ static int state_get(bool with_thread, struct dk_state **ret, struct pv_err *err
     if (!state) {
         struct dk_state *s = xcalloc(1, sizeof(*s));
         pthread_mutex_init(&s->lock, NULL);
-        s->epfd = s->timerfd = s->wakefd = -1;
         TAILQ_INIT(&s->disks);
         TAILQ_INIT(&s->conns);
-        if ((r = state_open(s, err)) < 0) {
-            state_close_fds(s);
+        if ((r = evloop_open(&s->loop, "the disk server", DK_EV(DK_EV_TIMER, 0),
+                             DK_EV(DK_EV_WAKE, 0), err)) < 0) {
             free(s);
             goto out;
         }
@@ -197,17 +158,8 @@ static int state_get(bool with_thread, struct dk_state **ret, struct pv_err *err
         state = s;
     }
     if (with_thread && !state->started) {
-        sigset_t all, old;
-        sigfillset(&all);
-        pthread_sigmask(SIG_SETMASK, &all, &old);
-        pthread_t t;
-        int e = pthread_create(&t, NULL, dk_thread, state);
-        pthread_sigmask(SIG_SETMASK, &old, NULL);
-        if (e) {
-            r = pv_err_set(err, e, "the disk server: starting its thread: %s", strerror(e));
+        if ((r = evloop_thread(dk_thread, state, "the disk server", err)) < 0)
             goto out;
-        }
-        pthread_detach(t);
         state->started = true;
     }
     *ret = state;
@@ -325,7 +277,7 @@ void disk_close(int disk)
         dk_drop_held(d); /* unplugged: its volatile cache goes with it */
         close(d->fd);
         free(d);
-        wake(s);
+        evloop_wake(&s->loop);
     }
     unlock_state(s);
 }
@@ -369,7 +321,7 @@ int disk_connect(int disk, int *ret_qemu_fd, struct pv_err *err)
     nbd_init(&c->nbd, (uint64_t)st.st_size, d->readonly);
     c->events = EPOLLIN | EPOLLOUT; /* the greeting waits to go */
     struct epoll_event ev = {.events = c->events, .data.u64 = DK_EV(DK_EV_CONN, c->id)};
-    if (epoll_ctl(s->epfd, EPOLL_CTL_ADD, c->fd, &ev) < 0) {
+    if (epoll_ctl(s->loop.epfd, EPOLL_CTL_ADD, c->fd, &ev) < 0) {
         r = pv_err_set(err, errno, "a connection for a disk: epoll_ctl: %m");
         nbd_release(&c->nbd);
         free(c);
@@ -589,8 +541,8 @@ void disk_forget(void)
     state = NULL;
     if (!s)
         return;
-    close(s->epfd);
-    s->epfd = -1;
+    close(s->loop.epfd);
+    s->loop.epfd = -1;
     struct dk_conn *c;
     while ((c = TAILQ_FIRST(&s->conns)))
         dk_conn_free(s, c);
@@ -601,6 +553,6 @@ void disk_forget(void)
         close(d->fd);
         free(d);
     }
-    state_close_fds(s);
+    evloop_close(&s->loop);
     free(s);
 }

@@ -4,6 +4,8 @@
  * event and by every disk_* call (docs/architecture.md#disks). */
 #pragma once
 
+#include "evloop.h"
+
 #include <pthread.h>
 #include <sys/queue.h>
 
@@ -70,7 +72,7 @@ struct dk_conn {
 
 struct dk_state {
     pthread_mutex_t lock;
-    int epfd, timerfd, wakefd;
+    struct evloop loop;
     int64_t timer_ns; /* what timerfd is armed at; 0: disarmed, -1: unknown */
     bool started;     /* its thread */
     int thread_err;   /* the thread stopped on this errno */

@@ -141,14 +141,14 @@ static void conn_watch(struct dk_state *s, struct dk_conn *c, uint32_t events)
     if (c->events == events)
         return;
     struct epoll_event ev = {.events = events, .data.u64 = DK_EV(DK_EV_CONN, c->id)};
-    epoll_ctl(s->epfd, EPOLL_CTL_MOD, c->fd, &ev);
+    epoll_ctl(s->loop.epfd, EPOLL_CTL_MOD, c->fd, &ev);
     c->events = events;
 }
 
 void dk_conn_free(struct dk_state *s, struct dk_conn *c)
 {
-    if (s->epfd >= 0)
-        epoll_ctl(s->epfd, EPOLL_CTL_DEL, c->fd, NULL);
+    if (s->loop.epfd >= 0)
+        epoll_ctl(s->loop.epfd, EPOLL_CTL_DEL, c->fd, NULL);
     close(c->fd);
     nbd_release(&c->nbd);
     struct dk_delayed *x;
@@ -271,7 +271,7 @@ static void release_due(struct dk_state *s)
         its.it_value.tv_sec = next / 1000000000LL;
         its.it_value.tv_nsec = next % 1000000000LL;
     }
-    timerfd_settime(s->timerfd, TFD_TIMER_ABSTIME, &its, NULL);
+    timerfd_settime(s->loop.timerfd, TFD_TIMER_ABSTIME, &its, NULL);
     s->timer_ns = next;
 }
 
@@ -280,7 +280,7 @@ void *dk_thread(void *arg)
     struct dk_state *s = arg;
     struct epoll_event evs[16];
     for (;;) {
-        int n = epoll_wait(s->epfd, evs, ARRAY_SIZE(evs), -1);
+        int n = epoll_wait(s->loop.epfd, evs, ARRAY_SIZE(evs), -1);
         if (n < 0 && errno == EINTR)
             continue;
         pthread_mutex_lock(&s->lock);
@@ -294,13 +294,13 @@ void *dk_thread(void *arg)
             switch ((enum dk_ev)(u >> 32)) {
             case DK_EV_CONN: conn_event(s, (int)(uint32_t)u, evs[i].events); break;
             case DK_EV_TIMER:
-                if (read(s->timerfd, &drain, sizeof(drain)) < 0) {
+                if (read(s->loop.timerfd, &drain, sizeof(drain)) < 0) {
                     /* EAGAIN: re-armed meanwhile */
                 }
                 s->timer_ns = -1; /* fired: arm it again whatever comes next */
                 break;
             case DK_EV_WAKE:
-                if (read(s->wakefd, &drain, sizeof(drain)) < 0) {
+                if (read(s->loop.wakefd, &drain, sizeof(drain)) < 0) {
                     /* EAGAIN: another wake-up took it */
                 }
                 break;

@@ -17,7 +17,7 @@ static void port_want_out(struct sw_state *s, struct sw_port *p, bool on)
     if (p->want_out == on || p->hup)
         return;
     p->want_out = on;
-    sw_epoll_set(s, p->fd, EPOLLIN | (on ? EPOLLOUT : 0), SW_EV(SW_EV_PORT, p->id));
+    evloop_set(&s->loop, p->fd, EPOLLIN | (on ? EPOLLOUT : 0), SW_EV(SW_EV_PORT, p->id));
 }
 
 /* 0, -EAGAIN when QEMU's socket is full (the frame is the caller's to keep),
@@ -147,7 +147,7 @@ static void timer_update(struct sw_state *s)
     /* A time already past fires at once; 0 would disarm instead. */
     int64_t at = next ? MAX(next, 1) : 0;
     struct itimerspec its = {.it_value = {at / 1000000000LL, at % 1000000000LL}};
-    timerfd_settime(s->timerfd, TFD_TIMER_ABSTIME, &its, NULL);
+    timerfd_settime(s->loop.timerfd, TFD_TIMER_ABSTIME, &its, NULL);
     s->timer_ns = next;
 }
 
@@ -163,7 +163,7 @@ static void port_event(struct sw_state *s, int id, uint32_t events)
     }
     if (events & EPOLLHUP) {
         /* Shut down: it would be reported at every epoll_wait. */
-        epoll_ctl(s->epfd, EPOLL_CTL_DEL, p->fd, NULL);
+        epoll_ctl(s->loop.epfd, EPOLL_CTL_DEL, p->fd, NULL);
         p->hup = true;
     }
     int64_t now = now_ns();
@@ -181,13 +181,13 @@ static void event(struct sw_state *s, const struct epoll_event *ev)
     case SW_EV_PORT: port_event(s, id, ev->events); break;
     case SW_EV_CAPTURE: sw_capture_event(s, id, ev->events); break;
     case SW_EV_TIMER:
-        if (read(s->timerfd, &v, sizeof(v)) < 0) {
+        if (read(s->loop.timerfd, &v, sizeof(v)) < 0) {
             /* EAGAIN: rearmed since it fired */
         }
         s->timer_ns = 0;
         break;
     case SW_EV_WAKE:
-        if (read(s->wakefd, &v, sizeof(v)) < 0) {
+        if (read(s->loop.wakefd, &v, sizeof(v)) < 0) {
             /* EAGAIN: another event took it */
         }
         break;
@@ -213,7 +213,7 @@ void *sw_thread(void *arg)
     struct sw_state *s = arg;
     struct epoll_event ev[32];
     for (;;) {
-        int n = epoll_wait(s->epfd, ev, ARRAY_SIZE(ev), -1);
+        int n = epoll_wait(s->loop.epfd, ev, ARRAY_SIZE(ev), -1);
         if (n < 0 && errno != EINTR) {
             int e = errno;
             pthread_mutex_lock(&s->lock);

@@ -39,7 +39,7 @@ static struct sw_capture *capture_find(struct sw_state *s, int id)
 static void capture_free(struct sw_state *s, struct sw_capture *c)
 {
     if (c->fd >= 0) {
-        epoll_ctl(s->epfd, EPOLL_CTL_DEL, c->fd, NULL);
+        epoll_ctl(s->loop.epfd, EPOLL_CTL_DEL, c->fd, NULL);
         close(c->fd);
     } else {
         s->ended_captures--;
@@ -53,7 +53,7 @@ static void capture_free(struct sw_state *s, struct sw_capture *c)
  * still ask what was lost (up to SW_ENDED_CAPTURES such). */
 static void capture_end(struct sw_state *s, struct sw_capture *c)
 {
-    epoll_ctl(s->epfd, EPOLL_CTL_DEL, c->fd, NULL);
+    epoll_ctl(s->loop.epfd, EPOLL_CTL_DEL, c->fd, NULL);
     close(c->fd);
     c->fd = -1;
     free(c->pend);
@@ -89,7 +89,7 @@ static bool capture_drain(struct sw_state *s, struct sw_capture *c)
         free(c->pend);
         c->pend = NULL;
         c->pend_len = c->pend_off = 0;
-        sw_epoll_set(s, c->fd, 0, SW_EV(SW_EV_CAPTURE, c->id));
+        evloop_set(&s->loop, c->fd, 0, SW_EV(SW_EV_CAPTURE, c->id));
     }
     return true;
 }
@@ -104,7 +104,7 @@ static void capture_keep(struct sw_state *s, struct sw_capture *c, const struct 
     memcpy(c->pend + sizeof(*h), data, h->incl_len);
     c->pend_len = total;
     c->pend_off = written;
-    sw_epoll_set(s, c->fd, EPOLLOUT, SW_EV(SW_EV_CAPTURE, c->id));
+    evloop_set(&s->loop, c->fd, EPOLLOUT, SW_EV(SW_EV_CAPTURE, c->id));
 }
 
 static void capture_write(struct sw_state *s, struct sw_capture *c, int64_t ts,
@@ -246,7 +246,7 @@ int switch_capture(int bridge, int port, struct pv_err *err)
     c->bridge = bridge;
     c->port = port >= 0 ? port : -1;
     /* No events asked: EPOLLERR alone says the reader closed its end. */
-    sw_epoll_set(s, c->fd, 0, SW_EV(SW_EV_CAPTURE, c->id));
+    evloop_set(&s->loop, c->fd, 0, SW_EV(SW_EV_CAPTURE, c->id));
     TAILQ_INSERT_TAIL(&s->captures, c, link);
     r = fds[0];
 out:

@@ -36,67 +36,6 @@ static void atfork_parent(void)
         pthread_mutex_unlock(&state->lock);
 }
 
-void sw_epoll_set(struct sw_state *s, int fd, uint32_t events, uint64_t data)
-{
-    struct epoll_event ev = {.events = events, .data.u64 = data};
-    if (epoll_ctl(s->epfd, EPOLL_CTL_MOD, fd, &ev) < 0 && errno == ENOENT)
-        epoll_ctl(s->epfd, EPOLL_CTL_ADD, fd, &ev);
-}
-
-static void wake(struct sw_state *s)
-{
-    uint64_t one = 1;
-    if (write(s->wakefd, &one, sizeof(one)) < 0) {
-        /* EAGAIN: a wake-up is already pending, which is all this asks */
-    }
-}
-
-static int state_open(struct sw_state *s, struct pv_err *err)
-{
-    s->epfd = epoll_create1(EPOLL_CLOEXEC);
-    if (s->epfd < 0)
-        return pv_err_set(err, errno, "the switch: epoll_create1: %m");
-    s->timerfd = timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC | TFD_NONBLOCK);
-    if (s->timerfd < 0)
-        return pv_err_set(err, errno, "the switch: timerfd_create: %m");
-    s->wakefd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-    if (s->wakefd < 0)
-        return pv_err_set(err, errno, "the switch: eventfd: %m");
-    struct epoll_event ev = {.events = EPOLLIN, .data.u64 = SW_EV(SW_EV_TIMER, 0)};
-    if (epoll_ctl(s->epfd, EPOLL_CTL_ADD, s->timerfd, &ev) < 0)
-        return pv_err_set(err, errno, "the switch: epoll_ctl: %m");
-    ev.data.u64 = SW_EV(SW_EV_WAKE, 0);
-    if (epoll_ctl(s->epfd, EPOLL_CTL_ADD, s->wakefd, &ev) < 0)
-        return pv_err_set(err, errno, "the switch: epoll_ctl: %m");
-    return 0;
-}
-
-static void state_close_fds(struct sw_state *s)
-{
-    int *fds[] = {&s->epfd, &s->timerfd, &s->wakefd};
-    for (size_t i = 0; i < ARRAY_SIZE(fds); i++) {
-        if (*fds[i] >= 0)
-            close(*fds[i]);
-        *fds[i] = -1;
-    }
-}
-
-/* Every signal blocked in the thread: they are the Lua thread's to handle,
- * and a capture's reader that leaves raises SIGPIPE here (EPIPE is enough). */
-static int thread_start(struct sw_state *s, struct pv_err *err)
-{
-    sigset_t all, old;
-    sigfillset(&all);
-    pthread_sigmask(SIG_SETMASK, &all, &old);
-    pthread_t t;
-    int e = pthread_create(&t, NULL, sw_thread, s);
-    pthread_sigmask(SIG_SETMASK, &old, NULL);
-    if (e)
-        return pv_err_set(err, e, "the switch: starting its thread: %s", strerror(e));
-    pthread_detach(t);
-    return 0;
-}
-
 /* The state, made with its thread at the first bridge. */
 static int state_get(struct sw_state **ret, struct pv_err *err)
 {
@@ -105,12 +44,13 @@ static int state_get(struct sw_state **ret, struct pv_err *err)
     if (!state) {
         struct sw_state *s = xcalloc(1, sizeof(*s));
         pthread_mutex_init(&s->lock, NULL);
-        s->epfd = s->timerfd = s->wakefd = -1;
         TAILQ_INIT(&s->bridges);
         TAILQ_INIT(&s->captures);
         s->rxbuf = xmalloc(SW_FRAME_MAX + 1);
-        if ((r = state_open(s, err)) < 0 || (r = thread_start(s, err)) < 0) {
-            state_close_fds(s);
+        if ((r = evloop_open(&s->loop, "the switch", SW_EV(SW_EV_TIMER, 0), SW_EV(SW_EV_WAKE, 0),
+                             err)) < 0 ||
+            (r = evloop_thread(sw_thread, s, "the switch", err)) < 0) {
+            evloop_close(&s->loop);
             free(s->rxbuf);
             free(s);
             pthread_mutex_unlock(&state_lock);
@@ -214,7 +154,7 @@ static void port_free(struct sw_state *s, struct sw_port *p)
 {
     struct sw_bridge *b = p->br;
     sw_captures_end(s, b->id, p->id);
-    epoll_ctl(s->epfd, EPOLL_CTL_DEL, p->fd, NULL);
+    epoll_ctl(s->loop.epfd, EPOLL_CTL_DEL, p->fd, NULL);
     close(p->fd);
     sw_queue_clear(p);
     sw_dirs_drop_to(b, p);
@@ -239,7 +179,7 @@ void switch_bridge_del(int bridge)
         TAILQ_REMOVE(&s->bridges, b, link);
         free(b->name);
         free(b);
-        wake(s); /* the timer may wait for frames that are gone */
+        evloop_wake(&s->loop); /* the timer may wait for frames that are gone */
     }
     sw_unlock(s);
 }
@@ -269,7 +209,7 @@ int switch_port_add(int bridge, const char *vm, int *ret_qemu_fd, struct pv_err 
     p->fd = sv[0];
     TAILQ_INIT(&p->queue);
     struct epoll_event ev = {.events = EPOLLIN, .data.u64 = SW_EV(SW_EV_PORT, p->id)};
-    if (epoll_ctl(s->epfd, EPOLL_CTL_ADD, p->fd, &ev) < 0) {
+    if (epoll_ctl(s->loop.epfd, EPOLL_CTL_ADD, p->fd, &ev) < 0) {
         r = pv_err_set(err, errno, "bridge %s: a port for VM %s: epoll_ctl: %m", b->name, vm);
         close(sv[0]);
         close(sv[1]);
@@ -292,7 +232,7 @@ void switch_port_del(int port)
     struct sw_port *p = sw_port_find(s, port);
     if (p) {
         port_free(s, p);
-        wake(s);
+        evloop_wake(&s->loop);
     }
     sw_unlock(s);
 }
@@ -422,8 +362,8 @@ void switch_forget(void)
         return;
     /* The epoll instance is the parent's too: removing a port from it here
      * would remove it there. Closed first, every epoll_ctl below fails. */
-    close(s->epfd);
-    s->epfd = -1;
+    close(s->loop.epfd);
+    s->loop.epfd = -1;
     struct sw_bridge *b;
     while ((b = TAILQ_FIRST(&s->bridges))) {
         struct sw_port *p;
@@ -434,7 +374,7 @@ void switch_forget(void)
         free(b);
     }
     sw_captures_close_all(s);
-    state_close_fds(s);
+    evloop_close(&s->loop);
     free(s->rxbuf);
     free(s);
 }

@@ -9,6 +9,7 @@
 #include <sys/queue.h>
 #include <sys/types.h>
 
+#include "evloop.h"
 #include "net/switch.h"
 
 /* An Ethernet header is 14 bytes; the largest frame is a 65535-byte IP
@@ -116,7 +117,7 @@ struct sw_capture {
 
 struct sw_state {
     pthread_mutex_t lock;
-    int epfd, timerfd, wakefd;
+    struct evloop loop;
     int64_t timer_ns; /* what timerfd is armed at; 0: disarmed */
     int thread_err;   /* the thread stopped on this errno */
     unsigned char *rxbuf;
@@ -133,7 +134,6 @@ void sw_unlock(struct sw_state *s);
 int sw_handle_new(void);
 struct sw_bridge *sw_bridge_find(struct sw_state *s, int id);
 struct sw_port *sw_port_find(struct sw_state *s, int id);
-void sw_epoll_set(struct sw_state *s, int fd, uint32_t events, uint64_t data);
 extern uint64_t sw_seed_value;
 
 /* forward.c */
