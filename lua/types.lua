@@ -254,6 +254,9 @@ function VM:kernel_release() end
 function VM:boot_seconds() end
 ---@return boolean
 function VM:boot_cached() end
+---The port of QEMU's gdbstub on 127.0.0.1 while QEMU runs under `--gdb`, else nil.
+---@return integer?
+function VM:gdb_port() end
 ---@return Console
 function VM:console() end
 ---@return Clock

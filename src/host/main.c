@@ -53,6 +53,8 @@ static const char usage[] =
     "header)\n"
     "  --include-slow       run tests whose meta.slow is set\n"
     "  --kmemleak           scan for kernel memory leaks after each test (meta.kmemleak)\n"
+    "  --gdb                a gdbstub per VM on 127.0.0.1 (vm:gdb_port(); the command line\n"
+    "                       to attach is printed when the VM boots)\n"
     "  --filter STR         files whose path contains STR (a|b: either); repeatable\n"
     "  --tag T, --no-tag T  tests tagged T (any of them) / not tagged T; repeatable\n"
     "  --tag-meta K=V       tests whose meta.K is or contains V; --no-tag-meta K=V skips them\n"
@@ -487,6 +489,7 @@ enum {
     O_FIXTURE,
     O_NOBOOTCACHE,
     O_KMEMLEAK,
+    O_GDB,
 };
 
 static const struct option longopts[] = {
@@ -498,6 +501,7 @@ static const struct option longopts[] = {
     {"json", no_argument, NULL, O_JSON},
     {"include-slow", no_argument, NULL, O_SLOW},
     {"kmemleak", no_argument, NULL, O_KMEMLEAK},
+    {"gdb", no_argument, NULL, O_GDB},
     {"fail-fast", no_argument, NULL, O_FAILFAST},
     {"verbose", no_argument, NULL, 'v'},
     {"quiet", no_argument, NULL, 'q'},
@@ -628,6 +632,8 @@ static int parse_option(struct args *a, int c, char *v)
     case O_JSON: a->o.json = true; break;
     case O_SLOW: a->o.include_slow = true; break;
     case O_KMEMLEAK: a->kmemleak = true; break;
+    /* nothing to resolve: the files' processes and the REPL inherit it */
+    case O_GDB: vm_globals.gdb = true; break;
     case O_FAILFAST: a->o.fail_fast = true; break;
     case 'v': a->o.verbosity = VERBOSE; break;
     case 'q': a->o.verbosity = QUIET; break;

@@ -194,6 +194,12 @@ char **qemu_argv(const struct qemu_config *qc)
 
     add_disks(&a, qc);
     add_nics(&a, qc);
+    if (qc->gdb) {
+        add(&a, "-chardev");
+        addf(&a, "socket,id=gdb0,fd=%d,server=on,wait=off", qc->gdb_fd);
+        add(&a, "-gdb");
+        add(&a, "chardev:gdb0");
+    }
     /* A snapshot's device state (xen-save-devices-state) has neither the
      * configuration section nor the description that a migration's loader
      * otherwise demands. */

@@ -54,6 +54,11 @@ struct qemu_config {
     size_t nnics;
     const struct qemu_disk *vdisks; /* after the profile's disks */
     size_t nvdisks;
+    /* QEMU's gdbstub (--gdb, docs/vms.md#debugging-with-gdb) on gdb_fd, a
+     * TCP socket that provium bound to 127.0.0.1 and listens on, inherited:
+     * the port is known before QEMU starts and no one can take it meanwhile. */
+    bool gdb;
+    int gdb_fd;
 };
 
 /* The argv (NULL-terminated, caller frees with qemu_argv_free). Paths of the

@@ -10,6 +10,7 @@
 
 #include <fcntl.h>
 #include <libgen.h>
+#include <netinet/in.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdio.h>
@@ -149,6 +150,7 @@ static void stop_qemu(struct vm *vm, int grace_ms)
                               "vm_name", vm->name, "duration_ns",
                               (json_int_t)(now_ns() - vm->boot_ns)));
     vm->announced = false;
+    vm->gdb_port = 0;
     if (vm->cache_hold >= 0) /* no QEMU maps the entry's RAM any more */
         close(vm->cache_hold);
     vm->cache_hold = -1;
@@ -212,6 +214,34 @@ static int listen_unix(const char *path, struct pv_err *err)
         return pv_err_set(err, e, "listen on %s: %s", path, strerror(e));
     }
     return fd;
+}
+
+/* A TCP socket listening on 127.0.0.1, on a port the kernel picks, for
+ * QEMU's gdbstub: QEMU inherits it, so the port is QEMU's from the start
+ * (no window in which another process could take it). */
+static int listen_gdb(int *ret_port, struct pv_err *err)
+{
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t len = sizeof(a);
+    _cleanup_close_ int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0 || bind(fd, (struct sockaddr *)&a, sizeof(a)) < 0 || listen(fd, 1) < 0 ||
+        getsockname(fd, (struct sockaddr *)&a, &len) < 0)
+        return pv_err_set(err, errno, "--gdb: a socket on 127.0.0.1: %s", strerror(errno));
+    *ret_port = ntohs(a.sin_port);
+    return steal_fd(&fd);
+}
+
+/* The line that tells a --gdb user how to attach to the VM's stub: gdb
+ * wants the kernel's ELF image, the vmlinux beside the bzImage if any. */
+static void print_gdb_line(const struct vm *vm, const char *kernel)
+{
+    _cleanup_free_ char *abs = realpath(kernel, NULL);
+    _cleanup_free_ char *copy = xstrdup(abs ? abs : kernel);
+    _cleanup_free_ char *vmlinux = xasprintf("%s/vmlinux", dirname(copy));
+    bool elf = access(vmlinux, R_OK) == 0;
+    fprintf(stderr, "provium: vm `%s`: gdb -ex 'target remote :%d' %s%s\n", vm->name,
+            vm->gdb_port, elf ? vmlinux : abs ? abs : kernel,
+            elf ? "" : " (symbols need a vmlinux: none beside this kernel)");
 }
 
 /* Accept QEMU's connection, watching for QEMU's death. */
@@ -437,6 +467,9 @@ int vm_launch(struct vm *vm, const struct vm_boot *b, const struct start *st, in
     vm->ram_fd = p.ram_fd;
     vm->ram_base = p.ram_base;
     vm->cid = p.cid;
+    vm->gdb_port = p.gdb_port;
+    if (vm->gdb_port && !vm->quiet)
+        print_gdb_line(vm, b->kernel);
     vm->boot_ns = st->adopt ? now_ns() : p.start_ns;
     vm->state = VM_BOOTED;
     vm->charged = cost;
@@ -496,12 +529,21 @@ int vm_spawn(struct vm *vm, const struct vm_boot *b, const struct start *st, con
         vm_proc_release(p);
         return r;
     }
-    int keep[VM_MAX_NICS + VM_MAX_DISKS];
+    int keep[VM_MAX_NICS + VM_MAX_DISKS + 1];
     size_t nkeep = 0;
     for (size_t i = 0; i < b->nnics; i++)
         keep[nkeep++] = qn[i].fd;
     for (size_t i = 0; i < b->nattached; i++)
         keep[nkeep++] = qd[i].fd;
+    int gdb_fd = -1;
+    if (vm_globals.gdb && (gdb_fd = listen_gdb(&p->gdb_port, err)) < 0) {
+        for (size_t i = 0; i < nkeep; i++)
+            close(keep[i]);
+        vm_proc_release(p);
+        return gdb_fd;
+    }
+    if (gdb_fd >= 0)
+        keep[nkeep++] = gdb_fd;
     p->cid = qemu_next_cid();
     struct qemu_config qc = {
         .machine = vm_globals.machine,
@@ -525,6 +567,8 @@ int vm_spawn(struct vm *vm, const struct vm_boot *b, const struct start *st, con
         .nnics = b->nnics,
         .vdisks = qd,
         .nvdisks = b->nattached,
+        .gdb = gdb_fd >= 0,
+        .gdb_fd = gdb_fd,
     };
     char **argv = qemu_argv(&qc);
     p->start_ns = now_ns();

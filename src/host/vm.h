@@ -99,6 +99,7 @@ struct vm {
      * plan too. */
     struct vm_disk disks[VM_MAX_DISKS];
     size_t ndisks;
+    int gdb_port; /* QEMU's gdbstub's on 127.0.0.1 while QEMU runs under --gdb, else 0 */
     struct vm *next_live;
 };
 
@@ -118,6 +119,7 @@ struct vm_globals {
     uint64_t memory_in_use;
     const char *file;         /* the test file, as displayed (for events) */
     const char *snapshot_dir; /* where vm:snapshot() with no path writes (NULL: rundir) */
+    bool gdb;                 /* every QEMU gets a gdbstub (--gdb, docs/vms.md) */
 };
 extern struct vm_globals vm_globals;
 

@@ -16,6 +16,7 @@ struct qemu_proc {
     int64_t start_ns;
     int ports[VM_MAX_NICS]; /* the switch ports of its NICs (net/nic.c) */
     size_t nports;
+    int gdb_port; /* its gdbstub's on 127.0.0.1 (--gdb), or 0 */
 };
 #define QEMU_PROC_INIT                                                                             \
     {                                                                                              \

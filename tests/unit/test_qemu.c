@@ -147,6 +147,24 @@ static void test_argv_attached_disks(void **state)
     qemu_argv_free(argv);
 }
 
+/* --gdb: the stub on the listening socket QEMU inherits; none without. */
+static void test_argv_gdb(void **state)
+{
+    (void)state;
+    struct qemu_config qc = base();
+    char **argv = qemu_argv(&qc);
+    assert_int_equal(find(argv, "-gdb"), -1);
+    qemu_argv_free(argv);
+    qc.gdb = true;
+    qc.gdb_fd = 9;
+    argv = qemu_argv(&qc);
+    int i = find(argv, "-gdb");
+    assert_true(i > 0);
+    assert_string_equal(argv[i + 1], "chardev:gdb0");
+    assert_string_equal(argv[i - 1], "socket,id=gdb0,fd=9,server=on,wait=off");
+    qemu_argv_free(argv);
+}
+
 static void test_cid_allocation(void **state)
 {
     (void)state;
@@ -166,6 +184,7 @@ int main(void)
         cmocka_unit_test(test_argv_virtio_serial),  cmocka_unit_test(test_argv_vsock_kvm),
         cmocka_unit_test(test_argv_ram_file),       cmocka_unit_test(test_argv_disks),
         cmocka_unit_test(test_argv_attached_disks), cmocka_unit_test(test_cid_allocation),
+        cmocka_unit_test(test_argv_gdb),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -471,6 +471,15 @@ static int l_vm_cid(lua_State *L)
     return 1;
 }
 
+/* vm:gdb_port() -> QEMU's gdbstub's port while QEMU runs under --gdb, or nil */
+static int l_vm_gdb_port(lua_State *L)
+{
+    int port = l_tovm(L, 1)->gdb_port;
+    if (port)
+        lua_pushinteger(L, port);
+    return port ? 1 : 0;
+}
+
 /* vm:kernel_release() -> string (from the handshake) */
 static int l_vm_kernel_release(lua_State *L)
 {
@@ -934,6 +943,7 @@ static const luaL_Reg vm_methods[] = {
     {"name", l_vm_name},
     {"profile", l_vm_profile},
     {"cid", l_vm_cid},
+    {"gdb_port", l_vm_gdb_port},
     {"kernel_release", l_vm_kernel_release},
     {"boot_seconds", l_vm_boot_seconds},
     {"boot_cached", l_vm_boot_cached},
