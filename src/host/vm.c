@@ -239,8 +239,10 @@ static void print_gdb_line(const struct vm *vm, const char *kernel)
     _cleanup_free_ char *copy = xstrdup(abs ? abs : kernel);
     _cleanup_free_ char *vmlinux = xasprintf("%s/vmlinux", dirname(copy));
     bool elf = access(vmlinux, R_OK) == 0;
-    fprintf(stderr, "provium: vm `%s`: gdb -ex 'target remote :%d' %s%s\n", vm->name,
-            vm->gdb_port, elf ? vmlinux : abs ? abs : kernel,
+    fprintf(stderr, "provium: vm `%s`: gdb -ex 'target remote :%d' %s%s\n", vm->name, vm->gdb_port,
+            elf   ? vmlinux
+            : abs ? abs
+                  : kernel,
             elf ? "" : " (symbols need a vmlinux: none beside this kernel)");
 }
 

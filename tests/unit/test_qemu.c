@@ -181,9 +181,12 @@ static void test_cid_allocation(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_argv_virtio_serial),  cmocka_unit_test(test_argv_vsock_kvm),
-        cmocka_unit_test(test_argv_ram_file),       cmocka_unit_test(test_argv_disks),
-        cmocka_unit_test(test_argv_attached_disks), cmocka_unit_test(test_cid_allocation),
+        cmocka_unit_test(test_argv_virtio_serial),
+        cmocka_unit_test(test_argv_vsock_kvm),
+        cmocka_unit_test(test_argv_ram_file),
+        cmocka_unit_test(test_argv_disks),
+        cmocka_unit_test(test_argv_attached_disks),
+        cmocka_unit_test(test_cid_allocation),
         cmocka_unit_test(test_argv_gdb),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
