@@ -11,7 +11,8 @@ provium:claim { memory = "400M", cpus = 1 }
 local PY = [[
 import socket, sys
 s = socket.create_connection(("127.0.0.1", int(sys.argv[1])), timeout=60)
-def ask(packet):
+def ask(packet, want=b"$"):
+    # the stub may send another stop reply first: read until the answer
     s.sendall(packet)
     d = b""
     while True:
@@ -19,12 +20,12 @@ def ask(packet):
         if not c:
             return d.decode()
         d += c
-        i = d.find(b"$")
+        i = d.find(want)
         j = d.find(b"#", i)
         if i >= 0 and j >= 0 and len(d) >= j + 3:
             return d.decode()
-for p in (b"+$?#3f", b"+$qSupported#37", b"+$D#44"):
-    print(ask(p))
+for p, want in ((b"+$?#3f", b"$"), (b"+$qSupported#37", b"PacketSize="), (b"+$D#44", b"$OK")):
+    print(ask(p, want))
 s.sendall(b"+")
 ]]
 

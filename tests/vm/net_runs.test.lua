@@ -118,7 +118,7 @@ end)
 ]])
     local modules = meta.sh("ls " .. meta.quote(d .. "/kernel/lib/modules")):match("[^\n]+")
     out, code = meta.sh(([[
-cd %s/work && setpriv --reuid=65534 --regid=65534 --clear-groups env HOME=%s/home \
+cd %s/work && setpriv --reuid=65534 --regid=65534 --clear-groups env -u XDG_CACHE_HOME HOME=%s/home \
   PROVIUM_CACHE=%s/home/cache PROVIUM_KERNEL=%s/kernel/vmlinuz \
   PROVIUM_MODULES=%s/kernel/lib/modules/%s %s/provium net.test.lua
 ]]):format(meta.quote(d), meta.quote(d), meta.quote(d), meta.quote(d), meta.quote(d), modules,
