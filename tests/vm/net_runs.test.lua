@@ -19,28 +19,40 @@ test("lossy", function(t)
     a:run("arp -s 10.66.1.2 52:54:00:42:01:02"):assert_ok()
     b:run("arp -s 10.66.1.1 52:54:00:42:01:01"):assert_ok()
     lan:drop_rate({ from = a, to = b, p = 30 })
+    local tx = a:nic("lan"):counters().tx_packets
     local r = a:run("ping -c 60 -i 0.02 -W 2 10.66.1.2")
+    print("TX=" .. a:nic("lan"):counters().tx_packets - tx)
     local seqs = {}
     for s in r.stdout:gmatch("seq=(%d+)") do seqs[#seqs + 1] = s end
     print("SEQS=" .. table.concat(seqs, ","))
 end)
 ]]
 
+-- The replies, the exit code, the output, and the frames a sent in its
+-- direction while it pinged.
 local function lossy_run(d, seed)
     local out, code = meta.provium({ "--seed", tostring(seed), "lossy.test.lua" }, { cwd = d })
-    return out:match("SEQS=([%d,]*)"), code, out
+    return out:match("SEQS=([%d,]*)"), code, out, tonumber(out:match("TX=(%d+)"))
 end
 
 test("the same --seed loses the same frames, another seed others", function(t)
     local d = meta.tmpdir()
     meta.write(d .. "/lossy.test.lua", LOSSY)
-    local first, code, out = lossy_run(d, 1234)
+    local first, code, out, tx1 = lossy_run(d, 1234)
     t:assert_eq(code, 0, out)
     t:assert_contains(out, "seed 1234")
     local n = select(2, first:gsub("%d+", ""))
     t:assert(n >= 25 and n <= 59, ("%d of 60 replies with 30 %% loss:\n%s"):format(n, out))
-    local again = lossy_run(d, 1234)
-    t:assert_eq(again, first, "the replies of a second run with the same seed")
+    local again, _, _, tx2 = lossy_run(d, 1234)
+    -- Each frame of the direction draws once: a frame the guest sent of its
+    -- own accord among the pings shifts every draw after it
+    -- (docs/networks.md#the-seed). The switch's own unit test replays
+    -- exactly; here the two runs compare only when only the pings crossed.
+    if tx1 == 60 and tx2 == 60 then
+        t:assert_eq(again, first, "the replies of a second run with the same seed")
+    else
+        t:log(("a run sent %s and %s frames for 60 pings: the draws shifted"):format(tx1, tx2))
+    end
     local other = lossy_run(d, 99)
     t:assert_neq(other, first, "the replies of a run with another seed")
 end)
