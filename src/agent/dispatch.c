@@ -341,11 +341,7 @@ static int consume_input(struct agent *a)
  * the session, -errno when it broke. */
 static int read_input(struct agent *a)
 {
-    /* 64 KiB with buf's NUL: 65536 would double every session's buffer to
-     * 128 KiB, past ASan's cached size classes (fuzz_agent ran 4 times
-     * slower for the mmap and munmap of each session's buffer) */
-    buf_reserve(&a->in, 65535);
-    ssize_t r = read(a->fd, a->in.data + a->in.len, a->in.cap - a->in.len - 1);
+    ssize_t r = buf_read(&a->in, a->fd);
     if (r < 0 && (errno == EAGAIN || errno == EINTR))
         return 1;
     if (a->opts.resync && ((r < 0 && errno == EIO) || r == 0)) {
@@ -355,7 +351,6 @@ static int read_input(struct agent *a)
     }
     if (r <= 0)
         return r < 0 ? -errno : 0;
-    a->in.len += (size_t)r;
     if (consume_input(a) < 0) {
         if (!a->opts.resync)
             return -EBADMSG;

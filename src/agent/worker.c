@@ -391,10 +391,8 @@ int worker_pollfds(struct agent *a, struct pollfd *fds, int max, int64_t *deadli
 /* Read what the worker sent; false once it hung up. */
 static bool receive(struct agent *a, struct worker *w)
 {
-    buf_reserve(&w->in, 65536);
-    ssize_t got = read(w->fd, w->in.data + w->in.len, w->in.cap - w->in.len - 1);
+    ssize_t got = buf_read(&w->in, w->fd);
     if (got > 0) {
-        w->in.len += (size_t)got;
         from_worker(a, w);
         return w->fd >= 0;
     }

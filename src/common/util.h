@@ -96,6 +96,8 @@ void buf_add(struct buf *b, const void *p, size_t n);
 void buf_adds(struct buf *b, const char *s);
 void buf_addf(struct buf *b, const char *fmt, ...) PV_PRINTF(2, 3);
 void buf_consume(struct buf *b, size_t n); /* drop n bytes from the front */
+/* One read(2) from fd appended to b; returns what read returned (errno kept). */
+ssize_t buf_read(struct buf *b, int fd);
 void buf_release(struct buf *b);
 char *buf_steal(struct buf *b); /* returns data (never NULL), leaves b empty */
 

@@ -59,13 +59,9 @@ static int pump(struct chan *c, short extra, int64_t deadline_ns, struct pv_err 
     if (n == 0)
         return 0;
     if (p[0].revents & (in | POLLHUP | POLLERR)) {
-        buf_reserve(&c->in, 65536);
-        ssize_t r = read(c->fd, c->in.data + c->in.len, c->in.cap - c->in.len - 1);
-        if (r > 0) {
-            c->in.len += (size_t)r;
-            c->in.data[c->in.len] = 0;
+        ssize_t r = buf_read(&c->in, c->fd);
+        if (r > 0)
             return 1;
-        }
         if (r < 0 && (errno == EAGAIN || errno == EINTR))
             return 1;
         return broken(c, err, EPIPE, "the agent closed the connection");
@@ -167,6 +163,51 @@ static int next_frame(struct chan *c, struct pv_hdr *h, struct buf *payload, str
     return 1;
 }
 
+/* Drop the noise before the first whole HelloOk or HelloErr frame in c->in
+ * and say whether there is one (its header in *h). One pass with an offset:
+ * consuming byte by byte would move the buffer once per false start. */
+static bool hello_frame(struct chan *c, struct pv_hdr *h)
+{
+    const uint8_t *d = (const uint8_t *)c->in.data;
+    size_t off = 0;
+    bool whole = false;
+    for (;;) {
+        off += pv_sync_scan(d + off, c->in.len - off);
+        if (c->in.len - off < PV_HDR_SIZE)
+            break;
+        const char *why;
+        /* A stray magic must not make us wait for a bogus length. */
+        if (pv_hdr_decode(d + off, h, &why) < 0 ||
+            (h->type != PV_HELLO_OK && h->type != PV_HELLO_ERR) || h->len > 4096) {
+            off++;
+            continue;
+        }
+        whole = c->in.len - off - PV_HDR_SIZE >= h->len;
+        break;
+    }
+    buf_consume(&c->in, off);
+    return whole;
+}
+
+static int hello_ok(struct chan *c, struct pv_rd *r, struct pv_err *err)
+{
+    pv_get_u32(r);
+    const char *av = pv_get_str(r), *os = pv_get_str(r), *rel = pv_get_str(r);
+    uint64_t feat = pv_get_u64(r);
+    uint32_t pid = pv_get_u32(r);
+    if (pv_rd_done(r) < 0)
+        return broken(c, err, EBADMSG, "malformed HelloOk: %s", r->why);
+    free(c->agent_version);
+    free(c->guest_os);
+    free(c->kernel_release);
+    c->agent_version = xstrdup(av);
+    c->guest_os = xstrdup(os);
+    c->kernel_release = xstrdup(rel);
+    c->features = feat;
+    c->agent_pid = pid;
+    return 0;
+}
+
 int chan_hello(struct chan *c, int64_t deadline_ns, struct pv_err *err)
 {
     struct buf req = BUF_INIT;
@@ -184,52 +225,25 @@ int chan_hello(struct chan *c, int64_t deadline_ns, struct pv_err *err)
             resend = now + interval;
             interval = MIN(interval * 2, 1000 * 1000000LL);
         }
-        /* Skip noise until something that looks like a header. */
-        size_t skip = pv_sync_scan((const uint8_t *)c->in.data, c->in.len);
-        buf_consume(&c->in, skip);
-        if (c->in.len >= PV_HDR_SIZE) {
-            struct pv_hdr h;
-            const char *why;
-            /* A stray magic must not make us wait for a bogus length. */
-            if (pv_hdr_decode((const uint8_t *)c->in.data, &h, &why) < 0 ||
-                (h.type != PV_HELLO_OK && h.type != PV_HELLO_ERR) || h.len > 4096) {
-                buf_consume(&c->in, 1);
-                continue;
+        struct pv_hdr h;
+        if (hello_frame(c, &h)) {
+            struct pv_rd r;
+            pv_rd_init(&r, c->in.data + PV_HDR_SIZE, h.len);
+            if (h.type == PV_HELLO_ERR) {
+                uint32_t v = pv_get_u32(&r);
+                ret = broken(c, err, EPROTONOSUPPORT,
+                             "agent protocol version %u does not match provium's %u: %s", v,
+                             PV_PROTO_VERSION, pv_get_str(&r));
+                goto out;
             }
-            if (c->in.len - PV_HDR_SIZE >= h.len) {
-                struct pv_rd r;
-                pv_rd_init(&r, c->in.data + PV_HDR_SIZE, h.len);
-                if (h.type == PV_HELLO_ERR) {
-                    uint32_t v = pv_get_u32(&r);
-                    ret = broken(c, err, EPROTONOSUPPORT,
-                                 "agent protocol version %u does not match provium's %u: %s", v,
-                                 PV_PROTO_VERSION, pv_get_str(&r));
-                    goto out;
-                }
-                if (h.type == PV_HELLO_OK && h.version == PV_PROTO_VERSION) {
-                    pv_get_u32(&r);
-                    const char *av = pv_get_str(&r), *os = pv_get_str(&r), *rel = pv_get_str(&r);
-                    uint64_t feat = pv_get_u64(&r);
-                    uint32_t pid = pv_get_u32(&r);
-                    if (pv_rd_done(&r) < 0) {
-                        ret = broken(c, err, EBADMSG, "malformed HelloOk: %s", r.why);
-                        goto out;
-                    }
-                    free(c->agent_version);
-                    free(c->guest_os);
-                    free(c->kernel_release);
-                    c->agent_version = xstrdup(av);
-                    c->guest_os = xstrdup(os);
-                    c->kernel_release = xstrdup(rel);
-                    c->features = feat;
-                    c->agent_pid = pid;
+            if (h.version == PV_PROTO_VERSION) {
+                ret = hello_ok(c, &r, err);
+                if (ret == 0)
                     buf_consume(&c->in, PV_HDR_SIZE + h.len);
-                    ret = 0;
-                    goto out;
-                }
-                buf_consume(&c->in, PV_HDR_SIZE + h.len);
-                continue;
+                goto out;
             }
+            buf_consume(&c->in, PV_HDR_SIZE + h.len);
+            continue;
         }
         int64_t until = MIN(resend, deadline_ns ? deadline_ns : resend);
         ret = pump(c, 0, until, err);

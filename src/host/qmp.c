@@ -110,13 +110,9 @@ static int next_msg(struct qmp *q, int64_t deadline_ns, struct qmp_msg *ret, str
         if (n <= 0)
             continue;
         if (p[0].revents) {
-            buf_reserve(&q->in, 65536);
-            ssize_t r = read(q->fd, q->in.data + q->in.len, q->in.cap - q->in.len - 1);
-            if (r > 0) {
-                q->in.len += (size_t)r;
-                q->in.data[q->in.len] = 0;
+            ssize_t r = buf_read(&q->in, q->fd);
+            if (r > 0)
                 continue;
-            }
             if (r < 0 && (errno == EAGAIN || errno == EINTR))
                 continue;
             return pv_err_set(err, EPIPE, "QMP connection closed (QEMU exited)");
@@ -290,12 +286,8 @@ int qmp_wait_event(struct qmp *q, const char *name, int64_t deadline_ns, struct 
 void qmp_poll_events(struct qmp *q)
 {
     for (;;) { /* the fd is non-blocking: take what is there */
-        buf_reserve(&q->in, 65536);
-        ssize_t n = read(q->fd, q->in.data + q->in.len, q->in.cap - q->in.len - 1);
-        if (n <= 0 || q->in.len > QMP_MAX_LINE)
+        if (buf_read(&q->in, q->fd) <= 0 || q->in.len > QMP_MAX_LINE)
             break;
-        q->in.len += (size_t)n;
-        q->in.data[q->in.len] = 0;
     }
     /* a deadline in the past: take what is buffered */
     struct qmp_msg m;
