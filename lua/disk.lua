@@ -202,25 +202,50 @@ function V:boot(opts, ...)
     return r
 end
 
--- Snapshots do not carry attached disks yet (docs/disks.md).
-local function refuse(vm, what, level)
-    if #of(vm).list > 0 then
-        error(("vm `%s`: %s: a VM with attached disks cannot be snapshotted or restored yet (docs/disks.md)")
-            :format(vm:name(), what), level + 1)
+-- Before a restore of path (docs/snapshots.md#disks): the VM's attached
+-- disks become the snapshot's, in its order, each its frozen file under a
+-- new overlay. A Disk of the same id goes on with the new disk; one the
+-- snapshot does not have is detached. The new disks are opened before
+-- anything changes: a failure leaves the VM's disks as they were.
+local function restore_disks(vm, path, level)
+    if running(vm) then return end -- the restore refuses it
+    local ok, saved = pcall(D.snap_disks, path, "vm:restore")
+    if not ok then return end -- the restore says what is wrong with it
+    local t = of(vm)
+    if #saved == 0 and #t.list == 0 then return end
+    local handles = {}
+    for i, e in ipairs(saved) do
+        local hok, h = pcall(D.open_layered, e.file, e.readonly, ("vm `%s`: restore: disk `%s`"):format(vm:name(), e.id))
+        if hok and e.mediated then hok, h = pcall(function() D.mediate(h, true) return h end) end
+        if not hok then
+            for _, x in ipairs(handles) do D.close(x) end
+            P.rethrow(h, level + 1)
+        end
+        handles[i] = h
+    end
+    for _, d in ipairs(t.list) do
+        D.detach(vm, d._id) -- stopped: out of its next boots only
+        D.close(d._h)
+        d._detached, d._dev = true, nil
+    end
+    local old = t.by_id
+    t.list, t.by_id = {}, {}
+    for i, e in ipairs(saved) do
+        local d = old[e.id] or setmetatable({ _id = e.id, _vm = vm, _vm_name = vm:name() }, Disk)
+        d._h, d._image, d._readonly, d._mediated, d._detached = handles[i], nil, e.readonly, e.mediated, false
+        D.attach(vm, d._h, e.id, e.readonly)
+        t.list[i] = d
+        t.by_id[e.id] = d
     end
 end
-local snapshot = V.snapshot
-function V:snapshot(...)
-    refuse(self, "snapshot", 2)
-    local ok, r = pcall(snapshot, self, ...)
-    if not ok then P.rethrow(r, 2) end
-    return r
-end
+
 local restore = V.restore
-function V:restore(...)
-    refuse(self, "restore", 2)
-    local ok, r = pcall(restore, self, ...)
+function V:restore(snap, ...)
+    local path = getmetatable(snap) == P.Snapshot and snap._path or snap
+    if type(path) == "string" then restore_disks(self, path, 2) end
+    local ok, r = pcall(restore, self, snap, ...)
     if not ok then P.rethrow(r, 2) end
+    link(self, of(self).list, 2)
     return r
 end
 

@@ -54,6 +54,24 @@ struct disk_fault {
  * (> 0) or -errno. */
 int disk_open(const char *path, uint64_t size, bool readonly, struct pv_err *err);
 int disk_open_scratch(const char *dir, uint64_t size, struct pv_err *err);
+/* A disk restored from a snapshot (docs/snapshots.md#disks): the frozen
+ * file at base, read-only, under a new sparse overlay in directory dir that
+ * no name reaches (it goes with the disk). The guest and the host read a
+ * sector from the overlay once it was written there, from base before;
+ * base never changes. As long as base. */
+int disk_open_layered(const char *base, const char *dir, bool readonly, struct pv_err *err);
+
+/* Freeze the disk as its guest sees it now (its image, or base and
+ * overlay, then the writes a mediated disk holds) into a new sparse file
+ * at path (0600): what a snapshot keeps of it. The server waits meanwhile:
+ * call it while the disk's QEMU is stopped. */
+struct disk_frozen {
+    uint64_t size;
+    int64_t mtime_ns; /* the new file's */
+    bool readonly, mediated;
+};
+int disk_freeze(int disk, const char *path, struct disk_frozen *ret, struct pv_err *err);
+
 /* Closes the image. Its connections answer every request with EIO from now
  * on, and end when their QEMU closes them (never before: QEMU's NBD client
  * would reconnect). A stale handle is ignored. */

@@ -20,20 +20,33 @@ void dk_drop_held(struct dk_disk *d)
         held_free(d, h);
 }
 
-static int apply(int fd, const struct dk_held *h)
+static int apply(struct dk_disk *d, const struct dk_held *h)
 {
     if (h->type == NBD_CMD_WRITE)
-        return dk_pwrite_all(fd, h->data, h->len, h->off);
+        return dk_img_write(d, h->data, h->len, h->off);
     /* A TRIM is zeroes here, not advice: the guest read zeroes while it
      * was held, so it must read them after the commit too. */
-    return dk_zero_range(fd, h->off, h->len, h->may_punch);
+    return dk_img_zero(d, h->off, h->len, h->may_punch);
+}
+
+int dk_apply_held(const struct dk_disk *d, int out)
+{
+    const struct dk_held *h;
+    TAILQ_FOREACH(h, &d->held, link)
+    {
+        int r = h->type == NBD_CMD_WRITE ? dk_pwrite_all(out, h->data, h->len, h->off)
+                                         : dk_zero_range(out, h->off, h->len, true);
+        if (r < 0)
+            return r;
+    }
+    return 0;
 }
 
 int dk_commit(struct dk_disk *d)
 {
     struct dk_held *h;
     while ((h = TAILQ_FIRST(&d->held))) {
-        int r = apply(d->fd, h);
+        int r = apply(d, h);
         if (r < 0)
             return r;
         held_free(d, h);

@@ -26,12 +26,9 @@ static int land(struct dk_disk *d, const struct nbd_req *r, uint32_t len)
     if (d->hold_max)
         return dk_hold(d, r->type, r->flags, r->offset, len, r->data);
     switch (r->type) {
-    case NBD_CMD_WRITE: return dk_pwrite_all(d->fd, r->data, len, r->offset);
-    case NBD_CMD_TRIM:
-        /* advisory: a file system that cannot punch holes keeps the data */
-        fallocate(d->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (off_t)r->offset, (off_t)len);
-        return 0;
-    default: return dk_zero_range(d->fd, r->offset, len, !(r->flags & NBD_CMD_FLAG_NO_HOLE));
+    case NBD_CMD_WRITE: return dk_img_write(d, r->data, len, r->offset);
+    case NBD_CMD_TRIM: dk_img_trim(d, r->offset, len); return 0;
+    default: return dk_img_zero(d, r->offset, len, !(r->flags & NBD_CMD_FLAG_NO_HOLE));
     }
 }
 
@@ -58,7 +55,7 @@ static uint32_t serve(struct dk_conn *c, const struct nbd_req *r, struct buf *ou
         nbd_reply(out, r->handle, 0, NULL, 0);
         buf_reserve(out, r->len);
         unsigned char *p = (unsigned char *)out->data + out->len;
-        if (dk_pread_all(d->fd, p, r->len, r->offset) < 0) {
+        if (dk_img_read(d, p, r->len, r->offset) < 0) {
             out->len = mark;
             return NBD_EIO;
         }

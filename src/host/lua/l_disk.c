@@ -63,6 +63,55 @@ static int l_open(lua_State *L)
     return 1;
 }
 
+/* disk.open_layered(base, readonly, what) -> the server's disk: the frozen
+ * file base of a snapshot under a new overlay in the run directory */
+static int l_open_layered(lua_State *L)
+{
+    const char *base = luaL_checkstring(L, 1);
+    bool readonly = lua_toboolean(L, 2);
+    const char *what = luaL_checkstring(L, 3);
+    struct l_disk *d = l_newudata(L, sizeof(*d), PV_DISK_MT, disk_gc);
+    d->handle = -1;
+    struct pv_err err = {0};
+    int h = disk_open_layered(base, vm_globals.rundir ? vm_globals.rundir : "/tmp", readonly, &err);
+    if (h < 0)
+        return l_raise_err(L, what, &err);
+    d->handle = h;
+    return 1;
+}
+
+/* disk.snap_disks(dir, what) -> {{id=, file=, readonly=, mediated=, size=}, ...}:
+ * the disks the snapshot dir froze, in the guest's order, its files checked */
+static int l_snap_disks(lua_State *L)
+{
+    const char *dir = luaL_checkstring(L, 1);
+    const char *what = luaL_checkstring(L, 2);
+    struct pv_err err = {0};
+    json_t *h = NULL;
+    struct vm_snap_disk sd[VM_MAX_DISKS];
+    size_t n = 0;
+    if (vm_snapshot_check(dir, false, &h, &err) < 0)
+        return l_raise_err(L, what, &err);
+    vm_snapshot_disks(h, sd, &n); /* checked above */
+    json_decref(h);
+    lua_createtable(L, (int)n, 0);
+    for (size_t i = 0; i < n; i++) {
+        lua_createtable(L, 0, 5);
+        lua_pushstring(L, sd[i].id);
+        lua_setfield(L, -2, "id");
+        lua_pushfstring(L, "%s/%s", dir, sd[i].file);
+        lua_setfield(L, -2, "file");
+        lua_pushboolean(L, sd[i].readonly);
+        lua_setfield(L, -2, "readonly");
+        lua_pushboolean(L, sd[i].mediated);
+        lua_setfield(L, -2, "mediated");
+        lua_pushinteger(L, (lua_Integer)sd[i].size);
+        lua_setfield(L, -2, "size");
+        lua_rawseti(L, -2, (lua_Integer)i + 1);
+    }
+    return 1;
+}
+
 /* disk.close(d): idempotent */
 static int l_close(lua_State *L)
 {
@@ -263,6 +312,8 @@ int luaopen_provium_disk(lua_State *L)
 {
     static const luaL_Reg fns[] = {
         {"open", l_open},
+        {"open_layered", l_open_layered},
+        {"snap_disks", l_snap_disks},
         {"close", l_close},
         {"attach", l_attach},
         {"detach", l_detach},
