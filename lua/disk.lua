@@ -83,7 +83,7 @@ local function link(vm, disks, level)
 end
 
 local KNOWN = { id = true, size = true, image = true, path = true, format = true, readonly = true,
-    mediated = true }
+    mediated = true, plain = true }
 
 -- What a spec table asks for, checked: id, image, size, readonly.
 local function check_spec(vm, spec, what, level)
@@ -92,7 +92,7 @@ local function check_spec(vm, spec, what, level)
     end
     for k in pairs(spec) do
         if not KNOWN[k] then
-            error(("%s: unknown field `%s` (known: id, size, image, path, format, readonly, mediated)"):format(what, tostring(k)), level + 1)
+            error(("%s: unknown field `%s` (known: id, size, image, path, format, readonly, mediated, plain)"):format(what, tostring(k)), level + 1)
         end
     end
     local id = spec.id
@@ -106,11 +106,25 @@ local function check_spec(vm, spec, what, level)
     if image ~= nil and (type(image) ~= "string" or image == "") then
         error(("%s: disk `%s`: image must be a path, got %s"):format(what, id, type(image)), level + 1)
     end
-    if spec.format ~= nil and spec.format ~= "raw" then
-        if spec.format == "qcow2" then
-            error(("%s: disk `%s`: format qcow2 is not supported yet: raw images only (docs/disks.md)"):format(what, id), level + 1)
+    local format = spec.format or "raw"
+    if format ~= "raw" and format ~= "qcow2" then
+        error(("%s: disk `%s`: format must be \"raw\" or \"qcow2\", got %s"):format(what, id, tostring(spec.format)), level + 1)
+    end
+    if spec.plain ~= nil and type(spec.plain) ~= "boolean" then
+        error(("%s: disk `%s`: plain must be a boolean, got %s"):format(what, id, type(spec.plain)), level + 1)
+    end
+    local plain = spec.plain
+    if format == "qcow2" then
+        if plain == false or spec.mediated then
+            error(("%s: disk `%s`: a qcow2 image is opened by QEMU itself (a plain disk): faults and mediated need a raw image (docs/disks.md#plain-disks)"):format(what, id), level + 1)
         end
-        error(("%s: disk `%s`: format must be \"raw\", got %s"):format(what, id, tostring(spec.format)), level + 1)
+        if image == nil then
+            error(("%s: disk `%s`: format qcow2 needs an image (make it with `qemu-img create -f qcow2`)"):format(what, id), level + 1)
+        end
+        plain = true
+    end
+    if plain and spec.mediated then
+        error(("%s: disk `%s`: a plain disk cannot be mediated: QEMU writes it itself (docs/disks.md#plain-disks)"):format(what, id), level + 1)
     end
     if spec.readonly ~= nil and type(spec.readonly) ~= "boolean" then
         error(("%s: disk `%s`: readonly must be a boolean, got %s"):format(what, id, type(spec.readonly)), level + 1)
@@ -120,16 +134,16 @@ local function check_spec(vm, spec, what, level)
     end
     local size = spec.size
     if size == nil then size = DEFAULT_SIZE end
-    return id, image, size, spec.readonly or false, spec.mediated or false
+    return id, image, size, spec.readonly or false, spec.mediated or false, plain and format or nil
 end
 
 local function attach(vm, spec, what, level)
-    local id, image, size, readonly, mediated = check_spec(vm, spec, what, level + 1)
+    local id, image, size, readonly, mediated, plain = check_spec(vm, spec, what, level + 1)
     local t = of(vm)
     if t.by_id[id] then
         error(("%s: vm `%s` has a disk `%s` already"):format(what, vm:name(), id), level + 1)
     end
-    local ok, h = pcall(D.open, image, size, readonly, what)
+    local ok, h = pcall(D.open, image, size, readonly, what, plain)
     if not ok then P.rethrow(h, level + 1) end
     if mediated then D.mediate(h, true) end
     local aok, err = pcall(D.attach, vm, h, id, readonly)
@@ -138,7 +152,7 @@ local function attach(vm, spec, what, level)
         P.rethrow(err, level + 1)
     end
     local d = setmetatable({ _h = h, _id = id, _vm = vm, _vm_name = vm:name(), _image = image,
-        _readonly = readonly, _mediated = mediated, _detached = false }, Disk)
+        _readonly = readonly, _mediated = mediated, _plain = plain, _detached = false }, Disk)
     t.list[#t.list + 1] = d
     t.by_id[id] = d
     if running(vm) then link(vm, { d }, level + 1) end

@@ -7,6 +7,7 @@
 #include <fcntl.h>
 #include <pthread.h>
 #include <signal.h>
+#include <stdio.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
 #include <sys/queue.h>
@@ -271,6 +272,44 @@ int disk_open_scratch(const char *dir, uint64_t size, struct pv_err *err)
     return fd < 0 ? fd : add_disk(fd, false, err);
 }
 
+int disk_open_plain(const char *path, const char *dir, const char *format, uint64_t size,
+                    bool readonly, struct pv_err *err)
+{
+    bool qcow2 = !strcmp(format, "qcow2");
+    if (!qcow2 && strcmp(format, "raw"))
+        return pv_err_set(err, EINVAL, "disk image %s: format must be raw or qcow2, got %s", path,
+                          format);
+    if (!path && qcow2)
+        return pv_err_set(err, EINVAL, "a qcow2 disk needs an image");
+    if (qcow2 && access(path, F_OK) < 0)
+        return pv_err_set(err, errno,
+                          "disk image %s: %s (a qcow2 image is not created: make it with "
+                          "`qemu-img create -f qcow2`)",
+                          path, strerror(errno));
+    int h = path ? disk_open(path, size, readonly, err) : disk_open_scratch(dir, size, err);
+    if (h < 0)
+        return h;
+    struct dk_state *s = lock_state();
+    disk_find(s, h)->plain = qcow2 ? "qcow2" : "raw";
+    unlock_state(s);
+    return h;
+}
+
+int disk_plain(int disk, char *buf, size_t n, const char **ret_format)
+{
+    struct dk_state *s = lock_state();
+    if (!s)
+        return -ENOENT;
+    struct dk_disk *d = disk_find(s, disk);
+    int r = !d ? -ENOENT : d->plain ? 1 : 0;
+    if (r == 1) {
+        snprintf(buf, n, "/proc/%d/fd/%d", (int)getpid(), d->fd);
+        *ret_format = d->plain;
+    }
+    unlock_state(s);
+    return r;
+}
+
 int disk_open_layered(const char *base, const char *dir, bool readonly, struct pv_err *err)
 {
     int bfd = open(base, O_RDONLY | O_CLOEXEC);
@@ -309,7 +348,7 @@ int disk_freeze(int disk, const char *path, struct disk_frozen *ret, struct pv_e
         return pv_err_set(err, ENOENT, "disk %d is closed", disk);
     }
     struct stat st;
-    int r = fstat(d->fd, &st) < 0 ? -errno : 0;
+    int r = d->plain ? -EOPNOTSUPP : fstat(d->fd, &st) < 0 ? -errno : 0;
     int out = r < 0 ? -1 : open(path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
     if (r == 0 && out < 0)
         r = -errno;
@@ -329,7 +368,10 @@ int disk_freeze(int disk, const char *path, struct disk_frozen *ret, struct pv_e
     if (r < 0) {
         if (out >= 0)
             unlink(path);
-        return pv_err_set(err, -r, "freezing the disk into %s: %s", path, strerror(-r));
+        return pv_err_set(err, -r, "freezing the disk into %s: %s", path,
+                          r == -EOPNOTSUPP ? "a plain disk is QEMU's own: only a disk Provium "
+                                             "serves can be snapshotted (docs/disks.md)"
+                                           : strerror(-r));
     }
     return 0;
 }
@@ -367,6 +409,8 @@ int disk_connect(int disk, int *ret_qemu_fd, struct pv_err *err)
     int sv[2] = {-1, -1};
     if (!d) {
         r = pv_err_set(err, ENOENT, "disk %d is closed", disk);
+    } else if (d->plain) {
+        r = pv_err_set(err, EINVAL, "disk %d is plain: QEMU opens it itself", disk);
     } else if (s->thread_err) {
         r = pv_err_set(err, s->thread_err, "the disk server's thread stopped: %s",
                        strerror(s->thread_err));
@@ -434,6 +478,10 @@ int disk_fault_set(int disk, enum disk_mode mode, const struct disk_fault *f)
     if (!s)
         return -ENOENT;
     struct dk_disk *d = disk_find(s, disk);
+    if (d && d->plain) {
+        unlock_state(s);
+        return -EOPNOTSUPP;
+    }
     if (d && f) {
         d->faults[mode] = *f;
         d->modes |= 1u << mode;
@@ -477,7 +525,9 @@ int disk_mediate(int disk, uint64_t max_bytes)
         return -ENOENT;
     struct dk_disk *d = disk_find(s, disk);
     int r = -ENOENT;
-    if (d) {
+    if (d && d->plain && max_bytes) {
+        r = -EOPNOTSUPP;
+    } else if (d) {
         /* off only once nothing is held: reads would still lay it over */
         r = max_bytes ? 0 : dk_commit(d);
         if (r == 0)
@@ -536,7 +586,10 @@ static int host_view(int disk, uint64_t off, size_t len, struct host_view *v)
         return -ENOENT;
     struct dk_disk *d = disk_find(s, disk);
     struct stat st;
-    int r = !d ? -ENOENT : fstat(d->fd, &st) < 0 ? -errno : 0;
+    int r = !d                                       ? -ENOENT
+            : d->plain && !strcmp(d->plain, "qcow2") ? -EMEDIUMTYPE
+            : fstat(d->fd, &st) < 0                  ? -errno
+                                                     : 0;
     if (r == 0) {
         *v = (struct host_view){.readonly = d->readonly, .size = (uint64_t)st.st_size};
         for (int m = 0; m < DISK_NMODES; m++)
@@ -561,6 +614,9 @@ static int host_faults(int disk, uint64_t off, size_t len, struct host_view *v, 
     }
     if (r == -ENOENT)
         return pv_err_set(err, ENOENT, "the disk is closed");
+    if (r == -EMEDIUMTYPE)
+        return pv_err_set(err, EMEDIUMTYPE,
+                          "a qcow2 image: the host's sector access needs a raw one");
     if (r < 0)
         return pv_err_set(err, -r, "fstat: %s", strerror(-r));
     if (off > v->size || len > v->size - off)

@@ -53,7 +53,8 @@ struct dk_disk {
     int base_fd;       /* a restored disk's frozen base, read-only; else -1 */
     uint64_t *written; /* over a base: a bit per sector, set once the overlay has it */
     bool readonly;
-    unsigned modes; /* 1 << enum disk_mode */
+    const char *plain; /* QEMU opens the image itself, in this format ("raw", "qcow2"); else NULL */
+    unsigned modes;    /* 1 << enum disk_mode */
     struct disk_fault faults[DISK_NMODES];
     uint64_t hold_max;    /* mediated when not 0: the most bytes held */
     struct dk_helds held; /* in the guest's order */

@@ -35,14 +35,16 @@ static int disk_gc(lua_State *L)
     return 0;
 }
 
-/* disk.open(image|nil, size, readonly, what) -> the server's disk: the image
- * (created sparse at size bytes when absent), or a scratch one in the run
- * directory. size: bytes or a string like "64M". */
+/* disk.open(image|nil, size, readonly, what, plain_format|nil) -> the
+ * server's disk: the image (created sparse at size bytes when absent), or a
+ * scratch one in the run directory; with plain_format ("raw", "qcow2"), a
+ * plain disk that QEMU opens itself. size: bytes or a string like "64M". */
 static int l_open(lua_State *L)
 {
     const char *image = luaL_optstring(L, 1, NULL);
     bool readonly = lua_toboolean(L, 3);
     const char *what = luaL_checkstring(L, 4);
+    const char *plain = luaL_optstring(L, 5, NULL);
     uint64_t size;
     if (lua_isinteger(L, 2) && lua_tointeger(L, 2) > 0)
         size = (uint64_t)lua_tointeger(L, 2);
@@ -55,8 +57,10 @@ static int l_open(lua_State *L)
     struct l_disk *d = l_newudata(L, sizeof(*d), PV_DISK_MT, disk_gc);
     d->handle = -1;
     struct pv_err err = {0};
-    int h = image ? disk_open(image, size, readonly, &err)
-                  : disk_open_scratch(vm_globals.rundir ? vm_globals.rundir : "/tmp", size, &err);
+    const char *dir = vm_globals.rundir ? vm_globals.rundir : "/tmp";
+    int h = plain   ? disk_open_plain(image, dir, plain, size, readonly, &err)
+            : image ? disk_open(image, size, readonly, &err)
+                    : disk_open_scratch(dir, size, &err);
     if (h < 0)
         return l_raise_err(L, what, &err);
     d->handle = h;
@@ -230,6 +234,9 @@ static int l_fault(lua_State *L)
         .ms = (uint32_t)luaL_checkinteger(L, 5),
     };
     int r = disk_fault_set(d->handle, (enum disk_mode)m, &f);
+    if (r == -EOPNOTSUPP)
+        return luaL_error(L, "disk:fault_inject: the disk is plain (QEMU opens it itself): faults "
+                             "need a disk Provium serves (docs/disks.md#plain-disks)");
     if (r < 0)
         return luaL_error(L, "disk:fault_inject: %s", strerror(-r));
     return 0;
