@@ -199,6 +199,13 @@ static void conn_rewatch(struct dk_state *s, struct dk_conn *c)
 static int conn_read(struct dk_conn *c)
 {
     size_t room = MIN(nbd_room(&c->nbd), (size_t)DK_READ_MAX);
+    /* The rest of a write, and no more: the buffer then ends where a
+     * request does and is emptied, where the start of the next request
+     * would have been moved to its front, a memmove of up to 1 MiB per
+     * 1 MiB written (27 % of the disk thread's samples in perf, writing). */
+    size_t want = nbd_want(&c->nbd);
+    if (want)
+        room = MIN(room, want);
     if (room) {
         buf_reserve(&c->nbd.in, room);
         ssize_t n = recv(c->fd, c->nbd.in.data + c->nbd.in.len, room, MSG_DONTWAIT);
