@@ -227,6 +227,7 @@ static int scratch_image(const char *dir, uint64_t size, struct pv_err *err)
 static void free_disk(struct dk_disk *d)
 {
     dk_drop_held(d);
+    dk_chunks_release(d);
     close(d->fd);
     if (d->base_fd >= 0)
         close(d->base_fd);

@@ -41,10 +41,15 @@ struct dk_held {
     TAILQ_ENTRY(dk_held) link;
     uint16_t type; /* enum nbd_cmd */
     bool may_punch;
+    bool own_data; /* data is malloc'd (larger than a chunk), else in the disk's chunks */
     uint64_t off;
     uint32_t len;
-    unsigned char data[]; /* WRITE: len bytes */
+    unsigned char *data; /* WRITE: len bytes */
 };
+/* Where held bytes go (mediate.c): chunks of DK_CHUNK bytes in huge pages,
+ * filled in order and reused once nothing is held. */
+#define DK_CHUNK (8u << 20)
+#define DK_CHUNKS_KEPT 8 /* at most this many stay mapped while nothing is held */
 TAILQ_HEAD(dk_helds, dk_held);
 
 struct dk_disk {
@@ -56,8 +61,10 @@ struct dk_disk {
     const char *plain; /* QEMU opens the image itself, in this format ("raw", "qcow2"); else NULL */
     unsigned modes;    /* 1 << enum disk_mode */
     struct disk_fault faults[DISK_NMODES];
-    uint64_t hold_max;    /* mediated when not 0: the most bytes held */
-    struct dk_helds held; /* in the guest's order */
+    uint64_t hold_max;                    /* mediated when not 0: the most bytes held */
+    struct dk_helds held;                 /* in the guest's order */
+    unsigned char **chunks;               /* mediate.c: the held bytes' chunks, nchunks mapped */
+    size_t nchunks, chunk_at, chunk_used; /* the chunk being filled, and how far */
     uint64_t held_count, held_bytes, overflows;
     TAILQ_ENTRY(dk_disk) link;
 };
@@ -121,6 +128,8 @@ void dk_overlay(const struct dk_disk *d, uint64_t off, size_t len, unsigned char
 int dk_apply_held(const struct dk_disk *d, int out);
 /* Drop every held write. */
 void dk_drop_held(struct dk_disk *d);
+/* Unmap the chunks (the disk goes). */
+void dk_chunks_release(struct dk_disk *d);
 /* A power cut (disk_power_cut): the held writes dropped, or with reorder
  * a seeded random subset of them applied, in order. */
 int dk_cut(struct dk_disk *d, bool reorder, uint64_t seed, struct disk_cut *ret);
