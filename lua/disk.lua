@@ -53,9 +53,11 @@ local SEE_WITHIN = 60
 -- found by its serial and noted, and, where the guest has a shell, linked as
 -- /dev/disk/by-id/virtio-<id> (it has no udev to do it). Ids are letters,
 -- digits, `.`, `-` and `_` only: nothing for the shell.
-local function link(vm, disks, level)
+-- restored: the guest is as it was at a snapshot, its module loaded and
+-- its links made then; only the devices are noted.
+local function link(vm, disks, level, restored)
     if #disks == 0 or vm:state() ~= "booted" then return end
-    if not vm:exists("/sys/module/virtio_blk") and vm:modules_dir() then
+    if not restored and not vm:exists("/sys/module/virtio_blk") and vm:modules_dir() then
         local ok, err = pcall(vm.modprobe, vm, "virtio_blk")
         if not ok then P.rethrow(err, level + 1) end
     end
@@ -79,6 +81,7 @@ local function link(vm, disks, level)
         d._dev = "/dev/" .. map[d._id]
         cmd[#cmd + 1] = ("ln -sfn ../../%s /dev/disk/by-id/virtio-%s"):format(map[d._id], d._id)
     end
+    if restored then return end
     pcall(vm.run, vm, { "sh", "-c", table.concat(cmd, " && ") }) -- no shell: no links
 end
 
@@ -259,7 +262,7 @@ function V:restore(snap, ...)
     if type(path) == "string" then restore_disks(self, path, 2) end
     local ok, r = pcall(restore, self, snap, ...)
     if not ok then P.rethrow(r, 2) end
-    link(self, of(self).list, 2)
+    link(self, of(self).list, 2, true)
     return r
 end
 

@@ -760,6 +760,60 @@ static void test_mediated_bound(void **st)
     disk_close(d);
 }
 
+/* Held bytes live in chunks reused after each commit: many writes across
+ * chunk boundaries and one larger than a chunk, read back while held and
+ * after the flush, twice, the second round over the first's chunks. */
+static void test_mediated_chunks(void **st)
+{
+    struct pv_err err = {0};
+    enum { MIB = 1 << 20, SIZE = 24 * MIB };
+    int d = disk_open(image, SIZE, false, &err);
+    assert_true(d > 0);
+    int fd = -1;
+    assert_true(disk_connect(d, &fd, &err) > 0);
+    uint64_t size;
+    uint16_t flags;
+    handshake(fd, &size, &flags);
+    assert_int_equal(disk_mediate(d, DISK_HOLD_MAX_DEFAULT), 0);
+    unsigned char *w = malloc(9 * MIB), *r = malloc(9 * MIB);
+    uint64_t h = 1;
+    for (int round = 0; round < 2; round++) {
+        for (int i = 0; i < 13; i++) { /* 13 MiB: two chunks and a half */
+            memset(w, 'a' + i + round, MIB);
+            request(fd, NBD_CMD_WRITE, 0, h, (uint64_t)i * MIB, MIB, w);
+            assert_int_equal(reply(fd, h++), 0);
+        }
+        memset(w, 'Z' - round, 9 * MIB); /* larger than a chunk */
+        request(fd, NBD_CMD_WRITE, 0, h, 14 * MIB, 9 * MIB, w);
+        assert_int_equal(reply(fd, h++), 0);
+        assert_pending(d, 14, 22 * MIB);
+        for (int pass = 0; pass < 2; pass++) { /* held, then committed */
+            for (int i = 0; i < 13; i++) {
+                if (pass)
+                    assert_int_equal(disk_read(d, (uint64_t)i * MIB, r, MIB, &err), 0);
+                else
+                    nbd_read(fd, h++, (uint64_t)i * MIB, r, MIB);
+                assert_int_equal(r[0], 'a' + i + round);
+                assert_int_equal(r[MIB - 1], 'a' + i + round);
+            }
+            if (pass)
+                assert_int_equal(disk_read(d, 14 * MIB, r, 9 * MIB, &err), 0);
+            else
+                nbd_read(fd, h++, 14 * MIB, r, 9 * MIB);
+            assert_memory_equal(r, w, 9 * MIB);
+            if (!pass) {
+                request(fd, NBD_CMD_FLUSH, 0, h, 0, 0, NULL);
+                assert_int_equal(reply(fd, h++), 0);
+                assert_pending(d, 0, 0);
+            }
+        }
+    }
+    free(w);
+    free(r);
+    close(fd);
+    disk_close(d);
+}
+
 /* A disk restored from a snapshot: a frozen base under an overlay. Writes
  * (the guest's and the host's, whole sectors or not, zeroes) land in the
  * overlay only; reads take each sector from where it is now; a freeze
@@ -858,6 +912,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_power_cut_reorder, setup, teardown),
         cmocka_unit_test_setup_teardown(test_mediated_bound, setup, teardown),
         cmocka_unit_test_setup_teardown(test_mediated_faults, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_mediated_chunks, setup, teardown),
         cmocka_unit_test_setup_teardown(test_layered_and_freeze, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
