@@ -114,6 +114,21 @@ test("a damaged or missing frozen disk fails the restore, naming it", function(t
     t:assert_eq(sh(vm, "cat /mnt/d/f"), "saved\n")
 end)
 
+test("lab:snapshot and lab:restore carry the disks of the lab's VMs", function(t)
+    local lab = provium:lab("l")
+    local c = lab:vm("c", "default", { memory = "256M" })
+    c:attach_disk { id = "labdisk", size = "8M" }
+    c:boot()
+    sh(c, "printf lab | dd of=/dev/vda bs=512 conv=fsync 2>/dev/null")
+    local ls = lab:snapshot()
+    sh(c, "printf new | dd of=/dev/vda bs=512 conv=fsync 2>/dev/null")
+    c:kill()
+    lab:restore(ls)
+    t:assert_eq(sh(c, "dd if=/dev/vda bs=512 count=1 iflag=direct 2>/dev/null | head -c 3"), "lab")
+    t:assert_eq(c:disk("labdisk"):read_sectors(0, 1):sub(1, 3), "lab")
+    c:kill()
+end)
+
 -- A project of its own: a fixture whose build formats a disk, two files
 -- that restore it, and a file with reset_between_tests.
 local function project()
