@@ -192,5 +192,19 @@ test("a fixture holds a formatted disk; each file restores it apart; reset_betwe
     t:assert_eq(code, 0)
     t:assert_contains(out, "2 passed, 0 failed")
     t:assert_eq(sha(frozen), sum, "the cached fixture's disk is unchanged")
+    -- a frozen disk written after the fact: the entry is dropped and built again
+    local function inode()
+        local p = io.popen("stat -c %i " .. meta.quote(frozen))
+        local i = p:read("l")
+        p:close()
+        return i
+    end
+    local before = inode()
+    os.execute("touch " .. meta.quote(frozen))
+    out, code = meta.provium({ "-q", "-j1", "a.test.lua" }, { cwd = d })
+    t:log(out)
+    t:assert_eq(code, 0)
+    t:assert_contains(out, "1 passed, 0 failed")
+    t:assert_neq(inode(), before, "the damaged entry was built again")
     meta.rmdir(d)
 end)
