@@ -178,7 +178,9 @@ int vm_snapshot_check(const char *dir, bool deep, json_t **ret_h, struct pv_err 
 int vm_restore(struct vm *vm, const char *path, struct pv_err *err);
 /* Start, in the background, the QEMU that the next vm_restore of the
  * snapshot directory path will take (vm booted, from that snapshot): its
- * pid, or -errno. One per VM; it goes with the VM or at the next call. */
+ * pid, 0 when vm has attached disks (a restore makes their overlays, which
+ * a QEMU started before could not have), or -errno. One per VM; it goes
+ * with the VM or at the next call. */
 int vm_standby(struct vm *vm, const char *path, struct pv_err *err);
 void vm_standby_drop(struct vm *vm);
 /* The boot cache's halves (src/host/bootcache.c). vm_save_boot boots a
