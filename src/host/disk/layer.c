@@ -114,7 +114,8 @@ void dk_img_trim(struct dk_disk *d, uint64_t off, uint64_t len)
  * the blocks), read and write otherwise. */
 static int copy_range(int in, int out, uint64_t off, uint64_t len)
 {
-    static __thread char buf[1 << 20];
+    enum { BUF = 1 << 20 };
+    _cleanup_free_ char *buf = NULL; /* for the fallback only */
     while (len) {
         loff_t a = (loff_t)off, b = (loff_t)off;
         ssize_t n = copy_file_range(in, &a, out, &b, (size_t)MIN(len, 1ull << 30), 0);
@@ -122,7 +123,9 @@ static int copy_range(int in, int out, uint64_t off, uint64_t len)
             continue;
         if (n < 0 &&
             (errno == EXDEV || errno == ENOSYS || errno == EINVAL || errno == EOPNOTSUPP)) {
-            size_t m = (size_t)MIN(len, (uint64_t)sizeof(buf));
+            size_t m = (size_t)MIN(len, (uint64_t)BUF);
+            if (!buf)
+                buf = xmalloc(BUF);
             int r = dk_pread_all(in, buf, m, off);
             if (r == 0)
                 r = dk_pwrite_all(out, buf, m, off);
