@@ -215,7 +215,23 @@ function V:boot(opts, ...)
     boot_disks(self, opts, 2)
     local ok, r = pcall(boot, self, opts, ...)
     if not ok then P.rethrow(r, 2) end
-    link(self, of(self).list, 2)
+    local list = of(self).list
+    if #list > 0 and self:boot_cached() then
+        -- A kernel with virtio_blk built in read each disk's first sectors
+        -- (the partition scan) in the saved boot; the disks are what they
+        -- are now: the guest drops what it read and scans again
+        -- (docs/boot-cache.md). A modular virtio_blk is loaded below, after
+        -- the resume, and finds no disk here.
+        local cmd, map = {}, scan(self)
+        for _, d in ipairs(list) do
+            local dev = map[d._id]
+            if dev then
+                cmd[#cmd + 1] = ("blockdev --flushbufs /dev/%s; blockdev --rereadpt /dev/%s 2>/dev/null"):format(dev, dev)
+            end
+        end
+        if #cmd > 0 then pcall(self.run, self, { "sh", "-c", table.concat(cmd, "; ") }) end
+    end
+    link(self, list, 2)
     return r
 end
 

@@ -500,8 +500,10 @@ static int save_disks(struct vm *vm, const char *dir, json_t *head, struct pv_er
     return 0;
 }
 
-/* Save the stopped machine into the directory dir, which exists and is empty. */
-static int save_machine(struct vm *vm, const char *dir, struct pv_err *err)
+/* Save the stopped machine into the directory dir, which exists and is
+ * empty; its attached disks too, unless a boot-cache entry (which holds
+ * none: the resumed guest re-reads them). */
+static int save_machine(struct vm *vm, const char *dir, bool disks, struct pv_err *err)
 {
     const char *version = qemu_version();
     json_t *head = snap_header(vm, version ? version : "?");
@@ -509,7 +511,7 @@ static int save_machine(struct vm *vm, const char *dir, struct pv_err *err)
     char hex[65];
     struct stat st;
     int r = save_ram(vm, dir, head, err);
-    if (r == 0)
+    if (r == 0 && disks)
         r = save_disks(vm, dir, head, err);
     if (r == 0)
         r = vm_qmp(vm, "xen-save-devices-state",
@@ -541,7 +543,7 @@ int vm_snapshot(struct vm *vm, const char *path, struct pv_err *err)
         return pv_err_set(err, errno, "vm `%s`: snapshot: %s: %s", vm->name, tmp, strerror(errno));
     r = vm_qmp(vm, "stop", NULL, err);
     if (r == 0)
-        r = save_machine(vm, tmp, err);
+        r = save_machine(vm, tmp, true, err);
     struct pv_err cerr = {0}; /* a failed snapshot's story is its own */
     int c = vm->state == VM_BOOTED ? vm_qmp(vm, "cont", NULL, r < 0 ? &cerr : err) : 0;
     struct stat st;
@@ -897,7 +899,7 @@ int vm_save_boot(struct vm *vm, const struct vm_boot *b, const char *dir, struct
     if (r == 0)
         r = vm_qmp(vm, "stop", NULL, err);
     if (r == 0)
-        r = save_machine(vm, dir, err);
+        r = save_machine(vm, dir, false, err);
     if (r == 0)
         r = vm_copy_logs(vm->dir, dir, err);
     vm_kill(vm);
