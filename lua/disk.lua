@@ -53,9 +53,11 @@ local SEE_WITHIN = 60
 -- found by its serial and noted, and, where the guest has a shell, linked as
 -- /dev/disk/by-id/virtio-<id> (it has no udev to do it). Ids are letters,
 -- digits, `.`, `-` and `_` only: nothing for the shell.
-local function link(vm, disks, level)
+-- restored: the guest is as it was at a snapshot, its module loaded and
+-- its links made then; only the devices are noted.
+local function link(vm, disks, level, restored)
     if #disks == 0 or vm:state() ~= "booted" then return end
-    if not vm:exists("/sys/module/virtio_blk") and vm:modules_dir() then
+    if not restored and not vm:exists("/sys/module/virtio_blk") and vm:modules_dir() then
         local ok, err = pcall(vm.modprobe, vm, "virtio_blk")
         if not ok then P.rethrow(err, level + 1) end
     end
@@ -79,11 +81,12 @@ local function link(vm, disks, level)
         d._dev = "/dev/" .. map[d._id]
         cmd[#cmd + 1] = ("ln -sfn ../../%s /dev/disk/by-id/virtio-%s"):format(map[d._id], d._id)
     end
+    if restored then return end
     pcall(vm.run, vm, { "sh", "-c", table.concat(cmd, " && ") }) -- no shell: no links
 end
 
 local KNOWN = { id = true, size = true, image = true, path = true, format = true, readonly = true,
-    mediated = true }
+    mediated = true, plain = true }
 
 -- What a spec table asks for, checked: id, image, size, readonly.
 local function check_spec(vm, spec, what, level)
@@ -92,7 +95,7 @@ local function check_spec(vm, spec, what, level)
     end
     for k in pairs(spec) do
         if not KNOWN[k] then
-            error(("%s: unknown field `%s` (known: id, size, image, path, format, readonly, mediated)"):format(what, tostring(k)), level + 1)
+            error(("%s: unknown field `%s` (known: id, size, image, path, format, readonly, mediated, plain)"):format(what, tostring(k)), level + 1)
         end
     end
     local id = spec.id
@@ -106,11 +109,25 @@ local function check_spec(vm, spec, what, level)
     if image ~= nil and (type(image) ~= "string" or image == "") then
         error(("%s: disk `%s`: image must be a path, got %s"):format(what, id, type(image)), level + 1)
     end
-    if spec.format ~= nil and spec.format ~= "raw" then
-        if spec.format == "qcow2" then
-            error(("%s: disk `%s`: format qcow2 is not supported yet: raw images only (docs/disks.md)"):format(what, id), level + 1)
+    local format = spec.format or "raw"
+    if format ~= "raw" and format ~= "qcow2" then
+        error(("%s: disk `%s`: format must be \"raw\" or \"qcow2\", got %s"):format(what, id, tostring(spec.format)), level + 1)
+    end
+    if spec.plain ~= nil and type(spec.plain) ~= "boolean" then
+        error(("%s: disk `%s`: plain must be a boolean, got %s"):format(what, id, type(spec.plain)), level + 1)
+    end
+    local plain = spec.plain
+    if format == "qcow2" then
+        if plain == false or spec.mediated then
+            error(("%s: disk `%s`: a qcow2 image is opened by QEMU itself (a plain disk): faults and mediated need a raw image (docs/disks.md#plain-disks)"):format(what, id), level + 1)
         end
-        error(("%s: disk `%s`: format must be \"raw\", got %s"):format(what, id, tostring(spec.format)), level + 1)
+        if image == nil then
+            error(("%s: disk `%s`: format qcow2 needs an image (make it with `qemu-img create -f qcow2`)"):format(what, id), level + 1)
+        end
+        plain = true
+    end
+    if plain and spec.mediated then
+        error(("%s: disk `%s`: a plain disk cannot be mediated: QEMU writes it itself (docs/disks.md#plain-disks)"):format(what, id), level + 1)
     end
     if spec.readonly ~= nil and type(spec.readonly) ~= "boolean" then
         error(("%s: disk `%s`: readonly must be a boolean, got %s"):format(what, id, type(spec.readonly)), level + 1)
@@ -120,16 +137,16 @@ local function check_spec(vm, spec, what, level)
     end
     local size = spec.size
     if size == nil then size = DEFAULT_SIZE end
-    return id, image, size, spec.readonly or false, spec.mediated or false
+    return id, image, size, spec.readonly or false, spec.mediated or false, plain and format or nil
 end
 
 local function attach(vm, spec, what, level)
-    local id, image, size, readonly, mediated = check_spec(vm, spec, what, level + 1)
+    local id, image, size, readonly, mediated, plain = check_spec(vm, spec, what, level + 1)
     local t = of(vm)
     if t.by_id[id] then
         error(("%s: vm `%s` has a disk `%s` already"):format(what, vm:name(), id), level + 1)
     end
-    local ok, h = pcall(D.open, image, size, readonly, what)
+    local ok, h = pcall(D.open, image, size, readonly, what, plain)
     if not ok then P.rethrow(h, level + 1) end
     if mediated then D.mediate(h, true) end
     local aok, err = pcall(D.attach, vm, h, id, readonly)
@@ -138,7 +155,7 @@ local function attach(vm, spec, what, level)
         P.rethrow(err, level + 1)
     end
     local d = setmetatable({ _h = h, _id = id, _vm = vm, _vm_name = vm:name(), _image = image,
-        _readonly = readonly, _mediated = mediated, _detached = false }, Disk)
+        _readonly = readonly, _mediated = mediated, _plain = plain, _detached = false }, Disk)
     t.list[#t.list + 1] = d
     t.by_id[id] = d
     if running(vm) then link(vm, { d }, level + 1) end
@@ -198,29 +215,70 @@ function V:boot(opts, ...)
     boot_disks(self, opts, 2)
     local ok, r = pcall(boot, self, opts, ...)
     if not ok then P.rethrow(r, 2) end
-    link(self, of(self).list, 2)
+    local list = of(self).list
+    if #list > 0 and self:boot_cached() then
+        -- A kernel with virtio_blk built in read each disk's first sectors
+        -- (the partition scan) in the saved boot; the disks are what they
+        -- are now: the guest drops what it read and scans again
+        -- (docs/boot-cache.md). A modular virtio_blk is loaded below, after
+        -- the resume, and finds no disk here.
+        local cmd, map = {}, scan(self)
+        for _, d in ipairs(list) do
+            local dev = map[d._id]
+            if dev then
+                cmd[#cmd + 1] = ("blockdev --flushbufs /dev/%s; blockdev --rereadpt /dev/%s 2>/dev/null"):format(dev, dev)
+            end
+        end
+        if #cmd > 0 then pcall(self.run, self, { "sh", "-c", table.concat(cmd, "; ") }) end
+    end
+    link(self, list, 2)
     return r
 end
 
--- Snapshots do not carry attached disks yet (docs/disks.md).
-local function refuse(vm, what, level)
-    if #of(vm).list > 0 then
-        error(("vm `%s`: %s: a VM with attached disks cannot be snapshotted or restored yet (docs/disks.md)")
-            :format(vm:name(), what), level + 1)
+-- Before a restore of path (docs/snapshots.md#disks): the VM's attached
+-- disks become the snapshot's, in its order, each its frozen file under a
+-- new overlay. A Disk of the same id goes on with the new disk; one the
+-- snapshot does not have is detached. The new disks are opened before
+-- anything changes: a failure leaves the VM's disks as they were.
+local function restore_disks(vm, path, level)
+    if running(vm) then return end -- the restore refuses it
+    local ok, saved = pcall(D.snap_disks, path, "vm:restore")
+    if not ok then return end -- the restore says what is wrong with it
+    local t = of(vm)
+    if #saved == 0 and #t.list == 0 then return end
+    local handles = {}
+    for i, e in ipairs(saved) do
+        local hok, h = pcall(D.open_layered, e.file, e.readonly, ("vm `%s`: restore: disk `%s`"):format(vm:name(), e.id))
+        if hok and e.mediated then hok, h = pcall(function() D.mediate(h, true) return h end) end
+        if not hok then
+            for _, x in ipairs(handles) do D.close(x) end
+            P.rethrow(h, level + 1)
+        end
+        handles[i] = h
+    end
+    for _, d in ipairs(t.list) do
+        D.detach(vm, d._id) -- stopped: out of its next boots only
+        D.close(d._h)
+        d._detached, d._dev = true, nil
+    end
+    local old = t.by_id
+    t.list, t.by_id = {}, {}
+    for i, e in ipairs(saved) do
+        local d = old[e.id] or setmetatable({ _id = e.id, _vm = vm, _vm_name = vm:name() }, Disk)
+        d._h, d._image, d._readonly, d._mediated, d._detached = handles[i], nil, e.readonly, e.mediated, false
+        D.attach(vm, d._h, e.id, e.readonly)
+        t.list[i] = d
+        t.by_id[e.id] = d
     end
 end
-local snapshot = V.snapshot
-function V:snapshot(...)
-    refuse(self, "snapshot", 2)
-    local ok, r = pcall(snapshot, self, ...)
-    if not ok then P.rethrow(r, 2) end
-    return r
-end
+
 local restore = V.restore
-function V:restore(...)
-    refuse(self, "restore", 2)
-    local ok, r = pcall(restore, self, ...)
+function V:restore(snap, ...)
+    local path = getmetatable(snap) == P.Snapshot and snap._path or snap
+    if type(path) == "string" then restore_disks(self, path, 2) end
+    local ok, r = pcall(restore, self, snap, ...)
     if not ok then P.rethrow(r, 2) end
+    link(self, of(self).list, 2, true)
     return r
 end
 

@@ -7,13 +7,28 @@
 #include <sys/statvfs.h>
 
 #include "accel.h"
+#include "disk/disk.h"
 #include "cache.h"
 #include "hash.h"
 
 bool bootcache_eligible(const struct vm_boot *b)
 {
-    /* an attached disk's contents are not in the saved machine */
-    return (!b->disks || !b->disks[0]) && !b->nattached;
+    /* A profile's disk may be the root file system, mounted at boot. An
+     * attached disk is not in the entry: the guest re-reads it after the
+     * resume (lua/disk.lua), and its size is in the key; a qcow2 image's
+     * virtual size is not known here. */
+    if (b->disks && b->disks[0])
+        return false;
+    for (size_t i = 0; i < b->nattached; i++) {
+        char file[48];
+        const char *format;
+        uint64_t size;
+        if (disk_size(b->attached[i].disk, &size) < 0 ||
+            (disk_plain(b->attached[i].disk, file, sizeof(file), &format) == 1 &&
+             !strcmp(format, "qcow2")))
+            return false;
+    }
+    return true;
 }
 
 void bootcache_key(const struct vm_boot *b, char key[65])
@@ -33,6 +48,15 @@ void bootcache_key(const struct vm_boot *b, char key[65])
         const uint8_t *m = b->nics[i].mac;
         snprintf(shape, sizeof(shape), "nic %02x:%02x:%02x:%02x:%02x:%02x", m[0], m[1], m[2], m[3],
                  m[4], m[5]);
+        sha256_update_str(h, shape);
+    }
+    /* attached disks are devices too: each slot's serial, size and mode */
+    for (size_t i = 0; i < b->nattached; i++) {
+        const struct vm_disk *d = &b->attached[i];
+        uint64_t size = 0;
+        disk_size(d->disk, &size);
+        snprintf(shape, sizeof(shape), "disk %u %s %llu %d", d->slot, d->id,
+                 (unsigned long long)size, d->readonly);
         sha256_update_str(h, shape);
     }
     sha256_final_hex(h, key);

@@ -99,13 +99,18 @@ static void add_disks(struct argv *a, const struct qemu_config *qc)
              qc->disk_ro && qc->disk_ro[i] ? "readonly=on" : "snapshot=on");
     }
     /* Attached disks (docs/disks.md): NBD on the disk server's socketpair
-     * ends, inherited; slots after the profile's disks, in attach order. */
+     * ends, inherited, or a plain disk's file opened by QEMU itself; slots
+     * after the profile's disks, in attach order. */
     for (size_t i = 0; i < qc->nvdisks; i++) {
         const struct qemu_disk *d = &qc->vdisks[i];
         _cleanup_free_ char *serial = qesc(d->serial);
         add(a, "-blockdev");
-        addf(a, "driver=nbd,node-name=vd%u,server.type=fd,server.str=%d%s", d->slot, d->fd,
-             d->readonly ? ",read-only=on" : "");
+        if (d->fd < 0)
+            addf(a, "driver=%s,node-name=vd%u,file.driver=file,file.filename=%s%s", d->format,
+                 d->slot, d->file, d->readonly ? ",read-only=on" : "");
+        else
+            addf(a, "driver=nbd,node-name=vd%u,server.type=fd,server.str=%d%s", d->slot, d->fd,
+                 d->readonly ? ",read-only=on" : "");
         add(a, "-device");
         addf(a, "virtio-blk-pci,drive=vd%u,id=vdisk%u,addr=0x%x,serial=%s", d->slot, d->slot,
              d->slot, serial);

@@ -26,9 +26,11 @@ struct qemu_nic {
  * vdisk<slot>. */
 struct qemu_disk {
     unsigned slot;
-    int fd;
+    int fd; /* the NBD connection's end, or -1 for a plain disk */
     const char *serial;
     bool readonly;
+    char file[48];      /* a plain disk: the path QEMU opens it by (disk/disk.h) */
+    const char *format; /* and its format */
 };
 
 struct qemu_config {

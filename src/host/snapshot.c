@@ -16,6 +16,7 @@
  *   pages    the pages that differ from ram: records of an 8-byte page
  *            number (little-endian) and the 4096-byte page
  *   devices  QEMU's device state */
+#include <ctype.h>
 #include <fcntl.h>
 #include <libgen.h>
 #include <poll.h>
@@ -25,6 +26,7 @@
 #include <sys/uio.h>
 
 #include "accel.h"
+#include "disk/disk.h"
 #include "guest.h"
 #include "hash.h"
 #include "vm.h"
@@ -138,6 +140,55 @@ int vm_snapshot_parse_header(const char *buf, size_t n, json_t **ret_header, siz
     return 0;
 }
 
+static bool disk_id_ok(const char *id)
+{
+    size_t n = strlen(id);
+    if (n == 0 || n > VM_DISK_ID_MAX)
+        return false;
+    for (size_t i = 0; i < n; i++)
+        if (!isalnum((unsigned char)id[i]) && !strchr("._-", id[i]))
+            return false;
+    return true;
+}
+
+int vm_snapshot_disks(json_t *h, struct vm_snap_disk out[], size_t *ret_n)
+{
+    json_t *list = json_object_get(h, "attached");
+    *ret_n = 0;
+    if (!list)
+        return 0;
+    if (!json_is_array(list) || json_array_size(list) > VM_MAX_DISKS)
+        return -EINVAL;
+    for (size_t i = 0; i < json_array_size(list); i++) {
+        json_t *e = json_array_get(list, i);
+        const char *id = json_string_value(json_object_get(e, "id"));
+        const char *file = json_string_value(json_object_get(e, "file"));
+        json_int_t slot = json_integer_value(json_object_get(e, "slot"));
+        json_int_t size = json_integer_value(json_object_get(e, "size"));
+        struct vm_snap_disk *d = &out[i];
+        if (!id || !disk_id_ok(id) || !file || slot < VM_DISK_SLOT0 ||
+            slot >= VM_DISK_SLOT0 + VM_MAX_DISKS || size <= 0 || size % DISK_SECTOR ||
+            !json_is_integer(json_object_get(e, "mtime_ns")))
+            return -EINVAL;
+        *d = (struct vm_snap_disk){
+            .slot = (uint8_t)slot,
+            .size = (uint64_t)size,
+            .mtime_ns = json_integer_value(json_object_get(e, "mtime_ns")),
+            .readonly = json_is_true(json_object_get(e, "readonly")),
+            .mediated = json_is_true(json_object_get(e, "mediated")),
+        };
+        snprintf(d->id, sizeof(d->id), "%s", id);
+        snprintf(d->file, sizeof(d->file), "disk-%s", id);
+        if (strcmp(file, d->file)) /* the one name it may have: nothing outside dir */
+            return -EINVAL;
+        for (size_t j = 0; j < i; j++)
+            if (!strcmp(out[j].id, d->id) || out[j].slot == d->slot)
+                return -EINVAL;
+    }
+    *ret_n = json_array_size(list);
+    return 0;
+}
+
 /* A file's modification time in ns: what a snapshot records of its RAM file. */
 static int64_t mtime_ns(const struct stat *st)
 {
@@ -195,6 +246,19 @@ int vm_snapshot_check(const char *dir, bool deep, json_t **ret_h, struct pv_err 
              (sha256_file_hex(pp, hex) < 0 ||
               strcmp(hex, json_string_value(json_object_get(pg, "sha256")) ?: "")))
         r = damaged(err, "%s: %s does not match its hash in the snapshot", dir, "pages");
+    struct vm_snap_disk sd[VM_MAX_DISKS];
+    size_t nsd = 0;
+    if (r == 0 && vm_snapshot_disks(h, sd, &nsd) < 0)
+        r = damaged(err, "%s: %s lists its disks wrongly", dir, "machine");
+    for (size_t i = 0; r == 0 && i < nsd; i++) {
+        /* as for ram: its length and time, not its bytes */
+        _cleanup_free_ char *fp = xasprintf("%s/%s", dir, sd[i].file);
+        if (stat(fp, &st) < 0)
+            r = damaged(err, "%s: its frozen disk %s is gone", dir, sd[i].file);
+        else if ((uint64_t)st.st_size != sd[i].size || mtime_ns(&st) != sd[i].mtime_ns)
+            r = damaged(err, "%s: its frozen disk %s was changed or cut after the snapshot", dir,
+                        sd[i].file);
+    }
     if (r < 0 || !ret_h)
         json_decref(h);
     else
@@ -410,8 +474,36 @@ static int save_ram(struct vm *vm, const char *dir, json_t *head, struct pv_err 
     return 0;
 }
 
-/* Save the stopped machine into the directory dir, which exists and is empty. */
-static int save_machine(struct vm *vm, const char *dir, struct pv_err *err)
+/* Each attached disk of the stopped machine frozen into dir as disk-<id>
+ * (QEMU flushed its disks when it stopped), and listed in the header:
+ * a restore serves it under an overlay of its own (docs/snapshots.md#disks). */
+static int save_disks(struct vm *vm, const char *dir, json_t *head, struct pv_err *err)
+{
+    const struct vm_boot *b = &vm->plan;
+    if (!b->nattached)
+        return 0;
+    json_t *list = json_array();
+    json_object_set_new(head, "attached", list);
+    for (size_t i = 0; i < b->nattached; i++) {
+        const struct vm_disk *d = &b->attached[i];
+        _cleanup_free_ char *file = xasprintf("disk-%s", d->id);
+        _cleanup_free_ char *path = xasprintf("%s/%s", dir, file);
+        struct disk_frozen f;
+        if (disk_freeze(d->disk, path, &f, err) < 0)
+            return pv_err_wrap(err, "disk `%s`", d->id);
+        json_array_append_new(list,
+                              json_pack("{s:s, s:s, s:i, s:I, s:I, s:b, s:b}", "id", d->id, "file",
+                                        file, "slot", d->slot, "size", (json_int_t)f.size,
+                                        "mtime_ns", (json_int_t)f.mtime_ns, "readonly", f.readonly,
+                                        "mediated", f.mediated));
+    }
+    return 0;
+}
+
+/* Save the stopped machine into the directory dir, which exists and is
+ * empty; its attached disks too, unless a boot-cache entry (which holds
+ * none: the resumed guest re-reads them). */
+static int save_machine(struct vm *vm, const char *dir, bool disks, struct pv_err *err)
 {
     const char *version = qemu_version();
     json_t *head = snap_header(vm, version ? version : "?");
@@ -419,6 +511,8 @@ static int save_machine(struct vm *vm, const char *dir, struct pv_err *err)
     char hex[65];
     struct stat st;
     int r = save_ram(vm, dir, head, err);
+    if (r == 0 && disks)
+        r = save_disks(vm, dir, head, err);
     if (r == 0)
         r = vm_qmp(vm, "xen-save-devices-state",
                    json_pack("{s:s, s:b}", "filename", devices, "live", false), err);
@@ -449,7 +543,7 @@ int vm_snapshot(struct vm *vm, const char *path, struct pv_err *err)
         return pv_err_set(err, errno, "vm `%s`: snapshot: %s: %s", vm->name, tmp, strerror(errno));
     r = vm_qmp(vm, "stop", NULL, err);
     if (r == 0)
-        r = save_machine(vm, tmp, err);
+        r = save_machine(vm, tmp, true, err);
     struct pv_err cerr = {0}; /* a failed snapshot's story is its own */
     int c = vm->state == VM_BOOTED ? vm_qmp(vm, "cont", NULL, r < 0 ? &cerr : err) : 0;
     struct stat st;
@@ -501,6 +595,29 @@ static void header_plan(json_t *h, struct vm_boot *b)
         b->agent_timeout = 60 * vm_globals.timeout_scale;
 }
 
+/* The VM's attached disks for a restore of dir: the snapshot's, by id and
+ * in its order (lua/disk.lua made them, each under an overlay), each in
+ * the PCI slot it had, since the device state says where a device is. */
+static int restore_disks(struct vm *vm, const char *dir, json_t *h, struct vm_boot *own,
+                         struct pv_err *err)
+{
+    struct vm_snap_disk sd[VM_MAX_DISKS];
+    size_t n = 0;
+    vm_snapshot_disks(h, sd, &n); /* checked by vm_snapshot_check */
+    bool same = n == vm->ndisks;
+    for (size_t i = 0; same && i < n; i++)
+        same = !strcmp(sd[i].id, vm->disks[i].id);
+    if (!same)
+        return pv_err_set(err, EINVAL,
+                          "vm `%s`: restore: %s has %zu attached disk(s), the VM %zu that differ",
+                          vm->name, dir, n, vm->ndisks);
+    for (size_t i = 0; i < n; i++)
+        vm->disks[i].slot = sd[i].slot;
+    memcpy(own->attached, vm->disks, sizeof(own->attached));
+    own->nattached = n;
+    return 0;
+}
+
 /* Read dir/machine and check it against this run (profile unless plan,
  * machine, accelerator, QEMU) and the files beside it (ram's size and time,
  * devices' hash): *ret_plan is plan, or the header's own in *own. */
@@ -539,6 +656,8 @@ static int check_machine(struct vm *vm, const char *dir, json_t **ret_h, const s
                               vm->name, dir, json_array_size(nics), vm->nnics);
         memcpy(own->nics, vm->nics, sizeof(own->nics));
         own->nnics = vm->nnics;
+        if (restore_disks(vm, dir, h, own, err) < 0)
+            return -EINVAL;
         plan = own;
         if (own->initrd && access(own->initrd, R_OK) < 0)
             return pv_err_set(err, ENOENT,
@@ -656,6 +775,10 @@ int vm_standby(struct vm *vm, const char *dir, struct pv_err *err)
     int r = vm_need_state(vm, "standby", VM_BOOTED, err);
     if (r < 0)
         return r;
+    /* A restore serves each attached disk under a new overlay, made at the
+     * restore: a QEMU started before would have the old ones. */
+    if (vm->ndisks)
+        return 0;
     _cleanup_free_ char *sockdir = xasprintf("%s/standby", vm->dir);
     _cleanup_free_ char *ram = xasprintf("%s/ram", dir);
     _cleanup_free_ char *machine = xasprintf("%s/machine", dir);
@@ -776,7 +899,7 @@ int vm_save_boot(struct vm *vm, const struct vm_boot *b, const char *dir, struct
     if (r == 0)
         r = vm_qmp(vm, "stop", NULL, err);
     if (r == 0)
-        r = save_machine(vm, dir, err);
+        r = save_machine(vm, dir, false, err);
     if (r == 0)
         r = vm_copy_logs(vm->dir, dir, err);
     vm_kill(vm);

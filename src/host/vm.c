@@ -536,7 +536,8 @@ int vm_spawn(struct vm *vm, const struct vm_boot *b, const struct start *st, con
     for (size_t i = 0; i < b->nnics; i++)
         keep[nkeep++] = qn[i].fd;
     for (size_t i = 0; i < b->nattached; i++)
-        keep[nkeep++] = qd[i].fd;
+        if (qd[i].fd >= 0) /* a plain disk has none */
+            keep[nkeep++] = qd[i].fd;
     int gdb_fd = -1;
     if (vm_globals.gdb && (gdb_fd = listen_gdb(&p->gdb_port, err)) < 0) {
         for (size_t i = 0; i < nkeep; i++)

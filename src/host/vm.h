@@ -154,17 +154,33 @@ int vm_snapshot(struct vm *vm, const char *path, struct pv_err *err);
 /* Parse the header in the n bytes at buf: 0 with the header object and its
  * length, or -EINVAL. The bytes may be anything (a damaged or forged file). */
 int vm_snapshot_parse_header(const char *buf, size_t n, json_t **ret_header, size_t *ret_len);
+/* A disk a snapshot froze (docs/snapshots.md#disks): the file `file` in
+ * the snapshot's directory, the disk as its guest saw it. */
+struct vm_snap_disk {
+    char id[VM_DISK_ID_MAX + 1];
+    char file[VM_DISK_ID_MAX + 6]; /* "disk-<id>" */
+    uint8_t slot;
+    uint64_t size;
+    int64_t mtime_ns;
+    bool readonly, mediated;
+};
+/* The disks of header h (its "attached" list, none when absent), checked
+ * without I/O: 0 with *ret_n of them in out[] (VM_MAX_DISKS room), in the
+ * guest's order, or -EINVAL when the list is malformed. */
+int vm_snapshot_disks(json_t *h, struct vm_snap_disk out[], size_t *ret_n);
 /* Check the snapshot directory dir without reading its RAM: its header, the
  * RAM file's length and time, the device state's hash, the pages' length
- * (and hash, if deep). 0 with *ret_h (may be NULL) the header; -EBADMSG
- * when its bytes are damaged, -ENOENT when it is not there. */
+ * (and hash, if deep), each frozen disk's length and time. 0 with *ret_h (may be NULL) the header;
+ * -EBADMSG when its bytes are damaged, -ENOENT when it is not there. */
 int vm_snapshot_check(const char *dir, bool deep, json_t **ret_h, struct pv_err *err);
 /* Start a created or shut-down VM from a snapshot of the same profile,
  * machine, accelerator and QEMU; the agent picks up where it was. */
 int vm_restore(struct vm *vm, const char *path, struct pv_err *err);
 /* Start, in the background, the QEMU that the next vm_restore of the
  * snapshot directory path will take (vm booted, from that snapshot): its
- * pid, or -errno. One per VM; it goes with the VM or at the next call. */
+ * pid, 0 when vm has attached disks (a restore makes their overlays, which
+ * a QEMU started before could not have), or -errno. One per VM; it goes
+ * with the VM or at the next call. */
 int vm_standby(struct vm *vm, const char *path, struct pv_err *err);
 void vm_standby_drop(struct vm *vm);
 /* The boot cache's halves (src/host/bootcache.c). vm_save_boot boots a

@@ -760,6 +760,141 @@ static void test_mediated_bound(void **st)
     disk_close(d);
 }
 
+/* Held bytes live in chunks reused after each commit: many writes across
+ * chunk boundaries and one larger than a chunk, read back while held and
+ * after the flush, twice, the second round over the first's chunks. */
+static void test_mediated_chunks(void **st)
+{
+    struct pv_err err = {0};
+    enum { MIB = 1 << 20, SIZE = 24 * MIB };
+    int d = disk_open(image, SIZE, false, &err);
+    assert_true(d > 0);
+    int fd = -1;
+    assert_true(disk_connect(d, &fd, &err) > 0);
+    uint64_t size;
+    uint16_t flags;
+    handshake(fd, &size, &flags);
+    assert_int_equal(disk_mediate(d, DISK_HOLD_MAX_DEFAULT), 0);
+    unsigned char *w = malloc(9 * MIB), *r = malloc(9 * MIB);
+    uint64_t h = 1;
+    for (int round = 0; round < 2; round++) {
+        for (int i = 0; i < 13; i++) { /* 13 MiB: two chunks and a half */
+            memset(w, 'a' + i + round, MIB);
+            request(fd, NBD_CMD_WRITE, 0, h, (uint64_t)i * MIB, MIB, w);
+            assert_int_equal(reply(fd, h++), 0);
+        }
+        memset(w, 'Z' - round, 9 * MIB); /* larger than a chunk */
+        request(fd, NBD_CMD_WRITE, 0, h, 14 * MIB, 9 * MIB, w);
+        assert_int_equal(reply(fd, h++), 0);
+        assert_pending(d, 14, 22 * MIB);
+        for (int pass = 0; pass < 2; pass++) { /* held, then committed */
+            for (int i = 0; i < 13; i++) {
+                if (pass)
+                    assert_int_equal(disk_read(d, (uint64_t)i * MIB, r, MIB, &err), 0);
+                else
+                    nbd_read(fd, h++, (uint64_t)i * MIB, r, MIB);
+                assert_int_equal(r[0], 'a' + i + round);
+                assert_int_equal(r[MIB - 1], 'a' + i + round);
+            }
+            if (pass)
+                assert_int_equal(disk_read(d, 14 * MIB, r, 9 * MIB, &err), 0);
+            else
+                nbd_read(fd, h++, 14 * MIB, r, 9 * MIB);
+            assert_memory_equal(r, w, 9 * MIB);
+            if (!pass) {
+                request(fd, NBD_CMD_FLUSH, 0, h, 0, 0, NULL);
+                assert_int_equal(reply(fd, h++), 0);
+                assert_pending(d, 0, 0);
+            }
+        }
+    }
+    free(w);
+    free(r);
+    close(fd);
+    disk_close(d);
+}
+
+/* A disk restored from a snapshot: a frozen base under an overlay. Writes
+ * (the guest's and the host's, whole sectors or not, zeroes) land in the
+ * overlay only; reads take each sector from where it is now; a freeze
+ * holds the whole view, sparse; the base never changes. */
+static void test_layered_and_freeze(void **st)
+{
+    struct pv_err err = {0};
+    char frozen[80], frozen2[80];
+    snprintf(frozen, sizeof(frozen), "%s.frozen", image);
+    snprintf(frozen2, sizeof(frozen2), "%s.frozen2", image);
+    unlink(frozen);
+    unlink(frozen2);
+    /* the base: 'X' in sectors 0..7, a hole after, 'Y' at 512 KiB */
+    int d = disk_open(image, 1 << 20, false, &err);
+    assert_true(d > 0);
+    unsigned char x[4096], y[4096], buf[8192];
+    memset(x, 'X', sizeof(x));
+    memset(y, 'Y', sizeof(y));
+    assert_int_equal(disk_write(d, 0, x, sizeof(x), &err), 0);
+    assert_int_equal(disk_write(d, 512 << 10, y, sizeof(y), &err), 0);
+    struct disk_frozen f;
+    assert_int_equal(disk_freeze(d, frozen, &f, &err), 0);
+    assert_int_equal(f.size, 1 << 20);
+    assert_false(f.mediated);
+    disk_close(d);
+    struct stat st0;
+    assert_int_equal(stat(frozen, &st0), 0);
+    assert_true(st0.st_blocks * 512 < 256 << 10); /* sparse */
+
+    d = disk_open_layered(frozen, "/tmp", false, &err);
+    assert_true(d > 0);
+    uint64_t size;
+    assert_int_equal(disk_size(d, &size), 0);
+    assert_int_equal(size, 1 << 20);
+    /* the host writes 3 bytes into sector 1: the rest of it stays the base's */
+    assert_int_equal(disk_write(d, 512 + 100, "abc", 3, &err), 0);
+    assert_int_equal(disk_read(d, 0, buf, 2048, &err), 0);
+    assert_memory_equal(buf, x, 612);
+    assert_memory_equal(buf + 612, "abc", 3);
+    assert_memory_equal(buf + 615, x, 2048 - 615);
+    /* the guest: a write straddling the base's data and its hole, zeroes
+     * over the base's data, a read across all of it */
+    int fd = -1;
+    assert_true(disk_connect(d, &fd, &err) > 0);
+    uint64_t esize;
+    uint16_t eflags;
+    handshake(fd, &esize, &eflags);
+    request(fd, NBD_CMD_WRITE, 0, 1, 3072, 2048, y);
+    assert_int_equal(reply(fd, 1), 0);
+    request(fd, NBD_CMD_WRITE_ZEROES, 0, 2, 1024, 1024, NULL);
+    assert_int_equal(reply(fd, 2), 0);
+    unsigned char want[8192];
+    memset(want, 0, sizeof(want));
+    memcpy(want, x, sizeof(x));
+    memcpy(want + 612, "abc", 3);
+    memset(want + 1024, 0, 1024);
+    memcpy(want + 3072, y, 2048);
+    nbd_read(fd, 3, 0, buf, sizeof(buf));
+    assert_memory_equal(buf, want, sizeof(buf));
+    /* the base has none of it */
+    struct stat st1;
+    assert_int_equal(stat(frozen, &st1), 0);
+    assert_int_equal(st1.st_mtim.tv_nsec, st0.st_mtim.tv_nsec);
+    assert_int_equal(st1.st_mtim.tv_sec, st0.st_mtim.tv_sec);
+    /* a freeze of the layered disk: the view, 'Y' at 512 KiB included */
+    assert_int_equal(disk_freeze(d, frozen2, &f, &err), 0);
+    close(fd);
+    disk_close(d);
+    int fz = open(frozen2, O_RDONLY | O_CLOEXEC);
+    assert_true(fz >= 0);
+    assert_int_equal(pread(fz, buf, sizeof(buf), 0), (ssize_t)sizeof(buf));
+    assert_memory_equal(buf, want, sizeof(buf));
+    assert_int_equal(pread(fz, buf, sizeof(y), 512 << 10), (ssize_t)sizeof(y));
+    assert_memory_equal(buf, y, sizeof(y));
+    close(fz);
+    /* a base that is not a whole number of sectors, or not there */
+    assert_int_equal(disk_open_layered("/nonexistent/base", "/tmp", false, &err), -ENOENT);
+    unlink(frozen);
+    unlink(frozen2);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -777,6 +912,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_power_cut_reorder, setup, teardown),
         cmocka_unit_test_setup_teardown(test_mediated_bound, setup, teardown),
         cmocka_unit_test_setup_teardown(test_mediated_faults, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_mediated_chunks, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_layered_and_freeze, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

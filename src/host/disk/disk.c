@@ -7,6 +7,7 @@
 #include <fcntl.h>
 #include <pthread.h>
 #include <signal.h>
+#include <stdio.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
 #include <sys/queue.h>
@@ -222,6 +223,18 @@ static int scratch_image(const char *dir, uint64_t size, struct pv_err *err)
     return fd;
 }
 
+/* Called locked, d out of the list: its memory and files. */
+static void free_disk(struct dk_disk *d)
+{
+    dk_drop_held(d);
+    dk_chunks_release(d);
+    close(d->fd);
+    if (d->base_fd >= 0)
+        close(d->base_fd);
+    free(d->written);
+    free(d);
+}
+
 static int add_disk(int fd, bool readonly, struct pv_err *err)
 {
     struct dk_state *s;
@@ -232,6 +245,7 @@ static int add_disk(int fd, bool readonly, struct pv_err *err)
     }
     struct dk_disk *d = xcalloc(1, sizeof(*d));
     d->fd = fd;
+    d->base_fd = -1;
     d->readonly = readonly;
     TAILQ_INIT(&d->held);
     pthread_mutex_lock(&s->lock);
@@ -259,6 +273,110 @@ int disk_open_scratch(const char *dir, uint64_t size, struct pv_err *err)
     return fd < 0 ? fd : add_disk(fd, false, err);
 }
 
+int disk_open_plain(const char *path, const char *dir, const char *format, uint64_t size,
+                    bool readonly, struct pv_err *err)
+{
+    bool qcow2 = !strcmp(format, "qcow2");
+    if (!qcow2 && strcmp(format, "raw"))
+        return pv_err_set(err, EINVAL, "disk image %s: format must be raw or qcow2, got %s", path,
+                          format);
+    if (!path && qcow2)
+        return pv_err_set(err, EINVAL, "a qcow2 disk needs an image");
+    if (qcow2 && access(path, F_OK) < 0)
+        return pv_err_set(err, errno,
+                          "disk image %s: %s (a qcow2 image is not created: make it with "
+                          "`qemu-img create -f qcow2`)",
+                          path, strerror(errno));
+    int h = path ? disk_open(path, size, readonly, err) : disk_open_scratch(dir, size, err);
+    if (h < 0)
+        return h;
+    struct dk_state *s = lock_state();
+    disk_find(s, h)->plain = qcow2 ? "qcow2" : "raw";
+    unlock_state(s);
+    return h;
+}
+
+int disk_plain(int disk, char *buf, size_t n, const char **ret_format)
+{
+    struct dk_state *s = lock_state();
+    if (!s)
+        return -ENOENT;
+    struct dk_disk *d = disk_find(s, disk);
+    int r = !d ? -ENOENT : d->plain ? 1 : 0;
+    if (r == 1) {
+        snprintf(buf, n, "/proc/%d/fd/%d", (int)getpid(), d->fd);
+        *ret_format = d->plain;
+    }
+    unlock_state(s);
+    return r;
+}
+
+int disk_open_layered(const char *base, const char *dir, bool readonly, struct pv_err *err)
+{
+    int bfd = open(base, O_RDONLY | O_CLOEXEC);
+    struct stat st;
+    if (bfd < 0 || fstat(bfd, &st) < 0) {
+        int e = errno;
+        if (bfd >= 0)
+            close(bfd);
+        return pv_err_set(err, e, "disk image %s: %s", base, strerror(e));
+    }
+    if (!S_ISREG(st.st_mode) || st.st_size % DISK_SECTOR) {
+        close(bfd);
+        return pv_err_set(err, EINVAL, "disk image %s: not a regular file of whole sectors", base);
+    }
+    int h = disk_open_scratch(dir, (uint64_t)st.st_size, err);
+    if (h < 0) {
+        close(bfd);
+        return h;
+    }
+    struct dk_state *s = lock_state();
+    struct dk_disk *d = disk_find(s, h);
+    uint64_t sectors = (uint64_t)st.st_size / DISK_SECTOR;
+    d->base_fd = bfd;
+    d->written = xcalloc(sectors / 64 + 1, sizeof(uint64_t));
+    unlock_state(s);
+    return h;
+}
+
+int disk_freeze(int disk, const char *path, struct disk_frozen *ret, struct pv_err *err)
+{
+    struct dk_state *s = lock_state();
+    struct dk_disk *d = s ? disk_find(s, disk) : NULL;
+    if (!d) {
+        if (s)
+            unlock_state(s);
+        return pv_err_set(err, ENOENT, "disk %d is closed", disk);
+    }
+    struct stat st;
+    int r = d->plain ? -EOPNOTSUPP : fstat(d->fd, &st) < 0 ? -errno : 0;
+    int out = r < 0 ? -1 : open(path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+    if (r == 0 && out < 0)
+        r = -errno;
+    /* under the lock: the server waits, and nothing changes the disk meanwhile */
+    if (r == 0)
+        r = dk_freeze(d, out, (uint64_t)st.st_size);
+    if (r == 0)
+        *ret = (struct disk_frozen){
+            .size = (uint64_t)st.st_size, .readonly = d->readonly, .mediated = d->hold_max != 0};
+    unlock_state(s);
+    if (r == 0 && fstat(out, &st) < 0)
+        r = -errno;
+    if (r == 0)
+        ret->mtime_ns = st.st_mtim.tv_sec * 1000000000ll + st.st_mtim.tv_nsec;
+    if (out >= 0)
+        close(out);
+    if (r < 0) {
+        if (out >= 0)
+            unlink(path);
+        return pv_err_set(err, -r, "freezing the disk into %s: %s", path,
+                          r == -EOPNOTSUPP ? "a plain disk is QEMU's own: only a disk Provium "
+                                             "serves can be snapshotted (docs/disks.md)"
+                                           : strerror(-r));
+    }
+    return 0;
+}
+
 void disk_close(int disk)
 {
     struct dk_state *s = lock_state();
@@ -274,9 +392,7 @@ void disk_close(int disk)
         if (c->disk == d)
             c->disk = NULL;
         TAILQ_REMOVE(&s->disks, d, link);
-        dk_drop_held(d); /* unplugged: its volatile cache goes with it */
-        close(d->fd);
-        free(d);
+        free_disk(d); /* unplugged: its volatile cache goes with it */
         evloop_wake(&s->loop);
     }
     unlock_state(s);
@@ -294,6 +410,8 @@ int disk_connect(int disk, int *ret_qemu_fd, struct pv_err *err)
     int sv[2] = {-1, -1};
     if (!d) {
         r = pv_err_set(err, ENOENT, "disk %d is closed", disk);
+    } else if (d->plain) {
+        r = pv_err_set(err, EINVAL, "disk %d is plain: QEMU opens it itself", disk);
     } else if (s->thread_err) {
         r = pv_err_set(err, s->thread_err, "the disk server's thread stopped: %s",
                        strerror(s->thread_err));
@@ -361,6 +479,10 @@ int disk_fault_set(int disk, enum disk_mode mode, const struct disk_fault *f)
     if (!s)
         return -ENOENT;
     struct dk_disk *d = disk_find(s, disk);
+    if (d && d->plain) {
+        unlock_state(s);
+        return -EOPNOTSUPP;
+    }
     if (d && f) {
         d->faults[mode] = *f;
         d->modes |= 1u << mode;
@@ -404,7 +526,9 @@ int disk_mediate(int disk, uint64_t max_bytes)
         return -ENOENT;
     struct dk_disk *d = disk_find(s, disk);
     int r = -ENOENT;
-    if (d) {
+    if (d && d->plain && max_bytes) {
+        r = -EOPNOTSUPP;
+    } else if (d) {
         /* off only once nothing is held: reads would still lay it over */
         r = max_bytes ? 0 : dk_commit(d);
         if (r == 0)
@@ -448,10 +572,8 @@ int disk_power_cut(int disk, bool reorder, uint64_t seed, struct disk_cut *ret)
 }
 
 /* What the host's access needs of the disk, looked up under the lock: the
- * fd (only the Lua thread closes it, and it is the caller) and the faults
- * that apply to [off, off + len). */
+ * faults that apply to [off, off + len). */
 struct host_view {
-    int fd;
     bool readonly;
     uint64_t size;
     unsigned hits; /* 1 << mode */
@@ -465,9 +587,12 @@ static int host_view(int disk, uint64_t off, size_t len, struct host_view *v)
         return -ENOENT;
     struct dk_disk *d = disk_find(s, disk);
     struct stat st;
-    int r = !d ? -ENOENT : fstat(d->fd, &st) < 0 ? -errno : 0;
+    int r = !d                                       ? -ENOENT
+            : d->plain && !strcmp(d->plain, "qcow2") ? -EMEDIUMTYPE
+            : fstat(d->fd, &st) < 0                  ? -errno
+                                                     : 0;
     if (r == 0) {
-        *v = (struct host_view){.fd = d->fd, .readonly = d->readonly, .size = (uint64_t)st.st_size};
+        *v = (struct host_view){.readonly = d->readonly, .size = (uint64_t)st.st_size};
         for (int m = 0; m < DISK_NMODES; m++)
             if (dk_applies(d, (enum disk_mode)m, off, len))
                 v->hits |= 1u << m;
@@ -490,6 +615,9 @@ static int host_faults(int disk, uint64_t off, size_t len, struct host_view *v, 
     }
     if (r == -ENOENT)
         return pv_err_set(err, ENOENT, "the disk is closed");
+    if (r == -EMEDIUMTYPE)
+        return pv_err_set(err, EMEDIUMTYPE,
+                          "a qcow2 image: the host's sector access needs a raw one");
     if (r < 0)
         return pv_err_set(err, -r, "fstat: %s", strerror(-r));
     if (off > v->size || len > v->size - off)
@@ -497,6 +625,19 @@ static int host_faults(int disk, uint64_t off, size_t len, struct host_view *v, 
             err, EINVAL, "bytes %llu..%llu are past the end of the image (%llu bytes)",
             (unsigned long long)off, (unsigned long long)(off + len), (unsigned long long)v->size);
     return 0;
+}
+
+/* The host's access itself, under the lock: the overlay's bitmap is the
+ * server's too. torn: only the first half of a write's sectors land. */
+static int host_io(int disk, uint64_t off, void *p, size_t len, bool write)
+{
+    struct dk_state *s = lock_state();
+    if (!s)
+        return -ENOENT;
+    struct dk_disk *d = disk_find(s, disk);
+    int r = !d ? -ENOENT : write ? dk_img_write(d, p, len, off) : dk_img_read(d, p, len, off);
+    unlock_state(s);
+    return r;
 }
 
 int disk_read(int disk, uint64_t off, void *p, size_t len, struct pv_err *err)
@@ -507,7 +648,7 @@ int disk_read(int disk, uint64_t off, void *p, size_t len, struct pv_err *err)
         return r;
     if (v.hits & (1u << DISK_EIO_READ))
         return pv_err_set(err, EIO, "EIO (fault_inject)");
-    if ((r = dk_pread_all(v.fd, p, len, off)) < 0)
+    if ((r = host_io(disk, off, p, len, false)) < 0)
         return pv_err_set(err, -r, "%s", strerror(-r));
     return 0;
 }
@@ -523,10 +664,10 @@ int disk_write(int disk, uint64_t off, const void *p, size_t len, struct pv_err 
     if (v.hits & (1u << DISK_EIO_WRITE))
         return pv_err_set(err, EIO, "EIO (fault_inject)");
     if (v.hits & (1u << DISK_TORN_WRITE)) {
-        dk_pwrite_all(v.fd, p, dk_torn_len(off, len), off);
+        host_io(disk, off, (void *)p, dk_torn_len(off, len), true);
         return pv_err_set(err, EIO, "EIO (fault_inject: torn_write)");
     }
-    if ((r = dk_pwrite_all(v.fd, p, len, off)) < 0)
+    if ((r = host_io(disk, off, (void *)p, len, true)) < 0)
         return pv_err_set(err, -r, "%s", strerror(-r));
     return 0;
 }
@@ -549,9 +690,7 @@ void disk_forget(void)
     struct dk_disk *d;
     while ((d = TAILQ_FIRST(&s->disks))) {
         TAILQ_REMOVE(&s->disks, d, link);
-        dk_drop_held(d);
-        close(d->fd);
-        free(d);
+        free_disk(d);
     }
     evloop_close(&s->loop);
     free(s);

@@ -54,6 +54,37 @@ struct disk_fault {
  * (> 0) or -errno. */
 int disk_open(const char *path, uint64_t size, bool readonly, struct pv_err *err);
 int disk_open_scratch(const char *dir, uint64_t size, struct pv_err *err);
+/* A plain disk (docs/disks.md#plain-disks): the image at path, in format
+ * "raw" (created sparse at size when absent, as disk_open; path NULL: a
+ * scratch image in dir, as disk_open_scratch) or "qcow2" (which must
+ * exist), that QEMU opens itself, by the path disk_plain
+ * gives: no NBD, no faults, no mediation, no freezing (-EOPNOTSUPP). The
+ * host's disk_read/disk_write work on a raw one. */
+int disk_open_plain(const char *path, const char *dir, const char *format, uint64_t size,
+                    bool readonly, struct pv_err *err);
+/* For a plain disk: 1, with the path QEMU opens it by (/proc/<provium's
+ * pid>/fd/<its fd>: the same file, whatever became of its name) in buf and
+ * its format in *ret_format. 0 for a disk served over NBD, -ENOENT. */
+int disk_plain(int disk, char *buf, size_t n, const char **ret_format);
+
+/* A disk restored from a snapshot (docs/snapshots.md#disks): the frozen
+ * file at base, read-only, under a new sparse overlay in directory dir that
+ * no name reaches (it goes with the disk). The guest and the host read a
+ * sector from the overlay once it was written there, from base before;
+ * base never changes. As long as base. */
+int disk_open_layered(const char *base, const char *dir, bool readonly, struct pv_err *err);
+
+/* Freeze the disk as its guest sees it now (its image, or base and
+ * overlay, then the writes a mediated disk holds) into a new sparse file
+ * at path (0600): what a snapshot keeps of it. The server waits meanwhile:
+ * call it while the disk's QEMU is stopped. */
+struct disk_frozen {
+    uint64_t size;
+    int64_t mtime_ns; /* the new file's */
+    bool readonly, mediated;
+};
+int disk_freeze(int disk, const char *path, struct disk_frozen *ret, struct pv_err *err);
+
 /* Closes the image. Its connections answer every request with EIO from now
  * on, and end when their QEMU closes them (never before: QEMU's NBD client
  * would reconnect). A stale handle is ignored. */

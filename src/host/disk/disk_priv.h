@@ -41,20 +41,30 @@ struct dk_held {
     TAILQ_ENTRY(dk_held) link;
     uint16_t type; /* enum nbd_cmd */
     bool may_punch;
+    bool own_data; /* data is malloc'd (larger than a chunk), else in the disk's chunks */
     uint64_t off;
     uint32_t len;
-    unsigned char data[]; /* WRITE: len bytes */
+    unsigned char *data; /* WRITE: len bytes */
 };
+/* Where held bytes go (mediate.c): chunks of DK_CHUNK bytes in huge pages,
+ * filled in order and reused once nothing is held. */
+#define DK_CHUNK (8u << 20)
+#define DK_CHUNKS_KEPT 8 /* at most this many stay mapped while nothing is held */
 TAILQ_HEAD(dk_helds, dk_held);
 
 struct dk_disk {
     int id;
-    int fd;
+    int fd;            /* the image; over a base, the overlay (layer.c) */
+    int base_fd;       /* a restored disk's frozen base, read-only; else -1 */
+    uint64_t *written; /* over a base: a bit per sector, set once the overlay has it */
     bool readonly;
-    unsigned modes; /* 1 << enum disk_mode */
+    const char *plain; /* QEMU opens the image itself, in this format ("raw", "qcow2"); else NULL */
+    unsigned modes;    /* 1 << enum disk_mode */
     struct disk_fault faults[DISK_NMODES];
-    uint64_t hold_max;    /* mediated when not 0: the most bytes held */
-    struct dk_helds held; /* in the guest's order */
+    uint64_t hold_max;                    /* mediated when not 0: the most bytes held */
+    struct dk_helds held;                 /* in the guest's order */
+    unsigned char **chunks;               /* mediate.c: the held bytes' chunks, nchunks mapped */
+    size_t nchunks, chunk_at, chunk_used; /* the chunk being filled, and how far */
     uint64_t held_count, held_bytes, overflows;
     TAILQ_ENTRY(dk_disk) link;
 };
@@ -91,6 +101,17 @@ int dk_pwrite_all(int fd, const void *p, size_t len, uint64_t off);
 /* Zeroes over [off, off + len): a hole when allowed, else allocated zeroes. */
 int dk_zero_range(int fd, uint64_t off, uint64_t len, bool may_punch);
 
+/* layer.c: the disk's view, the image alone or its overlay over the base
+ * (docs/snapshots.md#disks). Same results as dk_pread_all and friends. */
+int dk_img_read(const struct dk_disk *d, void *p, size_t len, uint64_t off);
+int dk_img_write(struct dk_disk *d, const void *p, size_t len, uint64_t off);
+int dk_img_zero(struct dk_disk *d, uint64_t off, uint64_t len, bool may_punch);
+/* A TRIM: advice, a hole where the file system punches one. */
+void dk_img_trim(struct dk_disk *d, uint64_t off, uint64_t len);
+/* The disk as the guest sees it (the view, then the held writes), into the
+ * new empty file out, size bytes, sparse: only data extents are copied. */
+int dk_freeze(struct dk_disk *d, int out, uint64_t size);
+
 /* mediate.c (docs/disks.md#mediated-disks-and-power-cuts) */
 /* Hold a write of r (WRITE, WRITE_ZEROES, TRIM) of len bytes (data for a
  * WRITE), committing what is held first when the bound would be passed.
@@ -103,8 +124,12 @@ int dk_commit(struct dk_disk *d);
 /* Lay the held writes that overlap [off, off + len) over p, the image's
  * bytes there: what the guest reads. */
 void dk_overlay(const struct dk_disk *d, uint64_t off, size_t len, unsigned char *p);
+/* Apply every held write to the file out (not the disk), keeping them held. */
+int dk_apply_held(const struct dk_disk *d, int out);
 /* Drop every held write. */
 void dk_drop_held(struct dk_disk *d);
+/* Unmap the chunks (the disk goes). */
+void dk_chunks_release(struct dk_disk *d);
 /* A power cut (disk_power_cut): the held writes dropped, or with reorder
  * a seeded random subset of them applied, in order. */
 int dk_cut(struct dk_disk *d, bool reorder, uint64_t seed, struct disk_cut *ret);

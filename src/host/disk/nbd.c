@@ -103,6 +103,20 @@ size_t nbd_room(const struct nbd_conn *c)
     return held >= NBD_IN_MAX ? 0 : NBD_IN_MAX - held;
 }
 
+size_t nbd_want(const struct nbd_conn *c)
+{
+    if (c->phase != NBD_TRANSMISSION)
+        return 0;
+    if (c->skip)
+        return (size_t)MIN(c->skip, (uint64_t)SIZE_MAX);
+    const unsigned char *p = (const unsigned char *)c->in.data + c->in_off;
+    size_t avail = c->in.len - c->in_off;
+    if (avail < REQUEST_LEN || get16(p + 6) != NBD_CMD_WRITE)
+        return 0;
+    uint32_t len = get32(p + 24);
+    return len <= NBD_MAX_REQUEST && avail < REQUEST_LEN + len ? REQUEST_LEN + len - avail : 0;
+}
+
 void nbd_reply(struct buf *out, uint64_t handle, uint32_t error, const void *data, size_t len)
 {
     put32(out, NBD_SIMPLE_REPLY_MAGIC);

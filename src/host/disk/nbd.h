@@ -91,6 +91,11 @@ int nbd_next(struct nbd_conn *c, struct nbd_req *ret);
 /* How many bytes the decoder may take into c->in now without going over
  * NBD_IN_MAX (the caller reads no more). */
 size_t nbd_room(const struct nbd_conn *c);
+/* The bytes still to come of a WRITE whose payload has begun to arrive (or
+ * of one being skipped); 0 otherwise. Reading no more than that ends the
+ * input at a request's end, so nothing is left to move to the buffer's
+ * front (docs/disks.md#throughput). */
+size_t nbd_want(const struct nbd_conn *c);
 
 /* A simple reply to the request with this handle, appended to out: error 0
  * and, for a READ, its len bytes of data; or an enum nbd_error (no data). */

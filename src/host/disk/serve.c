@@ -26,12 +26,9 @@ static int land(struct dk_disk *d, const struct nbd_req *r, uint32_t len)
     if (d->hold_max)
         return dk_hold(d, r->type, r->flags, r->offset, len, r->data);
     switch (r->type) {
-    case NBD_CMD_WRITE: return dk_pwrite_all(d->fd, r->data, len, r->offset);
-    case NBD_CMD_TRIM:
-        /* advisory: a file system that cannot punch holes keeps the data */
-        fallocate(d->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (off_t)r->offset, (off_t)len);
-        return 0;
-    default: return dk_zero_range(d->fd, r->offset, len, !(r->flags & NBD_CMD_FLAG_NO_HOLE));
+    case NBD_CMD_WRITE: return dk_img_write(d, r->data, len, r->offset);
+    case NBD_CMD_TRIM: dk_img_trim(d, r->offset, len); return 0;
+    default: return dk_img_zero(d, r->offset, len, !(r->flags & NBD_CMD_FLAG_NO_HOLE));
     }
 }
 
@@ -58,7 +55,7 @@ static uint32_t serve(struct dk_conn *c, const struct nbd_req *r, struct buf *ou
         nbd_reply(out, r->handle, 0, NULL, 0);
         buf_reserve(out, r->len);
         unsigned char *p = (unsigned char *)out->data + out->len;
-        if (dk_pread_all(d->fd, p, r->len, r->offset) < 0) {
+        if (dk_img_read(d, p, r->len, r->offset) < 0) {
             out->len = mark;
             return NBD_EIO;
         }
@@ -202,6 +199,13 @@ static void conn_rewatch(struct dk_state *s, struct dk_conn *c)
 static int conn_read(struct dk_conn *c)
 {
     size_t room = MIN(nbd_room(&c->nbd), (size_t)DK_READ_MAX);
+    /* The rest of a write, and no more: the buffer then ends where a
+     * request does and is emptied, where the start of the next request
+     * would have been moved to its front, a memmove of up to 1 MiB per
+     * 1 MiB written (27 % of the disk thread's samples in perf, writing). */
+    size_t want = nbd_want(&c->nbd);
+    if (want)
+        room = MIN(room, want);
     if (room) {
         buf_reserve(&c->nbd.in, room);
         ssize_t n = recv(c->fd, c->nbd.in.data + c->nbd.in.len, room, MSG_DONTWAIT);

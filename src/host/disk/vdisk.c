@@ -17,6 +17,9 @@ int vdisk_conns_open(const struct vm_boot *b, const char *vm, struct qemu_disk q
     for (; n < b->nattached; n++) {
         const struct vm_disk *d = &b->attached[n];
         int fd = -1;
+        qd[n] = (struct qemu_disk){d->slot, -1, d->id, d->readonly, "", NULL};
+        if (disk_plain(d->disk, qd[n].file, sizeof(qd[n].file), &qd[n].format) == 1)
+            continue; /* QEMU opens it itself */
         if ((r = disk_connect(d->disk, &fd, err)) < 0) {
             pv_err_wrap(err, "vm `%s`: disk `%s`", vm, d->id);
             goto fail;
@@ -25,12 +28,13 @@ int vdisk_conns_open(const struct vm_boot *b, const char *vm, struct qemu_disk q
             r = pv_err_set(err, errno, "vm `%s`: disk `%s`: %s", vm, d->id, strerror(errno));
             goto fail;
         }
-        qd[n] = (struct qemu_disk){d->slot, fd, d->id, d->readonly};
+        qd[n].fd = fd;
     }
     return 0;
 fail:
     for (size_t i = 0; i < n; i++)
-        close(qd[i].fd);
+        if (qd[i].fd >= 0)
+            close(qd[i].fd);
     return r;
 }
 
@@ -70,20 +74,30 @@ static int hotplug(struct vm *vm, const struct vm_disk *d, struct pv_err *err)
     snprintf(dev, sizeof(dev), "vdisk%u", d->slot);
     snprintf(fdname, sizeof(fdname), "fd-vd%u", d->slot);
     snprintf(addr, sizeof(addr), "0x%x", d->slot);
-    int fd = -1;
-    int r = disk_connect(d->disk, &fd, err);
-    if (r < 0)
-        return pv_err_wrap(err, "vm `%s`: disk `%s`", vm->name, d->id);
-    int64_t dl = now_ns() + (int64_t)(10e9 * vm_globals.timeout_scale);
-    r = qmp_exec_fd(&vm->qmp, "getfd", json_pack("{s:s}", "fdname", fdname), fd, dl, NULL, err);
-    close(fd); /* QEMU has its copy, or the connection ends here */
-    if (r == -EPIPE)
-        return vm_died(vm, err, "QEMU exited");
-    if (r == 0)
+    int fd = -1, r;
+    char file[48];
+    const char *format;
+    if (disk_plain(d->disk, file, sizeof(file), &format) == 1) {
+        /* QEMU opens a plain disk itself */
         r = vm_qmp(vm, "blockdev-add",
-                   json_pack("{s:s, s:s, s:b, s:{s:s, s:s}}", "driver", "nbd", "node-name", node,
-                             "read-only", d->readonly, "server", "type", "fd", "str", fdname),
+                   json_pack("{s:s, s:s, s:b, s:{s:s, s:s}}", "driver", format, "node-name", node,
+                             "read-only", d->readonly, "file", "driver", "file", "filename", file),
                    err);
+    } else {
+        if ((r = disk_connect(d->disk, &fd, err)) < 0)
+            return pv_err_wrap(err, "vm `%s`: disk `%s`", vm->name, d->id);
+        int64_t dl = now_ns() + (int64_t)(10e9 * vm_globals.timeout_scale);
+        r = qmp_exec_fd(&vm->qmp, "getfd", json_pack("{s:s}", "fdname", fdname), fd, dl, NULL, err);
+        close(fd); /* QEMU has its copy, or the connection ends here */
+        if (r == -EPIPE)
+            return vm_died(vm, err, "QEMU exited");
+        if (r == 0)
+            r = vm_qmp(vm, "blockdev-add",
+                       json_pack("{s:s, s:s, s:b, s:{s:s, s:s}}", "driver", "nbd", "node-name",
+                                 node, "read-only", d->readonly, "server", "type", "fd", "str",
+                                 fdname),
+                       err);
+    }
     if (r == 0) {
         r = vm_qmp(vm, "device_add",
                    json_pack("{s:s, s:s, s:s, s:s, s:s}", "driver", "virtio-blk-pci", "drive", node,

@@ -35,14 +35,16 @@ static int disk_gc(lua_State *L)
     return 0;
 }
 
-/* disk.open(image|nil, size, readonly, what) -> the server's disk: the image
- * (created sparse at size bytes when absent), or a scratch one in the run
- * directory. size: bytes or a string like "64M". */
+/* disk.open(image|nil, size, readonly, what, plain_format|nil) -> the
+ * server's disk: the image (created sparse at size bytes when absent), or a
+ * scratch one in the run directory; with plain_format ("raw", "qcow2"), a
+ * plain disk that QEMU opens itself. size: bytes or a string like "64M". */
 static int l_open(lua_State *L)
 {
     const char *image = luaL_optstring(L, 1, NULL);
     bool readonly = lua_toboolean(L, 3);
     const char *what = luaL_checkstring(L, 4);
+    const char *plain = luaL_optstring(L, 5, NULL);
     uint64_t size;
     if (lua_isinteger(L, 2) && lua_tointeger(L, 2) > 0)
         size = (uint64_t)lua_tointeger(L, 2);
@@ -55,11 +57,62 @@ static int l_open(lua_State *L)
     struct l_disk *d = l_newudata(L, sizeof(*d), PV_DISK_MT, disk_gc);
     d->handle = -1;
     struct pv_err err = {0};
-    int h = image ? disk_open(image, size, readonly, &err)
-                  : disk_open_scratch(vm_globals.rundir ? vm_globals.rundir : "/tmp", size, &err);
+    const char *dir = vm_globals.rundir ? vm_globals.rundir : "/tmp";
+    int h = plain   ? disk_open_plain(image, dir, plain, size, readonly, &err)
+            : image ? disk_open(image, size, readonly, &err)
+                    : disk_open_scratch(dir, size, &err);
     if (h < 0)
         return l_raise_err(L, what, &err);
     d->handle = h;
+    return 1;
+}
+
+/* disk.open_layered(base, readonly, what) -> the server's disk: the frozen
+ * file base of a snapshot under a new overlay in the run directory */
+static int l_open_layered(lua_State *L)
+{
+    const char *base = luaL_checkstring(L, 1);
+    bool readonly = lua_toboolean(L, 2);
+    const char *what = luaL_checkstring(L, 3);
+    struct l_disk *d = l_newudata(L, sizeof(*d), PV_DISK_MT, disk_gc);
+    d->handle = -1;
+    struct pv_err err = {0};
+    int h = disk_open_layered(base, vm_globals.rundir ? vm_globals.rundir : "/tmp", readonly, &err);
+    if (h < 0)
+        return l_raise_err(L, what, &err);
+    d->handle = h;
+    return 1;
+}
+
+/* disk.snap_disks(dir, what) -> {{id=, file=, readonly=, mediated=, size=}, ...}:
+ * the disks the snapshot dir froze, in the guest's order, its files checked */
+static int l_snap_disks(lua_State *L)
+{
+    const char *dir = luaL_checkstring(L, 1);
+    const char *what = luaL_checkstring(L, 2);
+    struct pv_err err = {0};
+    json_t *h = NULL;
+    struct vm_snap_disk sd[VM_MAX_DISKS];
+    size_t n = 0;
+    if (vm_snapshot_check(dir, false, &h, &err) < 0)
+        return l_raise_err(L, what, &err);
+    vm_snapshot_disks(h, sd, &n); /* checked above */
+    json_decref(h);
+    lua_createtable(L, (int)n, 0);
+    for (size_t i = 0; i < n; i++) {
+        lua_createtable(L, 0, 5);
+        lua_pushstring(L, sd[i].id);
+        lua_setfield(L, -2, "id");
+        lua_pushfstring(L, "%s/%s", dir, sd[i].file);
+        lua_setfield(L, -2, "file");
+        lua_pushboolean(L, sd[i].readonly);
+        lua_setfield(L, -2, "readonly");
+        lua_pushboolean(L, sd[i].mediated);
+        lua_setfield(L, -2, "mediated");
+        lua_pushinteger(L, (lua_Integer)sd[i].size);
+        lua_setfield(L, -2, "size");
+        lua_rawseti(L, -2, (lua_Integer)i + 1);
+    }
     return 1;
 }
 
@@ -181,6 +234,9 @@ static int l_fault(lua_State *L)
         .ms = (uint32_t)luaL_checkinteger(L, 5),
     };
     int r = disk_fault_set(d->handle, (enum disk_mode)m, &f);
+    if (r == -EOPNOTSUPP)
+        return luaL_error(L, "disk:fault_inject: the disk is plain (QEMU opens it itself): faults "
+                             "need a disk Provium serves (docs/disks.md#plain-disks)");
     if (r < 0)
         return luaL_error(L, "disk:fault_inject: %s", strerror(-r));
     return 0;
@@ -263,6 +319,8 @@ int luaopen_provium_disk(lua_State *L)
 {
     static const luaL_Reg fns[] = {
         {"open", l_open},
+        {"open_layered", l_open_layered},
+        {"snap_disks", l_snap_disks},
         {"close", l_close},
         {"attach", l_attach},
         {"detach", l_detach},
