@@ -49,6 +49,19 @@ function wait_until(pred, opts)
     end
 end
 
+-- The hang watchdog's timeout (docs/debugging.md#hangs): the file's
+-- provium.hang_timeout from the moment it is set, a test's meta.hang_timeout
+-- while that test runs. `what` names the setting in errors.
+local file_hang
+local lab_newindex = P.Lab.__newindex
+P.Lab.__newindex = function(self, k, v)
+    if k == "hang_timeout" and self == P.root then
+        file_hang = v ~= nil and P.duration(v, "provium.hang_timeout", 2) or nil
+        C.set_hang_timeout(file_hang)
+    end
+    lab_newindex(self, k, v)
+end
+
 -- The t context.
 local T = {}
 T.__index = T
@@ -226,6 +239,15 @@ local function run_test(t)
         timed_out_msg = ("test timed out after %gs"):format(secs)
         C.set_deadline(secs, timed_out_msg)
     end
+    if t.meta.hang_timeout ~= nil then
+        local ok, secs = pcall(P.duration, t.meta.hang_timeout, "meta.hang_timeout")
+        if not ok then
+            C.set_deadline(nil)
+            rec.status, rec.message = "failed", secs
+            return rec
+        end
+        C.set_hang_timeout(secs)
+    end
     -- what the file's VMs logged, and their taint, before this test is not
     -- this test's doing
     local before = P.root:_all_vms()
@@ -252,6 +274,7 @@ local function run_test(t)
     P.kmemleak.active = false
     local timed_out = timed_out_msg and not ok and C.deadline_passed()
     C.set_deadline(nil)
+    C.set_hang_timeout(file_hang)
     rec.duration = C.now() - started
     if not ok and err == SKIP then
         rec.status, rec.message = "skipped", rawget(ctx, "_skip")

@@ -6,7 +6,8 @@
 
 void chan_init(struct chan *c, int fd, int watch_fd)
 {
-    *c = (struct chan){.fd = fd, .watch_fd = watch_fd, .next_id = 1, .gone_fd = -1};
+    *c = (struct chan){
+        .fd = fd, .watch_fd = watch_fd, .rx_ns = now_ns(), .next_id = 1, .gone_fd = -1};
     fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
 }
 
@@ -62,6 +63,7 @@ static int pump(struct chan *c, short extra, int64_t deadline_ns, struct pv_err 
         buf_reserve(&c->in, 65536);
         ssize_t r = read(c->fd, c->in.data + c->in.len, c->in.cap - c->in.len - 1);
         if (r > 0) {
+            c->rx_ns = now_ns();
             c->in.len += (size_t)r;
             c->in.data[c->in.len] = 0;
             return 1;

@@ -863,17 +863,21 @@ int vm_power_button(struct vm *vm, struct pv_err *err)
     return 0;
 }
 
-/* A dead QEMU turns a failed request into the full story. */
 /* chan_wait until d, a second at a time: between, the logs are bounded,
- * since QEMU writes the consoles while a long call waits. */
+ * since QEMU writes the consoles while a long call waits, and the hang
+ * watchdog looks for a sign of life (src/host/hang.c): -EHOSTDOWN when the
+ * guest showed none for the hang timeout (the VM is dead). */
 static int wait_reply(struct vm *vm, uint32_t id, int64_t d, struct buf *reply, struct pv_err *err)
 {
+    hang_start(vm);
     for (;;) {
         int64_t slice = now_ns() + 1000000000LL;
         int r = chan_wait(&vm->chan, id, MIN(d, slice), reply, err);
         if (r != -ETIMEDOUT || now_ns() >= d || vm->chan.broken)
             return r;
         vm_logs_bound(vm);
+        if ((r = hang_check(vm, err)) < 0)
+            return r;
     }
 }
 

@@ -10,6 +10,7 @@
 #include <jansson.h>
 
 #include "chan.h"
+#include "hang.h"
 #include "qemu.h"
 #include "qmp.h"
 
@@ -100,6 +101,7 @@ struct vm {
     struct vm_disk disks[VM_MAX_DISKS];
     size_t ndisks;
     int gdb_port; /* QEMU's gdbstub's on 127.0.0.1 while QEMU runs under --gdb, else 0 */
+    struct hang_watch hang;
     struct vm *next_live;
 };
 
@@ -120,6 +122,11 @@ struct vm_globals {
     const char *file;         /* the test file, as displayed (for events) */
     const char *snapshot_dir; /* where vm:snapshot() with no path writes (NULL: rundir) */
     bool gdb;                 /* every QEMU gets a gdbstub (--gdb, docs/vms.md) */
+    /* The hang watchdog's timeout in seconds (docs/debugging.md#hangs):
+     * hang_timeout is the one in force (meta.hang_timeout,
+     * provium.hang_timeout), hang_timeout_run --hang-timeout's; 0 is
+     * HANG_DEFAULT_S times timeout_scale, a negative value none. */
+    double hang_timeout, hang_timeout_run;
 };
 extern struct vm_globals vm_globals;
 

@@ -890,6 +890,21 @@ static int l_death_reported(lua_State *L)
     return 1;
 }
 
+/* _provium_c.set_hang_timeout(seconds | nil): the hang watchdog's timeout
+ * from now on (docs/debugging.md#hangs); 0 turns it off, nil goes back to
+ * the run's (--hang-timeout, else the default). */
+static int l_set_hang_timeout(lua_State *L)
+{
+    if (lua_isnoneornil(L, 1)) {
+        vm_globals.hang_timeout = vm_globals.hang_timeout_run;
+        return 0;
+    }
+    double secs = luaL_checknumber(L, 1);
+    luaL_argcheck(L, secs >= 0, 1, "must not be negative");
+    vm_globals.hang_timeout = secs > 0 ? secs : -1;
+    return 0;
+}
+
 /* _provium_c.qemu_faults(vm) -> the page faults QEMU has taken, minor and
  * major (from /proc/<pid>/stat; make bench), or nil when no QEMU runs */
 static int l_qemu_faults(lua_State *L)
@@ -991,6 +1006,7 @@ int luaopen_provium_vm(lua_State *L)
         {"log_read", l_log_read},
         {"log_generation", l_log_generation},
         {"death_reported", l_death_reported},
+        {"set_hang_timeout", l_set_hang_timeout},
         {"qemu_faults", l_qemu_faults},
         {NULL, NULL},
     };
