@@ -212,6 +212,17 @@ local function excerpt(scope)
     return table.concat(parts, "\n")
 end
 
+-- Whether err, an error that escaped, is a VM's infrastructure error (its
+-- boot failed twice for the machine's sake: docs/debugging.md#infrastructure-errors).
+local function infra(err, vms)
+    if type(err) ~= "string" then return false end
+    for _, vm in ipairs(vms) do
+        local msg = C.infra_error(vm)
+        if msg and err:find(msg, 1, true) then return true end
+    end
+    return false
+end
+
 local function clean(msg)
     if msg == nil then return "error (nil)" end
     if type(msg) ~= "string" then msg = tostring(msg) end
@@ -304,7 +315,9 @@ local function run_test(t)
             rec.status, rec.message = P.splat.judge(splats, rec.status, rec.message)
         end
     end
-    if rec.status == "failed" then rec.console_excerpt = excerpt(scope) end
+    -- an infrastructure error that escaped the body is not the kernel's failure
+    if rec.status == "failed" and not ok and infra(err, vms) then rec.status = "error" end
+    if rec.status ~= "passed" and rec.status ~= "skipped" then rec.console_excerpt = excerpt(scope) end
     if timed_out then
         -- whether it hit the deadline in Lua or inside a guest operation
         if rec.message ~= timed_out_msg then
@@ -321,7 +334,7 @@ local function run_test(t)
 end
 
 -- The event stream (docs/events.md): test_started, then one of test_passed,
--- test_failed or test_skipped, for every test.
+-- test_failed, test_error or test_skipped, for every test.
 local function run_test_with_events(t)
     local meta = t.meta
     C.event("test_started", { path = C.display, name = t.name, meta = meta })
@@ -331,6 +344,9 @@ local function run_test_with_events(t)
         C.event("test_skipped", { path = C.display, name = t.name, reason = rec.message, meta = meta })
     elseif rec.status == "passed" then
         C.event("test_passed", { path = C.display, name = t.name, duration_ns = ns, meta = meta })
+    elseif rec.status == "error" then
+        C.event("test_error", { path = C.display, name = t.name, duration_ns = ns,
+            reason = rec.message, console_excerpt = rec.console_excerpt or "", meta = meta })
     else
         C.event("test_failed", { path = C.display, name = t.name, duration_ns = ns,
             reason = rec.message, console_excerpt = rec.console_excerpt or "", meta = meta })
@@ -368,6 +384,7 @@ function _provium_run_file(path)
     if not ok then
         P.splat.sink = nil
         out.chunk_error = err
+        out.chunk_infra = infra(err, P.root:_all_vms()) or nil
         out.console_excerpt = excerpt()
         P.root:_close()
         return out

@@ -29,8 +29,8 @@ double hang_timeout_s(void)
     return HANG_DEFAULT_S * (vm_globals.timeout_scale > 0 ? vm_globals.timeout_scale : 1);
 }
 
-/* The bytes the consoles have ever had (what rotation dropped included). */
-static uint64_t console_bytes(struct vm *vm)
+/* What rotation dropped is counted in. */
+uint64_t hang_console_bytes(struct vm *vm)
 {
     static const char *const names[] = {"serial.log", "hvc.log"};
     static const enum vm_log which[] = {VM_LOG_SERIAL, VM_LOG_HVC};
@@ -57,7 +57,7 @@ void hang_start(struct vm *vm)
 {
     collect_ping(vm);
     vm->hang.alive_ns = now_ns();
-    vm->hang.console = console_bytes(vm);
+    vm->hang.console = hang_console_bytes(vm);
 }
 
 int hang_parse_rips(const char *regs, uint64_t *ret, int max)
@@ -234,7 +234,7 @@ int hang_check(struct vm *vm, struct pv_err *err)
     if (!(secs > 0))
         return 0;
     int64_t now = now_ns();
-    uint64_t con = console_bytes(vm);
+    uint64_t con = hang_console_bytes(vm);
     if (con != vm->hang.console) {
         vm->hang.console = con;
         vm->hang.alive_ns = now;

@@ -22,6 +22,8 @@ struct hang_watch {
     uint32_t ping;    /* a probe in flight, or 0 */
 };
 
+/* The bytes the VM's consoles (serial and hvc) have ever had. */
+uint64_t hang_console_bytes(struct vm *vm);
 /* The hang timeout in force, in seconds (the default scaled); 0: off. */
 double hang_timeout_s(void);
 /* A wait of vm begins: it counts as alive now. */
