@@ -72,6 +72,12 @@ int hang_parse_rips(const char *regs, uint64_t *ret, int max)
     return n;
 }
 
+bool hang_user_ip(uint64_t addr)
+{
+    /* x86-64's kernel lives in the upper half of the address space */
+    return addr < 0xffff800000000000ull;
+}
+
 /* One line of a symbol map: 1 with its fields (name and module point into
  * the line, their lengths set), 0 when it is not a symbol line. */
 struct sym {
@@ -193,7 +199,9 @@ static void add_rips(struct vm *vm, struct buf *story)
     for (int i = 0; i < n; i++) {
         char name[256];
         buf_addf(story, "  instruction pointer: 0x%016" PRIx64, rips[i]);
-        if (have_map && hang_symbolize(map.data, map.len, rips[i], name, sizeof(name)) == 0)
+        if (hang_user_ip(rips[i]))
+            buf_adds(story, " (user space)");
+        else if (have_map && hang_symbolize(map.data, map.len, rips[i], name, sizeof(name)) == 0)
             buf_addf(story, " (%s)", name);
         else if (have_map)
             buf_addf(story, " (not in %s)", map_path);

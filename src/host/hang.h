@@ -38,6 +38,9 @@ int hang_check(struct vm *vm, struct pv_err *err);
 /* The instruction pointers in QEMU's `info registers` text (every "RIP="
  * field, one per vCPU): how many were found, at most max. */
 int hang_parse_rips(const char *regs, uint64_t *ret, int max);
+/* Whether an x86-64 instruction pointer is a program's, which no kernel
+ * map names. */
+bool hang_user_ip(uint64_t addr);
 /* Name addr as "func+0xoff/0xsize" (and " [module]" for a module's
  * symbol) from a symbol map: "ADDR TYPE NAME [MODULE]" lines as System.map,
  * /proc/kallsyms and `nm -n` print them. Only text symbols count, and an

@@ -77,6 +77,14 @@ static void does_not_lie(void **state)
     assert_int_equal(hang_symbolize("garbage\nffff T\n", 15, 0xffff, out, sizeof(out)), -ENOENT);
 }
 
+static void user_space(void **state)
+{
+    assert_true(hang_user_ip(0x402d80)); /* seen: a vCPU stopped in a program */
+    assert_true(hang_user_ip(0x00007fffffffe000ull));
+    assert_false(hang_user_ip(0xffffffff819c3643ull));
+    assert_false(hang_user_ip(0xffff888004a3c200ull));
+}
+
 static void timeout_in_force(void **state)
 {
     vm_globals.timeout_scale = 3;
@@ -96,9 +104,8 @@ static void timeout_in_force(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(rips_of_each_vcpu),
-        cmocka_unit_test(names_an_address),
-        cmocka_unit_test(does_not_lie),
+        cmocka_unit_test(rips_of_each_vcpu), cmocka_unit_test(names_an_address),
+        cmocka_unit_test(does_not_lie),      cmocka_unit_test(user_space),
         cmocka_unit_test(timeout_in_force),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
