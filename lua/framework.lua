@@ -49,6 +49,19 @@ function wait_until(pred, opts)
     end
 end
 
+-- The hang watchdog's timeout (docs/debugging.md#hangs): the file's
+-- provium.hang_timeout from the moment it is set, a test's meta.hang_timeout
+-- while that test runs. `what` names the setting in errors.
+local file_hang
+local lab_newindex = P.Lab.__newindex
+P.Lab.__newindex = function(self, k, v)
+    if k == "hang_timeout" and self == P.root then
+        file_hang = v ~= nil and P.duration(v, "provium.hang_timeout", 2) or nil
+        C.set_hang_timeout(file_hang)
+    end
+    lab_newindex(self, k, v)
+end
+
 -- The t context.
 local T = {}
 T.__index = T
@@ -199,6 +212,17 @@ local function excerpt(scope)
     return table.concat(parts, "\n")
 end
 
+-- Whether err, an error that escaped, is a VM's infrastructure error (its
+-- boot failed twice for the machine's sake: docs/debugging.md#infrastructure-errors).
+local function infra(err, vms)
+    if type(err) ~= "string" then return false end
+    for _, vm in ipairs(vms) do
+        local msg = C.infra_error(vm)
+        if msg and err:find(msg, 1, true) then return true end
+    end
+    return false
+end
+
 local function clean(msg)
     if msg == nil then return "error (nil)" end
     if type(msg) ~= "string" then msg = tostring(msg) end
@@ -226,6 +250,15 @@ local function run_test(t)
         timed_out_msg = ("test timed out after %gs"):format(secs)
         C.set_deadline(secs, timed_out_msg)
     end
+    if t.meta.hang_timeout ~= nil then
+        local ok, secs = pcall(P.duration, t.meta.hang_timeout, "meta.hang_timeout")
+        if not ok then
+            C.set_deadline(nil)
+            rec.status, rec.message = "failed", secs
+            return rec
+        end
+        C.set_hang_timeout(secs)
+    end
     -- what the file's VMs logged, and their taint, before this test is not
     -- this test's doing
     local before = P.root:_all_vms()
@@ -252,6 +285,7 @@ local function run_test(t)
     P.kmemleak.active = false
     local timed_out = timed_out_msg and not ok and C.deadline_passed()
     C.set_deadline(nil)
+    C.set_hang_timeout(file_hang)
     rec.duration = C.now() - started
     if not ok and err == SKIP then
         rec.status, rec.message = "skipped", rawget(ctx, "_skip")
@@ -281,7 +315,9 @@ local function run_test(t)
             rec.status, rec.message = P.splat.judge(splats, rec.status, rec.message)
         end
     end
-    if rec.status == "failed" then rec.console_excerpt = excerpt(scope) end
+    -- an infrastructure error that escaped the body is not the kernel's failure
+    if rec.status == "failed" and not ok and infra(err, vms) then rec.status = "error" end
+    if rec.status ~= "passed" and rec.status ~= "skipped" then rec.console_excerpt = excerpt(scope) end
     if timed_out then
         -- whether it hit the deadline in Lua or inside a guest operation
         if rec.message ~= timed_out_msg then
@@ -298,7 +334,7 @@ local function run_test(t)
 end
 
 -- The event stream (docs/events.md): test_started, then one of test_passed,
--- test_failed or test_skipped, for every test.
+-- test_failed, test_error or test_skipped, for every test.
 local function run_test_with_events(t)
     local meta = t.meta
     C.event("test_started", { path = C.display, name = t.name, meta = meta })
@@ -308,6 +344,9 @@ local function run_test_with_events(t)
         C.event("test_skipped", { path = C.display, name = t.name, reason = rec.message, meta = meta })
     elseif rec.status == "passed" then
         C.event("test_passed", { path = C.display, name = t.name, duration_ns = ns, meta = meta })
+    elseif rec.status == "error" then
+        C.event("test_error", { path = C.display, name = t.name, duration_ns = ns,
+            reason = rec.message, console_excerpt = rec.console_excerpt or "", meta = meta })
     else
         C.event("test_failed", { path = C.display, name = t.name, duration_ns = ns,
             reason = rec.message, console_excerpt = rec.console_excerpt or "", meta = meta })
@@ -345,6 +384,7 @@ function _provium_run_file(path)
     if not ok then
         P.splat.sink = nil
         out.chunk_error = err
+        out.chunk_infra = infra(err, P.root:_all_vms()) or nil
         out.console_excerpt = excerpt()
         P.root:_close()
         return out

@@ -6,7 +6,8 @@
 
 void chan_init(struct chan *c, int fd, int watch_fd)
 {
-    *c = (struct chan){.fd = fd, .watch_fd = watch_fd, .next_id = 1, .gone_fd = -1};
+    *c = (struct chan){
+        .fd = fd, .watch_fd = watch_fd, .rx_ns = now_ns(), .next_id = 1, .gone_fd = -1};
     fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
 }
 
@@ -60,8 +61,10 @@ static int pump(struct chan *c, short extra, int64_t deadline_ns, struct pv_err 
         return 0;
     if (p[0].revents & (in | POLLHUP | POLLERR)) {
         ssize_t r = buf_read(&c->in, c->fd);
-        if (r > 0)
+        if (r > 0) {
+            c->rx_ns = now_ns();
             return 1;
+        }
         if (r < 0 && (errno == EAGAIN || errno == EINTR))
             return 1;
         return broken(c, err, EPIPE, "the agent closed the connection");

@@ -35,6 +35,7 @@ struct chan {
     int fd;
     int watch_fd; /* becomes readable when the peer is gone (a QEMU pidfd), or -1 */
     struct buf in;
+    int64_t rx_ns; /* when the last bytes came (the hang watchdog's sign of life) */
     uint32_t next_id;
     struct chan_req *reqs;
     bool in_hello; /* bytes read are not frames yet: chan_hello resynchronises */

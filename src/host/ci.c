@@ -71,23 +71,29 @@ void ci_tap_file(FILE *out, size_t n, const struct file_result *f, bool failed)
     json_array_foreach(tests, i, t)
     {
         const char *st = str(t, "status"), *msg = str(t, "message");
-        bool ok = st && strcmp(st, "failed");
+        bool ok = st && strcmp(st, "failed") && strcmp(st, "error");
         fprintf(out, "    %s %zu - ", ok ? "ok" : "not ok", ++k);
         tap_desc(out, str(t, "name"));
         if (st && !strcmp(st, "skipped")) {
             fputs(" # SKIP ", out);
             tap_desc(out, msg);
         }
+        /* TAP has no error directive: an infrastructure error is a point
+         * that did not pass, told apart by the words after `#`
+         * (docs/cli.md#--tap) */
+        if (st && !strcmp(st, "error"))
+            fputs(" # ERROR infrastructure", out);
         fputc('\n', out);
         if (!ok)
             tap_yaml(out, "    ", "message", msg ? msg : "(no message)");
     }
     const char *why = chunk ? chunk : f->reason;
     if (why) {
-        fprintf(out, "    not ok %zu - %s\n", ++k,
+        fprintf(out, "    not ok %zu - %s%s\n", ++k,
                 chunk                       ? "(loading the file)"
                 : f->kind == FILE_TIMED_OUT ? "(file timed out)"
-                                            : "(the file)");
+                                            : "(the file)",
+                !strcmp(report_status(f), "error") ? " # ERROR infrastructure" : "");
         tap_yaml(out, "    ", "message", why);
     }
     fprintf(out, "    1..%zu\n", k);
@@ -95,6 +101,8 @@ void ci_tap_file(FILE *out, size_t n, const struct file_result *f, bool failed)
     tap_desc(out, f->display);
     if (f->kind == FILE_INTERRUPTED)
         fputs(" # SKIP interrupted", out);
+    else if (!strcmp(report_status(f), "error"))
+        fputs(" # ERROR infrastructure", out);
     fputc('\n', out);
     fflush(out);
 }
@@ -114,9 +122,10 @@ json_t *ci_junit_entry(const struct file_result *f)
     static const char *const kinds[] = {"loading", "timed_out", "crashed", "interrupted",
                                         "not_run"};
     const char *why = chunk ? chunk : f->reason;
+    bool infra = f->outcome && json_is_true(json_object_get(f->outcome, "chunk_infra"));
     return json_pack("{s:s, s:f, s:O, s:s?, s:s}", "path", f->display, "seconds", f->seconds,
                      "tests", json_is_array(tests) ? tests : json_array(), "error", why, "kind",
-                     kinds[f->kind]);
+                     infra ? "infrastructure" : kinds[f->kind]);
 }
 
 static void attr(struct buf *b, const char *name, const char *value)
@@ -133,7 +142,8 @@ static void first_line(struct buf *b, const char *name, const char *msg)
     attr(b, name, line);
 }
 
-static void testcase(struct buf *b, const char *path, json_t *t, size_t *failures, size_t *skipped)
+static void testcase(struct buf *b, const char *path, json_t *t, size_t *failures, size_t *errors,
+                     size_t *skipped)
 {
     const char *st = str(t, "status"), *msg = str(t, "message");
     const char *name = str(t, "name");
@@ -152,17 +162,21 @@ static void testcase(struct buf *b, const char *path, json_t *t, size_t *failure
         attr(b, "message", msg ? msg : "skipped");
         buf_adds(b, "/>\n");
     } else {
-        (*failures)++;
-        buf_adds(b, "      <failure");
+        /* an infrastructure error is JUnit's <error>, which CI reporters
+         * count apart from failures (docs/debugging.md) */
+        bool error = st && !strcmp(st, "error");
+        const char *tag = error ? "error" : "failure";
+        (*(error ? errors : failures))++;
+        buf_addf(b, "      <%s", tag);
         first_line(b, "message", msg ? msg : "failed");
-        buf_adds(b, " type=\"failure\">");
+        buf_addf(b, " type=\"%s\">", error ? "infrastructure" : "failure");
         xml_text(b, msg ? msg : "failed");
         const char *con = str(t, "console_excerpt");
         if (con && *con) {
             buf_adds(b, "\n\n");
             xml_text(b, con);
         }
-        buf_adds(b, "</failure>\n");
+        buf_addf(b, "</%s>\n", tag);
     }
     buf_adds(b, "    </testcase>\n");
 }
@@ -175,10 +189,10 @@ int ci_junit_write(const char *path, json_t *entries, double seconds, struct pv_
     json_array_foreach(entries, i, e)
     {
         const char *p = str(e, "path"), *why = str(e, "error");
-        size_t n = json_array_size(json_object_get(e, "tests")), f = 0, s = 0, k;
+        size_t n = json_array_size(json_object_get(e, "tests")), f = 0, er = 0, s = 0, k;
         struct buf cases = BUF_INIT;
         json_t *t;
-        json_array_foreach(json_object_get(e, "tests"), k, t) testcase(&cases, p, t, &f, &s);
+        json_array_foreach(json_object_get(e, "tests"), k, t) testcase(&cases, p, t, &f, &er, &s);
         if (why) {
             n++;
             buf_adds(&cases, "    <testcase");
@@ -194,13 +208,13 @@ int ci_junit_write(const char *path, json_t *entries, double seconds, struct pv_
         buf_adds(&suites, "  <testsuite");
         attr(&suites, "name", p);
         buf_addf(&suites,
-                 " tests=\"%zu\" failures=\"%zu\" errors=\"%d\" skipped=\"%zu\" "
+                 " tests=\"%zu\" failures=\"%zu\" errors=\"%zu\" skipped=\"%zu\" "
                  "time=\"%.3f\">\n",
-                 n, f, why ? 1 : 0, s, json_number_value(json_object_get(e, "seconds")));
+                 n, f, er + (why ? 1 : 0), s, json_number_value(json_object_get(e, "seconds")));
         buf_add(&suites, cases.data, cases.len);
         buf_adds(&suites, "  </testsuite>\n");
         buf_release(&cases);
-        total += n, failures += f, skipped += s, errors += why ? 1 : 0;
+        total += n, failures += f, skipped += s, errors += er + (why ? 1 : 0);
     }
     buf_addf(&b,
              "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<testsuites name=\"provium\" "

@@ -43,6 +43,8 @@ static const char usage[] =
     "  --accel MODE         auto | kvm | tcg (default auto: KVM when a probe boot proves it)\n"
     "  --transport MODE     auto | virtio-serial | vsock (default auto)\n"
     "  --timeout DUR        per-file wall clock, e.g. 300, 90s, 5m; 0 = none (default 300s)\n"
+    "  --hang-timeout DUR   a guest silent this long fails its operation; 0 = never\n"
+    "                       (default 30s, x3 under TCG)\n"
     "  -j, --jobs N         at most N files at once (default: as many as the pool holds)\n"
     "  --mem SIZE           the pool's memory, e.g. 16G (default: 80% of the host's)\n"
     "  --cpus N             the pool's vCPUs (default: online CPUs)\n"
@@ -460,6 +462,7 @@ enum {
     O_ACCEL,
     O_TRANSPORT,
     O_TIMEOUT,
+    O_HANG_TIMEOUT,
     O_JSON,
     O_SLOW,
     O_FAILFAST,
@@ -497,6 +500,7 @@ static const struct option longopts[] = {
     {"accel", required_argument, NULL, O_ACCEL},
     {"transport", required_argument, NULL, O_TRANSPORT},
     {"timeout", required_argument, NULL, O_TIMEOUT},
+    {"hang-timeout", required_argument, NULL, O_HANG_TIMEOUT},
     {"jobs", required_argument, NULL, 'j'},
     {"json", no_argument, NULL, O_JSON},
     {"include-slow", no_argument, NULL, O_SLOW},
@@ -543,6 +547,18 @@ static int parse_number(struct args *a, int c, const char *v)
             return 0;
         fprintf(stderr, "provium: --timeout: bad duration `%s` (e.g. 300, 90s, 5m)\n", v);
         return 2;
+    case O_HANG_TIMEOUT: {
+        /* the files' processes inherit it (docs/debugging.md#hangs); 0 turns
+         * the watchdog off, which vm_globals says with a negative value */
+        double secs;
+        if (parse_duration(v, &secs) == 0) {
+            vm_globals.hang_timeout = vm_globals.hang_timeout_run = secs > 0 ? secs : -1;
+            return 0;
+        }
+        fprintf(stderr, "provium: --hang-timeout: bad duration `%s` (e.g. 30, 45s, 2m; 0: never)\n",
+                v);
+        return 2;
+    }
     case 'j':
         a->o.jobs = atoi(v);
         if (a->o.jobs >= 1)
@@ -616,6 +632,7 @@ static int parse_option(struct args *a, int c, char *v)
         a->transport = (enum transport)parse_choice("--transport", v, transports, 3);
         break;
     case O_TIMEOUT:
+    case O_HANG_TIMEOUT:
     case 'j':
     case O_MEM:
     case O_CPUS:

@@ -113,6 +113,49 @@ static json_t *copy_or(json_t *v, json_t *fallback)
     return fallback;
 }
 
+/* A file's tests by outcome; a file-level reason counts as one more
+ * failure, or error when the machine failed (docs/debugging.md). */
+struct counts {
+    long passed, failed, errors, skipped;
+};
+
+static struct counts count(const struct file_result *f)
+{
+    struct counts c = {0};
+    json_t *tests = f->outcome ? json_object_get(f->outcome, "tests") : NULL;
+    size_t i;
+    json_t *t;
+    json_array_foreach(tests, i, t)
+    {
+        const char *st = str(t, "status");
+        if (st && !strcmp(st, "passed"))
+            c.passed++;
+        else if (st && !strcmp(st, "skipped"))
+            c.skipped++;
+        else if (st && !strcmp(st, "error"))
+            c.errors++;
+        else
+            c.failed++;
+    }
+    if (f->outcome && json_is_true(json_object_get(f->outcome, "chunk_infra")))
+        c.errors++;
+    else if ((f->outcome && str(f->outcome, "chunk_error")) || !f->outcome)
+        c.failed++;
+    return c;
+}
+
+const char *report_status(const struct file_result *f)
+{
+    if (f->kind == FILE_INTERRUPTED)
+        return "interrupted";
+    if (f->kind == FILE_TIMED_OUT)
+        return "timed_out";
+    if (f->kind == FILE_CRASHED)
+        return "crashed";
+    struct counts c = count(f);
+    return c.failed ? "failed" : c.errors ? "error" : "passed";
+}
+
 /* One --json line: the shape docs/cli.md gives. */
 static json_t *json_line(const struct file_result *f, long failed)
 {
@@ -140,6 +183,7 @@ static json_t *json_line(const struct file_result *f, long failed)
     json_object_set_new(line, "timeout",
                         json_string(f->kind == FILE_TIMED_OUT ? "timed_out" : "in_time"));
     json_object_set_new(line, "passed", json_boolean(failed == 0));
+    json_object_set_new(line, "status", json_string(report_status(f)));
     json_object_set_new(line, "chunk_error", chunk ? json_string(chunk) : json_null());
     json_object_set_new(line, "tests", tests);
     json_object_set_new(line, "duration", json_real((double)(int64_t)(f->seconds * 1000) / 1000));
@@ -149,21 +193,13 @@ static json_t *json_line(const struct file_result *f, long failed)
 int report_file(struct report *r, const struct file_result *f)
 {
     erase_progress(r);
-    long passed = 0, failed = 0, skipped = 0;
     json_t *tests = f->outcome ? json_object_get(f->outcome, "tests") : NULL;
     const char *chunk = f->outcome ? str(f->outcome, "chunk_error") : NULL;
+    bool chunk_infra = f->outcome && json_is_true(json_object_get(f->outcome, "chunk_infra"));
     size_t i;
     json_t *t;
-    json_array_foreach(tests, i, t)
-    {
-        const char *st = str(t, "status");
-        if (st && !strcmp(st, "passed"))
-            passed++;
-        else if (st && !strcmp(st, "skipped"))
-            skipped++;
-        else
-            failed++;
-    }
+    struct counts c = count(f);
+    long passed = c.passed, failed = c.failed, errors = c.errors, skipped = c.skipped;
     if (f->kind == FILE_INTERRUPTED) {
         /* stopped by Ctrl-C: neither passed nor failed */
         r->files++;
@@ -175,39 +211,47 @@ int report_file(struct report *r, const struct file_result *f)
         fflush(r->human);
         return -1;
     }
-    if (chunk || !f->outcome)
-        failed++;
     r->files++;
     r->passed += passed;
     r->failed += failed;
+    r->errors += errors;
     r->skipped += skipped;
     if (failed)
         r->files_failed++;
+    else if (errors)
+        r->files_errored++;
 
     if (r->tap)
-        ci_tap_file(stdout, r->files, f, failed > 0);
+        ci_tap_file(stdout, r->files, f, failed > 0 || errors > 0);
     if (r->junit)
         json_array_append_new(r->junit, ci_junit_entry(f));
     if (r->json) {
-        json_t *line = json_line(f, failed);
+        json_t *line = json_line(f, failed + errors);
         char *s = json_dumps(line, JSON_COMPACT | JSON_PRESERVE_ORDER);
         printf("%s\n", s);
         fflush(stdout);
         free(s);
         json_decref(line);
     }
-    if (r->verbosity == QUIET && !failed)
+    int verdict = failed ? 1 : errors ? 2 : 0;
+    if (r->verbosity == QUIET && !verdict)
         return 0;
     FILE *out = r->human;
-    if (f->output_len && (failed || r->verbosity >= NORMAL)) {
+    if (f->output_len && (verdict || r->verbosity >= NORMAL)) {
         put_text(out, f->output, f->output_len);
         if (f->output[f->output_len - 1] != '\n')
             fputc('\n', out);
     }
-    const char *word = f->kind == FILE_TIMED_OUT ? "TIME" : failed ? "FAIL" : "PASS";
+    const char *word = f->kind == FILE_TIMED_OUT ? "TIME"
+                       : failed                  ? "FAIL"
+                       : errors                  ? "ERROR"
+                                                 : "PASS";
     fprintf(out, "%s ", word);
     puts_text(out, f->display);
-    fprintf(out, " (%ld passed, %ld failed, %ld skipped)\n", passed, failed, skipped);
+    fprintf(out, " (%ld passed, %ld failed, %ld skipped", passed, failed, skipped);
+    if (errors)
+        fprintf(out, ", %ld error%s", errors, errors == 1 ? "" : "s");
+    fputs(")\n", out);
     if (f->reason) {
         fprintf(out, "    %s\n",
                 f->kind == FILE_TIMED_OUT ? "TIME (file)"
@@ -216,7 +260,7 @@ int report_file(struct report *r, const struct file_result *f)
         indented(out, 8, f->reason);
     }
     if (chunk) {
-        fprintf(out, "    FAIL (loading the file)\n");
+        fprintf(out, "    %s (loading the file)\n", chunk_infra ? "ERROR" : "FAIL");
         indented(out, 8, chunk);
     }
     json_array_foreach(tests, i, t)
@@ -224,8 +268,8 @@ int report_file(struct report *r, const struct file_result *f)
         const char *st = str(t, "status");
         const char *name = str(t, "name");
         const char *msg = str(t, "message");
-        if (st && !strcmp(st, "failed")) {
-            headline(out, "    FAIL ", name);
+        if (st && (!strcmp(st, "failed") || !strcmp(st, "error"))) {
+            headline(out, !strcmp(st, "error") ? "    ERROR " : "    FAIL ", name);
             indented(out, 8, msg ? msg : "(no message)");
         } else if (r->verbosity >= VERBOSE && st && !strcmp(st, "passed")) {
             headline(out, "    PASS ", name);
@@ -236,7 +280,7 @@ int report_file(struct report *r, const struct file_result *f)
         }
     }
     fflush(out);
-    return failed > 0;
+    return verdict;
 }
 
 void report_summary(struct report *r, double seconds)
@@ -244,7 +288,10 @@ void report_summary(struct report *r, double seconds)
     erase_progress(r);
     if (r->tap)
         ci_tap_plan(stdout, r->files);
-    fprintf(r->human, "\n%zu file(s); %ld passed, %ld failed, %ld skipped; %.2fs\n", r->files,
-            r->passed, r->failed, r->skipped, seconds);
+    fprintf(r->human, "\n%zu file(s); %ld passed, %ld failed, %ld skipped", r->files, r->passed,
+            r->failed, r->skipped);
+    if (r->errors)
+        fprintf(r->human, ", %ld error%s", r->errors, r->errors == 1 ? "" : "s");
+    fprintf(r->human, "; %.2fs\n", seconds);
     fflush(r->human);
 }

@@ -25,8 +25,8 @@ struct report {
     bool json, tap;
     json_t *junit; /* the files' results for --junit, or NULL */
     FILE *human;   /* stdout, or stderr when stdout carries --json or --tap */
-    size_t files, files_failed;
-    long passed, failed, skipped;
+    size_t files, files_failed, files_errored; /* errored: an infrastructure error, no failure */
+    long passed, failed, errors, skipped;
     bool progress;       /* a live progress line may be drawn (stderr is a terminal) */
     bool progress_shown; /* one is on the screen now */
 };
@@ -40,8 +40,12 @@ void report_note(struct report *r, const char *line);
 void report_error(struct report *r, const char *display, const char *msg);
 /* Redraw the progress line (terminals only); results and notes erase it. */
 void report_progress(struct report *r, const char *line);
-/* Print a file's results; returns 1 when it failed, 0 when it passed, -1
- * when it was interrupted (neither). */
+/* Print a file's results; returns 1 when it failed, 2 when nothing failed
+ * but an infrastructure error (docs/debugging.md#infrastructure-errors), 0
+ * when it passed, -1 when it was interrupted (neither). */
 int report_file(struct report *r, const struct file_result *f);
+/* A file's status as file_completed and --json give it: "passed",
+ * "failed", "error", "timed_out", "crashed" or "interrupted". */
+const char *report_status(const struct file_result *f);
 void report_summary(struct report *r, double seconds);
 void report_release(struct report *r);

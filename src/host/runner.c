@@ -423,11 +423,7 @@ static int finish_job(struct job *j, int status, const struct run_opts *o, struc
     if (!j->timed_out && !fr.outcome)
         fr.kind = j->interrupted ? FILE_INTERRUPTED : FILE_CRASHED;
     int verdict = report_file(rep, &fr);
-    j->status = j->timed_out              ? "timed_out"
-                : verdict < 0             ? "interrupted"
-                : fr.kind == FILE_CRASHED ? "crashed"
-                : verdict                 ? "failed"
-                                          : "passed";
+    j->status = report_status(&fr);
     json_decref(fr.outcome);
     free(fr.reason);
     buf_release(&j->out);
@@ -666,7 +662,7 @@ static void run_reap(struct run *r)
         if (!job_exited(j, &status))
             continue;
         int verdict = finish_job(j, status, r->o, &r->rep);
-        if (verdict == 1)
+        if (verdict > 0) /* an infrastructure error runs again too */
             r->failed[r->nfailed++] = j->file;
         else if (verdict == 0)
             r->passed[r->npassed++] = j->file;
@@ -678,7 +674,7 @@ static void run_reap(struct run *r)
         r->active--;
         r->done++;
         r->next_tick = 0;
-        if (r->o->fail_fast && r->rep.files_failed)
+        if (r->o->fail_fast && (r->rep.files_failed || r->rep.files_errored))
             r->stop = true;
     }
 }
@@ -729,7 +725,9 @@ static int run_end(struct run *r)
     sigprocmask(SIG_SETMASK, &r->oldmask, NULL);
     double seconds = (double)(now_ns() - r->t0) / 1e9;
     report_summary(&r->rep, seconds);
-    int code = r->rep.files_failed ? 1 : 0;
+    /* a failure is the kernel's or the test's; an infrastructure error
+     * alone is the machine's (docs/cli.md#exit-status) */
+    int code = r->rep.files_failed ? 1 : r->rep.files_errored ? 3 : 0;
     if (r->interrupted)
         code = r->rep.files_failed ? 1 : 130;
     if (r->o->junit && ci_junit_write(r->o->junit, r->rep.junit, seconds, &err) < 0) {

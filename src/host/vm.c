@@ -193,6 +193,7 @@ void vm_free(struct vm *vm)
     free(vm->profile);
     free(vm->exit_reason);
     free(vm->story);
+    free(vm->infra_error);
     free(vm->modules_dir);
     vm_boot_release(&vm->plan);
     free(vm);
@@ -297,9 +298,25 @@ static const char *last_console(const char *cmdline)
     return last;
 }
 
+/* Why a boot that died before the agent's handshake is the machine's doing
+ * rather than the guest's, or NULL (docs/debugging.md#infrastructure-errors):
+ * a QEMU killed or failing (not a guest's power-off or reset, which exit 0)
+ * with no kernel panic on the console, or a guest that printed nothing. */
+static const char *boot_blame(struct vm *vm, bool exited, int status)
+{
+    if (vm_console_says(vm, "Kernel panic"))
+        return NULL;
+    if (exited && (WIFSIGNALED(status) || WEXITSTATUS(status) != 0))
+        return "QEMU ended before the agent's handshake";
+    if (!exited && hang_console_bytes(vm) == vm->boot_console)
+        return "the guest printed nothing";
+    return NULL;
+}
+
 int vm_died(struct vm *vm, struct pv_err *err, const char *what)
 {
     int status = 0;
+    bool exited = false;
     char how[128] = "";
     /* the sockets close a moment before QEMU is reapable */
     if (vm->pidfd >= 0) {
@@ -307,6 +324,7 @@ int vm_died(struct vm *vm, struct pv_err *err, const char *what)
         poll(&p, 1, 1000);
     }
     if (vm->pid > 0 && waitpid(vm->pid, &status, WNOHANG) == vm->pid) {
+        exited = true;
         vm_untrack(vm->pid);
         vm->pid = 0;
         if (WIFEXITED(status))
@@ -314,6 +332,9 @@ int vm_died(struct vm *vm, struct pv_err *err, const char *what)
         else if (WIFSIGNALED(status))
             snprintf(how, sizeof(how), " (QEMU killed by signal %d)", WTERMSIG(status));
     }
+    if (vm->booting)
+        vm->boot_infra = boot_blame(vm, exited, status);
+    vm->booting = false;
     stop_qemu(vm, 0);
     vm->state = VM_DEAD;
     struct buf tail = BUF_INIT;
@@ -449,6 +470,11 @@ int vm_launch(struct vm *vm, const struct vm_boot *b, const struct start *st, in
     vm->exit_reason = NULL;
     if (st->fresh)
         vm_drop_logs(vm);
+    vm->booting = true;
+    vm->boot_console = hang_console_bytes(vm);
+    vm->boot_infra = NULL;
+    free(vm->infra_error);
+    vm->infra_error = NULL;
     if (vm->kmsg_fd >= 0)
         close(vm->kmsg_fd);
     _cleanup_free_ char *kpath = xasprintf("%s/kmsg.log", vm->dir);
@@ -640,6 +666,7 @@ int vm_handshake(struct vm *vm, int agent_l, double agent_timeout, const char *s
         return vm_died(vm, err, what);
     }
     vm->ready_ns = now_ns();
+    vm->booting = false;
     vm->agent_gen++;
     watch_agent(vm, true);
     vm->announced = !vm->quiet;
@@ -674,6 +701,29 @@ int vm_boot_as(struct vm *vm, const struct vm_boot *b, const struct start *st, s
 int vm_boot(struct vm *vm, const struct vm_boot *b, struct pv_err *err)
 {
     return vm_boot_as(vm, b, &(struct start){.fresh = true}, err);
+}
+
+bool vm_boot_failed(struct vm *vm, int attempt, struct pv_err *err)
+{
+    if (!vm->boot_infra || vm->state != VM_DEAD)
+        return false;
+    if (attempt < 2)
+        return true;
+    /* the first failure's message without its "vm `a`: " */
+    _cleanup_free_ char *prefix = xasprintf("vm `%s`: ", vm->name);
+    const char *msg = err ? err->msg : "";
+    if (!strncmp(msg, prefix, strlen(prefix)))
+        msg += strlen(prefix);
+    _cleanup_free_ char *what = xstrdup(msg);
+    pv_err_set(err, err && err->code ? err->code : EIO,
+               "vm `%s`: infrastructure error: %s (%s; the boot failed twice: "
+               "docs/debugging.md#infrastructure-errors)",
+               vm->name, what, vm->boot_infra);
+    if (err)
+        err->story = vm->story;
+    free(vm->infra_error);
+    vm->infra_error = xstrdup(err ? err->msg : "infrastructure error");
+    return false;
 }
 
 int vm_need_state(struct vm *vm, const char *op, enum vm_state want, struct pv_err *err)
@@ -864,17 +914,21 @@ int vm_power_button(struct vm *vm, struct pv_err *err)
     return 0;
 }
 
-/* A dead QEMU turns a failed request into the full story. */
 /* chan_wait until d, a second at a time: between, the logs are bounded,
- * since QEMU writes the consoles while a long call waits. */
+ * since QEMU writes the consoles while a long call waits, and the hang
+ * watchdog looks for a sign of life (src/host/hang.c): -EHOSTDOWN when the
+ * guest showed none for the hang timeout (the VM is dead). */
 static int wait_reply(struct vm *vm, uint32_t id, int64_t d, struct buf *reply, struct pv_err *err)
 {
+    hang_start(vm);
     for (;;) {
         int64_t slice = now_ns() + 1000000000LL;
         int r = chan_wait(&vm->chan, id, MIN(d, slice), reply, err);
         if (r != -ETIMEDOUT || now_ns() >= d || vm->chan.broken)
             return r;
         vm_logs_bound(vm);
+        if ((r = hang_check(vm, err)) < 0)
+            return r;
     }
 }
 

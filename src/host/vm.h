@@ -10,6 +10,7 @@
 #include <jansson.h>
 
 #include "chan.h"
+#include "hang.h"
 #include "qemu.h"
 #include "qmp.h"
 
@@ -100,6 +101,16 @@ struct vm {
     struct vm_disk disks[VM_MAX_DISKS];
     size_t ndisks;
     int gdb_port; /* QEMU's gdbstub's on 127.0.0.1 while QEMU runs under --gdb, else 0 */
+    struct hang_watch hang;
+    /* The boot in progress (from vm_launch to the handshake) and the
+     * consoles' bytes at its start; once it died, boot_infra says why the
+     * machine, not the guest, is to blame, or is NULL; infra_error is the
+     * message of a boot that failed so twice (vm_boot_failed), or NULL
+     * (docs/debugging.md#infrastructure-errors). */
+    bool booting;
+    uint64_t boot_console;
+    const char *boot_infra;
+    char *infra_error;
     struct vm *next_live;
 };
 
@@ -120,6 +131,11 @@ struct vm_globals {
     const char *file;         /* the test file, as displayed (for events) */
     const char *snapshot_dir; /* where vm:snapshot() with no path writes (NULL: rundir) */
     bool gdb;                 /* every QEMU gets a gdbstub (--gdb, docs/vms.md) */
+    /* The hang watchdog's timeout in seconds (docs/debugging.md#hangs):
+     * hang_timeout is the one in force (meta.hang_timeout,
+     * provium.hang_timeout), hang_timeout_run --hang-timeout's; 0 is
+     * HANG_DEFAULT_S times timeout_scale, a negative value none. */
+    double hang_timeout, hang_timeout_run;
 };
 extern struct vm_globals vm_globals;
 
@@ -138,6 +154,14 @@ const char *vm_state_name(enum vm_state s);
 /* Start QEMU and wait for the agent's handshake. On failure the VM is dead
  * and err ends with the last 40 console lines. */
 int vm_boot(struct vm *vm, const struct vm_boot *b, struct pv_err *err);
+/* After a failed boot (attempt 1 or 2, by whatever path: cold, resumed,
+ * saved): whether to boot again. A boot the machine failed rather than the
+ * guest (QEMU ended before the handshake, killed or failing, with no kernel
+ * panic on the console; or a guest that printed nothing at all before the
+ * agent's timeout) is tried once more; when the second fails too, err's
+ * message says it is an infrastructure error and vm->infra_error keeps it
+ * (docs/debugging.md#infrastructure-errors). */
+bool vm_boot_failed(struct vm *vm, int attempt, struct pv_err *err);
 /* Graceful: the agent syncs and powers off; QEMU is killed if it lingers. */
 int vm_shutdown(struct vm *vm, struct pv_err *err);
 /* SIGKILL QEMU now. */

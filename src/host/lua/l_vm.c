@@ -345,10 +345,17 @@ static int l_vm_boot(lua_State *L)
     /* QEMU gets the files in its initrd either way: a reset boots with them */
     vm_boot_copy(&plan, &b);
     int r = boot_add_files(&plan, o, &err);
-    if (r == 0 && cached)
-        r = bootcache_boot(u->vm, &b, &plan, l_ctx.config->cache_dir, &err);
-    else if (r == 0)
-        r = vm_boot(u->vm, &plan, &err);
+    for (int attempt = 1; r == 0; attempt++) {
+        r = cached ? bootcache_boot(u->vm, &b, &plan, l_ctx.config->cache_dir, &err)
+                   : vm_boot(u->vm, &plan, &err);
+        if (r == 0 || !vm_boot_failed(u->vm, attempt, &err))
+            break;
+        /* the machine's failure, not the guest's: once more */
+        fprintf(stderr,
+                "provium: %.*s; booting it again (docs/debugging.md#infrastructure-errors)\n",
+                (int)strcspn(err.msg, "\n"), err.msg);
+        r = 0;
+    }
     vm_boot_release(&b);
     vm_boot_release(&plan);
     if (r < 0)
@@ -890,6 +897,33 @@ static int l_death_reported(lua_State *L)
     return 1;
 }
 
+/* _provium_c.infra_error(vm) -> the message of the VM's last boot when it
+ * failed as an infrastructure error (twice, the machine's fault), else nil
+ * (docs/debugging.md#infrastructure-errors) */
+static int l_infra_error(lua_State *L)
+{
+    struct vm *vm = l_checkvm(L, 1)->vm;
+    if (!vm->infra_error)
+        return 0;
+    lua_pushstring(L, vm->infra_error);
+    return 1;
+}
+
+/* _provium_c.set_hang_timeout(seconds | nil): the hang watchdog's timeout
+ * from now on (docs/debugging.md#hangs); 0 turns it off, nil goes back to
+ * the run's (--hang-timeout, else the default). */
+static int l_set_hang_timeout(lua_State *L)
+{
+    if (lua_isnoneornil(L, 1)) {
+        vm_globals.hang_timeout = vm_globals.hang_timeout_run;
+        return 0;
+    }
+    double secs = luaL_checknumber(L, 1);
+    luaL_argcheck(L, secs >= 0, 1, "must not be negative");
+    vm_globals.hang_timeout = secs > 0 ? secs : -1;
+    return 0;
+}
+
 /* _provium_c.qemu_faults(vm) -> the page faults QEMU has taken, minor and
  * major (from /proc/<pid>/stat; make bench), or nil when no QEMU runs */
 static int l_qemu_faults(lua_State *L)
@@ -991,6 +1025,8 @@ int luaopen_provium_vm(lua_State *L)
         {"log_read", l_log_read},
         {"log_generation", l_log_generation},
         {"death_reported", l_death_reported},
+        {"set_hang_timeout", l_set_hang_timeout},
+        {"infra_error", l_infra_error},
         {"qemu_faults", l_qemu_faults},
         {NULL, NULL},
     };
