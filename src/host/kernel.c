@@ -521,6 +521,13 @@ static char *modules_for(const char *vmlinuz, const char *version)
     return beside ? beside : modules_tree(xasprintf("/lib/modules/%s", version));
 }
 
+char *kernel_modules_for(const char *vmlinuz)
+{
+    _cleanup_free_ char *abs = realpath(vmlinuz, NULL);
+    _cleanup_free_ char *version = abs ? kernel_image_version(abs) : NULL;
+    return version ? modules_for(abs, version) : NULL;
+}
+
 static int kernel_from_env(const char *kpath, struct kernel_info *ret, struct pv_err *err)
 {
     _cleanup_free_ char *vmlinuz = realpath(kpath, NULL);

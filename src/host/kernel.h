@@ -71,3 +71,9 @@ char *kernel_find_config(const char *vmlinuz, const char *version);
  * that its version (the folder's name) is the bzImage's. -errno with err
  * naming the file and the fix. */
 int kernel_check_boot(const char *vmlinuz, const char *modules_dir, struct pv_err *err);
+
+/* The modules of the bzImage at vmlinuz where the default profile finds
+ * them: lib/modules/<version> beside it (a fetched kernel, or `make
+ * modules_install INSTALL_MOD_PATH=` its directory), else the host's
+ * /lib/modules/<version>; NULL when neither has a modules.dep. */
+char *kernel_modules_for(const char *vmlinuz);

@@ -33,7 +33,7 @@ static const char usage[] =
     "       provium lsp-setup [DIR] [--force]       type stubs for lua-language-server\n"
     "       provium repl [PROFILE] [--name NAME] [--fixture NAME]   a VM and a Lua prompt\n"
     "       provium fixture list | clean | stale | build NAME | rebuild NAME\n"
-    "       provium kernel fetch | list | path | ensure | options\n"
+    "       provium kernel fetch | list | path | ensure | initrd | options\n"
     "       provium kernel check [FILE]             the Kconfig options a kernel lacks\n"
     "       provium kernel config | build [DIR] [--minimal]   make a kernel tree bootable\n"
     "       provium --help | --version\n"
@@ -275,6 +275,18 @@ static int cmd_kernel(int argc, char **argv)
     }
     if (!strcmp(sub, "check"))
         return cmd_kernel_check(argc, argv, root);
+    if (!strcmp(sub, "initrd")) {
+        /* the default profile's, as a boot would make it: a starting
+         * point for an initrd of one's own (docs/kernels.md) */
+        struct vm_boot b = {0};
+        if (boot_plan(NULL, DEFAULT_PROFILE, &(struct boot_opts){0}, &b, &err) < 0) {
+            fprintf(stderr, "provium: kernel initrd: %s%s\n", err.msg, pv_err_story(&err));
+            return 2;
+        }
+        printf("%s\n", b.initrd);
+        vm_boot_release(&b);
+        return 0;
+    }
     if (!strcmp(sub, "fetch") || !strcmp(sub, "ensure")) {
         struct kernel_info k = {0};
         if (!strcmp(sub, "ensure") && kernel_find_default(root, &k, &err) == 0) {
@@ -315,8 +327,8 @@ static int cmd_kernel(int argc, char **argv)
         kernel_info_free_array(ks, n);
         return 0;
     }
-    fprintf(stderr, "provium kernel: expected fetch, list, path, ensure, options, check, config or "
-                    "build\n");
+    fprintf(stderr, "provium kernel: expected fetch, list, path, ensure, initrd, options, check, "
+                    "config or build\n");
     return 2;
 }
 
