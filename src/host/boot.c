@@ -105,7 +105,8 @@ static int add_modules(struct cpio *c, const char *modules_dir, const char *cons
                 const char *base = strrchr(paths[i], '/') ? strrchr(paths[i], '/') + 1 : paths[i];
                 _cleanup_free_ char *dst = xasprintf(".provium/m/%s", base);
                 cpio_add_file(c, dst, 0644, ko.data, ko.len);
-                buf_addf(list, "/%s\n", dst);
+                /* "?": the agent goes on without it (src/agent/modules.c) */
+                buf_addf(list, "%s/%s\n", optional ? "?" : "", dst);
             }
             buf_release(&ko);
         }
