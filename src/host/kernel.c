@@ -179,9 +179,17 @@ static int kernel_from_cache(const char *kdir, const char *version, struct kerne
     _cleanup_free_ char *vmlinuz = xasprintf("%s/%s/vmlinuz", kdir, version);
     if (!kernel_is_file(vmlinuz))
         return -ENOENT;
+    /* with links resolved: a suite's cache links a kernel of the user's
+     * cache in (tests/lib/suite_cache.sh), and what reads the paths (a
+     * copy for another user, say) wants the files */
+    _cleanup_free_ char *dir = xasprintf("%s/%s", kdir, version);
+    char *real = realpath(dir, NULL);
+    if (!real)
+        return -errno;
     ret->version = xstrdup(version);
-    ret->vmlinuz = steal_pointer(&vmlinuz);
-    ret->modules_dir = modules_tree(xasprintf("%s/%s/lib/modules/%s", kdir, version, version));
+    ret->vmlinuz = xasprintf("%s/vmlinuz", real);
+    ret->modules_dir = modules_tree(xasprintf("%s/lib/modules/%s", real, version));
+    free(real);
     return 0;
 }
 
