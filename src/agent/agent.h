@@ -163,8 +163,11 @@ struct net_route_req {
 int net_route_decode(struct pv_rd *r, struct net_route_req *req, char *why, size_t whylen);
 
 /* modules.c: load the modules a list file of the overlay names (one path a
- * line, dependencies first). 0, or -errno when the list cannot be read;
- * each module that fails adds a line to why. */
+ * line, dependencies first; "?path" for one the guest does without). 0, or
+ * -errno when the list cannot be read; each module that fails adds a line
+ * to why, with the kernel's own words when it logged any, and starting
+ * with MODULES_FATAL unless the module was optional. */
+#define MODULES_FATAL "fatal: "
 int modules_load(const char *listfile, struct buf *why);
 
 /* stream.c: PV_TAIL sources, polled by the loop; process streams are fed

@@ -26,8 +26,12 @@
 #include <sys/mount.h>
 #include <sys/reboot.h>
 #include <sys/prctl.h>
+#include <linux/futex.h>
+#include <sys/eventfd.h>
+#include <sys/signalfd.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 
 #include "agent.h"
@@ -36,23 +40,46 @@
 
 static char cmdline[4096];
 
+/* A line in the kernel log (so on the console), or straight on the
+ * console when there is no /dev/kmsg (no devtmpfs). crit: at level 2,
+ * which the console shows even with `quiet`. */
+static void kvlog(bool crit, const char *what, const char *fmt, va_list ap)
+{
+    char msg[512];
+    int n = vsnprintf(msg, sizeof(msg), fmt, ap);
+    int fd = open("/dev/kmsg", O_WRONLY | O_CLOEXEC);
+    const char *level = crit ? "<2>" : "";
+    if (fd < 0) {
+        fd = open("/dev/console", O_WRONLY | O_CLOEXEC | O_NOCTTY);
+        level = "";
+    }
+    if (fd >= 0) {
+        char line[600];
+        int m = snprintf(line, sizeof(line), "%sprovium-agent: %s%.*s\n", level, what, n, msg);
+        (void)!write(fd, line, (size_t)MIN(m, (int)sizeof(line) - 1));
+        close(fd);
+    }
+}
+
 static void klog(const char *fmt, ...) PV_PRINTF(1, 2);
 static void klog(const char *fmt, ...)
 {
-    char msg[512];
     va_list ap;
     va_start(ap, fmt);
-    int n = vsnprintf(msg, sizeof(msg), fmt, ap);
+    kvlog(false, "", fmt, ap);
     va_end(ap);
-    int fd = open("/dev/kmsg", O_WRONLY | O_CLOEXEC);
-    if (fd < 0)
-        fd = open("/dev/console", O_WRONLY | O_CLOEXEC | O_NOCTTY);
-    if (fd >= 0) {
-        char line[600];
-        int m = snprintf(line, sizeof(line), "provium-agent: %.*s\n", n, msg);
-        (void)!write(fd, line, (size_t)m);
-        close(fd);
-    }
+}
+
+/* A set-up error the agent cannot get past: one line that the host, while
+ * it waits for the agent, watches the console for ("provium-agent: fatal:
+ * "), failing the boot at once with it (src/host/vm.c, docs/kernels.md). */
+static void kfatal(const char *fmt, ...) PV_PRINTF(1, 2);
+static void kfatal(const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    kvlog(true, MODULES_FATAL, fmt, ap);
+    va_end(ap);
 }
 
 /* The value of `key=` on the kernel command line, or def. */
@@ -74,27 +101,35 @@ static const char *param(const char *key, char *out, size_t outlen, const char *
     return def;
 }
 
+/* option: the Kconfig option without which the agent cannot work when
+ * the kernel does not know the filesystem (ENODEV), or NULL. */
 static void mount_one(const char *src, const char *dir, const char *type, unsigned long fl,
-                      const char *data)
+                      const char *data, const char *option)
 {
     mkdir(dir, 0755);
-    if (mount(src, dir, type, fl, data) < 0 && errno != EBUSY)
+    if (mount(src, dir, type, fl, data) == 0 || errno == EBUSY)
+        return;
+    if (errno == ENODEV && option)
+        kfatal("mount %s on %s: %s: the kernel lacks CONFIG_%s", type, dir, strerror(errno),
+               option);
+    else
         klog("mount %s on %s: %s", type, dir, strerror(errno));
 }
 
 static void mount_pseudo(void)
 {
-    mount_one("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL);
-    mount_one("sysfs", "/sys", "sysfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL);
-    mount_one("devtmpfs", "/dev", "devtmpfs", MS_NOSUID, "mode=0755");
-    mount_one("devpts", "/dev/pts", "devpts", MS_NOSUID | MS_NOEXEC, "gid=5,mode=620,ptmxmode=666");
-    mount_one("tmpfs", "/dev/shm", "tmpfs", MS_NOSUID | MS_NODEV, "mode=1777");
-    mount_one("tmpfs", "/tmp", "tmpfs", MS_NOSUID | MS_NODEV, "mode=1777");
-    mount_one("tmpfs", "/run", "tmpfs", MS_NOSUID | MS_NODEV, "mode=0755");
+    mount_one("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL, "PROC_FS");
+    mount_one("sysfs", "/sys", "sysfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL, "SYSFS");
+    mount_one("devtmpfs", "/dev", "devtmpfs", MS_NOSUID, "mode=0755", "DEVTMPFS");
+    mount_one("devpts", "/dev/pts", "devpts", MS_NOSUID | MS_NOEXEC, "gid=5,mode=620,ptmxmode=666",
+              NULL);
+    mount_one("tmpfs", "/dev/shm", "tmpfs", MS_NOSUID | MS_NODEV, "mode=1777", NULL);
+    mount_one("tmpfs", "/tmp", "tmpfs", MS_NOSUID | MS_NODEV, "mode=1777", NULL);
+    mount_one("tmpfs", "/run", "tmpfs", MS_NOSUID | MS_NODEV, "mode=0755", NULL);
 }
 
 /* Load the modules a list of the overlay names (modules.c), each failure
- * into the kernel log. */
+ * into the kernel log; one the agent needs as a fatal error. */
 static void load_modules(const char *listfile)
 {
     struct buf why = BUF_INIT;
@@ -103,9 +138,35 @@ static void load_modules(const char *listfile)
         next = strchr(line, '\n');
         if (next)
             *next++ = 0;
-        klog("%s", line);
+        size_t fl = strlen(MODULES_FATAL);
+        if (!strncmp(line, MODULES_FATAL, fl))
+            kfatal("%s", line + fl);
+        else
+            klog("%s", line);
     }
     buf_release(&why);
+}
+
+/* The system calls the agent cannot do without, each behind a Kconfig
+ * option that tinyconfig turns off: ENOSYS from one is a fatal error that
+ * names the option (docs/kernels.md). */
+static void probe_syscalls(void)
+{
+    sigset_t none;
+    sigemptyset(&none);
+    int fd = signalfd(-1, &none, SFD_CLOEXEC);
+    if (fd < 0 && errno == ENOSYS)
+        kfatal("signalfd(): %s: the kernel lacks CONFIG_SIGNALFD", strerror(errno));
+    if (fd >= 0)
+        close(fd);
+    fd = eventfd(0, EFD_CLOEXEC);
+    if (fd < 0 && errno == ENOSYS)
+        kfatal("eventfd(): %s: the kernel lacks CONFIG_EVENTFD", strerror(errno));
+    if (fd >= 0)
+        close(fd);
+    int word = 0;
+    if (syscall(SYS_futex, &word, FUTEX_WAKE_PRIVATE, 1, NULL, NULL, 0) < 0 && errno == ENOSYS)
+        kfatal("futex(): %s: the kernel lacks CONFIG_FUTEX", strerror(errno));
 }
 
 /* rootfs profiles: mount the root disk and make it /, as switch_root does.
@@ -142,11 +203,35 @@ mounted:;
         klog("switch to root %s: %s", dev, strerror(errno));
 }
 
+/* The drivers of the agent's port are registered before the agent starts
+ * (built in, or loaded by the shim): when, this long after, sysfs has not
+ * got them, the port will never come. */
+#define VPORT_DRIVER_MS 2000
+
+static void missing_drivers(void)
+{
+    static const struct {
+        const char *dir, *module, *option;
+    } drivers[] = {
+        {"/sys/bus/pci/drivers/virtio-pci", "virtio_pci", "VIRTIO_PCI"},
+        {"/sys/bus/virtio/drivers/virtio_console", "virtio_console", "VIRTIO_CONSOLE"},
+    };
+    struct stat st;
+    for (size_t i = 0; i < ARRAY_SIZE(drivers); i++)
+        if (stat(drivers[i].dir, &st) < 0) {
+            kfatal("no virtio port %s: the kernel has no %s driver (is %s loaded? built in, it "
+                   "needs CONFIG_%s)",
+                   PORT_NAME, drivers[i].module, drivers[i].module, drivers[i].option);
+            return;
+        }
+}
+
 /* The agent's virtio-serial port: /dev/vportNpM whose sysfs name is ours.
  * No udev here, so look it up in sysfs. */
 static int open_vport(void)
 {
-    int64_t warned = now_ms() + 10000;
+    int64_t started = now_ms(), warned = started + 10000;
+    bool checked = false;
     for (;;) {
         DIR *d = opendir("/sys/class/virtio-ports");
         struct dirent *e;
@@ -171,6 +256,10 @@ static int open_vport(void)
         }
         if (d)
             closedir(d);
+        if (!checked && now_ms() > started + VPORT_DRIVER_MS) {
+            missing_drivers();
+            checked = true;
+        }
         if (warned && now_ms() > warned) {
             klog("still waiting for virtio port %s (is virtio_console loaded?)", PORT_NAME);
             warned = 0;
@@ -298,6 +387,7 @@ static int shim(char **argv)
     /* The transport's modules before the agent starts; the rest (entropy,
      * the power button) while it answers its first Hello. */
     load_modules("/.provium/modules");
+    probe_syscalls();
 
     char root[128], rtype[32], init[256];
     if (param("provium.root", root, sizeof(root), NULL))

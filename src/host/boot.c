@@ -105,7 +105,8 @@ static int add_modules(struct cpio *c, const char *modules_dir, const char *cons
                 const char *base = strrchr(paths[i], '/') ? strrchr(paths[i], '/') + 1 : paths[i];
                 _cleanup_free_ char *dst = xasprintf(".provium/m/%s", base);
                 cpio_add_file(c, dst, 0644, ko.data, ko.len);
-                buf_addf(list, "/%s\n", dst);
+                /* "?": the agent goes on without it (src/agent/modules.c) */
+                buf_addf(list, "%s/%s\n", optional ? "?" : "", dst);
             }
             buf_release(&ko);
         }
@@ -198,14 +199,16 @@ out:
     return r;
 }
 
-/* The whole default initrd: busybox + agent + modules, by content hash. */
-static int default_initrd(const struct kernel_info *k, char **ret, struct pv_err *err)
+/* The whole default initrd: busybox, then (with_overlay) the agent and
+ * the modules of modules_dir; by content hash. */
+static int default_initrd(const char *modules_dir, bool with_overlay, char **ret,
+                          struct pv_err *err)
 {
     struct cpio c;
     cpio_init(&c);
     int r = add_busybox(&c, err);
-    if (r == 0)
-        r = add_overlay(&c, k->modules_dir, false, err);
+    if (r == 0 && with_overlay)
+        r = add_overlay(&c, modules_dir, false, err);
     if (r < 0) {
         cpio_release(&c);
         return r;
@@ -214,7 +217,8 @@ static int default_initrd(const struct kernel_info *k, char **ret, struct pv_err
     char hex[65];
     sha256_hex(c.out.data, c.out.len, hex);
     _cleanup_free_ char *root = kernel_cache_root();
-    char *path = xasprintf("%s/initrd/default-%.32s.cpio", root, hex);
+    char *path =
+        xasprintf("%s/initrd/%s-%.32s.cpio", root, with_overlay ? "default" : "busybox", hex);
     r = write_cached(path, &c.out, err);
     cpio_release(&c);
     if (r < 0) {
@@ -524,7 +528,7 @@ int boot_plan(const struct config *cfg, const char *name, const struct boot_opts
 {
     const struct profile *p = cfg ? config_profile(cfg, name) : NULL;
     struct resolved rs = {0};
-    _cleanup_free_ char *base_initrd = NULL;
+    _cleanup_free_ char *base_initrd = NULL, *modules = NULL;
     int r = 0;
     memset(b, 0, sizeof(*b));
     if (!p && strcmp(name, DEFAULT_PROFILE))
@@ -549,16 +553,39 @@ int boot_plan(const struct config *cfg, const char *name, const struct boot_opts
     if (o->kernel_cmdline_append)
         buf_addf(&rs.cmdline, "%s%s", rs.cmdline.len ? " " : "", o->kernel_cmdline_append);
 
+    /* a profile without `modules` finds them as the default profile does:
+     * beside its bzImage, or the host's for its version */
+    if (!p && rs.k.modules_dir)
+        modules = xstrdup(rs.k.modules_dir);
+    else if (p && p->modules)
+        modules = xstrdup(p->modules);
+    else if (p && p->inject_agent)
+        modules = kernel_modules_for(rs.kernel);
+    r = kernel_check_boot(rs.kernel, p && !p->inject_agent ? NULL : modules, err);
+    if (r < 0) {
+        pv_err_wrap(err, "profile `%s`", name);
+        goto out;
+    }
     bool inject = p ? p->inject_agent : true;
     bool rootfs = rs.rootfs && !rs.initrd;
+    /* A profile without initrd (or root disk) gets the default profile's
+     * busybox, so that vm:run("...") finds a shell; initrd = "none" keeps
+     * the agent alone (docs/configuration.md). */
+    if (p && inject && !rs.initrd && !rs.rootfs && !p->initrd_none) {
+        r = default_initrd(NULL, false, &rs.initrd, err);
+        if (r < 0) {
+            pv_err_wrap(err, "profile `%s`", name);
+            goto out;
+        }
+    }
     r = finish_cmdline(name, &rs.cmdline, inject, p ? p->init : NULL, rootfs, err);
     if (r < 0)
         goto out;
 
     if (!p)
-        r = default_initrd(&rs.k, &base_initrd, err);
+        r = default_initrd(rs.k.modules_dir, true, &base_initrd, err);
     else if (inject)
-        r = merged_initrd(rs.initrd, rs.overlay, p->modules, rootfs, &base_initrd, err);
+        r = merged_initrd(rs.initrd, rs.overlay, modules, rootfs, &base_initrd, err);
     else
         base_initrd = steal_pointer(&rs.initrd);
     if (r < 0) {
@@ -573,8 +600,7 @@ int boot_plan(const struct config *cfg, const char *name, const struct boot_opts
         b->disk_ro = steal_pointer(&rs.disk_ro);
         rs.ndisks = 0;
     }
-    if (p ? p->modules != NULL : rs.k.modules_dir != NULL)
-        b->modules_dir = xstrdup(p ? p->modules : rs.k.modules_dir);
+    b->modules_dir = steal_pointer(&modules);
     b->memory = o->memory ? o->memory : 512ull << 20;
     b->cpus = o->cpus ? o->cpus : 1;
     b->agent_timeout = o->agent_timeout > 0             ? o->agent_timeout

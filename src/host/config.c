@@ -405,7 +405,9 @@ static int config_load_profile(const struct config_ctx *x, const struct toml_tab
         if (!strcmp(k, "kernel")) {
             r = config_path(x, k, v, &p->kernel);
         } else if (!strcmp(k, "initrd")) {
-            r = config_path(x, k, v, &p->initrd);
+            p->initrd_none = v->type == TOML_STRING && !strcmp(v->u.s, "none");
+            if (!p->initrd_none)
+                r = config_path(x, k, v, &p->initrd);
         } else if (!strcmp(k, "rootfs")) {
             rootfs = v;
             r = config_path(x, k, v, &p->rootfs);

@@ -55,9 +55,12 @@ struct profile {
     bool cmdline_file_pending;
     char **disks; /* paths, resolved */
     size_t ndisks;
-    char **disk_ids;           /* per disk: the "id" of a { path, id, readonly } entry, or NULL */
-    bool *disk_readonly;       /* per disk: "readonly" of such an entry, default false */
-    bool inject_agent;         /* default true */
+    char **disk_ids;     /* per disk: the "id" of a { path, id, readonly } entry, or NULL */
+    bool *disk_readonly; /* per disk: "readonly" of such an entry, default false */
+    bool inject_agent;   /* default true */
+    /* initrd = "none": the overlay alone (the agent, no shell); unset, a
+     * profile gets the default profile's busybox (docs/configuration.md) */
+    bool initrd_none;
     double agent_boot_timeout; /* seconds, 0 = unset */
 };
 

@@ -179,9 +179,17 @@ static int kernel_from_cache(const char *kdir, const char *version, struct kerne
     _cleanup_free_ char *vmlinuz = xasprintf("%s/%s/vmlinuz", kdir, version);
     if (!kernel_is_file(vmlinuz))
         return -ENOENT;
+    /* with links resolved: a suite's cache links a kernel of the user's
+     * cache in (tests/lib/suite_cache.sh), and what reads the paths (a
+     * copy for another user, say) wants the files */
+    _cleanup_free_ char *dir = xasprintf("%s/%s", kdir, version);
+    char *real = realpath(dir, NULL);
+    if (!real)
+        return -errno;
     ret->version = xstrdup(version);
-    ret->vmlinuz = steal_pointer(&vmlinuz);
-    ret->modules_dir = modules_tree(xasprintf("%s/%s/lib/modules/%s", kdir, version, version));
+    ret->vmlinuz = xasprintf("%s/vmlinuz", real);
+    ret->modules_dir = modules_tree(xasprintf("%s/lib/modules/%s", real, version));
+    free(real);
     return 0;
 }
 
@@ -249,6 +257,11 @@ static int kernel_build_tree(const char *tmp, const char *deb, const char *versi
     if (rename(src_vmlinuz, vmlinuz) < 0)
         return pv_err_set(err, errno, "%s: no boot/vmlinuz-%s in it: %s", deb, version,
                           strerror(errno));
+
+    /* its config, for `provium kernel check` (optional: nothing needs it) */
+    _cleanup_free_ char *src_config = xasprintf("%s/boot/config-%s", x, version);
+    _cleanup_free_ char *config = xasprintf("%s/config", tmp);
+    (void)rename(src_config, config);
 
     /* Debian 12 ships lib/modules, merged-/usr releases usr/lib/modules. */
     _cleanup_free_ char *src_mods = xasprintf("%s/lib/modules/%s", x, version);
@@ -384,9 +397,7 @@ int kernel_list(const char *cache_root, struct kernel_info **ret, size_t *ret_n,
     return 0;
 }
 
-/* The release string in a bzImage's setup header ("6.1.0-56-cloud-amd64"
- * from "6.1.0-56-cloud-amd64 (debian-kernel@...) #1 SMP ..."), or NULL. */
-static char *kernel_image_version(const char *path)
+char *kernel_image_version(const char *path)
 {
     unsigned char h[65536];
     _cleanup_close_ int fd = open(path, O_RDONLY | O_CLOEXEC);
@@ -406,6 +417,100 @@ static char *kernel_image_version(const char *path)
     return xstrndup((const char *)h + off, len);
 }
 
+const char *kernel_not_bzimage(const char *path)
+{
+    unsigned char h[0x210];
+    _cleanup_close_ int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return NULL; /* the caller's open names the error */
+    ssize_t n = pread(fd, h, sizeof(h), 0);
+    if (n >= 4 && !memcmp(h,
+                          "\x7f"
+                          "ELF",
+                          4))
+        return "is an ELF file (a vmlinux?), not a bzImage: use arch/x86/boot/bzImage";
+    if (n < (ssize_t)sizeof(h) || h[0x1fe] != 0x55 || h[0x1ff] != 0xaa ||
+        memcmp(h + 0x202, "HdrS", 4))
+        return "is not a bzImage (no x86 boot header): use arch/x86/boot/bzImage of a kernel "
+               "tree";
+    return NULL;
+}
+
+char *kernel_find_config(const char *vmlinuz, const char *version)
+{
+    _cleanup_free_ char *dir = xstrdup(vmlinuz);
+    char *slash = strrchr(dir, '/');
+    if (slash)
+        *slash = 0;
+    else
+        strcpy(dir, ".");
+    size_t len = strlen(vmlinuz), tl = strlen("/arch/x86/boot/bzImage");
+    char *cands[6] = {0};
+    size_t n = 0;
+    cands[n++] = xasprintf("%s/config", dir); /* a fetched kernel's */
+    if (version) {
+        cands[n++] = xasprintf("%s/config-%s", dir, version);
+        cands[n++] = xasprintf("/boot/config-%s", version);
+        cands[n++] = xasprintf("/usr/src/linux-headers-%s/.config", version);
+    }
+    if (len > tl && !strcmp(vmlinuz + len - tl, "/arch/x86/boot/bzImage"))
+        cands[n++] = xasprintf("%.*s/.config", (int)(len - tl), vmlinuz);
+    char *found = NULL;
+    for (size_t i = 0; i < n; i++) {
+        if (!found && kernel_is_file(cands[i]))
+            found = steal_pointer(&cands[i]);
+        free(cands[i]);
+    }
+    return found;
+}
+
+/* A versioned folder under dir that has a modules.dep (the one named
+ * version first), or NULL. */
+static char *kernel_versioned_child(const char *dir, const char *version)
+{
+    char *want = version ? modules_tree(xasprintf("%s/%s", dir, version)) : NULL;
+    if (want)
+        return want;
+    DIR *d = opendir(dir);
+    char *found = NULL;
+    struct dirent *de;
+    while (d && !found && (de = readdir(d)))
+        if (de->d_name[0] != '.')
+            found = modules_tree(xasprintf("%s/%s", dir, de->d_name));
+    if (d)
+        closedir(d);
+    return found;
+}
+
+int kernel_check_boot(const char *vmlinuz, const char *modules_dir, struct pv_err *err)
+{
+    const char *why = kernel_not_bzimage(vmlinuz);
+    if (why)
+        return pv_err_set(err, ENOEXEC, "kernel %s %s", vmlinuz, why);
+    if (!modules_dir)
+        return 0;
+    _cleanup_free_ char *version = kernel_image_version(vmlinuz);
+    _cleanup_free_ char *dep = xasprintf("%s/modules.dep", modules_dir);
+    if (!kernel_is_file(dep)) {
+        _cleanup_free_ char *child = kernel_versioned_child(modules_dir, version);
+        if (child)
+            return pv_err_set(err, ENOENT,
+                              "modules directory %s holds the modules of each version in a "
+                              "folder of its own: use %s",
+                              modules_dir, child);
+        return 0; /* kmod_order names what is missing */
+    }
+    const char *base = strrchr(modules_dir, '/') ? strrchr(modules_dir, '/') + 1 : modules_dir;
+    /* only a folder named like a release says which one it is */
+    if (version && *base >= '0' && *base <= '9' && strcmp(base, version))
+        return pv_err_set(err, EINVAL,
+                          "modules directory %s is of kernel %s, but %s is %s: install this "
+                          "kernel's modules (`make modules_install INSTALL_MOD_PATH=DIR`) and "
+                          "use DIR/lib/modules/%s (docs/kernels.md)",
+                          modules_dir, base, vmlinuz, version, version);
+    return 0;
+}
+
 static char *kernel_basename_dup(const char *path)
 {
     const char *b = strrchr(path, '/');
@@ -422,6 +527,13 @@ static char *modules_for(const char *vmlinuz, const char *version)
     char *beside =
         modules_tree(xasprintf("%.*s/lib/modules/%s", (int)(slash - vmlinuz), vmlinuz, version));
     return beside ? beside : modules_tree(xasprintf("/lib/modules/%s", version));
+}
+
+char *kernel_modules_for(const char *vmlinuz)
+{
+    _cleanup_free_ char *abs = realpath(vmlinuz, NULL);
+    _cleanup_free_ char *version = abs ? kernel_image_version(abs) : NULL;
+    return version ? modules_for(abs, version) : NULL;
 }
 
 static int kernel_from_env(const char *kpath, struct kernel_info *ret, struct pv_err *err)

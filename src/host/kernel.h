@@ -46,3 +46,34 @@ int kernel_find_default(const char *cache_root, struct kernel_info *ret, struct 
 void kernel_info_release(struct kernel_info *k);
 /* Release n entries and free the array; NULL is a no-op. */
 void kernel_info_free_array(struct kernel_info *k, size_t n);
+
+/* The release string in a bzImage's setup header (its kernel_version
+ * field: "6.1.0-56-cloud-amd64" of "6.1.0-56-cloud-amd64 (debian-kernel@...)
+ * #1 SMP ..."), or NULL when path is no bzImage. Caller frees. */
+char *kernel_image_version(const char *path);
+
+/* Why the file at path cannot be booted as a kernel, as the end of a
+ * sentence ("is an ELF file (a vmlinux?), not a bzImage: use
+ * arch/x86/boot/bzImage"), or NULL when it is a bzImage (or unreadable:
+ * the caller's open says so). */
+const char *kernel_not_bzimage(const char *path);
+
+/* The configuration file of the kernel at vmlinuz, of version (may be
+ * NULL), where one is kept: `config` beside it (a fetched kernel),
+ * `config-<version>` beside it, /boot/config-<version>, Debian's
+ * /usr/src/linux-headers-<version>/.config, or the tree's .config of an
+ * arch/x86/boot/bzImage. NULL when none exists. Caller frees. */
+char *kernel_find_config(const char *vmlinuz, const char *version);
+
+/* What can be known before booting vmlinuz with modules_dir (may be NULL):
+ * that it is a bzImage, that modules_dir is not the parent of the
+ * versioned folder (lib/modules rather than lib/modules/<version>), and
+ * that its version (the folder's name) is the bzImage's. -errno with err
+ * naming the file and the fix. */
+int kernel_check_boot(const char *vmlinuz, const char *modules_dir, struct pv_err *err);
+
+/* The modules of the bzImage at vmlinuz where the default profile finds
+ * them: lib/modules/<version> beside it (a fetched kernel, or `make
+ * modules_install INSTALL_MOD_PATH=` its directory), else the host's
+ * /lib/modules/<version>; NULL when neither has a modules.dep. */
+char *kernel_modules_for(const char *vmlinuz);

@@ -658,7 +658,22 @@ int vm_handshake(struct vm *vm, int agent_l, double agent_timeout, const char *s
         vm->chan.next_id = next_id;
     vm->chan.on_event = vm_on_kmsg;
     vm->chan.event_ctx = vm;
-    int r = chan_hello(&vm->chan, deadline, err);
+    /* In slices: an agent that cannot start says why on the console
+     * (src/agent/main.c, "provium-agent: fatal: "), and the boot fails at
+     * once with its words rather than at the deadline. */
+    int r;
+    for (;;) {
+        r = chan_hello(&vm->chan, MIN(deadline, now_ns() + 500 * 1000000LL), err);
+        if (r != -ETIMEDOUT || now_ns() >= deadline)
+            break;
+        _cleanup_free_ char *fatal = vm_console_line(vm, "provium-agent: fatal: ");
+        if (fatal) {
+            snprintf(what, sizeof(what), "the agent cannot start: %s%s", fatal,
+                     vm->modules_dir ? ""
+                                     : " (booted without a modules directory, docs/kernels.md)");
+            return vm_died(vm, err, what);
+        }
+    }
     if (r == -ETIMEDOUT)
         return vm_died(vm, err, what);
     if (r < 0) {

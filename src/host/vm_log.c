@@ -192,6 +192,32 @@ bool vm_console_says(struct vm *vm, const char *what)
     return found;
 }
 
+char *vm_console_line(struct vm *vm, const char *marker)
+{
+    struct buf log = BUF_INIT;
+    if (vm->dir) {
+        _cleanup_free_ char *p = log_path(vm, console_of(vm), false);
+        struct stat st;
+        uint64_t size = stat(p, &st) == 0 ? (uint64_t)st.st_size : 0;
+        read_range(p, size > TAIL_BYTES ? size - TAIL_BYTES : 0, TAIL_BYTES, &log);
+    }
+    const char *at = log.len ? memmem(log.data, log.len, marker, strlen(marker)) : NULL;
+    char *line = NULL;
+    if (at) {
+        at += strlen(marker);
+        size_t n = 0;
+        while (at + n < log.data + log.len && at[n] != '\n' && at[n] != '\r' && n < 400)
+            n++;
+        line = xstrndup(at, n);
+        /* the guest's bytes, printable before they reach a terminal */
+        for (char *c = line; *c; c++)
+            if ((unsigned char)*c < 0x20 || (unsigned char)*c == 0x7f)
+                *c = '?';
+    }
+    buf_release(&log);
+    return line;
+}
+
 void vm_kmsg_format(const void *p, size_t n, struct buf *out)
 {
     const char *s = p, *end = s + n;

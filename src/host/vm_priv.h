@@ -74,3 +74,6 @@ int vm_copy_logs(const char *from, const char *to, struct pv_err *err);
 void vm_drop_logs(struct vm *vm);
 /* Whether the last part of the console says what (a NUL does not hide it). */
 bool vm_console_says(struct vm *vm, const char *what);
+/* What follows marker on the first console line (in the tail) that holds
+ * it, control bytes made '?'; NULL when none does. Caller frees. */
+char *vm_console_line(struct vm *vm, const char *marker);

@@ -243,6 +243,7 @@ test("a profile's disk comes first; a guest without a shell still finds the disk
 [profile.bare]
 kernel = "%s"
 modules = "%s"
+initrd = "none"   # the agent alone: no shell (docs/configuration.md)
 disks = [{ path = "profile.img", readonly = true }]
 ]]):format(kernel, modules))
     meta.write(d .. "/b.test.lua", [[

@@ -8,14 +8,14 @@ local kernel, modules = (function()
     return k, m
 end)()
 
--- A user initrd with busybox: the default profile's generated one will do.
--- the newest default initrd that has the kernel's virtio modules (a run of
--- a kernel without modules makes one that has not)
+-- A user initrd with busybox, the agent and the kernel's modules: the
+-- default profile's for this kernel, as `provium kernel initrd` names it
+-- (in the suite's own cache: no guess among the files of other kernels).
 local function some_initrd()
-    local p = io.popen("ls -t " .. meta.quote(kernel:match("^(.*)/kernels/")) ..
-        "/initrd/default-*.cpio | xargs grep -l virtio_console")
+    local p = io.popen(meta.quote(meta.bin) .. " kernel initrd")
     local path = p:read("l")
     p:close()
+    assert(path and path:match("%.cpio$"), "provium kernel initrd printed no initrd")
     return path
 end
 
@@ -108,4 +108,31 @@ test("config errors exit 2 and name the file and line", function(t)
     t:assert_eq(code, 2)
     t:assert_contains(out, "provium.toml")
     t:assert_contains(out, "colour")
+end)
+
+test("a profile with only `kernel` has a shell; initrd = \"none\" has the agent alone", function(t)
+    local d = meta.tmpdir()
+    -- the modules beside the bzImage are found as the default profile finds them
+    meta.write(d .. "/provium.toml", ([[
+[profiles.default]
+kernel = "%s"
+
+[profiles.bare]
+kernel = "%s"
+initrd = "none"
+]]):format(kernel, kernel))
+    meta.write(d .. "/k.test.lua", [[
+test("shell", function(t)
+    local vm = provium:vm("a", "default"):boot()
+    t:assert_eq(vm:run("echo hi").stdout, "hi\n")
+end)
+test("none", function(t)
+    local vm = provium:vm("b", "bare"):boot()
+    t:assert(not vm:exists("/bin/sh"), "no busybox with initrd = none")
+end)
+]])
+    local out, code = meta.provium({ "k.test.lua" }, { cwd = d })
+    meta.rmdir(d)
+    t:assert_eq(code, 0, out)
+    t:assert_contains(out, "2 passed")
 end)
