@@ -116,7 +116,7 @@ function Lab:vm(name, profile, opts)
         error("provium:vm: boot opts must be a table, got " .. type(opts), 2)
     end
     check_name(self, name, "provium:vm")
-    local vm = C.vm_new(name, profile, opts)
+    local vm = C.vm_new(name, profile, P.legacy_boot_opts(opts, 2))
     P.home[vm] = self
     rawget(self, "_vms")[name] = vm
     local order = rawget(self, "_order")
@@ -238,4 +238,18 @@ function Lab.create(a, b)
     local profile = getmetatable(a) == Lab and b or a
     created = created + 1
     return P.root:vm("vm" .. created, profile or "default")
+end
+
+-- LEGACY: provium.shutdown_all(): every booted VM of the file (its root lab,
+-- the running test's, their sub-labs) shuts down.
+function Lab.shutdown_all()
+    local scope = rawget(_G, "provium")
+    local vms = P.root:_all_vms(scope ~= P.root and getmetatable(scope) == Lab and scope:_all_vms() or nil)
+    for _, vm in ipairs(vms) do
+        local st = vm:state()
+        if st == "booted" or st == "paused" then
+            local ok, err = pcall(vm.shutdown, vm)
+            if not ok then P.rethrow(err, 2) end
+        end
+    end
 end

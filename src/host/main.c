@@ -43,7 +43,7 @@ static const char usage[] =
     "  --accel MODE         auto | kvm | tcg (default auto: KVM when a probe boot proves it)\n"
     "  --transport MODE     auto | virtio-serial | vsock (default auto)\n"
     "  --timeout DUR        per-file wall clock, e.g. 300, 90s, 5m; 0 = none (default 300s)\n"
-    "  -j, --jobs N         at most N files at once (default: as many as the pool holds)\n"
+    "  -j, -p, --jobs N     at most N files at once (default: as many as the pool holds)\n"
     "  --mem SIZE           the pool's memory, e.g. 16G (default: 80% of the host's)\n"
     "  --cpus N             the pool's vCPUs (default: online CPUs)\n"
     "  --cpu-overcommit F   vCPUs per host CPU, 0.5 to 8 (default 1)\n"
@@ -55,7 +55,7 @@ static const char usage[] =
     "  --kmemleak           scan for kernel memory leaks after each test (meta.kmemleak)\n"
     "  --gdb                a gdbstub per VM on 127.0.0.1 (vm:gdb_port(); the command line\n"
     "                       to attach is printed when the VM boots)\n"
-    "  --filter STR         files whose path contains STR (a|b: either); repeatable\n"
+    "  -f, --filter STR     files whose path contains STR (a|b: either); repeatable\n"
     "  --tag T, --no-tag T  tests tagged T (any of them) / not tagged T; repeatable\n"
     "  --tag-meta K=V       tests whose meta.K is or contains V; --no-tag-meta K=V skips them\n"
     "  --rerun-failed       only the files that failed when they last ran\n"
@@ -676,8 +676,9 @@ static int collect_args(int argc, char **argv, struct args *a)
         argv++, argc--;
     }
     int c, code;
-    while ((c = getopt_long(argc, argv, "vqj:", longopts, NULL)) != -1)
-        if ((code = parse_option(a, c, optarg)) >= 0)
+    /* -p N and -f PATTERN: the seeds' spellings of --jobs and --filter (docs/legacy.md) */
+    while ((c = getopt_long(argc, argv, "vqj:p:f:", longopts, NULL)) != -1)
+        if ((code = parse_option(a, c == 'p' ? 'j' : c == 'f' ? O_FILTER : c, optarg)) >= 0)
             return code;
     if (a->o.json + a->o.tap + a->o.events_stdout > 1) {
         fprintf(stderr, "provium: --json, --tap and --events-stdout all write to stdout: "
@@ -870,6 +871,14 @@ out:
 
 int main(int argc, char **argv)
 {
+    /* the seeds' forms (docs/legacy.md): `provium test PATH...` runs PATH, `provium version` */
+    static char version_opt[] = "--version";
+    if (argc > 1 && !strcmp(argv[1], "version"))
+        argv[1] = version_opt;
+    if (argc > 1 && !strcmp(argv[1], "test")) {
+        argv[1] = argv[0];
+        argv++, argc--;
+    }
     if (argc > 1 && !strcmp(argv[1], "kernel"))
         return cmd_kernel(argc, argv);
     if (argc > 1 && !strcmp(argv[1], "list"))
