@@ -349,10 +349,12 @@ local function run_test_with_events(t)
     if rec.status == "skipped" then
         C.event("test_skipped", { path = C.display, name = t.name, reason = rec.message, meta = meta })
     elseif rec.status == "passed" then
-        C.event("test_passed", { path = C.display, name = t.name, duration_ns = ns, meta = meta })
+        C.event("test_passed", { path = C.display, name = t.name, duration_ns = ns, meta = meta,
+            log = rec.log })
     else
         C.event("test_failed", { path = C.display, name = t.name, duration_ns = ns,
-            reason = rec.message, console_excerpt = rec.console_excerpt or "", meta = meta })
+            reason = rec.message, console_excerpt = rec.console_excerpt or "", meta = meta,
+            log = rec.log })
     end
     return rec
 end

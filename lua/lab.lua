@@ -201,13 +201,14 @@ function Lab:shutdown() each_vm(self, "shutdown") end
 function Lab:pause() each_vm(self, "pause") end
 function Lab:resume() each_vm(self, "resume") end
 
--- provium:claim{memory=, cpus=}: what the file's VMs need at once. The
--- runner reads it from the source before the file starts (docs/running.md);
--- here it is checked against what was reserved.
+-- provium:claim{memory=, cpus=}: what the file's VMs need at once (cpus
+-- omitted is 0). The runner reads it from the source before the file starts
+-- (docs/running.md); here it is checked against what was reserved. One
+-- claim per lab: a second errors. A claim in a test body is that test's
+-- (isolated: the next test may claim again).
 function Lab:claim(t)
     if type(t) ~= "table" then error("provium:claim: expected a table {memory=, cpus=}", 2) end
-    if self ~= P.root then error("provium:claim: a claim belongs at the file's top level", 2) end
-    if P.claimed then error("provium:claim: one claim per file", 2) end
+    if rawget(self, "_claim") then error("provium:claim: claim already taken", 2) end
     for k in pairs(t) do
         if k ~= "memory" and k ~= "cpus" then
             error(("provium:claim: unknown key `%s` (memory, cpus)"):format(tostring(k)), 2)
@@ -216,9 +217,19 @@ function Lab:claim(t)
     if t.cpus ~= nil and math.type(t.cpus) ~= "integer" then
         error("provium:claim: cpus must be a whole number of vCPUs", 2)
     end
-    local ok, err = pcall(C.claim, t.memory, t.cpus)
+    local ok, err = pcall(C.claim, t.memory, t.cpus or 0)
     if not ok then P.rethrow(err, 2) end
-    P.claimed = t
+    rawset(self, "_claim", { memory = t.memory, cpus = t.cpus or 0 })
+end
+
+-- provium:depends_on_file(path): a host file the fixture's cache key
+-- follows (docs/fixtures.md). The key is made from the source before the
+-- fixture runs, which reads literal paths only; at run time the call only
+-- checks its argument.
+function Lab:depends_on_file(path)
+    if type(path) ~= "string" or path == "" then
+        error("depends_on_file: path must be a non-empty string, got " .. type(path), 2)
+    end
 end
 
 -- Every VM booted anywhere in this lab and its parents (for failure excerpts).

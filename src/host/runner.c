@@ -441,6 +441,36 @@ static void fmt_amount(char *buf, size_t len, struct amount a)
              a.cpus == 1 ? "" : "s");
 }
 
+/* The fixtures a file names with a literal, vm_fixture("x") or
+ * lab_fixture("x") (either call form), each once, as file_discovered's
+ * fixture_refs (docs/events.md). A name built at run time is not seen. */
+static json_t *fixture_refs(const char *path)
+{
+    static const char *const calls[] = {"vm_fixture", "lab_fixture"};
+    json_t *refs = json_array();
+    struct buf src = BUF_INIT;
+    if (read_file(path, 4u << 20, &src) < 0)
+        return refs;
+    for (size_t i = 0; i < ARRAY_SIZE(calls); i++) {
+        struct lscan s;
+        lscan_init(&s, src.data, src.len);
+        while (lscan_find(&s, calls[i])) {
+            char name[PATH_MAX];
+            bool quoted = false;
+            lscan_eat(&s, '(');
+            if (!lscan_literal(&s, name, sizeof(name), &quoted) || !quoted)
+                continue;
+            bool dup = false;
+            for (size_t k = 0; k < json_array_size(refs) && !dup; k++)
+                dup = !strcmp(json_string_value(json_array_get(refs, k)), name);
+            if (!dup)
+                json_array_append_new(refs, json_string(name));
+        }
+    }
+    buf_release(&src);
+    return refs;
+}
+
 /* A file's claim and reservation, or why it cannot run; its
  * file_discovered event. */
 static void plan_job(struct job *j, const struct pool *pool)
@@ -450,7 +480,7 @@ static void plan_job(struct job *j, const struct pool *pool)
         j->cannot = xstrdup(err.msg);
         j->claimed = false;
     }
-    json_t *ev = json_pack("{s:s, s:[]}", "path", j->display, "fixture_refs");
+    json_t *ev = json_pack("{s:s, s:o}", "path", j->display, "fixture_refs", fixture_refs(j->file));
     if (j->claimed)
         json_object_set_new(ev, "declared_claim", events_amount(j->claim.memory, j->claim.cpus));
     events_emit("file_discovered", ev);
