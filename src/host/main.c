@@ -333,10 +333,12 @@ static int cmd_fixture(const struct config *cfg, char **args, size_t nargs)
         }
         for (size_t i = 0; i < n; i++) {
             char key[65];
-            _cleanup_free_ char *entry = NULL;
-            if (fixture_key(cfg, files[i], key, &err) == 0)
-                entry = xasprintf("%s/%s.snap", dir, key);
-            if (!entry || access(entry, F_OK) < 0) {
+            _cleanup_free_ char *snap = NULL, *lab = NULL;
+            if (fixture_key(cfg, files[i], key, &err) == 0) {
+                snap = xasprintf("%s/%s.snap", dir, key);
+                lab = xasprintf("%s/%s.lab", dir, key);
+            }
+            if (!snap || (access(snap, F_OK) < 0 && access(lab, F_OK) < 0)) {
                 _cleanup_free_ char *shown = runner_display_name(files[i]);
                 printf("  %s\n", shown);
                 stale++;
@@ -351,16 +353,17 @@ static int cmd_fixture(const struct config *cfg, char **args, size_t nargs)
         const char *name = args[1];
         struct pv_err err = {0};
         l_ctx.config = cfg;
-        if (!strcmp(sub, "rebuild")) {
-            _cleanup_free_ char *path = fixture_find(cfg, name, ".");
-            char key[65];
-            if (path && fixture_key(cfg, path, key, &err) == 0) {
-                _cleanup_free_ char *entry = xasprintf("%s/%s.snap", dir, key);
-                cache_discard(entry);
-            }
+        _cleanup_free_ char *path = fixture_find(cfg, name, ".");
+        bool lab = path && fixture_is_lab(path); /* its entry is <key>.lab/ */
+        char key[65];
+        if (!strcmp(sub, "rebuild") && path && fixture_key(cfg, path, key, &err) == 0) {
+            _cleanup_free_ char *snap = xasprintf("%s/%s.snap", dir, key);
+            _cleanup_free_ char *labdir = xasprintf("%s/%s.lab", dir, key);
+            cache_discard(snap);
+            cache_discard(labdir);
         }
         struct fixture_result res;
-        if (fixture_get(cfg, name, ".", false, "provium fixture", &res, &err) < 0) {
+        if (fixture_get(cfg, name, ".", lab, "provium fixture", &res, &err) < 0) {
             fprintf(stderr, "provium: %s%s\n", err.msg, pv_err_story(&err));
             return 1;
         }
