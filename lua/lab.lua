@@ -85,7 +85,10 @@ function Lab:_close()
         if not ok and not first_err then first_err = err end
     end
     rawset(self, "_resources", {})
-    for _, sub in pairs(rawget(self, "_labs")) do sub:_close() end
+    -- a lab that was only included closes with the lab that made it
+    for _, sub in pairs(rawget(self, "_labs")) do
+        if not (P.included[sub] and P.included[sub][self]) then sub:_close() end
+    end
     return first_err
 end
 
@@ -173,13 +176,64 @@ function Lab:remove(x)
         for n, v in pairs(t) do
             if n == x or v == x then
                 t[n] = nil
+                local inc = P.included[v]
+                local owned = not (inc and inc[self])
                 local res = rawget(self, "_resources")
                 for i = #res, 1, -1 do
                     if res[i].obj == v then table.remove(res, i) end
                 end
+                -- moved (lab:include, then remove from the lab that made
+                -- it): it is now a lab's that still holds it
+                for lab, k in pairs(owned and inc or {}) do
+                    if rawget(lab, k)[n] == v then
+                        inc[lab] = nil
+                        if key ~= "_labs" then lab:_register(v, 5) end
+                        break
+                    end
+                end
                 return
             end
         end
+    end
+end
+
+-- resource -> {lab that included it = its table there}: where its close
+-- goes when the lab that owns it lets it go (Lab:remove)
+P.included = setmetatable({}, { __mode = "k" })
+
+-- lab:include(resource or {resources}): a VM, bridge or lab made elsewhere
+-- becomes a member of this lab too (its lookups, names, boot/shutdown and
+-- snapshot), under the naming rules of lab:vm. It still closes with the
+-- scope that made it; `sub:include(x)` then `provium:remove(x)` moves it.
+local function include_one(self, x)
+    local kind, name, key
+    if getmetatable(x) == C.vm_mt then
+        kind, name, key = "vm", x:name(), "_vms"
+    elseif getmetatable(x) == Lab then
+        if x == self then error("provium:include: a lab cannot include itself", 3) end
+        kind, name, key = "sub_lab", rawget(x, "_name"), "_labs"
+    elseif getmetatable(x) == P.Bridge then
+        kind, name, key = "bridge", rawget(x, "_name"), "_bridges"
+    else
+        error("provium:include: expected a VM, a bridge or a lab (or an array of them), got " ..
+            (type(x) == "table" and "a table" or type(x)), 3)
+    end
+    if rawget(self, key)[name] == x then return end
+    local ok, err = pcall(check_name, self, name, "provium:include")
+    if not ok then P.rethrow(err, 3) end
+    rawget(self, key)[name] = x
+    local order = rawget(self, "_order")
+    order[#order + 1] = { kind = kind, name = name }
+    P.included[x] = P.included[x] or setmetatable({}, { __mode = "k" })
+    P.included[x][self] = key
+end
+
+function Lab:include(x)
+    if getmetatable(self) ~= Lab then error("provium:include: call it with a colon (provium:include(...))", 2) end
+    if type(x) == "table" and getmetatable(x) == nil and P.is_array(x) then
+        for _, one in ipairs(x) do include_one(self, one) end
+    else
+        include_one(self, x)
     end
 end
 

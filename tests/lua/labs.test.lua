@@ -51,3 +51,47 @@ test("t:log lines reach test_passed and test_failed; fixture_refs from the sourc
     local found = first(list, "file_discovered")
     t:assert_eq(json.encode(found.fixture_refs), '["fixtures/one","fixtures/pair"]')
 end)
+
+test("lab:include: a VM or a lab made elsewhere becomes a member", function(t)
+    local sub = provium:lab("group")
+    local a = provium:vm("inc_a", "default")
+    local b = provium:vm("inc_b", "default")
+    local other = provium:lab("other")
+    sub:include(a)
+    sub:include({ b, other })
+    sub:include(a) -- again: nothing changes
+    t:assert_eq(sub.inc_a, a)
+    t:assert_eq(sub:vm("inc_b"), b)
+    t:assert_eq(sub.other, other)
+    t:assert_eq(table.concat(sub:vm_names(), ","), "inc_a,inc_b")
+    t:assert_eq(table.concat(sub:sub_lab_names(), ","), "other")
+    -- still closed by the test's lab, which made it
+    local function closes(lab, x)
+        for _, r in ipairs(rawget(lab, "_resources")) do
+            if r.obj == x then return true end
+        end
+        return false
+    end
+    t:assert(closes(provium, a) and not closes(sub, a))
+    -- moved: the test's lab no longer lists it, the group does, and closes it
+    provium:remove(a)
+    t:assert_eq(provium.inc_a, nil)
+    t:assert_eq(sub.inc_a, a)
+    t:assert(closes(sub, a) and not closes(provium, a), "the group closes it now")
+    -- the naming rules of lab:vm
+    local clash = provium:lab("clash")
+    clash:vm("inc_a", "default")
+    local err = t:assert_raises(function() clash:include(a) end)
+    t:assert_contains(err, "provium:include: `inc_a` already exists in lab `clash`")
+    t:assert_contains(err, "labs.test.lua:", "named at the caller")
+    t:assert_contains(t:assert_raises(function() sub:include(sub) end), "a lab cannot include itself")
+    t:assert_contains(t:assert_raises(function() sub:include("inc_a") end),
+        "expected a VM, a bridge or a lab (or an array of them), got string")
+    t:assert_contains(t:assert_raises(function() sub.include(a) end), "call it with a colon")
+end)
+
+local shared = provium:vm("shared_for_include", "default")
+test("lab:include from a test: a file-scope name would be shadowed", function(t)
+    local err = t:assert_raises(function() provium:include(shared) end)
+    t:assert_contains(err, "name `shared_for_include` already declared at parent scope")
+end)
