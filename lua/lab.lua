@@ -276,6 +276,22 @@ function Lab:claim(t)
     rawset(self, "_claim", { memory = t.memory, cpus = t.cpus or 0 })
 end
 
+-- lab:barrier(name, count, timeout?): waits until count files of the run
+-- have called it with that name (docs/labs.md). The runner keeps the
+-- barriers; this file's process only waits for its answer.
+function Lab:barrier(name, count, timeout)
+    if getmetatable(self) ~= Lab then error("provium:barrier: call it with a colon (provium:barrier(...))", 2) end
+    if type(name) ~= "string" or name == "" then
+        error("provium:barrier: name must be a non-empty string, got " .. type(name), 2)
+    end
+    if math.type(count) ~= "integer" or count < 1 or count > 64 then
+        error("provium:barrier: count must be a whole number of files from 1 to 64, got " .. tostring(count), 2)
+    end
+    local secs = P.duration(timeout == nil and 60 or timeout, "provium:barrier: timeout", 2)
+    local ok, err = pcall(C.barrier, name, count, secs)
+    if not ok then P.rethrow(err, 2) end
+end
+
 -- provium:depends_on_file(path): a host file the fixture's cache key
 -- follows (docs/fixtures.md). The key is made from the source before the
 -- fixture runs, which reads literal paths only; at run time the call only
