@@ -53,6 +53,7 @@ static const char usage[] =
     "header)\n"
     "  --include-slow       run tests whose meta.slow is set\n"
     "  --kmemleak           scan for kernel memory leaks after each test (meta.kmemleak)\n"
+    "  --vmm qemu|local     local: boot nothing, for runs of the framework alone\n"
     "  --gdb                a gdbstub per VM on 127.0.0.1 (vm:gdb_port(); the command line\n"
     "                       to attach is printed when the VM boots)\n"
     "  -f, --filter STR     files whose path contains STR (a|b: either); repeatable\n"
@@ -493,6 +494,7 @@ enum {
     O_NOBOOTCACHE,
     O_KMEMLEAK,
     O_GDB,
+    O_VMM,
 };
 
 static const struct option longopts[] = {
@@ -505,6 +507,7 @@ static const struct option longopts[] = {
     {"include-slow", no_argument, NULL, O_SLOW},
     {"kmemleak", no_argument, NULL, O_KMEMLEAK},
     {"gdb", no_argument, NULL, O_GDB},
+    {"vmm", required_argument, NULL, O_VMM},
     {"fail-fast", no_argument, NULL, O_FAILFAST},
     {"verbose", no_argument, NULL, 'v'},
     {"quiet", no_argument, NULL, 'q'},
@@ -637,6 +640,13 @@ static int parse_option(struct args *a, int c, char *v)
     case O_KMEMLEAK: a->kmemleak = true; break;
     /* nothing to resolve: the files' processes and the REPL inherit it */
     case O_GDB: vm_globals.gdb = true; break;
+    /* the files' processes read it: lua/vmm_local.lua (docs/cli.md) */
+    case O_VMM:
+        if (parse_choice("--vmm", v, (const char *const[]){"qemu", "local"}, 2))
+            setenv("PROVIUM_VMM", "local", 1);
+        else
+            unsetenv("PROVIUM_VMM");
+        break;
     case O_FAILFAST: a->o.fail_fast = true; break;
     case 'v': a->o.verbosity = VERBOSE; break;
     case 'q': a->o.verbosity = QUIET; break;
@@ -718,6 +728,13 @@ static int check_caches(const struct config *cfg)
 static int preflight(const struct args *a, const struct config *cfg, struct setup *s)
 {
     struct pv_err err = {0};
+    if (getenv("PROVIUM_VMM") && !strcmp(getenv("PROVIUM_VMM"), "local")) {
+        /* nothing boots: no QEMU, kernel or accelerator to look for */
+        vm_globals.accel = ACCEL_TCG;
+        vm_globals.transport = TRANSPORT_VIRTIO_SERIAL;
+        s->accel_note = "--vmm local: no VM boots; guest operations fail (docs/cli.md)";
+        return 0;
+    }
     _cleanup_free_ char *root = kernel_cache_root();
     _cleanup_free_ char *qemu = qemu_which("qemu-system-x86_64");
     if (a->preflight && !qemu) {

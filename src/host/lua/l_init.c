@@ -23,9 +23,9 @@ struct l_ctx l_ctx;
 extern const char *const pv_prelude_index[];
 
 static const char *const prelude_order[] = {
-    "util",    "result", "sys",      "file",   "clock",     "module", "console",
-    "process", "batch",  "worker",   "lab",    "snapshot",  "net",    "disk",
-    "fixture", "splat",  "kmemleak", "legacy", "framework",
+    "util",    "result", "sys",      "file",   "clock",     "module",    "console",
+    "process", "batch",  "worker",   "lab",    "snapshot",  "net",       "disk",
+    "fixture", "splat",  "kmemleak", "legacy", "vmm_local", "framework",
 };
 
 static int64_t deadline_ns;
