@@ -26,20 +26,29 @@ static int send_pkt(int fd, const char *fmt, ...)
     return send(fd, pkt, (size_t)n, MSG_NOSIGNAL) == n ? 0 : -errno;
 }
 
-/* The next packet within ms (-1: no limit): its length, or -errno. */
+/* The next packet within ms (-1: no limit): its length, or -errno. A
+ * signal (a child of the file's process ending) does not cut the wait. */
 static ssize_t recv_pkt(char *pkt, int ms)
 {
-    struct pollfd p = {barrier_fd, POLLIN, 0};
-    int r = poll(&p, 1, ms);
-    if (r == 0)
-        return -ETIMEDOUT;
-    if (r < 0)
-        return -errno;
-    ssize_t n = recv(barrier_fd, pkt, BARRIER_PKT - 1, 0);
-    if (n <= 0)
-        return n == 0 ? -EPIPE : -errno;
-    pkt[n] = 0;
-    return n;
+    int64_t until = ms < 0 ? 0 : now_ns() + (int64_t)ms * 1000000;
+    for (;;) {
+        struct pollfd p = {barrier_fd, POLLIN, 0};
+        int left = ms < 0 ? -1 : (int)MAX(0, (until - now_ns()) / 1000000);
+        int r = poll(&p, 1, left);
+        if (r == 0)
+            return -ETIMEDOUT;
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r < 0)
+            return -errno;
+        ssize_t n = recv(barrier_fd, pkt, BARRIER_PKT - 1, 0);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0)
+            return n == 0 ? -EPIPE : -errno;
+        pkt[n] = 0;
+        return n;
+    }
 }
 
 int barrier_wait(const char *name, long count, double timeout, struct pv_err *err)
