@@ -44,13 +44,11 @@ local function resume(name, dir, lab, restore)
     end
 end
 
--- provium:vm_fixture(name) -> a booted VM, restored from the fixture's
--- snapshot; it belongs to the file's root lab, wherever it is called.
-function P.Lab:vm_fixture(name)
-    if type(name) ~= "string" then
-        error("vm_fixture: expected a fixture path such as \"fixtures/base\", got " .. type(name), 2)
-    end
-    return resume(name, caller_dir(), false, function(path)
+-- The VM fixture `name` looked up from dir -> a booted VM, restored from the
+-- fixture's snapshot; it belongs to the file's root lab, wherever it is
+-- called. Errors at level 3 from here (the caller of the method).
+local function vm_fixture(name, dir)
+    return resume(name, dir, false, function(path)
         local h = recorded(path)
         if not h then error("its header is unreadable", 0) end
         local vm = rawget(P.root, "_vms")[h.vm] or P.root:vm(h.vm, h.profile)
@@ -59,10 +57,20 @@ function P.Lab:vm_fixture(name)
     end)
 end
 
--- provium:lab_fixture(name) -> a fresh sub-lab of the file's root holding
--- the fixture's VMs, restored (members reached as lab.a); the fixture ends
--- with `return provium:snapshot()`.
-function P.Lab:lab_fixture(name)
+-- provium:vm_fixture(name) or provium.vm_fixture(name) -> a booted VM
+function P.Lab.vm_fixture(a, b)
+    local name = getmetatable(a) == P.Lab and b or a
+    if type(name) ~= "string" then
+        error("vm_fixture: expected a fixture path such as \"fixtures/base\", got " .. type(name), 2)
+    end
+    return vm_fixture(name, caller_dir())
+end
+
+-- provium:lab_fixture(name) or provium.lab_fixture(name) -> a fresh sub-lab
+-- of the file's root holding the fixture's VMs, restored (members reached
+-- as lab.a); the fixture ends with `return provium:snapshot()`.
+function P.Lab.lab_fixture(a, b)
+    local name = getmetatable(a) == P.Lab and b or a
     if type(name) ~= "string" then
         error("lab_fixture: expected a fixture path such as \"fixtures/cluster\", got " .. type(name), 2)
     end
@@ -76,6 +84,22 @@ function P.Lab:lab_fixture(name)
         end
         return lab
     end)
+end
+
+-- LEGACY: provium.fixture(name) -> the VM of fixtures/<name>.fixture.lua
+-- (the seeds kept fixtures in a fixtures/ directory), else of <name>.
+function P.Lab.fixture(a, b)
+    local name = getmetatable(a) == P.Lab and b or a
+    if type(name) ~= "string" then
+        error("provium.fixture: expected a fixture name such as \"base\", got " .. type(name), 2)
+    end
+    local dir = caller_dir()
+    if not name:find("/", 1, true) then
+        local ok, vm = pcall(vm_fixture, "fixtures/" .. name, dir)
+        if ok then return vm end
+        if not tostring(vm):find("not found in any test root", 1, true) then P.rethrow(vm, 2) end
+    end
+    return vm_fixture(name, dir)
 end
 
 -- In the build process (src/host/fixture.c): run the fixture file; it

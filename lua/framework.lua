@@ -5,6 +5,7 @@ local P = _provium
 
 local tests, by_name = {}, {}
 local todo_reason
+local current -- the running test's t, for the global asserts and todo
 
 function test(name, meta, fn)
     if type(name) ~= "string" or name == "" then
@@ -26,8 +27,12 @@ function test(name, meta, fn)
     by_name[name] = t
 end
 
+-- At the top level todo skips every test of the file; inside a test body
+-- (the seeds' form, docs/legacy.md) it skips that test and ends it.
 function todo(reason)
-    todo_reason = reason ~= nil and tostring(reason) or "todo"
+    local why = reason ~= nil and tostring(reason) or "todo"
+    if current then current:skip(why) end
+    todo_reason = why
 end
 
 function wait_until(pred, opts)
@@ -118,6 +123,41 @@ end
 function T:skip(reason)
     rawset(self, "_skip", reason ~= nil and tostring(reason) or "skipped")
     error(SKIP, 0)
+end
+
+-- The seeds' global assertions (docs/legacy.md). assert_eq and
+-- assert_contains fail the running test like t's (even when a pcall
+-- catches them). assert stays the builtin (a pcall that catches it hides
+-- it, as before), with the caller's file and line added to a string
+-- message.
+local function global_fail(msg)
+    if current then rawset(current, "_failed", true) end
+    error(msg, 3)
+end
+
+function assert(cond, msg, ...)
+    if not cond then
+        if msg == nil then error("assertion failed!", 2) end
+        if type(msg) == "string" or type(msg) == "number" then error(tostring(msg), 2) end
+        error(msg, 0)
+    end
+    return cond, msg, ...
+end
+
+-- assert_eq(expected, actual, msg?): the expected value first
+function assert_eq(expected, actual, msg)
+    if expected ~= actual then
+        global_fail(("%s: expected %s, got %s"):format(msg or "assert_eq", show(expected), show(actual)))
+    end
+end
+
+function assert_contains(h, n, msg)
+    if type(h) ~= "string" or type(n) ~= "string" then
+        global_fail(("assert_contains: both arguments must be strings (got %s, %s)"):format(type(h), type(n)))
+    end
+    if not h:find(n, 1, true) then
+        global_fail(("%s: %s does not contain %s"):format(msg or "assert_contains", show(h), show(n)))
+    end
 end
 
 function T:log(msg)
@@ -277,10 +317,12 @@ local function run_test(t)
     P.splat.sink = splats
     local started = C.now()
     rawset(_G, "provium", scope)
+    current = ctx
     local ok, err = xpcall(body, function(e)
         if e == SKIP then return e end
         return clean(e)
     end, ctx)
+    current = nil
     rawset(_G, "provium", P.root)
     P.kmemleak.active = false
     local timed_out = timed_out_msg and not ok and C.deadline_passed()
@@ -343,13 +385,16 @@ local function run_test_with_events(t)
     if rec.status == "skipped" then
         C.event("test_skipped", { path = C.display, name = t.name, reason = rec.message, meta = meta })
     elseif rec.status == "passed" then
-        C.event("test_passed", { path = C.display, name = t.name, duration_ns = ns, meta = meta })
+        C.event("test_passed", { path = C.display, name = t.name, duration_ns = ns, meta = meta,
+            log = rec.log })
     elseif rec.status == "error" then
         C.event("test_error", { path = C.display, name = t.name, duration_ns = ns,
-            reason = rec.message, console_excerpt = rec.console_excerpt or "", meta = meta })
+            reason = rec.message, console_excerpt = rec.console_excerpt or "", meta = meta,
+            log = rec.log })
     else
         C.event("test_failed", { path = C.display, name = t.name, duration_ns = ns,
-            reason = rec.message, console_excerpt = rec.console_excerpt or "", meta = meta })
+            reason = rec.message, console_excerpt = rec.console_excerpt or "", meta = meta,
+            log = rec.log })
     end
     return rec
 end

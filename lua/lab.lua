@@ -85,7 +85,10 @@ function Lab:_close()
         if not ok and not first_err then first_err = err end
     end
     rawset(self, "_resources", {})
-    for _, sub in pairs(rawget(self, "_labs")) do sub:_close() end
+    -- a lab that was only included closes with the lab that made it
+    for _, sub in pairs(rawget(self, "_labs")) do
+        if not (P.included[sub] and P.included[sub][self]) then sub:_close() end
+    end
     return first_err
 end
 
@@ -116,7 +119,7 @@ function Lab:vm(name, profile, opts)
         error("provium:vm: boot opts must be a table, got " .. type(opts), 2)
     end
     check_name(self, name, "provium:vm")
-    local vm = C.vm_new(name, profile, opts)
+    local vm = C.vm_new(name, profile, P.legacy_boot_opts(opts, 2))
     P.home[vm] = self
     rawget(self, "_vms")[name] = vm
     local order = rawget(self, "_order")
@@ -173,13 +176,64 @@ function Lab:remove(x)
         for n, v in pairs(t) do
             if n == x or v == x then
                 t[n] = nil
+                local inc = P.included[v]
+                local owned = not (inc and inc[self])
                 local res = rawget(self, "_resources")
                 for i = #res, 1, -1 do
                     if res[i].obj == v then table.remove(res, i) end
                 end
+                -- moved (lab:include, then remove from the lab that made
+                -- it): it is now a lab's that still holds it
+                for lab, k in pairs(owned and inc or {}) do
+                    if rawget(lab, k)[n] == v then
+                        inc[lab] = nil
+                        if key ~= "_labs" then lab:_register(v, 5) end
+                        break
+                    end
+                end
                 return
             end
         end
+    end
+end
+
+-- resource -> {lab that included it = its table there}: where its close
+-- goes when the lab that owns it lets it go (Lab:remove)
+P.included = setmetatable({}, { __mode = "k" })
+
+-- lab:include(resource or {resources}): a VM, bridge or lab made elsewhere
+-- becomes a member of this lab too (its lookups, names, boot/shutdown and
+-- snapshot), under the naming rules of lab:vm. It still closes with the
+-- scope that made it; `sub:include(x)` then `provium:remove(x)` moves it.
+local function include_one(self, x)
+    local kind, name, key
+    if getmetatable(x) == C.vm_mt then
+        kind, name, key = "vm", x:name(), "_vms"
+    elseif getmetatable(x) == Lab then
+        if x == self then error("provium:include: a lab cannot include itself", 3) end
+        kind, name, key = "sub_lab", rawget(x, "_name"), "_labs"
+    elseif getmetatable(x) == P.Bridge then
+        kind, name, key = "bridge", rawget(x, "_name"), "_bridges"
+    else
+        error("provium:include: expected a VM, a bridge or a lab (or an array of them), got " ..
+            (type(x) == "table" and "a table" or type(x)), 3)
+    end
+    if rawget(self, key)[name] == x then return end
+    local ok, err = pcall(check_name, self, name, "provium:include")
+    if not ok then P.rethrow(err, 3) end
+    rawget(self, key)[name] = x
+    local order = rawget(self, "_order")
+    order[#order + 1] = { kind = kind, name = name }
+    P.included[x] = P.included[x] or setmetatable({}, { __mode = "k" })
+    P.included[x][self] = key
+end
+
+function Lab:include(x)
+    if getmetatable(self) ~= Lab then error("provium:include: call it with a colon (provium:include(...))", 2) end
+    if type(x) == "table" and getmetatable(x) == nil and P.is_array(x) then
+        for _, one in ipairs(x) do include_one(self, one) end
+    else
+        include_one(self, x)
     end
 end
 
@@ -201,13 +255,14 @@ function Lab:shutdown() each_vm(self, "shutdown") end
 function Lab:pause() each_vm(self, "pause") end
 function Lab:resume() each_vm(self, "resume") end
 
--- provium:claim{memory=, cpus=}: what the file's VMs need at once. The
--- runner reads it from the source before the file starts (docs/running.md);
--- here it is checked against what was reserved.
+-- provium:claim{memory=, cpus=}: what the file's VMs need at once (cpus
+-- omitted is 0). The runner reads it from the source before the file starts
+-- (docs/running.md); here it is checked against what was reserved. One
+-- claim per lab: a second errors. A claim in a test body is that test's
+-- (isolated: the next test may claim again).
 function Lab:claim(t)
     if type(t) ~= "table" then error("provium:claim: expected a table {memory=, cpus=}", 2) end
-    if self ~= P.root then error("provium:claim: a claim belongs at the file's top level", 2) end
-    if P.claimed then error("provium:claim: one claim per file", 2) end
+    if rawget(self, "_claim") then error("provium:claim: claim already taken", 2) end
     for k in pairs(t) do
         if k ~= "memory" and k ~= "cpus" then
             error(("provium:claim: unknown key `%s` (memory, cpus)"):format(tostring(k)), 2)
@@ -216,9 +271,35 @@ function Lab:claim(t)
     if t.cpus ~= nil and math.type(t.cpus) ~= "integer" then
         error("provium:claim: cpus must be a whole number of vCPUs", 2)
     end
-    local ok, err = pcall(C.claim, t.memory, t.cpus)
+    local ok, err = pcall(C.claim, t.memory, t.cpus or 0)
     if not ok then P.rethrow(err, 2) end
-    P.claimed = t
+    rawset(self, "_claim", { memory = t.memory, cpus = t.cpus or 0 })
+end
+
+-- lab:barrier(name, count, timeout?): waits until count files of the run
+-- have called it with that name (docs/labs.md). The runner keeps the
+-- barriers; this file's process only waits for its answer.
+function Lab:barrier(name, count, timeout)
+    if getmetatable(self) ~= Lab then error("provium:barrier: call it with a colon (provium:barrier(...))", 2) end
+    if type(name) ~= "string" or name == "" then
+        error("provium:barrier: name must be a non-empty string, got " .. type(name), 2)
+    end
+    if math.type(count) ~= "integer" or count < 1 or count > 64 then
+        error("provium:barrier: count must be a whole number of files from 1 to 64, got " .. tostring(count), 2)
+    end
+    local secs = P.duration(timeout == nil and 60 or timeout, "provium:barrier: timeout", 2)
+    local ok, err = pcall(C.barrier, name, count, secs)
+    if not ok then P.rethrow(err, 2) end
+end
+
+-- provium:depends_on_file(path): a host file the fixture's cache key
+-- follows (docs/fixtures.md). The key is made from the source before the
+-- fixture runs, which reads literal paths only; at run time the call only
+-- checks its argument.
+function Lab:depends_on_file(path)
+    if type(path) ~= "string" or path == "" then
+        error("depends_on_file: path must be a non-empty string, got " .. type(path), 2)
+    end
 end
 
 -- Every VM booted anywhere in this lab and its parents (for failure excerpts).
@@ -238,4 +319,18 @@ function Lab.create(a, b)
     local profile = getmetatable(a) == Lab and b or a
     created = created + 1
     return P.root:vm("vm" .. created, profile or "default")
+end
+
+-- LEGACY: provium.shutdown_all(): every booted VM of the file (its root lab,
+-- the running test's, their sub-labs) shuts down.
+function Lab.shutdown_all()
+    local scope = rawget(_G, "provium")
+    local vms = P.root:_all_vms(scope ~= P.root and getmetatable(scope) == Lab and scope:_all_vms() or nil)
+    for _, vm in ipairs(vms) do
+        local st = vm:state()
+        if st == "booted" or st == "paused" then
+            local ok, err = pcall(vm.shutdown, vm)
+            if not ok then P.rethrow(err, 2) end
+        end
+    end
 end

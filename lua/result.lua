@@ -113,9 +113,3 @@ function V:run(cmd, a2)
     if not ok then P.rethrow(r, 2) end
     return r
 end
-
--- LEGACY: vm:exec(cmd) -> {ok, exit_code, stdout, stderr}
-function V:exec(cmd)
-    local r = self:run(cmd)
-    return { ok = r:ok(), exit_code = r.exit_code, stdout = r.stdout, stderr = r.stderr }
-end

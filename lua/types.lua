@@ -447,6 +447,14 @@ function Lab:pause() end
 function Lab:resume() end
 ---@param t {memory: string|integer, cpus: integer?}
 function Lab:claim(t) end
+---@param x VM|Bridge|Lab|(VM|Bridge|Lab)[]
+function Lab:include(x) end
+---@param name string
+---@param count integer files of the run that must arrive
+---@param timeout Duration? default 60 s
+function Lab:barrier(name, count, timeout) end
+---@param path string a host file the fixture's key follows (literal)
+function Lab:depends_on_file(path) end
 ---@param name string a fixture's path without .fixture.lua, such as "fixtures/base"
 ---@return VM
 function Lab:vm_fixture(name) end
@@ -539,3 +547,54 @@ function json.encode(value) end
 ---@return any
 function json.decode(text) end
 json.array_mt = {}
+
+-- Seed-compatible names (docs/legacy.md).
+
+---@param expected any
+---@param actual any
+---@param msg string?
+function assert_eq(expected, actual, msg) end
+---@param haystack string
+---@param needle string
+---@param msg string?
+function assert_contains(haystack, needle, msg) end
+---@param profile string?
+---@return VM
+function Lab.create(profile) end
+---@param name string
+---@return VM
+function Lab.fixture(name) end
+function Lab.shutdown_all() end
+---@param cmd string|string[]
+---@return {ok: boolean, exit_code: integer?, stdout: string, stderr: string}
+function GuestOps:exec(cmd) end
+---@param cmd string|string[]
+---@return any
+function GuestOps:json(cmd) end
+---@param pattern string?
+---@return string
+function GuestOps:dmesg(pattern) end
+function GuestOps:mount_vfs() end
+---@param fn fun(vm: VM|Worker): any
+---@param opts {timeout: Duration?, interval: Duration?, desc: string?}?
+---@return any
+function GuestOps:wait_until(fn, opts) end
+---@return integer ret, string buf
+function GuestOps:syscall_buf(nr, arg_index, data, ...) end
+---@param bufs table<integer, string>
+---@return integer ret, string ...
+function GuestOps:syscall_bufs(nr, bufs, ...) end
+---@param bufs table<integer, string>
+---@param ptrs {buf_idx: integer, ptr_offset: integer, data_len: integer, output: boolean?, data: string?}[]
+---@return integer ret, string ...
+function GuestOps:syscall_ptr(nr, bufs, ptrs, ...) end
+---@param ptrs {ptr_offset: integer, buf_len: integer, output: boolean?, data: string?}[]
+---@return integer ret, string struct, string ...
+function GuestOps:ioctl_buf(fd, cmd, struct, ptrs) end
+---@param cmd string
+---@return {id: integer, pid: integer}
+function GuestOps:background(cmd) end
+---@param timeout Duration? 0 polls
+---@return {running: boolean, ok: boolean?, exit_code: integer?, signal: integer?, stdout: string, stderr: string}
+function GuestOps:job_wait(job, timeout) end
+function GuestOps:job_kill(job) end

@@ -11,7 +11,7 @@ local W = {}
 wk.mt.__index = W
 P.caps = wk.caps
 
-for _, k in ipairs { "run", "exec", "run_async", "read_file", "write_file", "stat", "exists",
+for _, k in ipairs { "run", "run_async", "read_file", "write_file", "stat", "exists",
     "open_file", "listdir", "mkdir", "unlink", "rename", "push_file", "pull_file",
     "syscall", "syscall_async", "ioctl", "read_mem", "write_mem", "tail_file", "fd_stream",
     "batch" } do

@@ -532,3 +532,16 @@ int fixture_get(const struct config *cfg, const char *name, const char *from_dir
     res->built = true;
     return 0;
 }
+
+bool fixture_is_lab(const char *path)
+{
+    struct buf src = BUF_INIT;
+    bool lab = false;
+    if (read_file(path, 16u << 20, &src) == 0) {
+        struct lscan s;
+        lscan_init(&s, src.data, src.len);
+        lab = lscan_find(&s, "provium:snapshot");
+    }
+    buf_release(&src);
+    return lab;
+}

@@ -30,6 +30,10 @@ struct fixture_result {
  * asking file (for fixture_build_waiting). */
 int fixture_get(const struct config *cfg, const char *name, const char *from_dir, bool lab,
                 const char *display, struct fixture_result *res, struct pv_err *err);
+/* Whether the fixture file at path is a lab fixture: its source (code, not
+ * comments or strings) calls provium:snapshot (docs/fixtures.md). For the
+ * `provium fixture` commands, which have no asking call to tell them. */
+bool fixture_is_lab(const char *path);
 /* In a fixture's build: a VM of this profile booted (the build records the
  * profiles, fixture_key folds in their kernels). */
 void fixture_note_boot(const char *profile);

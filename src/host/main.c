@@ -48,7 +48,7 @@ static const char usage[] =
     "  --timeout DUR        per-file wall clock, e.g. 300, 90s, 5m; 0 = none (default 300s)\n"
     "  --hang-timeout DUR   a guest silent this long fails its operation; 0 = never\n"
     "                       (default 30s, x3 under TCG)\n"
-    "  -j, --jobs N         at most N files at once (default: as many as the pool holds)\n"
+    "  -j, -p, --jobs N     at most N files at once (default: as many as the pool holds)\n"
     "  --mem SIZE           the pool's memory, e.g. 16G (default: 80% of the host's)\n"
     "  --cpus N             the pool's vCPUs (default: online CPUs)\n"
     "  --cpu-overcommit F   vCPUs per host CPU, 0.5 to 8 (default 1)\n"
@@ -58,9 +58,10 @@ static const char usage[] =
     "header)\n"
     "  --include-slow       run tests whose meta.slow is set\n"
     "  --kmemleak           scan for kernel memory leaks after each test (meta.kmemleak)\n"
+    "  --vmm qemu|local     local: boot nothing, for runs of the framework alone\n"
     "  --gdb                a gdbstub per VM on 127.0.0.1 (vm:gdb_port(); the command line\n"
     "                       to attach is printed when the VM boots)\n"
-    "  --filter STR         files whose path contains STR (a|b: either); repeatable\n"
+    "  -f, --filter STR     files whose path contains STR (a|b: either); repeatable\n"
     "  --tag T, --no-tag T  tests tagged T (any of them) / not tagged T; repeatable\n"
     "  --tag-meta K=V       tests whose meta.K is or contains V; --no-tag-meta K=V skips them\n"
     "  --rerun-failed       only the files that failed when they last ran\n"
@@ -483,10 +484,12 @@ static int cmd_fixture(const struct config *cfg, char **args, size_t nargs)
         }
         for (size_t i = 0; i < n; i++) {
             char key[65];
-            _cleanup_free_ char *entry = NULL;
-            if (fixture_key(cfg, files[i], key, &err) == 0)
-                entry = xasprintf("%s/%s.snap", dir, key);
-            if (!entry || access(entry, F_OK) < 0) {
+            _cleanup_free_ char *snap = NULL, *lab = NULL;
+            if (fixture_key(cfg, files[i], key, &err) == 0) {
+                snap = xasprintf("%s/%s.snap", dir, key);
+                lab = xasprintf("%s/%s.lab", dir, key);
+            }
+            if (!snap || (access(snap, F_OK) < 0 && access(lab, F_OK) < 0)) {
                 _cleanup_free_ char *shown = runner_display_name(files[i]);
                 printf("  %s\n", shown);
                 stale++;
@@ -501,16 +504,17 @@ static int cmd_fixture(const struct config *cfg, char **args, size_t nargs)
         const char *name = args[1];
         struct pv_err err = {0};
         l_ctx.config = cfg;
-        if (!strcmp(sub, "rebuild")) {
-            _cleanup_free_ char *path = fixture_find(cfg, name, ".");
-            char key[65];
-            if (path && fixture_key(cfg, path, key, &err) == 0) {
-                _cleanup_free_ char *entry = xasprintf("%s/%s.snap", dir, key);
-                cache_discard(entry);
-            }
+        _cleanup_free_ char *path = fixture_find(cfg, name, ".");
+        bool lab = path && fixture_is_lab(path); /* its entry is <key>.lab/ */
+        char key[65];
+        if (!strcmp(sub, "rebuild") && path && fixture_key(cfg, path, key, &err) == 0) {
+            _cleanup_free_ char *snap = xasprintf("%s/%s.snap", dir, key);
+            _cleanup_free_ char *labdir = xasprintf("%s/%s.lab", dir, key);
+            cache_discard(snap);
+            cache_discard(labdir);
         }
         struct fixture_result res;
-        if (fixture_get(cfg, name, ".", false, "provium fixture", &res, &err) < 0) {
+        if (fixture_get(cfg, name, ".", lab, "provium fixture", &res, &err) < 0) {
             fprintf(stderr, "provium: %s%s\n", err.msg, pv_err_story(&err));
             return 1;
         }
@@ -641,6 +645,7 @@ enum {
     O_NOBOOTCACHE,
     O_KMEMLEAK,
     O_GDB,
+    O_VMM,
 };
 
 static const struct option longopts[] = {
@@ -654,6 +659,7 @@ static const struct option longopts[] = {
     {"include-slow", no_argument, NULL, O_SLOW},
     {"kmemleak", no_argument, NULL, O_KMEMLEAK},
     {"gdb", no_argument, NULL, O_GDB},
+    {"vmm", required_argument, NULL, O_VMM},
     {"fail-fast", no_argument, NULL, O_FAILFAST},
     {"verbose", no_argument, NULL, 'v'},
     {"quiet", no_argument, NULL, 'q'},
@@ -799,6 +805,13 @@ static int parse_option(struct args *a, int c, char *v)
     case O_KMEMLEAK: a->kmemleak = true; break;
     /* nothing to resolve: the files' processes and the REPL inherit it */
     case O_GDB: vm_globals.gdb = true; break;
+    /* the files' processes read it: lua/vmm_local.lua (docs/cli.md) */
+    case O_VMM:
+        if (parse_choice("--vmm", v, (const char *const[]){"qemu", "local"}, 2))
+            setenv("PROVIUM_VMM", "local", 1);
+        else
+            unsetenv("PROVIUM_VMM");
+        break;
     case O_FAILFAST: a->o.fail_fast = true; break;
     case 'v': a->o.verbosity = VERBOSE; break;
     case 'q': a->o.verbosity = QUIET; break;
@@ -841,8 +854,9 @@ static int collect_args(int argc, char **argv, struct args *a)
         argv++, argc--;
     }
     int c, code;
-    while ((c = getopt_long(argc, argv, "vqj:", longopts, NULL)) != -1)
-        if ((code = parse_option(a, c, optarg)) >= 0)
+    /* -p N and -f PATTERN: the seeds' spellings of --jobs and --filter (docs/legacy.md) */
+    while ((c = getopt_long(argc, argv, "vqj:p:f:", longopts, NULL)) != -1)
+        if ((code = parse_option(a, c == 'p' ? 'j' : c == 'f' ? O_FILTER : c, optarg)) >= 0)
             return code;
     if (a->o.json + a->o.tap + a->o.events_stdout > 1) {
         fprintf(stderr, "provium: --json, --tap and --events-stdout all write to stdout: "
@@ -879,6 +893,13 @@ static int check_caches(const struct config *cfg)
 static int preflight(const struct args *a, const struct config *cfg, struct setup *s)
 {
     struct pv_err err = {0};
+    if (getenv("PROVIUM_VMM") && !strcmp(getenv("PROVIUM_VMM"), "local")) {
+        /* nothing boots: no QEMU, kernel or accelerator to look for */
+        vm_globals.accel = ACCEL_TCG;
+        vm_globals.transport = TRANSPORT_VIRTIO_SERIAL;
+        s->accel_note = "--vmm local: no VM boots; guest operations fail (docs/cli.md)";
+        return 0;
+    }
     _cleanup_free_ char *root = kernel_cache_root();
     _cleanup_free_ char *qemu = qemu_which("qemu-system-x86_64");
     if (a->preflight && !qemu) {
@@ -1035,6 +1056,14 @@ out:
 
 int main(int argc, char **argv)
 {
+    /* the seeds' forms (docs/legacy.md): `provium test PATH...` runs PATH, `provium version` */
+    static char version_opt[] = "--version";
+    if (argc > 1 && !strcmp(argv[1], "version"))
+        argv[1] = version_opt;
+    if (argc > 1 && !strcmp(argv[1], "test")) {
+        argv[1] = argv[0];
+        argv++, argc--;
+    }
     if (argc > 1 && !strcmp(argv[1], "kernel"))
         return cmd_kernel(argc, argv);
     if (argc > 1 && !strcmp(argv[1], "list"))

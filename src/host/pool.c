@@ -101,7 +101,7 @@ static int parse_call(struct lscan *s, const char *path, struct amount *claim, s
     if (paren && !lscan_eat(s, ')'))
         goto bad;
     struct pv_err e = {0};
-    if (pool_parse_claim(mem[0] ? mem : NULL, cpus < 0 ? 1 : cpus, claim, &e) < 0)
+    if (pool_parse_claim(mem[0] ? mem : NULL, cpus < 0 ? 0 : cpus, claim, &e) < 0)
         return pv_err_set(err, EINVAL, "%s:%d: provium:claim: %s", path, line, e.msg);
     return 0;
 bad:

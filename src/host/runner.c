@@ -8,12 +8,14 @@
 #include <stdio.h>
 #include <sys/prctl.h>
 #include <sys/signalfd.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 
 #include "lua/l_json.h"
 #include "lua/l_provium.h"
+#include "barrier.h"
 #include "ci.h"
 #include "luascan.h"
 #include "events.h"
@@ -177,6 +179,7 @@ struct job {
     pid_t pid;
     int pidfd;
     int outfd, resfd, evfd; /* captured output, outcome JSON, event lines */
+    int barfd;              /* the runner's end of its lab:barrier socketpair */
     struct buf out, res, ev;
     bool ev_skip; /* the rest of an event line too long to keep is dropped */
     int64_t start_ns, deadline_ns;
@@ -237,9 +240,10 @@ int runner_list(char **files, size_t nfiles)
 static int start_job(const struct config *cfg, struct job *j, const struct run_opts *o,
                      const sigset_t *oldmask)
 {
-    int p[3][2]; /* the file's output, its outcome, its events */
-    for (int i = 0; i < 3; i++) {
-        if (pipe2(p[i], O_CLOEXEC) < 0) {
+    int p[4][2]; /* the file's output, its outcome, its events; its barriers (a socketpair) */
+    for (int i = 0; i < 4; i++) {
+        if ((i < 3 ? pipe2(p[i], O_CLOEXEC)
+                   : socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, p[i])) < 0) {
             int e = errno;
             while (i--)
                 close(p[i][0]), close(p[i][1]);
@@ -252,7 +256,7 @@ static int start_job(const struct config *cfg, struct job *j, const struct run_o
     pid_t pid = fork();
     if (pid < 0) {
         int e = errno;
-        for (int i = 0; i < 3; i++)
+        for (int i = 0; i < 4; i++)
             close(p[i][0]), close(p[i][1]);
         return -e;
     }
@@ -261,8 +265,9 @@ static int start_job(const struct config *cfg, struct job *j, const struct run_o
         if (getppid() != parent)
             _exit(1);
         sigprocmask(SIG_SETMASK, oldmask, NULL);
-        for (int i = 0; i < 3; i++)
+        for (int i = 0; i < 4; i++)
             close(p[i][0]);
+        barrier_fd = p[3][1];
         dup2(p[0][1], 1);
         dup2(p[0][1], 2);
         close(p[0][1]);
@@ -276,9 +281,11 @@ static int start_job(const struct config *cfg, struct job *j, const struct run_o
         events_child(events_enabled() ? p[2][1] : -1);
         _exit(runner_file_child(cfg, j->file, j->display, p[1][1]));
     }
-    for (int i = 0; i < 3; i++)
+    for (int i = 0; i < 4; i++)
         close(p[i][1]);
     j->pid = pid;
+    j->barfd = p[3][0];
+    fcntl(j->barfd, F_SETFL, O_NONBLOCK);
     /* PROVIUM_TEST_NO_PIDFD (tests only) stands for a kernel without
      * pidfd_open (before 5.3) or a runner out of descriptors */
     j->pidfd = getenv("PROVIUM_TEST_NO_PIDFD") ? -1 : (int)syscall(SYS_pidfd_open, pid, 0);
@@ -437,6 +444,36 @@ static void fmt_amount(char *buf, size_t len, struct amount a)
              a.cpus == 1 ? "" : "s");
 }
 
+/* The fixtures a file names with a literal, vm_fixture("x") or
+ * lab_fixture("x") (either call form), each once, as file_discovered's
+ * fixture_refs (docs/events.md). A name built at run time is not seen. */
+static json_t *fixture_refs(const char *path)
+{
+    static const char *const calls[] = {"vm_fixture", "lab_fixture"};
+    json_t *refs = json_array();
+    struct buf src = BUF_INIT;
+    if (read_file(path, 4u << 20, &src) < 0)
+        return refs;
+    for (size_t i = 0; i < ARRAY_SIZE(calls); i++) {
+        struct lscan s;
+        lscan_init(&s, src.data, src.len);
+        while (lscan_find(&s, calls[i])) {
+            char name[PATH_MAX];
+            bool quoted = false;
+            lscan_eat(&s, '(');
+            if (!lscan_literal(&s, name, sizeof(name), &quoted) || !quoted)
+                continue;
+            bool dup = false;
+            for (size_t k = 0; k < json_array_size(refs) && !dup; k++)
+                dup = !strcmp(json_string_value(json_array_get(refs, k)), name);
+            if (!dup)
+                json_array_append_new(refs, json_string(name));
+        }
+    }
+    buf_release(&src);
+    return refs;
+}
+
 /* A file's claim and reservation, or why it cannot run; its
  * file_discovered event. */
 static void plan_job(struct job *j, const struct pool *pool)
@@ -446,7 +483,7 @@ static void plan_job(struct job *j, const struct pool *pool)
         j->cannot = xstrdup(err.msg);
         j->claimed = false;
     }
-    json_t *ev = json_pack("{s:s, s:[]}", "path", j->display, "fixture_refs");
+    json_t *ev = json_pack("{s:s, s:o}", "path", j->display, "fixture_refs", fixture_refs(j->file));
     if (j->claimed)
         json_object_set_new(ev, "declared_claim", events_amount(j->claim.memory, j->claim.cpus));
     events_emit("file_discovered", ev);
@@ -543,9 +580,11 @@ static void run_dispatch(struct run *r)
             run_not_started(r, j, j->cannot);
             continue;
         }
-        /* the host is short of CPU: start nothing new unless idle */
+        /* the host is short of CPU: start nothing new unless idle (files
+         * waiting at a barrier are: the file they wait for may be this one) */
+        bool busy = (size_t)r->active > barrier_waiting() && pool_cpu_busy();
         const char *reason = !pool_fits(&r->pool, j->reservation) ? "pool_full"
-                             : r->active > 0 && pool_cpu_busy()   ? "psi_pressure"
+                             : busy                               ? "psi_pressure"
                                                                   : NULL;
         if (reason) {
             r->blocked = reason;
@@ -590,6 +629,7 @@ static void run_wait(struct run *r, struct pollfd *p)
         p[n++] = (struct pollfd){j->resfd, POLLIN, 0};
         p[n++] = (struct pollfd){j->evfd, POLLIN, 0};
         p[n++] = (struct pollfd){j->pidfd, POLLIN, 0};
+        p[n++] = (struct pollfd){j->barfd, POLLIN, 0};
         int64_t at = j->kill_at_ns ? j->kill_at_ns : j->deadline_ns;
         if (at && (!wake || at < wake))
             wake = at;
@@ -645,6 +685,22 @@ static void job_deadlines(struct job *j, int64_t now)
         kill(j->pid, SIGKILL);
 }
 
+/* The run's files that may still arrive at a barrier: those not ended,
+ * or only the running ones once nothing new will start. */
+static size_t run_left(const struct run *r)
+{
+    return r->stop || r->interrupted ? (size_t)r->active : r->nfiles - r->done;
+}
+
+/* The barrier requests a file sent (docs/labs.md). */
+static void job_barriers(struct job *j)
+{
+    char pkt[4096];
+    ssize_t n;
+    while ((n = recv(j->barfd, pkt, sizeof(pkt), 0)) > 0)
+        barrier_packet(j->barfd, j->display, pkt, (size_t)n);
+}
+
 /* Collect what the running files wrote, enforce their deadlines, and
  * report the ones that ended. */
 static void run_reap(struct run *r)
@@ -657,6 +713,7 @@ static void run_reap(struct run *r)
         drain(&j->outfd, &j->out, JOB_OUTPUT_MAX);
         drain(&j->resfd, &j->res, JOB_OUTPUT_MAX);
         forward_events(j);
+        job_barriers(j);
         job_deadlines(j, now);
         int status = 0;
         if (!job_exited(j, &status))
@@ -676,7 +733,10 @@ static void run_reap(struct run *r)
         r->next_tick = 0;
         if (r->o->fail_fast && (r->rep.files_failed || r->rep.files_errored))
             r->stop = true;
+        barrier_file_ended(j->barfd, run_left(r));
+        closep(&j->barfd);
     }
+    barrier_file_ended(-1, run_left(r));
 }
 
 /* Every file is discovered (and its claim read) before any starts. */
@@ -698,6 +758,7 @@ static void run_init(struct run *r, const struct config *cfg, const struct run_o
         plan_job(&r->plans[i], &r->pool);
     }
     r->slots = xcalloc((size_t)r->nslots, sizeof(*r->slots));
+    barrier_file_ended(-1, nfiles);
     r->failed = xcalloc(nfiles + 1, sizeof(char *));
     r->passed = xcalloc(nfiles + 1, sizeof(char *));
     r->t0 = now_ns();
@@ -746,7 +807,7 @@ int runner_run(const struct config *cfg, const struct run_opts *o, char **files,
         run_dispatch(&r);
         if (r.active == 0)
             break;
-        struct pollfd p[2 + 4 * RUNNER_MAX_JOBS];
+        struct pollfd p[2 + 5 * RUNNER_MAX_JOBS];
         run_wait(&r, p);
         if (p[1].revents & POLLIN)
             events_accept();

@@ -28,9 +28,9 @@ static void test_claim_forms(void **state)
     assert_true(found);
     assert_int_equal(a.memory, 1 << 20);
     assert_int_equal(a.cpus, 0);
-    /* cpus defaults to 1 */
+    /* cpus defaults to 0 (docs/running.md) */
     assert_int_equal(scan("provium:claim{memory='512M'}", &a, &found, &err), 0);
-    assert_int_equal(a.cpus, 1);
+    assert_int_equal(a.cpus, 0);
     /* none at all; and none in comments or strings */
     assert_int_equal(scan("test('x', function() end)\n", &a, &found, &err), 0);
     assert_false(found);

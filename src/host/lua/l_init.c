@@ -23,8 +23,9 @@ struct l_ctx l_ctx;
 extern const char *const pv_prelude_index[];
 
 static const char *const prelude_order[] = {
-    "util",   "result", "sys",      "file", "clock", "module",  "console", "process",  "batch",
-    "worker", "lab",    "snapshot", "net",  "disk",  "fixture", "splat",   "kmemleak", "framework",
+    "util",    "result", "sys",      "file",   "clock",     "module",    "console",
+    "process", "batch",  "worker",   "lab",    "snapshot",  "net",       "disk",
+    "fixture", "splat",  "kmemleak", "legacy", "vmm_local", "framework",
 };
 
 static int64_t deadline_ns;
@@ -368,6 +369,7 @@ lua_State *l_newstate(void)
     };
     luaL_setfuncs(L, prims, 0);
     l_open_test_prims(L);
+    l_open_barrier(L);
     luaL_getmetatable(L, PV_RUNRESULT_MT);
     lua_setfield(L, -2, "runresult_mt");
     luaL_getmetatable(L, PV_VM_MT);

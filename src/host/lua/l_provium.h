@@ -114,6 +114,8 @@ int luaopen_provium_sys(lua_State *L);
 int luaopen_provium_json(lua_State *L);
 /* The test-only primitives (l_test.c), set into the table at the top. */
 void l_open_test_prims(lua_State *L);
+/* _provium_c.barrier (l_barrier.c), set into the table at the top. */
+void l_open_barrier(lua_State *L);
 /* _provium_c.net: the primitives behind lua/net.lua (bridges, NICs). */
 int luaopen_provium_net(lua_State *L);
 /* _provium_c.disk: the primitives behind lua/disk.lua (attached disks). */
