@@ -387,7 +387,9 @@ void cov_text(const struct cov_report *r, struct buf *out)
     }
     for (size_t i = 0; i < r->nfiles; i++) {
         buf_adds(out, i ? "" : "files that did not pass:\n");
-        buf_addf(out, "    %s ", r->files[i].status);
+        buf_adds(out, "    ");
+        text_lines(out, r->files[i].status, "        ");
+        buf_adds(out, " ");
         text_lines(out, r->files[i].path, "        ");
         buf_adds(out, "\n");
     }
@@ -726,6 +728,10 @@ int coverage_finish(const char *events_path, int code)
 {
     if (!events_path)
         return code;
+    if (code == 2) { /* nothing ran: no report to make */
+        remove_tmp();
+        return code;
+    }
     struct pv_err err = {0};
     struct buf text = BUF_INIT, html = BUF_INIT;
     const char *source = tmp_events ? "a temporary file, removed after this report" : events_path;

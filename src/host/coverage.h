@@ -59,6 +59,7 @@ int coverage_main(int argc, char **argv);
  * and the PROVIUM_COVERAGE_* variables. 0, or -errno after saying why. */
 int coverage_prepare(const char *user_file, char **ret_events_path);
 /* After the run (the stream closed): the report, text on stderr and HTML
- * in coverage.html, then the temporary file removed if this provium made
- * it. Returns the run's exit code, 1 when it was 0 and the report failed. */
+ * in coverage.html (none when code is 2: nothing ran), then the temporary
+ * file removed if this provium made it. Returns the run's exit code, 1 when
+ * it was 0 and the report failed. */
 int coverage_finish(const char *events_path, int code);

@@ -173,3 +173,15 @@ test("provium coverage refuses bad input with 1 and bad usage with 2", function(
         t:assert_contains(out, c[3])
     end
 end)
+
+test("a run that cannot start makes no report and leaves no temporary file", function(t)
+    local d = meta.tmpdir()
+    meta.sh("mkdir " .. meta.quote(d .. "/tmp"))
+    local out, code = meta.provium({ "--no-preflight", "--coverage", "nosuch.test.lua" },
+        { cwd = d, env = { TMPDIR = d .. "/tmp" } })
+    t:assert_eq(code, 2, out)
+    t:assert_contains(out, "nosuch.test.lua: No such file or directory")
+    t:assert(not out:find("coverage:", 1, true), out)
+    t:assert_eq(meta.sh("ls -A " .. meta.quote(d)), "tmp\n")
+    t:assert_eq(meta.sh("ls -A " .. meta.quote(d .. "/tmp")), "")
+end)

@@ -171,6 +171,7 @@ static void test_hostile_names(void **state)
     frame(&s, "test_started", "path", "h.test.lua", "name", name, "meta", "{</td><b>§9", NULL);
     frame(&s, "test_failed", "path", "h.test.lua", "name", name, "duration_ns", "#1", "reason",
           "<img src=x onerror=alert(1)>\x07", "meta", "{</td><b>§9", NULL);
+    frame(&s, "file_completed", "path", "<i>\x1b]0;t\x07", "status", "\x1b[2J<u>", NULL);
     struct cov_report r = {0};
     assert_int_equal(read_back(&s, &r, NULL), 0);
     cov_finish(&r);
@@ -184,9 +185,13 @@ static void test_hostile_names(void **state)
     assert_non_null(strstr(html.data, "&lt;script&gt;alert(1)&lt;/script&gt; &amp; &quot;q&quot; "
                                       "&#39;x&#39; \\x1b[31m"));
     assert_non_null(strstr(html.data, "&lt;img src=x onerror=alert(1)&gt;\\x07"));
+    assert_null(strstr(html.data, "<i>"));
+    assert_null(strstr(html.data, "<u>"));
     cov_text(&r, &text);
     assert_null(strchr(text.data, '\x1b'));
+    assert_null(strchr(text.data, '\x07'));
     assert_non_null(strstr(text.data, "\\x1b[31m"));
+    assert_non_null(strstr(text.data, "    \\x1b[2J<u> <i>\\x1b]0;t\\x07\n"));
     cov_release(&r);
     buf_release(&s);
     buf_release(&text);
