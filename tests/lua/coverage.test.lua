@@ -185,3 +185,28 @@ test("a run that cannot start makes no report and leaves no temporary file", fun
     t:assert_eq(meta.sh("ls -A " .. meta.quote(d)), "tmp\n")
     t:assert_eq(meta.sh("ls -A " .. meta.quote(d .. "/tmp")), "")
 end)
+
+test("SIGTERM during a --coverage run: the report of what ran, the temporary file removed", function(t)
+    local d = meta.tmpdir()
+    meta.write(d .. "/hold.test.lua", [[
+test("first", { spec = "§1" }, function(t) end)
+test("hold", { spec = "§2" }, function(t)
+    io.open("ready", "w"):close()
+    _provium_c.sleep(60)
+end)
+]])
+    local out = meta.sh(([[
+cd %s && mkdir tmp && { TMPDIR=%s/tmp %s --no-preflight --coverage hold.test.lua > out 2>&1 & pid=$!; }
+i=0; while [ ! -e ready ] && [ $i -lt 300 ]; do sleep 0.1; i=$((i+1)); done
+echo "DURING=$(ls tmp | tr '\n' ' ')"
+kill -TERM $pid; wait $pid; echo "CODE=$?"
+echo "AFTER=$(ls -A tmp | tr '\n' ' ')"; cat out]]):format(meta.quote(d), meta.quote(d), meta.quote(meta.bin)))
+    t:assert_contains(out, "CODE=130")
+    local during = out:match("DURING=([^\n]*)")
+    local pid = during:match("provium%-coverage%-(%d+)%.marker")
+    t:assert(pid and during:find("provium-coverage-" .. pid .. ".msgpack", 1, true),
+        "the marker and the events while the run goes on:\n" .. out)
+    t:assert_contains(out, "AFTER=\n")
+    t:assert_contains(out, "coverage: 2 section(s), 2 test(s); 1 passed, 1 failed, 0 skipped")
+    t:assert_contains(out, "did not finish: its file ended first (interrupted)")
+end)
