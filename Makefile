@@ -2,7 +2,7 @@
 #   make                      build ./provium (host, with the static agent embedded)
 #   make DEVELOPER=1          strict warnings, -Werror
 #   make SANITIZE=address,undefined
-#   make deps | demo | check | bench | fuzz | format | install PREFIX=/usr/local | clean
+#   make deps | demo | check | bench | fuzz | format | install PREFIX=/usr/local | deb | clean
 
 PREFIX ?= /usr/local
 CC ?= gcc
@@ -199,11 +199,16 @@ print-lib-srcs:
 
 install: provium
 	install -D -m 0755 provium $(DESTDIR)$(PREFIX)/bin/provium
+	ln -sf provium $(DESTDIR)$(PREFIX)/bin/provium-coverage
 	install -D -m 0644 docs/provium.1 $(DESTDIR)$(PREFIX)/share/man/man1/provium.1
+
+# provium_<version>_amd64.deb here, from the built binary (tools/mkdeb).
+deb: provium
+	@tools/mkdeb ./provium .
 
 clean:
 	rm -rf $(B) provium
 
 FORCE:
-.PHONY: all provium deps demo check bench fuzz format install clean units fuzzers kernel print-lib-srcs FORCE
+.PHONY: all provium deps demo check bench fuzz format install deb clean units fuzzers kernel print-lib-srcs FORCE
 -include $(shell find $(B)/host $(B)/san -name '*.d' 2>/dev/null)

@@ -14,6 +14,7 @@
 #include "accel.h"
 #include "boot.h"
 #include "config.h"
+#include "coverage.h"
 #include "events.h"
 #include "filter.h"
 #include "cache.h"
@@ -36,6 +37,7 @@ static const char usage[] =
     "       provium kernel fetch | list | path | ensure | initrd | options\n"
     "       provium kernel check [FILE]             the Kconfig options a kernel lacks\n"
     "       provium kernel config | build [DIR] [--minimal]   make a kernel tree bootable\n"
+    "       provium coverage --from PATH | --from - | --from-socket PATH [--text] [-o FILE]\n"
     "       provium --help | --version\n"
     "\n"
     "Runs each test file in a fresh Lua state against real QEMU VMs. With no PATHS,\n"
@@ -75,6 +77,8 @@ static const char usage[] =
     "  --save-events PATH   the event stream (msgpack frames) to PATH\n"
     "  --events-stdout      the event stream on stdout; human lines go to stderr\n"
     "  --events-socket PATH the event stream to every client of a Unix socket at PATH\n"
+    "  --coverage           after the run, a report by meta.spec: text on stderr, and\n"
+    "                       coverage.html (provium coverage)\n"
     "  -v, --verbose        also list passing and skipped tests\n"
     "  -q, --quiet          only files with failures, and the summary\n"
     "  --no-preflight       skip the QEMU and kernel checks before running\n"
@@ -597,6 +601,7 @@ struct args {
     uint64_t seed;
     bool has_seed;
     const char *save_events, *events_socket;
+    bool coverage; /* --coverage: the report after the run (docs/coverage.md) */
     struct filters flt;
     struct run_opts o;
     char **paths; /* GNU getopt permutes: options may come after paths too */
@@ -646,6 +651,7 @@ enum {
     O_KMEMLEAK,
     O_GDB,
     O_VMM,
+    O_COVERAGE,
 };
 
 static const struct option longopts[] = {
@@ -683,6 +689,7 @@ static const struct option longopts[] = {
     {"save-events", required_argument, NULL, O_SAVE_EVENTS},
     {"events-stdout", no_argument, NULL, O_EVENTS_STDOUT},
     {"events-socket", required_argument, NULL, O_EVENTS_SOCKET},
+    {"coverage", no_argument, NULL, O_COVERAGE},
     {"watch", no_argument, NULL, O_WATCH},
     {"name", required_argument, NULL, O_NAME},
     {"fixture", required_argument, NULL, O_FIXTURE},
@@ -826,6 +833,7 @@ static int parse_option(struct args *a, int c, char *v)
     case O_FIXTURE: a->repl_fixture = v; break;
     case O_EVENTS_STDOUT: a->o.events_stdout = true; break;
     case O_EVENTS_SOCKET: a->events_socket = v; break;
+    case O_COVERAGE: a->coverage = true; break;
     case O_HELP: fputs(usage, stdout); return 0;
     case O_VERSION: printf("provium %s (protocol %d)\n", PV_VERSION, PV_PROTO_VERSION); return 0;
     default: fprintf(stderr, "%s", usage); return 2;
@@ -1034,7 +1042,15 @@ static int pmain(struct args *a)
     cfg->boot_cache = cfg->boot_cache && a->boot_cache;
     struct setup s = {0};
     int code = 2;
-    if (check_caches(cfg) < 0 || preflight(a, cfg, &s) < 0 || setup_run(a, cfg) < 0)
+    _cleanup_free_ char *coverage_events = NULL;
+    if (check_caches(cfg) < 0 || preflight(a, cfg, &s) < 0)
+        goto out;
+    if (a->coverage && !a->repl && !a->fixture) {
+        if (coverage_prepare(a->save_events, &coverage_events) < 0)
+            goto out;
+        a->save_events = coverage_events;
+    }
+    if (setup_run(a, cfg) < 0)
         goto out;
     if (a->fixture) {
         code = cmd_fixture(cfg, a->paths, a->npaths);
@@ -1051,11 +1067,16 @@ out:
     config_free(cfg);
     events_close();
     cleanup_rundir();
-    return code;
+    return coverage_finish(coverage_events, code);
 }
 
 int main(int argc, char **argv)
 {
+    const char *name = strrchr(argv[0], '/') ? strrchr(argv[0], '/') + 1 : argv[0];
+    if (!strcmp(name, "provium-coverage"))
+        return coverage_main(argc, argv);
+    if (argc > 1 && !strcmp(argv[1], "coverage"))
+        return coverage_main(argc - 1, argv + 1);
     /* the seeds' forms (docs/legacy.md): `provium test PATH...` runs PATH, `provium version` */
     static char version_opt[] = "--version";
     if (argc > 1 && !strcmp(argv[1], "version"))

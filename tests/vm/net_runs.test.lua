@@ -1,6 +1,7 @@
 -- Networks across whole runs of provium (docs/networks.md): the seed
 -- replays the same losses, kill -9 leaves nothing behind, and a user
--- without any privilege gets the same networks.
+-- without any privilege gets the same networks, and plain VMs: "no root
+-- needed" (README.md) is checked here whenever the suite runs as root.
 local meta = require("lib.meta")
 
 -- Two VMs; a to b loses 30 %; a pings b 60 times and prints which replies came.
@@ -94,7 +95,7 @@ echo "AFTER=$(pgrep -f "provium-$pid-" | wc -l)"
     t:assert_eq(tonumber(res:match("AFTER=(%d+)")), 0, "QEMU processes left:\n" .. res)
 end)
 
-test("a user without privileges gets the same networks", function(t)
+test("a user without privileges boots VMs, runs commands, reads files, gets networks", function(t)
     if meta.sh("id -u"):match("%d+") ~= "0" then
         t:skip("becoming another user needs root; this run is already unprivileged")
     end
@@ -128,13 +129,34 @@ test("ping", function(t)
     t:assert_eq(a:run("id -u").stdout, "0\n") -- root in the guest, nobody on the host
 end)
 ]])
+    -- the plainest suite: a boot, a command, a file written and read back,
+    -- and a host file pushed in; its own file, so it passes or fails apart
+    meta.write(d .. "/work/hello.txt", "from the host\n")
+    meta.write(d .. "/work/plain.test.lua", [[
+local vm = provium:vm("v", "default"):boot()
+test("boot, run, files", function(t)
+    local r = vm:run("uname -r; id -u")
+    r:assert_ok()
+    t:assert_eq(r.stdout, vm:kernel_release() .. "\n0\n")
+    vm:write_file("/tmp/x", "written\n")
+    t:assert_eq(vm:read_file("/tmp/x"), "written\n")
+    vm:push_file("hello.txt", "/tmp/hello.txt")
+    t:assert_eq(vm:read_file("/tmp/hello.txt"), "from the host\n")
+end)
+]])
+    meta.sh("chown -R nobody " .. meta.quote(d .. "/work"))
     local modules = meta.sh("ls " .. meta.quote(d .. "/kernel/lib/modules")):match("[^\n]+")
     out, code = meta.sh(([[
 cd %s/work && setpriv --reuid=65534 --regid=65534 --clear-groups env -u XDG_CACHE_HOME HOME=%s/home \
   PROVIUM_CACHE=%s/home/cache PROVIUM_KERNEL=%s/kernel/vmlinuz \
-  PROVIUM_MODULES=%s/kernel/lib/modules/%s %s/provium net.test.lua
+  PROVIUM_MODULES=%s/kernel/lib/modules/%s %s/provium net.test.lua plain.test.lua
 ]]):format(meta.quote(d), meta.quote(d), meta.quote(d), meta.quote(d), meta.quote(d), modules,
         meta.quote(d)))
     t:assert_eq(code, 0, out)
     t:assert_contains(out, "PASS net.test.lua (1 passed")
+    t:assert_contains(out, "PASS plain.test.lua (1 passed")
+    -- and it was that user's run: the caches it made are that user's
+    local uid = meta.sh("id -u nobody"):match("%d+")
+    t:assert_eq(meta.sh("stat -c %u " .. meta.quote(d .. "/home/cache")), uid .. "\n")
+    t:assert_eq(meta.sh("stat -c %u " .. meta.quote(d .. "/home/.cache/provium")), uid .. "\n")
 end)
