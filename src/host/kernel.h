@@ -77,3 +77,7 @@ int kernel_check_boot(const char *vmlinuz, const char *modules_dir, struct pv_er
  * modules_install INSTALL_MOD_PATH=` its directory), else the host's
  * /lib/modules/<version>; NULL when neither has a modules.dep. */
 char *kernel_modules_for(const char *vmlinuz);
+
+/* `provium kernel SUB ...` (argv[2] is SUB): the exit status
+ * (src/host/kernel_cmd.c). */
+int cmd_kernel(int argc, char **argv);

@@ -68,6 +68,16 @@ struct l_const {
 };
 void l_set_consts(lua_State *L, const char *name, const struct l_const *c, size_t n);
 
+/* A number of seconds or a duration string ("30s", "500ms") at idx, from 0
+ * to PV_DURATION_MAX; else a raise naming what. */
+double l_duration(lua_State *L, int idx, const char *what);
+
+/* vm:boot's options: the creation-time table (registry ref, or LUA_NOREF)
+ * overridden by the table at idx, parsed into a GC-owned userdata left on
+ * the stack (a raise mid-parse leaks nothing). */
+struct boot_opts;
+struct boot_opts *l_boot_opts(lua_State *L, int ref, int idx);
+
 /* A Lua array's length for C to allocate by: lua_rawlen (no __len) and at
  * most max, else a raise naming what. */
 size_t l_checkcount(lua_State *L, int i, size_t max, const char *what);
