@@ -29,7 +29,7 @@ SAN_LDFLAGS := -fsanitize=$(SANITIZE)
 endif
 HOST_CFLAGS = $(BASE_CFLAGS) $(CFLAGS)
 LUA_A := $(firstword $(wildcard /usr/lib/x86_64-linux-gnu/liblua5.4.a /usr/lib/liblua5.4.a))
-HOST_LIBS = $(LUA_A) -ljansson -lmsgpackc -ledit -lcrypto -lz -lm -ldl -lpthread
+HOST_LIBS = $(LUA_A) -ljansson -lmsgpackc -ledit -lcrypto -lz -llzma -lzstd -llz4 -lm -ldl -lpthread
 
 # The agent: static musl binary. musl-gcc does not see the kernel UAPI
 # headers, so give it a directory of links to linux/, asm/ and asm-generic/.

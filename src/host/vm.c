@@ -4,6 +4,7 @@
 #include "disk/vdisk.h"
 #include "guest.h"
 #include "net/nic.h"
+#include "pvh.h"
 #include "vm_priv.h"
 #include "events.h"
 #include "pool.h"
@@ -574,13 +575,15 @@ int vm_spawn(struct vm *vm, const struct vm_boot *b, const struct start *st, con
     if (gdb_fd >= 0)
         keep[nkeep++] = gdb_fd;
     p->cid = qemu_next_cid();
+    /* a cold boot skips the kernel's decompression when it can (pvh.c) */
+    _cleanup_free_ char *pvh = st->incoming ? NULL : pvh_kernel(b->kernel);
     struct qemu_config qc = {
         .machine = vm_globals.machine,
         .accel = vm_globals.accel,
         .transport = vm_globals.transport,
         .memory = b->memory,
         .cpus = b->cpus,
-        .kernel = b->kernel,
+        .kernel = pvh ? pvh : b->kernel,
         .initrd = b->initrd,
         .cmdline = b->cmdline,
         .dir = vm->dir,
