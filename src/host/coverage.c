@@ -212,8 +212,16 @@ int cov_read_fd(struct cov_report *r, int fd, struct pv_err *err)
     }
 }
 
+static int by_path(const void *a, const void *b)
+{
+    return strcmp(((const struct cov_file *)a)->path, ((const struct cov_file *)b)->path);
+}
+
 void cov_finish(struct cov_report *r)
 {
+    /* by path, not by the order the files happened to end in */
+    if (r->nfiles)
+        qsort(r->files, r->nfiles, sizeof(*r->files), by_path);
     for (size_t i = 0; i < r->ntests; i++) {
         struct cov_test *t = &r->tests[i];
         if (t->status)

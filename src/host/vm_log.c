@@ -177,15 +177,21 @@ void vm_console_tail(struct vm *vm, int lines, struct buf *out)
     buf_release(&log);
 }
 
+/* The last TAIL_BYTES of vm's console log. */
+static void console_tail(struct vm *vm, struct buf *log)
+{
+    if (!vm->dir)
+        return;
+    _cleanup_free_ char *p = log_path(vm, console_of(vm), false);
+    struct stat st;
+    uint64_t size = stat(p, &st) == 0 ? (uint64_t)st.st_size : 0;
+    read_range(p, size > TAIL_BYTES ? size - TAIL_BYTES : 0, TAIL_BYTES, log);
+}
+
 bool vm_console_says(struct vm *vm, const char *what)
 {
     struct buf log = BUF_INIT;
-    if (vm->dir) {
-        _cleanup_free_ char *p = log_path(vm, console_of(vm), false);
-        struct stat st;
-        uint64_t size = stat(p, &st) == 0 ? (uint64_t)st.st_size : 0;
-        read_range(p, size > TAIL_BYTES ? size - TAIL_BYTES : 0, TAIL_BYTES, &log);
-    }
+    console_tail(vm, &log);
     /* memmem: a NUL the guest printed must not hide what follows it */
     bool found = log.len && memmem(log.data, log.len, what, strlen(what));
     buf_release(&log);
@@ -195,12 +201,7 @@ bool vm_console_says(struct vm *vm, const char *what)
 char *vm_console_line(struct vm *vm, const char *marker)
 {
     struct buf log = BUF_INIT;
-    if (vm->dir) {
-        _cleanup_free_ char *p = log_path(vm, console_of(vm), false);
-        struct stat st;
-        uint64_t size = stat(p, &st) == 0 ? (uint64_t)st.st_size : 0;
-        read_range(p, size > TAIL_BYTES ? size - TAIL_BYTES : 0, TAIL_BYTES, &log);
-    }
+    console_tail(vm, &log);
     const char *at = log.len ? memmem(log.data, log.len, marker, strlen(marker)) : NULL;
     char *line = NULL;
     if (at) {
