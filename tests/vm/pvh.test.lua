@@ -13,8 +13,14 @@ test("a cold boot goes through the PVH entry, from the cache's unpacked kernel",
     -- The kernel's PVH entry fills boot_params itself (protocol 2.12);
     -- QEMU's Linux loader would pass the bzImage's header (2.15 for 6.1).
     t:assert_eq(vm:read_file("/sys/kernel/boot_params/version"), "0x020c\n")
-    local ls = io.popen("ls " .. cache_root() .. "/pvh")
-    local names = ls:read("a")
-    ls:close()
-    t:assert(names:match("^%x+%.elf\n$"), "one unpacked kernel in the cache, got: " .. names)
+    -- QEMU was given the unpacked kernel from the cache, not the bzImage
+    local h = io.open(("/proc/%d/cmdline"):format(_provium_c.qemu_pid(vm)), "rb")
+    local argv = h:read("a")
+    h:close()
+    local kernel = argv:match("%z%-kernel%z([^%z]+)")
+    t:assert(kernel and kernel:match("^" .. cache_root():gsub("%p", "%%%0") .. "/pvh/%x+%.elf$"),
+        "QEMU's -kernel is the cache's ELF, got: " .. tostring(kernel))
+    local elf = io.open(kernel, "rb")
+    t:assert_eq(elf:read(4), "\127ELF")
+    elf:close()
 end)
