@@ -295,6 +295,11 @@ end
 -- into it: that report gets fatal = true. A panic that nothing before it in
 -- text explains stands alone, with consequence = true when its reason says
 -- it follows another report (docs/splats.md#one-crash-one-splat).
+--
+-- The third result is the offset of a report that may be unfinished (the
+-- text may end in the middle of it): one that runs to the end of text with
+-- no end marker, or a WARNING whose call trace has not come yet; nil when
+-- there is none.
 function S.scan(text)
     local lines, offs = {}, {}
     for pos, l in text:gmatch("()([^\n]*)\n?") do
@@ -302,7 +307,7 @@ function S.scan(text)
         lines[#lines + 1] = l:gsub("\r", "")
         offs[#offs + 1] = pos - 1
     end
-    local out, i = {}, 1
+    local out, i, open = {}, 1, nil
     while i <= #lines do
         local body = strip(lines[i])
         local rule, caps = header_of(body)
@@ -312,7 +317,10 @@ function S.scan(text)
             for k = i + 1, math.min(i + MAX_LINES, #lines) do
                 if is_trace(strip(lines[k])) then traced = true break end
             end
-            if not traced then rule = nil end
+            if not traced then
+                if i + MAX_LINES > #lines then open = open or offs[i] end
+                rule = nil
+            end
         end
         local panic = rule and rule.key == "Kernel panic"
         if panic and #out > 0 and is_consequence(caps[1]) then
@@ -324,18 +332,19 @@ function S.scan(text)
             -- (an Oops, an invalid opcode or the panic that ends this one
             -- belong to it)
             local last = math.min(i + MAX_LINES, #lines)
-            local fatal = false
+            local fatal, ended = false, last < #lines
             for k = i + 1, last do
                 local b = strip(lines[k])
-                if b:match("^%-%-%-%[ end ") or b:match("^=========") then last = k break end
+                if b:match("^%-%-%-%[ end ") or b:match("^=========") then last, ended = k, true break end
                 local other, ocaps = header_of(b)
                 if other and other.key == "Kernel panic" and is_consequence(ocaps[1]) then
                     fatal = true
                 elseif other and not other.follow then
-                    last = k - 1
+                    last, ended = k - 1, true
                     break
                 end
             end
+            if not ended then open = open or offs[i] end
             local ex, bodies = {}, {}
             for k = i, last do
                 ex[#ex + 1] = lines[k]
@@ -352,7 +361,7 @@ function S.scan(text)
             i = i + 1
         end
     end
-    return out, offs
+    return out, offs, open
 end
 
 -- Per VM: how far each log has been read, the splats seen so far, and what
@@ -362,7 +371,7 @@ local seen = setmetatable({}, { __mode = "k" })
 local function state_of(vm)
     local s = seen[vm]
     if not s then
-        s = { kmsg = 0, console = 0, list = {}, titles = {}, count = 0 }
+        s = { kmsg = 0, console = 0, list = {}, titles = {}, count = 0, taken = {} }
         seen[vm] = s
     end
     return s
@@ -374,29 +383,37 @@ local PIECE = 1024 * 1024
 
 -- The splats in what log `which` of vm gained since offset s[which]. A
 -- piece ends at a line's end; when more follows, the last MAX_LINES lines
--- wait for the next piece, so an excerpt is never cut short.
-local function scan_log(vm, s, which, out)
+-- wait for the next piece, so an excerpt is never cut short. At the end of
+-- a log that may still grow (growing: its VM runs), a report that may be
+-- unfinished is where the next scan starts, and is taken as it is only when
+-- take_open says so; returns whether there was one. s.taken[which] is the
+-- offset of the last splat taken, so a report scanned twice counts once.
+local function scan_log(vm, s, which, out, growing, take_open)
     for _ = 1, 64 do -- at most 64 MiB a look; the rest waits for the next one
         local text, nxt = C.log_read(vm, which, s[which], PIECE)
-        if #text == 0 then return end
+        if #text == 0 then return false end
+        local base = nxt - #text
         local more = #text == PIECE
         local upto = #text
         if more then
             upto = (text:match(".*()\n") or (#text + 1)) - 1
         end
-        local found, offs = S.scan(text:sub(1, upto))
+        local found, offs, open = S.scan(text:sub(1, upto))
         local stop = upto
         if more and #offs > MAX_LINES then stop = offs[#offs - MAX_LINES] end
         if stop <= 0 then stop = upto end
+        local held = not more and growing and open ~= nil
+        if held then stop = open end
         for _, sp in ipairs(found) do
-            if sp.at < stop then out[#out + 1] = sp end
+            if (sp.at < stop or (held and take_open)) and base + sp.at > (s.taken[which] or -1) then
+                out[#out + 1] = sp
+                s.taken[which] = base + sp.at
+            end
         end
-        s[which] = nxt - #text + stop
-        if not more then
-            s[which] = nxt
-            return
-        end
+        s[which] = base + stop
+        if not more then return held end
     end
+    return false
 end
 
 -- Where a running test's splats go (the framework sets it): every splat a
@@ -421,12 +438,21 @@ function S.collect(vm)
     if st == "booted" then pcall(vm.ping, vm) end -- every record logged before it has arrived
     local gen = C.log_generation(vm)
     if s.gen ~= gen then -- a fresh boot: its logs start over
-        s.gen, s.kmsg, s.console, s.titles, s.count = gen, 0, 0, {}, 0
+        s.gen, s.kmsg, s.console, s.titles, s.count, s.taken = gen, 0, 0, {}, 0, {}
     end
     local found, new = {}, {}
-    scan_log(vm, s, "kmsg", found)
+    -- A report the guest may still be writing at the end of a log: scanned
+    -- again after another round trip, by which its lines have come, and
+    -- taken as it is then (docs/splats.md#where-the-log-comes-from).
+    local growing = st == "booted" or st == "paused"
     local from_console = {}
-    scan_log(vm, s, "console", from_console)
+    local held = scan_log(vm, s, "kmsg", found, growing, false)
+    held = scan_log(vm, s, "console", from_console, growing, false) or held
+    if held then
+        if st == "booted" then pcall(vm.ping, vm) end
+        scan_log(vm, s, "kmsg", found, growing, true)
+        scan_log(vm, s, "console", from_console, growing, true)
+    end
     for _, sp in ipairs(found) do s.titles[sp.title] = true end
     for _, sp in ipairs(from_console) do
         if (sp.fatal or sp.title:find("^kernel panic")) and not s.titles[sp.title] then
