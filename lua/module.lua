@@ -45,6 +45,7 @@ function V:insmod(path, params)
         self:mkdir(GUEST_DIR, { parents = true })
         guest = GUEST_DIR .. "/" .. basename(path)
         self:push_file(path, guest)
+        P.symbols.note_module(self, path) -- its frames' file:line (docs/splats.md)
     end
     if not load(self, guest, params, 2) then
         error(("vm `%s`: insmod %s: EEXIST: the module is already loaded"):format(self:name(), basename(path)), 2)
@@ -79,6 +80,7 @@ function V:modprobe(name, params)
         local mod = basename(rel):gsub("%.ko.*$", ""):gsub("-", "_")
         if not self:exists("/sys/module/" .. mod) then
             self:push_file(dir .. "/" .. rel, guest)
+            P.symbols.note_module(self, dir .. "/" .. rel)
             load(self, guest, i == #paths and params or nil, 2)
         end
     end

@@ -5,12 +5,12 @@
 #include "guest.h"
 #include "net/nic.h"
 #include "pvh.h"
+#include "symbolize.h"
 #include "vm_priv.h"
 #include "events.h"
 #include "pool.h"
 
 #include <fcntl.h>
-#include <libgen.h>
 #include <netinet/in.h>
 #include <poll.h>
 #include <signal.h>
@@ -238,9 +238,8 @@ static int listen_gdb(int *ret_port, struct pv_err *err)
 static void print_gdb_line(const struct vm *vm, const char *kernel)
 {
     _cleanup_free_ char *abs = realpath(kernel, NULL);
-    _cleanup_free_ char *copy = xstrdup(abs ? abs : kernel);
-    _cleanup_free_ char *vmlinux = xasprintf("%s/vmlinux", dirname(copy));
-    bool elf = access(vmlinux, R_OK) == 0;
+    _cleanup_free_ char *vmlinux = sym_vmlinux(abs ? abs : kernel, NULL);
+    bool elf = vmlinux != NULL;
     fprintf(stderr, "provium: vm `%s`: gdb -ex 'target remote :%d' %s%s\n", vm->name, vm->gdb_port,
             elf   ? vmlinux
             : abs ? abs
