@@ -49,6 +49,22 @@ static uint64_t lookup_off(const struct sym_query *q)
     return q->ret && q->off > 0 ? q->off - 1 : q->off;
 }
 
+/* How many hex digits (lower case) start p, of its n bytes; their value. */
+static size_t hex_len(const char *p, size_t n)
+{
+    size_t i = 0;
+    while (i < n && ((p[i] >= '0' && p[i] <= '9') || (p[i] >= 'a' && p[i] <= 'f')))
+        i++;
+    return i;
+}
+static uint64_t hex_value(const char *p, size_t n)
+{
+    uint64_t v = 0;
+    for (size_t i = 0; i < n; i++)
+        v = v << 4 | (uint64_t)(p[i] <= '9' ? p[i] - '0' : p[i] - 'a' + 10);
+    return v;
+}
+
 /* One `objdump -t` line: "VALUE FLAGS7 SECTION\tSIZE [.hidden ]NAME". */
 struct objsym {
     uint64_t value, size;
@@ -59,18 +75,18 @@ struct objsym {
 static bool parse_objsym(const char *p, size_t len, struct objsym *s)
 {
     const char *end = p + len, *tab = memchr(p, '\t', len);
-    size_t vlen = strspn(p, "0123456789abcdef");
+    size_t vlen = hex_len(p, len);
     if (!tab || vlen == 0 || vlen > 16 || (size_t)(tab - p) < vlen + 10 || p[vlen] != ' ')
         return false;
-    s->value = strtoull(p, NULL, 16);
+    s->value = hex_value(p, vlen);
     s->func = p[vlen + 7] == 'F';
     s->sec = p + vlen + 9;
     s->sec_len = (size_t)(tab - s->sec);
     const char *q = tab + 1;
-    size_t slen = strspn(q, "0123456789abcdef");
+    size_t slen = hex_len(q, (size_t)(end - q));
     if (slen == 0 || slen > 16 || q + slen >= end)
         return false;
-    s->size = strtoull(q, NULL, 16);
+    s->size = hex_value(q, slen);
     const char *name = end;
     while (name > q + slen && name[-1] != ' ')
         name--;
@@ -119,7 +135,8 @@ static char *tidy_location(const char *p, size_t len, const char *strip)
     if (disc)
         len = (size_t)(disc - p);
     const char *colon = memrchr(p, ':', len);
-    if (!colon || colon[1] == '?' || (colon[1] == '0' && colon + 2 == p + len))
+    if (!colon || colon + 1 >= p + len || colon[1] == '?' ||
+        (colon[1] == '0' && colon + 2 == p + len))
         return NULL; /* no line known */
     size_t sl = strip ? strlen(strip) : 0;
     if (sl && len > sl && !memcmp(p, strip, sl)) {
@@ -141,7 +158,7 @@ static char *tidy_location(const char *p, size_t len, const char *strip)
 /* Is the line an address line of `addr2line -a` ("0x" and hex digits)? */
 static bool is_addr_line(const char *p, size_t len)
 {
-    return len > 2 && p[0] == '0' && p[1] == 'x' && strspn(p + 2, "0123456789abcdef") == len - 2;
+    return len > 2 && p[0] == '0' && p[1] == 'x' && hex_len(p + 2, len - 2) == len - 2;
 }
 
 size_t sym_parse_addr2line(const char *text, size_t len, const char *strip, char **where, size_t n)
