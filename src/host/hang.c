@@ -166,7 +166,7 @@ static int load_map(struct vm *vm, struct buf *out, char **ret_path)
     }
     if (r == 0)
         return 0;
-    _cleanup_free_ char *vmlinux = sym_vmlinux(vm->plan.kernel, rel);
+    _cleanup_free_ char *vmlinux = sym_vmlinux(vm->plan.vmlinux, vm->plan.kernel, rel);
     if (!vmlinux)
         return -ENOENT;
     const char *argv[] = {"nm", "-n", "--defined-only", vmlinux, NULL};

@@ -15,8 +15,10 @@
 
 #include "spawn.h"
 
-char *sym_vmlinux(const char *kernel, const char *release)
+char *sym_vmlinux(const char *given, const char *kernel, const char *release)
 {
+    if (given && access(given, R_OK) == 0)
+        return xstrdup(given);
     if (kernel) {
         _cleanup_free_ char *copy = xstrdup(kernel);
         char *p = xasprintf("%s/vmlinux", dirname(copy));

@@ -14,11 +14,12 @@
 /* Frames looked up in one ELF file by one call, at most. */
 #define SYM_MAX_FRAMES 64
 
-/* The vmlinux of a kernel: `vmlinux` in the kernel's directory (the
- * directory of the path as given, symlinks not followed), else Debian's
- * -dbg package's /usr/lib/debug/boot/vmlinux-<release> (release may be
- * NULL). A readable path (caller frees), or NULL. */
-char *sym_vmlinux(const char *kernel, const char *release);
+/* The vmlinux of a kernel: given (the profile's `vmlinux`; may be NULL),
+ * else `vmlinux` in the kernel's directory (the directory of the path as
+ * given, symlinks not followed), else Debian's -dbg package's
+ * /usr/lib/debug/boot/vmlinux-<release> (release may be NULL). A readable
+ * path (caller frees), or NULL. */
+char *sym_vmlinux(const char *given, const char *kernel, const char *release);
 
 /* One frame to look up. */
 struct sym_query {

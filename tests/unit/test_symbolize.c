@@ -103,13 +103,17 @@ static void finds_vmlinux(void **state)
     assert_non_null(mkdtemp(dir));
     _cleanup_free_ char *kernel = xasprintf("%s/bzImage", dir);
     _cleanup_free_ char *vmlinux = xasprintf("%s/vmlinux", dir);
-    assert_null(sym_vmlinux(kernel, NULL));
-    assert_null(sym_vmlinux(kernel, "../../etc")); /* a release is no path */
+    assert_null(sym_vmlinux(NULL, kernel, NULL));
+    assert_null(sym_vmlinux(NULL, kernel, "../../etc")); /* a release is no path */
     assert_int_equal(write_file_atomic(vmlinux, "x", 1, 0644), 0);
-    char *found = sym_vmlinux(kernel, "6.1.0-57-cloud-amd64");
+    char *found = sym_vmlinux(NULL, kernel, "6.1.0-57-cloud-amd64");
     assert_string_equal(found, vmlinux);
     free(found);
-    assert_null(sym_vmlinux(NULL, NULL));
+    assert_null(sym_vmlinux(NULL, NULL, NULL));
+    assert_null(sym_vmlinux("/nonexistent/vmlinux", NULL, NULL));
+    found = sym_vmlinux(vmlinux, "/boot/bzImage", NULL); /* the profile's */
+    assert_string_equal(found, vmlinux);
+    free(found);
     unlink(vmlinux);
     rmdir(dir);
 }

@@ -70,3 +70,34 @@ test("without the module's .ko on the host, the excerpt stays as the kernel prin
     t:assert(not ex:match("%(provium_demo%.c:%d+%)"), ex)
     vm:shutdown()
 end)
+
+test("a profile's vmlinux is the one looked in; a missing one is an error at boot", function(t)
+    local kernel, modules = meta.sh(meta.quote(meta.bin) .. " kernel path"):match("([^\n]+)\n([^\n]*)")
+    local dir = meta.tmpdir()
+    meta.write(dir .. "/vmlinux-dbg", "stands for the kernel's ELF image\n")
+    meta.write(dir .. "/provium.toml", ([[
+[profiles.dbg]
+kernel = %q
+modules = %q
+vmlinux = "vmlinux-dbg"
+
+[profiles.nodbg]
+kernel = %q
+modules = %q
+vmlinux = "no/such/vmlinux"
+]]):format(kernel, modules, kernel, modules))
+    meta.write(dir .. "/profile.test.lua", ([[
+test("given", function(t)
+    local vm = provium:vm("given", "dbg"):boot()
+    t:assert_eq(_provium_c.sym.vmlinux(vm), %q)
+end)
+test("missing", function(t)
+    local err = t:assert_raises(function() provium:vm("missing", "nodbg"):boot() end)
+    t:assert_contains(err, "profile `nodbg`: vmlinux `%s/no/such/vmlinux`: No such file or directory")
+    t:assert_contains(err, "docs/splats.md#symbolized-stacks")
+end)
+]]):format(dir .. "/vmlinux-dbg", dir))
+    local out, code = meta.provium({ "profile.test.lua" }, { cwd = dir })
+    t:assert_eq(code, 0, out)
+    t:assert_contains(out, "2 passed")
+end)

@@ -84,7 +84,8 @@ static int l_vmlinux(lua_State *L)
     struct target t;
     if (!l_testtarget(L, 1, &t) || !t.vm)
         return luaL_argerror(L, 1, "a VM");
-    _cleanup_free_ char *p = sym_vmlinux(t.vm->plan.kernel, t.vm->chan.kernel_release);
+    _cleanup_free_ char *p =
+        sym_vmlinux(t.vm->plan.vmlinux, t.vm->plan.kernel, t.vm->chan.kernel_release);
     if (!p)
         return 0;
     lua_pushstring(L, p);
