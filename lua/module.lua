@@ -80,7 +80,6 @@ function V:modprobe(name, params)
         local mod = basename(rel):gsub("%.ko.*$", ""):gsub("-", "_")
         if not self:exists("/sys/module/" .. mod) then
             self:push_file(dir .. "/" .. rel, guest)
-            P.symbols.note_module(self, dir .. "/" .. rel)
             load(self, guest, i == #paths and params or nil, 2)
         end
     end

@@ -13,8 +13,8 @@ Y.MAX_FRAMES = 64 -- frames looked up per excerpt (sym.resolve's own limit too)
 Y.TIMEOUT = 20    -- seconds per tool run
 Y.BUDGET = 60     -- seconds for all the excerpts of one look at a VM's logs
 
--- Per VM: the host path of each module a test loaded from the host
--- (vm:insmod of a host file, vm:modprobe), by module name.
+-- Per VM: the host path of each module a test loaded with vm:insmod of a
+-- host file, by module name (vm:modprobe's are the modules tree's).
 local loaded = setmetatable({}, { __mode = "k" })
 
 -- The name a module's frames carry: `[provium_demo]` for provium-demo.ko.
@@ -33,17 +33,27 @@ end
 -- not asked again in this run.
 local useless = {}
 
+local function readable(p)
+    local f = p and io.open(p, "rb")
+    if f then f:close() end
+    return f and p or nil
+end
+
 -- The .ko of module `mod` on vm: the file it was loaded from, else the
--- profile's modules tree's. nil when none (or it is compressed).
+-- profile's modules tree's, or its copy with debug info from Debian's -dbg
+-- package (/usr/lib/debug/lib/modules/<release>/...). nil when none (or
+-- it is compressed).
 local function ko_of(vm, mod)
     local p = loaded[vm] and loaded[vm][mod]
-    if p and io.open(p, "rb") then return p end
+    if readable(p) then return p end
     local dir = vm:modules_dir()
     if not dir then return nil end
     local ok, paths = pcall(C.kmod_order, dir, mod)
     local rel = ok and paths[#paths]
-    if rel and rel:match("%.ko$") then return dir .. "/" .. rel end
-    return nil
+    if not (rel and rel:match("%.ko$")) then return nil end
+    local okr, release = pcall(vm.kernel_release, vm)
+    return okr and readable(("/usr/lib/debug/lib/modules/%s/%s"):format(release, rel))
+        or readable(dir .. "/" .. rel)
 end
 
 -- The frame a line of an excerpt shows, or nil: {s, e} its span in line,
