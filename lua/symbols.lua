@@ -52,7 +52,8 @@ local function ko_of(vm, mod)
     local rel = ok and paths[#paths]
     if not (rel and rel:match("%.ko$")) then return nil end
     local okr, release = pcall(vm.kernel_release, vm)
-    return okr and readable(("/usr/lib/debug/lib/modules/%s/%s"):format(release, rel))
+    local dbg = okr and release:match("^[%w._+~-]+$") and release ~= ".." -- the guest's word
+    return dbg and readable(("/usr/lib/debug/lib/modules/%s/%s"):format(release, rel))
         or readable(dir .. "/" .. rel)
 end
 

@@ -26,7 +26,8 @@ char *sym_vmlinux(const char *given, const char *kernel, const char *release)
             return p;
         free(p);
     }
-    if (release && *release && !strchr(release, '/')) {
+    /* the release is the guest's word: no path */
+    if (release && *release && !strchr(release, '/') && strcmp(release, "..")) {
         char *p = xasprintf("/usr/lib/debug/boot/vmlinux-%s", release);
         if (access(p, R_OK) == 0)
             return p;
