@@ -45,6 +45,7 @@ function V:insmod(path, params)
         self:mkdir(GUEST_DIR, { parents = true })
         guest = GUEST_DIR .. "/" .. basename(path)
         self:push_file(path, guest)
+        P.symbols.note_module(self, path) -- its frames' file:line (docs/splats.md)
     end
     if not load(self, guest, params, 2) then
         error(("vm `%s`: insmod %s: EEXIST: the module is already loaded"):format(self:name(), basename(path)), 2)

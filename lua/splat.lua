@@ -466,6 +466,7 @@ function S.collect(vm)
             new[#new + 1] = { title = sp.title, excerpt = sp.excerpt, vm = vm:name(), gen = gen }
         end
     end
+    P.symbols.annotate_all(vm, new) -- file:line in the frames (docs/splats.md#symbolized-stacks)
     for _, sp in ipairs(new) do s.list[#s.list + 1] = sp end
     if C.death_reported(vm) then
         for _, sp in ipairs(s.list) do

@@ -601,6 +601,14 @@ int boot_plan(const struct config *cfg, const char *name, const struct boot_opts
         rs.ndisks = 0;
     }
     b->modules_dir = steal_pointer(&modules);
+    b->vmlinux = p ? expand_out(p, p->vmlinux) : NULL;
+    if (b->vmlinux && access(b->vmlinux, R_OK) < 0) {
+        r = pv_err_set(err, errno,
+                       "profile `%s`: vmlinux `%s`: %s (the kernel's ELF image with "
+                       "debug info, for symbolized stacks: docs/splats.md#symbolized-stacks)",
+                       name, b->vmlinux, strerror(errno));
+        goto out;
+    }
     b->memory = o->memory ? o->memory : 512ull << 20;
     b->cpus = o->cpus ? o->cpus : 1;
     b->agent_timeout = o->agent_timeout > 0             ? o->agent_timeout

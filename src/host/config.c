@@ -263,6 +263,7 @@ static void config_profile_release(struct profile *p)
     free(p->guest_os);
     free(p->agent_overlay_path);
     free(p->modules);
+    free(p->vmlinux);
     free(p->build);
     free(p->build_out);
     free(p->cmdline_file);
@@ -416,6 +417,8 @@ static int config_load_profile(const struct config_ctx *x, const struct toml_tab
             r = config_path(x, k, v, &p->rootfs);
         } else if (!strcmp(k, "modules")) {
             r = config_path(x, k, v, &p->modules);
+        } else if (!strcmp(k, "vmlinux")) {
+            r = config_path(x, k, v, &p->vmlinux);
         } else if (!strcmp(k, "agent_overlay_path")) {
             r = config_path(x, k, v, &p->agent_overlay_path);
         } else if (!strcmp(k, "cmdline_file")) {

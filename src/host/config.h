@@ -15,8 +15,8 @@
  *
  * Profile keys: kernel, initrd, rootfs (alias root), cmdline, append (legacy:
  * added after cmdline), cmdline_file, init, guest_os ("linux", the default,
- * or "peios"), inject_agent, agent_overlay_path, modules, disks, build,
- * build_out, agent_boot_timeout (seconds, or a string such as "90s").
+ * or "peios"), inject_agent, agent_overlay_path, modules, vmlinux, disks,
+ * build, build_out, agent_boot_timeout (seconds, or a string such as "90s").
  *
  * Relative paths resolve against the directory of the file that names them
  * and "~/" against $HOME; relative paths are folded lexically ("a/../b" is
@@ -38,13 +38,14 @@ struct profile {
     char *source; /* path of the file that defined it */
     int line;     /* line of its table header (1 for a from_dir profile file) */
     char *dir;    /* directory relative paths were resolved against (and build runs in) */
-    /* Paths (kernel, initrd, rootfs, agent_overlay_path, modules, build_out,
-     * cmdline_file, disks) are resolved, except that a path starting with
+    /* Paths (kernel, initrd, rootfs, agent_overlay_path, modules, vmlinux,
+     * build_out, cmdline_file, disks) are resolved, except that a path starting with
      * the token "{out}" is kept as written for the caller to expand to the
      * build output directory. init is a guest path, kept as written. Unset
      * strings are NULL. kernel may be NULL when rootfs (or its alias root)
      * is set: the kernel is then to be found inside that root. */
     char *kernel, *initrd, *rootfs, *cmdline, *init, *guest_os, *agent_overlay_path, *modules;
+    char *vmlinux;   /* the kernel's ELF image with debug info (symbolize.h), or NULL */
     char *build;     /* from "build": a command such as "./build.sh {out}", verbatim */
     char *build_out; /* from "build_out": the directory {out} names; NULL = caller's default */
     /* cmdline_file is read at load and its text (whitespace collapsed) put

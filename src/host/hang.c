@@ -7,8 +7,8 @@
  * answers while the call it serves goes on, and the answer is the sign. A
  * guest whose vCPUs are stuck (a module spinning with interrupts off, a
  * vCPU halted) answers nothing, and at the timeout its vCPUs' instruction
- * pointers are read through QMP, named from a System.map or vmlinux beside
- * the kernel, and the VM is killed. */
+ * pointers are read through QMP, named from a System.map beside the kernel
+ * or its vmlinux, and the VM is killed. */
 #include "hang.h"
 
 #include <inttypes.h>
@@ -17,6 +17,7 @@
 #include <sys/stat.h>
 
 #include "spawn.h"
+#include "symbolize.h"
 #include "vm.h"
 #include "vm_priv.h"
 
@@ -144,7 +145,8 @@ int hang_symbolize(const char *map, size_t n, uint64_t addr, char *out, size_t o
 }
 
 /* The symbol map of the VM's kernel: a System.map (or System.map-<release>)
- * beside it, else `nm -n` of a vmlinux beside it. 0 with the text and its
+ * beside it, else `nm -n` of its vmlinux (sym_vmlinux: beside it, or
+ * Debian's -dbg package's). 0 with the text and its
  * path, or -ENOENT. */
 static int load_map(struct vm *vm, struct buf *out, char **ret_path)
 {
@@ -164,8 +166,8 @@ static int load_map(struct vm *vm, struct buf *out, char **ret_path)
     }
     if (r == 0)
         return 0;
-    _cleanup_free_ char *vmlinux = xasprintf("%s/vmlinux", dir);
-    if (access(vmlinux, R_OK) < 0)
+    _cleanup_free_ char *vmlinux = sym_vmlinux(vm->plan.vmlinux, vm->plan.kernel, rel);
+    if (!vmlinux)
         return -ENOENT;
     const char *argv[] = {"nm", "-n", "--defined-only", vmlinux, NULL};
     int status;

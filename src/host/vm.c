@@ -5,12 +5,12 @@
 #include "guest.h"
 #include "net/nic.h"
 #include "pvh.h"
+#include "symbolize.h"
 #include "vm_priv.h"
 #include "events.h"
 #include "pool.h"
 
 #include <fcntl.h>
-#include <libgen.h>
 #include <netinet/in.h>
 #include <poll.h>
 #include <signal.h>
@@ -87,6 +87,7 @@ void vm_boot_release(struct vm_boot *b)
     free(b->initrd);
     free(b->cmdline);
     free(b->modules_dir);
+    free(b->vmlinux);
     for (size_t i = 0; b->disks && b->disks[i]; i++)
         free(b->disks[i]);
     free(b->disks);
@@ -234,18 +235,16 @@ static int listen_gdb(int *ret_port, struct pv_err *err)
 }
 
 /* The line that tells a --gdb user how to attach to the VM's stub: gdb
- * wants the kernel's ELF image, the vmlinux beside the bzImage if any. */
-static void print_gdb_line(const struct vm *vm, const char *kernel)
+ * wants the kernel's ELF image, the vmlinux (sym_vmlinux) if any. */
+static void print_gdb_line(const struct vm *vm, const struct vm_boot *b)
 {
-    _cleanup_free_ char *abs = realpath(kernel, NULL);
-    _cleanup_free_ char *copy = xstrdup(abs ? abs : kernel);
-    _cleanup_free_ char *vmlinux = xasprintf("%s/vmlinux", dirname(copy));
-    bool elf = access(vmlinux, R_OK) == 0;
+    _cleanup_free_ char *abs = realpath(b->kernel, NULL);
+    _cleanup_free_ char *vmlinux = sym_vmlinux(b->vmlinux, abs ? abs : b->kernel, NULL);
     fprintf(stderr, "provium: vm `%s`: gdb -ex 'target remote :%d' %s%s\n", vm->name, vm->gdb_port,
-            elf   ? vmlinux
-            : abs ? abs
-                  : kernel,
-            elf ? "" : " (symbols need a vmlinux: none beside this kernel)");
+            vmlinux ? vmlinux
+            : abs   ? abs
+                    : b->kernel,
+            vmlinux ? "" : " (symbols need a vmlinux: none beside this kernel)");
 }
 
 /* Accept QEMU's connection, watching for QEMU's death. */
@@ -403,6 +402,7 @@ void vm_boot_copy(struct vm_boot *dst, const struct vm_boot *src)
     dst->initrd = src->initrd ? xstrdup(src->initrd) : NULL;
     dst->cmdline = xstrdup(src->cmdline);
     dst->modules_dir = src->modules_dir ? xstrdup(src->modules_dir) : NULL;
+    dst->vmlinux = src->vmlinux ? xstrdup(src->vmlinux) : NULL;
     size_t n = 0;
     while (src->disks && src->disks[n])
         n++;
@@ -498,7 +498,7 @@ int vm_launch(struct vm *vm, const struct vm_boot *b, const struct start *st, in
     vm->cid = p.cid;
     vm->gdb_port = p.gdb_port;
     if (vm->gdb_port && !vm->quiet)
-        print_gdb_line(vm, b->kernel);
+        print_gdb_line(vm, b);
     vm->boot_ns = st->adopt ? now_ns() : p.start_ns;
     vm->state = VM_BOOTED;
     vm->charged = cost;

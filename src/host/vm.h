@@ -50,6 +50,7 @@ struct vm_boot {
     bool has_rng_seed;
     uint64_t rng_seed;
     char *modules_dir;               /* the profile's lib/modules/<version> tree, or NULL */
+    char *vmlinux;                   /* the profile's `vmlinux` (symbolize.h), or NULL */
     struct vm_nic nics[VM_MAX_NICS]; /* NIC i is in PCI slot VM_NIC_SLOT0 + i */
     size_t nnics;
     struct vm_disk attached[VM_MAX_DISKS]; /* after the profile's disks */

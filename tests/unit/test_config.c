@@ -144,6 +144,7 @@ static void test_paths_and_values(void **state)
                                     "initrd = \"testdata/rootfs.cpio.gz\"\n"
                                     "rootfs = \"~/images/root.img\"\n"
                                     "modules = \"mods/lib/modules/6.1.0\"\n"
+                                    "vmlinux = \"{out}/vmlinux\"\n"
                                     "agent_overlay_path = \"/opt/overlay.cpio.gz\"\n"
                                     "disks = [\"d1.img\", { path = \"{out}/medium.iso\", "
                                     "id = \"medium\", readonly = true }, { path = \"~\" }]\n"
@@ -194,6 +195,7 @@ static void test_paths_and_values(void **state)
     STR_EQ(p->initrd, initrd);
     STR_EQ(p->rootfs, rootfs);
     STR_EQ(p->modules, modules);
+    STR_EQ(p->vmlinux, "{out}/vmlinux"); /* boot.c expands {out} */
     STR_EQ(p->agent_overlay_path, "/opt/overlay.cpio.gz");
     assert_int_equal(p->ndisks, 3);
     STR_EQ(p->disks[0], disk0);
@@ -214,7 +216,7 @@ static void test_paths_and_values(void **state)
 
     /* Defaults. */
     p = PROFILE(c, "alpha");
-    assert_int_equal(p->line, 21);
+    assert_int_equal(p->line, 22);
     STR_EQ(p->kernel, "/boot/vmlinuz");
     STR_EQ(p->guest_os, "linux");
     assert_true(p->inject_agent);

@@ -23,9 +23,9 @@ struct l_ctx l_ctx;
 extern const char *const pv_prelude_index[];
 
 static const char *const prelude_order[] = {
-    "util",    "result", "sys",      "file",   "clock",     "module",    "console",
-    "process", "batch",  "worker",   "lab",    "snapshot",  "net",       "disk",
-    "fixture", "splat",  "kmemleak", "legacy", "vmm_local", "framework",
+    "util",    "result", "sys",     "file",     "clock",    "module",    "console",
+    "process", "batch",  "worker",  "lab",      "snapshot", "net",       "disk",
+    "fixture", "splat",  "symbols", "kmemleak", "legacy",   "vmm_local", "framework",
 };
 
 static int64_t deadline_ns;
@@ -347,6 +347,8 @@ lua_State *l_newstate(void)
     lua_setfield(L, -2, "net");
     luaopen_provium_disk(L);
     lua_setfield(L, -2, "disk");
+    luaopen_provium_sym(L);
+    lua_setfield(L, -2, "sym");
     static const luaL_Reg prims[] = {
         {"set_deadline", l_set_deadline},
         {"sleep", l_sleep},

@@ -130,3 +130,5 @@ void l_open_barrier(lua_State *L);
 int luaopen_provium_net(lua_State *L);
 /* _provium_c.disk: the primitives behind lua/disk.lua (attached disks). */
 int luaopen_provium_disk(lua_State *L);
+/* _provium_c.sym: the primitives behind lua/symbols.lua (symbolized stacks). */
+int luaopen_provium_sym(lua_State *L);
