@@ -114,9 +114,10 @@ void dk_img_trim(struct dk_disk *d, uint64_t off, uint64_t len);
 int dk_freeze(struct dk_disk *d, int out, uint64_t size);
 
 /* qcow2.c: qcow2 images by `qemu-img create` (docs/disks.md#plain-disks) */
-/* A new qcow2 image at path of size bytes, written under a temporary name
- * beside it and then linked to path: a failed creation leaves nothing. An
- * image made at path meanwhile by another is kept (0). */
+/* A new qcow2 image at path of size bytes, written into a file beside it
+ * that no name reaches (O_TMPFILE; else a hidden temporary name), then
+ * linked to path: a failed creation leaves nothing. An image made at path
+ * meanwhile by another is kept (0). */
 int dk_qcow2_create(const char *path, uint64_t size, struct pv_err *err);
 /* A new qcow2 overlay over the qcow2 image base, in directory dir, that no
  * name reaches: its descriptor (O_RDWR | O_CLOEXEC), or -errno. */

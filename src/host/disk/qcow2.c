@@ -17,8 +17,34 @@
 /* How long qemu-img may take to write an image's header. */
 #define QEMU_IMG_TIMEOUT_MS 60000
 
-/* qemu-img with argv (its name first): 0, or -errno with err saying what
- * it said, less the name path it gives each line (the caller's is better). */
+/* What qemu-img printed, for an error: each line less "qemu-img: <path>: "
+ * (the caller names the image better), a line about the file it could not
+ * delete dropped (a file with no name, here), "; " between, escaped. */
+static void said(const struct buf *out, const char *path, struct buf *to)
+{
+    _cleanup_free_ char *prefix = xasprintf("qemu-img: %s: ", path);
+    _cleanup_free_ char *deleting = xasprintf("qemu-img: Error when deleting file %s:", path);
+    for (size_t at = 0; at < out->len;) {
+        const char *line = out->data + at;
+        const char *nl = memchr(line, '\n', out->len - at);
+        size_t n = nl ? (size_t)(nl - line) : out->len - at;
+        at += n + (nl ? 1 : 0);
+        while (n && line[n - 1] == '\r')
+            n--;
+        if (!n || (n >= strlen(deleting) && !memcmp(line, deleting, strlen(deleting))))
+            continue;
+        if (n >= strlen(prefix) && !memcmp(line, prefix, strlen(prefix))) {
+            line += strlen(prefix);
+            n -= strlen(prefix);
+        }
+        if (to->len)
+            buf_add(to, "; ", 2);
+        buf_add_escaped(to, line, n);
+    }
+}
+
+/* qemu-img with argv (its name first), path the file it writes: 0, or
+ * -errno with err saying what it said. */
 static int qemu_img(const char *const argv[], const char *path, struct pv_err *err)
 {
     struct buf out = {0};
@@ -27,18 +53,12 @@ static int qemu_img(const char *const argv[], const char *path, struct pv_err *e
     if (r == 0 && !(WIFEXITED(status) && WEXITSTATUS(status) == 0)) {
         char how[64];
         spawn_describe_status(status, how, sizeof(how));
-        while (out.len && (out.data[out.len - 1] == '\n' || out.data[out.len - 1] == '\r'))
-            out.len--;
-        _cleanup_free_ char *prefix = xasprintf("qemu-img: %s: ", path);
-        size_t skip = out.len >= strlen(prefix) && !memcmp(out.data, prefix, strlen(prefix))
-                          ? strlen(prefix)
-                          : 0;
-        struct buf said = {0};
-        buf_add_escaped(&said, out.data + skip, out.len - skip);
-        buf_add(&said, "", 1);
+        struct buf words = {0};
+        said(&out, path, &words);
+        buf_add(&words, "", 1);
         r = pv_err_set(err, EIO, "qemu-img %s %s %s: %s", argv[1], how,
-                       said.len > 1 ? "saying" : "", said.len > 1 ? said.data : "(no output)");
-        buf_release(&said);
+                       words.len > 1 ? "saying" : "", words.len > 1 ? words.data : "(no output)");
+        buf_release(&words);
     } else if (r == -ETIMEDOUT) {
         r = pv_err_set(err, ETIMEDOUT, "qemu-img %s did not finish in %d s", argv[1],
                        QEMU_IMG_TIMEOUT_MS / 1000);
@@ -60,39 +80,69 @@ static int qemu_img_create(const char *path, const char *backing, uint64_t size,
     return qemu_img(backing ? with_base : with_size, path, err);
 }
 
-/* A new empty file beside path (or in dir), its name in *ret_tmp: where
- * qemu-img writes before the image has its name. The same errors as a raw
- * image's creation (a directory missing, not writable). */
-static int temp_beside(const char *dir, const char *what, char **ret_tmp, struct pv_err *err)
+/* A new empty file in dir for qemu-img to write before the image has a
+ * name: O_TMPFILE, which no name reaches (nothing is left behind, even if
+ * provium is killed meanwhile), that qemu-img opens as /proc/<pid>/fd/<n>;
+ * else (a file system without O_TMPFILE) a hidden name, removed after.
+ * The same errors as a raw image's creation (a directory missing, not
+ * writable). */
+struct temp {
+    int fd;
+    char *name; /* the fallback's name, else NULL */
+    char *path; /* what qemu-img is given */
+};
+
+static int temp_in(const char *dir, mode_t mode, const char *what, struct temp *t,
+                   struct pv_err *err)
 {
-    char *tmp = xasprintf("%s/.provium-qcow2-XXXXXX", dir);
-    int fd = mkostemp(tmp, O_CLOEXEC);
-    if (fd < 0) {
-        int e = errno;
-        free(tmp);
-        return pv_err_set(err, e, "%s: %s", what, strerror(e));
+    *t = (struct temp){.fd = open(dir, O_TMPFILE | O_RDWR | O_CLOEXEC, mode)};
+    if (t->fd >= 0) {
+        t->path = xasprintf("/proc/%d/fd/%d", (int)getpid(), t->fd);
+        return 0;
     }
-    close(fd);
-    *ret_tmp = tmp;
-    return 0;
+    if (errno == EISDIR || errno == EOPNOTSUPP || errno == EINVAL) {
+        t->name = xasprintf("%s/.provium-qcow2-XXXXXX", dir);
+        if ((t->fd = mkostemp(t->name, O_CLOEXEC)) >= 0) {
+            t->path = xstrdup(t->name);
+            return 0;
+        }
+        free(t->name);
+        t->name = NULL;
+    }
+    return pv_err_set(err, errno, "%s: %s", what, strerror(errno));
+}
+
+/* The temporary file's descriptor closed (unless keep), its name gone. */
+static void temp_drop(struct temp *t, bool keep)
+{
+    if (t->name)
+        unlink(t->name);
+    if (!keep && t->fd >= 0)
+        close(t->fd);
+    free(t->name);
+    free(t->path);
 }
 
 int dk_qcow2_create(const char *path, uint64_t size, struct pv_err *err)
 {
     _cleanup_free_ char *copy = xstrdup(path);
     _cleanup_free_ char *what = xasprintf("disk image %s: creating it", path);
-    _cleanup_free_ char *tmp = NULL;
-    int r = temp_beside(dirname(copy), what, &tmp, err);
+    struct temp t;
+    int r = temp_in(dirname(copy), 0644, what, &t, err);
     if (r < 0)
         return r;
-    r = qemu_img_create(tmp, NULL, size, err);
+    r = qemu_img_create(t.path, NULL, size, err);
     /* the name only once the image is whole; an image made meanwhile by
      * someone else is theirs, and the one opened */
-    if (r == 0 && link(tmp, path) < 0 && errno != EEXIST)
-        r = pv_err_set(err, errno, "%s: %s", what, strerror(errno));
-    else if (r < 0)
+    char self[64];
+    snprintf(self, sizeof(self), "/proc/self/fd/%d", t.fd);
+    if (r < 0)
         pv_err_wrap(err, "%s", what);
-    unlink(tmp);
+    else if ((t.name ? link(t.name, path)
+                     : linkat(AT_FDCWD, self, AT_FDCWD, path, AT_SYMLINK_FOLLOW)) < 0 &&
+             errno != EEXIST)
+        r = pv_err_set(err, errno, "%s: %s", what, strerror(errno));
+    temp_drop(&t, false);
     return r;
 }
 
@@ -101,19 +151,17 @@ int dk_qcow2_overlay(const char *base, const char *dir, struct pv_err *err)
     _cleanup_free_ char *abs = realpath(base, NULL);
     if (!abs)
         return pv_err_set(err, errno, "disk image %s: %s", base, strerror(errno));
-    _cleanup_free_ char *tmp = NULL;
     _cleanup_free_ char *what = xasprintf("an overlay over %s in %s", base, dir);
-    int r = temp_beside(dir, what, &tmp, err);
+    struct temp t;
+    int r = temp_in(dir, 0600, what, &t, err);
     if (r < 0)
         return r;
-    if ((r = qemu_img_create(tmp, abs, 0, err)) < 0) {
-        pv_err_wrap(err, "%s", what);
-    } else if ((r = open(tmp, O_RDWR | O_CLOEXEC)) < 0) {
-        r = pv_err_set(err, errno, "%s: %s", what, strerror(errno));
-    }
     /* no name reaches it: QEMU opens it by provium's descriptor */
-    unlink(tmp);
-    return r;
+    r = qemu_img_create(t.path, abs, 0, err);
+    if (r < 0)
+        pv_err_wrap(err, "%s", what);
+    temp_drop(&t, r == 0);
+    return r < 0 ? r : t.fd;
 }
 
 static uint64_t be64(const unsigned char *p)
