@@ -14,8 +14,10 @@
 #include <stdio.h>
 #include <sys/wait.h>
 
-/* How long qemu-img may take to write an image's header. */
+/* How long qemu-img may take to write an image's header, and to copy a
+ * disk's data (at least 10 MiB/s for a 4 GiB disk full of it). */
 #define QEMU_IMG_TIMEOUT_MS 60000
+#define QEMU_IMG_CONVERT_TIMEOUT_MS 600000
 
 /* What qemu-img printed, for an error: each line less "qemu-img: <path>: "
  * (the caller names the image better), a line about the file it could not
@@ -49,7 +51,8 @@ static int qemu_img(const char *const argv[], const char *path, struct pv_err *e
 {
     struct buf out = {0};
     int status = 0;
-    int r = spawn_run(argv, NULL, &out, 4096, QEMU_IMG_TIMEOUT_MS, &status, err);
+    int ms = !strcmp(argv[1], "convert") ? QEMU_IMG_CONVERT_TIMEOUT_MS : QEMU_IMG_TIMEOUT_MS;
+    int r = spawn_run(argv, NULL, &out, 4096, ms, &status, err);
     if (r == 0 && !(WIFEXITED(status) && WEXITSTATUS(status) == 0)) {
         char how[64];
         spawn_describe_status(status, how, sizeof(how));
@@ -60,8 +63,7 @@ static int qemu_img(const char *const argv[], const char *path, struct pv_err *e
                        words.len > 1 ? "saying" : "", words.len > 1 ? words.data : "(no output)");
         buf_release(&words);
     } else if (r == -ETIMEDOUT) {
-        r = pv_err_set(err, ETIMEDOUT, "qemu-img %s did not finish in %d s", argv[1],
-                       QEMU_IMG_TIMEOUT_MS / 1000);
+        r = pv_err_set(err, ETIMEDOUT, "qemu-img %s did not finish in %d s", argv[1], ms / 1000);
     } else if (r == -ENOENT) {
         r = pv_err_set(err, ENOENT, "qemu-img is not installed (Debian: qemu-utils)");
     }
