@@ -122,7 +122,7 @@ local function check_spec(vm, spec, what, level)
             error(("%s: disk `%s`: a qcow2 image is opened by QEMU itself (a plain disk): faults and mediated need a raw image (docs/disks.md#plain-disks)"):format(what, id), level + 1)
         end
         if image == nil then
-            error(("%s: disk `%s`: format qcow2 needs an image (make it with `qemu-img create -f qcow2`)"):format(what, id), level + 1)
+            error(("%s: disk `%s`: format qcow2 needs an image (a path; one that does not exist is made)"):format(what, id), level + 1)
         end
         plain = true
     end
@@ -248,7 +248,7 @@ local function restore_disks(vm, path, level)
     if #saved == 0 and #t.list == 0 then return end
     local handles = {}
     for i, e in ipairs(saved) do
-        local hok, h = pcall(D.open_layered, e.file, e.readonly, ("vm `%s`: restore: disk `%s`"):format(vm:name(), e.id))
+        local hok, h = pcall(D.open_layered, e.file, e.readonly, ("vm `%s`: restore: disk `%s`"):format(vm:name(), e.id), e.format)
         if hok and e.mediated then hok, h = pcall(function() D.mediate(h, true) return h end) end
         if not hok then
             for _, x in ipairs(handles) do D.close(x) end
@@ -266,6 +266,9 @@ local function restore_disks(vm, path, level)
     for i, e in ipairs(saved) do
         local d = old[e.id] or setmetatable({ _id = e.id, _vm = vm, _vm_name = vm:name() }, Disk)
         d._h, d._image, d._readonly, d._mediated, d._detached = handles[i], nil, e.readonly, e.mediated, false
+        -- a plain raw disk comes back served (its frozen copy under an
+        -- overlay, as any raw disk); a qcow2 one stays QEMU's own
+        d._plain = e.format == "qcow2" and "qcow2" or nil
         D.attach(vm, d._h, e.id, e.readonly)
         t.list[i] = d
         t.by_id[e.id] = d

@@ -165,10 +165,12 @@ int vm_snapshot_disks(json_t *h, struct vm_snap_disk out[], size_t *ret_n)
         const char *file = json_string_value(json_object_get(e, "file"));
         json_int_t slot = json_integer_value(json_object_get(e, "slot"));
         json_int_t size = json_integer_value(json_object_get(e, "size"));
+        const char *format = json_string_value(json_object_get(e, "format"));
         struct vm_snap_disk *d = &out[i];
         if (!id || !disk_id_ok(id) || !file || slot < VM_DISK_SLOT0 ||
             slot >= VM_DISK_SLOT0 + VM_MAX_DISKS || size <= 0 || size % DISK_SECTOR ||
-            !json_is_integer(json_object_get(e, "mtime_ns")))
+            !json_is_integer(json_object_get(e, "mtime_ns")) ||
+            (format && strcmp(format, "raw") && strcmp(format, "qcow2")))
             return -EINVAL;
         *d = (struct vm_snap_disk){
             .slot = (uint8_t)slot,
@@ -176,6 +178,7 @@ int vm_snapshot_disks(json_t *h, struct vm_snap_disk out[], size_t *ret_n)
             .mtime_ns = json_integer_value(json_object_get(e, "mtime_ns")),
             .readonly = json_is_true(json_object_get(e, "readonly")),
             .mediated = json_is_true(json_object_get(e, "mediated")),
+            .qcow2 = format && !strcmp(format, "qcow2"),
         };
         snprintf(d->id, sizeof(d->id), "%s", id);
         snprintf(d->file, sizeof(d->file), "disk-%s", id);
@@ -475,8 +478,10 @@ static int save_ram(struct vm *vm, const char *dir, json_t *head, struct pv_err 
 }
 
 /* Each attached disk of the stopped machine frozen into dir as disk-<id>
- * (QEMU flushed its disks when it stopped), and listed in the header:
- * a restore serves it under an overlay of its own (docs/snapshots.md#disks). */
+ * (QEMU flushed its disks when it stopped, a plain disk's image too), and
+ * listed in the header: a restore serves it under an overlay of its own,
+ * or gives QEMU a qcow2 overlay over a plain qcow2 one
+ * (docs/snapshots.md#disks). */
 static int save_disks(struct vm *vm, const char *dir, json_t *head, struct pv_err *err)
 {
     const struct vm_boot *b = &vm->plan;
@@ -491,11 +496,11 @@ static int save_disks(struct vm *vm, const char *dir, json_t *head, struct pv_er
         struct disk_frozen f;
         if (disk_freeze(d->disk, path, &f, err) < 0)
             return pv_err_wrap(err, "disk `%s`", d->id);
-        json_array_append_new(list,
-                              json_pack("{s:s, s:s, s:i, s:I, s:I, s:b, s:b}", "id", d->id, "file",
-                                        file, "slot", d->slot, "size", (json_int_t)f.size,
-                                        "mtime_ns", (json_int_t)f.mtime_ns, "readonly", f.readonly,
-                                        "mediated", f.mediated));
+        json_array_append_new(
+            list, json_pack("{s:s, s:s, s:i, s:I, s:I, s:b, s:b, s:s}", "id", d->id, "file", file,
+                            "slot", d->slot, "size", (json_int_t)f.size, "mtime_ns",
+                            (json_int_t)f.mtime_ns, "readonly", f.readonly, "mediated", f.mediated,
+                            "format", f.qcow2 ? "qcow2" : "raw"));
     }
     return 0;
 }

@@ -188,6 +188,7 @@ struct vm_snap_disk {
     uint64_t size;
     int64_t mtime_ns;
     bool readonly, mediated;
+    bool qcow2; /* a plain qcow2 disk's image (format "qcow2"); else raw */
 };
 /* The disks of header h (its "attached" list, none when absent), checked
  * without I/O: 0 with *ret_n of them in out[] (VM_MAX_DISKS room), in the

@@ -282,11 +282,14 @@ int disk_open_plain(const char *path, const char *dir, const char *format, uint6
                           format);
     if (!path && qcow2)
         return pv_err_set(err, EINVAL, "a qcow2 disk needs an image");
-    if (qcow2 && access(path, F_OK) < 0)
-        return pv_err_set(err, errno,
-                          "disk image %s: %s (a qcow2 image is not created: make it with "
-                          "`qemu-img create -f qcow2`)",
-                          path, strerror(errno));
+    if (size % DISK_SECTOR)
+        return pv_err_set(err, EINVAL, "disk size %llu is not a multiple of %u bytes",
+                          (unsigned long long)size, DISK_SECTOR);
+    /* as a raw image: one that does not exist is made, at size */
+    int r =
+        qcow2 && access(path, F_OK) < 0 && errno == ENOENT ? dk_qcow2_create(path, size, err) : 0;
+    if (r < 0)
+        return r;
     int h = path ? disk_open(path, size, readonly, err) : disk_open_scratch(dir, size, err);
     if (h < 0)
         return h;
@@ -339,6 +342,19 @@ int disk_open_layered(const char *base, const char *dir, bool readonly, struct p
     return h;
 }
 
+int disk_open_overlay(const char *base, const char *dir, bool readonly, struct pv_err *err)
+{
+    int fd = dk_qcow2_overlay(base, dir, err);
+    int h = fd < 0 ? fd : add_disk(fd, readonly, err);
+    if (h < 0)
+        return h;
+    struct dk_state *s = lock_state();
+    disk_find(s, h)->plain = "qcow2";
+    disk_find(s, h)->overlay = true;
+    unlock_state(s);
+    return h;
+}
+
 int disk_freeze(int disk, const char *path, struct disk_frozen *ret, struct pv_err *err)
 {
     struct dk_state *s = lock_state();
@@ -349,31 +365,44 @@ int disk_freeze(int disk, const char *path, struct disk_frozen *ret, struct pv_e
         return pv_err_set(err, ENOENT, "disk %d is closed", disk);
     }
     struct stat st;
-    int r = d->plain ? -EOPNOTSUPP : fstat(d->fd, &st) < 0 ? -errno : 0;
+    bool qcow2 = d->plain && !strcmp(d->plain, "qcow2");
+    /* a restore's overlay is flattened with its frozen base by qemu-img;
+     * an image the user gave is copied, if it holds the whole disk */
+    bool flatten = qcow2 && d->overlay;
+    int r = qcow2 && !flatten ? dk_qcow2_alone(d->fd) : 0;
+    if (r == 0 && fstat(d->fd, &st) < 0)
+        r = -errno;
     int out = r < 0 ? -1 : open(path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
     if (r == 0 && out < 0)
         r = -errno;
     /* under the lock: the server waits, and nothing changes the disk meanwhile */
-    if (r == 0)
+    if (r == 0 && !flatten)
         r = dk_freeze(d, out, (uint64_t)st.st_size);
-    if (r == 0)
-        *ret = (struct disk_frozen){
-            .size = (uint64_t)st.st_size, .readonly = d->readonly, .mediated = d->hold_max != 0};
+    *ret =
+        (struct disk_frozen){.readonly = d->readonly, .mediated = d->hold_max != 0, .qcow2 = qcow2};
+    int fd = d->fd; /* a plain disk's: the server never touches it, nor closes it meanwhile */
     unlock_state(s);
+    if (r == 0 && flatten && dk_qcow2_flatten(fd, path, err) < 0)
+        r = -EPIPE; /* err says it */
     if (r == 0 && fstat(out, &st) < 0)
         r = -errno;
-    if (r == 0)
+    if (r == 0) {
+        ret->size = (uint64_t)st.st_size;
         ret->mtime_ns = st.st_mtim.tv_sec * 1000000000ll + st.st_mtim.tv_nsec;
+    }
     if (out >= 0)
         close(out);
-    if (r < 0) {
-        if (out >= 0)
-            unlink(path);
+    if (r < 0 && out >= 0)
+        unlink(path);
+    if (r == -EPIPE)
+        return pv_err_wrap(err, "freezing the disk into %s", path);
+    if (r < 0)
         return pv_err_set(err, -r, "freezing the disk into %s: %s", path,
-                          r == -EOPNOTSUPP ? "a plain disk is QEMU's own: only a disk Provium "
-                                             "serves can be snapshotted (docs/disks.md)"
-                                           : strerror(-r));
-    }
+                          r == -EXDEV    ? "its qcow2 image has a backing file or an external "
+                                           "data file: only a qcow2 image that holds the whole "
+                                           "disk can be snapshotted (docs/disks.md#plain-disks)"
+                          : r == -EINVAL ? "its image is no qcow2 image any more"
+                                         : strerror(-r));
     return 0;
 }
 

@@ -56,10 +56,10 @@ int disk_open(const char *path, uint64_t size, bool readonly, struct pv_err *err
 int disk_open_scratch(const char *dir, uint64_t size, struct pv_err *err);
 /* A plain disk (docs/disks.md#plain-disks): the image at path, in format
  * "raw" (created sparse at size when absent, as disk_open; path NULL: a
- * scratch image in dir, as disk_open_scratch) or "qcow2" (which must
- * exist), that QEMU opens itself, by the path disk_plain
- * gives: no NBD, no faults, no mediation, no freezing (-EOPNOTSUPP). The
- * host's disk_read/disk_write work on a raw one. */
+ * scratch image in dir, as disk_open_scratch) or "qcow2" (which
+ * is made by qemu-img when absent), that QEMU opens itself, by the path
+ * disk_plain gives: no NBD, no faults, no mediation. The host's
+ * disk_read/disk_write work on a raw one. */
 int disk_open_plain(const char *path, const char *dir, const char *format, uint64_t size,
                     bool readonly, struct pv_err *err);
 /* For a plain disk: 1, with the path QEMU opens it by (/proc/<provium's
@@ -74,14 +74,23 @@ int disk_plain(int disk, char *buf, size_t n, const char **ret_format);
  * base never changes. As long as base. */
 int disk_open_layered(const char *base, const char *dir, bool readonly, struct pv_err *err);
 
+/* A plain qcow2 disk restored from a snapshot (docs/disks.md#plain-disks):
+ * a new qcow2 overlay in directory dir that no name reaches (it goes with
+ * the disk), over the frozen qcow2 image at base, which QEMU reads and
+ * never writes. */
+int disk_open_overlay(const char *base, const char *dir, bool readonly, struct pv_err *err);
+
 /* Freeze the disk as its guest sees it now (its image, or base and
  * overlay, then the writes a mediated disk holds) into a new sparse file
- * at path (0600): what a snapshot keeps of it. The server waits meanwhile:
- * call it while the disk's QEMU is stopped. */
+ * at path (0600): what a snapshot keeps of it. A plain disk's image is
+ * copied as it is (a reflink where the file system shares blocks), a qcow2
+ * one only when it holds the whole disk (no backing or data file: -EXDEV). The server waits
+ * meanwhile: call it while the disk's QEMU is stopped. */
 struct disk_frozen {
     uint64_t size;
     int64_t mtime_ns; /* the new file's */
     bool readonly, mediated;
+    bool qcow2; /* a plain qcow2 disk: the file is its qcow2 image */
 };
 int disk_freeze(int disk, const char *path, struct disk_frozen *ret, struct pv_err *err);
 

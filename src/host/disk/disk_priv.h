@@ -59,6 +59,7 @@ struct dk_disk {
     uint64_t *written; /* over a base: a bit per sector, set once the overlay has it */
     bool readonly;
     const char *plain; /* QEMU opens the image itself, in this format ("raw", "qcow2"); else NULL */
+    bool overlay;      /* plain qcow2: a restore's overlay over a frozen image (qcow2.c) */
     unsigned modes;    /* 1 << enum disk_mode */
     struct disk_fault faults[DISK_NMODES];
     uint64_t hold_max;                    /* mediated when not 0: the most bytes held */
@@ -111,6 +112,22 @@ void dk_img_trim(struct dk_disk *d, uint64_t off, uint64_t len);
 /* The disk as the guest sees it (the view, then the held writes), into the
  * new empty file out, size bytes, sparse: only data extents are copied. */
 int dk_freeze(struct dk_disk *d, int out, uint64_t size);
+
+/* qcow2.c: qcow2 images by `qemu-img create` (docs/disks.md#plain-disks) */
+/* A new qcow2 image at path of size bytes, written into a file beside it
+ * that no name reaches (O_TMPFILE; else a hidden temporary name), then
+ * linked to path: a failed creation leaves nothing. An image made at path
+ * meanwhile by another is kept (0). */
+int dk_qcow2_create(const char *path, uint64_t size, struct pv_err *err);
+/* A new qcow2 overlay over the qcow2 image base, in directory dir, that no
+ * name reaches: its descriptor (O_RDWR | O_CLOEXEC), or -errno. */
+int dk_qcow2_overlay(const char *base, const char *dir, struct pv_err *err);
+/* The qcow2 image on fd (an overlay of dk_qcow2_overlay) and its backing
+ * image, flattened into a new qcow2 image at out (whose file exists). */
+int dk_qcow2_flatten(int fd, const char *out, struct pv_err *err);
+/* Whether the qcow2 image on fd is the whole disk: 0; -EXDEV when it has
+ * a backing file or an external data file, -EINVAL when it is no qcow2. */
+int dk_qcow2_alone(int fd);
 
 /* mediate.c (docs/disks.md#mediated-disks-and-power-cuts) */
 /* Hold a write of r (WRITE, WRITE_ZEROES, TRIM) of len bytes (data for a

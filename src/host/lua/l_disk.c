@@ -67,17 +67,21 @@ static int l_open(lua_State *L)
     return 1;
 }
 
-/* disk.open_layered(base, readonly, what) -> the server's disk: the frozen
- * file base of a snapshot under a new overlay in the run directory */
+/* disk.open_layered(base, readonly, what, format) -> the frozen file base
+ * of a snapshot under a new overlay in the run directory: the server's
+ * disk (format "raw"), or a plain disk of a qcow2 overlay (format "qcow2") */
 static int l_open_layered(lua_State *L)
 {
     const char *base = luaL_checkstring(L, 1);
     bool readonly = lua_toboolean(L, 2);
     const char *what = luaL_checkstring(L, 3);
+    bool qcow2 = !strcmp(luaL_optstring(L, 4, "raw"), "qcow2");
     struct l_disk *d = l_newudata(L, sizeof(*d), PV_DISK_MT, disk_gc);
     d->handle = -1;
     struct pv_err err = {0};
-    int h = disk_open_layered(base, vm_globals.rundir ? vm_globals.rundir : "/tmp", readonly, &err);
+    const char *dir = vm_globals.rundir ? vm_globals.rundir : "/tmp";
+    int h = qcow2 ? disk_open_overlay(base, dir, readonly, &err)
+                  : disk_open_layered(base, dir, readonly, &err);
     if (h < 0)
         return l_raise_err(L, what, &err);
     d->handle = h;
@@ -100,7 +104,7 @@ static int l_snap_disks(lua_State *L)
     json_decref(h);
     lua_createtable(L, (int)n, 0);
     for (size_t i = 0; i < n; i++) {
-        lua_createtable(L, 0, 5);
+        lua_createtable(L, 0, 6);
         lua_pushstring(L, sd[i].id);
         lua_setfield(L, -2, "id");
         lua_pushfstring(L, "%s/%s", dir, sd[i].file);
@@ -111,6 +115,8 @@ static int l_snap_disks(lua_State *L)
         lua_setfield(L, -2, "mediated");
         lua_pushinteger(L, (lua_Integer)sd[i].size);
         lua_setfield(L, -2, "size");
+        lua_pushstring(L, sd[i].qcow2 ? "qcow2" : "raw");
+        lua_setfield(L, -2, "format");
         lua_rawseti(L, -2, (lua_Integer)i + 1);
     }
     return 1;
