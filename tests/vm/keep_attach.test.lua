@@ -14,6 +14,27 @@ end)
 test("never runs", function(t) error("ran after the kept failure") end)
 ]]
 
+-- Misbehaving clients of a keeper's socket (argv: the socket, provium, the
+-- run's pid): one stalls after 3 bytes of a request while provium attach
+-- runs a command; then one announces a request of 4 GiB.
+local CLIENTS = [[
+import socket, subprocess, sys, time
+path, exe, run = sys.argv[1:4]
+stall = socket.socket(socket.AF_UNIX)
+stall.connect(path)
+stall.sendall(b"R\x10\x00")
+t0 = time.time()
+r = subprocess.run([exe, "attach", "--run", run, "a", "--", "echo", "served"],
+                   capture_output=True, stdin=subprocess.DEVNULL)
+print("served: %d %s (after %.1fs behind a stalled client)" % (r.returncode, r.stdout.decode().strip(), time.time() - t0))
+big = socket.socket(socket.AF_UNIX)
+big.connect(path)
+big.sendall(b"R\xff\xff\xff\xff")
+big.settimeout(60)
+print("huge request: " + ("closed" if big.recv(10) == b"" else "answered"))
+stall.close()
+]]
+
 -- Start `provium --keep-on-failure a.test.lua` in d in the background
 -- (TMPDIR=d, so other runs on the host are not seen): its pid; out<tag>
 -- gets its output and code<tag> its exit status when it ends.
@@ -112,6 +133,16 @@ test("--keep-on-failure, then provium attach from a second process; Ctrl-C clean
         t:assert_contains(out, "hi\n")
         t:assert_contains(out, "42\n")
         t:assert_contains(out, "attach:1: boom")
+
+        -- a client that stalls mid-request holds the keeper at most 10 s; one
+        -- that announces a 4 GiB request is dropped at once
+        local entryA = meta.sh(("cat %s/provium-%d-*/kept/*.json"):format(meta.quote(d), A))
+        out = meta.sh(("TMPDIR=%s /usr/bin/python3 -c %s %s %s %d"):format(meta.quote(d),
+            meta.quote(CLIENTS), meta.quote(json.decode(entryA:match("{.*}")).socket),
+            meta.quote(meta.bin), A))
+        print(out)
+        t:assert_contains(out, "served: 0 served")
+        t:assert_contains(out, "huge request: closed")
 
         -- bad inputs: a name no run keeps, no command
         out, code = attach(d, { "--run", tostring(A), "nosuch", "--", "true" })
