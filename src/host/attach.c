@@ -672,7 +672,13 @@ static int pick(const struct entry *v, size_t n, const char *name, int run, size
             continue;
         }
         alive++, last = i;
-        buf_addf(&list, "\n    --run %d: %s (its process %d)", v[i].run, v[i].file, v[i].pid);
+        /* two files of one run keep the name: their own processes tell them apart */
+        bool shared = false;
+        for (size_t k = 0; k < n; k++)
+            shared = shared ||
+                     (k != i && v[k].alive && v[k].run == v[i].run && !strcmp(v[k].name, name));
+        buf_addf(&list, "\n    --run %d: %s (its process %d)", shared ? v[i].pid : v[i].run,
+                 v[i].file, v[i].pid);
     }
     struct buf m = BUF_INIT;
     char by[32] = "";
