@@ -273,7 +273,7 @@ end
 -- --keep-on-failure (docs/debugging.md#keeping-the-vms-of-a-failing-file):
 -- at a file's first failure its running VMs stay up until Ctrl-C, for
 -- `provium attach`; then they are killed and the file ends there.
-local keep_wanted = os.getenv("PROVIUM_KEEP_ON_FAILURE") == "1"
+local keep_wanted = C.keep_on_failure
 local kept = false
 local keep_envs = setmetatable({}, { __mode = "k" })
 

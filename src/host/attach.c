@@ -34,6 +34,8 @@
 /* A registry entry's size at most. */
 #define ATTACH_ENTRY_MAX (64u << 10)
 
+bool attach_keep_on_failure;
+
 void attach_gdb_line(const struct vm *vm, const char *kernel, struct buf *out)
 {
     _cleanup_free_ char *abs = realpath(kernel, NULL);

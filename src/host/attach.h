@@ -35,6 +35,10 @@ struct vm;
 typedef void (*attach_eval_fn)(void *ctx, size_t i, const char *chunk, size_t len, struct buf *out,
                                bool *error, bool *more);
 
+/* --keep-on-failure was given: set by main, inherited by the files'
+ * processes (forks), not by the runs a test starts (no environment). */
+extern bool attach_keep_on_failure;
+
 /* In a file's process (--keep-on-failure): keep the running VMs of vms
  * (n of them) until SIGINT, SIGTERM or SIGHUP, serving `provium attach`;
  * why says what failed (printed with the attach lines). Returns 1 once the

@@ -619,8 +619,8 @@ static int parse_option(struct args *a, int c, char *v)
     case O_KMEMLEAK: a->kmemleak = true; break;
     /* nothing to resolve: the files' processes and the REPL inherit it */
     case O_GDB: vm_globals.gdb = true; break;
-    /* the files' processes read it: lua/framework.lua (docs/debugging.md) */
-    case O_KEEP: setenv("PROVIUM_KEEP_ON_FAILURE", "1", 1); break;
+    /* the files' processes inherit it: lua/framework.lua (docs/debugging.md) */
+    case O_KEEP: attach_keep_on_failure = true; break;
     /* the files' processes read it: lua/vmm_local.lua (docs/cli.md) */
     case O_VMM:
         if (parse_choice("--vmm", v, (const char *const[]){"qemu", "local"}, 2))

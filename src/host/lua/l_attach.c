@@ -73,8 +73,11 @@ static int l_keep(lua_State *L)
     return 1;
 }
 
+/* _provium_c.keep, and _provium_c.keep_on_failure: the option was given */
 void l_open_attach(lua_State *L)
 {
     lua_pushcfunction(L, l_keep);
     lua_setfield(L, -2, "keep");
+    lua_pushboolean(L, attach_keep_on_failure);
+    lua_setfield(L, -2, "keep_on_failure");
 }
