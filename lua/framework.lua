@@ -270,6 +270,63 @@ local function clean(msg)
 end
 
 -- Run one test in its own scope. Returns its outcome record.
+-- --keep-on-failure (docs/debugging.md#keeping-the-vms-of-a-failing-file):
+-- at a file's first failure its running VMs stay up until Ctrl-C, for
+-- `provium attach`; then they are killed and the file ends there.
+local keep_wanted = C.keep_on_failure
+local kept = false
+local keep_envs = setmetatable({}, { __mode = "k" })
+
+-- `provium attach --lua`: a chunk run with `vm` the kept VM, in an
+-- environment per VM that lasts while it is kept. Returns the text to
+-- show, whether it is an error, and whether the chunk is unfinished.
+local function keep_eval(vm, chunk)
+    local env = keep_envs[vm]
+    if not env then
+        env = setmetatable({ vm = vm }, { __index = _G })
+        keep_envs[vm] = env
+    end
+    local out = {}
+    env.print = function(...)
+        local n, parts = select("#", ...), {}
+        for i = 1, n do parts[i] = tostring((select(i, ...))) end
+        out[#out + 1] = table.concat(parts, "\t") .. "\n"
+    end
+    local f, err = load("return " .. chunk .. ";", "=attach", "t", env)
+    if not f then f, err = load(chunk, "=attach", "t", env) end
+    if not f then
+        if err:sub(-5) == "<eof>" then return "", false, true end
+        return err .. "\n", true, false
+    end
+    local res = table.pack(xpcall(f, function(e) return debug.traceback(tostring(e), 2) end))
+    if not res[1] then
+        -- the traceback down to the chunk, not the keeper's frames under it
+        local msg = tostring(res[2]):gsub("\n\t%[C%]: in function 'xpcall'.*", "")
+        return table.concat(out) .. msg .. "\n", true, false
+    end
+    for i = 2, res.n do
+        local v = res[i]
+        if type(v) == "table" and not (getmetatable(v) or {}).__tostring then
+            local ok, j = pcall(json.encode, v)
+            v = ok and j or v
+        end
+        out[#out + 1] = tostring(v) .. "\n"
+    end
+    return table.concat(out), false, false
+end
+
+local function keep(vms, why)
+    if not keep_wanted or kept then return end
+    C.set_deadline(nil)
+    local ok, did = pcall(C.keep, vms, (why:gsub("\n.*", "")), keep_eval)
+    if not ok then
+        io.stderr:write("provium: --keep-on-failure: " .. tostring(did) .. "\n")
+    elseif did then
+        kept = true
+        C.kill_all("--keep-on-failure: the kept VMs were stopped (Ctrl-C)")
+    end
+end
+
 local function run_test(t)
     local rec = { name = t.name, meta = t.meta, log = {}, status = "passed", message = nil }
     local reason = todo_reason or skip_reason(t.meta)
@@ -360,6 +417,9 @@ local function run_test(t)
     -- an infrastructure error that escaped the body is not the kernel's failure
     if rec.status == "failed" and not ok and infra(err, vms) then rec.status = "error" end
     if rec.status ~= "passed" and rec.status ~= "skipped" then rec.console_excerpt = excerpt(scope) end
+    if (rec.status == "failed" or rec.status == "error") and not timed_out then
+        keep(vms, ("test `%s` failed: %s"):format(t.name, tostring(rec.message)))
+    end
     if timed_out then
         -- whether it hit the deadline in Lua or inside a guest operation
         if rec.message ~= timed_out_msg then
@@ -431,6 +491,7 @@ function _provium_run_file(path)
         out.chunk_error = err
         out.chunk_infra = infra(err, P.root:_all_vms()) or nil
         out.console_excerpt = excerpt()
+        keep(P.root:_all_vms(), "its top-level code failed: " .. tostring(err))
         P.root:_close()
         return out
     end
@@ -457,6 +518,7 @@ function _provium_run_file(path)
     for i, t in ipairs(tests) do
         local rec = run_test_with_events(t)
         out.tests[#out.tests + 1] = rec
+        if kept then break end -- --keep-on-failure: the file ends at its kept failure
         -- the next test starts from the baseline
         if baseline and i < #tests then
             local rok, rerr = pcall(P.restore_baseline, baseline)

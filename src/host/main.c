@@ -12,6 +12,7 @@
 #include <sys/stat.h>
 
 #include "accel.h"
+#include "attach.h"
 #include "boot.h"
 #include "config.h"
 #include "coverage.h"
@@ -33,6 +34,7 @@ static const char usage[] =
     "       provium list [--fixtures] [PATHS]...   the files and their tests, without running\n"
     "       provium lsp-setup [DIR] [--force]       type stubs for lua-language-server\n"
     "       provium repl [PROFILE] [--name NAME] [--fixture NAME]   a VM and a Lua prompt\n"
+    "       provium attach [--run PID] NAME -- CMD... | --lua NAME   a kept VM (debugging.md)\n"
     "       provium fixture list | clean | stale | build NAME | rebuild NAME\n"
     "       provium kernel fetch | list | path | ensure | initrd | options\n"
     "       provium kernel check [FILE]             the Kconfig options a kernel lacks\n"
@@ -63,6 +65,7 @@ static const char usage[] =
     "  --vmm qemu|local     local: boot nothing, for runs of the framework alone\n"
     "  --gdb                a gdbstub per VM on 127.0.0.1 (vm:gdb_port(); the command line\n"
     "                       to attach is printed when the VM boots)\n"
+    "  --keep-on-failure    a failing file's VMs stay up until Ctrl-C, for provium attach\n"
     "  -f, --filter STR     files whose path contains STR (a|b: either); repeatable\n"
     "  --tag T, --no-tag T  tests tagged T (any of them) / not tagged T; repeatable\n"
     "  --tag-meta K=V       tests whose meta.K is or contains V; --no-tag-meta K=V skips them\n"
@@ -452,6 +455,7 @@ enum {
     O_NOBOOTCACHE,
     O_KMEMLEAK,
     O_GDB,
+    O_KEEP,
     O_VMM,
     O_COVERAGE,
 };
@@ -467,6 +471,7 @@ static const struct option longopts[] = {
     {"include-slow", no_argument, NULL, O_SLOW},
     {"kmemleak", no_argument, NULL, O_KMEMLEAK},
     {"gdb", no_argument, NULL, O_GDB},
+    {"keep-on-failure", no_argument, NULL, O_KEEP},
     {"vmm", required_argument, NULL, O_VMM},
     {"fail-fast", no_argument, NULL, O_FAILFAST},
     {"verbose", no_argument, NULL, 'v'},
@@ -614,6 +619,8 @@ static int parse_option(struct args *a, int c, char *v)
     case O_KMEMLEAK: a->kmemleak = true; break;
     /* nothing to resolve: the files' processes and the REPL inherit it */
     case O_GDB: vm_globals.gdb = true; break;
+    /* the files' processes inherit it: lua/framework.lua (docs/debugging.md) */
+    case O_KEEP: attach_keep_on_failure = true; break;
     /* the files' processes read it: lua/vmm_local.lua (docs/cli.md) */
     case O_VMM:
         if (parse_choice("--vmm", v, (const char *const[]){"qemu", "local"}, 2))
@@ -893,6 +900,8 @@ int main(int argc, char **argv)
         return cmd_list(argc, argv);
     if (argc > 1 && !strcmp(argv[1], "lsp-setup"))
         return cmd_lsp_setup(argc, argv);
+    if (argc > 1 && !strcmp(argv[1], "attach"))
+        return attach_main(argc, argv);
     struct args a;
     int code = collect_args(argc, argv, &a);
     if (code < 0)

@@ -184,6 +184,7 @@ struct job {
     bool ev_skip; /* the rest of an event line too long to keep is dropped */
     int64_t start_ns, deadline_ns;
     bool timed_out, term_sent, interrupted;
+    bool kept; /* keeps its VMs until Ctrl-C (--keep-on-failure): no --timeout */
     int64_t kill_at_ns;
 };
 
@@ -675,7 +676,7 @@ static void run_interrupt(struct run *r)
 /* A file past its --timeout gets SIGTERM, and SIGKILL 5 s after that. */
 static void job_deadlines(struct job *j, int64_t now)
 {
-    if (j->deadline_ns && now >= j->deadline_ns && !j->term_sent) {
+    if (j->deadline_ns && now >= j->deadline_ns && !j->term_sent && !j->kept) {
         j->timed_out = true;
         j->term_sent = true;
         kill(j->pid, SIGTERM);
@@ -692,13 +693,22 @@ static size_t run_left(const struct run *r)
     return r->stop || r->interrupted ? (size_t)r->active : r->nfiles - r->done;
 }
 
-/* The barrier requests a file sent (docs/labs.md). */
-static void job_barriers(struct job *j)
+/* The barrier requests a file sent (docs/labs.md), and 'K': the file
+ * keeps its VMs until Ctrl-C (--keep-on-failure, src/host/attach.c), with
+ * the lines that say how to attach to them, printed now. */
+static void job_barriers(struct run *r, struct job *j)
 {
     char pkt[4096];
     ssize_t n;
-    while ((n = recv(j->barfd, pkt, sizeof(pkt), 0)) > 0)
-        barrier_packet(j->barfd, j->display, pkt, (size_t)n);
+    while ((n = recv(j->barfd, pkt, sizeof(pkt) - 1, 0)) > 0) {
+        if (pkt[0] != 'K') {
+            barrier_packet(j->barfd, j->display, pkt, (size_t)n);
+            continue;
+        }
+        pkt[n] = 0;
+        j->kept = true;
+        report_note(&r->rep, pkt + 1);
+    }
 }
 
 /* Collect what the running files wrote, enforce their deadlines, and
@@ -713,7 +723,7 @@ static void run_reap(struct run *r)
         drain(&j->outfd, &j->out, JOB_OUTPUT_MAX);
         drain(&j->resfd, &j->res, JOB_OUTPUT_MAX);
         forward_events(j);
-        job_barriers(j);
+        job_barriers(r, j);
         job_deadlines(j, now);
         int status = 0;
         if (!job_exited(j, &status))

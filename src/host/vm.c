@@ -1,5 +1,6 @@
 #include "vm.h"
 
+#include "attach.h"
 #include "accel.h"
 #include "disk/vdisk.h"
 #include "guest.h"
@@ -232,19 +233,6 @@ static int listen_gdb(int *ret_port, struct pv_err *err)
         return pv_err_set(err, errno, "--gdb: a socket on 127.0.0.1: %s", strerror(errno));
     *ret_port = ntohs(a.sin_port);
     return steal_fd(&fd);
-}
-
-/* The line that tells a --gdb user how to attach to the VM's stub: gdb
- * wants the kernel's ELF image, the vmlinux (sym_vmlinux) if any. */
-static void print_gdb_line(const struct vm *vm, const struct vm_boot *b)
-{
-    _cleanup_free_ char *abs = realpath(b->kernel, NULL);
-    _cleanup_free_ char *vmlinux = sym_vmlinux(b->vmlinux, abs ? abs : b->kernel, NULL);
-    fprintf(stderr, "provium: vm `%s`: gdb -ex 'target remote :%d' %s%s\n", vm->name, vm->gdb_port,
-            vmlinux ? vmlinux
-            : abs   ? abs
-                    : b->kernel,
-            vmlinux ? "" : " (symbols need a vmlinux: none beside this kernel)");
 }
 
 /* Accept QEMU's connection, watching for QEMU's death. */
@@ -497,8 +485,12 @@ int vm_launch(struct vm *vm, const struct vm_boot *b, const struct start *st, in
     vm->ram_base = p.ram_base;
     vm->cid = p.cid;
     vm->gdb_port = p.gdb_port;
-    if (vm->gdb_port && !vm->quiet)
-        print_gdb_line(vm, b);
+    if (vm->gdb_port && !vm->quiet) {
+        struct buf g = BUF_INIT;
+        attach_gdb_line(vm, b, &g);
+        fprintf(stderr, "provium: vm `%s`: %s\n", vm->name, g.data);
+        buf_release(&g);
+    }
     vm->boot_ns = st->adopt ? now_ns() : p.start_ns;
     vm->state = VM_BOOTED;
     vm->charged = cost;

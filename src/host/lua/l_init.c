@@ -372,6 +372,7 @@ lua_State *l_newstate(void)
     luaL_setfuncs(L, prims, 0);
     l_open_test_prims(L);
     l_open_barrier(L);
+    l_open_attach(L);
     luaL_getmetatable(L, PV_RUNRESULT_MT);
     lua_setfield(L, -2, "runresult_mt");
     luaL_getmetatable(L, PV_VM_MT);

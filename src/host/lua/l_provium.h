@@ -126,6 +126,8 @@ int luaopen_provium_json(lua_State *L);
 void l_open_test_prims(lua_State *L);
 /* _provium_c.barrier (l_barrier.c), set into the table at the top. */
 void l_open_barrier(lua_State *L);
+/* _provium_c.keep (--keep-on-failure, src/host/lua/l_attach.c). */
+void l_open_attach(lua_State *L);
 /* _provium_c.net: the primitives behind lua/net.lua (bridges, NICs). */
 int luaopen_provium_net(lua_State *L);
 /* _provium_c.disk: the primitives behind lua/disk.lua (attached disks). */
