@@ -6,7 +6,6 @@
 #include "guest.h"
 #include "net/nic.h"
 #include "pvh.h"
-#include "symbolize.h"
 #include "vm_priv.h"
 #include "events.h"
 #include "pool.h"
