@@ -56,9 +56,10 @@ VERSION := $(shell git describe --always --dirty 2>/dev/null || echo 0.1)
 all: provium
 
 # Each flavour (plain, SANITIZE=...) links in its own build directory;
-# ./provium is whichever was built last.
+# ./provium is whichever was built last: renamed into place, so that a
+# provium still running from the old one neither fails the copy nor breaks.
 provium: $(B)/provium
-	@cmp -s $< $@ || cp $< $@
+	@cmp -s $< $@ || { cp $< $@.tmp && mv -f $@.tmp $@; }
 
 $(B)/provium: $(B)/host/src/host/main.o $(B)/libprovium.a
 	$(CC) $(HOST_CFLAGS) -o $@ $^ $(HOST_LIBS) $(SAN_LDFLAGS)
