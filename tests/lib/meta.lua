@@ -42,11 +42,8 @@ function M.assert_refused(t, cases)
     end
 end
 
--- The --json lines of a run, decoded, keyed by path.
-function M.json_run(args, opts)
-    local a = { "--json" }
-    for _, x in ipairs(args) do a[#a + 1] = x end
-    local out, code = M.provium(a, opts)
+-- The --json lines in a run's output, decoded, keyed by path.
+function M.json_lines(out)
     local files = {}
     for line in out:gmatch("[^\n]+") do
         if line:sub(1, 1) == "{" then
@@ -54,7 +51,32 @@ function M.json_run(args, opts)
             files[f.path] = f
         end
     end
-    return files, code, out
+    return files
+end
+
+-- The --json lines of a run, decoded, keyed by path.
+function M.json_run(args, opts)
+    local a = { "--json" }
+    for _, x in ipairs(args) do a[#a + 1] = x end
+    local out, code = M.provium(a, opts)
+    return M.json_lines(out), code, out
+end
+
+-- <name>.ko for the guest's kernel release kver, built in a temporary copy
+-- of the module's source directory src (<name>.c and its Makefile; the tree
+-- stays clean). The test skips without the kernel's headers (as
+-- examples/module does) and fails when the build does.
+function M.build_module(t, src, name, kver)
+    local headers = "/usr/src/linux-headers-" .. kver
+    if not io.open(headers .. "/Makefile") then
+        t:skip("no headers for " .. kver .. " in " .. headers ..
+            " (make deps installs linux-headers-cloud-amd64)")
+    end
+    local dir = M.tmpdir()
+    local out, code = M.sh(("cp %s/%s.c %s/Makefile %s && make -s -C %s KVER=%s")
+        :format(M.quote(src), name, M.quote(src), M.quote(dir), M.quote(dir), M.quote(kver)))
+    if code ~= 0 then t:fail(("building %s.ko failed:\n%s"):format(name, out)) end
+    return ("%s/%s.ko"):format(dir, name)
 end
 
 -- A temporary directory, removed when the test (or file) that made it ends,

@@ -8,23 +8,6 @@ local here = debug.getinfo(1, "S").source:match("^@(.*)/[^/]*$") or "."
 
 local HANG = 10 -- seconds: given, so not scaled under TCG
 
--- provium_hang.ko for the guest's kernel, built in a copy of tests/vm/hang
--- (the source tree stays clean); the test skips without the kernel's headers
--- (as examples/module does: the next test hangs a guest without a module).
-local function build(t, kver)
-    local headers = "/usr/src/linux-headers-" .. kver
-    if not io.open(headers .. "/Makefile") then
-        t:skip("no headers for " .. kver .. " in " .. headers ..
-            " (make deps installs linux-headers-cloud-amd64)")
-    end
-    local dir = meta.tmpdir()
-    local out, code = meta.sh(("cp %s/provium_hang.c %s/Makefile %s && make -s -C %s KVER=%s")
-        :format(meta.quote(here .. "/hang"), meta.quote(here .. "/hang"), meta.quote(dir),
-            meta.quote(dir), meta.quote(kver)))
-    if code ~= 0 then t:fail("building provium_hang.ko failed:\n" .. out) end
-    return dir .. "/provium_hang.ko"
-end
-
 -- What a hang must look like, and how soon it must come: within the hang
 -- timeout plus a generous margin (a wake a second, QEMU's register dump and
 -- the kill, on a loaded machine).
@@ -41,7 +24,7 @@ end
 
 test("a module spinning with interrupts off on one vCPU", { hang_timeout = HANG }, function(t)
     local vm = provium:vm("spin", "default", { cpus = 1 }):boot()
-    local ko = build(t, vm:kernel_release())
+    local ko = meta.build_module(t, here .. "/hang", "provium_hang", vm:kernel_release())
     vm:write_file("/tmp/provium_hang.ko", io.open(ko, "rb"):read("a"))
     local t0 = C.now()
     local err = t:assert_raises(function() vm:insmod("/tmp/provium_hang.ko") end)
@@ -91,7 +74,7 @@ test("the instruction pointer is named from a System.map beside the kernel", fun
     -- the map: /proc/kallsyms of a guest of the same kernel; nokaslr, so that
     -- every boot puts the kernel where the map says
     local vm = provium:vm("map", "default", { kernel_cmdline_append = "nokaslr", cold = true }):boot()
-    local ko = build(t, vm:kernel_release())
+    local ko = meta.build_module(t, here .. "/hang", "provium_hang", vm:kernel_release())
     local kallsyms = vm:read_file("/proc/kallsyms")
     local modules = vm:modules_dir()
     vm:shutdown()

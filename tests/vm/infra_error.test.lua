@@ -93,13 +93,7 @@ test("killed twice: an ERROR in the human output, --json, JUnit, the events and 
         "    ERROR (loading the file)\n        top.test.lua:1: vm `top`: infrastructure error")
     t:assert(out:match("\n2 file%(s%); 0 passed, 0 failed, 0 skipped, 2 errors; [%d.]+s\n"), out)
     -- --json
-    local files = {}
-    for line in out:gmatch("[^\n]+") do
-        if line:sub(1, 1) == "{" then
-            local f = json.decode(line)
-            files[f.path] = f
-        end
-    end
+    local files = meta.json_lines(out)
     local boots, top = files["boots.test.lua"], files["top.test.lua"]
     t:assert_eq(boots.status, "error")
     t:assert_eq(boots.passed, false)

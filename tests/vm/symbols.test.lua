@@ -9,21 +9,6 @@ local meta = require("lib.meta")
 local here = debug.getinfo(1, "S").source:match("^@(.*)/[^/]*$") or "."
 local src = here .. "/../../examples/module"
 
--- provium_demo.ko for the guest's kernel, built in a copy of examples/module
--- (the source tree stays clean); skips without the kernel's headers.
-local function build(t, kver)
-    local headers = "/usr/src/linux-headers-" .. kver
-    if not io.open(headers .. "/Makefile") then
-        t:skip("no headers for " .. kver .. " in " .. headers ..
-            " (make deps installs linux-headers-cloud-amd64)")
-    end
-    local dir = meta.tmpdir()
-    local out, code = meta.sh(("cp %s/provium_demo.c %s/Makefile %s && make -s -C %s KVER=%s")
-        :format(meta.quote(src), meta.quote(src), meta.quote(dir), meta.quote(dir), meta.quote(kver)))
-    if code ~= 0 then t:fail("building provium_demo.ko failed:\n" .. out) end
-    return dir .. "/provium_demo.ko"
-end
-
 -- The line of provium_demo.c's WARN_ON, from the source.
 local function warn_line(t)
     local n = 0
@@ -46,7 +31,7 @@ end
 
 test("the module's WARN_ON names provium_demo.c and its line", { allow_kernel_warnings = true }, function(t)
     local vm = provium:vm("sym", "default"):boot()
-    local ko = build(t, vm:kernel_release())
+    local ko = meta.build_module(t, src, "provium_demo", vm:kernel_release())
     vm:insmod(ko)
     local ex = warn(t, vm)
     local line = warn_line(t)
@@ -62,7 +47,7 @@ end)
 test("without the module's .ko on the host, the excerpt stays as the kernel printed it",
     { allow_kernel_warnings = true }, function(t)
     local vm = provium:vm("nosym", "default"):boot()
-    local ko = build(t, vm:kernel_release())
+    local ko = meta.build_module(t, src, "provium_demo", vm:kernel_release())
     vm:write_file("/tmp/provium_demo.ko", io.open(ko, "rb"):read("a"))
     vm:insmod("/tmp/provium_demo.ko") -- a guest path: nothing to look it up in
     local ex = warn(t, vm)
