@@ -153,6 +153,8 @@ static char *tidy_location(const char *p, size_t len, const char *strip)
             p = slash + 1;
         }
     }
+    if (memchr(p, '\t', len)) /* which buf_add_escaped keeps: no file:line has one */
+        return NULL;
     struct buf b = BUF_INIT;
     buf_add_escaped(&b, p, MIN(len, (size_t)200));
     return buf_steal(&b);
