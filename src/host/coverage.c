@@ -128,13 +128,77 @@ static void feed_file(struct cov_report *r, const msgpack_object *p)
     };
 }
 
+/* Big-endian unsigned of n bytes at p. */
+static uint64_t be(const uint8_t *p, size_t n)
+{
+    uint64_t v = 0;
+    for (size_t i = 0; i < n; i++)
+        v = v << 8 | p[i];
+    return v;
+}
+
+/* Does body hold one msgpack object whose arrays and maps announce no more
+ * entries than bytes are left (each takes one at least)? msgpack-c allocates
+ * what a header announces before reading it: 2^32 entries of a few bytes'
+ * frame would be a request for 128 GiB. */
+static bool plausible(const uint8_t *p, size_t n)
+{
+    uint64_t need = 1; /* objects still to read */
+    size_t at = 0;
+    while (need > 0) {
+        if (at >= n || need > n - at)
+            return false;
+        uint8_t t = p[at++];
+        need--;
+        uint64_t head = 0, body = 0, more = 0;
+        if (t <= 0x7f || t >= 0xe0 || t == 0xc0 || t == 0xc2 || t == 0xc3)
+            ;
+        else if (t <= 0x8f)
+            more = 2u * (t & 0x0f);
+        else if (t <= 0x9f)
+            more = t & 0x0f;
+        else if (t <= 0xbf)
+            body = t & 0x1f;
+        else if (t >= 0xc4 && t <= 0xc6) /* bin 8/16/32 */
+            head = 1u << (t - 0xc4);
+        else if (t >= 0xc7 && t <= 0xc9) /* ext 8/16/32, then a type byte */
+            head = 1u << (t - 0xc7), body = 1;
+        else if (t >= 0xca && t <= 0xd3) /* float, uint, int */
+            body = (uint64_t[]){4, 8, 1, 2, 4, 8, 1, 2, 4, 8}[t - 0xca];
+        else if (t >= 0xd4 && t <= 0xd8) /* fixext: a type byte and 1-16 */
+            body = 1 + (1u << (t - 0xd4));
+        else if (t >= 0xd9 && t <= 0xdb) /* str 8/16/32 */
+            head = 1u << (t - 0xd9);
+        else if (t >= 0xdc && t <= 0xdf) /* array/map 16/32 */
+            head = t & 1 ? 4 : 2;
+        else
+            return false; /* 0xc1 */
+        if (head > n - at)
+            return false;
+        uint64_t v = be(p + at, (size_t)head);
+        at += head;
+        if (t >= 0xdc && t <= 0xdd)
+            more = v;
+        else if (t >= 0xde)
+            more = 2 * v;
+        else if (head)
+            body += v;
+        if (body > n - at)
+            return false;
+        at += body;
+        need += more;
+    }
+    return true;
+}
+
 int cov_feed_frame(struct cov_report *r, const void *body, size_t len, struct pv_err *err)
 {
     msgpack_unpacked u;
     msgpack_unpacked_init(&u);
     size_t off = 0;
     int r_ = 0;
-    if (msgpack_unpack_next(&u, body, len, &off) != MSGPACK_UNPACK_SUCCESS || off != len ||
+    if (!plausible(body, len) ||
+        msgpack_unpack_next(&u, body, len, &off) != MSGPACK_UNPACK_SUCCESS || off != len ||
         u.data.type != MSGPACK_OBJECT_MAP) {
         r_ = pv_err_set(err, EINVAL, "not a msgpack map");
         goto out;

@@ -227,6 +227,14 @@ static void test_malformed(void **state)
     s.len = whole;
     buf_add(&s, "\x00\x00\x00\x01\x80", 5); /* an empty map */
     expect_error(&s, "without the string `kind`");
+    /* a map of 2^32-1 entries in 5 bytes: refused before msgpack-c would
+     * allocate for them (128 GiB; fuzz_coverage found it) */
+    s.len = whole;
+    buf_add(&s, "\x00\x00\x00\x05\xdf\xff\xff\xff\xff", 9);
+    expect_error(&s, "not a msgpack map");
+    s.len = whole;
+    buf_add(&s, "\x00\x00\x00\x06\x91\xdb\xff\xff\xff\xff", 10); /* a string past the end */
+    expect_error(&s, "not a msgpack map");
     buf_release(&s);
 
     struct buf empty = BUF_INIT, text = BUF_INIT;
