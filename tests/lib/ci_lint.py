@@ -99,12 +99,9 @@ def check_github(path, doc, options):
     if "XDG_CACHE_HOME" not in (doc.get("env") or {}):
         problem(path, "XDG_CACHE_HOME is not set: the cache would not be where it is saved")
     runs = [args for s in run_scripts_github(job) for args in provium_lines(s)]
-    tests = [check_command(path, a, options) for a in runs]
-    tests = [t for t in tests if "--shard" in t]
-    if len(tests) != 1:
-        problem(path, f"expected one provium run with --shard, found {len(tests)}")
+    t = shard_run(path, runs, options)
+    if t is None:
         return
-    t = tests[0]
     if t["--shard"] != "${{matrix.shard}}/${{env.SHARDS}}":
         problem(path, f"--shard {t['--shard']}: not the matrix's K/N")
     junit = t.get("--junit")
@@ -121,6 +118,16 @@ def check_github(path, doc, options):
         problem(path, f"no job that fails when a `{name}` job failed")
     if "kernel" not in [a[0] for a in runs if a]:
         problem(path, "no `provium kernel ensure` before the run")
+
+
+def shard_run(path, runs, options):
+    """The one provium run with --shard among runs, checked; None (said) if not one."""
+    tests = [check_command(path, a, options) for a in runs]
+    tests = [t for t in tests if "--shard" in t]
+    if len(tests) != 1:
+        problem(path, f"expected one provium run with --shard, found {len(tests)}")
+        return None
+    return tests[0]
 
 
 def check_gitlab(path, doc, options):
@@ -142,12 +149,9 @@ def check_gitlab(path, doc, options):
     if "XDG_CACHE_HOME" not in (doc.get("variables") or {}):
         problem(path, "XDG_CACHE_HOME is not set: the cache would not be where it is saved")
     runs = [args for s in job["script"] for args in provium_lines(s)]
-    tests = [check_command(path, a, options) for a in runs]
-    tests = [t for t in tests if "--shard" in t]
-    if len(tests) != 1:
-        problem(path, f"expected one provium run with --shard, found {len(tests)}")
+    t = shard_run(path, runs, options)
+    if t is None:
         return
-    t = tests[0]
     if t["--shard"] != "$CI_NODE_INDEX/$CI_NODE_TOTAL":
         problem(path, f"--shard {t['--shard']}: not CI_NODE_INDEX/CI_NODE_TOTAL")
     art = job.get("artifacts") or {}

@@ -134,15 +134,9 @@ test("CLI: provium test PATH, -p N, -f PATTERN, provium version", function(t)
     t:assert(out:match("^provium %S+ %(protocol %d+%)\n$"), out)
     -- `test` first, as the seeds wrote it
     local function run(args)
-        local files, o = {}, nil
+        local o
         o, code = meta.provium({ "test", "--json", table.unpack(args) })
-        for line in o:gmatch("[^\n]+") do
-            if line:sub(1, 1) == "{" then
-                local f = json.decode(line)
-                files[f.path] = f
-            end
-        end
-        return files, code, o
+        return meta.json_lines(o), code, o
     end
     local files
     files, code, out = run({ "-p", "1", "-f", "pass", "lua/cases/seeds.lua", "lua/cases/pass.lua" })
