@@ -112,15 +112,35 @@ int pv_err_wrap(struct pv_err *err, const char *fmt, ...)
     return -err->code;
 }
 
+/* Give back the consumed front: the content moves to the allocation's start. */
+static void buf_compact(struct buf *b)
+{
+    if (!b->skip)
+        return;
+    char *base = b->data - b->skip;
+    memmove(base, b->data, b->len + 1);
+    b->data = base;
+    b->cap += b->skip;
+    b->skip = 0;
+}
+
 void buf_reserve(struct buf *b, size_t extra)
 {
     if (b->len + extra + 1 <= b->cap)
         return;
-    size_t cap = b->cap ? b->cap : 64;
-    while (cap < b->len + extra + 1)
+    /* Compacting only once the front is as large as what is left moves each
+     * byte at most once for every byte consumed before it. */
+    if (b->skip >= b->len) {
+        buf_compact(b);
+        if (b->len + extra + 1 <= b->cap)
+            return;
+    }
+    size_t cap = b->cap + b->skip ? b->cap + b->skip : 64;
+    while (cap < b->skip + b->len + extra + 1)
         cap *= 2;
-    b->data = xrealloc(b->data, cap);
-    b->cap = cap;
+    char *base = xrealloc(b->data ? b->data - b->skip : NULL, cap);
+    b->data = base + b->skip;
+    b->cap = cap - b->skip;
     b->data[b->len] = 0;
 }
 
@@ -161,8 +181,12 @@ void buf_consume(struct buf *b, size_t n)
 {
     if (n >= b->len) {
         b->len = 0;
+        if (b->data)
+            buf_compact(b); /* nothing left to move */
     } else {
-        memmove(b->data, b->data + n, b->len - n);
+        b->data += n;
+        b->cap -= n;
+        b->skip += n;
         b->len -= n;
     }
     if (b->data)
@@ -187,14 +211,15 @@ ssize_t buf_read(struct buf *b, int fd)
 
 void buf_release(struct buf *b)
 {
-    free(b->data);
+    free(b->data ? b->data - b->skip : NULL);
     b->data = NULL;
-    b->len = b->cap = 0;
+    b->len = b->cap = b->skip = 0;
 }
 
 char *buf_steal(struct buf *b)
 {
     buf_reserve(b, 0);
+    buf_compact(b);
     char *p = b->data;
     b->data = NULL;
     b->len = b->cap = 0;

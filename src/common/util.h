@@ -82,14 +82,17 @@ int pv_err_wrap(struct pv_err *err, const char *fmt, ...) PV_PRINTF(2, 3);
 const char *pv_err_story(const struct pv_err *err);
 
 /* A growable byte buffer. data is always NUL-terminated (not counted in len)
- * so text can be used as a C string. */
+ * so text can be used as a C string. cap counts from data. buf_consume moves
+ * data forward over the allocation's first skip bytes instead of moving the
+ * rest down, so reading a stream frame by frame costs what it reads, not
+ * the square of it (a peer's thousands of small frames in one read). */
 struct buf {
     char *data;
-    size_t len, cap;
+    size_t len, cap, skip;
 };
 #define BUF_INIT                                                                                   \
     {                                                                                              \
-        NULL, 0, 0                                                                                 \
+        NULL, 0, 0, 0                                                                              \
     }
 void buf_reserve(struct buf *b, size_t extra);
 void buf_add(struct buf *b, const void *p, size_t n);
