@@ -52,7 +52,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     if (!fuzz_dir)
         fuzz_init();
-    if (pwrite(fuzz_dep_fd, data, size, 0) != (ssize_t)size || ftruncate(fuzz_dep_fd, (off_t)size) < 0)
+    if (pwrite(fuzz_dep_fd, data, size, 0) != (ssize_t)size ||
+        ftruncate(fuzz_dep_fd, (off_t)size) < 0)
         abort();
 
     static const char *const sets[][3] = {
