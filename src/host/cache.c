@@ -44,6 +44,7 @@ const char *cache_env_digest(void)
     const char *qv = qemu_version();
     sha256_update_str(h, qv ? qv : "?");
     sha256_update_str(h, vm_globals.machine);
+    sha256_update_str(h, qemu_device_set());
     sha256_update_str(h, accel_name(vm_globals.accel));
     sha256_update_str(h, transport_name(vm_globals.transport));
     sha256_final_hex(h, digest);
@@ -159,8 +160,9 @@ static int check_field(const char *path, json_t *h, const char *field, const cha
                        struct pv_err *err)
 {
     const char *was = json_string_value(json_object_get(h, field));
-    if (now && was && strcmp(was, now))
-        return pv_err_set(err, EBADMSG, "%s: taken with %s %s, this is %s", path, field, was, now);
+    if (now && (!was || strcmp(was, now)))
+        return pv_err_set(err, EBADMSG, "%s: taken with %s %s, this is %s", path, field,
+                          was ? was : "(none)", now);
     return 0;
 }
 
@@ -179,6 +181,8 @@ static int check_snap(const char *path, bool own_plan, struct pv_err *err)
     r = check_field(path, h, "qemu", qemu_version(), err);
     if (r == 0)
         r = check_field(path, h, "machine", vm_globals.machine, err);
+    if (r == 0)
+        r = check_field(path, h, "device_set", qemu_device_set(), err);
     if (r == 0)
         r = check_field(path, h, "accel", accel_name(vm_globals.accel), err);
     const char *initrd = json_string_value(json_object_get(h, "initrd"));

@@ -9,9 +9,41 @@
 #include <sys/wait.h>
 
 #include "child.h"
+#include "hash.h"
 #include "spawn.h"
 
 extern char **environ;
+
+/* The devices every VM gets, and the forms of those it may get: their text
+ * names the device set (qemu_device_set). Both virtio devices share slot 3
+ * as two functions, and disks and NICs go behind a bridge, because q35's
+ * root bus cannot hot-plug; the bridge reserves room for them, or one
+ * plugged after boot finds no address space. */
+#define DEV_VSER "virtio-serial-pci,id=vser0,addr=0x3.0,multifunction=on"
+#define DEV_HVC "virtconsole,bus=vser0.0,chardev=hvc0,nr=0"
+#define DEV_AGENT                                                                                  \
+    "virtserialport,bus=vser0.0,chardev=agent,name=org.provium.agent,nr=1,id=agentport"
+#define DEV_VSOCK "vhost-vsock-pci,guest-cid=%u"
+#define DEV_RNG "virtio-rng-pci,rng=rng0,addr=0x3.1"
+#define DEV_BRIDGE                                                                                 \
+    "pci-bridge,id=" QEMU_HOTPLUG_BUS ",chassis_nr=1,shpc=off,addr=0x4,io-reserve=4K,"             \
+    "mem-reserve=8M,pref64-reserve=32M"
+#define DEV_DISK "virtio-blk-pci,drive=vd%u,id=vdisk%u,bus=" QEMU_HOTPLUG_BUS ",addr=0x%x,serial=%s"
+#define DEV_NIC                                                                                    \
+    "virtio-net-pci,netdev=net%u,id=nic%u,bus=" QEMU_HOTPLUG_BUS                                   \
+    ",addr=0x%x,mac=%02x:%02x:%02x:%02x:%02x:%02x"
+
+const char *qemu_device_set(void)
+{
+    static const char all[] = DEV_VSER "\n" DEV_HVC "\n" DEV_AGENT "\n" DEV_VSOCK "\n" DEV_RNG
+                                       "\n" DEV_BRIDGE "\n" DEV_DISK "\n" DEV_NIC;
+    static char hex[65];
+    if (!hex[0]) {
+        sha256_hex(all, sizeof(all) - 1, hex);
+        hex[16] = 0;
+    }
+    return hex;
+}
 
 struct argv {
     char **v;
@@ -64,25 +96,22 @@ static void add_consoles(struct argv *a, const struct qemu_config *qc, const cha
     add(a, "-serial");
     add(a, "chardev:ser0");
     add(a, "-device");
-    /* Both virtio devices share slot 3 as two functions: one PCI
-     * interrupt link for the guest to route (ACPI AML is slow under TCG). */
-    add(a, "virtio-serial-pci,id=vser0,addr=0x3.0,multifunction=on");
+    add(a, DEV_VSER);
     add(a, "-chardev");
     addf(a, "socket,id=hvc0,path=%s/hvc.sock,server=on,wait=off,logfile=%s/hvc.log,logappend=on",
          sock, dir);
     add(a, "-device");
-    add(a, "virtconsole,bus=vser0.0,chardev=hvc0,nr=0");
+    add(a, DEV_HVC);
 
     /* The agent's transport. */
     if (qc->transport == TRANSPORT_VSOCK) {
         add(a, "-device");
-        addf(a, "vhost-vsock-pci,guest-cid=%u", qc->cid);
+        addf(a, DEV_VSOCK, qc->cid);
     } else {
         add(a, "-chardev");
         addf(a, "socket,id=agent,path=%s/agent.sock", sock);
         add(a, "-device");
-        add(a, "virtserialport,bus=vser0.0,chardev=agent,name=org.provium.agent,nr=1,"
-               "id=agentport");
+        add(a, DEV_AGENT);
     }
 }
 
@@ -112,8 +141,7 @@ static void add_disks(struct argv *a, const struct qemu_config *qc)
             addf(a, "driver=nbd,node-name=vd%u,server.type=fd,server.str=%d%s", d->slot, d->fd,
                  d->readonly ? ",read-only=on" : "");
         add(a, "-device");
-        addf(a, "virtio-blk-pci,drive=vd%u,id=vdisk%u,addr=0x%x,serial=%s", d->slot, d->slot,
-             d->slot, serial);
+        addf(a, DEV_DISK, d->slot, d->slot, d->slot, serial);
     }
 }
 
@@ -125,9 +153,8 @@ static void add_nics(struct argv *a, const struct qemu_config *qc)
         add(a, "-netdev");
         addf(a, "dgram,id=net%u,local.type=fd,local.str=%d", n->slot, n->fd);
         add(a, "-device");
-        addf(a, "virtio-net-pci,netdev=net%u,id=nic%u,addr=0x%x,mac=%02x:%02x:%02x:%02x:%02x:%02x",
-             n->slot, n->slot, n->slot, n->mac[0], n->mac[1], n->mac[2], n->mac[3], n->mac[4],
-             n->mac[5]);
+        addf(a, DEV_NIC, n->slot, n->slot, n->slot, n->mac[0], n->mac[1], n->mac[2], n->mac[3],
+             n->mac[4], n->mac[5]);
     }
 }
 
@@ -195,7 +222,9 @@ char **qemu_argv(const struct qemu_config *qc)
         add(&a, "rng-random,id=rng0,filename=/dev/urandom");
     }
     add(&a, "-device");
-    add(&a, "virtio-rng-pci,rng=rng0,addr=0x3.1");
+    add(&a, DEV_RNG);
+    add(&a, "-device");
+    add(&a, DEV_BRIDGE);
 
     add_disks(&a, qc);
     add_nics(&a, qc);

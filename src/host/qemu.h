@@ -35,7 +35,7 @@ struct qemu_disk {
 
 struct qemu_config {
     const char *binary;  /* NULL: qemu-system-x86_64 from PATH */
-    const char *machine; /* "pc" */
+    const char *machine; /* "q35" */
     enum accel accel;    /* KVM or TCG, never AUTO here */
     enum transport transport;
     uint64_t memory;
@@ -62,6 +62,14 @@ struct qemu_config {
     bool gdb;
     int gdb_fd;
 };
+
+/* The bridge that takes disks and NICs, plugged at boot or later: q35's
+ * root bus has no hot-plug (docs/architecture.md#measurements-behind-the-defaults). */
+#define QEMU_HOTPLUG_BUS "hp"
+/* A digest of the devices qemu_argv gives a VM (16 hex digits): the boot
+ * cache's key and a snapshot's header carry it, because a saved machine
+ * restores only into the same devices. */
+const char *qemu_device_set(void);
 
 /* The argv (NULL-terminated, caller frees with qemu_argv_free). Paths of the
  * sockets and logs are <dir>/qmp.sock, agent.sock, serial.sock, serial.log,

@@ -108,6 +108,7 @@ static json_t *snap_header(struct vm *vm, const char *version)
                           "machine", vm_globals.machine, "accel", accel_name(vm_globals.accel),
                           "profile", vm->profile, "memory", (json_int_t)b->memory, "cpus", b->cpus,
                           "kernel", b->kernel, "cmdline", b->cmdline, "disks", disks);
+    json_object_set_new(h, "device_set", json_string(qemu_device_set()));
     json_object_set_new(h, "initrd", b->initrd ? json_string(b->initrd) : json_null());
     json_object_set_new(h, "modules_dir",
                         b->modules_dir ? json_string(b->modules_dir) : json_null());
@@ -640,6 +641,8 @@ static int check_machine(struct vm *vm, const char *dir, json_t **ret_h, const s
         return snap_mismatch(vm, dir, "profile", v, vm->profile, err);
     if (strcmp((v = json_string_value(json_object_get(h, "machine"))) ?: "", vm_globals.machine))
         return snap_mismatch(vm, dir, "machine", v, vm_globals.machine, err);
+    if (strcmp((v = json_string_value(json_object_get(h, "device_set"))) ?: "", qemu_device_set()))
+        return snap_mismatch(vm, dir, "device set", v, qemu_device_set(), err);
     if (strcmp((v = json_string_value(json_object_get(h, "accel"))) ?: "",
                accel_name(vm_globals.accel)))
         return snap_mismatch(vm, dir, "accelerator", v, accel_name(vm_globals.accel), err);

@@ -24,7 +24,7 @@
 
 struct vm_globals vm_globals = {.accel = ACCEL_TCG,
                                 .transport = TRANSPORT_VIRTIO_SERIAL,
-                                .machine = "pc",
+                                .machine = "q35",
                                 .timeout_scale = 1.0};
 
 /* QEMU pids to kill from a signal handler; plain stores only. */

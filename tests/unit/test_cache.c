@@ -335,11 +335,12 @@ static void put_snap(const char *dir, const char *extra, const char *qemu)
     struct stat st;
     assert_int_equal(stat(ram, &st), 0);
     _cleanup_free_ char *head = xasprintf(
-        "PROVIUM-SNAPSHOT 2\n{\"accel\":\"%s\",\"devices\":{\"sha256\":\"%s\",\"size\":%zu},"
+        "PROVIUM-SNAPSHOT "
+        "2\n{\"accel\":\"%s\",\"device_set\":\"%s\",\"devices\":{\"sha256\":\"%s\",\"size\":%zu},"
         "\"machine\":\"%s\",\"memory\":1048576,\"pages\":{\"count\":1,\"sha256\":\"%s\"},"
         "\"qemu\":\"%s\",\"ram\":{\"mtime_ns\":%lld,\"size\":1048576}%s}\n",
-        accel_name(vm_globals.accel), dh, sizeof(dev), vm_globals.machine, ph, qemu,
-        (long long)st.st_mtim.tv_sec * 1000000000ll + st.st_mtim.tv_nsec, extra);
+        accel_name(vm_globals.accel), qemu_device_set(), dh, sizeof(dev), vm_globals.machine, ph,
+        qemu, (long long)st.st_mtim.tv_sec * 1000000000ll + st.st_mtim.tv_nsec, extra);
     put(machine, head, strlen(head));
 }
 

@@ -141,9 +141,9 @@ static void test_argv_attached_disks(void **state)
     assert_true(first > profile);
     assert_true(second > first);
     assert_string_equal(argv[first - 1], "-blockdev");
-    assert_string_equal(argv[first + 2], "virtio-blk-pci,drive=vd8,id=vdisk8,addr=0x8,serial=data");
+    assert_string_equal(argv[first + 2], "virtio-blk-pci,drive=vd8,id=vdisk8,bus=hp,addr=0x8,serial=data");
     assert_string_equal(argv[second + 2],
-                        "virtio-blk-pci,drive=vd9,id=vdisk9,addr=0x9,serial=a,,b");
+                        "virtio-blk-pci,drive=vd9,id=vdisk9,bus=hp,addr=0x9,serial=a,,b");
     qemu_argv_free(argv);
 }
 

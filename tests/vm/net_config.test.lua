@@ -18,7 +18,8 @@ end)
 
 test("a hot-plugged NIC is found by its MAC, addressed and brought up", function(t)
     qmp("netdev_add", { type = "user", id = "n0" })
-    qmp("device_add", { driver = "virtio-net-pci", netdev = "n0", mac = MAC, id = "nic0" })
+    -- behind the VM's hot-plug bridge: q35's root bus cannot hot-plug
+    qmp("device_add", { driver = "virtio-net-pci", netdev = "n0", mac = MAC, id = "nic0", bus = "hp" })
     local ifname = C.net.config(vm, MAC, "10.0.2.15", 24, true, 20)
     t:assert(ifname:match("^e[nt]"), "an Ethernet name: " .. ifname)
     t:assert_eq(vm:read_file("/sys/class/net/" .. ifname .. "/address"), MAC .. "\n")
@@ -175,7 +176,7 @@ test("no virtio_net", function(t)
     t:assert_eq(vm:read_file("/.provium/modules.net"), "")
     _provium_c.qmp(vm, '{"execute": "netdev_add", "arguments": {"type": "user", "id": "n0"}}')
     _provium_c.qmp(vm, '{"execute": "device_add", "arguments": {"driver": "virtio-net-pci", ' ..
-        '"netdev": "n0", "mac": "52:54:00:12:34:57"}}')
+        '"netdev": "n0", "mac": "52:54:00:12:34:57", "bus": "hp"}}')
     local err = t:assert_raises(function()
         _provium_c.net.config(vm, "52:54:00:12:34:57", "10.0.2.15", 24, true, 1)
     end)

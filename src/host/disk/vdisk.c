@@ -100,8 +100,9 @@ static int hotplug(struct vm *vm, const struct vm_disk *d, struct pv_err *err)
     }
     if (r == 0) {
         r = vm_qmp(vm, "device_add",
-                   json_pack("{s:s, s:s, s:s, s:s, s:s}", "driver", "virtio-blk-pci", "drive", node,
-                             "id", dev, "addr", addr, "serial", d->id),
+                   json_pack("{s:s, s:s, s:s, s:s, s:s, s:s}", "driver", "virtio-blk-pci", "drive",
+                             node, "id", dev, "bus", QEMU_HOTPLUG_BUS, "addr", addr, "serial",
+                             d->id),
                    err);
         if (r < 0 && running(vm)) {
             struct pv_err ignored = {0};

@@ -72,8 +72,8 @@ static int plug_cable(struct vm *vm, json_t *netdev, const char *addr, const cha
     int r = vm_qmp(vm, "netdev_add", netdev, err);
     if (r == 0)
         r = vm_qmp(vm, "device_add",
-                   json_pack("{s:s, s:s, s:s, s:s, s:s}", "driver", "virtio-net-pci", "netdev", id,
-                             "id", id, "addr", addr, "mac", mac),
+                   json_pack("{s:s, s:s, s:s, s:s, s:s, s:s}", "driver", "virtio-net-pci", "netdev",
+                             id, "id", id, "bus", QEMU_HOTPLUG_BUS, "addr", addr, "mac", mac),
                    err);
     return r;
 }

@@ -94,8 +94,8 @@ static int hotplug(struct vm *vm, size_t i, struct pv_err *err)
                    err);
     if (r == 0) {
         r = vm_qmp(vm, "device_add",
-                   json_pack("{s:s, s:s, s:s, s:s, s:s}", "driver", "virtio-net-pci", "netdev", id,
-                             "id", dev, "addr", addr, "mac", mac),
+                   json_pack("{s:s, s:s, s:s, s:s, s:s, s:s}", "driver", "virtio-net-pci", "netdev",
+                             id, "id", dev, "bus", QEMU_HOTPLUG_BUS, "addr", addr, "mac", mac),
                    err);
         if (r < 0 && vm->state == VM_BOOTED) {
             struct pv_err ignored = {0};
