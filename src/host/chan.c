@@ -216,17 +216,22 @@ int chan_hello(struct chan *c, int64_t deadline_ns, struct pv_err *err)
     struct buf req = BUF_INIT;
     struct pv_wr w = {&req};
     pv_put_u32(&w, PV_PROTO_VERSION);
-    int64_t resend = 0, interval = 100 * 1000000LL;
     int ret;
     c->in_hello = true;
+    if (!c->hello_gap)
+        c->hello_gap = 100 * 1000000LL;
     for (;;) {
         int64_t now = now_ns();
-        if (now >= resend) {
+        /* A Hello waits in the transport until the agent opens its port, so
+         * resends only cover a lost one: each doubles the gap (a guest
+         * taking 2 s to boot got 18 Hellos when every 0.5 s slice of the
+         * wait started again at 100 ms, and answered each). */
+        if (now >= c->hello_next) {
             ret = send_req(c, new_id(c), 0, PV_HELLO, &req, deadline_ns, err);
             if (ret < 0)
                 goto out;
-            resend = now + interval;
-            interval = MIN(interval * 2, 1000 * 1000000LL);
+            c->hello_next = now + c->hello_gap;
+            c->hello_gap = MIN(c->hello_gap * 2, 1000 * 1000000LL);
         }
         struct pv_hdr h;
         if (hello_frame(c, &h)) {
@@ -248,7 +253,7 @@ int chan_hello(struct chan *c, int64_t deadline_ns, struct pv_err *err)
             buf_consume(&c->in, PV_HDR_SIZE + h.len);
             continue;
         }
-        int64_t until = MIN(resend, deadline_ns ? deadline_ns : resend);
+        int64_t until = MIN(c->hello_next, deadline_ns ? deadline_ns : c->hello_next);
         ret = pump(c, 0, until, err);
         if (ret < 0)
             goto out;
@@ -259,6 +264,8 @@ int chan_hello(struct chan *c, int64_t deadline_ns, struct pv_err *err)
     }
 out:
     c->in_hello = false;
+    if (ret == 0)
+        c->hello_next = c->hello_gap = 0; /* the next handshake starts afresh */
     buf_release(&req);
     return ret;
 }

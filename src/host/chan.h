@@ -39,6 +39,9 @@ struct chan {
     uint32_t next_id;
     struct chan_req *reqs;
     bool in_hello; /* bytes read are not frames yet: chan_hello resynchronises */
+    /* The next Hello resend and the gap after it: a handshake that is
+     * waited for in slices backs off across them (until one succeeds). */
+    int64_t hello_next, hello_gap;
     bool broken;
     char why[256];
     /* from HelloOk */

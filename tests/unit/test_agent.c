@@ -1189,6 +1189,29 @@ static void route_req(struct buf *b, const char *dst, uint32_t prefix, const cha
 }
 
 /* The decoder on its own: what it accepts, as the host's encoder writes it. */
+/* A handshake waited for in slices (vm_handshake's, to watch the console
+ * meanwhile) backs off across them: a guest that takes seconds to open its
+ * port is not sent a Hello every slice. Five 60 ms slices send at 0, 100 and
+ * at most 300 ms, not one or two per slice. */
+static void test_hello_backs_off_across_slices(void **state)
+{
+    (void)state;
+    int sv[2];
+    assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
+    struct chan c;
+    chan_init(&c, sv[0], -1);
+    for (int i = 0; i < 5; i++) {
+        struct pv_err err = {0};
+        assert_int_equal(chan_hello(&c, now_ns() + 60 * 1000000LL, &err), -ETIMEDOUT);
+    }
+    char buf[4096];
+    ssize_t n = recv(sv[1], buf, sizeof(buf), MSG_DONTWAIT);
+    size_t hellos = n > 0 ? (size_t)n / (PV_HDR_SIZE + 4) : 0;
+    assert_true(hellos >= 1 && hellos < 5);
+    chan_release(&c);
+    close(sv[1]);
+}
+
 static void test_net_route_decode(void **state)
 {
     (void)state;
@@ -1772,6 +1795,7 @@ int main(void)
         T(test_agent_malformed_request),
         T(test_agent_net_config),
         cmocka_unit_test(test_net_route_decode),
+        cmocka_unit_test(test_hello_backs_off_across_slices),
         T(test_agent_net_route),
         T(test_agent_garbage_ends_session),
         T(test_agent_hangup_ends_session),
