@@ -536,6 +536,22 @@ size_t utf8_seq_len(const void *p, size_t n)
     return len;
 }
 
+void buf_add_shell_word(struct buf *b, const char *s)
+{
+    if (*s &&
+        !s[strspn(s, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_./:@%+=,-")]) {
+        buf_adds(b, s);
+        return;
+    }
+    buf_add(b, "'", 1);
+    for (const char *q; (q = strchr(s, '\'')); s = q + 1) {
+        buf_add(b, s, (size_t)(q - s));
+        buf_adds(b, "'\\''");
+    }
+    buf_adds(b, s);
+    buf_add(b, "'", 1);
+}
+
 void buf_add_escaped(struct buf *b, const void *p, size_t n)
 {
     const unsigned char *s = p;

@@ -104,6 +104,11 @@ ssize_t buf_read(struct buf *b, int fd);
 void buf_release(struct buf *b);
 char *buf_steal(struct buf *b); /* returns data (never NULL), leaves b empty */
 
+/* Append s as one word a POSIX shell reads back as s: as it is when it
+ * holds only letters, digits and _./:@%+=,-, else in single quotes. For
+ * commands printed for the user to paste (docs/debugging.md). */
+void buf_add_shell_word(struct buf *b, const char *s);
+
 /* The length of the valid UTF-8 sequence at p (at most n bytes), or 0.
  * Strict: overlong forms, UTF-16 surrogates and code points past U+10FFFF
  * are not valid. */

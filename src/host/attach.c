@@ -41,11 +41,10 @@ void attach_gdb_line(const struct vm *vm, const struct vm_boot *b, struct buf *o
 {
     _cleanup_free_ char *abs = realpath(b->kernel, NULL);
     _cleanup_free_ char *vmlinux = sym_vmlinux(b->vmlinux, abs ? abs : b->kernel, NULL);
-    buf_addf(out, "gdb -ex 'target remote :%d' %s%s", vm->gdb_port,
-             vmlinux ? vmlinux
-             : abs   ? abs
-                     : b->kernel,
-             vmlinux ? "" : " (symbols need a vmlinux: none beside this kernel)");
+    buf_addf(out, "gdb -ex 'target remote :%d' ", vm->gdb_port);
+    buf_add_shell_word(out, vmlinux ? vmlinux : abs ? abs : b->kernel);
+    if (!vmlinux)
+        buf_adds(out, " (symbols need a vmlinux: none beside this kernel)");
 }
 
 /* ---- frames ---- */
@@ -330,8 +329,9 @@ static void announce(const struct keeper *k, const char *why)
              "Kprovium: %s: %s\nprovium: --keep-on-failure: its VMs stay up until Ctrl-C (run %d):",
              vm_globals.file ? vm_globals.file : "(file)", why, run);
     for (size_t i = 0; i < k->n; i++) {
-        buf_addf(&t, "\n    vm `%s`: provium attach %s -- COMMAND...   (--lua: a Lua prompt)",
-                 k->vms[i]->name, k->vms[i]->name);
+        buf_addf(&t, "\n    vm `%s`: provium attach ", k->vms[i]->name);
+        buf_add_shell_word(&t, k->vms[i]->name);
+        buf_adds(&t, " -- COMMAND...   (--lua: a Lua prompt)");
         if (k->vms[i]->gdb_port) {
             buf_addf(&t, "\n    vm `%s`: ", k->vms[i]->name);
             attach_gdb_line(k->vms[i], &k->vms[i]->plan, &t);

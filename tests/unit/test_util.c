@@ -225,6 +225,23 @@ static void test_buf_consume(void **state)
     buf_release(&b);
 }
 
+/* Commands printed for pasting: a word comes back whole from sh. */
+static void test_shell_word(void **state)
+{
+    (void)state;
+    const char *in[] = {"a",           "vm-1_x.y", "/boot/vmlinuz-6.1", "", "two words", "it's",
+                        "$(rm -rf ~)", "a'b'c",    "tab\there"};
+    const char *out[] = {"a",           "vm-1_x.y",   "/boot/vmlinuz-6.1", "''",
+                         "'two words'", "'it'\\''s'", "'$(rm -rf ~)'",     "'a'\\''b'\\''c'",
+                         "'tab\there'"};
+    for (size_t i = 0; i < ARRAY_SIZE(in); i++) {
+        struct buf b = BUF_INIT;
+        buf_add_shell_word(&b, in[i]);
+        assert_string_equal(b.data, out[i]);
+        buf_release(&b);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -236,6 +253,7 @@ int main(void)
         cmocka_unit_test(test_flock_wait),
         cmocka_unit_test(test_err_bounded),
         cmocka_unit_test(test_buf_consume),
+        cmocka_unit_test(test_shell_word),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
