@@ -81,6 +81,9 @@ static void test_qcow2_created(void **st)
     const char *format = NULL;
     assert_int_equal(disk_plain(h, via, sizeof(via), &format), 1);
     assert_string_equal(format, "qcow2");
+    uint64_t size = 0; /* the disk's, not the file's (a header and tables) */
+    assert_int_equal(disk_size(h, &size), 0);
+    assert_int_equal(size, 8 << 20);
 
     /* frozen: a copy of the image; restored: an overlay with no name */
     snprintf(frozen, sizeof(frozen), "%s/frozen", dir);
@@ -91,6 +94,8 @@ static void test_qcow2_created(void **st)
     disk_close(h);
     int o = disk_open_overlay(frozen, dir, false, &err);
     assert_true(o > 0);
+    assert_int_equal(disk_size(o, &size), 0);
+    assert_int_equal(size, 8 << 20);
     names(list, sizeof(list));
     assert_true(strstr(list, "new.qcow2\n") && strstr(list, "frozen\n"));
     assert_int_equal(strlen(list), strlen("new.qcow2\nfrozen\n"));

@@ -48,6 +48,7 @@ test("a qcow2 disk: the guest sees its virtual size, and its writes stay across 
     local function err(fn) return t:assert_raises(fn) end
     t:assert_eq(q:device(), "/dev/vdb")
     t:assert_eq(sh("cat /sys/block/vdb/size"), tostring(16 * 2048) .. "\n")
+    t:assert_eq(q:size(), 16 * 1024 * 1024) -- the disk's size, not the image file's
     sh("printf Q | dd of=/dev/vdb bs=512 seek=7 conv=fsync 2>/dev/null")
     vm:kill()
     vm:boot()

@@ -492,9 +492,9 @@ int disk_size(int disk, uint64_t *ret)
     struct dk_disk *d = disk_find(s, disk);
     int r = -ENOENT;
     struct stat st;
-    if (d)
-        r = fstat(d->fd, &st) < 0 ? -errno : 0;
-    if (r == 0)
+    if (d && d->plain && !strcmp(d->plain, "qcow2"))
+        r = dk_qcow2_size(d->fd, ret); /* the file grows as the guest writes */
+    else if (d && (r = fstat(d->fd, &st) < 0 ? -errno : 0) == 0)
         *ret = (uint64_t)st.st_size;
     unlock_state(s);
     return r;

@@ -128,6 +128,9 @@ int dk_qcow2_flatten(int fd, const char *out, struct pv_err *err);
 /* Whether the qcow2 image on fd is the whole disk: 0; -EXDEV when it has
  * a backing file or an external data file, -EINVAL when it is no qcow2. */
 int dk_qcow2_alone(int fd);
+/* The size of the disk the qcow2 image on fd holds (its header's), not of
+ * the file; -EINVAL when it is no qcow2. */
+int dk_qcow2_size(int fd, uint64_t *ret);
 
 /* mediate.c (docs/disks.md#mediated-disks-and-power-cuts) */
 /* Hold a write of r (WRITE, WRITE_ZEROES, TRIM) of len bytes (data for a

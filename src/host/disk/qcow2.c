@@ -191,6 +191,18 @@ int dk_qcow2_alone(int fd)
     return 0;
 }
 
+int dk_qcow2_size(int fd, uint64_t *ret)
+{
+    unsigned char h[32];
+    int r = dk_pread_all(fd, h, sizeof(h), 0);
+    if (r < 0)
+        return r;
+    if (memcmp(h, "QFI\xfb", 4))
+        return -EINVAL;
+    *ret = be64(h + 24);
+    return 0;
+}
+
 int dk_qcow2_flatten(int fd, const char *out, struct pv_err *err)
 {
     char src[64];
