@@ -394,6 +394,9 @@ static void test_check_snapshot(void **state)
     /* taken with another QEMU than the key says */
     put_snap(snap, "", "0.0.1");
     assert_int_equal(check(snap, "taken with qemu 0.0.1"), -EBADMSG);
+    /* or with other devices (a later field of a JSON object wins) */
+    put_snap(snap, ",\"device_set\":\"0123456789abcdef\"", qemu_version());
+    assert_int_equal(check(snap, "taken with device_set 0123456789abcdef"), -EBADMSG);
     /* a fixture restores with the plan its header records: its initrd must be there */
     _cleanup_free_ char *initrd = xasprintf("%s/initrd.cpio", dir);
     _cleanup_free_ char *names = xasprintf(",\"initrd\":\"%s\"", initrd);
