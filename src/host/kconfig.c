@@ -126,7 +126,10 @@ static int kconfig_gunzip(const unsigned char *p, size_t n, size_t max, struct b
     z.avail_in = (uInt)MIN(n, (size_t)UINT32_MAX);
     int zr = Z_OK;
     while (zr == Z_OK && out->len < max) {
-        buf_reserve(out, 1 << 20);
+        /* room as large as what came so far: a short stream (a .config is
+         * tens of KiB) does not take a megabyte, a long one is not copied
+         * more than twice over */
+        buf_reserve(out, MAX(out->len, (size_t)16384));
         z.next_out = (unsigned char *)out->data + out->len;
         z.avail_out = (uInt)(out->cap - out->len - 1);
         size_t before = z.avail_out;
