@@ -32,13 +32,15 @@
 #define XEN_ELFNOTE_PHYS32_ENTRY 18
 
 /* Room in out for the next piece of an unpacking that must end at want
- * bytes (the size the image announced): at most 1 MiB at a time, so a
- * lying size costs nothing up front, and always a byte more than want, so
- * that a decoder holding its last bytes can finish (zstd makes no progress
- * into no room) and an overlong stream shows. */
+ * bytes (the size the image announced): as much as came so far, from
+ * 16 KiB up to 1 MiB at a time, so a lying size costs nothing up front (a
+ * short stream does not take a megabyte either), and always a byte more
+ * than want, so that a decoder holding its last bytes can finish (zstd
+ * makes no progress into no room) and an overlong stream shows. */
 static size_t room(struct buf *out, size_t want)
 {
-    size_t n = MIN(want + 1 - MIN(want, out->len), (size_t)1 << 20);
+    size_t step = MIN(MAX(out->len, (size_t)16384), (size_t)1 << 20);
+    size_t n = MIN(want + 1 - MIN(want, out->len), step);
     buf_reserve(out, n);
     return n;
 }
