@@ -536,6 +536,15 @@ size_t utf8_seq_len(const void *p, size_t n)
     return len;
 }
 
+uint64_t load_be(const void *p, size_t n)
+{
+    const unsigned char *b = p;
+    uint64_t v = 0;
+    for (size_t i = 0; i < n; i++)
+        v = v << 8 | b[i];
+    return v;
+}
+
 void buf_add_shell_word(struct buf *b, const char *s)
 {
     if (*s &&

@@ -104,6 +104,9 @@ ssize_t buf_read(struct buf *b, int fd);
 void buf_release(struct buf *b);
 char *buf_steal(struct buf *b); /* returns data (never NULL), leaves b empty */
 
+/* The big-endian unsigned number in the n (at most 8) bytes at p. */
+uint64_t load_be(const void *p, size_t n);
+
 /* Append s as one word a POSIX shell reads back as s: as it is when it
  * holds only letters, digits and _./:@%+=,-, else in single quotes. For
  * commands printed for the user to paste (docs/debugging.md). */

@@ -128,15 +128,6 @@ static void feed_file(struct cov_report *r, const msgpack_object *p)
     };
 }
 
-/* Big-endian unsigned of n bytes at p. */
-static uint64_t be(const uint8_t *p, size_t n)
-{
-    uint64_t v = 0;
-    for (size_t i = 0; i < n; i++)
-        v = v << 8 | p[i];
-    return v;
-}
-
 /* Does body hold one msgpack object whose arrays and maps announce no more
  * entries than bytes are left (each takes one at least)? msgpack-c allocates
  * what a header announces before reading it: 2^32 entries of a few bytes'
@@ -175,7 +166,7 @@ static bool plausible(const uint8_t *p, size_t n)
             return false; /* 0xc1 */
         if (head > n - at)
             return false;
-        uint64_t v = be(p + at, (size_t)head);
+        uint64_t v = load_be(p + at, (size_t)head);
         at += head;
         if (t >= 0xdc && t <= 0xdd)
             more = v;

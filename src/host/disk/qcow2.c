@@ -166,41 +166,39 @@ int dk_qcow2_overlay(const char *base, const char *dir, struct pv_err *err)
     return r < 0 ? r : t.fd;
 }
 
-static uint64_t be64(const unsigned char *p)
+/* The first 80 bytes of the qcow2 image on fd (through its v3 feature
+ * fields; a shorter file reads as zeros past its end): 0, -EINVAL when it
+ * is no qcow2, or -errno. */
+static int qcow2_header(int fd, unsigned char h[80])
 {
-    uint64_t v = 0;
-    for (int i = 0; i < 8; i++)
-        v = v << 8 | p[i];
-    return v;
+    int r = dk_pread_all(fd, h, 80, 0);
+    if (r == 0 && memcmp(h, "QFI\xfb", 4))
+        r = -EINVAL;
+    return r;
 }
 
 int dk_qcow2_alone(int fd)
 {
     unsigned char h[80];
-    int r = dk_pread_all(fd, h, sizeof(h), 0);
+    int r = qcow2_header(fd, h);
     if (r < 0)
         return r;
-    if (memcmp(h, "QFI\xfb", 4))
-        return -EINVAL;
-    uint32_t version = (uint32_t)(be64(h + 4) >> 32);
+    uint32_t version = (uint32_t)load_be(h + 4, 4);
     /* a backing file (its name may be relative to the image's directory),
      * or an external data file (incompatible feature bit 2): the image
      * alone is not the disk */
-    if (be64(h + 8) || (version >= 3 && (be64(h + 72) & 4)))
+    if (load_be(h + 8, 8) || (version >= 3 && (load_be(h + 72, 8) & 4)))
         return -EXDEV;
     return 0;
 }
 
 int dk_qcow2_size(int fd, uint64_t *ret)
 {
-    unsigned char h[32];
-    int r = dk_pread_all(fd, h, sizeof(h), 0);
-    if (r < 0)
-        return r;
-    if (memcmp(h, "QFI\xfb", 4))
-        return -EINVAL;
-    *ret = be64(h + 24);
-    return 0;
+    unsigned char h[80];
+    int r = qcow2_header(fd, h);
+    if (r == 0)
+        *ret = load_be(h + 24, 8);
+    return r;
 }
 
 int dk_qcow2_flatten(int fd, const char *out, struct pv_err *err)
