@@ -6,6 +6,8 @@
 #include <sys/file.h>
 #include <sys/stat.h>
 
+#include "accel.h"
+#include "cache.h"
 #include "cpio.h"
 #include "hash.h"
 #include "kernel.h"
@@ -81,7 +83,8 @@ static int write_cached(const char *path, const struct buf *data, struct pv_err 
  * path to list, once (seen holds "\npath\n" of every module added). With
  * optional, a name the modules tree does not have is skipped. */
 static int add_modules(struct cpio *c, const char *modules_dir, const char *const *names,
-                       bool optional, struct buf *list, struct buf *seen, struct pv_err *err)
+                       bool optional, struct buf *list, struct buf *seen, struct buf *inputs,
+                       struct pv_err *err)
 {
     for (size_t k = 0; names[k]; k++) {
         char **paths = NULL;
@@ -97,6 +100,7 @@ static int add_modules(struct cpio *c, const char *modules_dir, const char *cons
                 continue;
             buf_adds(seen, key);
             _cleanup_free_ char *src = xasprintf("%s/%s", modules_dir, paths[i]);
+            cache_note_input(inputs, src);
             struct buf ko = BUF_INIT;
             r = read_file(src, 64u << 20, &ko);
             if (r < 0) {
@@ -120,7 +124,8 @@ static int add_modules(struct cpio *c, const char *modules_dir, const char *cons
 /* The overlay: the agent at /provium-agent, the modules under .provium/m/,
  * and their load order in .provium/modules, .provium/modules.late and
  * .provium/modules.net. */
-static int add_overlay(struct cpio *c, const char *modules_dir, bool rootfs, struct pv_err *err)
+static int add_overlay(struct cpio *c, const char *modules_dir, bool rootfs, struct buf *inputs,
+                       struct pv_err *err)
 {
     cpio_add_file(c, &AGENT_PATH[1], 0755, pv_agent_bin, (size_t)(pv_agent_bin_end - pv_agent_bin));
     cpio_add_dir(c, ".provium", 0755);
@@ -133,16 +138,22 @@ static int add_overlay(struct cpio *c, const char *modules_dir, bool rootfs, str
     if (rootfs)
         extra[n++] = "virtio_blk";
     cpio_add_dir(c, ".provium/m", 0755);
+    /* what kmod_order reads */
+    static const char *const kmod_files[] = {"modules.dep", "modules.builtin"};
+    for (size_t i = 0; i < ARRAY_SIZE(kmod_files); i++) {
+        _cleanup_free_ char *f = xasprintf("%s/%s", modules_dir, kmod_files[i]);
+        cache_note_input(inputs, f);
+    }
     struct buf early = BUF_INIT, late = BUF_INIT, net = BUF_INIT, seen = BUF_INIT;
-    int r = add_modules(c, modules_dir, boot_transport_modules, false, &early, &seen, err);
+    int r = add_modules(c, modules_dir, boot_transport_modules, false, &early, &seen, inputs, err);
     if (r == 0)
-        r = add_modules(c, modules_dir, extra, false, &early, &seen, err);
+        r = add_modules(c, modules_dir, extra, false, &early, &seen, inputs, err);
     if (r == 0)
-        r = add_modules(c, modules_dir, button_modules, true, &early, &seen, err);
+        r = add_modules(c, modules_dir, button_modules, true, &early, &seen, inputs, err);
     if (r == 0)
-        r = add_modules(c, modules_dir, late_modules, true, &late, &seen, err);
+        r = add_modules(c, modules_dir, late_modules, true, &late, &seen, inputs, err);
     if (r == 0)
-        r = add_modules(c, modules_dir, net_modules, true, &net, &seen, err);
+        r = add_modules(c, modules_dir, net_modules, true, &net, &seen, inputs, err);
     if (r == 0) {
         cpio_add_file(c, ".provium/modules", 0644, early.data, early.len);
         cpio_add_file(c, ".provium/modules.late", 0644, late.data, late.len);
@@ -155,16 +166,14 @@ static int add_overlay(struct cpio *c, const char *modules_dir, bool rootfs, str
     return r;
 }
 
-/* busybox with its applet links; no sbin/init, so the agent stays PID 1. */
-static int add_busybox(struct cpio *c, struct pv_err *err)
+/* busybox (the binary bb) with its applet links; no sbin/init, so the agent
+ * stays PID 1. */
+static int add_busybox(struct cpio *c, const char *bb, struct buf *inputs, struct pv_err *err)
 {
-    _cleanup_free_ char *bb = qemu_which("busybox");
     struct buf bin = BUF_INIT, list = BUF_INIT;
-    int status = 0, r;
-    if (!bb)
-        return pv_err_set(err, ENOENT,
-                          "busybox not found: install busybox-static (make deps does it)");
-    r = read_file(bb, 16u << 20, &bin);
+    int status = 0;
+    cache_note_input(inputs, bb);
+    int r = read_file(bb, 16u << 20, &bin);
     const char *argv[] = {bb, "--list-full", NULL};
     if (r == 0)
         r = spawn_run(argv, NULL, &list, 1 << 20, 10000, &status, err);
@@ -184,8 +193,7 @@ static int add_busybox(struct cpio *c, struct pv_err *err)
         if (!*line || !strcmp(line, "bin/busybox") || !strcmp(line, "sbin/init") ||
             !strcmp(line, "linuxrc"))
             continue;
-        _cleanup_free_ char *target = xasprintf("/bin/busybox");
-        cpio_add_symlink(c, line, target);
+        cpio_add_symlink(c, line, "/bin/busybox");
     }
     static const char passwd[] = "root:x:0:0:root:/root:/bin/sh\n"
                                  "nobody:x:65534:65534:nobody:/nonexistent:/bin/false\n";
@@ -199,81 +207,119 @@ out:
     return r;
 }
 
-/* The whole default initrd: busybox, then (with_overlay) the agent and
- * the modules of modules_dir; by content hash. */
-static int default_initrd(const char *modules_dir, bool with_overlay, char **ret,
-                          struct pv_err *err)
+/* The initrds are cached by content (kind-<hash><suffix>), and found again
+ * through a memo keyed by what is not a file (this provium, which writes
+ * the agent and the layout; the kind; the modules directory; the transport)
+ * and checked against the files read (busybox, modules, the user's
+ * initrd): a boot, restores included, does not rebuild one to learn its
+ * name (docs/boot-cache.md#the-cold-boot). */
+#define INITRD_KEEP 48
+
+static char *initrd_memo(const char *kind, const char *modules_dir, bool rootfs, const char *a,
+                         const char *b)
 {
-    struct cpio c;
-    cpio_init(&c);
-    int r = add_busybox(&c, err);
-    if (r == 0 && with_overlay)
-        r = add_overlay(&c, modules_dir, false, err);
-    if (r < 0) {
-        cpio_release(&c);
-        return r;
-    }
-    cpio_finish(&c);
+    struct sha256 *h = sha256_new();
+    sha256_update_str(h, "provium initrd memo 1");
+    cache_hash_file(h, "/proc/self/exe");
+    const char *parts[] = {
+        kind, modules_dir, rootfs ? "rootfs" : "-", transport_name(vm_globals.transport), a, b};
+    for (size_t i = 0; i < ARRAY_SIZE(parts); i++)
+        sha256_update_str(h, parts[i] ? parts[i] : "");
     char hex[65];
-    sha256_hex(c.out.data, c.out.len, hex);
+    sha256_final_hex(h, hex);
     _cleanup_free_ char *root = kernel_cache_root();
-    char *path =
-        xasprintf("%s/initrd/%s-%.32s.cpio", root, with_overlay ? "default" : "busybox", hex);
-    r = write_cached(path, &c.out, err);
-    cpio_release(&c);
+    return xasprintf("%s/initrd/%.32s.memo", root, hex);
+}
+
+/* Store data as root/initrd/<kind>-<hash><suffix>, once, and its memo. */
+static int store_initrd(const char *kind, const char *suffix, const struct buf *data,
+                        const char *memo, const struct buf *inputs, char **ret, struct pv_err *err)
+{
+    char hex[65];
+    sha256_hex(data->data, data->len, hex);
+    _cleanup_free_ char *root = kernel_cache_root();
+    char *path = xasprintf("%s/initrd/%s-%.32s%s", root, kind, hex, suffix);
+    int r = write_cached(path, data, err);
     if (r < 0) {
         free(path);
         return r;
     }
+    cache_memo_put(memo, path, inputs);
+    _cleanup_free_ char *dir = xasprintf("%s/initrd", root);
+    cache_trim(dir, INITRD_KEEP);
     *ret = path;
     return 0;
 }
 
+/* The whole default initrd: busybox, then (with_overlay) the agent and
+ * the modules of modules_dir. */
+static int default_initrd(const char *modules_dir, bool with_overlay, char **ret,
+                          struct pv_err *err)
+{
+    _cleanup_free_ char *bb = qemu_which("busybox");
+    if (!bb)
+        return pv_err_set(err, ENOENT,
+                          "busybox not found: install busybox-static (make deps does it)");
+    const char *kind = with_overlay ? "default" : "busybox";
+    _cleanup_free_ char *memo = initrd_memo(kind, modules_dir, false, bb, NULL);
+    if ((*ret = cache_memo_get(memo)))
+        return 0;
+    struct buf inputs = BUF_INIT;
+    struct cpio c;
+    cpio_init(&c);
+    int r = add_busybox(&c, bb, &inputs, err);
+    if (r == 0 && with_overlay)
+        r = add_overlay(&c, modules_dir, false, &inputs, err);
+    if (r == 0) {
+        cpio_finish(&c);
+        r = store_initrd(kind, ".cpio", &c.out, memo, &inputs, ret, err);
+    }
+    cpio_release(&c);
+    buf_release(&inputs);
+    return r;
+}
+
 /* A user initrd with the overlay appended (the kernel unpacks concatenated
- * archives in order), cached by the hash of both. */
+ * archives in order). */
 static int merged_initrd(const char *initrd, const char *overlay, const char *modules_dir,
                          bool rootfs, char **ret, struct pv_err *err)
 {
+    _cleanup_free_ char *memo = initrd_memo("merged", modules_dir, rootfs, initrd, overlay);
+    if ((*ret = cache_memo_get(memo)))
+        return 0;
+    struct buf inputs = BUF_INIT, user = BUF_INIT;
     struct cpio c;
     cpio_init(&c);
     int r;
     if (overlay) {
         /* agent_overlay_path / PROVIUM_OVERLAY: the user's own overlay */
+        cache_note_input(&inputs, overlay);
         r = read_file(overlay, 256u << 20, &c.out);
         if (r < 0)
             r = pv_err_set(err, -r, "agent overlay %s: %s", overlay, strerror(-r));
     } else {
-        r = add_overlay(&c, modules_dir, rootfs, err);
+        r = add_overlay(&c, modules_dir, rootfs, &inputs, err);
         if (r == 0)
             cpio_finish(&c);
     }
-    if (r < 0) {
-        cpio_release(&c);
-        return r;
+    if (r == 0 && initrd) {
+        cache_note_input(&inputs, initrd);
+        if ((r = read_file(initrd, 2u << 30, &user)) < 0)
+            pv_err_set(err, -r, "initrd %s: %s", initrd, strerror(-r));
     }
-    struct buf user = BUF_INIT;
-    if (initrd && (r = read_file(initrd, 2u << 30, &user)) < 0) {
-        cpio_release(&c);
-        return pv_err_set(err, -r, "initrd %s: %s", initrd, strerror(-r));
+    if (r == 0) {
+        /* newc archives must start 4-aligned; compressed ones need no
+         * padding but zeros between archives are skipped by the kernel
+         * either way. */
+        while (user.len % 4)
+            buf_add(&user, "", 1);
+        buf_add(&user, c.out.data, c.out.len);
+        r = store_initrd("merged", ".img", &user, memo, &inputs, ret, err);
     }
-    /* newc archives must start 4-aligned; compressed ones need no padding
-     * but zeros between archives are skipped by the kernel either way. */
-    while (user.len % 4)
-        buf_add(&user, "", 1);
-    buf_add(&user, c.out.data, c.out.len);
     cpio_release(&c);
-    char hex[65];
-    sha256_hex(user.data, user.len, hex);
-    _cleanup_free_ char *root = kernel_cache_root();
-    char *path = xasprintf("%s/initrd/merged-%.32s.img", root, hex);
-    r = write_cached(path, &user, err);
     buf_release(&user);
-    if (r < 0) {
-        free(path);
-        return r;
-    }
-    *ret = path;
-    return 0;
+    buf_release(&inputs);
+    return r;
 }
 
 /* boot_opts.files: one more archive after the rest, per VM. */

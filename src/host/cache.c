@@ -21,15 +21,105 @@ bool cache_has(const char *p, bool dir)
     return stat(p, &st) == 0 && (dir ? S_ISDIR(st.st_mode) : S_ISREG(st.st_mode));
 }
 
-void cache_hash_file(struct sha256 *h, const char *path)
+/* What says a host file changed: "size/mtime", or "missing". */
+static void file_id(const char *path, char id[96])
 {
     struct stat st;
-    char id[96] = "missing";
     if (path && stat(path, &st) == 0)
-        snprintf(id, sizeof(id), "%lld/%lld.%09ld", (long long)st.st_size,
-                 (long long)st.st_mtim.tv_sec, st.st_mtim.tv_nsec);
+        snprintf(id, 96, "%lld/%lld.%09ld", (long long)st.st_size, (long long)st.st_mtim.tv_sec,
+                 st.st_mtim.tv_nsec);
+    else
+        snprintf(id, 96, "missing");
+}
+
+void cache_hash_file(struct sha256 *h, const char *path)
+{
+    char id[96];
+    file_id(path, id);
     sha256_update_str(h, path ? path : "");
     sha256_update_str(h, id);
+}
+
+void cache_note_input(struct buf *inputs, const char *path)
+{
+    char id[96];
+    file_id(path, id);
+    /* a path a line cannot hold: a line that never matches */
+    if (strchr(path, '\n'))
+        buf_adds(inputs, "- \n");
+    else
+        buf_addf(inputs, "%s %s\n", id, path);
+}
+
+char *cache_memo_get(const char *memo)
+{
+    struct buf b = BUF_INIT;
+    char *out = NULL;
+    if (read_file(memo, 1 << 20, &b) < 0 || !b.len || b.data[b.len - 1] != '\n')
+        goto done;
+    char *nl = strchr(b.data, '\n');
+    *nl = 0;
+    if (access(b.data, R_OK) < 0)
+        goto done;
+    for (char *line = nl + 1; *line; line = nl + 1) {
+        nl = strchr(line, '\n');
+        *nl = 0;
+        char *path = strchr(line, ' '), id[96];
+        if (!path)
+            goto done;
+        *path++ = 0;
+        file_id(path, id);
+        if (strcmp(id, line))
+            goto done;
+    }
+    out = xstrdup(b.data);
+    /* used: the mtimes order cache_trim */
+    utimensat(AT_FDCWD, memo, NULL, 0);
+    utimensat(AT_FDCWD, out, NULL, 0);
+done:
+    buf_release(&b);
+    return out;
+}
+
+void cache_memo_put(const char *memo, const char *out, const struct buf *inputs)
+{
+    if (strchr(out, '\n'))
+        return;
+    struct buf b = BUF_INIT;
+    buf_addf(&b, "%s\n", out);
+    buf_add(&b, inputs->data, inputs->len);
+    write_file_atomic(memo, b.data, b.len, 0644);
+    buf_release(&b);
+}
+
+void cache_trim(const char *dir, size_t keep)
+{
+    DIR *d = opendir(dir);
+    if (!d)
+        return;
+    struct old {
+        char name[NAME_MAX + 1];
+        struct timespec used;
+    } v[256];
+    size_t n = 0;
+    for (struct dirent *e; (e = readdir(d)) && n < ARRAY_SIZE(v);) {
+        struct stat st;
+        if (e->d_name[0] == '.' || fstatat(dirfd(d), e->d_name, &st, AT_SYMLINK_NOFOLLOW) < 0 ||
+            !S_ISREG(st.st_mode))
+            continue;
+        snprintf(v[n].name, sizeof(v[n].name), "%s", e->d_name);
+        v[n++].used = st.st_mtim;
+    }
+    while (n > keep) {
+        size_t o = 0;
+        for (size_t i = 1; i < n; i++)
+            if (v[i].used.tv_sec < v[o].used.tv_sec ||
+                (v[i].used.tv_sec == v[o].used.tv_sec && v[i].used.tv_nsec < v[o].used.tv_nsec))
+                o = i;
+        unlinkat(dirfd(d), v[o].name, 0);
+        v[o] = v[--n];
+    }
+    closedir(d);
 }
 
 const char *cache_env_digest(void)

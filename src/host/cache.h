@@ -22,6 +22,17 @@ struct sha256;
 bool cache_has(const char *p, bool dir);
 /* Hash what says a host file changed: its path, size and mtime. */
 void cache_hash_file(struct sha256 *h, const char *path);
+/* One line of a memo's inputs: path with its size and mtime. */
+void cache_note_input(struct buf *inputs, const char *path);
+/* A memo names the file that the inputs it lists made, so that a file named
+ * by its content (boot.c's initrds) is found without making it again: the
+ * file, when it exists and every input is unchanged (both then marked
+ * used); NULL otherwise. */
+char *cache_memo_get(const char *memo);
+/* Write memo (atomically; a failure only costs the next lookup). */
+void cache_memo_put(const char *memo, const char *out, const struct buf *inputs);
+/* Keep the keep most recently used (by mtime) regular files of dir. */
+void cache_trim(const char *dir, size_t keep);
 /* The digest of what every key of this process shares, computed once:
  * the agent binary, QEMU's version, the machine, the accelerator and the
  * transport. */

@@ -11,7 +11,6 @@
  * not read, a damaged file) leaves the boot as it was. */
 #include "pvh.h"
 
-#include <dirent.h>
 #include <elf.h>
 #include <fcntl.h>
 #include <lz4.h>
@@ -205,37 +204,6 @@ int pvh_unpack(const uint8_t *img, size_t n, struct buf *out)
     return -ENOEXEC; /* bzip2, lzma, lzo: the firmware's loader it is */
 }
 
-/* Keep the PVH_KEEP most recently used unpacked kernels of dir. */
-static void pvh_trim(const char *dir)
-{
-    DIR *d = opendir(dir);
-    if (!d)
-        return;
-    struct old {
-        char name[NAME_MAX + 1];
-        struct timespec used;
-    } v[64];
-    size_t n = 0;
-    for (struct dirent *e; (e = readdir(d)) && n < ARRAY_SIZE(v);) {
-        struct stat st;
-        if (e->d_name[0] == '.' || fstatat(dirfd(d), e->d_name, &st, AT_SYMLINK_NOFOLLOW) < 0 ||
-            !S_ISREG(st.st_mode))
-            continue;
-        snprintf(v[n].name, sizeof(v[n].name), "%s", e->d_name);
-        v[n++].used = st.st_mtim;
-    }
-    while (n > PVH_KEEP * 2) { /* a kernel has an .elf or a .none */
-        size_t o = 0;
-        for (size_t i = 1; i < n; i++)
-            if (v[i].used.tv_sec < v[o].used.tv_sec ||
-                (v[i].used.tv_sec == v[o].used.tv_sec && v[i].used.tv_nsec < v[o].used.tv_nsec))
-                o = i;
-        unlinkat(dirfd(d), v[o].name, 0);
-        v[o] = v[--n];
-    }
-    closedir(d);
-}
-
 char *pvh_kernel(const char *kernel)
 {
     _cleanup_free_ char *root = kernel_cache_root();
@@ -264,7 +232,7 @@ char *pvh_kernel(const char *kernel)
     else if (r == -ENOEXEC || r == -EBADMSG) /* the file says no: remember it */
         write_file_atomic(none, "", 0, 0600);
     buf_release(&out);
-    pvh_trim(dir);
+    cache_trim(dir, PVH_KEEP * 2); /* a kernel has an .elf or a .none */
     if (r == 0)
         return elf;
 no:

@@ -507,6 +507,72 @@ static void test_failed_resume_keeps_an_intact_entry(void **state)
     rm_rf(rundir);
 }
 
+/* A memo finds its file while every input it lists is unchanged, and
+ * only then: an input rewritten, or the file gone, is a miss; trimming
+ * keeps the most recently used. */
+static void test_memo_and_trim(void **state)
+{
+    (void)state;
+    _cleanup_free_ char *dir = new_dir();
+    _cleanup_free_ char *in = xasprintf("%s/busybox", dir), *out = xasprintf("%s/out.cpio", dir),
+                        *memo = xasprintf("%s/k.memo", dir), *gone = xasprintf("%s/gone", dir);
+    put(in, "one", 3);
+    put(out, "archive", 7);
+    struct buf inputs = BUF_INIT;
+    cache_note_input(&inputs, in);
+    cache_note_input(&inputs, gone); /* "missing" is an identity too */
+    assert_null(cache_memo_get(memo));
+    cache_memo_put(memo, out, &inputs);
+    char *hit = cache_memo_get(memo);
+    assert_non_null(hit);
+    assert_string_equal(hit, out);
+    free(hit);
+
+    put(gone, "", 0); /* an input that appears */
+    assert_null(cache_memo_get(memo));
+    unlink(gone);
+    assert_non_null((hit = cache_memo_get(memo)));
+    free(hit);
+    put(in, "two", 3); /* the same size, a new mtime */
+    struct timespec ts[2] = {{0, UTIME_OMIT}, {12345, 0}};
+    assert_int_equal(utimensat(AT_FDCWD, in, ts, 0), 0);
+    assert_null(cache_memo_get(memo));
+
+    buf_consume(&inputs, inputs.len);
+    cache_note_input(&inputs, in);
+    cache_memo_put(memo, out, &inputs);
+    assert_non_null((hit = cache_memo_get(memo)));
+    free(hit);
+    unlink(out);
+    assert_null(cache_memo_get(memo));
+
+    /* a path with a newline can never be checked: never a hit */
+    _cleanup_free_ char *odd = xasprintf("%s/a\nb", dir);
+    put(odd, "", 0);
+    put(out, "archive", 7);
+    buf_consume(&inputs, inputs.len);
+    cache_note_input(&inputs, odd);
+    cache_memo_put(memo, out, &inputs);
+    assert_null(cache_memo_get(memo));
+    buf_release(&inputs);
+
+    /* trim: the oldest go first */
+    for (int i = 0; i < 5; i++) {
+        _cleanup_free_ char *f = xasprintf("%s/t%d", dir, i);
+        put(f, "", 0);
+        struct timespec t[2] = {{0, UTIME_OMIT}, {1000 + i, 0}};
+        assert_int_equal(utimensat(AT_FDCWD, f, t, 0), 0);
+    }
+    unlink(in);
+    unlink(out);
+    unlink(memo);
+    unlink(odd);
+    cache_trim(dir, 2);
+    _cleanup_free_ char *names = listing(dir);
+    assert_string_equal(names, "t3 t4");
+    rm_rf(dir);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -518,6 +584,7 @@ int main(void)
         cmocka_unit_test(test_check_snapshot),
         cmocka_unit_test(test_check_boot_and_lab),
         cmocka_unit_test(test_failed_resume_keeps_an_intact_entry),
+        cmocka_unit_test(test_memo_and_trim),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
