@@ -47,6 +47,9 @@ struct agent {
 
 /* Serve fd until the peer hangs up (returns 0) or a fatal error (-errno). */
 int agent_serve(int fd, const struct agent_opts *opts);
+/* The agent's end of its line to the PID-1 shim, for PV_POWER_BUTTON (main.c);
+ * -1 when no shim watches the button. */
+extern int agent_button_fd;
 
 /* Replies and events; payload may be NULL when len is 0. These queue bytes
  * and may block (polling the transport) while the queue is over its limit. */

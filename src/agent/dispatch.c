@@ -7,6 +7,7 @@
 #include <signal.h>
 #include <stdio.h>
 #include <sys/reboot.h>
+#include <sys/socket.h>
 #include <sys/signalfd.h>
 #include <sys/utsname.h>
 
@@ -35,6 +36,27 @@ static int op_poweroff(struct agent *a, uint32_t id, struct pv_rd *r)
     a->poweroff_pending = true;
     a->poweroff_how = how == PV_POWER_REBOOT ? RB_AUTOBOOT : RB_POWER_OFF;
     agent_send(a, PV_OK, id, NULL, 0);
+    return 0;
+}
+
+int agent_button_fd = -1;
+
+/* Ask the shim (main.c) to load the power button's modules and watch it; -1
+ * (no shim watching: the profile's init is PID 1) leaves it to the init. */
+static int op_power_button(struct agent *a, uint32_t id, struct pv_rd *r)
+{
+    if (pv_rd_done(r) < 0)
+        return -EBADMSG;
+    if (!a->opts.allow_power)
+        return -EPERM;
+    uint8_t state = PV_BUTTON_INIT;
+    if (agent_button_fd >= 0) {
+        struct pollfd p = {agent_button_fd, POLLIN, 0};
+        if (send(agent_button_fd, "b", 1, MSG_NOSIGNAL) != 1 || poll(&p, 1, 10000) != 1 ||
+            recv(agent_button_fd, &state, 1, 0) != 1)
+            return -EIO;
+    }
+    agent_reply_u32(a, id, state);
     return 0;
 }
 
@@ -74,6 +96,7 @@ static const struct {
     {PV_FRESHEN, agent_op_freshen},
     {PV_NET_CONFIG, agent_op_net_config},
     {PV_NET_ROUTE, agent_op_net_route},
+    {PV_POWER_BUTTON, op_power_button},
     {PV_TEST_MISBEHAVE, agent_op_test_misbehave}, /* test only: hostile.c */
 };
 

@@ -5,7 +5,11 @@
  * /.provium/modules; the rest follow from /.provium/modules.late once the
  * agent runs), optionally switches to a root disk (rootfs profiles),
  * forks the agent proper, and then execs the profile's init so that init
- * keeps PID 1. With no init at all the shim stays PID 1 and reaps orphans.
+ * keeps PID 1. With no init at all the shim stays PID 1, reaps orphans and
+ * powers off on the ACPI power button, whose modules
+ * (/.provium/modules.button) it loads when the agent first asks
+ * (PV_POWER_BUTTON, before vm:power_button presses it): most tests never
+ * press it, and under TCG its modules are 30 ms of every boot.
  *
  * Kernel command line parameters read here:
  *   provium.transport=virtio-serial|vsock   (default virtio-serial)
@@ -384,8 +388,8 @@ static int shim(char **argv)
     setenv("PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", 1);
     setenv("HOME", "/root", 1); /* the kernel passes HOME=/ */
     setenv("TERM", "linux", 0);
-    /* The transport's modules before the agent starts; the rest (entropy,
-     * the power button) while it answers its first Hello. */
+    /* The transport's modules before the agent starts; entropy's while it
+     * answers its first Hello. */
     load_modules("/.provium/modules");
     probe_syscalls();
 
@@ -400,30 +404,55 @@ static int shim(char **argv)
             chosen = cands[i];
     if (want && chosen != want)
         klog("init %s is not executable; %s", want, chosen ? chosen : "staying PID 1");
-    /* With no init the shim handles the power button: open it before the
-     * agent answers, so a press right after the handshake is not lost. */
-    int button = chosen ? -1 : open_power_button();
+    /* With no init the shim handles the power button, on the agent's word */
+    int line[2] = {-1, -1};
+    if (!chosen && socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, line) < 0)
+        klog("socketpair: %s; the power button is not watched", strerror(errno));
 
     pid_t pid = fork();
     if (pid == 0) {
+        if (line[0] >= 0)
+            close(line[0]);
+        agent_button_fd = line[1];
         agent_main();
         _exit(1);
     }
     if (pid < 0)
         klog("fork: %s", strerror(errno));
+    if (line[1] >= 0)
+        close(line[1]);
     load_modules("/.provium/modules.late");
     if (chosen) {
+        load_modules("/.provium/modules.button");
         argv[0] = (char *)chosen;
         execv(chosen, argv);
         klog("exec %s: %s; staying PID 1", chosen, strerror(errno));
     }
     /* No init: stay PID 1, reap whatever is orphaned, and do an init's
-     * duty on the ACPI power button. */
+     * duty on the ACPI power button once the agent asks for it. */
+    int button = -1;
     for (;;) {
         while (waitpid(-1, NULL, WNOHANG) > 0)
             ;
-        struct pollfd p = {button, POLLIN, 0};
-        if (poll(&p, button >= 0 ? 1 : 0, 1000) == 1 && power_pressed(button)) {
+        struct pollfd p[2] = {{line[0], POLLIN, 0}, {button, POLLIN, 0}};
+        if (poll(p, 2, 1000) <= 0)
+            continue;
+        if (p[0].revents) {
+            uint8_t c;
+            ssize_t n = recv(line[0], &c, 1, MSG_DONTWAIT);
+            if (n == 0 || (n < 0 && errno != EINTR && errno != EAGAIN)) { /* the agent is gone */
+                close(line[0]);
+                line[0] = -1;
+            } else if (n == 1) {
+                if (button < 0) {
+                    load_modules("/.provium/modules.button");
+                    button = open_power_button();
+                }
+                c = button >= 0 ? PV_BUTTON_READY : PV_BUTTON_NONE;
+                send(line[0], &c, 1, MSG_NOSIGNAL);
+            }
+        }
+        if ((p[1].revents & POLLIN) && power_pressed(button)) {
             klog("power button pressed: powering off");
             sync();
             reboot(RB_POWER_OFF);

@@ -18,9 +18,10 @@
 #define DEFAULT_CMDLINE "console=ttyS0 panic=-1"
 
 /* Kernel modules the shim loads from the overlay. The transport's must be
- * there (unless built in); the power button's (the shim powers off on it when
- * no init does) load before the agent too; entropy loads while the agent
- * answers its first Hello. The optional ones are skipped when absent. */
+ * there (unless built in) and load before the agent; entropy loads while the
+ * agent answers its first Hello; the power button's (the shim powers off on
+ * it when no init does) when a test first presses it, or before the
+ * profile's init starts. The optional ones are skipped when absent. */
 const char *const boot_transport_modules[] = {"virtio_pci", "virtio_console", NULL};
 static const char *const button_modules[] = {"button", "evdev", NULL};
 static const char *const late_modules[] = {"virtio-rng", NULL};
@@ -122,8 +123,8 @@ static int add_modules(struct cpio *c, const char *modules_dir, const char *cons
 }
 
 /* The overlay: the agent at /provium-agent, the modules under .provium/m/,
- * and their load order in .provium/modules, .provium/modules.late and
- * .provium/modules.net. */
+ * and their load order in .provium/modules, .provium/modules.late,
+ * .provium/modules.button and .provium/modules.net. */
 static int add_overlay(struct cpio *c, const char *modules_dir, bool rootfs, struct buf *inputs,
                        struct pv_err *err)
 {
@@ -144,12 +145,13 @@ static int add_overlay(struct cpio *c, const char *modules_dir, bool rootfs, str
         _cleanup_free_ char *f = xasprintf("%s/%s", modules_dir, kmod_files[i]);
         cache_note_input(inputs, f);
     }
-    struct buf early = BUF_INIT, late = BUF_INIT, net = BUF_INIT, seen = BUF_INIT;
+    struct buf early = BUF_INIT, late = BUF_INIT, button = BUF_INIT, net = BUF_INIT,
+               seen = BUF_INIT;
     int r = add_modules(c, modules_dir, boot_transport_modules, false, &early, &seen, inputs, err);
     if (r == 0)
         r = add_modules(c, modules_dir, extra, false, &early, &seen, inputs, err);
     if (r == 0)
-        r = add_modules(c, modules_dir, button_modules, true, &early, &seen, inputs, err);
+        r = add_modules(c, modules_dir, button_modules, true, &button, &seen, inputs, err);
     if (r == 0)
         r = add_modules(c, modules_dir, late_modules, true, &late, &seen, inputs, err);
     if (r == 0)
@@ -157,10 +159,12 @@ static int add_overlay(struct cpio *c, const char *modules_dir, bool rootfs, str
     if (r == 0) {
         cpio_add_file(c, ".provium/modules", 0644, early.data, early.len);
         cpio_add_file(c, ".provium/modules.late", 0644, late.data, late.len);
+        cpio_add_file(c, ".provium/modules.button", 0644, button.data, button.len);
         cpio_add_file(c, ".provium/modules.net", 0644, net.data, net.len);
     }
     buf_release(&early);
     buf_release(&late);
+    buf_release(&button);
     buf_release(&net);
     buf_release(&seen);
     return r;

@@ -73,9 +73,9 @@ char *cache_memo_get(const char *memo)
             goto done;
     }
     out = xstrdup(b.data);
-    /* used: the mtimes order cache_trim */
-    utimensat(AT_FDCWD, memo, NULL, 0);
-    utimensat(AT_FDCWD, out, NULL, 0);
+    /* used (the atime: out's mtime is part of the boot cache's key) */
+    cache_touch(memo);
+    cache_touch(out);
 done:
     buf_release(&b);
     return out;
@@ -108,7 +108,7 @@ void cache_trim(const char *dir, size_t keep)
             !S_ISREG(st.st_mode))
             continue;
         snprintf(v[n].name, sizeof(v[n].name), "%s", e->d_name);
-        v[n++].used = st.st_mtim;
+        v[n++].used = st.st_atim;
     }
     while (n > keep) {
         size_t o = 0;

@@ -31,7 +31,8 @@ void cache_note_input(struct buf *inputs, const char *path);
 char *cache_memo_get(const char *memo);
 /* Write memo (atomically; a failure only costs the next lookup). */
 void cache_memo_put(const char *memo, const char *out, const struct buf *inputs);
-/* Keep the keep most recently used (by mtime) regular files of dir. */
+/* Keep the keep most recently used (by atime, cache_touch) regular files of
+ * dir. */
 void cache_trim(const char *dir, size_t keep);
 /* The digest of what every key of this process shares, computed once:
  * the agent binary, QEMU's version, the machine, the accelerator and the
@@ -67,7 +68,8 @@ int cache_use(const char *entry);
  * cache_use, or -EEXIST when a peer's directory entry is there already
  * (tmp is left to the work directory's removal), or -errno. */
 int cache_install(const char *tmp, const char *entry, struct pv_err *err);
-/* A restore used the entry: its atime says so (eviction keeps the popular). */
+/* A restore used the entry, or a boot the file: its atime says so (eviction
+ * and cache_trim keep the popular; the mtime may be part of a key). */
 void cache_touch(const char *entry);
 
 /* The verdict on an entry after a restore of it failed: are its own bytes

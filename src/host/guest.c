@@ -246,6 +246,16 @@ static int get_u64_reply(const struct target *t, const char *op, const struct bu
     return pv_rd_done(&rd) < 0 ? bad_reply(t, op, err) : 0;
 }
 
+int guest_power_button(const struct target *t, uint32_t *ret_state, struct pv_err *err)
+{
+    struct buf reply = BUF_INIT;
+    int r = call(t, "power_button", PV_POWER_BUTTON, NULL, GUEST_SHORT_S, NULL, NULL, &reply, err);
+    if (r == 0)
+        r = get_u32_reply(t, "power_button", &reply, PV_BUTTON_INIT, ret_state, err);
+    buf_release(&reply);
+    return r;
+}
+
 int guest_stdin(const struct target *t, uint64_t handle, const void *data, size_t len, bool close,
                 uint32_t *ret_accepted, struct pv_err *err)
 {

@@ -303,6 +303,9 @@ uint32_t guest_tail(const struct target *t, const struct guest_tail_req *req, ch
                     void *ctx, struct pv_err *err);
 
 int guest_ping(const struct target *t, struct pv_err *err);
+/* Make the guest's ACPI power button ready for a press: *ret_state is an
+ * enum pv_button. */
+int guest_power_button(const struct target *t, uint32_t *ret_state, struct pv_err *err);
 
 /* ---- test only ---- */
 

@@ -217,10 +217,16 @@ char *pvh_kernel(const char *kernel)
     _cleanup_free_ char *dir = xasprintf("%s/pvh", root);
     char *elf = xasprintf("%s/%.32s.elf", dir, hex);
     _cleanup_free_ char *none = xasprintf("%s/%.32s.none", dir, hex);
-    /* used: the mtime orders the trim */
-    if (utimensat(AT_FDCWD, elf, NULL, 0) == 0)
+    /* used: the atime orders the trim (cache_trim) */
+    if (cache_has(elf, false)) {
+        cache_touch(elf);
         return elf;
-    if (utimensat(AT_FDCWD, none, NULL, 0) == 0 || mkdir_p(dir, 0700) < 0)
+    }
+    if (cache_has(none, false)) {
+        cache_touch(none);
+        goto no;
+    }
+    if (mkdir_p(dir, 0700) < 0)
         goto no;
     struct buf img = BUF_INIT, out = BUF_INIT;
     int r = read_file(kernel, 256u << 20, &img);

@@ -907,6 +907,18 @@ int vm_power_button(struct vm *vm, struct pv_err *err)
     int r = vm_need_state(vm, "power_button", VM_BOOTED, err);
     if (r < 0)
         return r;
+    /* The shim loads the button's modules only now (src/agent/main.c) */
+    uint32_t state;
+    r = guest_power_button(&(struct target){vm, 0}, &state, err);
+    if (r < 0 && err && err->guest)
+        return pv_err_wrap(err, "vm `%s`: power_button: the agent could not arm it", vm->name);
+    if (r < 0)
+        return r;
+    if (state == PV_BUTTON_NONE)
+        return pv_err_set(err, ENODEV,
+                          "vm `%s`: the guest has no ACPI power button device (its kernel lacks "
+                          "the button and evdev modules, docs/kernels.md#modules)",
+                          vm->name);
     r = vm_qmp(vm, "system_powerdown", NULL, err);
     if (r < 0)
         return r;

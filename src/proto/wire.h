@@ -79,6 +79,9 @@ enum pv_type {
     PV_NET_ROUTE = 33,   /* u32 dst (network order), u32 prefix (0..32; 0.0.0.0/0: default), u32
                             gateway (network order, nonzero), u32 flags (enum pv_route_flags;
                             none: add or replace) -> nothing: see net.c */
+    /* -> u32 enum pv_button: the ACPI power button made ready for a press (its
+     * modules load only for this; src/agent/main.c) */
+    PV_POWER_BUTTON = 34,
     PV_REQ_MAX,
 
     /* Test only, far from the requests above: served only by an agent whose
@@ -192,6 +195,12 @@ enum pv_stream {
 enum {
     PV_POWER_OFF = 0,
     PV_POWER_REBOOT = 1,
+};
+/* PV_POWER_BUTTON replies */
+enum pv_button {
+    PV_BUTTON_READY = 0, /* the shim watches it: a press powers off */
+    PV_BUTTON_NONE = 1,  /* the guest has no power button device (modules missing) */
+    PV_BUTTON_INIT = 2,  /* the profile's init runs as PID 1 and handles it */
 };
 /* HELLO_OK feature bits */
 enum {
