@@ -139,10 +139,8 @@ static int add_overlay(struct cpio *c, const char *modules_dir, bool rootfs, str
     if (rootfs)
         extra[n++] = "virtio_blk";
     cpio_add_dir(c, ".provium/m", 0755);
-    /* what kmod_order reads */
-    static const char *const kmod_files[] = {"modules.dep", "modules.builtin"};
-    for (size_t i = 0; i < ARRAY_SIZE(kmod_files); i++) {
-        _cleanup_free_ char *f = xasprintf("%s/%s", modules_dir, kmod_files[i]);
+    for (size_t i = 0; kmod_index_files[i]; i++) {
+        _cleanup_free_ char *f = xasprintf("%s/%s", modules_dir, kmod_index_files[i]);
         cache_note_input(inputs, f);
     }
     struct buf early = BUF_INIT, late = BUF_INIT, button = BUF_INIT, net = BUF_INIT,

@@ -5,6 +5,10 @@
 /* modules.dep of a distribution kernel is about 500 KiB. */
 #define KMOD_MAX_FILE (64u << 20)
 
+#define KMOD_DEP "modules.dep"
+#define KMOD_BUILTIN "modules.builtin"
+const char *const kmod_index_files[] = {KMOD_DEP, KMOD_BUILTIN, NULL};
+
 static const char *const kmod_suffixes[] = {".ko", ".ko.xz", ".ko.zst", ".ko.gz"};
 
 /* One module: a modules.dep line, or a file that only appears as a
@@ -218,7 +222,7 @@ static void kmod_index(struct kmod_tree *t)
  * module paths are ignored: only a name found in it matters. */
 static int kmod_load_builtin(struct kmod_tree *t, const char *modules_dir, struct pv_err *err)
 {
-    _cleanup_free_ char *file = xasprintf("%s/modules.builtin", modules_dir);
+    _cleanup_free_ char *file = xasprintf("%s/" KMOD_BUILTIN, modules_dir);
     struct buf b = BUF_INIT;
     int r = read_file(file, KMOD_MAX_FILE, &b);
     if (r == -ENOENT) {
@@ -304,7 +308,7 @@ static int kmod_visit(struct kmod_tree *t, size_t root, struct kmod_frame *stack
 int kmod_order(const char *modules_dir, const char *const names[], size_t n, char ***ret_paths,
                struct pv_err *err)
 {
-    _cleanup_free_ char *file = xasprintf("%s/modules.dep", modules_dir);
+    _cleanup_free_ char *file = xasprintf("%s/" KMOD_DEP, modules_dir);
     struct buf dep = BUF_INIT;
     struct kmod_tree t = {0};
     struct kmod_frame *stack = NULL;

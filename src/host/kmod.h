@@ -24,5 +24,8 @@
  * file and line; a dependency cycle is -ELOOP naming the modules in it. */
 int kmod_order(const char *modules_dir, const char *const names[], size_t n, char ***ret_paths,
                struct pv_err *err);
+/* The files of modules_dir that kmod_order reads, NULL-terminated: what a
+ * cached result of it depends on (boot.c's initrd memo). */
+extern const char *const kmod_index_files[];
 /* Free an array from kmod_order(); NULL is a no-op. */
 void kmod_free_paths(char **paths);
