@@ -3,7 +3,9 @@
 #include "luascan.h"
 
 #include <ctype.h>
+#include <dirent.h>
 #include <fcntl.h>
+#include <math.h>
 #include <stdio.h>
 
 uint64_t pool_default_memory(void)
@@ -157,7 +159,112 @@ double pool_cpu_pressure(void)
     return avg10;
 }
 
-bool pool_cpu_busy(void)
+struct thread_time {
+    pid_t tid;
+    uint64_t ran, waited; /* ns */
+};
+
+/* The threads walked per sample at most: files with more are measured on
+ * their first ones. */
+#define CPU_WAIT_MAX_THREADS 4096
+
+static int by_tid(const void *a, const void *b)
+{
+    pid_t x = ((const struct thread_time *)a)->tid, y = ((const struct thread_time *)b)->tid;
+    return (x > y) - (x < y);
+}
+
+static ssize_t read_small(const char *path, char *b, size_t size)
+{
+    _cleanup_close_ int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return -1;
+    ssize_t n = read(fd, b, size - 1);
+    b[n > 0 ? n : 0] = 0;
+    return n;
+}
+
+/* Every thread of the processes in pids[0..*n) and of their descendants,
+ * which are appended to pids as they are found (cap entries at most). */
+static size_t walk_threads(pid_t *pids, size_t *n, size_t cap, struct thread_time *out)
+{
+    size_t nout = 0;
+    for (size_t i = 0; i < *n && nout < cap; i++) {
+        char path[64], text[4096];
+        snprintf(path, sizeof(path), "/proc/%d/task", (int)pids[i]);
+        DIR *d = opendir(path);
+        if (!d)
+            continue; /* gone meanwhile */
+        struct dirent *e;
+        while ((e = readdir(d)) && nout < cap) {
+            int tid = atoi(e->d_name);
+            if (tid <= 0)
+                continue;
+            snprintf(path, sizeof(path), "/proc/%d/task/%d/schedstat", (int)pids[i], tid);
+            unsigned long long ran, waited;
+            if (read_small(path, text, sizeof(text)) <= 0 ||
+                sscanf(text, "%llu %llu", &ran, &waited) != 2)
+                continue;
+            out[nout++] = (struct thread_time){tid, ran, waited};
+            snprintf(path, sizeof(path), "/proc/%d/task/%d/children", (int)pids[i], tid);
+            if (read_small(path, text, sizeof(text)) <= 0)
+                continue;
+            for (char *p = text, *end; *n < cap; p = end) {
+                long child = strtol(p, &end, 10);
+                if (end == p)
+                    break;
+                pids[(*n)++] = (pid_t)child;
+            }
+        }
+        closedir(d);
+    }
+    return nout;
+}
+
+void pool_cpu_sample(struct cpu_wait *w, const pid_t *roots, size_t nroots, int64_t now)
+{
+    size_t cap = CPU_WAIT_MAX_THREADS, npids = MIN(nroots, cap);
+    pid_t *pids = xcalloc(cap, sizeof(*pids));
+    memcpy(pids, roots, npids * sizeof(*pids));
+    struct thread_time *seen = xcalloc(cap, sizeof(*seen));
+    size_t nseen = walk_threads(pids, &npids, cap, seen);
+    free(pids);
+    qsort(seen, nseen, sizeof(*seen), by_tid);
+    /* only threads seen both times count: a new one's past is not this
+     * interval's, and a tid used again counts from zero */
+    double ran = 0, waited = 0;
+    for (size_t i = 0; i < nseen; i++) {
+        const struct thread_time *was =
+            w->nseen ? bsearch(&seen[i], w->seen, w->nseen, sizeof(*seen), by_tid) : NULL;
+        if (was && seen[i].ran >= was->ran && seen[i].waited >= was->waited) {
+            ran += (double)(seen[i].ran - was->ran);
+            waited += (double)(seen[i].waited - was->waited);
+        }
+    }
+    if (w->at) {
+        double decay = exp(-(double)(now - w->at) / 10e9);
+        w->waited = w->waited * decay + waited;
+        w->wanted = w->wanted * decay + waited + ran;
+    }
+    free(w->seen);
+    w->seen = seen;
+    w->nseen = nseen;
+    w->at = now;
+}
+
+double pool_cpu_wait_share(const struct cpu_wait *w)
+{
+    /* under 100 ms of wanting a CPU in the window says nothing */
+    return w->wanted < 1e8 ? -1 : 100 * w->waited / w->wanted;
+}
+
+void pool_cpu_wait_free(struct cpu_wait *w)
+{
+    free(w->seen);
+    *w = (struct cpu_wait){0};
+}
+
+bool pool_cpu_busy(const struct cpu_wait *w)
 {
     double limit = POOL_PSI_THRESHOLD;
     const char *env = getenv("PROVIUM_PSI_THRESHOLD");
@@ -169,7 +276,10 @@ bool pool_cpu_busy(void)
         if (!*end && v > 0)
             limit = v;
     }
-    return pool_cpu_pressure() > limit;
+    if (pool_cpu_pressure() <= limit)
+        return false;
+    double own = pool_cpu_wait_share(w);
+    return own < 0 || own > POOL_OWN_WAIT_THRESHOLD;
 }
 
 static const struct {

@@ -20,6 +20,10 @@ struct amount {
 /* New files wait while the CPU's some-pressure over 10 s is above this
  * (percent); $PROVIUM_PSI_THRESHOLD overrides it, `off` turns it off. */
 #define POOL_PSI_THRESHOLD 50.0
+/* ... and the running files' own threads, while ready to run, waited for a
+ * CPU more than this share of the time (percent): the pressure counts a
+ * nice 19 job that provium's VMs preempt as much as the VMs themselves. */
+#define POOL_OWN_WAIT_THRESHOLD 25.0
 
 struct pool {
     struct amount total, used;
@@ -50,8 +54,26 @@ int pool_parse_claim(const char *memory, long long cpus, struct amount *claim, s
 /* CPU some-pressure averaged over 10 s, in percent; -1 where the kernel has
  * no PSI. */
 double pool_cpu_pressure(void);
-/* Whether new files should wait for the CPU now. */
-bool pool_cpu_busy(void);
+
+/* How long the threads of the running files waited for a CPU while ready to
+ * run, from the scheduler's per-thread counters (/proc/PID/task/TID/schedstat),
+ * decaying over 10 s as the pressure does (docs/running.md#cpu-pressure). */
+struct cpu_wait {
+    struct thread_time *seen; /* the last sample, sorted by tid */
+    size_t nseen;
+    double waited, wanted; /* ns, decayed sums */
+    int64_t at;            /* when sampled last; 0 before */
+};
+/* Another sample of the threads of roots and of all their descendants. */
+void pool_cpu_sample(struct cpu_wait *w, const pid_t *roots, size_t nroots, int64_t now);
+/* The share of their ready time those threads waited, in percent; -1 until
+ * they have wanted a CPU for long enough to tell. */
+double pool_cpu_wait_share(const struct cpu_wait *w);
+void pool_cpu_wait_free(struct cpu_wait *w);
+/* Whether new files should wait for the CPU now: the pressure is above its
+ * threshold and the running files' threads are among those waiting (or
+ * cannot be told apart yet). */
+bool pool_cpu_busy(const struct cpu_wait *w);
 
 /* KSM tuned for many similar guests (merging their identical pages): a
  * one-line description when this changed the host's settings, NULL when

@@ -547,7 +547,8 @@ struct run {
     const struct run_opts *o;
     struct report rep;
     struct pool pool;
-    struct job *plans; /* every file, in discovery order */
+    struct cpu_wait cpu; /* how long the running files waited for a CPU */
+    struct job *plans;   /* every file, in discovery order */
     size_t nfiles, next, done;
     struct job **slots; /* the running files; NULL is a free slot */
     int nslots, active;
@@ -583,7 +584,7 @@ static void run_dispatch(struct run *r)
         }
         /* the host is short of CPU: start nothing new unless idle (files
          * waiting at a barrier are: the file they wait for may be this one) */
-        bool busy = (size_t)r->active > barrier_waiting() && pool_cpu_busy();
+        bool busy = (size_t)r->active > barrier_waiting() && pool_cpu_busy(&r->cpu);
         const char *reason = !pool_fits(&r->pool, j->reservation) ? "pool_full"
                              : busy                               ? "psi_pressure"
                                                                   : NULL;
@@ -614,6 +615,16 @@ static void run_dispatch(struct run *r)
     }
 }
 
+static void sample_cpu_wait(struct run *r, int64_t now)
+{
+    pid_t pids[RUNNER_MAX_JOBS];
+    size_t n = 0;
+    for (int k = 0; k < r->nslots; k++)
+        if (r->slots[k])
+            pids[n++] = r->slots[k]->pid;
+    pool_cpu_sample(&r->cpu, pids, n, now);
+}
+
 /* Wait until a running file has something to say, a deadline passes, a
  * signal or an events client arrives, or the once-a-second tick is due. */
 static void run_wait(struct run *r, struct pollfd *p)
@@ -639,17 +650,19 @@ static void run_wait(struct run *r, struct pollfd *p)
             wake = wake ? MIN(wake, look) : look;
         }
     }
+    wake = wake ? MIN(wake, r->next_tick) : r->next_tick;
+    int timeout = (int)MAX(0, (wake - now) / 1000000 + 1);
+    poll(p, (nfds_t)n, timeout);
     /* once a second: the progress line, the pool's state, and another look
-     * at the pressure */
+     * at how long the files wait for a CPU, before the next dispatch */
+    now = now_ns();
     if (now >= r->next_tick) {
         show_progress(&r->rep, r->done, r->active, r->nfiles - r->done - (size_t)r->active,
                       r->blocked, r->t0);
         pool_state(&r->pool);
+        sample_cpu_wait(r, now);
         r->next_tick = now + 1000000000LL;
     }
-    wake = wake ? MIN(wake, r->next_tick) : r->next_tick;
-    int timeout = (int)MAX(0, (wake - now) / 1000000 + 1);
-    poll(p, (nfds_t)n, timeout);
 }
 
 /* Ctrl-C, SIGTERM or SIGHUP: SIGTERM to every running file, SIGKILL 5 s
@@ -792,6 +805,7 @@ static int run_end(struct run *r)
     free(r->failed);
     free(r->passed);
     free(r->slots);
+    pool_cpu_wait_free(&r->cpu);
     close(r->sfd);
     sigprocmask(SIG_SETMASK, &r->oldmask, NULL);
     double seconds = (double)(now_ns() - r->t0) / 1e9;

@@ -103,25 +103,54 @@ test("a live progress line on a terminal, none when redirected", function(t)
     t:assert_eq(out:find("[provium]", 1, true), nil)
 end)
 
-test("CPU pressure holds new files back, with the psi_pressure reason", function(t)
-    if not io.open("/proc/pressure/cpu") then t:skip("this kernel has no PSI") end
-    local d = meta.tmpdir()
-    meta.write(d .. "/a.test.lua", 'test("x", function() _provium_c.sleep(1) end)\n')
-    meta.write(d .. "/b.test.lua", 'test("x", function() end)\n')
-    -- four busy loops on this machine's CPUs raise the pressure within seconds
-    os.execute("for i in 1 2 3 4; do (timeout 20 sh -c 'while :; do :; done' >/dev/null 2>&1 &); done")
+-- Busy loops, one more than this machine has CPUs, at the given nice value:
+-- the CPU's pressure rises within seconds. Gone with the test's scope.
+local function busy_loops(nice)
+    local n = tonumber((meta.sh("nproc"))) + 1
+    local tag = ("provium-pool-test-%d"):format(_provium_c.now() * 1e6 // 1)
+    os.execute(("for i in $(seq %d); do (nice -n %d timeout 60 sh -c 'while :; do :; done # %s' " ..
+        ">/dev/null 2>&1 &); done"):format(n, nice, tag))
+    provium:_register({ close = function() os.execute("pkill -f " .. tag) end }, 9)
     wait_until(function()
         local f = io.open("/proc/pressure/cpu")
         local avg = tonumber(f:read("l"):match("avg10=([%d.]+)"))
         f:close()
         return avg > 2
     end, { timeout = 15, desc = "CPU pressure above 2 %" })
+end
+
+-- a.test.lua keeps a CPU busy until b.test.lua has started (6 s at most);
+-- the events of the run, in order, as one line each.
+local function pressure_run(d)
+    meta.write(d .. "/a.test.lua", ([[
+test("spins", function()
+    local t0 = _provium_c.now()
+    while _provium_c.now() - t0 < 6 and not io.open("%s/b.started") do end
+end)
+]]):format(d))
+    meta.write(d .. "/b.test.lua", ('test("x", function() io.open("%s/b.started", "w"):close() end)\n'):format(d))
     local p = io.popen(("cd %s && PROVIUM_PSI_THRESHOLD=1 %s --events-stdout . 2>/dev/null | /usr/bin/python3 %s -")
         :format(meta.quote(d), meta.quote(meta.bin), meta.quote(meta.tests .. "/lib/events_dump.py")))
     local ev = p:read("a")
     p:close()
-    os.execute("pkill -f 'while :; do :; done'")
-    meta.rmdir(d)
+    local b_started = ev:find('"file_dispatched", "payload": {"path": "b.test.lua"', 1, true)
+    local a_ended = ev:find('"file_completed", "payload": {"duration_ns": %d+, "path": "a.test.lua"')
+    return ev, b_started, a_ended
+end
+
+test("CPU pressure holds new files back while the running ones wait too", function(t)
+    if not io.open("/proc/pressure/cpu") then t:skip("this kernel has no PSI") end
+    local d = meta.tmpdir()
+    busy_loops(0)
+    local ev, b_started, a_ended = pressure_run(d)
     t:assert_contains(ev, '"reason": "psi_pressure"')
-    t:assert_contains(ev, '"path": "b.test.lua"')
+    t:assert(b_started and a_ended and b_started > a_ended, "b started after a ended:\n" .. ev)
+end)
+
+test("work niced below provium raises the pressure but holds no file back", function(t)
+    if not io.open("/proc/pressure/cpu") then t:skip("this kernel has no PSI") end
+    local d = meta.tmpdir()
+    busy_loops(19)
+    local ev, b_started, a_ended = pressure_run(d)
+    t:assert(b_started and a_ended and b_started < a_ended, "b started while a ran:\n" .. ev)
 end)

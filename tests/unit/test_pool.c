@@ -1,7 +1,13 @@
-/* The pool arithmetic and the static scan of provium:claim. */
+/* The pool arithmetic, the static scan of provium:claim, and the CPU wait
+ * of the running files. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
+
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <time.h>
 
 #include <cmocka.h>
 
@@ -87,12 +93,53 @@ static void test_pool_arithmetic(void **state)
     assert_true(pool_default_memory() > 0);
 }
 
+/* A grandchild's CPU time counts: the walk goes through /proc's children
+ * lists, and a thread counts from the sample in which it was first seen. */
+static void test_cpu_wait_walks_descendants(void **state)
+{
+    (void)state;
+    struct cpu_wait w = {0};
+    assert_true(pool_cpu_wait_share(&w) < 0);
+    int p[2];
+    assert_int_equal(pipe2(p, O_CLOEXEC), 0);
+    pid_t child = fork();
+    assert_true(child >= 0);
+    if (child == 0) {
+        setpgid(0, 0);
+        if (fork() == 0) { /* the grandchild spins for 200 ms of CPU time */
+            struct timespec t;
+            (void)!write(p[1], "s", 1);
+            do
+                clock_gettime(CLOCK_THREAD_CPUTIME_ID, &t);
+            while (t.tv_sec == 0 && t.tv_nsec < 200000000);
+            (void)!write(p[1], "e", 1);
+            pause();
+        }
+        pause();
+    }
+    char c;
+    assert_int_equal(read(p[0], &c, 1), 1);
+    pool_cpu_sample(&w, &child, 1, now_ns());
+    assert_int_equal(read(p[0], &c, 1), 1);
+    pool_cpu_sample(&w, &child, 1, now_ns());
+    assert_true(w.nseen >= 2);
+    assert_true(w.wanted >= 1.5e8);
+    double share = pool_cpu_wait_share(&w);
+    assert_true(share >= 0 && share <= 100);
+    kill(-child, SIGKILL);
+    waitpid(child, NULL, 0);
+    pool_cpu_wait_free(&w);
+    close(p[0]);
+    close(p[1]);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_claim_forms),
         cmocka_unit_test(test_claim_errors),
         cmocka_unit_test(test_pool_arithmetic),
+        cmocka_unit_test(test_cpu_wait_walks_descendants),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
