@@ -185,6 +185,18 @@ function Process:stdin_write(data)
     return call(2, proc.stdin, self.vm, self.h, data, false)
 end
 
+-- resize(rows, cols): the window size of its terminal (opts.pty); the
+-- terminal's foreground process group gets SIGWINCH
+function Process:resize(rows, cols)
+    if self.result then error("proc:resize: the process has been waited for", 2) end
+    for _, n in ipairs({ rows, cols }) do
+        if math.type(n) ~= "integer" or n < 1 or n > 65535 then
+            error("proc:resize: rows and cols must be integers from 1 to 65535", 2)
+        end
+    end
+    call(2, proc.resize, self.vm, self.h, rows, cols)
+end
+
 function Process:close_stdin()
     if self.stdin_closed or self.result then self.stdin_closed = true return end
     call(2, proc.stdin, self.vm, self.h, "", true)

@@ -95,11 +95,36 @@ function P.run_args(what, cmd, a2)
             o.timeout = v / 1000
         elseif k == "env" or k == "cwd" or k == "stdin" or k == "env_clear" then
             o[k] = v
+        elseif k == "pty" then
+            o.pty = P.pty_size(v, what, 4)
         elseif k ~= "args" then
-            error(("%s: unknown option `%s` (known: args, env, env_clear, cwd, stdin, timeout, timeout_ms)"):format(what, tostring(k)), 3)
+            error(("%s: unknown option `%s` (known: args, env, env_clear, cwd, stdin, pty, timeout, timeout_ms)"):format(what, tostring(k)), 3)
         end
     end
     return argv, o
+end
+
+-- opts.pty: true (24 rows of 80 columns) or {rows =, cols =} -> {rows, cols};
+-- false or nil -> nil
+function P.pty_size(v, what, level)
+    if v == true then return { rows = 24, cols = 80 } end
+    if not v then return nil end
+    if type(v) ~= "table" then
+        error(("%s: opts.pty must be true or {rows = N, cols = N}, got %s"):format(what, type(v)), level)
+    end
+    for k in pairs(v) do
+        if k ~= "rows" and k ~= "cols" then
+            error(("%s: opts.pty: unknown key `%s` (rows, cols)"):format(what, tostring(k)), level)
+        end
+    end
+    local size = { rows = v.rows or 24, cols = v.cols or 80 }
+    for _, k in ipairs({ "rows", "cols" }) do
+        local n = size[k]
+        if math.type(n) ~= "integer" or n < 1 or n > 65535 then
+            error(("%s: opts.pty.%s must be an integer from 1 to 65535, got %s"):format(what, k, tostring(n)), level)
+        end
+    end
+    return size
 end
 
 -- An error raised by a C primitive, reported at the caller's line.

@@ -19,7 +19,7 @@ function RunResult:assert_ok(msg) end
 function RunResult:row() end
 
 ---@alias Duration number|string seconds, or "500ms", "5s", "2m", "1h"
----@alias RunOpts {args: string[]?, env: table<string, string>?, env_clear: boolean?, cwd: string?, stdin: string?, timeout: Duration?, timeout_ms: integer?}
+---@alias RunOpts {args: string[]?, env: table<string, string>?, env_clear: boolean?, cwd: string?, stdin: string?, pty: (boolean|{rows: integer?, cols: integer?})?, timeout: Duration?, timeout_ms: integer?}
 
 ---@class Stream
 local Stream = {}
@@ -64,6 +64,9 @@ function Process:status() end
 ---@return integer
 function Process:stdin_write(data) end
 function Process:close_stdin() end
+---@param rows integer
+---@param cols integer
+function Process:resize(rows, cols) end
 ---@return Stream
 function Process:stdout_stream() end
 ---@return Stream

@@ -85,6 +85,7 @@ int agent_op_wait(struct agent *a, uint32_t id, struct pv_rd *r);
 int agent_op_signal(struct agent *a, uint32_t id, struct pv_rd *r);
 int agent_op_proc_status(struct agent *a, uint32_t id, struct pv_rd *r);
 int agent_op_stdin(struct agent *a, uint32_t id, struct pv_rd *r);
+int agent_op_pty_resize(struct agent *a, uint32_t id, struct pv_rd *r);
 int agent_op_tail(struct agent *a, uint32_t id, struct pv_rd *r);
 int agent_op_cancel(struct agent *a, uint32_t id, struct pv_rd *r);
 int agent_op_syscall(struct agent *a, uint32_t id, struct pv_rd *r);

@@ -89,6 +89,7 @@ static const struct {
     {PV_SIGNAL, agent_op_signal},
     {PV_PROC_STATUS, agent_op_proc_status},
     {PV_STDIN, agent_op_stdin},
+    {PV_PTY_RESIZE, agent_op_pty_resize},
     {PV_TAIL, agent_op_tail},
     {PV_WORKER, agent_op_worker},
     {PV_VIA, agent_op_via},

@@ -10,6 +10,8 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
+#include <stdlib.h>
+#include <sys/ioctl.h>
 #include <sys/wait.h>
 
 #include "agent.h"
@@ -32,6 +34,7 @@ struct run {
     uint64_t cap, total[3];
     struct buf out[3]; /* PV_SPAWN: captured stdout and stderr */
     bool exited, timed_out, cancelled;
+    bool pty; /* fd[0] and fd[1] are the pseudo-terminal's master (PV_RUN_PTY) */
     int wstatus;
 };
 
@@ -89,11 +92,12 @@ char **agent_env(const char **set, uint32_t nset, bool clear)
  * a cancel reach its whole group (kill(-pid)). PR_SET_PDEATHSIG: a worker
  * killed takes its commands along. child.h has the rules. */
 __attribute__((noreturn)) static void child(const char **argv, char **env, const char *cwd,
-                                            const int stdio[3], int report_fd, pid_t parent)
+                                            const int stdio[3], bool ctty, int report_fd,
+                                            pid_t parent)
 {
     struct child_opts o = {
         .parent = parent,
-        .flags = CHILD_SESSION,
+        .flags = CHILD_SESSION | (ctty ? CHILD_CTTY : 0),
         .cwd = cwd,
         .stdio = {stdio[0], stdio[1], stdio[2]},
         .report_fd = report_fd,
@@ -105,6 +109,61 @@ __attribute__((noreturn)) static void child(const char **argv, char **env, const
         step = CHILD_EXEC;
     }
     child_fail(o.report_fd, step);
+}
+
+static void close_all(int *fds, int n)
+{
+    for (int i = 0; i < n; i++)
+        close_fd(&fds[i]);
+}
+
+/* A pseudo-terminal of rows x cols: its master (and a second descriptor of
+ * it, to write) in mine[0..1], the terminal in child[0..2]. */
+static int open_pty(uint32_t rows, uint32_t cols, int child[3], int mine[3])
+{
+    struct winsize ws = {.ws_row = (unsigned short)rows, .ws_col = (unsigned short)cols};
+    char name[64];
+    int m = posix_openpt(O_RDWR | O_NOCTTY | O_CLOEXEC), s = -1, w = -1;
+    if (m < 0 || grantpt(m) < 0 || unlockpt(m) < 0 || ptsname_r(m, name, sizeof(name)) != 0 ||
+        ioctl(m, TIOCSWINSZ, &ws) < 0 || (s = open(name, O_RDWR | O_NOCTTY | O_CLOEXEC)) < 0 ||
+        (w = fcntl(m, F_DUPFD_CLOEXEC, 3)) < 0) {
+        int e = errno;
+        close_all((int[]){m, s}, 2);
+        return -e;
+    }
+    child[0] = child[1] = child[2] = s;
+    mine[0] = w, mine[1] = m, mine[2] = -1;
+    return 0;
+}
+
+/* The child's stdin, stdout and stderr (child[]) and the agent's ends of
+ * them (mine[]): three pipes, or one pseudo-terminal. */
+static int open_stdio(bool pty, uint32_t rows, uint32_t cols, int child[3], int mine[3])
+{
+    if (pty)
+        return open_pty(rows, cols, child, mine);
+    int p[3][2] = {{-1, -1}, {-1, -1}, {-1, -1}};
+    for (int i = 0; i < 3; i++) {
+        if (pipe2(p[i], O_CLOEXEC) < 0) {
+            int e = errno;
+            close_all(&p[0][0], 6);
+            return -e;
+        }
+    }
+    /* the child reads stdin and writes the others; the agent the reverse */
+    for (int i = 0; i < 3; i++) {
+        child[i] = p[i][i ? 1 : 0];
+        mine[i] = p[i][i ? 0 : 1];
+    }
+    return 0;
+}
+
+/* The child's ends, once it has them: a terminal is one descriptor thrice. */
+static void close_child_ends(int child[3])
+{
+    if (child[1] == child[0])
+        child[1] = child[2] = -1;
+    close_all(child, 3);
 }
 
 /* Decode a PV_RUN/PV_SPAWN request and start the child. Returns 0 with
@@ -126,6 +185,8 @@ static int start(struct agent *a, uint32_t id, struct pv_rd *r, struct run **ret
     const void *in = pv_get_bytes(r, &in_len);
     uint32_t timeout_ms = pv_get_u32(r);
     uint64_t cap = pv_get_u64(r);
+    bool pty = flags & PV_RUN_PTY;
+    uint32_t rows = pty ? pv_get_u32(r) : 0, cols = pty ? pv_get_u32(r) : 0;
     if (pv_rd_done(r) < 0)
         return -EBADMSG;
     if (argc == 0)
@@ -134,34 +195,27 @@ static int start(struct agent *a, uint32_t id, struct pv_rd *r, struct run **ret
         if (!strchr(envs[i], '='))
             return -EINVAL;
 
-    int p_in[2], p_out[2], p_err[2], p_exec[2];
-    if (pipe2(p_in, O_CLOEXEC) < 0)
-        return -errno;
-    if (pipe2(p_out, O_CLOEXEC) < 0) {
-        int e = errno;
-        close(p_in[0]), close(p_in[1]);
-        return -e;
-    }
-    if (pipe2(p_err, O_CLOEXEC) < 0) {
-        int e = errno;
-        close(p_in[0]), close(p_in[1]), close(p_out[0]), close(p_out[1]);
-        return -e;
-    }
+    int cfd[3] = {-1, -1, -1}, mine[3] = {-1, -1, -1}, p_exec[2];
+    int e = open_stdio(pty, rows, cols, cfd, mine);
+    if (e < 0)
+        return e;
     if (pipe2(p_exec, O_CLOEXEC) < 0) {
-        int e = errno;
-        close(p_in[0]), close(p_in[1]), close(p_out[0]), close(p_out[1]);
-        close(p_err[0]), close(p_err[1]);
-        return -e;
+        e = -errno;
+        close_child_ends(cfd);
+        close_all(mine, 3);
+        return e;
     }
     _cleanup_free_ char **env = agent_env(envs, envc, flags & PV_RUN_ENV_CLEAR);
     pid_t parent = getpid();
     pid_t pid = child_fork(NULL);
     if (pid == 0)
-        child(argv, env, cwd, (int[]){p_in[0], p_out[1], p_err[1]}, p_exec[1], parent);
+        child(argv, env, cwd, cfd, pty, p_exec[1], parent);
     int fork_errno = errno;
-    close(p_in[0]), close(p_out[1]), close(p_err[1]), close(p_exec[1]);
+    close_child_ends(cfd);
+    close(p_exec[1]);
     if (pid < 0) {
-        close(p_in[1]), close(p_out[0]), close(p_err[0]), close(p_exec[0]);
+        close_all(mine, 3);
+        close(p_exec[0]);
         return -fork_errno;
     }
     struct child_report f;
@@ -170,7 +224,7 @@ static int start(struct agent *a, uint32_t id, struct pv_rd *r, struct run **ret
     if (got != 0) {
         kill(pid, SIGKILL);
         waitpid(pid, NULL, 0);
-        close(p_in[1]), close(p_out[0]), close(p_err[0]);
+        close_all(mine, 3);
         if (got < 0)
             return got;
         if (f.step == CHILD_EXEC)
@@ -185,13 +239,13 @@ static int start(struct agent *a, uint32_t id, struct pv_rd *r, struct run **ret
 
     struct run *p = xcalloc(1, sizeof(*p));
     p->pid = pid;
-    p->fd[0] = p_in[1];
-    p->fd[1] = p_out[0];
-    p->fd[2] = p_err[0];
+    memcpy(p->fd, mine, sizeof(p->fd));
+    p->pty = pty;
     p->cap = cap;
     p->deadline_ms = timeout_ms ? now_ms() + timeout_ms : 0;
     for (int i = 0; i < 3; i++)
-        fcntl(p->fd[i], F_SETFL, O_NONBLOCK);
+        if (p->fd[i] >= 0)
+            fcntl(p->fd[i], F_SETFL, O_NONBLOCK);
     buf_add(&p->in, in, in_len);
     p->next = a->runs;
     a->runs = p;
@@ -329,6 +383,24 @@ int agent_op_proc_status(struct agent *a, uint32_t id, struct pv_rd *r)
     put_status(&w, p);
     agent_send_ok(a, id, &b);
     buf_release(&b);
+    return 0;
+}
+
+int agent_op_pty_resize(struct agent *a, uint32_t id, struct pv_rd *r)
+{
+    struct run *p;
+    int ret = handle_arg(a, r, &p);
+    uint32_t rows = pv_get_u32(r), cols = pv_get_u32(r);
+    if (pv_rd_done(r) < 0)
+        return -EBADMSG;
+    if (ret < 0)
+        return ret;
+    if (!p->pty || p->fd[1] < 0 || rows > 0xffff || cols > 0xffff)
+        return p->pty && p->fd[1] >= 0 ? -EINVAL : -ENOTTY;
+    struct winsize ws = {.ws_row = (unsigned short)rows, .ws_col = (unsigned short)cols};
+    if (ioctl(p->fd[1], TIOCSWINSZ, &ws) < 0)
+        return -errno;
+    agent_send_ok(a, id, NULL);
     return 0;
 }
 

@@ -2,6 +2,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <sys/ioctl.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/syscall.h>
@@ -127,6 +128,8 @@ int child_setup(struct child_opts *o)
         return CHILD_CHDIR;
     if (child_stdio(o->stdio, &o->report_fd) < 0)
         return CHILD_STDIO;
+    if ((o->flags & CHILD_CTTY) && ioctl(0, TIOCSCTTY, 0) < 0)
+        return CHILD_TIOCSCTTY;
     /* the report pipe among them: it closes at the exec, as it should */
     child_close_from(3, true);
     return 0;
@@ -165,6 +168,7 @@ const char *child_step_name(int step)
         [CHILD_SETSID] = "setsid",
         [CHILD_CHDIR] = "chdir",
         [CHILD_STDIO] = "dup2",
+        [CHILD_TIOCSCTTY] = "ioctl(TIOCSCTTY)",
         [CHILD_EXEC] = "exec",
         [CHILD_SETGROUPS] = "setgroups",
         [CHILD_SETRESGID] = "setresgid",

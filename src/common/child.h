@@ -31,6 +31,7 @@
 enum {
     CHILD_PGRP = 1 << 0,    /* setpgid(0, 0): a process group of its own */
     CHILD_SESSION = 1 << 1, /* setsid(): a session (and group) of its own */
+    CHILD_CTTY = 1 << 2,    /* with CHILD_SESSION: stdin (a terminal) its controlling tty */
 };
 
 /* Where a child failed. 0 is no failure. */
@@ -41,6 +42,7 @@ enum child_step {
     CHILD_SETSID,
     CHILD_CHDIR,
     CHILD_STDIO,
+    CHILD_TIOCSCTTY,
     CHILD_EXEC,
     /* a worker's credentials (src/agent/worker.c), set before the rest */
     CHILD_SETGROUPS,
@@ -76,7 +78,8 @@ pid_t child_fork(sigset_t *ret_old);
 int child_pdeathsig(pid_t parent);
 
 /* In the child, in this order: child_pdeathsig(), signals reset, process
- * group or session, chdir, stdio, every fd above 2 close-on-exec. Returns 0,
+ * group or session, chdir, stdio, the controlling terminal, every fd above 2
+ * close-on-exec. Returns 0,
  * or the step that failed with errno set (then call child_fail()). */
 int child_setup(struct child_opts *o);
 

@@ -6,8 +6,9 @@
  * keeper: 'R' (the request, JSON: {"vm": NAME, "argv": [...]} or
  * {"vm": NAME, "lua": CHUNK}) then 'I' (the command's stdin, maybe empty).
  * Keeper to client: 'O' (stdout), 'E' (stderr), then 'X' (JSON: the exit
- * status), or 'F' (why it could not be done) alone. */
-#include "attach.h"
+ * status), or 'F' (why it could not be done) alone. An interactive shell
+ * ({"vm": NAME, "shell": {...}}) goes on with more frames: attach_shell.c. */
+#include "attach_priv.h"
 
 #include <dirent.h>
 #include <editline/readline.h>
@@ -98,7 +99,7 @@ static int xfer(int fd, bool out, void *p, size_t n, int64_t deadline, int sfd)
     return 0;
 }
 
-static int send_frame(int fd, char type, const void *p, size_t n, int64_t deadline, int sfd)
+int attach_send_frame(int fd, char type, const void *p, size_t n, int64_t deadline, int sfd)
 {
     uint8_t h[5] = {(uint8_t)type, (uint8_t)n, (uint8_t)(n >> 8), (uint8_t)(n >> 16),
                     (uint8_t)(n >> 24)};
@@ -108,7 +109,7 @@ static int send_frame(int fd, char type, const void *p, size_t n, int64_t deadli
 
 /* The next frame into b (emptied first), at most max bytes: 0, or -errno
  * (-EMSGSIZE: longer). */
-static int recv_frame(int fd, char *type, struct buf *b, size_t max, int64_t deadline, int sfd)
+int attach_recv_frame(int fd, char *type, struct buf *b, size_t max, int64_t deadline, int sfd)
 {
     uint8_t h[5];
     int r = xfer(fd, false, h, sizeof(h), deadline, sfd);
@@ -137,7 +138,7 @@ struct keeper {
     void *ctx;
 };
 
-static int64_t io_deadline(void)
+int64_t attach_io_deadline(void)
 {
     return now_ns() + ATTACH_IO_MS * 1000000LL;
 }
@@ -150,7 +151,7 @@ static void fail(const struct keeper *k, int cfd, const char *fmt, ...)
     va_start(ap, fmt);
     vsnprintf(msg, sizeof(msg), fmt, ap);
     va_end(ap);
-    send_frame(cfd, 'F', msg, strlen(msg), io_deadline(), k->sfd);
+    attach_send_frame(cfd, 'F', msg, strlen(msg), attach_io_deadline(), k->sfd);
 }
 
 /* Until process h ends: NULL; or why it was killed (a signal, the client
@@ -211,10 +212,10 @@ static void run_argv(const struct keeper *k, int cfd, struct vm *vm, json_t *arg
                               (json_int_t)res.out_total, "err_total", (json_int_t)res.err_total);
         _cleanup_free_ char *s = json_dumps(x, JSON_COMPACT);
         json_decref(x);
-        int64_t dl = io_deadline();
-        if (send_frame(cfd, 'O', res.out.data, res.out.len, dl, k->sfd) == 0 &&
-            send_frame(cfd, 'E', res.err.data, res.err.len, dl, k->sfd) == 0)
-            send_frame(cfd, 'X', s, strlen(s), dl, k->sfd);
+        int64_t dl = attach_io_deadline();
+        if (attach_send_frame(cfd, 'O', res.out.data, res.out.len, dl, k->sfd) == 0 &&
+            attach_send_frame(cfd, 'E', res.err.data, res.err.len, dl, k->sfd) == 0)
+            attach_send_frame(cfd, 'X', s, strlen(s), dl, k->sfd);
     }
     guest_run_result_release(&res);
 }
@@ -230,9 +231,9 @@ static void run_lua(const struct keeper *k, int cfd, size_t i, const char *chunk
         k->eval(k->ctx, i, chunk, len, &out, &error, &more);
     char x[64];
     snprintf(x, sizeof(x), "{\"code\":%d,\"more\":%s}", error ? 1 : 0, more ? "true" : "false");
-    int64_t dl = io_deadline();
-    if (send_frame(cfd, error ? 'E' : 'O', out.data, out.len, dl, k->sfd) == 0)
-        send_frame(cfd, 'X', x, strlen(x), dl, k->sfd);
+    int64_t dl = attach_io_deadline();
+    if (attach_send_frame(cfd, error ? 'E' : 'O', out.data, out.len, dl, k->sfd) == 0)
+        attach_send_frame(cfd, 'X', x, strlen(x), dl, k->sfd);
     buf_release(&out);
 }
 
@@ -250,21 +251,22 @@ static void serve(const struct keeper *k, int cfd)
     socklen_t crlen = sizeof(cr);
     if (getsockopt(cfd, SOL_SOCKET, SO_PEERCRED, &cr, &crlen) < 0 || cr.uid != geteuid())
         return; /* someone else's process: not a word */
-    int64_t dl = io_deadline();
+    int64_t dl = attach_io_deadline();
     struct buf req = BUF_INIT, in = BUF_INIT, names = BUF_INIT;
     char type = 0, type2 = 0;
     json_t *j = NULL;
-    if (recv_frame(cfd, &type, &req, ATTACH_REQ_MAX, dl, k->sfd) < 0 || type != 'R' ||
-        recv_frame(cfd, &type2, &in, ATTACH_STDIN_MAX, dl, k->sfd) < 0 || type2 != 'I')
+    if (attach_recv_frame(cfd, &type, &req, ATTACH_REQ_MAX, dl, k->sfd) < 0 || type != 'R' ||
+        attach_recv_frame(cfd, &type2, &in, ATTACH_STDIN_MAX, dl, k->sfd) < 0 || type2 != 'I')
         goto out; /* a client that does not speak the protocol, or too slowly */
     j = json_loadb(req.data, req.len, 0, NULL);
     const char *name = json_string_value(json_object_get(j, "vm"));
-    json_t *argv = json_object_get(j, "argv"), *lua = json_object_get(j, "lua");
+    json_t *argv = json_object_get(j, "argv"), *lua = json_object_get(j, "lua"),
+           *shell = json_object_get(j, "shell");
     size_t i = 0;
     while (name && i < k->n && strcmp(k->vms[i]->name, name))
         i++;
     kept_names(k, &names);
-    if (!name || (!json_is_array(argv) && !json_is_string(lua)))
+    if (!name || (!json_is_array(argv) && !json_is_string(lua) && !json_is_object(shell)))
         fail(k, cfd, "a malformed request");
     else if (i == k->n)
         fail(k, cfd, "this provium (pid %d) keeps no VM named `%s` (it keeps %s)", (int)getpid(),
@@ -274,6 +276,8 @@ static void serve(const struct keeper *k, int cfd)
              k->vms[i]->exit_reason ? k->vms[i]->exit_reason : vm_state_name(k->vms[i]->state));
     else if (json_is_string(lua))
         run_lua(k, cfd, i, json_string_value(lua), json_string_length(lua));
+    else if (json_is_object(shell))
+        attach_shell_keep(cfd, k->sfd, k->vms[i], j);
     else
         run_argv(k, cfd, k->vms[i], argv, &in);
 out:
@@ -331,7 +335,7 @@ static void announce(const struct keeper *k, const char *why)
     for (size_t i = 0; i < k->n; i++) {
         buf_addf(&t, "\n    vm `%s`: provium attach ", k->vms[i]->name);
         buf_add_shell_word(&t, k->vms[i]->name);
-        buf_adds(&t, " -- COMMAND...   (--lua: a Lua prompt)");
+        buf_adds(&t, "   (a shell; -- COMMAND... runs one; --lua: a Lua prompt)");
         if (k->vms[i]->gdb_port) {
             buf_addf(&t, "\n    vm `%s`: ", k->vms[i]->name);
             attach_gdb_line(k->vms[i], &k->vms[i]->plan, &t);
@@ -411,6 +415,7 @@ int attach_keep(struct vm **vms, size_t n, const char *why, attach_eval_fn eval,
 
 static const char attach_usage[] =
     "usage: provium attach [--run PID] NAME -- COMMAND [ARGS]...   run a command in a kept VM\n"
+    "       provium attach [--run PID] NAME                        a shell on it (a terminal)\n"
     "       provium attach [--run PID] --lua NAME                  a Lua prompt on it\n"
     "A kept VM is one of a failing file under --keep-on-failure (docs/debugging.md).\n";
 
@@ -541,7 +546,7 @@ static void emit(int fd, const struct buf *b)
 }
 
 /* The exit code an 'X' frame says; *more for a Lua chunk not finished. */
-static int exit_of(const struct buf *f, bool *more)
+int attach_exit_of(const struct buf *f, bool *more)
 {
     json_t *x = json_loadb(f->data, f->len, 0, NULL);
     const char *status = json_string_value(json_object_get(x, "status"));
@@ -554,9 +559,9 @@ static int exit_of(const struct buf *f, bool *more)
     return code < 0 || code > 255 ? 2 : code;
 }
 
-/* Send one request to e's keeper and print what comes back: the exit code
- * (2 when it could not be done). */
-static int exchange(const struct entry *e, json_t *req, const struct buf *in, bool *more)
+/* Connect to e's keeper and send req with stdin in: the socket, or -1
+ * after saying why. */
+static int start_exchange(const struct entry *e, json_t *req, const struct buf *in)
 {
     int fd = connect_to(e);
     if (fd == -ECONNREFUSED || fd == -ENOENT) {
@@ -564,7 +569,7 @@ static int exchange(const struct entry *e, json_t *req, const struct buf *in, bo
                 "provium attach: vm `%s` is no longer kept: the provium that kept it "
                 "(pid %d) does not answer at %s\n",
                 e->name, e->pid, e->socket);
-        return 2;
+        return -1;
     }
     if (fd < 0) {
         fprintf(stderr,
@@ -572,17 +577,31 @@ static int exchange(const struct entry *e, json_t *req, const struct buf *in, bo
                 "at %s: %s\n",
                 e->name, e->pid, e->socket,
                 fd == -EPERM ? "another process holds the socket" : strerror(-fd));
-        return 2;
+        return -1;
     }
     _cleanup_free_ char *s = json_dumps(req, JSON_COMPACT);
+    if (attach_send_frame(fd, 'R', s, strlen(s), 0, -1) < 0 ||
+        attach_send_frame(fd, 'I', in->data, in->len, 0, -1) < 0) {
+        fprintf(stderr, "provium attach: vm `%s`: the provium that keeps it (pid %d) went away\n",
+                e->name, e->pid);
+        close(fd);
+        return -1;
+    }
+    return fd;
+}
+
+/* Send one request to e's keeper and print what comes back: the exit code
+ * (2 when it could not be done). */
+static int exchange(const struct entry *e, json_t *req, const struct buf *in, bool *more)
+{
+    int fd = start_exchange(e, req, in);
+    if (fd < 0)
+        return 2;
     struct buf f = BUF_INIT;
     char type = 0;
     int code = -1;
-    if (send_frame(fd, 'R', s, strlen(s), 0, -1) < 0 ||
-        send_frame(fd, 'I', in->data, in->len, 0, -1) < 0)
-        code = 2;
     while (code < 0) {
-        if (recv_frame(fd, &type, &f, ATTACH_FRAME_MAX, 0, -1) < 0) {
+        if (attach_recv_frame(fd, &type, &f, ATTACH_FRAME_MAX, 0, -1) < 0) {
             fprintf(stderr,
                     "provium attach: vm `%s`: the provium that keeps it (pid %d) went away "
                     "before answering\n",
@@ -591,7 +610,7 @@ static int exchange(const struct entry *e, json_t *req, const struct buf *in, bo
         } else if (type == 'O' || type == 'E') {
             emit(type == 'O' ? 1 : 2, &f);
         } else if (type == 'X') {
-            code = exit_of(&f, more);
+            code = attach_exit_of(&f, more);
         } else {
             struct buf m = BUF_INIT;
             buf_add_escaped(&m, f.data, f.len);
@@ -715,7 +734,7 @@ static int pick(const struct entry *v, size_t n, const char *name, int run, size
     return code;
 }
 
-/* The arguments: 0 (ret_cmd NULL: --lua), or 2 after saying why. */
+/* The arguments: 0 (ret_cmd NULL: --lua or a shell), or 2 after saying why. */
 static int parse_args(int argc, char **argv, int *run, bool *lua, const char **name,
                       char ***ret_cmd)
 {
@@ -748,11 +767,11 @@ static int parse_args(int argc, char **argv, int *run, bool *lua, const char **n
         fprintf(stderr, "provium attach: --lua takes no command\n%s", attach_usage);
         return 2;
     }
-    if (!*lua && !*ret_cmd) {
+    if (!*lua && !*ret_cmd && !isatty(0)) {
         fprintf(stderr,
-                "provium attach: an interactive shell is not built: give a command after "
-                "`--` (provium attach %s -- sh -c '...'), or --lua for a Lua prompt on the VM "
-                "(docs/debugging.md#provium-attach)\n",
+                "provium attach: an interactive shell needs a terminal on stdin: give a "
+                "command after `--` (provium attach %s -- sh -c '...'), or --lua for a Lua "
+                "prompt on the VM (docs/debugging.md#provium-attach)\n",
                 *name);
         return 2;
     }
@@ -777,6 +796,13 @@ int attach_main(int argc, char **argv)
     struct buf in = BUF_INIT;
     if ((code = pick(v, n, name, run, &i)) == 0 && lua) {
         code = lua_prompt(&v[i]);
+    } else if (code == 0 && !cmd) {
+        json_t *req = attach_shell_request(name);
+        int fd = start_exchange(&v[i], req, &in);
+        code = fd < 0 ? 2 : attach_shell_client(fd, name);
+        if (fd >= 0)
+            close(fd);
+        json_decref(req);
     } else if (code == 0 && (code = read_stdin(&in)) == 0) {
         json_t *words = json_array();
         for (char **c = cmd; *c && code == 0; c++)

@@ -92,7 +92,7 @@ void guest_run_chunk(void *ctx, uint8_t stream, const void *p, size_t n)
 void guest_encode_run(struct buf *b, const struct guest_run_req *req)
 {
     struct pv_wr w = {b};
-    pv_put_u32(&w, req->env_clear ? PV_RUN_ENV_CLEAR : 0);
+    pv_put_u32(&w, (req->env_clear ? PV_RUN_ENV_CLEAR : 0) | (req->pty ? PV_RUN_PTY : 0));
     size_t argc = 0, envc = 0;
     while (req->argv[argc])
         argc++;
@@ -107,7 +107,11 @@ void guest_encode_run(struct buf *b, const struct guest_run_req *req)
     pv_put_str(&w, req->cwd);
     pv_put_bytes(&w, req->stdin_data, req->stdin_len);
     pv_put_u32(&w, req->timeout_ms);
-    pv_put_u64(&w, GUEST_OUTPUT_CAP);
+    pv_put_u64(&w, req->output_cap ? req->output_cap : GUEST_OUTPUT_CAP);
+    if (req->pty) { /* only then: a Run without is what it always was */
+        pv_put_u32(&w, req->rows);
+        pv_put_u32(&w, req->cols);
+    }
 }
 
 /* The Run reply's fields, shared by Run, Wait and ProcStatus. */
@@ -270,6 +274,19 @@ int guest_stdin(const struct target *t, uint64_t handle, const void *data, size_
         r = get_u32_reply(t, op, &reply, (uint32_t)MIN(len, UINT32_MAX), ret_accepted, err);
     buf_release(&b);
     buf_release(&reply);
+    return r;
+}
+
+int guest_pty_resize(const struct target *t, uint64_t handle, uint16_t rows, uint16_t cols,
+                     struct pv_err *err)
+{
+    struct buf b = BUF_INIT;
+    struct pv_wr w = {&b};
+    pv_put_u64(&w, handle);
+    pv_put_u32(&w, rows);
+    pv_put_u32(&w, cols);
+    int r = call(t, "proc:resize", PV_PTY_RESIZE, &b, GUEST_SHORT_S, NULL, NULL, NULL, err);
+    buf_release(&b);
     return r;
 }
 

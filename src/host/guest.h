@@ -50,6 +50,9 @@ struct guest_run_req {
     const char *stdin_data;
     size_t stdin_len;
     uint32_t timeout_ms;
+    uint64_t output_cap; /* kept per stream by a spawned process; 0: GUEST_OUTPUT_CAP */
+    bool pty;            /* one pseudo-terminal of rows x cols for stdin, stdout, stderr */
+    uint16_t rows, cols;
 };
 /* Output kept per stream; the rest is counted (out_total, err_total). */
 #define GUEST_OUTPUT_CAP (64ull << 20)
@@ -90,6 +93,9 @@ int guest_proc_status(const struct target *t, uint64_t handle, struct guest_proc
                       struct pv_err *err);
 int guest_stdin(const struct target *t, uint64_t handle, const void *data, size_t len, bool close,
                 uint32_t *ret_accepted, struct pv_err *err);
+/* The window size of a PTY process's terminal (ENOTTY for another). */
+int guest_pty_resize(const struct target *t, uint64_t handle, uint16_t rows, uint16_t cols,
+                     struct pv_err *err);
 
 /* ---- files: ReadFile, WriteFile, Stat, Open..Close, ListDir, MkDir, Unlink, Rename ---- */
 

@@ -34,7 +34,7 @@ static const char usage[] =
     "       provium list [--fixtures] [PATHS]...   the files and their tests, without running\n"
     "       provium lsp-setup [DIR] [--force]       type stubs for lua-language-server\n"
     "       provium repl [PROFILE] [--name NAME] [--fixture NAME]   a VM and a Lua prompt\n"
-    "       provium attach [--run PID] NAME -- CMD... | --lua NAME   a kept VM (debugging.md)\n"
+    "       provium attach [--run PID] NAME [-- CMD... | --lua]     a shell (a command, Lua) on a kept VM\n"
     "       provium fixture list | clean | stale | build NAME | rebuild NAME\n"
     "       provium kernel fetch | list | path | ensure | initrd | options\n"
     "       provium kernel check [FILE]             the Kconfig options a kernel lacks\n"

@@ -221,6 +221,7 @@ const char *pv_type_name(uint16_t type)
     case PV_NET_CONFIG: return "NetConfig";
     case PV_NET_ROUTE: return "NetRoute";
     case PV_POWER_BUTTON: return "PowerButton";
+    case PV_PTY_RESIZE: return "PtyResize";
     case PV_OK: return "Ok";
     case PV_ERR: return "Err";
     case PV_HELLO_OK: return "HelloOk";

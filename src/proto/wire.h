@@ -82,6 +82,8 @@ enum pv_type {
     /* -> u32 enum pv_button: the ACPI power button made ready for a press (its
      * modules load only for this; src/agent/main.c) */
     PV_POWER_BUTTON = 34,
+    PV_PTY_RESIZE = 35, /* u64 handle, u32 rows, u32 cols: the window size of a process's
+                           terminal (PV_RUN_PTY); its foreground group gets SIGWINCH */
     PV_REQ_MAX,
 
     /* Test only, far from the requests above: served only by an agent whose
@@ -117,6 +119,10 @@ enum pv_misbehave {
 /* PV_RUN flags */
 enum {
     PV_RUN_ENV_CLEAR = 1 << 0,
+    /* stdin, stdout and stderr are one new pseudo-terminal, the process's
+     * controlling terminal; its output is all stdout. The request then ends
+     * with u32 rows, u32 cols: the terminal's size */
+    PV_RUN_PTY = 1 << 1,
 };
 /* PV_WRITE_FILE flags */
 enum {

@@ -27,10 +27,11 @@
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
+/* The last two are decoded only (net_config, net_route). */
 static const uint16_t types[] = {
-    PV_PING,           PV_STAT,   PV_LISTDIR,    PV_PROC_STATUS, PV_WAIT,     PV_SIGNAL,
-    PV_STDIN,          PV_CANCEL, PV_VIA,        PV_WORKER_END,  PV_POWEROFF, PV_HELLO,
-    PV_TEST_MISBEHAVE, 0x7777,    PV_NET_CONFIG, PV_NET_ROUTE, /* these two decoded only */
+    PV_PING,       PV_STAT,           PV_LISTDIR, PV_PROC_STATUS, PV_WAIT,      PV_SIGNAL,
+    PV_STDIN,      PV_CANCEL,         PV_VIA,     PV_WORKER_END,  PV_POWEROFF,  PV_HELLO,
+    PV_PTY_RESIZE, PV_TEST_MISBEHAVE, 0x7777,     PV_NET_CONFIG,  PV_NET_ROUTE,
 };
 
 /* A NetConfig payload: decoded, or refused with a reason; what it accepts

@@ -293,6 +293,8 @@ struct run_req {
     uint32_t timeout_ms;
     uint64_t cap;
     int64_t deadline_ns; /* 0: 10 s from now */
+    bool pty;
+    uint32_t rows, cols;
 };
 
 struct run_res {
@@ -318,8 +320,9 @@ static void run_chunk(void *ctx, uint8_t stream, const void *p, size_t n)
     }
 }
 
-/* The request layout of vm.c's vm_run. Returns chan_call's result; on 0
- * the decoded reply is in res. */
+/* The request layout of guest.c's guest_encode_run, written out here so
+ * that the test does not share the encoder it checks against. Returns
+ * chan_call's result; on 0 the decoded reply is in res. */
 static int run(struct fx *f, const struct run_req *q, struct run_res *res)
 {
     struct buf b = BUF_INIT, reply = BUF_INIT;
@@ -329,7 +332,7 @@ static int run(struct fx *f, const struct run_req *q, struct run_res *res)
         argc++;
     while (q->env && q->env[envc])
         envc++;
-    pv_put_u32(&w, q->env_clear ? PV_RUN_ENV_CLEAR : 0);
+    pv_put_u32(&w, (q->env_clear ? PV_RUN_ENV_CLEAR : 0) | (q->pty ? PV_RUN_PTY : 0));
     pv_put_u32(&w, argc);
     for (uint32_t i = 0; i < argc; i++)
         pv_put_str(&w, q->argv[i]);
@@ -340,6 +343,10 @@ static int run(struct fx *f, const struct run_req *q, struct run_res *res)
     pv_put_bytes(&w, q->in, q->in_len);
     pv_put_u32(&w, q->timeout_ms);
     pv_put_u64(&w, q->cap ? q->cap : 1 << 20);
+    if (q->pty) {
+        pv_put_u32(&w, q->rows);
+        pv_put_u32(&w, q->cols);
+    }
     int r = chan_call(&f->c, f->route, PV_RUN, &b, q->deadline_ns ? q->deadline_ns : deadline(10),
                       run_chunk, res, &reply, &res->err);
     if (r == 0) {
@@ -379,6 +386,24 @@ static void test_agent_run_exit_status(void **state)
     assert_int_equal(res.err_total, 4);
     assert_in_range(res.out_chunks, 1, 4);
     assert_in_range(res.err_chunks, 1, 4);
+    run_res_release(&res);
+}
+
+/* PV_RUN_PTY: one terminal of the size asked for, the controlling one;
+ * stderr goes to it too. */
+static void test_agent_run_pty(void **state)
+{
+    struct fx *f = *state;
+    struct run_res res = {0};
+    const char *argv[] = {"/bin/sh", "-c", "tty; stty size; echo err >&2; test -t 0", NULL};
+    assert_int_equal(run(f, &(struct run_req){.argv = argv, .pty = true, .rows = 30, .cols = 100},
+                         &res),
+                     0);
+    assert_int_equal(res.status, PV_EXITED);
+    assert_int_equal(res.exit_code, 0);
+    assert_non_null(strstr(res.out.data, "/dev/pts/"));
+    assert_non_null(strstr(res.out.data, "\n30 100\r\nerr\r\n"));
+    assert_int_equal(res.errout.len, 0);
     run_res_release(&res);
 }
 
@@ -1424,6 +1449,13 @@ static void test_agent_spawn_signal_and_timeout(void **state)
     buf_release(&reply);
 
     h = spawn(f, (const char *const[]){"sleep", "30", NULL});
+    /* a window size is for a process with a terminal (PV_RUN_PTY) */
+    b = handle_req(h, 24);
+    pv_put_u32(&(struct pv_wr){&b}, 80);
+    assert_int_equal(
+        chan_call(&f->c, f->route, PV_PTY_RESIZE, &b, deadline(10), NULL, NULL, NULL, &err),
+        ENOTTY);
+    buf_release(&b);
     b = handle_req(h, 100);
     assert_int_equal(
         chan_call(&f->c, f->route, PV_WAIT, &b, deadline(10), NULL, NULL, &reply, &err), 0);
@@ -1768,6 +1800,7 @@ int main(void)
         T(test_agent_hello_twice),
         T(test_agent_ping),
         T(test_agent_run_exit_status),
+        T(test_agent_run_pty),
         T(test_agent_run_stdin),
         T(test_agent_run_env),
         T(test_agent_run_cwd),

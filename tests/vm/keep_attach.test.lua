@@ -1,6 +1,7 @@
 -- --keep-on-failure and provium attach (docs/debugging.md#keeping-the-vms-of-a-failing-file):
 -- nested runs of provium keep the VM of a failing file; a second process
--- attaches to it; Ctrl-C leaves no QEMU and no run directory.
+-- attaches to it (commands, a shell, Lua); Ctrl-C leaves no QEMU and no run
+-- directory.
 local meta = require("lib.meta")
 
 -- The nested file: its second test boots `a`, fails with the guest's
@@ -134,6 +135,15 @@ test("--keep-on-failure, then provium attach from a second process; Ctrl-C clean
         t:assert_contains(out, "42\n")
         t:assert_contains(out, "attach:1: boom")
 
+        -- an interactive shell: script(1) gives provium attach a terminal of
+        -- 33 x 77 and types the keys; the guest's terminal has that size
+        meta.write(d .. "/keys", "stty size; echo $((6 * 7)); tty; exit 5\n")
+        out, code = meta.sh(("cd %s && TMPDIR=%s timeout 120 script -qec %s /dev/null <keys"):format(
+            meta.quote(d), meta.quote(d),
+            meta.quote(("stty rows 33 cols 77; %s attach --run %d a"):format(meta.quote(meta.bin), A))))
+        t:assert_eq(code, 5, out)
+        t:assert_contains(out, "33 77\r\n42\r\n/dev/pts/")
+
         -- a client that stalls mid-request holds the keeper at most 10 s; one
         -- that announces a 4 GiB request is dropped at once
         local entryA = meta.sh(("cat %s/provium-%d-*/kept/*.json"):format(meta.quote(d), A))
@@ -151,7 +161,7 @@ test("--keep-on-failure, then provium attach from a second process; Ctrl-C clean
         t:assert_contains(out, ("`a` (run %d, a.test.lua)"):format(A))
         out, code = attach(d, { "--run", tostring(A), "a" })
         t:assert_eq(code, 2, out)
-        t:assert_contains(out, "an interactive shell is not built")
+        t:assert_contains(out, "an interactive shell needs a terminal on stdin")
 
         -- a VM no longer kept: run B killed outright (SIGKILL, no clean-up)
         local entry = meta.sh(("cat %s/provium-%d-*/kept/*.json"):format(meta.quote(d), B))

@@ -96,6 +96,41 @@ test("stdin_write, close_stdin and the output streams", function(t)
     t:assert_eq(q:status().status, "signalled")
 end)
 
+test("pty: a terminal of its own, its window size, SIGWINCH on resize", function(t)
+    -- vm:run: stdout and stderr are one terminal
+    local r = vm:run("tty; stty size; echo err >&2", { pty = { rows = 30, cols = 100 } })
+    t:assert_eq(r.exit_code, 0, r.stdout)
+    t:assert_contains(r.stdout, "/dev/pts/")
+    t:assert_contains(r.stdout, "30 100\r\n")
+    t:assert_contains(r.stdout, "err\r\n")
+    t:assert_eq(r.stderr, "")
+    t:assert_contains(vm:run("stty size", { pty = true }).stdout, "24 80")
+    -- run_async: typed keys, a resize the shell sees, job control's ^C
+    local p = vm:run_async({ "/bin/sh", "-c",
+        -- a signal ends a `read` early: the loop goes on
+        "trap 'echo winch; stty size' WINCH; echo ready; while :; do read l && echo got $l; done" },
+        { pty = true })
+    local out = p:stdout_stream()
+    out:read_until("ready", 10)
+    p:stdin_write("one\n")
+    out:read_until("got one", 10)
+    p:resize(50, 132)
+    out:read_until("50 132", 10)
+    p:stdin_write("\3") -- ^C: the terminal sends SIGINT to its foreground group
+    t:assert_eq(p:wait("10s").status, "signalled")
+    t:assert_raises(function() p:resize(1, 1) end)
+    -- bad options and a resize of a process without a terminal
+    t:assert_contains(t:assert_raises(function() vm:run("true", { pty = "yes" }) end),
+        "opts.pty must be true or {rows = N, cols = N}, got string")
+    t:assert_contains(t:assert_raises(function() vm:run("true", { pty = { rows = 0 } }) end),
+        "opts.pty.rows must be an integer from 1 to 65535, got 0")
+    t:assert_contains(t:assert_raises(function() vm:run("true", { pty = { width = 1 } }) end),
+        "opts.pty: unknown key `width` (rows, cols)")
+    local q = vm:run_async("sleep 30")
+    t:assert_contains(t:assert_raises(function() q:resize(10, 10) end), "ENOTTY")
+    q:close()
+end)
+
 local left_running
 test("a process left running ...", function(t)
     left_running = vm:run_async("sleep 300"):pid()

@@ -99,6 +99,20 @@ static int l_stdin(lua_State *L)
     return 1;
 }
 
+/* proc.resize(vm, handle, rows, cols): a pty process's window size */
+static int l_resize(lua_State *L)
+{
+    struct target t = l_checktarget(L, 1);
+    lua_Integer h = luaL_checkinteger(L, 2);
+    lua_Integer rows = luaL_checkinteger(L, 3), cols = luaL_checkinteger(L, 4);
+    if (rows < 1 || rows > 65535 || cols < 1 || cols > 65535)
+        return luaL_error(L, "proc:resize: rows and cols are integers from 1 to 65535");
+    struct pv_err err = {0};
+    if (guest_pty_resize(&t, (uint64_t)h, (uint16_t)rows, (uint16_t)cols, &err) < 0)
+        return l_raise_guest(L, &t, "proc:resize", NULL, &err);
+    return 0;
+}
+
 /* A Tail: one PV_TAIL request in flight; its chunks land in `data`. The VM
  * userdata is the tail's user value, so the VM outlives it. */
 struct tail {
@@ -230,9 +244,9 @@ int luaopen_provium_proc(lua_State *L)
     }
     lua_pop(L, 1);
     static const luaL_Reg fns[] = {
-        {"spawn", l_spawn},       {"wait", l_wait}, {"signal", l_signal}, {"status", l_status},
-        {"stdin", l_stdin},       {"tail", l_tail}, {"recv", l_recv},     {"close", tail_close},
-        {"inflight", l_inflight}, {NULL, NULL},
+        {"spawn", l_spawn},   {"wait", l_wait},         {"signal", l_signal}, {"status", l_status},
+        {"stdin", l_stdin},   {"tail", l_tail},         {"recv", l_recv},     {"close", tail_close},
+        {"resize", l_resize}, {"inflight", l_inflight}, {NULL, NULL},
     };
     luaL_newlib(L, fns);
     return 1;

@@ -515,6 +515,17 @@ void l_check_run(lua_State *L, struct guest_run_req *out)
             req.timeout_ms = 1;
     }
     lua_pop(L, 1);
+    /* checked by the prelude (P.pty_size): {rows, cols} */
+    lua_getfield(L, 3, "pty");
+    if (lua_istable(L, -1)) {
+        req.pty = true;
+        lua_getfield(L, -1, "rows");
+        lua_getfield(L, -2, "cols");
+        req.rows = (uint16_t)MIN(MAX(lua_tointeger(L, -2), 1), 65535);
+        req.cols = (uint16_t)MIN(MAX(lua_tointeger(L, -1), 1), 65535);
+        lua_pop(L, 2);
+    }
+    lua_pop(L, 1);
     *out = req;
 }
 
