@@ -201,23 +201,26 @@ static void run_argv(const struct keeper *k, int cfd, struct vm *vm, json_t *arg
     const char *stop = watch(k, cfd, &t, h, &err);
     struct guest_run_result res = {0};
     int r = guest_wait(&t, h, 0, &res, &err);
+    int64_t dl = attach_io_deadline();
     if (stop)
         fail(k, cfd, "%s", stop);
     else if (r < 0)
         fail(k, cfd, "%s", err.msg);
-    else {
-        json_t *x = json_pack("{s:s, s:i, s:i, s:I, s:I}", "status",
-                              res.status == PV_EXITED ? "exited" : "signalled", "code",
-                              res.exit_code, "signal", res.signal, "out_total",
-                              (json_int_t)res.out_total, "err_total", (json_int_t)res.err_total);
-        _cleanup_free_ char *s = json_dumps(x, JSON_COMPACT);
-        json_decref(x);
-        int64_t dl = attach_io_deadline();
-        if (attach_send_frame(cfd, 'O', res.out.data, res.out.len, dl, k->sfd) == 0 &&
-            attach_send_frame(cfd, 'E', res.err.data, res.err.len, dl, k->sfd) == 0)
-            attach_send_frame(cfd, 'X', s, strlen(s), dl, k->sfd);
-    }
+    else if (!attach_send_frame(cfd, 'O', res.out.data, res.out.len, dl, k->sfd) &&
+             !attach_send_frame(cfd, 'E', res.err.data, res.err.len, dl, k->sfd))
+        attach_send_exit(cfd, k->sfd, &res);
     guest_run_result_release(&res);
+}
+
+void attach_send_exit(int cfd, int sfd, const struct guest_run_result *res)
+{
+    json_t *x = json_pack("{s:s, s:i, s:i, s:I, s:I}", "status",
+                          res->status == PV_EXITED ? "exited" : "signalled", "code", res->exit_code,
+                          "signal", res->signal, "out_total", (json_int_t)res->out_total,
+                          "err_total", (json_int_t)res->err_total);
+    _cleanup_free_ char *s = json_dumps(x, JSON_COMPACT);
+    json_decref(x);
+    attach_send_frame(cfd, 'X', s, strlen(s), attach_io_deadline(), sfd);
 }
 
 /* A Lua chunk in the keeper's state (--lua). */

@@ -16,6 +16,9 @@ int attach_send_frame(int fd, char type, const void *p, size_t n, int64_t deadli
 int attach_recv_frame(int fd, char *type, struct buf *b, size_t max, int64_t deadline, int sfd);
 /* ATTACH_IO_MS from now. */
 int64_t attach_io_deadline(void);
+/* The 'X' frame of a command's or a shell's end. */
+struct guest_run_result;
+void attach_send_exit(int cfd, int sfd, const struct guest_run_result *res);
 /* The exit code an 'X' frame says; *more (may be NULL) for a Lua chunk not
  * finished. */
 int attach_exit_of(const struct buf *f, bool *more);

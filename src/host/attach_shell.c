@@ -145,15 +145,11 @@ void attach_shell_keep(int cfd, int sfd, struct vm *vm, const json_t *req)
         guest_drop(&t, tail);
     struct guest_run_result res = {0};
     int rc = guest_wait(&t, h, 0, &res, &err);
-    int64_t dl = attach_io_deadline();
     if (why || rc < 0) {
         const char *m = why ? msg : err.msg;
-        attach_send_frame(cfd, 'F', m, strlen(m), dl, sfd);
+        attach_send_frame(cfd, 'F', m, strlen(m), attach_io_deadline(), sfd);
     } else {
-        char x[96];
-        snprintf(x, sizeof(x), "{\"status\":\"%s\",\"code\":%d,\"signal\":%d}",
-                 res.status == PV_EXITED ? "exited" : "signalled", res.exit_code, res.signal);
-        attach_send_frame(cfd, 'X', x, strlen(x), dl, sfd);
+        attach_send_exit(cfd, sfd, &res);
     }
     buf_release(&end);
     guest_run_result_release(&res);
