@@ -228,7 +228,7 @@ function Clock:advance(seconds) end
 ---@param duration Duration
 function Clock:sleep(duration) end
 
----@alias BootOpts {memory: string|integer?, cpus: integer?, kernel_cmdline: string?, kernel_cmdline_append: string?, rng_seed: integer?, initial_time: number?, cold: boolean?, files: {path: string, content: string, mode: integer?}[]?, agent_timeout: number?}
+---@alias BootOpts {memory: string|integer?, cpus: integer?, kernel_cmdline: string?, kernel_cmdline_append: string?, rng_seed: integer?, initial_time: number?, cold: boolean?, pvh: boolean?, files: {path: string, content: string, mode: integer?}[]?, agent_timeout: number?}
 
 ---@class VM: GuestOps
 local VM = {}

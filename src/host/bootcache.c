@@ -43,6 +43,8 @@ void bootcache_key(const struct vm_boot *b, char key[65])
     snprintf(shape, sizeof(shape), "%llu/%d/%s%llu", (unsigned long long)b->memory, b->cpus,
              b->has_rng_seed ? "seed " : "", (unsigned long long)b->rng_seed);
     sha256_update_str(h, shape);
+    if (b->no_pvh) /* the kernel unpacked itself, and chose its layout */
+        sha256_update_str(h, "bzimage");
     /* NICs are devices of the machine saved: its MACs, in their slots */
     for (size_t i = 0; i < b->nnics; i++) {
         const uint8_t *m = b->nics[i].mac;

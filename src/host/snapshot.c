@@ -115,6 +115,8 @@ static json_t *snap_header(struct vm *vm, const char *version)
     json_object_set_new(h, "agent_timeout", json_real(b->agent_timeout));
     if (b->has_rng_seed)
         json_object_set_new(h, "rng_seed", json_integer((json_int_t)b->rng_seed));
+    if (b->no_pvh)
+        json_object_set_new(h, "pvh", json_false());
     json_object_set_new(h, "vm", json_string(vm->name));
     json_t *nics = json_array();
     for (size_t i = 0; i < b->nnics; i++)
@@ -581,6 +583,7 @@ static void header_plan(json_t *h, struct vm_boot *b)
         .agent_timeout = json_number_value(json_object_get(h, "agent_timeout")),
         .has_rng_seed = json_object_get(h, "rng_seed") != NULL,
         .rng_seed = (uint64_t)json_integer_value(json_object_get(h, "rng_seed")),
+        .no_pvh = json_is_false(json_object_get(h, "pvh")),
     };
     if ((v = json_string_value(json_object_get(h, "initrd"))))
         b->initrd = xstrdup(v);

@@ -567,7 +567,7 @@ int vm_spawn(struct vm *vm, const struct vm_boot *b, const struct start *st, con
         keep[nkeep++] = gdb_fd;
     p->cid = qemu_next_cid();
     /* a cold boot skips the kernel's decompression when it can (pvh.c) */
-    _cleanup_free_ char *pvh = st->incoming ? NULL : pvh_kernel(b->kernel);
+    _cleanup_free_ char *pvh = st->incoming || b->no_pvh ? NULL : pvh_kernel(b->kernel);
     struct qemu_config qc = {
         .machine = vm_globals.machine,
         .accel = vm_globals.accel,

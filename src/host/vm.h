@@ -49,6 +49,10 @@ struct vm_boot {
     double agent_timeout; /* seconds */
     bool has_rng_seed;
     uint64_t rng_seed;
+    /* boot the bzImage through QEMU's Linux loader even when it has a PVH
+     * entry (pvh.c): the kernel's own decompressor runs, and picks the
+     * kernel's random text offset (KASLR), as under a bootloader */
+    bool no_pvh;
     char *modules_dir;               /* the profile's lib/modules/<version> tree, or NULL */
     char *vmlinux;                   /* the profile's `vmlinux` (symbolize.h), or NULL */
     struct vm_nic nics[VM_MAX_NICS]; /* NIC i is in PCI slot VM_NIC_SLOT0 + i */

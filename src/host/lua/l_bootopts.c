@@ -100,11 +100,15 @@ static void parse_opts(lua_State *L, int idx, struct boot_opts *o)
             if (!lua_isboolean(L, -1))
                 luaL_error(L, "boot opts: cold must be a boolean, got %s", luaL_typename(L, -1));
             o->cold = lua_toboolean(L, -1);
+        } else if (!strcmp(k, "pvh")) {
+            if (!lua_isboolean(L, -1))
+                luaL_error(L, "boot opts: pvh must be a boolean, got %s", luaL_typename(L, -1));
+            o->no_pvh = !lua_toboolean(L, -1);
         } else {
             luaL_error(L,
                        "boot opts: unknown option `%s` (known: memory, cpus, kernel_cmdline, "
                        "kernel_cmdline_append, agent_timeout, files, initial_time, rng_seed, "
-                       "cold, disks)",
+                       "cold, pvh, disks)",
                        k);
         }
         lua_pop(L, 1);
