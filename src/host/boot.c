@@ -664,7 +664,7 @@ int boot_plan(const struct config *cfg, const char *name, const struct boot_opts
                                                         : 30 * vm_globals.timeout_scale;
     b->has_rng_seed = o->has_rng_seed;
     b->rng_seed = o->rng_seed;
-    b->no_pvh = o->no_pvh;
+    b->no_pvh = o->has_pvh ? !o->pvh : p && !p->pvh;
 out:
     resolved_release(&rs);
     if (r < 0)

@@ -24,7 +24,7 @@ struct boot_opts {
     bool has_initial_time;
     double initial_time; /* seconds since the epoch, set right after the handshake */
     bool cold;           /* never from the boot cache */
-    bool no_pvh;         /* pvh = false: the bzImage as it is (vm_boot.no_pvh) */
+    bool has_pvh, pvh;   /* pvh = ...: over the profile's (vm_boot.no_pvh) */
 };
 void boot_opts_release(struct boot_opts *o);
 

@@ -133,6 +133,15 @@ static int config_string(const struct config_ctx *x, const char *key, const stru
     return 0;
 }
 
+static int config_bool(const struct config_ctx *x, const char *key, const struct toml_value *v,
+                       bool *ret)
+{
+    int r = config_want(x, key, v, TOML_BOOL);
+    if (r == 0)
+        *ret = v->u.b;
+    return r;
+}
+
 /* A path: "~" and "~/..." expand to $HOME, relative paths resolve against
  * the file's directory, absolute paths are kept as written, and so are
  * paths starting with {out} (a build output, expanded by the caller). */
@@ -247,6 +256,7 @@ static struct profile *config_add_profile(struct config *c, const char *name, co
     p->dir = xstrdup(dir);
     p->guest_os = xstrdup("linux");
     p->inject_agent = true;
+    p->pvh = true;
     return p;
 }
 
@@ -367,9 +377,7 @@ static int config_disk(const struct config_ctx *x, size_t i, const struct toml_v
             } else if (!strcmp(k, "id")) {
                 r = config_string(x, kname, kv, &id);
             } else if (!strcmp(k, "readonly")) {
-                r = config_want(x, kname, kv, TOML_BOOL);
-                if (r == 0)
-                    readonly = kv->u.b;
+                r = config_bool(x, kname, kv, &readonly);
             } else {
                 r = config_invalid(x, kv->line, "unknown key `%s` in %s", kname, x->where);
             }
@@ -440,9 +448,9 @@ static int config_load_profile(const struct config_ctx *x, const struct toml_tab
             guest_os = v;
             r = config_string(x, k, v, &p->guest_os);
         } else if (!strcmp(k, "inject_agent")) {
-            r = config_want(x, k, v, TOML_BOOL);
-            if (r == 0)
-                p->inject_agent = v->u.b;
+            r = config_bool(x, k, v, &p->inject_agent);
+        } else if (!strcmp(k, "pvh")) {
+            r = config_bool(x, k, v, &p->pvh);
         } else if (!strcmp(k, "disks")) {
             r = config_want(x, k, v, TOML_ARRAY);
             for (size_t j = 0; r == 0 && j < v->u.arr.n; j++)
@@ -611,9 +619,7 @@ static int config_load_provium(struct config *c, const struct config_ctx *top,
                 r = config_wrong_type(&x, k, v, "a string or an integer");
             }
         } else if (!strcmp(k, "boot_cache")) {
-            r = config_want(&x, k, v, TOML_BOOL);
-            if (r == 0)
-                c->boot_cache = v->u.b;
+            r = config_bool(&x, k, v, &c->boot_cache);
         } else {
             r = config_invalid(&x, v->line, "unknown key `%s` in [provium]", k);
         }

@@ -59,6 +59,7 @@ struct profile {
     char **disk_ids;     /* per disk: the "id" of a { path, id, readonly } entry, or NULL */
     bool *disk_readonly; /* per disk: "readonly" of such an entry, default false */
     bool inject_agent;   /* default true */
+    bool pvh;            /* default true: false boots the bzImage as it is (vm_boot.no_pvh) */
     /* initrd = "none": the overlay alone (the agent, no shell); unset, a
      * profile gets the default profile's busybox (docs/configuration.md) */
     bool initrd_none;

@@ -152,6 +152,7 @@ static void test_paths_and_values(void **state)
                                     "init = \"/sbin/init\"\n"
                                     "guest_os = \"peios\"\n"
                                     "inject_agent = false\n"
+                                    "pvh = false\n"
                                     "agent_boot_timeout = 12.5\n"
                                     "build = \"./build.sh {out}\"\n"
                                     "build_out = \"out\"\n"
@@ -209,6 +210,7 @@ static void test_paths_and_values(void **state)
     STR_EQ(p->init, "/sbin/init");
     STR_EQ(p->guest_os, "peios");
     assert_false(p->inject_agent);
+    assert_false(p->pvh);
     assert_true(p->agent_boot_timeout == 12.5);
     STR_EQ(p->build, "./build.sh {out}");
     STR_EQ(p->build_out, build_out);
@@ -216,10 +218,11 @@ static void test_paths_and_values(void **state)
 
     /* Defaults. */
     p = PROFILE(c, "alpha");
-    assert_int_equal(p->line, 22);
+    assert_int_equal(p->line, 23);
     STR_EQ(p->kernel, "/boot/vmlinuz");
     STR_EQ(p->guest_os, "linux");
     assert_true(p->inject_agent);
+    assert_true(p->pvh);
     STR_EQ(p->cmdline, NULL);
     STR_EQ(p->initrd, NULL);
     assert_int_equal(p->ndisks, 0);
@@ -453,6 +456,8 @@ static void test_errors(void **state)
             "2: key `kernel` in [profiles.x] must be a string, got integer");
     INVALID(path, "[profiles.x]\nkernel = \"k\"\ninject_agent = \"yes\"\n",
             "3: key `inject_agent` in [profiles.x] must be a boolean, got string");
+    INVALID(path, "[profiles.x]\nkernel = \"k\"\npvh = 0\n",
+            "3: key `pvh` in [profiles.x] must be a boolean, got integer");
     INVALID(path, "[profiles.x]\nkernel = \"k\"\ncmdline = [\"a\"]\n",
             "3: key `cmdline` in [profiles.x] must be a string, got array");
     INVALID(path, "[profiles.x]\nkernel = \"k\"\ndisks = \"d.img\"\n",

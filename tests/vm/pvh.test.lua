@@ -1,6 +1,7 @@
 -- A cold boot enters a bzImage's kernel through its PVH entry, from the
 -- ELF unpacked once into the cache (docs/boot-cache.md#the-cold-boot).
 provium:claim { memory = "320M", cpus = 1 }
+local meta = require("lib.meta")
 
 local function cache_root()
     local c = os.getenv("PROVIUM_CACHE")
@@ -34,6 +35,7 @@ test("the PVH entry leaves the text where it was linked; pvh = false lets the ke
     function(t)
     local a = provium:vm("linked", "default", { memory = "256M" }):boot { cold = true }
     t:assert_eq(text_of(a), "ffffffff81000000")
+    local modules = a:modules_dir()
     a:shutdown()
     -- through the bzImage: QEMU's loader, the kernel's decompressor, KASLR.
     -- Two boots: an offset of 0 (1 in about 500) twice is not to be expected.
@@ -50,4 +52,24 @@ test("the PVH entry leaves the text where it was linked; pvh = false lets the ke
     t:assert_contains(t:assert_raises(function()
         provium:vm("bad", "default", { pvh = "no" }):boot()
     end), "boot opts: pvh must be a boolean, got string")
+    -- a profile's `pvh = false`, and the boot option over it
+    local dir = meta.tmpdir()
+    local kernel = meta.sh(meta.quote(meta.bin) .. " kernel path"):match("[^\n]+")
+    meta.write(dir .. "/provium.toml", ("[profiles.loader]\nkernel = %q\nmodules = %q\npvh = false\n")
+        :format(kernel, modules))
+    meta.write(dir .. "/p.test.lua", [[
+test("versions", function(t)
+    local function version(opts)
+        local vm = provium:vm("v", "loader", opts):boot { cold = true }
+        local v = vm:read_file("/sys/kernel/boot_params/version")
+        vm:shutdown()
+        provium:remove(vm)
+        return v
+    end
+    t:assert_eq(version({ memory = "256M" }), "0x020f\n")
+    t:assert_eq(version({ memory = "256M", pvh = true }), "0x020c\n")
+end)
+]])
+    local out, code = meta.provium({ "p.test.lua" }, { cwd = dir })
+    t:assert_eq(code, 0, out)
 end)

@@ -103,7 +103,8 @@ static void parse_opts(lua_State *L, int idx, struct boot_opts *o)
         } else if (!strcmp(k, "pvh")) {
             if (!lua_isboolean(L, -1))
                 luaL_error(L, "boot opts: pvh must be a boolean, got %s", luaL_typename(L, -1));
-            o->no_pvh = !lua_toboolean(L, -1);
+            o->has_pvh = true;
+            o->pvh = lua_toboolean(L, -1);
         } else {
             luaL_error(L,
                        "boot opts: unknown option `%s` (known: memory, cpus, kernel_cmdline, "
