@@ -188,7 +188,7 @@ $(B)/switch_rate: bench/switch_rate.c $(B)/libprovium.a
 
 # libFuzzer builds for longer runs: make fuzz FUZZ_SECONDS=60 [FUZZ_TARGETS="qmp chan"]
 fuzz:
-	@tests/fuzz/run-libfuzzer $(or $(FUZZ_SECONDS),60) $(FUZZ_TARGETS)
+	@FUZZ_FORK=$(FUZZ_FORK) tests/fuzz/run-libfuzzer $(or $(FUZZ_SECONDS),60) $(FUZZ_TARGETS)
 
 # The tree's format is .clang-format's (docs/architecture.md#format).
 FORMAT_SRCS = $(wildcard src/*/*.[ch] src/host/lua/*.[ch] src/host/net/*.[ch] src/host/disk/*.[ch] tests/unit/*.[ch] tests/fuzz/*.[ch])
