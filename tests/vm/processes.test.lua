@@ -112,6 +112,7 @@ test("pty: a terminal of its own, its window size, SIGWINCH on resize", function
         { pty = true })
     local out = p:stdout_stream()
     out:read_until("ready", 10)
+    t:assert_eq(p:stderr_stream():next(5), nil) -- all of it is stdout: this one ends at once
     p:stdin_write("one\n")
     out:read_until("got one", 10)
     p:resize(50, 132)
