@@ -119,7 +119,7 @@ test("pty: a terminal of its own, its window size, SIGWINCH on resize", function
     out:read_until("50 132", 10)
     p:stdin_write("\3") -- ^C: the terminal sends SIGINT to its foreground group
     t:assert_eq(p:wait("10s").status, "signalled")
-    t:assert_raises(function() p:resize(1, 1) end)
+    t:assert_contains(t:assert_raises(function() p:resize(1, 1) end), "waited for")
     -- bad options and a resize of a process without a terminal
     t:assert_contains(t:assert_raises(function() vm:run("true", { pty = "yes" }) end),
         "opts.pty must be true or {rows = N, cols = N}, got string")
@@ -129,6 +129,8 @@ test("pty: a terminal of its own, its window size, SIGWINCH on resize", function
         "opts.pty: unknown key `width` (rows, cols)")
     local q = vm:run_async("sleep 30")
     t:assert_contains(t:assert_raises(function() q:resize(10, 10) end), "ENOTTY")
+    t:assert_contains(t:assert_raises(function() q:resize(0, "x") end),
+        "proc:resize: rows and cols must be integers from 1 to 65535")
     q:close()
 end)
 

@@ -104,9 +104,10 @@ static int l_resize(lua_State *L)
 {
     struct target t = l_checktarget(L, 1);
     lua_Integer h = luaL_checkinteger(L, 2);
-    lua_Integer rows = luaL_checkinteger(L, 3), cols = luaL_checkinteger(L, 4);
-    if (rows < 1 || rows > 65535 || cols < 1 || cols > 65535)
-        return luaL_error(L, "proc:resize: rows and cols are integers from 1 to 65535");
+    lua_Integer rows = lua_tointeger(L, 3), cols = lua_tointeger(L, 4);
+    if (!lua_isinteger(L, 3) || !lua_isinteger(L, 4) || rows < 1 || rows > 65535 || cols < 1 ||
+        cols > 65535)
+        return luaL_error(L, "proc:resize: rows and cols must be integers from 1 to 65535");
     struct pv_err err = {0};
     if (guest_pty_resize(&t, (uint64_t)h, (uint16_t)rows, (uint16_t)cols, &err) < 0)
         return l_raise_guest(L, &t, "proc:resize", NULL, &err);
